@@ -1,0 +1,242 @@
+//! The workflow model as registered by `PutWorkflow`, and its validation.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::RetryPolicy;
+use crate::limits::MAX_TASKS_PER_WORKFLOW;
+
+/// One task of a workflow definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The task's name inside its workflow (Hatchet's `readable_id`).
+    pub readable_id: String,
+    /// The action id workers register for: `"<lower(workflow)>:<task>"`.
+    pub action_id: String,
+    /// Names of the tasks that must succeed first.
+    pub parents: Vec<String>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Execution timeout in milliseconds, if any.
+    pub execution_timeout_ms: Option<i64>,
+    /// Schedule timeout in milliseconds, if any.
+    pub schedule_timeout_ms: Option<i64>,
+}
+
+/// A workflow definition: a named DAG of tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowSpec {
+    /// Workflow name, looked up exactly as registered.
+    pub name: String,
+    /// Tasks, in the order they were declared.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// Why a workflow definition was rejected. Messages name the offending tasks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DagError {
+    /// The workflow has no name.
+    #[error("workflow name must not be empty")]
+    EmptyName,
+    /// The workflow has no tasks.
+    #[error("workflow {0:?} has no tasks")]
+    NoTasks(String),
+    /// Too many tasks.
+    #[error("workflow {workflow:?} has {count} tasks; the limit is {limit}")]
+    TooManyTasks {
+        /// Workflow name.
+        workflow: String,
+        /// Number of tasks given.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A task has an empty name.
+    #[error("workflow {0:?} has a task with an empty name")]
+    EmptyTaskName(String),
+    /// Two tasks share a name.
+    #[error("workflow {workflow:?} declares task {task:?} twice")]
+    DuplicateTask {
+        /// Workflow name.
+        workflow: String,
+        /// The repeated task name.
+        task: String,
+    },
+    /// A parent names no task of the workflow.
+    #[error("workflow {workflow:?}: task {task:?} has unknown parent {parent:?}")]
+    UnknownParent {
+        /// Workflow name.
+        workflow: String,
+        /// The task declaring the parent.
+        task: String,
+        /// The parent that does not exist.
+        parent: String,
+    },
+    /// The parents form a cycle; `path` lists it, first task repeated at the end.
+    #[error("workflow {workflow:?} has a cycle: {}", path.join(" -> "))]
+    Cycle {
+        /// Workflow name.
+        workflow: String,
+        /// The tasks of the cycle.
+        path: Vec<String>,
+    },
+    /// A retry setting is out of range.
+    #[error("workflow {workflow:?}: task {task:?}: {reason}")]
+    BadRetry {
+        /// Workflow name.
+        workflow: String,
+        /// Task name.
+        task: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl WorkflowSpec {
+    /// Checks names, parents, acyclicity and retry settings.
+    pub fn validate(&self) -> Result<(), DagError> {
+        let wf = &self.name;
+        if wf.trim().is_empty() {
+            return Err(DagError::EmptyName);
+        }
+        if self.tasks.is_empty() {
+            return Err(DagError::NoTasks(wf.clone()));
+        }
+        if self.tasks.len() > MAX_TASKS_PER_WORKFLOW {
+            return Err(DagError::TooManyTasks {
+                workflow: wf.clone(),
+                count: self.tasks.len(),
+                limit: MAX_TASKS_PER_WORKFLOW,
+            });
+        }
+        let mut names = BTreeSet::new();
+        for t in &self.tasks {
+            if t.readable_id.trim().is_empty() {
+                return Err(DagError::EmptyTaskName(wf.clone()));
+            }
+            if !names.insert(t.readable_id.as_str()) {
+                return Err(DagError::DuplicateTask {
+                    workflow: wf.clone(),
+                    task: t.readable_id.clone(),
+                });
+            }
+            let bad = |reason: &str| DagError::BadRetry {
+                workflow: wf.clone(),
+                task: t.readable_id.clone(),
+                reason: reason.to_string(),
+            };
+            if t.retry.max_retries < 0 {
+                return Err(bad("retries must not be negative"));
+            }
+            if t.retry.backoff_factor.is_some_and(|f| !f.is_finite() || f < 0.0) {
+                return Err(bad("backoff_factor must be a non-negative number"));
+            }
+            if t.retry.backoff_max_seconds.is_some_and(|s| s < 0) {
+                return Err(bad("backoff_max_seconds must not be negative"));
+            }
+        }
+        for t in &self.tasks {
+            for p in &t.parents {
+                if !names.contains(p.as_str()) {
+                    return Err(DagError::UnknownParent {
+                        workflow: wf.clone(),
+                        task: t.readable_id.clone(),
+                        parent: p.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(path) = self.find_cycle() {
+            return Err(DagError::Cycle {
+                workflow: wf.clone(),
+                path,
+            });
+        }
+        Ok(())
+    }
+
+    fn find_cycle(&self) -> Option<Vec<String>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Unseen,
+            OnStack,
+            Done,
+        }
+        let index: HashMap<&str, usize> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.readable_id.as_str(), i))
+            .collect();
+        let mut marks = vec![Mark::Unseen; self.tasks.len()];
+        let mut stack: Vec<usize> = Vec::new();
+        // Iterative DFS over parent edges; a parent found on the stack closes a cycle.
+        for start in 0..self.tasks.len() {
+            if marks[start] != Mark::Unseen {
+                continue;
+            }
+            let mut work: Vec<(usize, usize)> = vec![(start, 0)];
+            marks[start] = Mark::OnStack;
+            stack.push(start);
+            while let Some(&mut (node, ref mut next)) = work.last_mut() {
+                let parents = &self.tasks[node].parents;
+                if *next < parents.len() {
+                    let p = index[parents[*next].as_str()];
+                    *next += 1;
+                    match marks[p] {
+                        Mark::Unseen => {
+                            marks[p] = Mark::OnStack;
+                            stack.push(p);
+                            work.push((p, 0));
+                        }
+                        Mark::OnStack => {
+                            let from = stack.iter().position(|&n| n == p).unwrap_or(0);
+                            // Parent edges point backwards; print in execution order.
+                            let mut path: Vec<String> = stack[from..]
+                                .iter()
+                                .rev()
+                                .map(|&n| self.tasks[n].readable_id.clone())
+                                .collect();
+                            path.push(path[0].clone());
+                            return Some(path);
+                        }
+                        Mark::Done => {}
+                    }
+                } else {
+                    marks[node] = Mark::Done;
+                    stack.pop();
+                    work.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// For every task, the names of all its ancestors (parents, their parents, …).
+    /// Call only on a validated spec.
+    pub fn ancestors(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let parents: HashMap<&str, &Vec<String>> = self
+            .tasks
+            .iter()
+            .map(|t| (t.readable_id.as_str(), &t.parents))
+            .collect();
+        let mut out = BTreeMap::new();
+        for t in &self.tasks {
+            let mut seen = BTreeSet::new();
+            let mut todo: Vec<&str> = t.parents.iter().map(String::as_str).collect();
+            while let Some(p) = todo.pop() {
+                if seen.insert(p.to_string())
+                    && let Some(pp) = parents.get(p)
+                {
+                    todo.extend(pp.iter().map(String::as_str));
+                }
+            }
+            out.insert(t.readable_id.clone(), seen);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,12 @@
+//! Adze's domain core: the workflow DAG model and its validation, the one task/run
+//! state machine, retry backoff and duration parsing. No I/O lives here.
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod dag;
+pub mod duration;
+pub mod limits;
+pub mod state;
+
+pub use dag::{DagError, TaskSpec, WorkflowSpec};
+pub use state::{RunStatus, TaskEvent, TaskStatus, Transition};

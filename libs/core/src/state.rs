@@ -1,0 +1,292 @@
+//! The one task and run state machine. `libs/store` applies these transitions with
+//! SQL guards built from [`TaskEvent::allowed_from`], fenced by `(task, attempt)`.
+//!
+//! ```text
+//! pending --parents done--> queued --assign--> assigned --started--> running
+//!    |                        ^                   |                     |
+//!    |                        +---- retry / worker lost ----------------+
+//!    +--upstream failed--> cancelled     assigned|running --completed--> succeeded
+//!                                        assigned|running --failed(final)--> failed
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::backoff::RetryPolicy;
+
+/// Status of one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Waiting for parents.
+    Pending,
+    /// Ready, waiting for a worker slot (or its retry time).
+    Queued,
+    /// Sent to a worker, not yet started.
+    Assigned,
+    /// The worker reported it started.
+    Running,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with an error, no retries left.
+    Failed,
+    /// Will not run (an upstream task failed, or it was cancelled).
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// All statuses.
+    pub const ALL: [TaskStatus; 7] = [
+        Self::Pending,
+        Self::Queued,
+        Self::Assigned,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Assigned => "assigned",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// True once nothing more will happen to the task.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// True while the task holds a worker slot.
+    pub fn holds_slot(self) -> bool {
+        matches!(self, Self::Assigned | Self::Running)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown status string read from storage.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for TaskStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+/// Status of a run, derived from its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// No task has started yet.
+    Queued,
+    /// Some task started, not all are terminal.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// Every task is terminal and at least one failed.
+    Failed,
+    /// Every task is terminal, none failed, some were cancelled.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for the final states.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The run status implied by the statuses of all its tasks.
+    pub fn derive(tasks: impl IntoIterator<Item = TaskStatus>) -> Self {
+        let (mut any, mut all_terminal, mut failed, mut cancelled, mut started) =
+            (false, true, false, false, false);
+        for t in tasks {
+            any = true;
+            all_terminal &= t.is_terminal();
+            failed |= t == TaskStatus::Failed;
+            cancelled |= t == TaskStatus::Cancelled;
+            started |= !matches!(t, TaskStatus::Pending | TaskStatus::Queued);
+        }
+        match () {
+            _ if !any => Self::Queued,
+            _ if all_terminal && failed => Self::Failed,
+            _ if all_terminal && cancelled => Self::Cancelled,
+            _ if all_terminal => Self::Succeeded,
+            _ if started => Self::Running,
+            _ => Self::Queued,
+        }
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+/// Something that happens to a task. Attempt-carrying events are fenced: they apply
+/// only when `attempt` equals the task's current attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    /// All parents succeeded.
+    ParentsDone,
+    /// An upstream task failed for good.
+    UpstreamFailed,
+    /// The scheduler gave the task to a worker.
+    Assigned,
+    /// The worker reports the attempt started.
+    Started {
+        /// Attempt the worker ran.
+        attempt: i32,
+    },
+    /// The worker reports success.
+    Completed {
+        /// Attempt the worker ran.
+        attempt: i32,
+    },
+    /// The worker reports failure.
+    Failed {
+        /// Attempt the worker ran.
+        attempt: i32,
+        /// The task said not to retry.
+        non_retryable: bool,
+        /// Explicit delay before the retry.
+        retry_after_ms: Option<i64>,
+    },
+    /// The worker holding the attempt disappeared; run it again elsewhere.
+    WorkerLost {
+        /// Attempt that was lost.
+        attempt: i32,
+    },
+}
+
+/// What applying an event to a task does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// Move to `to`. `next_attempt` bumps the fencing attempt (a new dispatch);
+    /// `count_failure` consumes one retry; `delay_ms` defers the next admission.
+    To {
+        /// New status.
+        to: TaskStatus,
+        /// Whether the attempt number increases.
+        next_attempt: bool,
+        /// Whether this consumed a retry.
+        count_failure: bool,
+        /// Delay before the task may be admitted again.
+        delay_ms: i64,
+    },
+    /// Nothing changes (duplicate, stale attempt, or already terminal).
+    Ignore(&'static str),
+}
+
+impl TaskEvent {
+    /// The statuses this event may apply from; anything else is ignored.
+    pub fn allowed_from(&self) -> &'static [TaskStatus] {
+        use TaskStatus::*;
+        match self {
+            Self::ParentsDone | Self::UpstreamFailed => &[Pending],
+            Self::Assigned => &[Queued],
+            Self::Started { .. } => &[Assigned],
+            Self::Completed { .. } | Self::Failed { .. } | Self::WorkerLost { .. } => {
+                &[Assigned, Running]
+            }
+        }
+    }
+
+    /// The attempt this event is fenced by, if any.
+    pub fn attempt(&self) -> Option<i32> {
+        match self {
+            Self::Started { attempt }
+            | Self::Completed { attempt }
+            | Self::Failed { attempt, .. }
+            | Self::WorkerLost { attempt } => Some(*attempt),
+            _ => None,
+        }
+    }
+
+    /// Decides the transition for a task in `status` at `attempt` that has already
+    /// failed `failures` times under `policy`.
+    pub fn apply(
+        &self,
+        status: TaskStatus,
+        attempt: i32,
+        failures: i32,
+        policy: &RetryPolicy,
+    ) -> Transition {
+        if status.is_terminal() {
+            return Transition::Ignore("task already finished");
+        }
+        if self.attempt().is_some_and(|a| a != attempt) {
+            return Transition::Ignore("stale attempt");
+        }
+        if !self.allowed_from().contains(&status) {
+            return Transition::Ignore("not applicable in this status");
+        }
+        let to = |to, next_attempt, count_failure, delay_ms| Transition::To {
+            to,
+            next_attempt,
+            count_failure,
+            delay_ms,
+        };
+        match self {
+            Self::ParentsDone => to(TaskStatus::Queued, false, false, 0),
+            Self::UpstreamFailed => to(TaskStatus::Cancelled, false, false, 0),
+            Self::Assigned => to(TaskStatus::Assigned, false, false, 0),
+            Self::Started { .. } => to(TaskStatus::Running, false, false, 0),
+            Self::Completed { .. } => to(TaskStatus::Succeeded, false, false, 0),
+            Self::WorkerLost { .. } => to(TaskStatus::Queued, true, false, 0),
+            Self::Failed {
+                non_retryable,
+                retry_after_ms,
+                ..
+            } => {
+                let failures = failures + 1;
+                if !non_retryable && policy.may_retry(failures) {
+                    let delay = policy.delay(failures, *retry_after_ms);
+                    to(TaskStatus::Queued, true, true, delay.as_millis() as i64)
+                } else {
+                    to(TaskStatus::Failed, false, true, 0)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,25 @@
+//! Hatchet-compatible gRPC protocol types, generated at build time from `proto/`.
+//!
+//! The root package (no `package` line, as the SDKs expect) holds `Dispatcher`,
+//! `EventsService` and `WorkflowService` and is generated at this crate's root;
+//! package `v1` holds `AdminService`.
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+include!(concat!(env!("OUT_DIR"), "/_.rs"));
+
+/// Messages and services of protobuf package `v1`.
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/v1.rs"));
+}
+
+/// The root (unnamed) protobuf package under a name, for readable imports.
+pub mod hatchet {
+    pub use crate::{
+        dispatcher_client, dispatcher_server, events_service_client, events_service_server,
+        workflow_service_client, workflow_service_server, *,
+    };
+}
+
+/// The engine version reported by `Dispatcher.GetVersion`. The SDKs choose their
+/// protocol from it; see HATCHET-WIRE.md ("Version gate").
+pub const ENGINE_VERSION: &str = "v0.79.9";
