@@ -52,11 +52,6 @@ pg_bindir() {
   [[ -n "$d" && -x "$d/initdb" ]] && echo "$d"
 }
 
-# Postgres refuses to run as root, so as root the private cluster belongs to `postgres`.
-as_pg_user() {
-  if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
 # The data directory must be reachable by the user the server runs as. A checkout in a
 # private home (/root/adze, mode 700) is not, so fall back to a fixed place in /var/tmp.
 pg_datadir() {
@@ -180,7 +175,8 @@ ensure_nats() {
     # nats-server cannot daemonise itself; start_bg detaches it into its own session.
     start_bg nats "$dir/nats.log" nats-server -js -sd "$dir/jetstream" \
       -a 127.0.0.1 -p "$NATS_PORT" -l "$dir/nats.log"
-    wait_until "$START_TIMEOUT" "nats-server on 127.0.0.1:$NATS_PORT" "$dir/nats.log" nats_jetstream "$NATS_PORT"
+    wait_until "$START_TIMEOUT" "nats-server on 127.0.0.1:$NATS_PORT" "$dir/nats.log" \
+      --pid "$ADZE_RUN_DIR/nats.pid" nats-server nats_jetstream "$NATS_PORT"
   fi
   ok "NATS: private server (JetStream) on 127.0.0.1:$NATS_PORT"
 }

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are for the scripts that source this
 # Helpers shared by scripts/*.sh. Source it; it defines functions and paths, runs nothing.
 #
 # Every path the scripts write lives under $ADZE_HOME (<repo>/.adze, git-ignored), so
@@ -54,13 +54,21 @@ tcp_open() {
   timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }
 
-# wait_until SECONDS DESCRIPTION LOGFILE CMD...: poll CMD every 0.5 s; die with the log
-# tail if it never succeeds. Used for every "is it up yet" wait, so no bare sleeps.
+# wait_until SECONDS DESCRIPTION LOGFILE [--pid PIDFILE NAME] CMD...: poll CMD every 0.5 s;
+# die with the log tail if it never succeeds, or at once if the process in PIDFILE (see
+# pid_alive) has exited. Used for every "is it up yet" wait, so no bare sleeps.
 wait_until() {
-  local secs="$1" what="$2" log="$3"
+  local secs="$1" what="$2" log="$3" pidfile="" name=""
   shift 3
+  if [[ "$1" == --pid ]]; then
+    pidfile="$2" name="$3"
+    shift 3
+  fi
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
+    if [[ -n "$pidfile" ]] && ! pid_alive "$pidfile" "$name"; then
+      die "$what exited during startup (log: $log)" "$log"
+    fi
     if ((SECONDS >= deadline)); then
       die "$what did not come up within ${secs}s (log: $log)" "$log"
     fi
@@ -74,41 +82,55 @@ wait_until() {
 # Checking the command line guards against killing an unrelated process that reused the pid.
 pid_alive() {
   local pidfile="$1" name="$2" pid
-  [[ -r "$pidfile" ]] || return 1
-  pid="$(tr -dc '0-9' <"$pidfile")"
+  pid="$(tr -dc '0-9' 2>/dev/null <"$pidfile")" || return 1
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$name"
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$name"
 }
 
-# stop_pidfile PIDFILE NAME: SIGTERM the process, wait up to 15 s, then SIGKILL.
+# stop_pidfile PIDFILE NAME: SIGTERM the process (if pid_alive), wait up to 15 s, then SIGKILL.
 stop_pidfile() {
-  local pidfile="$1" name="$2" pid i
+  local pidfile="$1" name="$2" pid i label
+  label="$(basename "$pidfile" .pid)"
   if pid_alive "$pidfile" "$name"; then
-    pid="$(tr -dc '0-9' <"$pidfile")"
+    pid="$(tr -dc '0-9' 2>/dev/null <"$pidfile")" || return 0 # it exited meanwhile
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 30; i++)); do
       pid_alive "$pidfile" "$name" || break
       sleep 0.5
     done
     if pid_alive "$pidfile" "$name"; then
-      warn "$name (pid $pid) ignored SIGTERM for 15s; sending SIGKILL"
+      warn "$label (pid $pid) ignored SIGTERM for 15s; sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
-    echo "stopped $name (pid $pid)"
+    echo "stopped $label (pid $pid)"
   fi
   rm -f "$pidfile"
 }
 
+# rotate_log FILE: keep the previous run's log as FILE.prev and start FILE afresh, so the
+# tail shown on a failure is this run's.
+rotate_log() {
+  mkdir -p "$(dirname "$1")"
+  if [[ -s "$1" ]]; then mv -f "$1" "$1.prev"; fi
+  : >"$1"
+}
+
 # start_bg NAME LOGFILE CMD...: start CMD detached in its own session (so a Ctrl-C in the
-# terminal that ran the script does not reach it), stdout+stderr appended to LOGFILE, pid
+# terminal that ran the script does not reach it), stdout+stderr to a fresh LOGFILE, pid
 # written to $ADZE_RUN_DIR/NAME.pid.
 start_bg() {
   local name="$1" log="$2"
   shift 2
-  mkdir -p "$ADZE_RUN_DIR" "$(dirname "$log")"
-  printf '\n==== %s starting %s ====\n' "$(date -Is)" "$name" >>"$log"
+  mkdir -p "$ADZE_RUN_DIR"
+  rotate_log "$log"
   setsid "$@" >>"$log" 2>&1 </dev/null &
   echo $! >"$ADZE_RUN_DIR/$name.pid"
+}
+
+# as_pg_user CMD...: PostgreSQL refuses to run as root, so as root a private cluster
+# belongs to the `postgres` user.
+as_pg_user() {
+  if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
 # ---- packages -----------------------------------------------------------------------

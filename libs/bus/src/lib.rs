@@ -1,1 +1,187 @@
-//! placeholder
+//! The NATS bus: subject and stream names in one place ([`subjects`]), versioned serde
+//! envelopes with W3C trace context in headers ([`envelope`]), and typed publishers
+//! and consumers ([`Bus`]). Works on nats-server 2.9 (single-filter consumers only).
+#![warn(missing_docs)]
+
+pub mod envelope;
+pub mod messages;
+pub mod subjects;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::{HeaderMap, Subscriber};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use envelope::Envelope;
+pub use subjects::Subjects;
+
+/// Bus errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Could not connect.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// Server URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// Envelope encoding or decoding failed.
+    #[error("bad message: {0}")]
+    Codec(#[from] serde_json::Error),
+    /// A message is larger than the server accepts.
+    #[error("message of {size} bytes exceeds the NATS max_payload of {max} bytes")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// Server limit.
+        max: usize,
+    },
+    /// Any other NATS failure.
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+fn nats_err(e: impl std::fmt::Display) -> Error {
+    Error::Nats(e.to_string())
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A connected bus with its naming.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+}
+
+/// How long the scheduler has to acknowledge an event before it is redelivered.
+pub const EVENTS_ACK_WAIT: Duration = Duration::from_secs(10);
+
+impl Bus {
+    /// Connects to NATS.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name("adze")
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(|source| Error::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        Ok(Self::new(client, prefix))
+    }
+
+    /// Wraps an existing client.
+    pub fn new(client: async_nats::Client, prefix: &str) -> Self {
+        let js = jetstream::new(client.clone());
+        Self {
+            client,
+            js,
+            subjects: Subjects::new(prefix),
+        }
+    }
+
+    /// The naming in use.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The raw client (for flush and core subscriptions).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Creates the streams if missing. Idempotent; every service calls it at start.
+    pub async fn ensure_streams(&self) -> Result<()> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: self.subjects.events_stream(),
+                subjects: vec![self.subjects.events_wildcard()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err)?;
+        Ok(())
+    }
+
+    /// Publishes a scheduler event durably and waits for the stream's ack.
+    /// `msg_id` de-duplicates retries within the stream's duplicate window.
+    pub async fn publish_event<T: Serialize>(&self, env: &Envelope<T>, msg_id: &str) -> Result<()> {
+        let (headers, payload) = env.encode()?;
+        let mut headers = headers;
+        headers.insert("Nats-Msg-Id", msg_id);
+        self.check_size(payload.len())?;
+        let ack = self
+            .js
+            .publish_with_headers(self.subjects.events(env.tenant_id), headers, payload.into())
+            .await
+            .map_err(nats_err)?;
+        ack.await.map_err(nats_err)?;
+        Ok(())
+    }
+
+    /// Publishes on core NATS (at most once; Postgres repairs what is lost).
+    pub async fn publish_core<T: Serialize>(&self, subject: String, env: &Envelope<T>) -> Result<()> {
+        let (headers, payload) = env.encode()?;
+        self.check_size(payload.len())?;
+        self.client
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(nats_err)
+    }
+
+    /// Flushes buffered core publishes.
+    pub async fn flush(&self) -> Result<()> {
+        self.client.flush().await.map_err(nats_err)
+    }
+
+    /// Subscribes on core NATS.
+    pub async fn subscribe(&self, subject: String) -> Result<Subscriber> {
+        self.client.subscribe(subject).await.map_err(nats_err)
+    }
+
+    /// The scheduler's durable pull consumer on the events stream.
+    pub async fn events_consumer(&self) -> Result<jetstream::consumer::Consumer<pull::Config>> {
+        let stream = self
+            .js
+            .get_stream(self.subjects.events_stream())
+            .await
+            .map_err(nats_err)?;
+        stream
+            .get_or_create_consumer(
+                "scheduler",
+                pull::Config {
+                    durable_name: Some("scheduler".into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: EVENTS_ACK_WAIT,
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats_err)
+    }
+
+    fn check_size(&self, size: usize) -> Result<()> {
+        let max = self.client.server_info().max_payload;
+        if max > 0 && size > max {
+            return Err(Error::TooLarge { size, max });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a received message into an envelope.
+pub fn decode<T: DeserializeOwned>(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Envelope<T>> {
+    Envelope::decode(headers, payload)
+}

@@ -7,6 +7,7 @@ pub mod dag;
 pub mod duration;
 pub mod limits;
 pub mod state;
+pub mod token;
 
 pub use dag::{DagError, TaskSpec, WorkflowSpec};
 pub use state::{RunStatus, TaskEvent, TaskStatus, Transition};

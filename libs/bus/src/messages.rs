@@ -1,0 +1,105 @@
+//! Message bodies carried in [`crate::Envelope`]s.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Events the scheduler consumes from JetStream (durable, at-least-once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SchedulerEvent {
+    /// New runs were committed; their root tasks are queued.
+    RunsCreated {
+        /// Runs.
+        run_ids: Vec<Uuid>,
+    },
+    /// A worker started an attempt.
+    TaskStarted {
+        /// Task.
+        task_id: Uuid,
+        /// Attempt.
+        attempt: i32,
+    },
+    /// A worker finished an attempt with an output.
+    TaskCompleted {
+        /// Task.
+        task_id: Uuid,
+        /// Attempt.
+        attempt: i32,
+        /// Output JSON.
+        output: Value,
+    },
+    /// A worker failed an attempt.
+    TaskFailed {
+        /// Task.
+        task_id: Uuid,
+        /// Attempt.
+        attempt: i32,
+        /// Error text, verbatim.
+        error: String,
+        /// Do not retry.
+        non_retryable: bool,
+        /// Explicit retry delay.
+        retry_after_ms: Option<i64>,
+    },
+    /// A worker is gone; retry its tasks elsewhere.
+    WorkerLost {
+        /// Worker.
+        worker_id: Uuid,
+    },
+    /// A worker opened its action stream: it may take work now.
+    WorkerReady {
+        /// Worker.
+        worker_id: Uuid,
+    },
+    /// Something may be admissible (retry due, repair): run admission.
+    Wake,
+}
+
+/// What a dispatcher should do with an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Start the task.
+    Start,
+    /// Cancel the running task.
+    Cancel,
+}
+
+/// An action for one worker, published on its core subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionMessage {
+    /// Worker.
+    pub worker_id: Uuid,
+    /// Start or cancel.
+    pub kind: ActionKind,
+    /// Task.
+    pub task_id: Uuid,
+    /// Run.
+    pub run_id: Uuid,
+    /// Attempt (`retry_count`).
+    pub attempt: i32,
+    /// Action id.
+    pub action_id: String,
+    /// Task name.
+    pub readable_id: String,
+    /// Workflow name.
+    pub workflow_name: String,
+    /// Workflow id.
+    pub workflow_id: Uuid,
+    /// Workflow version id.
+    pub workflow_version_id: Uuid,
+    /// Action payload JSON.
+    pub payload: Value,
+    /// Run metadata.
+    pub additional_metadata: Option<Value>,
+}
+
+/// A run reached a final status (core NATS notice; waiters re-check Postgres).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinished {
+    /// Run.
+    pub run_id: Uuid,
+    /// Final status.
+    pub status: String,
+}

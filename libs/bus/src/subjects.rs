@@ -1,0 +1,66 @@
+//! Every subject and stream name Adze uses. A prefix isolates deployments and tests.
+
+use uuid::Uuid;
+
+/// Subject and stream naming under one prefix.
+#[derive(Clone, Debug)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    /// Naming under `prefix` (letters, digits, `-`, `_`).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// JetStream stream holding scheduler events (work-queue retention).
+    pub fn events_stream(&self) -> String {
+        format!("{}_EVENTS", self.prefix.replace(['.', '-'], "_").to_uppercase())
+    }
+
+    /// Subject of one tenant's scheduler events.
+    pub fn events(&self, tenant: Uuid) -> String {
+        format!("{}.events.{tenant}", self.prefix)
+    }
+
+    /// All scheduler events.
+    pub fn events_wildcard(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    /// Core subject carrying actions for one worker; its dispatcher subscribes.
+    pub fn worker_actions(&self, worker: Uuid) -> String {
+        format!("{}.actions.{worker}", self.prefix)
+    }
+
+    /// Core subject announcing a finished run of a tenant.
+    pub fn run_finished(&self, tenant: Uuid) -> String {
+        format!("{}.runs.finished.{tenant}", self.prefix)
+    }
+
+    /// All finished-run notices.
+    pub fn runs_finished_wildcard(&self) -> String {
+        format!("{}.runs.finished.*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed_and_stream_safe() {
+        let s = Subjects::new("t-abc.1");
+        assert_eq!(s.events_stream(), "T_ABC_1_EVENTS");
+        assert!(s.events(Uuid::nil()).starts_with("t-abc.1.events."));
+        assert!(s.events_wildcard().ends_with(".>"));
+    }
+}

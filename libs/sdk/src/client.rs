@@ -1,0 +1,242 @@
+//! [`Client`]: the connection to the engine, and triggering workflow runs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use adze_proto::hatchet::dispatcher_client::DispatcherClient;
+use adze_proto::hatchet::events_service_client::EventsServiceClient;
+use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
+use adze_proto::hatchet::{BulkTriggerWorkflowRequest, PutLogRequest};
+use adze_proto::v1;
+use adze_proto::v1::admin_service_client::AdminServiceClient;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::codec::CompressionEncoding::Gzip;
+
+use crate::config::{ClientConfig, ResolvedConfig};
+use crate::run::{RunDetails, RunHandle};
+use crate::transport::{self, AuthChannel, AuthInterceptor};
+use crate::{SdkError, Workflow};
+
+/// A handle to the engine. Cheap to clone; all clones share one HTTP/2 connection.
+///
+/// Create it inside a Tokio runtime. The connection opens lazily on the first call.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ResolvedConfig,
+    channel: AuthChannel,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.inner.config.address)
+            .field("tenant_id", &self.inner.config.tenant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something that names a workflow to run: a [`Workflow`] (which also fixes the input
+/// type), or its name as `str`/`String`.
+pub trait RunTarget<I> {
+    /// The workflow name, before the namespace is applied.
+    fn workflow_name(&self) -> &str;
+}
+
+impl<I> RunTarget<I> for str {
+    fn workflow_name(&self) -> &str {
+        self
+    }
+}
+
+impl<I> RunTarget<I> for String {
+    fn workflow_name(&self) -> &str {
+        self
+    }
+}
+
+impl<I> RunTarget<I> for Workflow<I> {
+    fn workflow_name(&self) -> &str {
+        self.name()
+    }
+}
+
+/// Optional settings of a trigger.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerOptions {
+    /// Free-form metadata attached to the run (a JSON object).
+    pub additional_metadata: Option<serde_json::Value>,
+    /// Run priority (1 = low, 3 = high).
+    pub priority: Option<i32>,
+}
+
+impl Client {
+    /// Connects with explicit settings.
+    pub fn new(config: ClientConfig) -> Result<Self, SdkError> {
+        let resolved = config.resolve()?;
+        let interceptor = AuthInterceptor::new(&config.token)?;
+        let channel = transport::channel(&resolved)?;
+        let channel = AuthChannel::new(channel, interceptor);
+        Ok(Client { inner: Arc::new(Inner { config: resolved, channel }) })
+    }
+
+    /// Connects with settings from the `HATCHET_CLIENT_*` environment variables (see
+    /// [`ClientConfig::from_env`]).
+    pub fn from_env() -> Result<Self, SdkError> {
+        Self::new(ClientConfig::from_env()?)
+    }
+
+    /// The tenant id (the token's `sub`, unless overridden).
+    pub fn tenant_id(&self) -> &str {
+        &self.inner.config.tenant_id
+    }
+
+    /// The engine's REST base URL from the token, if it has one.
+    pub fn server_url(&self) -> Option<&str> {
+        self.inner.config.server_url.as_deref()
+    }
+
+    /// `name` with the configured namespace prefix applied.
+    pub fn namespaced(&self, name: &str) -> String {
+        self.inner.config.apply_namespace(name)
+    }
+
+    /// Triggers a run and waits for its result; `T` is decoded from the map of task
+    /// outputs (see [`RunHandle::result`]).
+    pub async fn run<W, I, T>(&self, workflow: &W, input: I) -> Result<T, SdkError>
+    where
+        W: RunTarget<I> + ?Sized,
+        I: Serialize,
+        T: DeserializeOwned,
+    {
+        self.run_no_wait(workflow, input).await?.result().await
+    }
+
+    /// Triggers a run and returns at once with its handle.
+    pub async fn run_no_wait<W, I>(&self, workflow: &W, input: I) -> Result<RunHandle, SdkError>
+    where
+        W: RunTarget<I> + ?Sized,
+        I: Serialize,
+    {
+        self.run_no_wait_with(workflow, input, TriggerOptions::default()).await
+    }
+
+    /// [`Client::run_no_wait`] with metadata and priority.
+    pub async fn run_no_wait_with<W, I>(
+        &self,
+        workflow: &W,
+        input: I,
+        options: TriggerOptions,
+    ) -> Result<RunHandle, SdkError>
+    where
+        W: RunTarget<I> + ?Sized,
+        I: Serialize,
+    {
+        let request = self.trigger_request(workflow.workflow_name(), &input, &options)?;
+        let response = self
+            .workflows()
+            .trigger_workflow(request)
+            .await
+            .map_err(|s| SdkError::rpc("WorkflowService.TriggerWorkflow", s))?;
+        Ok(self.run_handle(response.into_inner().workflow_run_id))
+    }
+
+    /// Triggers one run per input in a single call; the handles are in input order.
+    pub async fn bulk_run_no_wait<W, I>(
+        &self,
+        workflow: &W,
+        inputs: Vec<I>,
+    ) -> Result<Vec<RunHandle>, SdkError>
+    where
+        W: RunTarget<I> + ?Sized,
+        I: Serialize,
+    {
+        let options = TriggerOptions::default();
+        let workflows = inputs
+            .iter()
+            .map(|input| self.trigger_request(workflow.workflow_name(), input, &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let response = self
+            .workflows()
+            .bulk_trigger_workflow(BulkTriggerWorkflowRequest { workflows })
+            .await
+            .map_err(|s| SdkError::rpc("WorkflowService.BulkTriggerWorkflow", s))?;
+        Ok(response.into_inner().workflow_run_ids.into_iter().map(|id| self.run_handle(id)).collect())
+    }
+
+    /// A handle to an existing run, to wait for its result.
+    pub fn run_handle(&self, run_id: impl Into<String>) -> RunHandle {
+        RunHandle::new(self.clone(), run_id.into())
+    }
+
+    /// The current state of a run and of each of its tasks (`v1.AdminService.GetRunDetails`).
+    pub async fn get_run(&self, run_id: &str) -> Result<RunDetails, SdkError> {
+        let request = v1::GetRunDetailsRequest { external_id: run_id.to_owned() };
+        let response = self
+            .admin()
+            .get_run_details(request)
+            .await
+            .map_err(|s| SdkError::rpc("AdminService.GetRunDetails", s))?;
+        RunDetails::from_proto(response.into_inner())
+    }
+
+    /// Sends a log line for a task run (`EventsService.PutLog`).
+    pub(crate) async fn put_log(&self, request: PutLogRequest) -> Result<(), SdkError> {
+        self.events()
+            .put_log(request)
+            .await
+            .map_err(|s| SdkError::rpc("EventsService.PutLog", s))?;
+        Ok(())
+    }
+
+    fn trigger_request<I: Serialize>(
+        &self,
+        name: &str,
+        input: &I,
+        options: &TriggerOptions,
+    ) -> Result<v1::TriggerWorkflowRequest, SdkError> {
+        let encode = |what: &str, source| SdkError::Encode { what: what.to_owned(), source };
+        let input = serde_json::to_string(input).map_err(|e| encode("workflow input", e))?;
+        let additional_metadata = match &options.additional_metadata {
+            Some(meta) => {
+                Some(serde_json::to_string(meta).map_err(|e| encode("additional metadata", e))?)
+            }
+            None => None,
+        };
+        Ok(v1::TriggerWorkflowRequest {
+            name: self.namespaced(name),
+            input,
+            additional_metadata,
+            priority: options.priority,
+            ..Default::default()
+        })
+    }
+
+    pub(crate) fn dispatcher(&self) -> DispatcherClient<AuthChannel> {
+        DispatcherClient::new(self.inner.channel.clone())
+            .send_compressed(Gzip)
+            .accept_compressed(Gzip)
+    }
+
+    pub(crate) fn admin(&self) -> AdminServiceClient<AuthChannel> {
+        AdminServiceClient::new(self.inner.channel.clone())
+            .send_compressed(Gzip)
+            .accept_compressed(Gzip)
+    }
+
+    fn workflows(&self) -> WorkflowServiceClient<AuthChannel> {
+        WorkflowServiceClient::new(self.inner.channel.clone())
+            .send_compressed(Gzip)
+            .accept_compressed(Gzip)
+    }
+
+    fn events(&self) -> EventsServiceClient<AuthChannel> {
+        EventsServiceClient::new(self.inner.channel.clone())
+            .send_compressed(Gzip)
+            .accept_compressed(Gzip)
+    }
+}

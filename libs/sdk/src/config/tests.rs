@@ -1,0 +1,87 @@
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::*;
+
+fn token(payload: &str) -> String {
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"JWT"}"#);
+    format!("{header}.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+}
+
+#[test]
+fn decodes_claims_without_verifying() {
+    let t = token(
+        r#"{"sub":"707d0855-80ab-4e1f-a156-f1c4546cbf52","server_url":"http://localhost:8080",
+            "grpc_broadcast_address":"localhost:7070","exp":1}"#,
+    );
+    let claims = TokenClaims::decode(&t).unwrap();
+    assert_eq!(claims.sub, "707d0855-80ab-4e1f-a156-f1c4546cbf52");
+    assert_eq!(claims.server_url.as_deref(), Some("http://localhost:8080"));
+    assert_eq!(claims.grpc_broadcast_address.as_deref(), Some("localhost:7070"));
+}
+
+#[test]
+fn accepts_padded_payload() {
+    let header = URL_SAFE_NO_PAD.encode("{}");
+    let payload = base64::engine::general_purpose::URL_SAFE.encode(r#"{"sub":"t1"}"#);
+    let claims = TokenClaims::decode(&format!("{header}.{payload}.sig")).unwrap();
+    assert_eq!(claims.sub, "t1");
+}
+
+#[test]
+fn rejects_malformed_tokens() {
+    assert!(matches!(TokenClaims::decode("abc"), Err(SdkError::InvalidToken(_))));
+    assert!(matches!(TokenClaims::decode("eyJ.only-two"), Err(SdkError::InvalidToken(_))));
+    assert!(matches!(TokenClaims::decode("eyJ.!!!.sig"), Err(SdkError::InvalidToken(_))));
+    assert!(matches!(
+        TokenClaims::decode(&token(r#"{"no_sub":1}"#)),
+        Err(SdkError::InvalidToken(_))
+    ));
+}
+
+#[test]
+fn from_lookup_reads_overrides() {
+    let t = token(r#"{"sub":"tenant","grpc_broadcast_address":"engine:7070"}"#);
+    let env: HashMap<&str, String> = HashMap::from([
+        ("HATCHET_CLIENT_TOKEN", t),
+        ("HATCHET_CLIENT_HOST_PORT", "127.0.0.1:9999".to_owned()),
+        ("HATCHET_CLIENT_TLS_STRATEGY", "NONE".to_owned()),
+        ("HATCHET_CLIENT_NAMESPACE", "Staging".to_owned()),
+    ]);
+    let config = ClientConfig::from_lookup(|k| env.get(k).cloned()).unwrap();
+    assert_eq!(config.tls_strategy, TlsStrategy::None);
+    let resolved = config.resolve().unwrap();
+    assert_eq!(resolved.address, "127.0.0.1:9999");
+    assert_eq!(resolved.tenant_id, "tenant");
+    assert_eq!(resolved.namespace, "staging_");
+    assert_eq!(resolved.apply_namespace("docs"), "staging_docs");
+    assert_eq!(resolved.apply_namespace("staging_docs"), "staging_docs");
+}
+
+#[test]
+fn address_comes_from_token_without_override() {
+    let t = token(r#"{"sub":"tenant","grpc_broadcast_address":"engine:7070"}"#);
+    let config = ClientConfig { token: t, ..Default::default() };
+    let resolved = config.resolve().unwrap();
+    assert_eq!(resolved.address, "engine:7070");
+    assert_eq!(resolved.apply_namespace("docs"), "docs");
+}
+
+#[test]
+fn missing_token_and_bad_tls_are_config_errors() {
+    assert!(matches!(ClientConfig::from_lookup(|_| None), Err(SdkError::Config(_))));
+    let err = ClientConfig::from_lookup(|k| match k {
+        "HATCHET_CLIENT_TOKEN" => Some("eyJ.e30.x".to_owned()),
+        "HATCHET_CLIENT_TLS_STRATEGY" => Some("plain".to_owned()),
+        _ => None,
+    });
+    assert!(matches!(err, Err(SdkError::Config(_))));
+}
+
+#[test]
+fn debug_redacts_token() {
+    let config = ClientConfig { token: "secret".into(), ..Default::default() };
+    assert!(!format!("{config:?}").contains("secret"));
+}

@@ -1,0 +1,147 @@
+//! [`Context`]: what a task handler knows about its run besides the input.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use adze_proto::hatchet::PutLogRequest;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Client, SdkError, TaskRef};
+
+/// The context of one task attempt. Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+/// Everything the worker knows about an attempt when it starts it.
+pub(crate) struct ContextParts {
+    pub client: Client,
+    pub workflow_run_id: String,
+    pub task_run_id: String,
+    pub task_name: String,
+    pub worker_id: String,
+    pub retry_count: u32,
+    pub additional_metadata: Value,
+    pub parents: HashMap<String, Value>,
+    pub step_run_errors: HashMap<String, String>,
+    pub cancellation: CancellationToken,
+}
+
+struct Inner {
+    parts: ContextParts,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.inner.parts;
+        f.debug_struct("Context")
+            .field("workflow_run_id", &p.workflow_run_id)
+            .field("task_run_id", &p.task_run_id)
+            .field("task_name", &p.task_name)
+            .field("retry_count", &p.retry_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(parts: ContextParts) -> Self {
+        Context { inner: Arc::new(Inner { parts }) }
+    }
+
+    /// The workflow run this task belongs to.
+    pub fn workflow_run_id(&self) -> &str {
+        &self.inner.parts.workflow_run_id
+    }
+
+    /// This task run's id (the same for all its attempts).
+    pub fn task_run_id(&self) -> &str {
+        &self.inner.parts.task_run_id
+    }
+
+    /// The task name (readable id).
+    pub fn task_name(&self) -> &str {
+        &self.inner.parts.task_name
+    }
+
+    /// The id the engine gave this worker.
+    pub fn worker_id(&self) -> &str {
+        &self.inner.parts.worker_id
+    }
+
+    /// The attempt index: 0 for the first attempt, 1 for the first retry...
+    pub fn retry_count(&self) -> u32 {
+        self.inner.parts.retry_count
+    }
+
+    /// The run's additional metadata (`Value::Null` if none).
+    pub fn additional_metadata(&self) -> &Value {
+        &self.inner.parts.additional_metadata
+    }
+
+    /// The output of ancestor task `task` (a parent, grandparent...), decoded as `T`.
+    pub fn task_output<T: DeserializeOwned>(&self, task: &str) -> Result<T, SdkError> {
+        let output = self
+            .inner
+            .parts
+            .parents
+            .get(task)
+            .ok_or_else(|| SdkError::MissingTaskOutput { task: task.to_owned() })?;
+        T::deserialize(output).map_err(|source| SdkError::Decode {
+            what: format!("output of task \"{task}\""),
+            source,
+        })
+    }
+
+    /// The typed output of ancestor `task`.
+    pub fn parent_output<O: DeserializeOwned>(&self, task: &TaskRef<O>) -> Result<O, SdkError> {
+        self.task_output(task.name())
+    }
+
+    /// Whether ancestor `task` produced an output (a skipped task has none).
+    pub fn has_output(&self, task: &str) -> bool {
+        self.inner.parts.parents.contains_key(task)
+    }
+
+    /// Errors of the run's failed tasks, by task name (for an on-failure task).
+    pub fn task_errors(&self) -> &HashMap<String, String> {
+        &self.inner.parts.step_run_errors
+    }
+
+    /// Cancelled when the engine cancels this attempt or the worker shuts down past its
+    /// drain deadline. The handler future is dropped right after; use this to stop
+    /// work running outside it (spawned tasks, blocking threads).
+    pub fn cancellation_token(&self) -> &CancellationToken {
+        &self.inner.parts.cancellation
+    }
+
+    /// Whether this attempt has been cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.parts.cancellation.is_cancelled()
+    }
+
+    /// A client for triggering other runs from inside a task.
+    pub fn client(&self) -> &Client {
+        &self.inner.parts.client
+    }
+
+    /// Sends a log line to the engine for this task run (`EventsService.PutLog`).
+    /// Best effort: a failure is only traced.
+    pub async fn log(&self, message: impl Into<String>) {
+        let p = &self.inner.parts;
+        let request = PutLogRequest {
+            task_run_external_id: p.task_run_id.clone(),
+            created_at: Some(SystemTime::now().into()),
+            message: message.into(),
+            level: Some("INFO".to_owned()),
+            metadata: "{}".to_owned(),
+            task_retry_count: i32::try_from(p.retry_count).ok(),
+        };
+        if let Err(err) = p.client.put_log(request).await {
+            tracing::warn!(task_run_id = %p.task_run_id, error = %err, "cannot send task log");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Error types: [`SdkError`] for client and worker operations, [`TaskError`] for task
+//! handlers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Errors returned by the client, the worker and the task [`Context`](crate::Context).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// The client configuration is missing or invalid (token, address, TLS strategy).
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+
+    /// The API token could not be decoded.
+    #[error("invalid HATCHET_CLIENT_TOKEN: {0}")]
+    InvalidToken(String),
+
+    /// A workflow definition is invalid (duplicate task, unknown parent, cycle...).
+    #[error("invalid workflow: {0}")]
+    InvalidWorkflow(String),
+
+    /// The gRPC channel could not be created or connected.
+    #[error("cannot connect to the engine at {address}")]
+    Connect {
+        /// The `host:port` the client tried.
+        address: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+
+    /// An RPC returned an error status.
+    #[error("{method} failed: {status}")]
+    Rpc {
+        /// The gRPC method, e.g. `Dispatcher.Register`.
+        method: &'static str,
+        /// The status returned by the engine.
+        #[source]
+        status: Box<tonic::Status>,
+    },
+
+    /// A workflow run finished with failed (or cancelled) tasks.
+    #[error("workflow run {run_id} failed: {}", format_errors(.errors))]
+    RunFailed {
+        /// The workflow run id.
+        run_id: String,
+        /// Error message per failed task name.
+        errors: BTreeMap<String, String>,
+    },
+
+    /// A run result has no output for the requested task.
+    #[error("no output for task \"{task}\" (is it an ancestor of this task / part of this run?)")]
+    MissingTaskOutput {
+        /// The task name that was looked up.
+        task: String,
+    },
+
+    /// A JSON value could not be decoded into the requested type.
+    #[error("cannot decode {what}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A value could not be encoded as JSON.
+    #[error("cannot encode {what} as JSON")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl SdkError {
+    pub(crate) fn rpc(method: &'static str, status: tonic::Status) -> Self {
+        SdkError::Rpc { method, status: Box::new(status) }
+    }
+
+    /// The gRPC status of an [`SdkError::Rpc`] error.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            SdkError::Rpc { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+fn format_errors(errors: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = errors.iter().map(|(task, err)| format!("{task}: {err}")).collect();
+    parts.join("; ")
+}
+
+/// Whether the engine may retry a failed task attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskErrorKind {
+    /// Retried while the task has retries left.
+    Retryable,
+    /// Fails the task at once (`should_not_retry = true`), whatever its retries.
+    NonRetryable,
+}
+
+/// The error a task handler returns.
+///
+/// Any `std::error::Error` converts into a retryable `TaskError` with `?`; use
+/// [`TaskError::non_retryable`] for permanent failures and
+/// [`TaskError::with_retry_after`] to ask for an explicit delay before the next attempt.
+///
+/// `TaskError` deliberately does not implement `std::error::Error` itself, so that the
+/// blanket conversion from every error type is possible (the same trick as `anyhow`).
+pub struct TaskError {
+    message: String,
+    kind: TaskErrorKind,
+    retry_after: Option<Duration>,
+}
+
+impl TaskError {
+    /// A failure the engine retries while the task has retries left.
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        TaskError { message: message.to_string(), kind: TaskErrorKind::Retryable, retry_after: None }
+    }
+
+    /// A permanent failure: the task fails at once without further retries.
+    pub fn non_retryable(message: impl fmt::Display) -> Self {
+        TaskError {
+            message: message.to_string(),
+            kind: TaskErrorKind::NonRetryable,
+            retry_after: None,
+        }
+    }
+
+    /// Asks the engine to wait `delay` before the next attempt (still consumes a retry).
+    #[must_use]
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// The message sent to the engine (and shown as the task's error).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Retryable or not.
+    pub fn kind(&self) -> TaskErrorKind {
+        self.kind
+    }
+
+    /// `true` unless created with [`TaskError::non_retryable`].
+    pub fn is_retryable(&self) -> bool {
+        self.kind == TaskErrorKind::Retryable
+    }
+
+    /// The explicit delay before the next attempt, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskError")
+            .field("message", &self.message)
+            .field("kind", &self.kind)
+            .field("retry_after", &self.retry_after)
+            .finish()
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
+    /// Keeps the whole cause chain in the message: `outer: inner: root`.
+    fn from(err: E) -> Self {
+        let mut message = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        TaskError::retryable(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversion_keeps_cause_chain_and_is_retryable() {
+        let err = SdkError::Decode {
+            what: "output of task \"fetch\"".into(),
+            source: serde_json::from_str::<u32>("\"x\"").unwrap_err(),
+        };
+        let task_err = TaskError::from(err);
+        assert!(task_err.is_retryable());
+        assert!(task_err.message().starts_with("cannot decode output of task \"fetch\": "));
+    }
+
+    #[test]
+    fn non_retryable_with_delay() {
+        let err = TaskError::non_retryable("bad doc").with_retry_after(Duration::from_secs(2));
+        assert_eq!(err.kind(), TaskErrorKind::NonRetryable);
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(err.to_string(), "bad doc");
+    }
+}

@@ -1,0 +1,104 @@
+//! One task attempt: wait for a slot, report STARTED, run the handler, report
+//! COMPLETED or FAILED. A cancelled attempt drops its handler and reports nothing (the
+//! engine already knows).
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use adze_proto::hatchet::AssignedAction;
+use futures::FutureExt as _;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::events::EventSender;
+use crate::context::{Context, ContextParts};
+use crate::payload::ActionPayload;
+use crate::task::ErasedHandler;
+use crate::{Client, TaskError};
+
+pub(crate) struct Attempt {
+    pub client: Client,
+    /// `None` if this worker has no handler for the action id.
+    pub handler: Option<ErasedHandler>,
+    pub action: AssignedAction,
+    pub worker_id: String,
+    pub cancel: CancellationToken,
+    pub slots: Arc<Semaphore>,
+}
+
+impl Attempt {
+    pub(crate) async fn run(self) {
+        let _permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = self.cancel.cancelled() => return,
+        };
+        let events = EventSender::new(&self.client, &self.action, &self.worker_id);
+        events.started().await;
+        let outcome = tokio::select! {
+            outcome = self.execute() => outcome,
+            () = self.cancel.cancelled() => {
+                tracing::info!("task cancelled");
+                return;
+            }
+        };
+        match outcome {
+            Ok(output) => {
+                tracing::info!("task completed");
+                events.completed(output).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retryable = err.is_retryable(), "task failed");
+                events.failed(&err).await;
+            }
+        }
+    }
+
+    async fn execute(&self) -> Result<String, TaskError> {
+        let action = &self.action;
+        let handler = self.handler.as_ref().ok_or_else(|| {
+            TaskError::non_retryable(format!(
+                "worker has no handler for action \"{}\" (is the workflow registered on it?)",
+                action.action_id
+            ))
+        })?;
+        let payload = ActionPayload::parse(&action.action_payload).map_err(|err| {
+            TaskError::non_retryable(format!("cannot parse the action payload: {err}"))
+        })?;
+        let additional_metadata = action
+            .additional_metadata
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or(Value::Null);
+        let ctx = Context::new(ContextParts {
+            client: self.client.clone(),
+            workflow_run_id: action.workflow_run_id.clone(),
+            task_run_id: action.task_run_external_id.clone(),
+            task_name: action.task_name.clone(),
+            worker_id: self.worker_id.clone(),
+            retry_count: u32::try_from(action.retry_count).unwrap_or(0),
+            additional_metadata,
+            parents: payload.parents,
+            step_run_errors: payload.step_run_errors,
+            cancellation: self.cancel.clone(),
+        });
+        let run = AssertUnwindSafe(handler(payload.input, ctx));
+        run.catch_unwind().await.unwrap_or_else(|panic| {
+            Err(TaskError::retryable(format!("task panicked: {}", panic_message(&*panic))))
+        })
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "unknown panic payload"
+    }
+}

@@ -1,0 +1,197 @@
+//! [`Worker`]: registers workflows, receives task assignments and runs their handlers.
+//!
+//! Three parts cooperate inside [`Worker::run`]: the [`connection`] (register, listen,
+//! heartbeat, re-register), the [`executor`] (bounded concurrency, cancellation, drain)
+//! and one [`attempt`] per assigned task (handler + step events).
+
+mod attempt;
+mod connection;
+mod events;
+mod executor;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adze_proto::hatchet::GetVersionRequest;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::task::ErasedHandler;
+use crate::workflow::WorkflowDef;
+use crate::{Client, SdkError, Workflow};
+
+use connection::Connection;
+use executor::Executor;
+
+/// Default number of tasks a worker runs at once.
+const DEFAULT_SLOTS: usize = 100;
+/// Default time in-flight tasks get to finish on shutdown.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds a [`Worker`]; see [`Worker::builder`].
+#[must_use]
+pub struct WorkerBuilder {
+    client: Client,
+    name: String,
+    slots: usize,
+    shutdown_timeout: Duration,
+    workflows: Vec<WorkflowDef>,
+}
+
+impl WorkerBuilder {
+    /// The worker name shown in the dashboard (default `"worker"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How many tasks run at once (default 100).
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// How long [`Worker::run`] waits for in-flight tasks after shutdown is requested
+    /// before cancelling them (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Registers `workflow` on this worker (clone it first to keep using it, e.g. as a
+    /// [`Client::run`] target).
+    pub fn workflow<I>(mut self, workflow: Workflow<I>) -> Self {
+        self.workflows.push(workflow.into_def());
+        self
+    }
+
+    /// Validates the workflows and the settings.
+    pub fn build(self) -> Result<Worker, SdkError> {
+        if self.name.trim().is_empty() {
+            return Err(SdkError::Config("the worker name must not be empty".into()));
+        }
+        if self.slots == 0 || i32::try_from(self.slots).is_err() {
+            return Err(SdkError::Config(format!("slots must be 1..=2^31-1, got {}", self.slots)));
+        }
+        if self.workflows.is_empty() {
+            return Err(SdkError::Config(format!("worker \"{}\" has no workflows", self.name)));
+        }
+        let mut handlers: HashMap<String, ErasedHandler> = HashMap::new();
+        let mut workflows = Vec::new();
+        for def in self.workflows {
+            def.validate()?;
+            let name = self.client.namespaced(&def.name);
+            for task in &def.tasks {
+                let action = WorkflowDef::action_id(&name, &task.name);
+                if handlers.insert(action.clone(), task.handler.clone()).is_some() {
+                    return Err(SdkError::InvalidWorkflow(format!(
+                        "action \"{action}\" is defined twice (two workflows with the same name?)"
+                    )));
+                }
+            }
+            workflows.push((name, def));
+        }
+        Ok(Worker {
+            client: self.client,
+            name: self.name,
+            slots: self.slots,
+            shutdown_timeout: self.shutdown_timeout,
+            workflows,
+            handlers: Arc::new(handlers),
+        })
+    }
+}
+
+/// A worker process's connection to the engine. Build with [`Worker::builder`], then
+/// [`Worker::run`] until shutdown.
+pub struct Worker {
+    client: Client,
+    name: String,
+    slots: usize,
+    shutdown_timeout: Duration,
+    /// Namespaced name and definition.
+    workflows: Vec<(String, WorkflowDef)>,
+    /// Handler by action id.
+    handlers: Arc<HashMap<String, ErasedHandler>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .field("slots", &self.slots)
+            .field("actions", &self.actions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts building a worker that talks to the engine through `client`.
+    pub fn builder(client: Client) -> WorkerBuilder {
+        WorkerBuilder {
+            client,
+            name: "worker".to_owned(),
+            slots: DEFAULT_SLOTS,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            workflows: Vec::new(),
+        }
+    }
+
+    /// The worker name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The action ids this worker registers (`<lower(workflow)>:<task>`), sorted.
+    pub fn actions(&self) -> Vec<String> {
+        let mut actions: Vec<String> = self.handlers.keys().cloned().collect();
+        actions.sort_unstable();
+        actions
+    }
+
+    /// Registers the workflows and the worker, then runs assigned tasks until `shutdown`
+    /// resolves. On shutdown it stops taking tasks, unsubscribes, and waits up to the
+    /// shutdown timeout for in-flight tasks.
+    ///
+    /// Fails if the engine cannot be reached or rejects a workflow at startup; later
+    /// connection losses are retried with backoff.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SdkError> {
+        let version = self
+            .client
+            .dispatcher()
+            .get_version(GetVersionRequest {})
+            .await
+            .map_err(|s| SdkError::rpc("Dispatcher.GetVersion", s))?
+            .into_inner()
+            .version;
+        tracing::info!(engine_version = %version, worker = %self.name, "connected to engine");
+        for (name, def) in &self.workflows {
+            self.client
+                .admin()
+                .put_workflow(def.create_request(name))
+                .await
+                .map_err(|s| SdkError::rpc("AdminService.PutWorkflow", s))?;
+            tracing::info!(workflow = %name, tasks = def.tasks.len(), "workflow registered");
+        }
+        let slots = i32::try_from(self.slots).unwrap_or(i32::MAX);
+        let connection = Connection::new(self.client.clone(), self.name.clone(), self.actions(), slots);
+        let worker_id = connection.register().await?;
+        tracing::info!(%worker_id, slots, "worker registered");
+
+        let stop = CancellationToken::new();
+        let (assignments, receiver) = mpsc::channel(64);
+        let executor = Executor::new(self.client, self.handlers, self.slots, self.shutdown_timeout);
+        let signal = async {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutdown requested; draining"),
+                () = stop.cancelled() => {}
+            }
+            stop.cancel();
+        };
+        tokio::join!(signal, connection.run(worker_id, assignments, stop.clone()), executor.run(receiver));
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}

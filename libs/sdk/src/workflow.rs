@@ -1,0 +1,216 @@
+//! [`Workflow`]: a named DAG of tasks, and its registration request.
+
+use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use adze_proto::v1::{CreateTaskOpts, CreateWorkflowVersionRequest};
+
+use crate::task::{ErasedHandler, TaskOptions};
+use crate::{SdkError, TaskDef, TaskRef, format_duration};
+
+/// Execution timeout of a task that sets none (the Python SDK's default).
+const DEFAULT_EXECUTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A workflow whose runs take input `I`: tasks plus the dependencies between them.
+///
+/// ```no_run
+/// # use adze_sdk::{Context, TaskDef, TaskError, Workflow};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Doc { id: String }
+/// let mut wf = Workflow::<Doc>::new("docs");
+/// let fetch = wf.add_task(TaskDef::new("fetch", |doc: Doc, _ctx: Context| async move {
+///     Ok::<_, TaskError>(format!("contents of {}", doc.id))
+/// }));
+/// wf.add_task(TaskDef::new("count", {
+///     let fetch = fetch.clone();
+///     move |_doc: Doc, ctx: Context| {
+///         let fetch = fetch.clone();
+///         async move { Ok::<_, TaskError>(ctx.parent_output(&fetch)?.len()) }
+///     }
+/// }).parent(&fetch));
+/// ```
+pub struct Workflow<I = serde_json::Value> {
+    def: WorkflowDef,
+    _input: PhantomData<fn(I)>,
+}
+
+/// The type-erased workflow the worker registers and runs.
+#[derive(Clone)]
+pub(crate) struct WorkflowDef {
+    pub name: String,
+    pub description: String,
+    pub tasks: Vec<TaskEntry>,
+}
+
+/// One task of a [`WorkflowDef`].
+#[derive(Clone)]
+pub(crate) struct TaskEntry {
+    pub name: String,
+    pub options: TaskOptions,
+    pub handler: ErasedHandler,
+}
+
+impl<I> Clone for Workflow<I> {
+    fn clone(&self) -> Self {
+        Workflow { def: self.def.clone(), _input: PhantomData }
+    }
+}
+
+impl<I> std::fmt::Debug for Workflow<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tasks: Vec<&str> = self.def.tasks.iter().map(|t| t.name.as_str()).collect();
+        f.debug_struct("Workflow").field("name", &self.def.name).field("tasks", &tasks).finish()
+    }
+}
+
+impl<I> Workflow<I> {
+    /// An empty workflow named `name` (the namespace, if any, is added at registration).
+    pub fn new(name: impl Into<String>) -> Self {
+        let def = WorkflowDef { name: name.into(), description: String::new(), tasks: Vec::new() };
+        Workflow { def, _input: PhantomData }
+    }
+
+    /// The workflow name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// Sets the description shown in the dashboard.
+    #[must_use]
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.def.description = description.into();
+        self
+    }
+
+    /// Adds a task (builder style).
+    #[must_use]
+    pub fn task<O>(mut self, task: TaskDef<I, O>) -> Self {
+        self.add_task(task);
+        self
+    }
+
+    /// Adds a task and returns a typed handle to it, for later tasks' `parent` and
+    /// [`Context::parent_output`](crate::Context::parent_output).
+    pub fn add_task<O>(&mut self, task: TaskDef<I, O>) -> TaskRef<O> {
+        let task_ref = task.task_ref();
+        self.def.tasks.push(TaskEntry { name: task.name, options: task.options, handler: task.handler });
+        task_ref
+    }
+
+    /// The task names, in the order they were added.
+    pub fn task_names(&self) -> impl Iterator<Item = &str> {
+        self.def.tasks.iter().map(|t| t.name.as_str())
+    }
+
+    /// Checks names, parents and that the tasks form a DAG.
+    pub fn validate(&self) -> Result<(), SdkError> {
+        self.def.validate()
+    }
+
+    pub(crate) fn into_def(self) -> WorkflowDef {
+        self.def
+    }
+}
+
+impl WorkflowDef {
+    pub(crate) fn validate(&self) -> Result<(), SdkError> {
+        let invalid = |msg: String| Err(SdkError::InvalidWorkflow(msg));
+        if self.name.trim().is_empty() {
+            return invalid("a workflow needs a non-empty name".into());
+        }
+        if self.tasks.is_empty() {
+            return invalid(format!("workflow \"{}\" has no tasks", self.name));
+        }
+        let mut parents: HashMap<&str, &[String]> = HashMap::new();
+        for task in &self.tasks {
+            if task.name.trim().is_empty() || task.name.contains(':') {
+                return invalid(format!(
+                    "workflow \"{}\": task name \"{}\" must be non-empty and without ':'",
+                    self.name, task.name
+                ));
+            }
+            if parents.insert(&task.name, &task.options.parents).is_some() {
+                return invalid(format!("workflow \"{}\" has two tasks named \"{}\"", self.name, task.name));
+            }
+        }
+        for task in &self.tasks {
+            if let Some(p) = task.options.parents.iter().find(|p| !parents.contains_key(p.as_str())) {
+                return invalid(format!(
+                    "workflow \"{}\": task \"{}\" has unknown parent \"{p}\"",
+                    self.name, task.name
+                ));
+            }
+        }
+        if let Some(cycle) = find_cycle(&parents) {
+            return invalid(format!("workflow \"{}\" has a cycle: {}", self.name, cycle.join(" -> ")));
+        }
+        Ok(())
+    }
+
+    /// The action id the engine assigns this task under: `<lower(workflow)>:<task>`.
+    pub(crate) fn action_id(workflow_name: &str, task: &str) -> String {
+        format!("{}:{task}", workflow_name.to_lowercase())
+    }
+
+    /// The `v1.AdminService.PutWorkflow` request, `name` being the namespaced name.
+    pub(crate) fn create_request(&self, name: &str) -> CreateWorkflowVersionRequest {
+        let tasks = self.tasks.iter().map(|task| create_task_opts(name, task)).collect();
+        CreateWorkflowVersionRequest {
+            name: name.to_owned(),
+            description: self.description.clone(),
+            tasks,
+            ..Default::default()
+        }
+    }
+}
+
+fn create_task_opts(workflow_name: &str, task: &TaskEntry) -> CreateTaskOpts {
+    let o = &task.options;
+    CreateTaskOpts {
+        readable_id: task.name.clone(),
+        action: WorkflowDef::action_id(workflow_name, &task.name),
+        timeout: format_duration(o.execution_timeout.unwrap_or(DEFAULT_EXECUTION_TIMEOUT)),
+        inputs: "{}".to_owned(),
+        parents: o.parents.clone(),
+        retries: i32::try_from(o.retries).unwrap_or(i32::MAX),
+        backoff_factor: o.backoff_factor,
+        backoff_max_seconds: o.backoff_max_seconds.map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
+        schedule_timeout: o.schedule_timeout.map(format_duration),
+        ..Default::default()
+    }
+}
+
+/// A path `a -> b -> ... -> a` through the parent edges, if there is one.
+fn find_cycle<'a>(parents: &HashMap<&'a str, &'a [String]>) -> Option<Vec<&'a str>> {
+    fn visit<'a>(
+        node: &'a str,
+        parents: &HashMap<&'a str, &'a [String]>,
+        done: &mut HashSet<&'a str>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(start) = path.iter().position(|n| *n == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node);
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node);
+        for parent in parents.get(node).copied().unwrap_or_default() {
+            if let Some(cycle) = visit(parent, parents, done, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node);
+        None
+    }
+    let mut done = HashSet::new();
+    let mut names: Vec<&str> = parents.keys().copied().collect();
+    names.sort_unstable();
+    names.into_iter().find_map(|name| visit(name, parents, &mut done, &mut Vec::new()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! Runs and their tasks as clients see them: creation (ingest) and reads.
+
+use adze_core::{RunStatus, TaskStatus};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+use crate::workflows::WorkflowVersion;
+use crate::{Error, Result};
+
+/// A run to create.
+#[derive(Debug)]
+pub struct NewRun<'a> {
+    /// The workflow version to instantiate.
+    pub version: &'a WorkflowVersion,
+    /// Run input.
+    pub input: Value,
+    /// Additional metadata given by the client.
+    pub additional_metadata: Option<Value>,
+}
+
+/// Inserts runs and all their tasks in one transaction (roots `queued`, others
+/// `pending` with their parent count) and returns the run ids in request order.
+pub async fn create_runs(pool: &PgPool, tenant_id: Uuid, runs: &[NewRun<'_>]) -> Result<Vec<Uuid>> {
+    let mut tx = pool.begin().await?;
+    let mut ids = Vec::with_capacity(runs.len());
+    for run in runs {
+        let run_id = Uuid::now_v7();
+        let v = run.version;
+        sqlx::query(
+            r#"INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input, additional_metadata)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)"#,
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(v.workflow_id)
+        .bind(v.version_id)
+        .bind(&v.name)
+        .bind(&run.input)
+        .bind(&run.additional_metadata)
+        .execute(&mut *tx)
+        .await?;
+        let n = v.tasks.len();
+        let (mut tids, mut names, mut actions, mut statuses, mut pending) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut parents, mut ancestors, mut retries, mut factors, mut caps) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for t in &v.tasks {
+            tids.push(Uuid::now_v7());
+            names.push(t.readable_id.as_str());
+            actions.push(t.action_id.as_str());
+            let status = if t.parents.is_empty() {
+                TaskStatus::Queued
+            } else {
+                TaskStatus::Pending
+            };
+            statuses.push(status.as_str());
+            pending.push(t.parents.len() as i32);
+            // Postgres has no arrays of arrays of varying length; pass them as JSON.
+            parents.push(serde_json::to_value(&t.parents).unwrap_or_default());
+            ancestors.push(serde_json::to_value(&t.ancestors).unwrap_or_default());
+            retries.push(t.retry.max_retries);
+            factors.push(t.retry.backoff_factor);
+            caps.push(t.retry.backoff_max_seconds);
+        }
+        sqlx::query(
+            r#"INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, pending_parents,
+                 parents, ancestors, max_retries, backoff_factor, backoff_max_seconds)
+               SELECT $1, u.id, $2, u.name, u.action, u.status, u.pending,
+                 ARRAY(SELECT jsonb_array_elements_text(u.parents)),
+                 ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
+                 u.retries, u.factor, u.cap
+               FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::jsonb[],
+                           $9::jsonb[], $10::int[], $11::float8[], $12::int[])
+                 AS u(id, name, action, status, pending, parents, ancestors, retries, factor, cap)"#,
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(&tids)
+        .bind(&names)
+        .bind(&actions)
+        .bind(&statuses)
+        .bind(&pending)
+        .bind(&parents)
+        .bind(&ancestors)
+        .bind(&retries)
+        .bind(&factors)
+        .bind(&caps)
+        .execute(&mut *tx)
+        .await?;
+        ids.push(run_id);
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// One task as a client sees it.
+#[derive(Debug, Clone)]
+pub struct TaskView {
+    /// Task id (the SDKs' `task_run_external_id`).
+    pub id: Uuid,
+    /// Task name.
+    pub readable_id: String,
+    /// Status.
+    pub status: TaskStatus,
+    /// Current attempt.
+    pub attempt: i32,
+    /// Output, when succeeded.
+    pub output: Option<Value>,
+    /// Error text, when failed or cancelled.
+    pub error: Option<String>,
+    /// Why it is waiting, if it is.
+    pub wait_reason: Option<String>,
+    /// Worker holding it.
+    pub worker_id: Option<Uuid>,
+}
+
+/// A run with all its tasks.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Run id.
+    pub id: Uuid,
+    /// Workflow name.
+    pub workflow_name: String,
+    /// Status.
+    pub status: RunStatus,
+    /// Input.
+    pub input: Value,
+    /// Additional metadata.
+    pub additional_metadata: Option<Value>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Finished at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Tasks in creation order.
+    pub tasks: Vec<TaskView>,
+}
+
+/// Reads a run of the tenant; `None` if it does not exist for this tenant.
+pub async fn get_run(db: impl PgExecutor<'_>, tenant_id: Uuid, run_id: Uuid) -> Result<Option<RunView>> {
+    let mut runs = get_runs(db, &[(tenant_id, run_id)]).await?;
+    Ok(runs.pop())
+}
+
+/// Reads several runs, each addressed by `(tenant, run)`, in one round trip.
+pub async fn get_runs(db: impl PgExecutor<'_>, keys: &[(Uuid, Uuid)]) -> Result<Vec<RunView>> {
+    let tenants: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.1).collect();
+    let rows = sqlx::query(
+        r#"SELECT r.tenant_id, r.id AS run_id, r.workflow_name, r.status AS run_status, r.input,
+                  r.additional_metadata, r.created_at, r.finished_at,
+                  t.id AS task_id, t.readable_id, t.status, t.attempt, t.output, t.error,
+                  t.wait_reason, t.worker_id
+           FROM UNNEST($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
+           JOIN runs r ON r.tenant_id = k.tenant_id AND r.id = k.id
+           JOIN tasks t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
+           ORDER BY r.id, t.id"#,
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    let mut out: Vec<RunView> = Vec::new();
+    for r in rows {
+        let run_id: Uuid = r.try_get("run_id")?;
+        if out.last().is_none_or(|v| v.id != run_id) {
+            let status: String = r.try_get("run_status")?;
+            out.push(RunView {
+                tenant_id: r.try_get("tenant_id")?,
+                id: run_id,
+                workflow_name: r.try_get("workflow_name")?,
+                status: status.parse().map_err(|e| Error::Corrupt(format!("{e}")))?,
+                input: r.try_get("input")?,
+                additional_metadata: r.try_get("additional_metadata")?,
+                created_at: r.try_get("created_at")?,
+                finished_at: r.try_get("finished_at")?,
+                tasks: Vec::new(),
+            });
+        }
+        let status: String = r.try_get("status")?;
+        let task = TaskView {
+            id: r.try_get("task_id")?,
+            readable_id: r.try_get("readable_id")?,
+            status: status.parse().map_err(|e| Error::Corrupt(format!("{e}")))?,
+            attempt: r.try_get("attempt")?,
+            output: r.try_get("output")?,
+            error: r.try_get("error")?,
+            wait_reason: r.try_get("wait_reason")?,
+            worker_id: r.try_get("worker_id")?,
+        };
+        if let Some(run) = out.last_mut() {
+            run.tasks.push(task);
+        }
+    }
+    Ok(out)
+}
+
+/// Appends a task log line; `None` if the task is not the tenant's.
+pub async fn put_log(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    attempt: Option<i32>,
+    level: Option<&str>,
+    message: &str,
+    metadata: Option<Value>,
+) -> Result<bool> {
+    let res = sqlx::query(
+        r#"INSERT INTO task_logs (tenant_id, task_id, attempt, level, message, metadata)
+           SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM tasks WHERE tenant_id = $1 AND id = $2)"#,
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(attempt)
+    .bind(level)
+    .bind(message)
+    .bind(metadata)
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Looks up which run and tenant-scoped task a task id belongs to.
+pub async fn task_run(db: impl PgExecutor<'_>, tenant_id: Uuid, task_id: Uuid) -> Result<Option<Uuid>> {
+    let row = sqlx::query("SELECT run_id FROM tasks WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(task_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}

@@ -1,0 +1,275 @@
+//! The scheduler's writes: task transitions (guarded by the core state machine and
+//! fenced by attempt), DAG release, queue admission and run finalisation. Every
+//! function runs inside the caller's transaction, so one batch commits atomically.
+
+use adze_core::backoff::RetryPolicy;
+use adze_core::{RunStatus, TaskEvent, TaskStatus, Transition};
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// A worker report or scheduler decision to apply to one task.
+#[derive(Debug, Clone)]
+pub struct TaskEventRow {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Task.
+    pub task_id: Uuid,
+    /// What happened.
+    pub event: TaskEvent,
+    /// Output for `Completed`.
+    pub output: Option<Value>,
+    /// Error text for `Failed`.
+    pub error: Option<String>,
+}
+
+/// A transition that was applied.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Run of the task.
+    pub run_id: Uuid,
+    /// Task.
+    pub task_id: Uuid,
+    /// New status.
+    pub to: TaskStatus,
+}
+
+fn statuses(list: &[TaskStatus]) -> Vec<&'static str> {
+    list.iter().map(|s| s.as_str()).collect()
+}
+
+fn parse_status(s: &str) -> Result<TaskStatus> {
+    s.parse().map_err(|e| Error::Corrupt(format!("{e}")))
+}
+
+/// Applies one event. Returns `None` when the state machine ignores it (duplicate,
+/// stale attempt, already finished). Releases or cancels children as a consequence.
+pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<Option<Applied>> {
+    let Some(row) = sqlx::query(
+        r#"SELECT run_id, readable_id, status, attempt, failures, max_retries, backoff_factor,
+                  backoff_max_seconds
+           FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
+    )
+    .bind(ev.tenant_id)
+    .bind(ev.task_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let run_id: Uuid = row.try_get("run_id")?;
+    let readable_id: String = row.try_get("readable_id")?;
+    let status = parse_status(row.try_get("status")?)?;
+    let attempt: i32 = row.try_get("attempt")?;
+    let failures: i32 = row.try_get("failures")?;
+    let policy = RetryPolicy {
+        max_retries: row.try_get("max_retries")?,
+        backoff_factor: row.try_get("backoff_factor")?,
+        backoff_max_seconds: row.try_get("backoff_max_seconds")?,
+    };
+    let Transition::To {
+        to,
+        next_attempt,
+        count_failure,
+        delay_ms,
+    } = ev.event.apply(status, attempt, failures, &policy)
+    else {
+        return Ok(None);
+    };
+    let wait_reason = match (&ev.event, to) {
+        (TaskEvent::WorkerLost { .. }, _) => Some("requeued: its worker was lost".to_string()),
+        (_, TaskStatus::Queued) => Some(format!(
+            "retry {} of {} after failure",
+            failures + 1,
+            policy.max_retries
+        )),
+        _ => None,
+    };
+    sqlx::query(
+        r#"UPDATE tasks SET
+             status = $3,
+             attempt = attempt + $4,
+             failures = failures + $5,
+             not_before = now() + make_interval(secs => $6 / 1000.0),
+             queued_at = CASE WHEN $3 = 'queued' THEN now() ELSE queued_at END,
+             output = COALESCE($7, output),
+             error = CASE WHEN $8::text IS NULL THEN error ELSE $8 END,
+             wait_reason = $9,
+             worker_id = CASE WHEN $3 = 'queued' THEN NULL ELSE worker_id END,
+             started_at = CASE WHEN $3 = 'running' THEN now() ELSE started_at END,
+             finished_at = CASE WHEN $3 IN ('succeeded', 'failed', 'cancelled') THEN now() ELSE finished_at END
+           WHERE tenant_id = $1 AND id = $2 AND status = $10 AND attempt = $11"#,
+    )
+    .bind(ev.tenant_id)
+    .bind(ev.task_id)
+    .bind(to.as_str())
+    .bind(i32::from(next_attempt))
+    .bind(i32::from(count_failure))
+    .bind(delay_ms as f64)
+    .bind(&ev.output)
+    .bind(&ev.error)
+    .bind(wait_reason)
+    .bind(status.as_str())
+    .bind(attempt)
+    .execute(&mut *conn)
+    .await?;
+    if status.holds_slot() {
+        sqlx::query(
+            r#"UPDATE task_attempts SET status = $4, error = $5,
+                 started_at = CASE WHEN $4 = 'running' THEN now() ELSE started_at END,
+                 finished_at = CASE WHEN $4 = 'running' THEN NULL ELSE now() END
+               WHERE tenant_id = $1 AND task_id = $2 AND attempt = $3"#,
+        )
+        .bind(ev.tenant_id)
+        .bind(ev.task_id)
+        .bind(attempt)
+        .bind(match (&ev.event, to) {
+            (TaskEvent::WorkerLost { .. }, _) => "lost",
+            (TaskEvent::Failed { .. }, _) => "failed",
+            (_, s) => s.as_str(),
+        })
+        .bind(&ev.error)
+        .execute(&mut *conn)
+        .await?;
+    }
+    match to {
+        TaskStatus::Running => {
+            sqlx::query("UPDATE runs SET status = 'running' WHERE tenant_id = $1 AND id = $2 AND status = 'queued'")
+                .bind(ev.tenant_id)
+                .bind(run_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        TaskStatus::Succeeded => release_children(conn, ev.tenant_id, run_id, &readable_id).await?,
+        TaskStatus::Failed | TaskStatus::Cancelled => {
+            cancel_descendants(conn, ev.tenant_id, run_id, &readable_id).await?
+        }
+        _ => {}
+    }
+    Ok(Some(Applied {
+        tenant_id: ev.tenant_id,
+        run_id,
+        task_id: ev.task_id,
+        to,
+    }))
+}
+
+/// Decrements the parent count of `parent`'s children; those reaching zero are queued.
+async fn release_children(conn: &mut PgConnection, tenant_id: Uuid, run_id: Uuid, parent: &str) -> Result<()> {
+    sqlx::query(
+        r#"UPDATE tasks SET
+             pending_parents = pending_parents - 1,
+             status = CASE WHEN pending_parents = 1 THEN 'queued' ELSE status END,
+             wait_reason = CASE WHEN pending_parents = 1 THEN 'waiting for a worker slot' ELSE wait_reason END,
+             queued_at = now(), not_before = now()
+           WHERE tenant_id = $1 AND run_id = $2 AND $3 = ANY(parents) AND status = ANY($4)"#,
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(parent)
+    .bind(statuses(TaskEvent::ParentsDone.allowed_from()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Cancels every pending task downstream of a task that failed for good.
+async fn cancel_descendants(conn: &mut PgConnection, tenant_id: Uuid, run_id: Uuid, failed: &str) -> Result<()> {
+    sqlx::query(
+        r#"UPDATE tasks SET status = 'cancelled', finished_at = now(), wait_reason = NULL,
+             error = 'not run: upstream task "' || $3 || '" failed'
+           WHERE tenant_id = $1 AND run_id = $2 AND $3 = ANY(ancestors) AND status = ANY($4)"#,
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(failed)
+    .bind(statuses(TaskEvent::UpstreamFailed.allowed_from()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The live attempts held by a worker, as `WorkerLost` events to apply.
+pub async fn tasks_of_worker(conn: &mut PgConnection, tenant_id: Uuid, worker_id: Uuid) -> Result<Vec<TaskEventRow>> {
+    let rows = sqlx::query(
+        "SELECT id, attempt FROM tasks WHERE worker_id = $2 AND tenant_id = $1 AND status IN ('assigned', 'running')",
+    )
+    .bind(tenant_id)
+    .bind(worker_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TaskEventRow {
+                tenant_id,
+                task_id: r.try_get("id")?,
+                event: TaskEvent::WorkerLost {
+                    attempt: r.try_get("attempt")?,
+                },
+                output: None,
+                error: None,
+            })
+        })
+        .collect()
+}
+
+/// A run that reached a final status in this transaction.
+#[derive(Debug, Clone)]
+pub struct FinishedRun {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Run.
+    pub run_id: Uuid,
+    /// Final status.
+    pub status: RunStatus,
+}
+
+/// Re-derives the status of the given runs and finalises those whose tasks are all
+/// terminal. A run is finalised once: the update is guarded on a non-final status.
+pub async fn finalize_runs(conn: &mut PgConnection, runs: &[(Uuid, Uuid)]) -> Result<Vec<FinishedRun>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = runs.iter().map(|r| r.0).collect();
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.1).collect();
+    let rows = sqlx::query(
+        r#"SELECT r.tenant_id, r.id, array_agg(t.status) AS statuses
+           FROM UNNEST($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
+           JOIN runs r ON r.tenant_id = k.tenant_id AND r.id = k.id
+           JOIN tasks t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
+           WHERE r.status IN ('queued', 'running')
+           GROUP BY r.tenant_id, r.id"#,
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut finished = Vec::new();
+    for r in rows {
+        let sts: Vec<String> = r.try_get("statuses")?;
+        let parsed = sts.iter().map(|s| parse_status(s)).collect::<Result<Vec<_>>>()?;
+        let status = RunStatus::derive(parsed);
+        if status.is_terminal() {
+            finished.push(FinishedRun {
+                tenant_id: r.try_get("tenant_id")?,
+                run_id: r.try_get("id")?,
+                status,
+            });
+        }
+    }
+    for f in &finished {
+        sqlx::query(
+            "UPDATE runs SET status = $3, finished_at = now() WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(f.tenant_id)
+        .bind(f.run_id)
+        .bind(f.status.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(finished)
+}

@@ -1,0 +1,116 @@
+//! The worker registry, written by the dispatcher that holds each worker.
+
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A worker's registration.
+#[derive(Debug, Clone)]
+pub struct NewWorker<'a> {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Display name given by the SDK.
+    pub name: &'a str,
+    /// Actions it can run.
+    pub actions: &'a [String],
+    /// Concurrent task slots.
+    pub slots: i32,
+    /// Dispatcher instance holding it.
+    pub dispatcher_id: &'a str,
+    /// SDK description, for humans.
+    pub sdk: Option<&'a str>,
+}
+
+/// Registers a worker (status `registered` until its listen stream opens).
+pub async fn register(db: impl PgExecutor<'_>, w: &NewWorker<'_>) -> Result<Uuid> {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        r#"INSERT INTO workers (tenant_id, id, name, actions, slots, status, dispatcher_id, sdk)
+           VALUES ($1, $2, $3, $4, $5, 'registered', $6, $7)"#,
+    )
+    .bind(w.tenant_id)
+    .bind(id)
+    .bind(w.name)
+    .bind(w.actions)
+    .bind(w.slots)
+    .bind(w.dispatcher_id)
+    .bind(w.sdk)
+    .execute(db)
+    .await?;
+    Ok(id)
+}
+
+/// Sets a worker's status (`active` when its listen stream is open, `disconnected`
+/// when it closed, `paused` on graceful shutdown). Returns false for an unknown worker.
+/// An `inactive` worker (declared lost) never comes back: its tasks were retried.
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    worker_id: Uuid,
+    status: &str,
+    dispatcher_id: &str,
+) -> Result<bool> {
+    let res = sqlx::query(
+        r#"UPDATE workers SET status = $3, dispatcher_id = $4, last_heartbeat_at = now()
+           WHERE tenant_id = $1 AND id = $2 AND status <> 'inactive'"#,
+    )
+    .bind(tenant_id)
+    .bind(worker_id)
+    .bind(status)
+    .bind(dispatcher_id)
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// A worker's status, if it exists for the tenant.
+pub async fn status(db: impl PgExecutor<'_>, tenant_id: Uuid, worker_id: Uuid) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT status FROM workers WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(worker_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
+/// Records heartbeats of many workers in one statement.
+pub async fn record_heartbeats(db: impl PgExecutor<'_>, tenants: &[Uuid], workers: &[Uuid]) -> Result<()> {
+    if workers.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        r#"UPDATE workers w SET last_heartbeat_at = now()
+           FROM UNNEST($1::uuid[], $2::uuid[]) AS h(tenant_id, id)
+           WHERE w.tenant_id = h.tenant_id AND w.id = h.id"#,
+    )
+    .bind(tenants)
+    .bind(workers)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Workers that hold tasks but are gone: stream closed for longer than
+/// `disconnect_grace_ms`, or silent (no heartbeat) for longer than `heartbeat_timeout_ms`.
+/// Marks them `inactive` (so they get no more work) and returns them.
+pub async fn claim_lost(
+    db: impl PgExecutor<'_>,
+    disconnect_grace_ms: i64,
+    heartbeat_timeout_ms: i64,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    let rows = sqlx::query(
+        r#"UPDATE workers SET status = 'inactive'
+           WHERE (status = 'disconnected' AND last_heartbeat_at < now() - make_interval(secs => $1 / 1000.0))
+              OR (status IN ('active', 'registered', 'paused')
+                  AND last_heartbeat_at < now() - make_interval(secs => $2 / 1000.0))
+           RETURNING tenant_id, id"#,
+    )
+    .bind(disconnect_grace_ms as f64)
+    .bind(heartbeat_timeout_ms as f64)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}

@@ -1,0 +1,163 @@
+//! Workflows and their versions. Registration is idempotent: an unchanged definition
+//! returns the current version instead of creating a new one.
+
+use adze_core::WorkflowSpec;
+use adze_core::backoff::RetryPolicy;
+use sqlx::{PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// One task definition of a stored workflow version.
+#[derive(Debug, Clone)]
+pub struct TaskDef {
+    /// Task name.
+    pub readable_id: String,
+    /// Worker action id.
+    pub action_id: String,
+    /// Direct parents.
+    pub parents: Vec<String>,
+    /// All ancestors.
+    pub ancestors: Vec<String>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+}
+
+/// A workflow's current version with its tasks, in declaration order.
+#[derive(Debug, Clone)]
+pub struct WorkflowVersion {
+    /// Workflow id.
+    pub workflow_id: Uuid,
+    /// Version id.
+    pub version_id: Uuid,
+    /// Workflow name.
+    pub name: String,
+    /// Tasks.
+    pub tasks: Vec<TaskDef>,
+}
+
+/// Registers `spec` (already validated) for the tenant. Returns the workflow and
+/// version ids; an identical definition reuses the latest version.
+pub async fn put_workflow(pool: &PgPool, tenant_id: Uuid, spec: &WorkflowSpec) -> Result<(Uuid, Uuid)> {
+    let definition = serde_json::to_value(spec).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO workflows (tenant_id, id, name) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, name) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(Uuid::new_v4())
+    .bind(&spec.name)
+    .execute(&mut *tx)
+    .await?;
+    // Serialises concurrent registrations of the same workflow (every worker start).
+    let workflow_id: Uuid =
+        sqlx::query("SELECT id FROM workflows WHERE tenant_id = $1 AND name = $2 FOR UPDATE")
+            .bind(tenant_id)
+            .bind(&spec.name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+    let latest = sqlx::query(
+        r#"SELECT id, version, definition = $3 AS same FROM workflow_versions
+           WHERE tenant_id = $1 AND workflow_id = $2 ORDER BY version DESC LIMIT 1"#,
+    )
+    .bind(tenant_id)
+    .bind(workflow_id)
+    .bind(&definition)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let next_version = match &latest {
+        Some(row) if row.try_get::<bool, _>("same")? => {
+            let id: Uuid = row.try_get("id")?;
+            tx.commit().await?;
+            return Ok((workflow_id, id));
+        }
+        Some(row) => row.try_get::<i32, _>("version")? + 1,
+        None => 1,
+    };
+    let version_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO workflow_versions (tenant_id, id, workflow_id, version, definition) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant_id)
+    .bind(version_id)
+    .bind(workflow_id)
+    .bind(next_version)
+    .bind(&definition)
+    .execute(&mut *tx)
+    .await?;
+    let ancestors = spec.ancestors();
+    for (position, t) in spec.tasks.iter().enumerate() {
+        let anc: Vec<String> = ancestors[&t.readable_id].iter().cloned().collect();
+        sqlx::query(
+            r#"INSERT INTO workflow_tasks (tenant_id, workflow_version_id, readable_id, position, action_id,
+                 parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
+                 execution_timeout_ms, schedule_timeout_ms)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+        )
+        .bind(tenant_id)
+        .bind(version_id)
+        .bind(&t.readable_id)
+        .bind(position as i32)
+        .bind(&t.action_id)
+        .bind(&t.parents)
+        .bind(&anc)
+        .bind(t.retry.max_retries)
+        .bind(t.retry.backoff_factor)
+        .bind(t.retry.backoff_max_seconds)
+        .bind(t.execution_timeout_ms)
+        .bind(t.schedule_timeout_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((workflow_id, version_id))
+}
+
+/// The latest version of the named workflow, if the tenant has one.
+pub async fn latest_version(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    name: &str,
+) -> Result<Option<WorkflowVersion>> {
+    let rows = sqlx::query(
+        r#"WITH v AS (
+             SELECT w.id AS workflow_id, wv.id AS version_id
+             FROM workflows w JOIN workflow_versions wv
+               ON wv.tenant_id = w.tenant_id AND wv.workflow_id = w.id
+             WHERE w.tenant_id = $1 AND w.name = $2
+             ORDER BY wv.version DESC LIMIT 1)
+           SELECT v.workflow_id, v.version_id, t.readable_id, t.action_id, t.parents, t.ancestors,
+                  t.max_retries, t.backoff_factor, t.backoff_max_seconds
+           FROM v JOIN workflow_tasks t
+             ON t.tenant_id = $1 AND t.workflow_version_id = v.version_id
+           ORDER BY t.position"#,
+    )
+    .bind(tenant_id)
+    .bind(name)
+    .fetch_all(db)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut version = WorkflowVersion {
+        workflow_id: first.try_get("workflow_id")?,
+        version_id: first.try_get("version_id")?,
+        name: name.to_string(),
+        tasks: Vec::with_capacity(rows.len()),
+    };
+    for r in &rows {
+        version.tasks.push(TaskDef {
+            readable_id: r.try_get("readable_id")?,
+            action_id: r.try_get("action_id")?,
+            parents: r.try_get("parents")?,
+            ancestors: r.try_get("ancestors")?,
+            retry: RetryPolicy {
+                max_retries: r.try_get("max_retries")?,
+                backoff_factor: r.try_get("backoff_factor")?,
+                backoff_max_seconds: r.try_get("backoff_max_seconds")?,
+            },
+        });
+    }
+    Ok(Some(version))
+}
