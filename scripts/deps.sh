@@ -15,10 +15,12 @@
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
   # Sourced. Do the work in a child bash, so that its `set -e` and `exit` cannot end an
   # interactive caller's shell, then import the values it wrote.
-  bash "${BASH_SOURCE[0]}" || return 1
+  _adze_home="${ADZE_HOME:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.adze}"
   # shellcheck source=/dev/null
-  . "${ADZE_HOME:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.adze}/deps.env"
-  return 0
+  ADZE_HOME="$_adze_home" bash "${BASH_SOURCE[0]}" && . "$_adze_home/deps.env"
+  _adze_rc=$?
+  unset _adze_home
+  return "$_adze_rc"
 fi
 
 set -euo pipefail
@@ -27,7 +29,7 @@ set -euo pipefail
 
 DATA_DIR="${ADZE_DATA_DIR:-$ADZE_HOME/data}"
 FORCE_PRIVATE="${ADZE_FORCE_PRIVATE:-0}"
-DB_NAME="${ADZE_DB_NAME:-adze}"
+DB_NAME=adze
 PG_PRIVATE_PORT=55432
 REDIS_PRIVATE_PORT=56379
 NATS_PRIVATE_PORT=54222

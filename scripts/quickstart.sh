@@ -45,6 +45,12 @@ cli() {
   "$ADZE" "$@" 2>>"$CLI_LOG"
 }
 
+UUID_RE='[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}'
+JWT_RE='ey[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+'
+
+# last_match REGEX TEXT: the last match in TEXT (so a log line before the value is harmless).
+last_match() { grep -oE "$1" <<<"$2" | tail -n 1 | grep .; }
+
 # The signing secret is made once and kept, so tokens from earlier runs stay valid.
 ensure_secret() {
   local file="$ADZE_HOME/secret"
@@ -90,19 +96,6 @@ start_service() {
   start_bg "$svc" "$ADZE_LOG_DIR/$svc.log" env ADZE_SERVER__LISTEN="$listen" "$ADZE_BIN_DIR/adze-$svc"
 }
 
-# The example's binary; `document-pipeline` is its intended name, the package name the
-# fallback until the crate declares it.
-worker_binary() {
-  local name
-  for name in document-pipeline adze-example-docs; do
-    if [[ -x "$ADZE_BIN_DIR/$name" ]]; then
-      echo "$ADZE_BIN_DIR/$name"
-      return
-    fi
-  done
-  die "no example worker binary (document-pipeline) in $ADZE_BIN_DIR"
-}
-
 # The trigger needs the workflow registered, which the worker does right after it connects.
 # Ask the REST API (through nginx, which checks that path too) until the workflow is listed.
 wait_workflow_registered() {
@@ -127,6 +120,7 @@ main() {
   step "dependencies: PostgreSQL, Redis, NATS JetStream, nginx"
   # shellcheck source=deps.sh
   source scripts/deps.sh
+  command -v curl >/dev/null || apt_install curl # asks the REST API whether the worker registered
 
   step "building the workspace (cargo build --workspace --bins; minutes the first time, log: $build_log)"
   cargo build --workspace --bins >"$build_log" 2>&1 || die "cargo build failed" "$build_log"
@@ -138,14 +132,13 @@ main() {
 
   step "tenant and API token"
   ensure_secret
-  TENANT_ID="$(cli "tenant create" tenant create --name default | tail -n 1 | tr -d '[:space:]')" ||
-    die "adze tenant create failed" "$CLI_LOG"
-  [[ "$TENANT_ID" =~ ^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$ ]] ||
-    die "adze tenant create printed '$TENANT_ID', not a tenant UUID" "$CLI_LOG"
-  TOKEN="$(cli "token create" token create --tenant "$TENANT_ID" --name quickstart \
-    --server-url "$REST_URL" --grpc-address "$GRPC_ADDR" | tail -n 1 | tr -d '[:space:]')" ||
-    die "adze token create failed" "$CLI_LOG"
-  [[ "$TOKEN" == ey* ]] || die "adze token create printed '$TOKEN', not a JWT" "$CLI_LOG"
+  local out
+  out="$(cli "tenant create" tenant create --name default)" || die "adze tenant create failed" "$CLI_LOG"
+  TENANT_ID="$(last_match "$UUID_RE" "$out")" ||
+    die "adze tenant create printed no tenant UUID: '$out'" "$CLI_LOG"
+  out="$(cli "token create" token create --tenant "$TENANT_ID" --name quickstart \
+    --server-url "$REST_URL" --grpc-address "$GRPC_ADDR")" || die "adze token create failed" "$CLI_LOG"
+  TOKEN="$(last_match "$JWT_RE" "$out")" || die "adze token create printed no JWT: '$out'" "$CLI_LOG"
   write_quickstart_env
   ok "tenant $TENANT_ID"
 
@@ -176,21 +169,28 @@ main() {
   ok "proxy up"
 
   step "example worker ($WORKFLOW, log: $ADZE_LOG_DIR/worker.log)"
+  # It also reads ADZE_DATABASE_URL (it saves parsed documents) from the environment.
   start_bg worker "$ADZE_LOG_DIR/worker.log" env HATCHET_CLIENT_TOKEN="$TOKEN" \
-    HATCHET_CLIENT_TLS_STRATEGY=none "$(worker_binary)" worker
+    HATCHET_CLIENT_TLS_STRATEGY=none "$ADZE_BIN_DIR/document-pipeline" worker
   wait_workflow_registered
   ok "worker running"
 
   step "triggering $WORKFLOW and waiting for the result"
-  local result
+  local result rc=0
+  printf '==== adze trigger ====\n' >>"$CLI_LOG"
   result="$(ADZE_TOKEN="$TOKEN" ADZE_HOST_PORT="$GRPC_ADDR" timeout 180 \
-    "$ADZE" trigger "$WORKFLOW" --input '{"documentId":"doc-1"}' --wait 2>>"$CLI_LOG")" ||
-    die "adze trigger $WORKFLOW failed (worker log: $ADZE_LOG_DIR/worker.log)" "$CLI_LOG"
+    "$ADZE" trigger "$WORKFLOW" --input '{"documentId":"doc-1"}' --wait 2>>"$CLI_LOG")" || rc=$?
+  if ((rc != 0)); then
+    [[ -z "$result" ]] || printf '%s\n' "$result"
+    ((rc != 124)) || die "no result from $WORKFLOW after 180s (worker log: $ADZE_LOG_DIR/worker.log)" "$CLI_LOG"
+    die "adze trigger $WORKFLOW failed with exit code $rc (worker log: $ADZE_LOG_DIR/worker.log)" "$CLI_LOG"
+  fi
   printf '%s\n' "$result"
   ok "run finished in a quickstart of $((SECONDS - started))s"
 
   local run_id
-  run_id="$(printf '%s' "$result" | grep -oE '[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}' | head -n 1 || true)"
+  run_id="$(grep -oE "\"(runId|run_id|workflowRunId|id)\"[[:space:]]*:[[:space:]]*\"$UUID_RE\"" <<<"$result" |
+    head -n 1 | grep -oE "$UUID_RE" || true)"
   cat <<EOF
 
 Adze is running: gRPC for the SDKs at $GRPC_ADDR (h2c), REST at $REST_URL.
@@ -201,10 +201,10 @@ Adze is running: gRPC for the SDKs at $GRPC_ADDR (h2c), REST at $REST_URL.
   Logs        $ADZE_LOG_DIR/{ingest,dispatcher,scheduler,reaper,worker,nginx,cli}.log
   A run       source .adze/env && target/debug/adze runs get ${run_id:-<run-id>}
   Trigger     source .adze/env && target/debug/adze trigger $WORKFLOW --input '{"documentId":"doc-2"}' --wait
-  Python      python3 -m venv .adze/venv && .adze/venv/bin/pip install hatchet-sdk==1.43.1
+  Python      python3 -m venv .adze/venv && .adze/venv/bin/pip install -r examples/python/requirements.txt
               source .adze/env && .adze/venv/bin/python examples/python/worker.py
-  TypeScript  npm install @hatchet-dev/typescript-sdk@1.33.2 tsx   (in examples/typescript)
-              source .adze/env && npx tsx examples/typescript/worker.ts
+  TypeScript  cd examples/typescript && npm ci
+              source ../../.adze/env && npx tsx worker.ts
   Stop        scripts/stop.sh
 EOF
 }

@@ -86,11 +86,11 @@ ensure_ts_sdk() {
 
 ts_manifest_sum() { cat "$TS_DIR/package.json" "$TS_DIR/package-lock.json" 2>/dev/null | cksum; }
 
-run_tests() {
+test_command() {
   if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast --test-threads "$TEST_THREADS" --no-tests=warn
+    TEST_CMD=(cargo nextest run --workspace --no-fail-fast --test-threads "$TEST_THREADS" --no-tests=warn)
   else
-    cargo test --workspace --no-fail-fast -- --test-threads="$TEST_THREADS"
+    TEST_CMD=(cargo test --workspace --no-fail-fast -- --test-threads="$TEST_THREADS")
   fi
 }
 
@@ -109,7 +109,8 @@ main() {
   check fmt cargo fmt --all -- --check
   check clippy cargo clippy --workspace --all-targets -- -D warnings
   check build cargo build --workspace --bins
-  check tests run_tests
+  test_command
+  check tests "${TEST_CMD[@]}"
 
   ((${#FAILED[@]} == 0))
 }

@@ -47,6 +47,13 @@ pub enum SchedulerEvent {
         /// Worker.
         worker_id: Uuid,
     },
+    /// An assignment was never started by its worker; retry it elsewhere.
+    AssignmentExpired {
+        /// Task.
+        task_id: Uuid,
+        /// Attempt that was assigned.
+        attempt: i32,
+    },
     /// A worker opened its action stream: it may take work now.
     WorkerReady {
         /// Worker.

@@ -81,7 +81,12 @@ impl Client {
         let interceptor = AuthInterceptor::new(&config.token)?;
         let channel = transport::channel(&resolved)?;
         let channel = AuthChannel::new(channel, interceptor);
-        Ok(Client { inner: Arc::new(Inner { config: resolved, channel }) })
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config: resolved,
+                channel,
+            }),
+        })
     }
 
     /// Connects with settings from the `HATCHET_CLIENT_*` environment variables (see
@@ -122,7 +127,8 @@ impl Client {
         W: RunTarget<I> + ?Sized,
         I: Serialize,
     {
-        self.run_no_wait_with(workflow, input, TriggerOptions::default()).await
+        self.run_no_wait_with(workflow, input, TriggerOptions::default())
+            .await
     }
 
     /// [`Client::run_no_wait`] with metadata and priority.
@@ -165,7 +171,12 @@ impl Client {
             .bulk_trigger_workflow(BulkTriggerWorkflowRequest { workflows })
             .await
             .map_err(|s| SdkError::rpc("WorkflowService.BulkTriggerWorkflow", s))?;
-        Ok(response.into_inner().workflow_run_ids.into_iter().map(|id| self.run_handle(id)).collect())
+        Ok(response
+            .into_inner()
+            .workflow_run_ids
+            .into_iter()
+            .map(|id| self.run_handle(id))
+            .collect())
     }
 
     /// A handle to an existing run, to wait for its result.
@@ -175,7 +186,9 @@ impl Client {
 
     /// The current state of a run and of each of its tasks (`v1.AdminService.GetRunDetails`).
     pub async fn get_run(&self, run_id: &str) -> Result<RunDetails, SdkError> {
-        let request = v1::GetRunDetailsRequest { external_id: run_id.to_owned() };
+        let request = v1::GetRunDetailsRequest {
+            external_id: run_id.to_owned(),
+        };
         let response = self
             .admin()
             .get_run_details(request)
@@ -199,7 +212,10 @@ impl Client {
         input: &I,
         options: &TriggerOptions,
     ) -> Result<v1::TriggerWorkflowRequest, SdkError> {
-        let encode = |what: &str, source| SdkError::Encode { what: what.to_owned(), source };
+        let encode = |what: &str, source| SdkError::Encode {
+            what: what.to_owned(),
+            source,
+        };
         let input = serde_json::to_string(input).map_err(|e| encode("workflow input", e))?;
         let additional_metadata = match &options.additional_metadata {
             Some(meta) => {

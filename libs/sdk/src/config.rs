@@ -168,12 +168,18 @@ impl TokenClaims {
     pub fn decode(token: &str) -> Result<Self, SdkError> {
         let token = token.trim();
         if !token.starts_with("ey") {
-            return Err(SdkError::InvalidToken("it is not a JWT (should start with \"ey\")".into()));
+            return Err(SdkError::InvalidToken(
+                "it is not a JWT (should start with \"ey\")".into(),
+            ));
         }
         let mut parts = token.split('.');
         let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some(_), Some(payload), Some(_), None) => payload,
-            _ => return Err(SdkError::InvalidToken("a JWT has three `.`-separated parts".into())),
+            _ => {
+                return Err(SdkError::InvalidToken(
+                    "a JWT has three `.`-separated parts".into(),
+                ));
+            }
         };
         let bytes = URL_SAFE_NO_PAD
             .decode(payload.trim_end_matches('='))

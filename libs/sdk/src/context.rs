@@ -49,7 +49,9 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     pub(crate) fn new(parts: ContextParts) -> Self {
-        Context { inner: Arc::new(Inner { parts }) }
+        Context {
+            inner: Arc::new(Inner { parts }),
+        }
     }
 
     /// The workflow run this task belongs to.
@@ -84,12 +86,14 @@ impl Context {
 
     /// The output of ancestor task `task` (a parent, grandparent...), decoded as `T`.
     pub fn task_output<T: DeserializeOwned>(&self, task: &str) -> Result<T, SdkError> {
-        let output = self
-            .inner
-            .parts
-            .parents
-            .get(task)
-            .ok_or_else(|| SdkError::MissingTaskOutput { task: task.to_owned() })?;
+        let output =
+            self.inner
+                .parts
+                .parents
+                .get(task)
+                .ok_or_else(|| SdkError::MissingTaskOutput {
+                    task: task.to_owned(),
+                })?;
         T::deserialize(output).map_err(|source| SdkError::Decode {
             what: format!("output of task \"{task}\""),
             source,

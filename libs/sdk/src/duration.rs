@@ -13,9 +13,9 @@ pub fn format_duration(d: Duration) -> String {
         secs += 1;
     }
     let secs = secs.max(1);
-    if secs % 3600 == 0 {
+    if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

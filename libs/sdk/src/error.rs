@@ -80,7 +80,10 @@ pub enum SdkError {
 
 impl SdkError {
     pub(crate) fn rpc(method: &'static str, status: tonic::Status) -> Self {
-        SdkError::Rpc { method, status: Box::new(status) }
+        SdkError::Rpc {
+            method,
+            status: Box::new(status),
+        }
     }
 
     /// The gRPC status of an [`SdkError::Rpc`] error.
@@ -93,7 +96,10 @@ impl SdkError {
 }
 
 fn format_errors(errors: &BTreeMap<String, String>) -> String {
-    let parts: Vec<String> = errors.iter().map(|(task, err)| format!("{task}: {err}")).collect();
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|(task, err)| format!("{task}: {err}"))
+        .collect();
     parts.join("; ")
 }
 
@@ -123,7 +129,11 @@ pub struct TaskError {
 impl TaskError {
     /// A failure the engine retries while the task has retries left.
     pub fn retryable(message: impl fmt::Display) -> Self {
-        TaskError { message: message.to_string(), kind: TaskErrorKind::Retryable, retry_after: None }
+        TaskError {
+            message: message.to_string(),
+            kind: TaskErrorKind::Retryable,
+            retry_after: None,
+        }
     }
 
     /// A permanent failure: the task fails at once without further retries.
@@ -205,7 +215,11 @@ mod tests {
         };
         let task_err = TaskError::from(err);
         assert!(task_err.is_retryable());
-        assert!(task_err.message().starts_with("cannot decode output of task \"fetch\": "));
+        assert!(
+            task_err
+                .message()
+                .starts_with("cannot decode output of task \"fetch\": ")
+        );
     }
 
     #[test]

@@ -50,7 +50,9 @@ impl RunHandle {
         let mut outputs = self.outputs().await?;
         let output = outputs
             .remove(task)
-            .ok_or_else(|| SdkError::MissingTaskOutput { task: task.to_owned() })?;
+            .ok_or_else(|| SdkError::MissingTaskOutput {
+                task: task.to_owned(),
+            })?;
         serde_json::from_value(output).map_err(|source| SdkError::Decode {
             what: format!("output of task \"{task}\" in run {}", self.run_id),
             source,
@@ -94,7 +96,10 @@ impl RunStatus {
 
     /// `true` for completed, failed and cancelled.
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 
@@ -164,7 +169,10 @@ fn json_bytes(bytes: &[u8], what: &str) -> Result<Value, SdkError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(bytes).map_err(|source| SdkError::Decode { what: what.to_owned(), source })
+    serde_json::from_slice(bytes).map_err(|source| SdkError::Decode {
+        what: what.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -196,7 +204,10 @@ mod tests {
         assert_eq!(details.status, RunStatus::Running);
         assert_eq!(details.input["documentId"], "doc-1");
         assert_eq!(details.additional_metadata, Value::Null);
-        assert_eq!(details.tasks["fetch"].output, Some(serde_json::json!({"ok": true})));
+        assert_eq!(
+            details.tasks["fetch"].output,
+            Some(serde_json::json!({"ok": true}))
+        );
         assert!(details.tasks["fetch"].status.is_terminal());
     }
 }

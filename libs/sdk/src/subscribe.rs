@@ -19,7 +19,10 @@ const MAX_ATTEMPTS: u32 = 8;
 /// A stream that stayed up this long resets the failure count.
 const HEALTHY_STREAM: Duration = Duration::from_secs(30);
 
-pub(crate) async fn wait_for_run(client: &Client, run_id: &str) -> Result<Map<String, Value>, SdkError> {
+pub(crate) async fn wait_for_run(
+    client: &Client,
+    run_id: &str,
+) -> Result<Map<String, Value>, SdkError> {
     let mut failures = 0;
     loop {
         let started = Instant::now();
@@ -39,7 +42,9 @@ pub(crate) async fn wait_for_run(client: &Client, run_id: &str) -> Result<Map<St
         if failures >= MAX_ATTEMPTS {
             return Err(SdkError::rpc(
                 "Dispatcher.SubscribeToWorkflowRuns",
-                tonic::Status::unavailable("the result stream kept closing without the run's result"),
+                tonic::Status::unavailable(
+                    "the result stream kept closing without the run's result",
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(failures.min(5))).await;
@@ -51,10 +56,16 @@ async fn subscribe_once(
     client: &Client,
     run_id: &str,
 ) -> Result<Option<WorkflowRunEvent>, tonic::Status> {
-    let request = SubscribeToWorkflowRunsRequest { workflow_run_id: run_id.to_owned() };
+    let request = SubscribeToWorkflowRunsRequest {
+        workflow_run_id: run_id.to_owned(),
+    };
     // Keep the request side open: a half-closed stream may end the subscription.
     let requests = futures::stream::iter([request]).chain(futures::stream::pending());
-    let mut events = client.dispatcher().subscribe_to_workflow_runs(requests).await?.into_inner();
+    let mut events = client
+        .dispatcher()
+        .subscribe_to_workflow_runs(requests)
+        .await?
+        .into_inner();
     while let Some(event) = events.message().await? {
         if event.workflow_run_id == run_id {
             return Ok(Some(event));
@@ -66,7 +77,11 @@ async fn subscribe_once(
 fn is_transient(code: Code) -> bool {
     matches!(
         code,
-        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::DeadlineExceeded
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
     )
 }
 
@@ -84,7 +99,10 @@ pub(crate) fn outputs_from_event(event: WorkflowRunEvent) -> Result<Map<String, 
     if errors.is_empty() {
         Ok(outputs)
     } else {
-        Err(SdkError::RunFailed { run_id: event.workflow_run_id, errors })
+        Err(SdkError::RunFailed {
+            run_id: event.workflow_run_id,
+            errors,
+        })
     }
 }
 
@@ -125,14 +143,20 @@ mod tests {
             ..Default::default()
         };
         let outputs = outputs_from_event(event).unwrap();
-        assert_eq!(Value::Object(outputs), json!({"fetch": {"len": 3}, "empty": null, "none": null}));
+        assert_eq!(
+            Value::Object(outputs),
+            json!({"fetch": {"len": 3}, "empty": null, "none": null})
+        );
     }
 
     #[test]
     fn failed_tasks_make_run_failed() {
         let event = WorkflowRunEvent {
             workflow_run_id: "r2".into(),
-            results: vec![result("fetch", Some("{}"), None), result("parse", None, Some("boom"))],
+            results: vec![
+                result("fetch", Some("{}"), None),
+                result("parse", None, Some("boom")),
+            ],
             ..Default::default()
         };
         match outputs_from_event(event) {

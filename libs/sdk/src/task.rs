@@ -69,7 +69,8 @@ where
             let input = match I::deserialize(input) {
                 Ok(input) => input,
                 Err(err) => {
-                    let message = format!("task \"{task_name}\": cannot decode the workflow input: {err}");
+                    let message =
+                        format!("task \"{task_name}\": cannot decode the workflow input: {err}");
                     return futures::future::ready(Err(TaskError::non_retryable(message))).boxed();
                 }
             };
@@ -85,7 +86,12 @@ where
             }
             .boxed()
         });
-        TaskDef { name, options: TaskOptions::default(), handler, _types: PhantomData }
+        TaskDef {
+            name,
+            options: TaskOptions::default(),
+            handler,
+            _types: PhantomData,
+        }
     }
 }
 
@@ -156,7 +162,10 @@ pub struct TaskRef<O> {
 impl<O> TaskRef<O> {
     /// A handle to the task named `name`; `O` is the type its output decodes into.
     pub fn new(name: impl Into<String>) -> Self {
-        TaskRef { name: name.into(), _output: PhantomData }
+        TaskRef {
+            name: name.into(),
+            _output: PhantomData,
+        }
     }
 
     /// The task name.

@@ -31,7 +31,8 @@ impl AuthInterceptor {
 
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.header.clone());
+        req.metadata_mut()
+            .insert("authorization", self.header.clone());
         Ok(req)
     }
 }
@@ -51,10 +52,15 @@ pub(crate) fn channel(config: &ResolvedConfig) -> Result<Channel, SdkError> {
         }
     }
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(SdkError::Config("the client must be created inside a Tokio runtime".into()));
+        return Err(SdkError::Config(
+            "the client must be created inside a Tokio runtime".into(),
+        ));
     }
     let endpoint = Endpoint::from_shared(format!("http://{}", config.address))
-        .map_err(|source| SdkError::Connect { address: config.address.clone(), source })?
+        .map_err(|source| SdkError::Connect {
+            address: config.address.clone(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))

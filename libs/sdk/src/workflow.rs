@@ -52,22 +52,35 @@ pub(crate) struct TaskEntry {
 
 impl<I> Clone for Workflow<I> {
     fn clone(&self) -> Self {
-        Workflow { def: self.def.clone(), _input: PhantomData }
+        Workflow {
+            def: self.def.clone(),
+            _input: PhantomData,
+        }
     }
 }
 
 impl<I> std::fmt::Debug for Workflow<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let tasks: Vec<&str> = self.def.tasks.iter().map(|t| t.name.as_str()).collect();
-        f.debug_struct("Workflow").field("name", &self.def.name).field("tasks", &tasks).finish()
+        f.debug_struct("Workflow")
+            .field("name", &self.def.name)
+            .field("tasks", &tasks)
+            .finish()
     }
 }
 
 impl<I> Workflow<I> {
     /// An empty workflow named `name` (the namespace, if any, is added at registration).
     pub fn new(name: impl Into<String>) -> Self {
-        let def = WorkflowDef { name: name.into(), description: String::new(), tasks: Vec::new() };
-        Workflow { def, _input: PhantomData }
+        let def = WorkflowDef {
+            name: name.into(),
+            description: String::new(),
+            tasks: Vec::new(),
+        };
+        Workflow {
+            def,
+            _input: PhantomData,
+        }
     }
 
     /// The workflow name.
@@ -93,7 +106,11 @@ impl<I> Workflow<I> {
     /// [`Context::parent_output`](crate::Context::parent_output).
     pub fn add_task<O>(&mut self, task: TaskDef<I, O>) -> TaskRef<O> {
         let task_ref = task.task_ref();
-        self.def.tasks.push(TaskEntry { name: task.name, options: task.options, handler: task.handler });
+        self.def.tasks.push(TaskEntry {
+            name: task.name,
+            options: task.options,
+            handler: task.handler,
+        });
         task_ref
     }
 
@@ -130,11 +147,19 @@ impl WorkflowDef {
                 ));
             }
             if parents.insert(&task.name, &task.options.parents).is_some() {
-                return invalid(format!("workflow \"{}\" has two tasks named \"{}\"", self.name, task.name));
+                return invalid(format!(
+                    "workflow \"{}\" has two tasks named \"{}\"",
+                    self.name, task.name
+                ));
             }
         }
         for task in &self.tasks {
-            if let Some(p) = task.options.parents.iter().find(|p| !parents.contains_key(p.as_str())) {
+            if let Some(p) = task
+                .options
+                .parents
+                .iter()
+                .find(|p| !parents.contains_key(p.as_str()))
+            {
                 return invalid(format!(
                     "workflow \"{}\": task \"{}\" has unknown parent \"{p}\"",
                     self.name, task.name
@@ -142,7 +167,11 @@ impl WorkflowDef {
             }
         }
         if let Some(cycle) = find_cycle(&parents) {
-            return invalid(format!("workflow \"{}\" has a cycle: {}", self.name, cycle.join(" -> ")));
+            return invalid(format!(
+                "workflow \"{}\" has a cycle: {}",
+                self.name,
+                cycle.join(" -> ")
+            ));
         }
         Ok(())
     }
@@ -154,7 +183,11 @@ impl WorkflowDef {
 
     /// The `v1.AdminService.PutWorkflow` request, `name` being the namespaced name.
     pub(crate) fn create_request(&self, name: &str) -> CreateWorkflowVersionRequest {
-        let tasks = self.tasks.iter().map(|task| create_task_opts(name, task)).collect();
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|task| create_task_opts(name, task))
+            .collect();
         CreateWorkflowVersionRequest {
             name: name.to_owned(),
             description: self.description.clone(),
@@ -174,7 +207,9 @@ fn create_task_opts(workflow_name: &str, task: &TaskEntry) -> CreateTaskOpts {
         parents: o.parents.clone(),
         retries: i32::try_from(o.retries).unwrap_or(i32::MAX),
         backoff_factor: o.backoff_factor,
-        backoff_max_seconds: o.backoff_max_seconds.map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
+        backoff_max_seconds: o
+            .backoff_max_seconds
+            .map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
         schedule_timeout: o.schedule_timeout.map(format_duration),
         ..Default::default()
     }
@@ -209,7 +244,9 @@ fn find_cycle<'a>(parents: &HashMap<&'a str, &'a [String]>) -> Option<Vec<&'a st
     let mut done = HashSet::new();
     let mut names: Vec<&str> = parents.keys().copied().collect();
     names.sort_unstable();
-    names.into_iter().find_map(|name| visit(name, parents, &mut done, &mut Vec::new()))
+    names
+        .into_iter()
+        .find_map(|name| visit(name, parents, &mut done, &mut Vec::new()))
 }
 
 #[cfg(test)]

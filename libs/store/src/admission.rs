@@ -183,7 +183,9 @@ async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Resul
              SELECT tenant_id, id, attempt, worker_id, 'assigned' FROM upd
              ON CONFLICT (tenant_id, task_id, attempt) DO NOTHING)
            SELECT upd.*, r.input, r.additional_metadata, r.workflow_name, r.workflow_id, r.workflow_version_id,
-             (SELECT jsonb_object_agg(a.readable_id, a.output) FROM tasks a
+             (SELECT jsonb_object_agg(a.readable_id,
+                CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)
+              FROM tasks a
               WHERE a.tenant_id = upd.tenant_id AND a.run_id = upd.run_id
                 AND a.readable_id = ANY(upd.ancestors) AND a.status = 'succeeded') AS parents
            FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#,

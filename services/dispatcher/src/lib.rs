@@ -1,1 +1,131 @@
-//! placeholder
+//! The `dispatcher` service: holds worker connections (Hatchet `Dispatcher` gRPC).
+//! Workers register and open an action stream; the dispatcher subscribes to each
+//! connected worker's action subject and forwards assignments, publishes the worker's
+//! task reports to JetStream (acknowledged before it answers), batches heartbeats,
+//! and answers run-result subscriptions. Dispatchers scale horizontally: each holds
+//! its own workers, and all state they share lives in Postgres and NATS.
+
+mod registry;
+mod reports;
+mod results;
+mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adze_bus::Bus;
+use adze_proto::hatchet::dispatcher_server::DispatcherServer;
+use adze_store::auth::Authenticator;
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::codec::CompressionEncoding;
+
+/// Dispatcher settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address to serve gRPC on (when run alone).
+    pub listen: SocketAddr,
+    /// How often buffered heartbeats are written (one statement for all workers).
+    pub heartbeat_flush_ms: u64,
+    /// How often pending run subscriptions re-check Postgres (repairs lost notices).
+    pub result_poll_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7079".parse().expect("static address"),
+            heartbeat_flush_ms: 1_000,
+            result_poll_ms: 2_000,
+        }
+    }
+}
+
+/// What the dispatcher needs from the outside.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    /// Postgres.
+    pub pool: PgPool,
+    /// NATS.
+    pub bus: Bus,
+    /// Token verification.
+    pub auth: Arc<Authenticator>,
+}
+
+/// A running dispatcher: its gRPC router and its background tasks.
+pub struct Dispatcher {
+    router: axum::Router,
+    tasks: TaskTracker,
+}
+
+impl Dispatcher {
+    /// Starts the background tasks (heartbeat writer, result hub) and builds the router.
+    /// Background tasks stop when `shutdown` is cancelled.
+    pub async fn start(config: &Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        deps.bus.ensure_streams().await?;
+        let id = format!("dispatcher-{}", uuid::Uuid::new_v4());
+        let tasks = TaskTracker::new();
+        let registry = Arc::new(registry::Registry::new(id.clone()));
+        let hub = Arc::new(results::Hub::new(deps.pool.clone()));
+        // Best-effort: a failed flush is retried on the next tick; heartbeats are soft state.
+        tasks.spawn(registry::flush_heartbeats(
+            registry.clone(),
+            deps.pool.clone(),
+            Duration::from_millis(config.heartbeat_flush_ms),
+            shutdown.clone(),
+        ));
+        // Critical for result delivery, but self-healing: the poller covers lost notices.
+        let notices = deps.bus.subscribe(deps.bus.subjects().runs_finished_wildcard()).await?;
+        tasks.spawn(results::follow_notices(hub.clone(), notices, shutdown.clone()));
+        tasks.spawn(results::poll_pending(
+            hub.clone(),
+            Duration::from_millis(config.result_poll_ms),
+            shutdown.clone(),
+        ));
+        tasks.close();
+        let svc = service::DispatcherApi {
+            deps,
+            registry,
+            hub,
+            shutdown,
+        };
+        let router = tonic::service::Routes::builder()
+            .routes()
+            .add_service(
+                DispatcherServer::new(svc)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip)
+                    .max_decoding_message_size(8 * 1024 * 1024),
+            )
+            .into_axum_router();
+        tracing::info!(dispatcher = %id, "dispatcher started");
+        Ok(Self { router, tasks })
+    }
+
+    /// The gRPC router, for serving alone or composed with other roles.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// Waits for the background tasks after shutdown was requested.
+    pub async fn stopped(self) {
+        self.tasks.wait().await;
+    }
+}
+
+/// Runs the dispatcher alone on `config.listen` until `shutdown`.
+pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let dispatcher = Dispatcher::start(&config, deps, shutdown.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "dispatcher listening");
+    let stop = shutdown.clone();
+    axum::serve(listener, dispatcher.router())
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
+    dispatcher.stopped().await;
+    Ok(())
+}

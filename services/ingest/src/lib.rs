@@ -1,1 +1,99 @@
-//! placeholder
+//! The `ingest` service: the client-facing API. It validates and authenticates,
+//! commits new runs to Postgres, and only then tells the scheduler over JetStream.
+//! gRPC: `WorkflowService` (trigger), `v1.AdminService` (register, run details),
+//! `EventsService.PutLog`; REST: the calls the SDKs make around a worker's life.
+
+mod admin;
+mod errors;
+mod events;
+mod rest;
+mod trigger;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use adze_bus::Bus;
+use adze_proto::hatchet::events_service_server::EventsServiceServer;
+use adze_proto::hatchet::workflow_service_server::WorkflowServiceServer;
+use adze_proto::v1::admin_service_server::AdminServiceServer;
+use adze_store::auth::Authenticator;
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+
+pub use errors::authenticate;
+
+/// Ingest settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address to serve gRPC and REST on (when run alone).
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7078".parse().expect("static address"),
+        }
+    }
+}
+
+/// What ingest needs from the outside.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    /// Postgres.
+    pub pool: PgPool,
+    /// NATS.
+    pub bus: Bus,
+    /// Token verification.
+    pub auth: Arc<Authenticator>,
+}
+
+/// Largest gRPC message accepted (payload limit plus framing).
+const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+
+/// The ingest API as a router (gRPC and REST on one port), for composition.
+pub fn router(deps: Deps) -> axum::Router {
+    let grpc = tonic::service::Routes::builder()
+        .routes()
+        .add_service(
+            WorkflowServiceServer::new(trigger::WorkflowApi::new(deps.clone()))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            AdminServiceServer::new(admin::AdminApi::new(deps.clone()))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            EventsServiceServer::new(events::EventsApi::new(deps.clone()))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .into_axum_router();
+    grpc.merge(rest::router(deps))
+}
+
+/// Runs ingest alone on `config.listen` until `shutdown`.
+pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    deps.bus.ensure_streams().await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+    serve(listener, router(deps), shutdown).await
+}
+
+/// Serves a router (HTTP/1.1 and h2c) until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

@@ -1,1 +1,117 @@
-//! placeholder
+//! The `scheduler` service: the single writer of task transitions for the partitions
+//! it leases. It consumes JetStream events in batches, applies each batch in one
+//! transaction (transitions, DAG release, admission, run finalisation), and only after
+//! the commit publishes assignments and run notices and acknowledges the events.
+
+mod batch;
+mod lease;
+
+use std::time::Duration;
+
+use adze_bus::Bus;
+use futures::StreamExt;
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Most events applied in one transaction.
+    pub batch_size: usize,
+    /// Most tasks admitted in one pass.
+    pub admit_limit: i64,
+    /// A worker silent for longer than this gets no new work.
+    pub heartbeat_timeout_ms: i64,
+    /// Partition lease length.
+    pub lease_ms: u64,
+    /// Admission runs at least this often even without events.
+    pub tick_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            batch_size: 512,
+            admit_limit: 1024,
+            heartbeat_timeout_ms: 15_000,
+            lease_ms: 5_000,
+            tick_ms: 1_000,
+        }
+    }
+}
+
+/// What the scheduler needs from the outside.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    /// Postgres.
+    pub pool: PgPool,
+    /// NATS.
+    pub bus: Bus,
+}
+
+/// Runs the scheduler until `shutdown`.
+pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    deps.bus.ensure_streams().await?;
+    let holder = format!("scheduler-{}", uuid::Uuid::new_v4());
+    let lease = lease::Lease::new(deps.pool.clone(), holder.clone(), Duration::from_millis(config.lease_ms));
+    tracing::info!(%holder, "scheduler started; waiting for the partition lease");
+    while !shutdown.is_cancelled() {
+        if !lease.try_acquire().await? {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(lease.retry_after()) => continue,
+            }
+        }
+        tracing::info!(%holder, "partition lease acquired");
+        let result = consume(&config, &deps, &lease, &shutdown).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "scheduler loop failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    lease.release().await;
+    Ok(())
+}
+
+/// Consumes events while the lease is held.
+async fn consume(config: &Config, deps: &Deps, lease: &lease::Lease, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let consumer = deps.bus.events_consumer().await?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot consume events: {e}"))?
+        .ready_chunks(config.batch_size);
+    let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew = tokio::time::interval(lease.renew_every());
+    let mut processor = batch::Processor::new(config.clone(), deps.clone(), lease.holder().to_string());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = renew.tick() => {
+                if !lease.try_acquire().await? {
+                    tracing::warn!("partition lease lost");
+                    return Ok(());
+                }
+            }
+            _ = tick.tick() => {
+                processor.process(Vec::new()).await?;
+            }
+            chunk = messages.next() => {
+                let Some(chunk) = chunk else {
+                    anyhow::bail!("event stream ended");
+                };
+                let mut msgs = Vec::with_capacity(chunk.len());
+                for m in chunk {
+                    match m {
+                        Ok(m) => msgs.push(m),
+                        Err(e) => tracing::warn!(error = %e, "event stream error"),
+                    }
+                }
+                processor.process(msgs).await?;
+            }
+        }
+    }
+}

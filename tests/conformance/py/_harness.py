@@ -232,8 +232,10 @@ class InProcessWorker:
     def stop(self, timeout: float = 25.0) -> dict[str, Any]:
         """Stop as on SIGTERM; report what happened."""
         started = time.monotonic()
-        if self._loop is not None and not self.exited.is_set():
-            asyncio.run_coroutine_threadsafe(self.worker.exit_gracefully(), self._loop)
+        # The lifespan hook gave the loop; Worker._loop is the same one, set earlier.
+        loop = self._loop or self.worker._loop  # noqa: SLF001
+        if loop is not None and not self.exited.is_set():
+            asyncio.run_coroutine_threadsafe(self.worker.exit_gracefully(), loop)
         self.exited.wait(timeout)
         listener = self.worker._action_listener_process  # noqa: SLF001
         if listener is not None:

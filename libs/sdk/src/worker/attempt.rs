@@ -86,9 +86,14 @@ impl Attempt {
             step_run_errors: payload.step_run_errors,
             cancellation: self.cancel.clone(),
         });
-        let run = AssertUnwindSafe(handler(payload.input, ctx));
+        // The call is inside the async block so a panic before the handler's first
+        // await is caught too.
+        let run = AssertUnwindSafe(async move { handler(payload.input, ctx).await });
         run.catch_unwind().await.unwrap_or_else(|panic| {
-            Err(TaskError::retryable(format!("task panicked: {}", panic_message(&*panic))))
+            Err(TaskError::retryable(format!(
+                "task panicked: {}",
+                panic_message(&*panic)
+            )))
         })
     }
 }

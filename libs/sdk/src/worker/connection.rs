@@ -41,7 +41,12 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn new(client: Client, name: String, actions: Vec<String>, slots: i32) -> Self {
-        Connection { client, name, actions, slots }
+        Connection {
+            client,
+            name,
+            actions,
+            slots,
+        }
     }
 
     /// `Dispatcher.Register` → the worker id.
@@ -96,7 +101,9 @@ impl Connection {
             tracing::info!(%worker_id, "worker registered again");
         }
         stop.cancel();
-        let request = WorkerUnsubscribeRequest { worker_id: worker_id.clone() };
+        let request = WorkerUnsubscribeRequest {
+            worker_id: worker_id.clone(),
+        };
         let mut dispatcher = self.client.dispatcher();
         let unsubscribe = dispatcher.unsubscribe(request);
         match tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, unsubscribe).await {
@@ -129,7 +136,9 @@ impl Connection {
     ) -> SessionEnd {
         let mut backoff = Backoff::new();
         loop {
-            let request = WorkerListenRequest { worker_id: worker_id.to_owned() };
+            let request = WorkerListenRequest {
+                worker_id: worker_id.to_owned(),
+            };
             match self.client.dispatcher().listen_v2(request).await {
                 Err(status) if status.code() == Code::NotFound => return SessionEnd::Reregister,
                 Err(status) => tracing::warn!(%status, "cannot open the action stream; retrying"),
@@ -184,7 +193,9 @@ impl Connection {
                 Ok(_) => {}
                 Err(status) if status.code() == Code::NotFound => return SessionEnd::Reregister,
                 // Only wakes a stream that is open now, not one being reconnected.
-                Err(status) if status.code() == Code::FailedPrecondition => relisten.notify_waiters(),
+                Err(status) if status.code() == Code::FailedPrecondition => {
+                    relisten.notify_waiters()
+                }
                 Err(status) => tracing::warn!(%status, "heartbeat failed"),
             }
         }

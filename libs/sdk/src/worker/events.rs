@@ -31,19 +31,25 @@ impl<'a> EventSender<'a> {
     }
 
     pub(crate) async fn started(&self) {
-        self.send(self.event(StepActionEventType::StepEventTypeStarted, String::new())).await;
+        self.send(self.event(StepActionEventType::StepEventTypeStarted, String::new()))
+            .await;
     }
 
     /// `output` is the JSON text of the task's output.
     pub(crate) async fn completed(&self, output: String) {
-        self.send(self.event(StepActionEventType::StepEventTypeCompleted, output)).await;
+        self.send(self.event(StepActionEventType::StepEventTypeCompleted, output))
+            .await;
     }
 
     pub(crate) async fn failed(&self, err: &TaskError) {
-        let mut event = self.event(StepActionEventType::StepEventTypeFailed, err.message().to_owned());
+        let mut event = self.event(
+            StepActionEventType::StepEventTypeFailed,
+            err.message().to_owned(),
+        );
         event.should_not_retry = Some(!err.is_retryable());
-        event.retry_after_ms =
-            err.retry_after().map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        event.retry_after_ms = err
+            .retry_after()
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.send(event).await;
     }
 
@@ -61,7 +67,12 @@ impl<'a> EventSender<'a> {
     async fn send(&self, event: StepActionEvent) {
         let kind = event.event_type;
         for attempt in 1..=SEND_ATTEMPTS {
-            match self.client.dispatcher().send_step_action_event(event.clone()).await {
+            match self
+                .client
+                .dispatcher()
+                .send_step_action_event(event.clone())
+                .await
+            {
                 Ok(_) => return,
                 Err(status) if attempt < SEND_ATTEMPTS && is_transient(status.code()) => {
                     tracing::debug!(%status, attempt, "step event not delivered; retrying");
@@ -77,5 +88,8 @@ impl<'a> EventSender<'a> {
 }
 
 fn is_transient(code: Code) -> bool {
-    matches!(code, Code::Unavailable | Code::Unknown | Code::Internal | Code::DeadlineExceeded)
+    matches!(
+        code,
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::DeadlineExceeded
+    )
 }

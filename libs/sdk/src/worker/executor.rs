@@ -93,7 +93,11 @@ impl Executor {
                     slots: self.slots.clone(),
                 };
                 let handle = self.tasks.spawn(attempt.run().instrument(span));
-                let running = Running { task_id: handle.id(), retry_count, cancel };
+                let running = Running {
+                    task_id: handle.id(),
+                    retry_count,
+                    cancel,
+                };
                 self.running.insert(task_run_id, running);
             }
             Ok(ActionType::CancelStepRun) => match self.running.get(&task_run_id) {

@@ -73,10 +73,16 @@ impl WorkerBuilder {
             return Err(SdkError::Config("the worker name must not be empty".into()));
         }
         if self.slots == 0 || i32::try_from(self.slots).is_err() {
-            return Err(SdkError::Config(format!("slots must be 1..=2^31-1, got {}", self.slots)));
+            return Err(SdkError::Config(format!(
+                "slots must be 1..=2^31-1, got {}",
+                self.slots
+            )));
         }
         if self.workflows.is_empty() {
-            return Err(SdkError::Config(format!("worker \"{}\" has no workflows", self.name)));
+            return Err(SdkError::Config(format!(
+                "worker \"{}\" has no workflows",
+                self.name
+            )));
         }
         let mut handlers: HashMap<String, ErasedHandler> = HashMap::new();
         let mut workflows = Vec::new();
@@ -85,7 +91,10 @@ impl WorkerBuilder {
             let name = self.client.namespaced(&def.name);
             for task in &def.tasks {
                 let action = WorkflowDef::action_id(&name, &task.name);
-                if handlers.insert(action.clone(), task.handler.clone()).is_some() {
+                if handlers
+                    .insert(action.clone(), task.handler.clone())
+                    .is_some()
+                {
                     return Err(SdkError::InvalidWorkflow(format!(
                         "action \"{action}\" is defined twice (two workflows with the same name?)"
                     )));
@@ -157,7 +166,7 @@ impl Worker {
     ///
     /// Fails if the engine cannot be reached or rejects a workflow at startup; later
     /// connection losses are retried with backoff.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SdkError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), SdkError> {
         let version = self
             .client
             .dispatcher()
@@ -176,13 +185,23 @@ impl Worker {
             tracing::info!(workflow = %name, tasks = def.tasks.len(), "workflow registered");
         }
         let slots = i32::try_from(self.slots).unwrap_or(i32::MAX);
-        let connection = Connection::new(self.client.clone(), self.name.clone(), self.actions(), slots);
+        let connection = Connection::new(
+            self.client.clone(),
+            self.name.clone(),
+            self.actions(),
+            slots,
+        );
         let worker_id = connection.register().await?;
         tracing::info!(%worker_id, slots, "worker registered");
 
         let stop = CancellationToken::new();
         let (assignments, receiver) = mpsc::channel(64);
-        let executor = Executor::new(self.client, self.handlers, self.slots, self.shutdown_timeout);
+        let executor = Executor::new(
+            self.client,
+            self.handlers,
+            self.slots,
+            self.shutdown_timeout,
+        );
         let signal = async {
             tokio::select! {
                 () = shutdown => tracing::info!("shutdown requested; draining"),
@@ -190,7 +209,11 @@ impl Worker {
             }
             stop.cancel();
         };
-        tokio::join!(signal, connection.run(worker_id, assignments, stop.clone()), executor.run(receiver));
+        tokio::join!(
+            signal,
+            connection.run(worker_id, assignments, stop.clone()),
+            executor.run(receiver)
+        );
         tracing::info!("worker stopped");
         Ok(())
     }

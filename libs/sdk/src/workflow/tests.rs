@@ -6,7 +6,9 @@ use super::*;
 use crate::{Context, TaskError};
 
 fn task(name: &str) -> TaskDef<Value, Value> {
-    TaskDef::new(name, |input: Value, _ctx: Context| async move { Ok::<_, TaskError>(input) })
+    TaskDef::new(name, |input: Value, _ctx: Context| async move {
+        Ok::<_, TaskError>(input)
+    })
 }
 
 #[test]
@@ -20,7 +22,11 @@ fn builds_the_put_workflow_request() {
             .backoff_max_seconds(60),
     );
     let parse = wf.add_task(task("parse-document").parent(&fetch));
-    wf.add_task(task("save-state").parent(&parse).schedule_timeout(Duration::from_secs(300)));
+    wf.add_task(
+        task("save-state")
+            .parent(&parse)
+            .schedule_timeout(Duration::from_secs(300)),
+    );
     wf.validate().unwrap();
 
     let req = wf.into_def().create_request("Document-Pipeline");
@@ -48,7 +54,12 @@ fn rejects_unknown_parent_and_duplicates() {
     assert!(err.contains("unknown parent \"missing\""), "{err}");
 
     let wf = Workflow::<Value>::new("wf").task(task("a")).task(task("a"));
-    assert!(wf.validate().unwrap_err().to_string().contains("two tasks named \"a\""));
+    assert!(
+        wf.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("two tasks named \"a\"")
+    );
 
     let wf = Workflow::<Value>::new("wf");
     assert!(wf.validate().is_err());

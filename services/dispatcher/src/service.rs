@@ -1,0 +1,286 @@
+//! The Hatchet `Dispatcher` gRPC service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use adze_bus::Envelope;
+use adze_bus::messages::{ActionKind, ActionMessage, SchedulerEvent};
+use adze_core::token::TokenIdentity;
+use adze_proto::ENGINE_VERSION;
+use adze_proto::hatchet::dispatcher_server::Dispatcher;
+use adze_proto::hatchet::*;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use crate::registry::Registry;
+use crate::results::Hub;
+use crate::{Deps, reports};
+
+/// Default slots when the SDK does not say.
+const DEFAULT_SLOTS: i32 = 100;
+
+static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct DispatcherApi {
+    pub(crate) deps: Deps,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn store_status(e: adze_store::Error) -> Status {
+    tracing::error!(error = %e, "store failure");
+    Status::unavailable(format!("storage unavailable: {e}"))
+}
+
+fn parse_worker(s: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(s).map_err(|_| Status::invalid_argument(format!("worker_id {s:?} is not a UUID")))
+}
+
+fn to_assigned(tenant_id: Uuid, a: ActionMessage) -> AssignedAction {
+    let kind = match a.kind {
+        ActionKind::Start => ActionType::StartStepRun,
+        ActionKind::Cancel => ActionType::CancelStepRun,
+    };
+    AssignedAction {
+        tenant_id: tenant_id.to_string(),
+        workflow_run_id: a.run_id.to_string(),
+        job_id: a.workflow_version_id.to_string(),
+        job_name: a.workflow_name.clone(),
+        job_run_id: a.run_id.to_string(),
+        task_id: a.task_id.to_string(),
+        task_run_external_id: a.task_id.to_string(),
+        action_id: a.action_id,
+        action_type: kind as i32,
+        action_payload: a.payload.to_string(),
+        task_name: a.readable_id,
+        retry_count: a.attempt,
+        additional_metadata: a.additional_metadata.map(|m| m.to_string()),
+        priority: 1,
+        workflow_id: Some(a.workflow_id.to_string()),
+        workflow_version_id: Some(a.workflow_version_id.to_string()),
+        ..Default::default()
+    }
+}
+
+impl DispatcherApi {
+    async fn who<T>(&self, req: &Request<T>) -> Result<TokenIdentity, Status> {
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        self.deps.auth.authenticate(header).await.map_err(|e| match e {
+            adze_store::auth::AuthError::Store(e) => store_status(e),
+            other => Status::unauthenticated(other.to_string()),
+        })
+    }
+
+    /// Opens the action stream of a worker (`Listen` and `ListenV2` behave alike).
+    async fn open_stream(&self, req: Request<WorkerListenRequest>) -> Result<BoxStream<AssignedAction>, Status> {
+        let who = self.who(&req).await?;
+        let worker = parse_worker(&req.get_ref().worker_id)?;
+        let pool = &self.deps.pool;
+        match adze_store::workers::status(pool, who.tenant_id, worker).await.map_err(store_status)? {
+            None => return Err(Status::not_found(format!("worker {worker} is not registered"))),
+            Some(s) if s == "inactive" => {
+                return Err(Status::not_found(format!(
+                    "worker {worker} was declared lost and its tasks retried; register again"
+                )));
+            }
+            Some(_) => {}
+        }
+        let bus = &self.deps.bus;
+        let mut actions = bus
+            .subscribe(bus.subjects().worker_actions(worker))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (generation, closed) = self.registry.connect(who.tenant_id, worker);
+        adze_store::workers::set_status(pool, who.tenant_id, worker, "active", self.registry.id())
+            .await
+            .map_err(store_status)?;
+        let ready = Envelope::new(who.tenant_id, SchedulerEvent::WorkerReady { worker_id: worker });
+        if let Err(e) = bus.publish_event(&ready, &format!("ready:{worker}:{generation}:{}", self.registry.id())).await {
+            tracing::warn!(error = %e, "could not announce the worker; the scheduler tick will find it");
+        }
+        tracing::info!(%worker, tenant = %who.tenant_id, "worker listening");
+
+        let (tx, rx) = mpsc::channel::<Result<AssignedAction, Status>>(256);
+        let registry = self.registry.clone();
+        let pool = pool.clone();
+        let shutdown = self.shutdown.clone();
+        let tenant_id = who.tenant_id;
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = closed.cancelled() => break,
+                    _ = shutdown.cancelled() => break,
+                    _ = tx.closed() => break,
+                    m = actions.next() => match m { Some(m) => m, None => break },
+                };
+                match adze_bus::decode::<ActionMessage>(msg.headers.as_ref(), &msg.payload) {
+                    Ok(env) if env.tenant_id == tenant_id => {
+                        if tx.send(Ok(to_assigned(tenant_id, env.body))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => tracing::error!(%worker, "dropping an action of another tenant"),
+                    Err(e) => tracing::warn!(error = %e, "bad action message"),
+                }
+            }
+            // Only the current stream marks the worker gone; the reaper declares it
+            // lost after a grace period unless it reconnects.
+            if registry.disconnect(worker, generation) {
+                let dispatcher = registry.id().to_string();
+                if let Err(e) = adze_store::workers::set_status(&pool, tenant_id, worker, "disconnected", &dispatcher).await {
+                    tracing::warn!(error = %e, %worker, "could not mark the worker disconnected");
+                }
+                tracing::info!(%worker, "worker stream closed");
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherApi {
+    async fn register(&self, req: Request<WorkerRegisterRequest>) -> Result<Response<WorkerRegisterResponse>, Status> {
+        let who = self.who(&req).await?;
+        let r = req.into_inner();
+        if r.worker_name.trim().is_empty() {
+            return Err(Status::invalid_argument("worker_name must not be empty"));
+        }
+        let slots = r
+            .slot_config
+            .get("default")
+            .copied()
+            .or(r.slots)
+            .unwrap_or(DEFAULT_SLOTS);
+        if slots <= 0 {
+            return Err(Status::invalid_argument(format!("slots must be positive, got {slots}")));
+        }
+        let sdk = r.runtime_info.as_ref().map(|i| {
+            format!(
+                "{} {}",
+                Sdks::try_from(i.language.unwrap_or(0)).map(|l| l.as_str_name()).unwrap_or("UNKNOWN"),
+                i.sdk_version.clone().unwrap_or_default()
+            )
+        });
+        let id = adze_store::workers::register(
+            &self.deps.pool,
+            &adze_store::workers::NewWorker {
+                tenant_id: who.tenant_id,
+                name: &r.worker_name,
+                actions: &r.actions,
+                slots,
+                dispatcher_id: self.registry.id(),
+                sdk: sdk.as_deref(),
+            },
+        )
+        .await
+        .map_err(store_status)?;
+        tracing::info!(worker = %id, name = %r.worker_name, slots, actions = r.actions.len(), "worker registered");
+        Ok(Response::new(WorkerRegisterResponse {
+            tenant_id: who.tenant_id.to_string(),
+            worker_id: id.to_string(),
+            worker_name: r.worker_name,
+        }))
+    }
+
+    type ListenStream = BoxStream<AssignedAction>;
+
+    async fn listen(&self, req: Request<WorkerListenRequest>) -> Result<Response<Self::ListenStream>, Status> {
+        Ok(Response::new(self.open_stream(req).await?))
+    }
+
+    type ListenV2Stream = BoxStream<AssignedAction>;
+
+    async fn listen_v2(&self, req: Request<WorkerListenRequest>) -> Result<Response<Self::ListenV2Stream>, Status> {
+        Ok(Response::new(self.open_stream(req).await?))
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let who = self.who(&req).await?;
+        let worker = parse_worker(&req.get_ref().worker_id)?;
+        if !self.registry.is_connected(who.tenant_id, worker) {
+            // Its stream may be held by another dispatcher replica.
+            match adze_store::workers::status(&self.deps.pool, who.tenant_id, worker)
+                .await
+                .map_err(store_status)?
+                .as_deref()
+            {
+                None | Some("inactive") => return Err(Status::not_found(format!("worker {worker} is not registered"))),
+                Some("disconnected") => {
+                    return Err(Status::failed_precondition(format!(
+                        "worker {worker} has no open listen stream; reconnect"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        self.registry.beat(who.tenant_id, worker);
+        Ok(Response::new(HeartbeatResponse {}))
+    }
+
+    type SubscribeToWorkflowRunsStream = BoxStream<WorkflowRunEvent>;
+
+    async fn subscribe_to_workflow_runs(
+        &self,
+        req: Request<Streaming<SubscribeToWorkflowRunsRequest>>,
+    ) -> Result<Response<Self::SubscribeToWorkflowRunsStream>, Status> {
+        let who = self.who(&req).await?;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let hub = self.hub.clone();
+        let stream_id = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            while let Some(Ok(r)) = inbound.next().await {
+                match Uuid::parse_str(&r.workflow_run_id) {
+                    Ok(run) => hub.subscribe(who.tenant_id, run, stream_id, tx.clone()).await,
+                    Err(_) => tracing::warn!(run = %r.workflow_run_id, "ignoring a subscription to a non-UUID run id"),
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn send_step_action_event(&self, req: Request<StepActionEvent>) -> Result<Response<ActionEventResponse>, Status> {
+        let who = self.who(&req).await?;
+        let r = req.get_ref();
+        if let Some((event, id)) = reports::to_event(r)? {
+            let env = Envelope::new(who.tenant_id, event);
+            // Answer only once JetStream has the report, so an acknowledged report is durable.
+            self.deps
+                .bus
+                .publish_event(&env, &id)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot record the task event: {e}")))?;
+        }
+        Ok(Response::new(ActionEventResponse {
+            tenant_id: who.tenant_id.to_string(),
+            worker_id: r.worker_id.clone(),
+        }))
+    }
+
+    async fn unsubscribe(&self, req: Request<WorkerUnsubscribeRequest>) -> Result<Response<WorkerUnsubscribeResponse>, Status> {
+        let who = self.who(&req).await?;
+        let worker = parse_worker(&req.get_ref().worker_id)?;
+        adze_store::workers::set_status(&self.deps.pool, who.tenant_id, worker, "disconnected", self.registry.id())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(WorkerUnsubscribeResponse {
+            tenant_id: who.tenant_id.to_string(),
+            worker_id: worker.to_string(),
+        }))
+    }
+
+    async fn get_version(&self, req: Request<GetVersionRequest>) -> Result<Response<GetVersionResponse>, Status> {
+        self.who(&req).await?;
+        Ok(Response::new(GetVersionResponse {
+            version: ENGINE_VERSION.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,180 @@
+//! `v1.AdminService`: workflow registration and run details.
+
+use adze_core::backoff::RetryPolicy;
+use adze_core::{RunStatus, TaskSpec, TaskStatus, WorkflowSpec, duration};
+use adze_proto::v1::admin_service_server::AdminService;
+use adze_proto::v1::{
+    self, CreateWorkflowVersionRequest, CreateWorkflowVersionResponse, GetRunDetailsRequest,
+    GetRunDetailsResponse, TaskRunDetail,
+};
+use tonic::{Request, Response, Status};
+
+use crate::Deps;
+use crate::errors::{authenticate, parse_uuid, store_status};
+
+pub(crate) struct AdminApi {
+    deps: Deps,
+}
+
+impl AdminApi {
+    pub(crate) fn new(deps: Deps) -> Self {
+        Self { deps }
+    }
+}
+
+fn unsupported(workflow: &str, what: &str) -> Status {
+    Status::unimplemented(format!(
+        "workflow {workflow:?} uses {what}, which this Adze version does not support yet"
+    ))
+}
+
+fn parse_timeout(workflow: &str, task: &str, field: &str, text: &str) -> Result<Option<i64>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    duration::parse(text)
+        .map(|d| Some(d.as_millis() as i64))
+        .map_err(|e| Status::invalid_argument(format!("workflow {workflow:?}: task {task:?}: {field}: {e}")))
+}
+
+/// Converts the SDK's registration into a workflow spec, refusing features that are
+/// not implemented rather than silently ignoring them.
+pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec, Status> {
+    let wf = req.name.as_str();
+    if !req.event_triggers.is_empty() {
+        return Err(unsupported(wf, "event triggers"));
+    }
+    if !req.cron_triggers.is_empty() {
+        return Err(unsupported(wf, "cron triggers"));
+    }
+    if req.on_failure_task.is_some() {
+        return Err(unsupported(wf, "an on-failure task"));
+    }
+    if req.concurrency.as_ref().is_some_and(|c| !c.expression.is_empty()) || !req.concurrency_arr.is_empty() {
+        return Err(unsupported(wf, "concurrency limits"));
+    }
+    let mut tasks = Vec::with_capacity(req.tasks.len());
+    for t in &req.tasks {
+        let name = t.readable_id.as_str();
+        if !t.rate_limits.is_empty() {
+            return Err(unsupported(wf, "rate limits"));
+        }
+        if !t.concurrency.is_empty() {
+            return Err(unsupported(wf, "task concurrency limits"));
+        }
+        if t.is_durable {
+            return Err(unsupported(wf, "durable tasks"));
+        }
+        if t.batch.is_some() {
+            return Err(unsupported(wf, "batched tasks"));
+        }
+        if t.conditions.as_ref().is_some_and(|c| {
+            !c.parent_override_conditions.is_empty() || !c.sleep_conditions.is_empty() || !c.user_event_conditions.is_empty()
+        }) {
+            return Err(unsupported(wf, "task conditions (wait_for/skip_if/cancel_if)"));
+        }
+        let action_id = if t.action.is_empty() {
+            format!("{}:{name}", wf.to_lowercase())
+        } else {
+            t.action.clone()
+        };
+        tasks.push(TaskSpec {
+            readable_id: t.readable_id.clone(),
+            action_id,
+            parents: t.parents.clone(),
+            retry: RetryPolicy {
+                max_retries: t.retries,
+                backoff_factor: t.backoff_factor.map(f64::from),
+                backoff_max_seconds: t.backoff_max_seconds,
+            },
+            execution_timeout_ms: parse_timeout(wf, name, "timeout", &t.timeout)?,
+            schedule_timeout_ms: parse_timeout(wf, name, "schedule_timeout", t.schedule_timeout.as_deref().unwrap_or(""))?,
+        });
+    }
+    let spec = WorkflowSpec {
+        name: req.name.clone(),
+        tasks,
+    };
+    spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(spec)
+}
+
+fn run_status(s: RunStatus) -> v1::RunStatus {
+    match s {
+        RunStatus::Queued => v1::RunStatus::Queued,
+        RunStatus::Running => v1::RunStatus::Running,
+        RunStatus::Succeeded => v1::RunStatus::Completed,
+        RunStatus::Failed => v1::RunStatus::Failed,
+        RunStatus::Cancelled => v1::RunStatus::Cancelled,
+    }
+}
+
+fn task_status(s: TaskStatus) -> v1::RunStatus {
+    match s {
+        TaskStatus::Pending | TaskStatus::Queued => v1::RunStatus::Queued,
+        TaskStatus::Assigned | TaskStatus::Running => v1::RunStatus::Running,
+        TaskStatus::Succeeded => v1::RunStatus::Completed,
+        TaskStatus::Failed => v1::RunStatus::Failed,
+        TaskStatus::Cancelled => v1::RunStatus::Cancelled,
+    }
+}
+
+fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    #[tracing::instrument(skip_all, fields(workflow = %req.get_ref().name))]
+    async fn put_workflow(
+        &self,
+        req: Request<CreateWorkflowVersionRequest>,
+    ) -> Result<Response<CreateWorkflowVersionResponse>, Status> {
+        let who = authenticate(&self.deps.auth, &req).await?;
+        let spec = to_spec(req.get_ref())?;
+        let (workflow_id, version_id) = adze_store::workflows::put_workflow(&self.deps.pool, who.tenant_id, &spec)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(CreateWorkflowVersionResponse {
+            id: version_id.to_string(),
+            workflow_id: workflow_id.to_string(),
+        }))
+    }
+
+    async fn get_run_details(
+        &self,
+        req: Request<GetRunDetailsRequest>,
+    ) -> Result<Response<GetRunDetailsResponse>, Status> {
+        let who = authenticate(&self.deps.auth, &req).await?;
+        let run_id = parse_uuid("run id", &req.get_ref().external_id)?;
+        let run = adze_store::runs::get_run(&self.deps.pool, who.tenant_id, run_id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("run {run_id} not found")))?;
+        let task_runs = run
+            .tasks
+            .iter()
+            .map(|t| {
+                (
+                    t.readable_id.clone(),
+                    TaskRunDetail {
+                        external_id: t.id.to_string(),
+                        status: task_status(t.status) as i32,
+                        error: t.error.clone().filter(|_| t.status == TaskStatus::Failed || t.status == TaskStatus::Cancelled),
+                        output: t.output.as_ref().map(json_bytes),
+                        readable_id: t.readable_id.clone(),
+                        is_evicted: false,
+                    },
+                )
+            })
+            .collect();
+        Ok(Response::new(GetRunDetailsResponse {
+            input: json_bytes(&run.input),
+            status: run_status(run.status) as i32,
+            task_runs,
+            done: run.status.is_terminal(),
+            additional_metadata: run.additional_metadata.as_ref().map(json_bytes).unwrap_or_else(|| b"{}".to_vec()),
+            is_evicted: false,
+        }))
+    }
+}

@@ -1,0 +1,131 @@
+//! `WorkflowService.TriggerWorkflow` / `BulkTriggerWorkflow`: validate, commit the
+//! runs with their tasks in one transaction, then notify the scheduler.
+
+use std::collections::HashMap;
+
+use adze_bus::Envelope;
+use adze_bus::messages::SchedulerEvent;
+use adze_core::limits::{MAX_BULK_TRIGGER, MAX_PAYLOAD_BYTES};
+use adze_proto::hatchet::workflow_service_server::WorkflowService;
+use adze_proto::hatchet::{BulkTriggerWorkflowRequest, BulkTriggerWorkflowResponse, TriggerWorkflowResponse};
+use adze_proto::v1::TriggerWorkflowRequest;
+use adze_store::runs::NewRun;
+use adze_store::workflows::WorkflowVersion;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::Deps;
+use crate::errors::{authenticate, store_status};
+
+pub(crate) struct WorkflowApi {
+    deps: Deps,
+}
+
+impl WorkflowApi {
+    pub(crate) fn new(deps: Deps) -> Self {
+        Self { deps }
+    }
+}
+
+/// Parses a JSON payload field, enforcing the size limit. Empty means `default`.
+pub(crate) fn parse_payload(field: &str, text: &str, default: Value) -> Result<Value, Status> {
+    if text.len() > MAX_PAYLOAD_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes",
+            text.len()
+        )));
+    }
+    if text.trim().is_empty() {
+        return Ok(default);
+    }
+    serde_json::from_str(text)
+        .map_err(|e| Status::invalid_argument(format!("{field} is not valid JSON: {e}")))
+}
+
+impl WorkflowApi {
+    /// Validates and creates runs; ids in request order.
+    async fn trigger_many(&self, tenant_id: Uuid, reqs: &[TriggerWorkflowRequest]) -> Result<Vec<Uuid>, Status> {
+        let mut versions: HashMap<&str, WorkflowVersion> = HashMap::new();
+        for r in reqs {
+            if r.parent_id.as_deref().is_some_and(|p| !p.is_empty()) {
+                return Err(Status::unimplemented(
+                    "child workflow runs (parent_id) are not supported by this Adze version yet",
+                ));
+            }
+            if !versions.contains_key(r.name.as_str()) {
+                let v = adze_store::workflows::latest_version(&self.deps.pool, tenant_id, &r.name)
+                    .await
+                    .map_err(store_status)?
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "workflow {:?} is not registered for this tenant (register it by starting a worker that serves it)",
+                            r.name
+                        ))
+                    })?;
+                versions.insert(r.name.as_str(), v);
+            }
+        }
+        let mut runs = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let input = parse_payload("input", &r.input, Value::Object(Default::default()))?;
+            let meta = match r.additional_metadata.as_deref() {
+                Some(m) => Some(parse_payload("additional_metadata", m, Value::Null)?).filter(|v| !v.is_null()),
+                None => None,
+            };
+            runs.push(NewRun {
+                version: &versions[r.name.as_str()],
+                input,
+                additional_metadata: meta,
+            });
+        }
+        let ids = adze_store::runs::create_runs(&self.deps.pool, tenant_id, &runs)
+            .await
+            .map_err(store_status)?;
+        // The runs are committed: from here on nothing is lost. If this notice is
+        // lost, the reaper's repair pass wakes the scheduler for the queued tasks.
+        let env = Envelope::new(tenant_id, SchedulerEvent::RunsCreated { run_ids: ids.clone() })
+            .with_trace(Some(adze_telemetry::new_traceparent()));
+        let msg_id = format!("created:{}", ids[0]);
+        if let Err(e) = self.deps.bus.publish_event(&env, &msg_id).await {
+            tracing::warn!(error = %e, runs = ids.len(), "could not notify the scheduler; the reaper will repair");
+        }
+        Ok(ids)
+    }
+}
+
+#[tonic::async_trait]
+impl WorkflowService for WorkflowApi {
+    #[tracing::instrument(skip_all, fields(workflow = %req.get_ref().name))]
+    async fn trigger_workflow(
+        &self,
+        req: Request<TriggerWorkflowRequest>,
+    ) -> Result<Response<TriggerWorkflowResponse>, Status> {
+        let who = authenticate(&self.deps.auth, &req).await?;
+        let ids = self.trigger_many(who.tenant_id, std::slice::from_ref(req.get_ref())).await?;
+        Ok(Response::new(TriggerWorkflowResponse {
+            workflow_run_id: ids[0].to_string(),
+        }))
+    }
+
+    async fn bulk_trigger_workflow(
+        &self,
+        req: Request<BulkTriggerWorkflowRequest>,
+    ) -> Result<Response<BulkTriggerWorkflowResponse>, Status> {
+        let who = authenticate(&self.deps.auth, &req).await?;
+        let reqs = &req.get_ref().workflows;
+        if reqs.is_empty() {
+            return Err(Status::invalid_argument("bulk trigger needs at least one workflow"));
+        }
+        if reqs.len() > MAX_BULK_TRIGGER {
+            return Err(Status::invalid_argument(format!(
+                "bulk trigger of {} runs; the limit is {MAX_BULK_TRIGGER}",
+                reqs.len()
+            )));
+        }
+        let ids = self.trigger_many(who.tenant_id, reqs).await?;
+        Ok(Response::new(BulkTriggerWorkflowResponse {
+            workflow_run_ids: ids.iter().map(Uuid::to_string).collect(),
+        }))
+    }
+}

@@ -1,0 +1,222 @@
+//! One scheduler step: apply a batch of events and run admission in a single
+//! transaction, then publish what it decided, then acknowledge the events.
+
+use std::collections::BTreeSet;
+
+use adze_bus::messages::{ActionKind, ActionMessage, RunFinished, SchedulerEvent};
+use adze_bus::{Envelope, decode};
+use adze_core::TaskEvent;
+use adze_store::admission::Assignment;
+use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
+use async_nats::jetstream::Message;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::lease::PARTITION;
+use crate::{Config, Deps};
+
+pub(crate) struct Processor {
+    config: Config,
+    deps: Deps,
+    holder: String,
+}
+
+/// What a committed batch must announce.
+#[derive(Default)]
+struct Outcome {
+    assignments: Vec<Assignment>,
+    finished: Vec<FinishedRun>,
+}
+
+fn row(tenant_id: Uuid, task_id: Uuid, event: TaskEvent) -> TaskEventRow {
+    TaskEventRow {
+        tenant_id,
+        task_id,
+        event,
+        output: None,
+        error: None,
+    }
+}
+
+impl Processor {
+    pub(crate) fn new(config: Config, deps: Deps, holder: String) -> Self {
+        Self { config, deps, holder }
+    }
+
+    /// Applies `msgs` (possibly none: a tick) and acknowledges them after the commit.
+    pub(crate) async fn process(&mut self, msgs: Vec<Message>) -> anyhow::Result<()> {
+        let mut events = Vec::with_capacity(msgs.len());
+        for m in &msgs {
+            match decode::<SchedulerEvent>(m.headers.as_ref(), &m.payload) {
+                Ok(env) => events.push(env),
+                Err(e) => tracing::error!(error = %e, subject = %m.subject, "dropping undecodable event"),
+            }
+        }
+        let outcome = loop {
+            match self.apply(&events).await {
+                Ok(Some(o)) => break o,
+                // Lease lost: leave the events unacknowledged for the next holder.
+                Ok(None) => anyhow::bail!("partition lease no longer held"),
+                Err(e) if is_retryable(&e) => {
+                    tracing::warn!(error = %e, "batch conflicted; retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.announce(outcome).await;
+        for m in msgs {
+            if let Err(e) = m.ack().await {
+                // Redelivery is harmless: every transition is idempotent.
+                tracing::warn!(error = %e, "ack failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, events: &[Envelope<SchedulerEvent>]) -> Result<Option<Outcome>, adze_store::Error> {
+        let mut tx = self.deps.pool.begin().await?;
+        let held = sqlx::query(
+            "SELECT 1 FROM scheduler_leases WHERE partition = $1 AND holder = $2 AND expires_at > now() FOR SHARE",
+        )
+        .bind(PARTITION)
+        .bind(&self.holder)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Ok(None);
+        }
+        let mut touched: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
+        for env in events {
+            for ev in self.expand(&mut tx, env).await? {
+                if let Some(applied) = scheduling::apply_event(&mut tx, &ev).await? {
+                    tracing::debug!(task_id = %applied.task_id, to = %applied.to, "transition");
+                    touched.insert((applied.tenant_id, applied.run_id));
+                }
+            }
+        }
+        let finished = scheduling::finalize_runs(&mut tx, &touched.into_iter().collect::<Vec<_>>()).await?;
+        let assignments =
+            adze_store::admission::admit(&mut tx, self.config.admit_limit, self.config.heartbeat_timeout_ms).await?;
+        tx.commit().await?;
+        Ok(Some(Outcome { assignments, finished }))
+    }
+
+    /// Turns one bus event into the task events it implies.
+    async fn expand(
+        &self,
+        conn: &mut PgConnection,
+        env: &Envelope<SchedulerEvent>,
+    ) -> Result<Vec<TaskEventRow>, adze_store::Error> {
+        let t = env.tenant_id;
+        Ok(match &env.body {
+            SchedulerEvent::TaskStarted { task_id, attempt } => {
+                vec![row(t, *task_id, TaskEvent::Started { attempt: *attempt })]
+            }
+            SchedulerEvent::TaskCompleted { task_id, attempt, output } => vec![TaskEventRow {
+                output: Some(output.clone()),
+                ..row(t, *task_id, TaskEvent::Completed { attempt: *attempt })
+            }],
+            SchedulerEvent::TaskFailed {
+                task_id,
+                attempt,
+                error,
+                non_retryable,
+                retry_after_ms,
+            } => vec![TaskEventRow {
+                error: Some(error.clone()),
+                ..row(
+                    t,
+                    *task_id,
+                    TaskEvent::Failed {
+                        attempt: *attempt,
+                        non_retryable: *non_retryable,
+                        retry_after_ms: *retry_after_ms,
+                    },
+                )
+            }],
+            SchedulerEvent::AssignmentExpired { task_id, attempt } => {
+                vec![row(t, *task_id, TaskEvent::WorkerLost { attempt: *attempt })]
+            }
+            SchedulerEvent::WorkerLost { worker_id } => {
+                let rows = scheduling::tasks_of_worker(conn, t, *worker_id).await?;
+                if !rows.is_empty() {
+                    tracing::info!(%worker_id, tasks = rows.len(), "worker lost; retrying its tasks");
+                }
+                rows
+            }
+            SchedulerEvent::RunsCreated { .. } | SchedulerEvent::WorkerReady { .. } | SchedulerEvent::Wake => {
+                Vec::new()
+            }
+        })
+    }
+
+    /// Publishes assignments and run notices (core NATS, after the commit). A lost
+    /// assignment is repaired by the reaper; a lost notice by waiters polling Postgres.
+    async fn announce(&self, outcome: Outcome) {
+        let bus = &self.deps.bus;
+        for a in outcome.assignments {
+            let msg = ActionMessage {
+                worker_id: a.worker_id,
+                kind: ActionKind::Start,
+                task_id: a.task_id,
+                run_id: a.run_id,
+                attempt: a.attempt,
+                action_id: a.action_id,
+                readable_id: a.readable_id,
+                workflow_name: a.workflow_name,
+                workflow_id: a.workflow_id,
+                workflow_version_id: a.workflow_version_id,
+                payload: a.payload,
+                additional_metadata: a.additional_metadata,
+            };
+            let env = Envelope::new(a.tenant_id, msg);
+            if let Err(e) = bus.publish_core(bus.subjects().worker_actions(a.worker_id), &env).await {
+                tracing::error!(error = %e, task_id = %a.task_id, "cannot send the action; failing the attempt");
+                self.fail_undeliverable(a.tenant_id, a.task_id, a.attempt, &e).await;
+            }
+        }
+        for f in outcome.finished {
+            tracing::info!(run_id = %f.run_id, status = f.status.as_str(), "run finished");
+            let env = Envelope::new(
+                f.tenant_id,
+                RunFinished {
+                    run_id: f.run_id,
+                    status: f.status.as_str().to_string(),
+                },
+            );
+            if let Err(e) = bus.publish_core(bus.subjects().run_finished(f.tenant_id), &env).await {
+                tracing::warn!(error = %e, "cannot announce a finished run");
+            }
+        }
+        if let Err(e) = bus.flush().await {
+            tracing::warn!(error = %e, "flush failed");
+        }
+    }
+
+    async fn fail_undeliverable(&self, tenant_id: Uuid, task_id: Uuid, attempt: i32, err: &adze_bus::Error) {
+        let env = Envelope::new(
+            tenant_id,
+            SchedulerEvent::TaskFailed {
+                task_id,
+                attempt,
+                error: format!("the task could not be sent to its worker: {err}"),
+                non_retryable: matches!(err, adze_bus::Error::TooLarge { .. }),
+                retry_after_ms: None,
+            },
+        );
+        let id = format!("undeliverable:{task_id}:{attempt}");
+        if let Err(e) = self.deps.bus.publish_event(&env, &id).await {
+            tracing::error!(error = %e, %task_id, "cannot report the undeliverable task; the reaper will requeue it");
+        }
+    }
+}
+
+/// Serialisation failures and deadlocks are retried; everything else stops the loop.
+fn is_retryable(e: &adze_store::Error) -> bool {
+    match e {
+        adze_store::Error::Db(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40001") | Some("40P01"))
+        }
+        _ => false,
+    }
+}
