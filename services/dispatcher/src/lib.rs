@@ -17,14 +17,14 @@ use std::time::Duration;
 use adze_bus::Bus;
 use adze_proto::hatchet::dispatcher_server::DispatcherServer;
 use adze_store::auth::Authenticator;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 
 /// Dispatcher settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Address to serve gRPC on (when run alone).
@@ -58,7 +58,7 @@ pub struct Deps {
 
 /// A running dispatcher: its gRPC router and its background tasks.
 pub struct Dispatcher {
-    router: axum::Router,
+    server: DispatcherServer<service::DispatcherApi>,
     tasks: TaskTracker,
 }
 
@@ -93,22 +93,24 @@ impl Dispatcher {
             hub,
             shutdown,
         };
-        let router = tonic::service::Routes::builder()
-            .routes()
-            .add_service(
-                DispatcherServer::new(svc)
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .send_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(8 * 1024 * 1024),
-            )
-            .into_axum_router();
+        let server = DispatcherServer::new(svc)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(8 * 1024 * 1024);
         tracing::info!(dispatcher = %id, "dispatcher started");
-        Ok(Self { router, tasks })
+        Ok(Self { server, tasks })
     }
 
-    /// The gRPC router, for serving alone or composed with other roles.
+    /// Adds the dispatcher's gRPC service to a route set (compose roles on one port).
+    pub fn add_grpc(&self, builder: &mut tonic::service::RoutesBuilder) {
+        builder.add_service(self.server.clone());
+    }
+
+    /// The dispatcher alone as a router.
     pub fn router(&self) -> axum::Router {
-        self.router.clone()
+        let mut builder = tonic::service::RoutesBuilder::default();
+        self.add_grpc(&mut builder);
+        builder.routes().into_axum_router()
     }
 
     /// Waits for the background tasks after shutdown was requested.

@@ -17,7 +17,7 @@ use adze_proto::hatchet::events_service_server::EventsServiceServer;
 use adze_proto::hatchet::workflow_service_server::WorkflowServiceServer;
 use adze_proto::v1::admin_service_server::AdminServiceServer;
 use adze_store::auth::Authenticator;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -25,7 +25,7 @@ use tonic::codec::CompressionEncoding;
 pub use errors::authenticate;
 
 /// Ingest settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Address to serve gRPC and REST on (when run alone).
@@ -54,10 +54,9 @@ pub struct Deps {
 /// Largest gRPC message accepted (payload limit plus framing).
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
-/// The ingest API as a router (gRPC and REST on one port), for composition.
-pub fn router(deps: Deps) -> axum::Router {
-    let grpc = tonic::service::Routes::builder()
-        .routes()
+/// Adds ingest's gRPC services to a route set (compose several roles on one port).
+pub fn add_grpc(builder: &mut tonic::service::RoutesBuilder, deps: &Deps) {
+    builder
         .add_service(
             WorkflowServiceServer::new(trigger::WorkflowApi::new(deps.clone()))
                 .accept_compressed(CompressionEncoding::Gzip)
@@ -73,9 +72,19 @@ pub fn router(deps: Deps) -> axum::Router {
             EventsServiceServer::new(events::EventsApi::new(deps.clone()))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE),
-        )
-        .into_axum_router();
-    grpc.merge(rest::router(deps))
+        );
+}
+
+/// Ingest's REST routes (no fallback, so it merges with a gRPC router).
+pub fn rest_router(deps: Deps) -> axum::Router {
+    rest::router(deps)
+}
+
+/// The ingest API alone: gRPC and REST on one port.
+pub fn router(deps: Deps) -> axum::Router {
+    let mut builder = tonic::service::RoutesBuilder::default();
+    add_grpc(&mut builder, &deps);
+    builder.routes().into_axum_router().merge(rest::router(deps))
 }
 
 /// Runs ingest alone on `config.listen` until `shutdown`.

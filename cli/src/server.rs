@@ -1,0 +1,130 @@
+//! `adze server`: any set of roles in one process, gRPC and REST on one port.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use adze_runtime::{Loaded, Shared};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+const ALL_ROLES: [&str; 4] = ["ingest", "scheduler", "dispatcher", "reaper"];
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Roles to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,scheduler,dispatcher,reaper")]
+    roles: Vec<String>,
+    /// Listen address for the API roles (default 127.0.0.1:7077).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Apply migrations before starting.
+    #[arg(long)]
+    migrate: bool,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+pub(crate) async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
+    let roles: BTreeSet<String> = args.roles.iter().map(|r| r.trim().to_lowercase()).collect();
+    if let Some(bad) = roles.iter().find(|r| !ALL_ROLES.contains(&r.as_str())) {
+        anyhow::bail!("unknown role {bad:?}; roles are {}", ALL_ROLES.join(", "));
+    }
+    let mut overrides = Vec::new();
+    if let Some(l) = args.listen {
+        overrides.push(("server.listen", l.to_string()));
+    }
+    let loaded = Loaded::load(config, &overrides)?;
+    if args.print_config {
+        println!("{}", loaded.describe());
+        return Ok(());
+    }
+    let shared = adze_runtime::connect(&loaded.common).await?;
+    if args.migrate {
+        adze_store::migrate(&shared.pool).await?;
+    }
+    let shutdown = adze_runtime::shutdown_on_signal();
+    serve_roles(&loaded, shared, &roles, shutdown).await
+}
+
+/// Starts the roles and waits. Any role failing stops the others (all are critical).
+pub(crate) async fn serve_roles(
+    loaded: &Loaded,
+    shared: Shared,
+    roles: &BTreeSet<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let has = |r: &str| roles.contains(r);
+    if has("scheduler") {
+        let cfg: adze_scheduler::Config = loaded.section("scheduler")?;
+        let deps = adze_scheduler::Deps {
+            pool: shared.pool.clone(),
+            bus: shared.bus.clone(),
+        };
+        tasks.spawn(adze_scheduler::run(cfg, deps, shutdown.clone()));
+    }
+    if has("reaper") {
+        let cfg: adze_reaper::Config = loaded.section("reaper")?;
+        let deps = adze_reaper::Deps {
+            pool: shared.pool.clone(),
+            bus: shared.bus.clone(),
+        };
+        tasks.spawn(adze_reaper::run(cfg, deps, shutdown.clone()));
+    }
+    let mut dispatcher = None;
+    if has("ingest") || has("dispatcher") {
+        let mut builder = tonic::service::RoutesBuilder::default();
+        let mut rest = axum::Router::new();
+        if has("ingest") {
+            let deps = adze_ingest::Deps {
+                pool: shared.pool.clone(),
+                bus: shared.bus.clone(),
+                auth: shared.auth.clone(),
+            };
+            shared.bus.ensure_streams().await?;
+            adze_ingest::add_grpc(&mut builder, &deps);
+            rest = adze_ingest::rest_router(deps);
+        }
+        if has("dispatcher") {
+            let cfg: adze_dispatcher::Config = loaded.section("dispatcher")?;
+            let deps = adze_dispatcher::Deps {
+                pool: shared.pool.clone(),
+                bus: shared.bus.clone(),
+                auth: shared.auth.clone(),
+            };
+            let d = adze_dispatcher::Dispatcher::start(&cfg, deps, shutdown.clone()).await?;
+            d.add_grpc(&mut builder);
+            dispatcher = Some(d);
+        }
+        let router = builder.routes().into_axum_router().merge(rest);
+        let addr = loaded
+            .common
+            .server
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7077)));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, roles = ?roles, "adze server listening");
+        tasks.spawn(adze_ingest::serve(listener, router, shutdown.clone()));
+    }
+    let mut first_error = None;
+    while let Some(res) = tasks.join_next().await {
+        let err = match res {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(anyhow::anyhow!("a role panicked: {e}")),
+        };
+        if let Some(e) = err {
+            tracing::error!(error = %e, "role failed; stopping");
+            shutdown.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(d) = dispatcher {
+        d.stopped().await;
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,263 @@
+//! Process bootstrap shared by every Adze binary: layered configuration (defaults →
+//! file → `ADZE_*` environment → flags), connections to Postgres and NATS, and the
+//! shutdown signal (first Ctrl-C/SIGTERM drains, a second exits at once).
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use adze_bus::Bus;
+use adze_core::token::TokenKeys;
+use adze_store::auth::Authenticator;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Settings every process shares.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Common {
+    /// Postgres URL.
+    pub database_url: String,
+    /// NATS URL.
+    pub nats_url: String,
+    /// Redis URL (rate limits; used by later services).
+    pub redis_url: String,
+    /// Subject/stream prefix isolating this deployment.
+    pub prefix: String,
+    /// Postgres pool size of this process.
+    pub db_max_connections: u32,
+    /// Authentication.
+    pub auth: Auth,
+    /// Public addresses and the listen address.
+    pub server: Server,
+}
+
+/// Token settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Auth {
+    /// Secret that signs API tokens. Must be set outside local development.
+    pub secret: String,
+    /// Lifetime of new tokens, in days.
+    pub token_ttl_days: i64,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("secret", &"<redacted>")
+            .field("token_ttl_days", &self.token_ttl_days)
+            .finish()
+    }
+}
+
+/// Where this process listens and what it tells SDKs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Server {
+    /// Listen address; per-service defaults apply when unset.
+    pub listen: Option<SocketAddr>,
+    /// REST base URL written into tokens (`server_url`).
+    pub public_url: String,
+    /// gRPC `host:port` written into tokens (`grpc_broadcast_address`).
+    pub public_grpc_address: String,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/adze".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            prefix: "adze".into(),
+            db_max_connections: 16,
+            auth: Auth::default(),
+            server: Server::default(),
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            token_ttl_days: 365,
+        }
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            public_url: "http://127.0.0.1:7077".into(),
+            public_grpc_address: "127.0.0.1:7077".into(),
+        }
+    }
+}
+
+/// Loaded configuration: the shared part plus access to each service's section.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    figment: Figment,
+    /// Shared settings.
+    pub common: Common,
+}
+
+impl Loaded {
+    /// Loads defaults, then `file` (or `$ADZE_CONFIG`) if given, then `ADZE_*` variables
+    /// (`__` nests: `ADZE_SERVER__LISTEN`), then `overrides` (from flags).
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Common::default()));
+        let file: Option<PathBuf> = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("ADZE_CONFIG").map(PathBuf::from));
+        if let Some(f) = file {
+            if !f.exists() {
+                anyhow::bail!("config file {} does not exist", f.display());
+            }
+            figment = figment.merge(Toml::file(f));
+        }
+        figment = figment.merge(Env::prefixed("ADZE_").split("__").ignore(&["config"]));
+        for (key, value) in overrides {
+            figment = figment.merge(Serialized::global(key, value));
+        }
+        let common: Common = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        Ok(Self { figment, common })
+    }
+
+    /// Builds a loaded config from values (tests; no environment involved).
+    pub fn from_common(common: Common) -> Self {
+        Self {
+            figment: Figment::from(Serialized::defaults(common.clone())),
+            common,
+        }
+    }
+
+    /// A service's section (`[ingest]`, `ADZE_INGEST__…`), defaults where absent.
+    pub fn section<T: DeserializeOwned + Default + Serialize>(&self, name: &str) -> anyhow::Result<T> {
+        Figment::from(Serialized::defaults(T::default()))
+            .merge(self.figment.focus(name))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid [{name}] configuration: {e}"))
+    }
+
+    /// The whole configuration as TOML-like text with secrets redacted (`--print-config`).
+    pub fn describe(&self) -> String {
+        format!("{:#?}", self.common)
+    }
+}
+
+/// Connections every service role shares.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// Postgres pool.
+    pub pool: PgPool,
+    /// NATS bus.
+    pub bus: Bus,
+    /// Token verification.
+    pub auth: Arc<Authenticator>,
+}
+
+/// The token keys from the configured secret, with a clear error when it is missing.
+pub fn token_keys(common: &Common) -> anyhow::Result<TokenKeys> {
+    if common.auth.secret.len() < 16 {
+        anyhow::bail!(
+            "auth.secret is missing or shorter than 16 characters: set ADZE_AUTH__SECRET (e.g. `openssl rand -hex 32`)"
+        );
+    }
+    Ok(TokenKeys::new(common.auth.secret.as_bytes())?)
+}
+
+/// Connects to Postgres and NATS.
+pub async fn connect(common: &Common) -> anyhow::Result<Shared> {
+    let pool = adze_store::connect(&common.database_url, common.db_max_connections)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Postgres at {}: {e}", redact(&common.database_url)))?;
+    let bus = Bus::connect(&common.nats_url, &common.prefix).await?;
+    let auth = Arc::new(Authenticator::new(token_keys(common)?, pool.clone()));
+    Ok(Shared { pool, bus, auth })
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// A token cancelled on the first SIGINT/SIGTERM; a second signal exits at once.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_signal().await;
+        tracing::info!("shutting down (signal again to exit at once)");
+        t.cancel();
+        wait_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The `main` of a single-role binary: load config, init tracing, connect, run the
+/// role until a signal, and map failure to exit code 1 with a readable message.
+pub fn service_main<F, Fut>(role: &'static str, body: F) -> ExitCode
+where
+    F: FnOnce(Loaded, Shared, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    adze_telemetry::init(role);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("adze-{role}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        let loaded = Loaded::load(None, &[])?;
+        let shared = connect(&loaded.common).await?;
+        let shutdown = shutdown_on_signal();
+        body(loaded, shared, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("adze-{role}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

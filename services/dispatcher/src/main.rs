@@ -1,0 +1,16 @@
+//! `adze-dispatcher`: worker connections as their own process (scale horizontally).
+
+fn main() -> std::process::ExitCode {
+    adze_runtime::service_main("dispatcher", |loaded, shared, shutdown| async move {
+        let mut config: adze_dispatcher::Config = loaded.section("dispatcher")?;
+        if let Some(listen) = loaded.common.server.listen {
+            config.listen = listen;
+        }
+        let deps = adze_dispatcher::Deps {
+            pool: shared.pool,
+            bus: shared.bus,
+            auth: shared.auth,
+        };
+        adze_dispatcher::run(config, deps, shutdown).await
+    })
+}

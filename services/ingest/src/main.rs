@@ -1,0 +1,16 @@
+//! `adze-ingest`: the client API as its own process.
+
+fn main() -> std::process::ExitCode {
+    adze_runtime::service_main("ingest", |loaded, shared, shutdown| async move {
+        let mut config: adze_ingest::Config = loaded.section("ingest")?;
+        if let Some(listen) = loaded.common.server.listen {
+            config.listen = listen;
+        }
+        let deps = adze_ingest::Deps {
+            pool: shared.pool,
+            bus: shared.bus,
+            auth: shared.auth,
+        };
+        adze_ingest::run(config, deps, shutdown).await
+    })
+}

@@ -1,0 +1,12 @@
+//! `adze-reaper`: deadline scans as their own process.
+
+fn main() -> std::process::ExitCode {
+    adze_runtime::service_main("reaper", |loaded, shared, shutdown| async move {
+        let config: adze_reaper::Config = loaded.section("reaper")?;
+        let deps = adze_reaper::Deps {
+            pool: shared.pool,
+            bus: shared.bus,
+        };
+        adze_reaper::run(config, deps, shutdown).await
+    })
+}

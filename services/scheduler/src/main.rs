@@ -1,0 +1,12 @@
+//! `adze-scheduler`: the task state machine as its own process.
+
+fn main() -> std::process::ExitCode {
+    adze_runtime::service_main("scheduler", |loaded, shared, shutdown| async move {
+        let config: adze_scheduler::Config = loaded.section("scheduler")?;
+        let deps = adze_scheduler::Deps {
+            pool: shared.pool,
+            bus: shared.bus,
+        };
+        adze_scheduler::run(config, deps, shutdown).await
+    })
+}
