@@ -6,7 +6,7 @@ use adze_core::token::Claims;
 use adze_runtime::Loaded;
 use uuid::Uuid;
 
-pub(crate) async fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
+pub async fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
     let loaded = Loaded::load(config, &[])?;
     let pool = adze_store::connect(&loaded.common.database_url, 2).await?;
     adze_store::migrate(&pool).await?;
@@ -15,7 +15,7 @@ pub(crate) async fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Subcommand)]
-pub(crate) enum TenantCmd {
+pub enum TenantCmd {
     /// Create a tenant (prints its id; an existing tenant of that name is reused).
     Create {
         /// Tenant name.
@@ -25,7 +25,7 @@ pub(crate) enum TenantCmd {
 }
 
 #[derive(clap::Subcommand)]
-pub(crate) enum TokenCmd {
+pub enum TokenCmd {
     /// Issue an API token (prints it). The official Hatchet SDKs accept it as
     /// HATCHET_CLIENT_TOKEN.
     Create {
@@ -56,7 +56,7 @@ pub(crate) enum TokenCmd {
     },
 }
 
-pub(crate) async fn tenant(config: Option<&Path>, cmd: TenantCmd) -> anyhow::Result<()> {
+pub async fn tenant(config: Option<&Path>, cmd: TenantCmd) -> anyhow::Result<()> {
     let loaded = Loaded::load(config, &[])?;
     let pool = adze_store::connect(&loaded.common.database_url, 2).await?;
     match cmd {
@@ -74,7 +74,7 @@ pub(crate) async fn tenant(config: Option<&Path>, cmd: TenantCmd) -> anyhow::Res
     Ok(())
 }
 
-pub(crate) async fn token(config: Option<&Path>, cmd: TokenCmd) -> anyhow::Result<()> {
+pub async fn token(config: Option<&Path>, cmd: TokenCmd) -> anyhow::Result<()> {
     let loaded = Loaded::load(config, &[])?;
     let common = &loaded.common;
     let pool = adze_store::connect(&common.database_url, 2).await?;
@@ -110,7 +110,7 @@ pub(crate) async fn token(config: Option<&Path>, cmd: TokenCmd) -> anyhow::Resul
 }
 
 /// Records and signs a token for an existing tenant.
-pub(crate) async fn issue(
+pub async fn issue(
     pool: &adze_store::Pool,
     keys: &adze_core::token::TokenKeys,
     tenant: Uuid,

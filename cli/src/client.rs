@@ -4,7 +4,7 @@ use adze_sdk::{Client, ClientConfig, TlsStrategy};
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]
-pub(crate) struct Conn {
+pub struct Conn {
     /// API token (or `$ADZE_TOKEN`, or `$HATCHET_CLIENT_TOKEN`).
     #[arg(long, env = "ADZE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -30,7 +30,7 @@ impl Conn {
 }
 
 #[derive(clap::Args)]
-pub(crate) struct TriggerArgs {
+pub struct TriggerArgs {
     /// Workflow name.
     workflow: String,
     /// Input JSON.
@@ -43,7 +43,7 @@ pub(crate) struct TriggerArgs {
     conn: Conn,
 }
 
-pub(crate) async fn trigger(args: TriggerArgs) -> anyhow::Result<()> {
+pub async fn trigger(args: TriggerArgs) -> anyhow::Result<()> {
     let input: Value = serde_json::from_str(&args.input)
         .map_err(|e| anyhow::anyhow!("--input is not valid JSON: {e}"))?;
     let client = args.conn.client()?;
@@ -63,7 +63,7 @@ pub(crate) async fn trigger(args: TriggerArgs) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Subcommand)]
-pub(crate) enum RunsCmd {
+pub enum RunsCmd {
     /// Show a run and its tasks.
     Get {
         /// Run id.
@@ -73,7 +73,7 @@ pub(crate) enum RunsCmd {
     },
 }
 
-pub(crate) async fn runs(cmd: RunsCmd) -> anyhow::Result<()> {
+pub async fn runs(cmd: RunsCmd) -> anyhow::Result<()> {
     match cmd {
         RunsCmd::Get { id, conn } => {
             let d = conn.client()?.get_run(&id).await?;

@@ -1,8 +1,6 @@
 //! `adze`: the all-in-one server, administration and client commands.
 
-mod admin;
-mod client;
-mod server;
+use adze_cli::{admin, client, server};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

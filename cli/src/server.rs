@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 const ALL_ROLES: [&str; 4] = ["ingest", "scheduler", "dispatcher", "reaper"];
 
 #[derive(clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     /// Roles to run, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "ingest,scheduler,dispatcher,reaper")]
     roles: Vec<String>,
@@ -26,7 +26,7 @@ pub(crate) struct Args {
     print_config: bool,
 }
 
-pub(crate) async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
+pub async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     let roles: BTreeSet<String> = args.roles.iter().map(|r| r.trim().to_lowercase()).collect();
     if let Some(bad) = roles.iter().find(|r| !ALL_ROLES.contains(&r.as_str())) {
         anyhow::bail!("unknown role {bad:?}; roles are {}", ALL_ROLES.join(", "));
@@ -45,20 +45,58 @@ pub(crate) async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()>
         adze_store::migrate(&shared.pool).await?;
     }
     let shutdown = adze_runtime::shutdown_on_signal();
-    serve_roles(&loaded, shared, &roles, shutdown).await
+    let configs = RoleConfigs::from_loaded(&loaded)?;
+    let listener = if roles.contains("ingest") || roles.contains("dispatcher") {
+        let addr = loaded
+            .common
+            .server
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7077)));
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+        )
+    } else {
+        None
+    };
+    serve_roles(listener, configs, shared, roles, shutdown).await
+}
+
+/// Settings of each role.
+#[derive(Debug, Clone, Default)]
+pub struct RoleConfigs {
+    /// Scheduler settings.
+    pub scheduler: adze_scheduler::Config,
+    /// Reaper settings.
+    pub reaper: adze_reaper::Config,
+    /// Dispatcher settings.
+    pub dispatcher: adze_dispatcher::Config,
+}
+
+impl RoleConfigs {
+    /// Reads each role's section.
+    pub fn from_loaded(loaded: &Loaded) -> anyhow::Result<Self> {
+        Ok(Self {
+            scheduler: loaded.section("scheduler")?,
+            reaper: loaded.section("reaper")?,
+            dispatcher: loaded.section("dispatcher")?,
+        })
+    }
 }
 
 /// Starts the roles and waits. Any role failing stops the others (all are critical).
-pub(crate) async fn serve_roles(
-    loaded: &Loaded,
+pub async fn serve_roles(
+    listener: Option<tokio::net::TcpListener>,
+    configs: RoleConfigs,
     shared: Shared,
-    roles: &BTreeSet<String>,
+    roles: BTreeSet<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     let has = |r: &str| roles.contains(r);
     if has("scheduler") {
-        let cfg: adze_scheduler::Config = loaded.section("scheduler")?;
+        let cfg = configs.scheduler.clone();
         let deps = adze_scheduler::Deps {
             pool: shared.pool.clone(),
             bus: shared.bus.clone(),
@@ -66,7 +104,7 @@ pub(crate) async fn serve_roles(
         tasks.spawn(adze_scheduler::run(cfg, deps, shutdown.clone()));
     }
     if has("reaper") {
-        let cfg: adze_reaper::Config = loaded.section("reaper")?;
+        let cfg = configs.reaper.clone();
         let deps = adze_reaper::Deps {
             pool: shared.pool.clone(),
             bus: shared.bus.clone(),
@@ -88,7 +126,7 @@ pub(crate) async fn serve_roles(
             rest = adze_ingest::rest_router(deps);
         }
         if has("dispatcher") {
-            let cfg: adze_dispatcher::Config = loaded.section("dispatcher")?;
+            let cfg = configs.dispatcher.clone();
             let deps = adze_dispatcher::Deps {
                 pool: shared.pool.clone(),
                 bus: shared.bus.clone(),
@@ -99,16 +137,10 @@ pub(crate) async fn serve_roles(
             dispatcher = Some(d);
         }
         let router = builder.routes().into_axum_router().merge(rest);
-        let addr = loaded
-            .common
-            .server
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7077)));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener =
+            listener.ok_or_else(|| anyhow::anyhow!("the ingest and dispatcher roles need a listener"))?;
         tracing::info!(addr = %listener.local_addr()?, roles = ?roles, "adze server listening");
-        tasks.spawn(adze_ingest::serve(listener, router, shutdown.clone()));
+        tasks.spawn(adze_runtime::serve(listener, router, shutdown.clone()));
     }
     let mut first_error = None;
     while let Some(res) = tasks.join_next().await {

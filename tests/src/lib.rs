@@ -1,1 +1,279 @@
-//! placeholder
+//! Test harness: every test gets its own Postgres database, NATS subject/stream
+//! prefix and Redis key prefix, and runs the real services in-process on port 0
+//! (the same composition as `adze server`). Nothing is mocked.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use adze_cli::server::{RoleConfigs, serve_roles};
+use adze_runtime::{Common, Shared};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Admin URL used to create per-test databases.
+pub fn admin_url() -> String {
+    std::env::var("ADZE_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// NATS URL for tests.
+pub fn nats_url() -> String {
+    std::env::var("ADZE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn db_url(name: &str) -> String {
+    let admin = admin_url();
+    match admin.rfind('/') {
+        Some(i) if admin[..i].contains("://") && i > admin.find("://").unwrap_or(0) + 2 => {
+            format!("{}/{name}", &admin[..i])
+        }
+        _ => format!("{admin}/{name}"),
+    }
+}
+
+/// Fast timings so failure paths resolve within a test's patience.
+pub fn fast_configs() -> RoleConfigs {
+    let mut c = RoleConfigs::default();
+    c.scheduler.tick_ms = 200;
+    c.scheduler.lease_ms = 3_000;
+    c.reaper.tick_ms = 100;
+    c.reaper.disconnect_grace_ms = 1_000;
+    c.reaper.heartbeat_timeout_ms = 10_000;
+    c.reaper.assignment_timeout_ms = 5_000;
+    c.reaper.repair_after_ms = 1_000;
+    c.dispatcher.heartbeat_flush_ms = 200;
+    c.dispatcher.result_poll_ms = 500;
+    c
+}
+
+/// One isolated Adze deployment.
+pub struct TestEnv {
+    /// Database name.
+    pub db_name: String,
+    /// Database URL.
+    pub database_url: String,
+    /// Subject/stream prefix.
+    pub prefix: String,
+    /// Shared settings (secret, URLs) for child processes.
+    pub common: Common,
+    /// Pool on the test database.
+    pub pool: PgPool,
+    /// Connections the services use.
+    pub shared: Shared,
+    /// The default tenant.
+    pub tenant_id: Uuid,
+    /// A token of the default tenant.
+    pub token: String,
+    /// gRPC/REST address of the in-process server (if any API role runs).
+    pub addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestEnv {
+    /// All roles in-process.
+    pub async fn start() -> Self {
+        Self::start_roles(&["ingest", "scheduler", "dispatcher", "reaper"]).await
+    }
+
+    /// The given roles in-process; others can be started as child processes.
+    pub async fn start_roles(roles: &[&str]) -> Self {
+        Self::start_with(roles, fast_configs()).await
+    }
+
+    /// The given roles with explicit role settings.
+    pub async fn start_with(roles: &[&str], configs: RoleConfigs) -> Self {
+        adze_telemetry::init("tests");
+        let id = Uuid::new_v4().simple().to_string();
+        let db_name = format!("adze_test_{}", &id[..12]);
+        let admin = PgPool::connect(&admin_url()).await.expect("connect to the Postgres admin database");
+        sqlx::query(&format!("CREATE DATABASE {db_name}"))
+            .execute(&admin)
+            .await
+            .expect("create the test database");
+        admin.close().await;
+        let database_url = db_url(&db_name);
+        let prefix = format!("t{}", &id[..12]);
+        let common = Common {
+            database_url: database_url.clone(),
+            nats_url: nats_url(),
+            prefix: prefix.clone(),
+            db_max_connections: 12,
+            auth: adze_runtime::Auth {
+                secret: format!("test-secret-{id}"),
+                token_ttl_days: 1,
+            },
+            ..Common::default()
+        };
+        let shared = adze_runtime::connect(&common).await.expect("connect to Postgres and NATS");
+        adze_store::migrate(&shared.pool).await.expect("migrate");
+        shared.bus.ensure_streams().await.expect("create streams");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let role_set: BTreeSet<String> = roles.iter().map(|s| s.to_string()).collect();
+        let api = role_set.contains("ingest") || role_set.contains("dispatcher");
+        let server = if roles.is_empty() {
+            None
+        } else {
+            Some(tokio::spawn(serve_roles(
+                api.then_some(listener),
+                configs,
+                shared.clone(),
+                role_set,
+                shutdown.clone(),
+            )))
+        };
+        let pool = shared.pool.clone();
+        let mut env = Self {
+            db_name,
+            database_url,
+            prefix,
+            common,
+            pool,
+            shared,
+            tenant_id: Uuid::nil(),
+            token: String::new(),
+            addr: api.then_some(addr),
+            shutdown,
+            server,
+        };
+        let (tenant, token) = env.tenant("default").await;
+        env.tenant_id = tenant;
+        env.token = token;
+        if api {
+            wait_for("server accepts connections", Duration::from_secs(10), || async move {
+                tokio::net::TcpStream::connect(addr).await.is_ok()
+            })
+            .await;
+        }
+        env
+    }
+
+    /// Creates a tenant and a token for it.
+    pub async fn tenant(&self, name: &str) -> (Uuid, String) {
+        let (tenant, _) = adze_store::tenants::create_tenant(&self.pool, name).await.expect("tenant");
+        let keys = adze_runtime::token_keys(&self.common).expect("keys");
+        let addr = self.addr.map(|a| a.to_string()).unwrap_or_default();
+        let token = adze_cli::admin::issue(
+            &self.pool,
+            &keys,
+            tenant,
+            "test",
+            format!("http://{addr}"),
+            addr.clone(),
+            1,
+        )
+        .await
+        .expect("token");
+        (tenant, token)
+    }
+
+    /// Waits until a worker has registered `workflow` for the default tenant.
+    pub async fn wait_workflow(&self, workflow: &str) {
+        let pool = self.pool.clone();
+        let tenant = self.tenant_id;
+        wait_for(&format!("workflow {workflow:?} registered"), Duration::from_secs(30), || {
+            let pool = pool.clone();
+            let name = workflow.to_string();
+            async move {
+                sqlx::query("SELECT 1 FROM workflows WHERE tenant_id = $1 AND name = $2")
+                    .bind(tenant)
+                    .bind(name)
+                    .fetch_optional(&pool)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }
+        })
+        .await;
+    }
+
+    /// An SDK client of the default tenant.
+    pub fn client(&self) -> adze_sdk::Client {
+        self.client_with(&self.token)
+    }
+
+    /// An SDK client with a given token.
+    pub fn client_with(&self, token: &str) -> adze_sdk::Client {
+        adze_sdk::Client::new(adze_sdk::ClientConfig {
+            token: token.to_string(),
+            host_port: self.addr.map(|a| a.to_string()),
+            tls_strategy: adze_sdk::TlsStrategy::None,
+            ..Default::default()
+        })
+        .expect("client")
+    }
+
+    /// Environment for a child process running an Adze service or an SDK worker.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let c = &self.common;
+        vec![
+            ("ADZE_DATABASE_URL".into(), c.database_url.clone()),
+            ("ADZE_NATS_URL".into(), c.nats_url.clone()),
+            ("ADZE_PREFIX".into(), c.prefix.clone()),
+            ("ADZE_AUTH__SECRET".into(), c.auth.secret.clone()),
+            ("HATCHET_CLIENT_TOKEN".into(), self.token.clone()),
+            ("HATCHET_CLIENT_TLS_STRATEGY".into(), "none".into()),
+        ]
+    }
+
+    /// Stops the in-process services and drops the database and stream.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), s).await;
+        }
+        self.shared.pool.close().await;
+        if let Ok(js) = async_nats::connect(nats_url()).await.map(async_nats::jetstream::new) {
+            let _ = js.delete_stream(self.shared.bus.subjects().events_stream()).await;
+        }
+        if let Ok(admin) = PgPool::connect(&admin_url()).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+                .execute(&admin)
+                .await;
+        }
+    }
+}
+
+/// Polls `check` until it is true; panics with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The directory holding this build's binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug
+    exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary; the test command builds them first.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    p
+}
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}

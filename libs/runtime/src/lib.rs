@@ -261,3 +261,30 @@ where
         }
     }
 }
+
+/// How long open connections may drain after shutdown before they are cut.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Serves a router (HTTP/1.1 and h2c) until `shutdown`, then drains connections for
+/// at most [`DRAIN_DEADLINE`] (long-lived client streams would otherwise hold it open).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small request/response messages: never wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    tokio::select! {
+        res = server => res?,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_DEADLINE).await;
+        } => tracing::warn!("connections still open after the drain deadline; closing them"),
+    }
+    Ok(())
+}

@@ -124,10 +124,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
     let dispatcher = Dispatcher::start(&config, deps, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "dispatcher listening");
-    let stop = shutdown.clone();
-    axum::serve(listener, dispatcher.router())
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    adze_runtime::serve(listener, dispatcher.router(), shutdown).await?;
     dispatcher.stopped().await;
     Ok(())
 }

@@ -92,17 +92,5 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
     deps.bus.ensure_streams().await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    serve(listener, router(deps), shutdown).await
-}
-
-/// Serves a router (HTTP/1.1 and h2c) until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
-    Ok(())
+    adze_runtime::serve(listener, router(deps), shutdown).await
 }

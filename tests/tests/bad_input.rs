@@ -1,0 +1,180 @@
+//! Bad input gets a clear error that says what is wrong.
+
+use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
+use adze_proto::v1::admin_service_client::AdminServiceClient;
+use adze_proto::v1::{CreateTaskOpts, CreateWorkflowVersionRequest, GetRunDetailsRequest, TriggerWorkflowRequest};
+use adze_tests::TestEnv;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+fn req<T>(token: &str, body: T) -> Request<T> {
+    let mut r = Request::new(body);
+    r.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("bearer {token}")).expect("header"),
+    );
+    r
+}
+
+fn task(name: &str, parents: &[&str]) -> CreateTaskOpts {
+    CreateTaskOpts {
+        readable_id: name.into(),
+        action: format!("wf:{name}"),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn workflow(name: &str, tasks: Vec<CreateTaskOpts>) -> CreateWorkflowVersionRequest {
+    CreateWorkflowVersionRequest {
+        name: name.into(),
+        tasks,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_clear_message() {
+    let env = TestEnv::start_roles(&["ingest"]).await;
+    let channel = Channel::from_shared(format!("http://{}", env.addr.expect("addr")))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let mut wf = WorkflowServiceClient::new(channel);
+    let t = env.token.as_str();
+
+    // A cycle, naming the tasks.
+    let err = admin
+        .put_workflow(req(t, workflow("cyclic", vec![task("parse", &["save"]), task("save", &["parse"])])))
+        .await
+        .expect_err("cycle must be refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("cycle") && err.message().contains("parse") && err.message().contains("save"), "{}", err.message());
+
+    // An unknown parent, naming both.
+    let err = admin
+        .put_workflow(req(t, workflow("orphan", vec![task("child", &["ghost"])])))
+        .await
+        .expect_err("unknown parent must be refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("child") && err.message().contains("ghost"), "{}", err.message());
+
+    // A bad timeout string.
+    let mut bad_timeout = task("a", &[]);
+    bad_timeout.timeout = "ten minutes".into();
+    let err = admin.put_workflow(req(t, workflow("timeouts", vec![bad_timeout]))).await.expect_err("bad timeout");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("timeout"), "{}", err.message());
+
+    // Unknown workflow.
+    let err = wf
+        .trigger_workflow(req(t, TriggerWorkflowRequest { name: "nope".into(), input: "{}".into(), ..Default::default() }))
+        .await
+        .expect_err("unknown workflow");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("\"nope\""), "{}", err.message());
+
+    admin.put_workflow(req(t, workflow("ok", vec![task("a", &[])]))).await.expect("valid workflow registers");
+
+    // Input that is not JSON.
+    let err = wf
+        .trigger_workflow(req(t, TriggerWorkflowRequest { name: "ok".into(), input: "{not json".into(), ..Default::default() }))
+        .await
+        .expect_err("bad json");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("not valid JSON"), "{}", err.message());
+
+    // A payload over the limit.
+    let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(adze_core::limits::MAX_PAYLOAD_BYTES));
+    let err = wf
+        .trigger_workflow(req(t, TriggerWorkflowRequest { name: "ok".into(), input: big, ..Default::default() }))
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("limit"), "{}", err.message());
+
+    // Bad, forged and revoked tokens.
+    let err = wf
+        .trigger_workflow(req("not-a-token", TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = wf
+        .trigger_workflow(Request::new(TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let forged = adze_core::token::TokenKeys::new(b"some-other-secret-entirely")
+        .expect("keys")
+        .sign(&adze_core::token::Claims {
+            sub: env.tenant_id.to_string(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat: 0,
+            exp: i64::MAX / 2,
+            server_url: String::new(),
+            grpc_broadcast_address: String::new(),
+        })
+        .expect("sign");
+    let err = wf
+        .trigger_workflow(req(&forged, TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .await
+        .expect_err("forged token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let (_, revoked) = env.tenant("default").await;
+    let jti: uuid::Uuid = {
+        let keys = adze_runtime::token_keys(&env.common).expect("keys");
+        keys.verify(&revoked).expect("valid").token_id
+    };
+    wf.trigger_workflow(req(&revoked, TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .await
+        .expect("token works before revocation");
+    assert!(adze_store::tenants::revoke_token(&env.pool, env.tenant_id, jti).await.expect("revoke"));
+    // The revocation cache trusts an answer for a few seconds.
+    adze_tests::wait_for("revoked token refused", std::time::Duration::from_secs(10), || {
+        let mut wf = wf.clone();
+        let revoked = revoked.clone();
+        async move {
+            matches!(
+                wf.trigger_workflow(req(&revoked, TriggerWorkflowRequest { name: "ok".into(), ..Default::default() })).await,
+                Err(e) if e.code() == Code::Unauthenticated
+            )
+        }
+    })
+    .await;
+
+    // Tenant isolation: tenant B cannot read tenant A's run.
+    let run = wf
+        .trigger_workflow(req(t, TriggerWorkflowRequest { name: "ok".into(), input: "{}".into(), ..Default::default() }))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .workflow_run_id;
+    admin
+        .get_run_details(req(t, GetRunDetailsRequest { external_id: run.clone() }))
+        .await
+        .expect("owner can read its run");
+    let (_, other) = env.tenant("other").await;
+    let err = admin
+        .get_run_details(req(&other, GetRunDetailsRequest { external_id: run.clone() }))
+        .await
+        .expect_err("other tenant");
+    assert_eq!(err.code(), Code::NotFound);
+    // Nor trigger tenant A's workflow by name.
+    let err = wf
+        .trigger_workflow(req(&other, TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .await
+        .expect_err("other tenant's workflow");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // A malformed run id.
+    let err = admin
+        .get_run_details(req(t, GetRunDetailsRequest { external_id: "run-1".into() }))
+        .await
+        .expect_err("malformed id");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    env.stop().await;
+}
