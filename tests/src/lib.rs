@@ -2,6 +2,8 @@
 //! prefix and Redis key prefix, and runs the real services in-process on port 0
 //! (the same composition as `adze server`). Nothing is mocked.
 
+pub mod process;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -87,7 +89,9 @@ impl TestEnv {
 
     /// The given roles with explicit role settings.
     pub async fn start_with(roles: &[&str], configs: RoleConfigs) -> Self {
-        adze_telemetry::init("tests");
+        if std::env::var_os("RUST_LOG").is_some() {
+            adze_telemetry::init("tests");
+        }
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("adze_test_{}", &id[..12]);
         let admin = PgPool::connect(&admin_url()).await.expect("connect to the Postgres admin database");

@@ -1,0 +1,41 @@
+//! The pinned official Hatchet SDKs (Python hatchet-sdk 1.43.1, TypeScript
+//! @hatchet-dev/typescript-sdk 1.33.2), unchanged, against the real fleet.
+
+use adze_tests::TestEnv;
+use adze_tests::process::{python, run_conformance, tsx};
+
+async fn python_script(script: &str) {
+    let env = TestEnv::start().await;
+    let dir = adze_tests::repo_root().join("tests/conformance/py");
+    let result = run_conformance(script, &python(), &[script], &dir, &env.child_env()).await;
+    eprintln!("{script}: {}", result["checks"]);
+    env.stop().await;
+}
+
+async fn ts_script(script: &str) {
+    let env = TestEnv::start().await;
+    let (tsx, dir) = tsx();
+    let result = run_conformance(script, &tsx, &[script], &dir, &env.child_env()).await;
+    eprintln!("{script}: {}", result["checks"]);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_dag_run_and_aio_run() {
+    python_script("dag.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_retries_backoff_and_non_retryable() {
+    python_script("retries.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_dag_run() {
+    ts_script("dag.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_retries_and_non_retryable() {
+    ts_script("retries.ts").await;
+}
