@@ -120,7 +120,9 @@ pub async fn issue(
     ttl_days: i64,
 ) -> anyhow::Result<String> {
     if !adze_store::tenants::tenant_exists(pool, tenant).await? {
-        anyhow::bail!("tenant {tenant} does not exist (create it with `adze tenant create --name …`)");
+        anyhow::bail!(
+            "tenant {tenant} does not exist (create it with `adze tenant create --name …`)"
+        );
     }
     if ttl_days <= 0 {
         anyhow::bail!("token lifetime must be positive, got {ttl_days} days");

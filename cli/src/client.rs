@@ -55,7 +55,12 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<()> {
     }
     match handle.outputs().await {
         Ok(outputs) => {
-            println!("{}", serde_json::to_string_pretty(&json!({ "run_id": run_id, "status": "succeeded", "outputs": outputs }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({ "run_id": run_id, "status": "succeeded", "outputs": outputs })
+                )?
+            );
             Ok(())
         }
         Err(e) => anyhow::bail!("run {run_id} did not succeed: {e}"),

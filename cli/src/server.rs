@@ -13,7 +13,11 @@ const ALL_ROLES: [&str; 4] = ["ingest", "scheduler", "dispatcher", "reaper"];
 #[derive(clap::Args)]
 pub struct Args {
     /// Roles to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "ingest,scheduler,dispatcher,reaper")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ingest,scheduler,dispatcher,reaper"
+    )]
     roles: Vec<String>,
     /// Listen address for the API roles (default 127.0.0.1:7077).
     #[arg(long)]
@@ -137,8 +141,8 @@ pub async fn serve_roles(
             dispatcher = Some(d);
         }
         let router = builder.routes().into_axum_router().merge(rest);
-        let listener =
-            listener.ok_or_else(|| anyhow::anyhow!("the ingest and dispatcher roles need a listener"))?;
+        let listener = listener
+            .ok_or_else(|| anyhow::anyhow!("the ingest and dispatcher roles need a listener"))?;
         tracing::info!(addr = %listener.local_addr()?, roles = ?roles, "adze server listening");
         tasks.spawn(adze_runtime::serve(listener, router, shutdown.clone()));
     }

@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 /// Admin URL used to create per-test databases.
 pub fn admin_url() -> String {
-    std::env::var("ADZE_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("ADZE_PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// NATS URL for tests.
@@ -94,7 +95,9 @@ impl TestEnv {
         }
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("adze_test_{}", &id[..12]);
-        let admin = PgPool::connect(&admin_url()).await.expect("connect to the Postgres admin database");
+        let admin = PgPool::connect(&admin_url())
+            .await
+            .expect("connect to the Postgres admin database");
         sqlx::query(&format!("CREATE DATABASE {db_name}"))
             .execute(&admin)
             .await
@@ -113,10 +116,14 @@ impl TestEnv {
             },
             ..Common::default()
         };
-        let shared = adze_runtime::connect(&common).await.expect("connect to Postgres and NATS");
+        let shared = adze_runtime::connect(&common)
+            .await
+            .expect("connect to Postgres and NATS");
         adze_store::migrate(&shared.pool).await.expect("migrate");
         shared.bus.ensure_streams().await.expect("create streams");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let role_set: BTreeSet<String> = roles.iter().map(|s| s.to_string()).collect();
@@ -150,9 +157,11 @@ impl TestEnv {
         env.tenant_id = tenant;
         env.token = token;
         if api {
-            wait_for("server accepts connections", Duration::from_secs(10), || async move {
-                tokio::net::TcpStream::connect(addr).await.is_ok()
-            })
+            wait_for(
+                "server accepts connections",
+                Duration::from_secs(10),
+                || async move { tokio::net::TcpStream::connect(addr).await.is_ok() },
+            )
             .await;
         }
         env
@@ -160,7 +169,9 @@ impl TestEnv {
 
     /// Creates a tenant and a token for it.
     pub async fn tenant(&self, name: &str) -> (Uuid, String) {
-        let (tenant, _) = adze_store::tenants::create_tenant(&self.pool, name).await.expect("tenant");
+        let (tenant, _) = adze_store::tenants::create_tenant(&self.pool, name)
+            .await
+            .expect("tenant");
         let keys = adze_runtime::token_keys(&self.common).expect("keys");
         let addr = self.addr.map(|a| a.to_string()).unwrap_or_default();
         let token = adze_cli::admin::issue(
@@ -181,20 +192,24 @@ impl TestEnv {
     pub async fn wait_workflow(&self, workflow: &str) {
         let pool = self.pool.clone();
         let tenant = self.tenant_id;
-        wait_for(&format!("workflow {workflow:?} registered"), Duration::from_secs(30), || {
-            let pool = pool.clone();
-            let name = workflow.to_string();
-            async move {
-                sqlx::query("SELECT 1 FROM workflows WHERE tenant_id = $1 AND name = $2")
-                    .bind(tenant)
-                    .bind(name)
-                    .fetch_optional(&pool)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some()
-            }
-        })
+        wait_for(
+            &format!("workflow {workflow:?} registered"),
+            Duration::from_secs(30),
+            || {
+                let pool = pool.clone();
+                let name = workflow.to_string();
+                async move {
+                    sqlx::query("SELECT 1 FROM workflows WHERE tenant_id = $1 AND name = $2")
+                        .bind(tenant)
+                        .bind(name)
+                        .fetch_optional(&pool)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some()
+                }
+            },
+        )
         .await;
     }
 
@@ -234,13 +249,21 @@ impl TestEnv {
             let _ = tokio::time::timeout(Duration::from_secs(15), s).await;
         }
         self.shared.pool.close().await;
-        if let Ok(js) = async_nats::connect(nats_url()).await.map(async_nats::jetstream::new) {
-            let _ = js.delete_stream(self.shared.bus.subjects().events_stream()).await;
+        if let Ok(js) = async_nats::connect(nats_url())
+            .await
+            .map(async_nats::jetstream::new)
+        {
+            let _ = js
+                .delete_stream(self.shared.bus.subjects().events_stream())
+                .await;
         }
         if let Ok(admin) = PgPool::connect(&admin_url()).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
-                .execute(&admin)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&admin)
+            .await;
         }
     }
 }
@@ -267,17 +290,27 @@ where
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/debug/deps/<test> → target/debug
-    exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary; the test command builds them first.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }

@@ -17,9 +17,17 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `program args…` in `cwd` with extra `env`, stdout piped, stderr to a log file.
-    pub fn spawn(name: &str, program: &Path, args: &[&str], cwd: &Path, env: &[(String, String)]) -> Self {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("adze-test-{name}-{}.log", std::process::id()));
-        let stderr = std::fs::File::create(&log).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+        let stderr = std::fs::File::create(&log)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(cwd)
@@ -29,7 +37,9 @@ impl Proc {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         Self {
             child,
             name: name.to_string(),
@@ -49,18 +59,30 @@ impl Proc {
             false
         })
         .await;
-        assert!(matches!(found, Ok(true)), "{} never printed {line:?} (log: {})", self.name, self.log().display());
+        assert!(
+            matches!(found, Ok(true)),
+            "{} never printed {line:?} (log: {})",
+            self.name,
+            self.log().display()
+        );
     }
 
     /// Where stderr goes.
     pub fn log(&self) -> PathBuf {
-        std::env::temp_dir().join(format!("adze-test-{}-{}.log", self.name, std::process::id()))
+        std::env::temp_dir().join(format!(
+            "adze-test-{}-{}.log",
+            self.name,
+            std::process::id()
+        ))
     }
 
     /// SIGKILLs the whole process group (the process and any children it spawned).
     pub async fn kill_group(&mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill").args(["-9", "--", &format!("-{pid}")]).status().await;
+            let _ = Command::new("kill")
+                .args(["-9", "--", &format!("-{pid}")])
+                .status()
+                .await;
         }
         let _ = self.child.wait().await;
     }
@@ -68,9 +90,15 @@ impl Proc {
     /// SIGTERMs the process group and waits up to `timeout` for the exit.
     pub async fn terminate(&mut self, timeout: Duration) {
         if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status().await;
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pid}")])
+                .status()
+                .await;
         }
-        if tokio::time::timeout(timeout, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .is_err()
+        {
             self.kill_group().await;
         }
     }
@@ -78,7 +106,13 @@ impl Proc {
 
 /// Runs a conformance script to completion and returns its `ADZE-RESULT` JSON.
 /// Panics, with the script's stderr tail, unless it exits 0 with `"ok": true`.
-pub async fn run_conformance(name: &str, program: &Path, args: &[&str], cwd: &Path, env: &[(String, String)]) -> serde_json::Value {
+pub async fn run_conformance(
+    name: &str,
+    program: &Path,
+    args: &[&str],
+    cwd: &Path,
+    env: &[(String, String)],
+) -> serde_json::Value {
     let mut p = Proc::spawn(name, program, args, cwd, env);
     let out = tokio::time::timeout(Duration::from_secs(150), async {
         let mut stdout = String::new();
@@ -91,7 +125,15 @@ pub async fn run_conformance(name: &str, program: &Path, args: &[&str], cwd: &Pa
     })
     .await;
     let log = std::fs::read_to_string(p.log()).unwrap_or_default();
-    let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = log
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     let Ok((stdout, status)) = out else {
         p.kill_group().await;
         panic!("{name} timed out; stderr tail:\n{tail}");
@@ -100,7 +142,9 @@ pub async fn run_conformance(name: &str, program: &Path, args: &[&str], cwd: &Pa
         .lines()
         .find_map(|l| l.strip_prefix("ADZE-RESULT "))
         .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-        .unwrap_or_else(|| panic!("{name} printed no ADZE-RESULT line (status {status:?}); stderr tail:\n{tail}"));
+        .unwrap_or_else(|| {
+            panic!("{name} printed no ADZE-RESULT line (status {status:?}); stderr tail:\n{tail}")
+        });
     assert!(
         status.is_some_and(|s| s.success()) && result["ok"] == true,
         "{name} failed: {result:#}\nstderr tail:\n{tail}"

@@ -2,7 +2,9 @@
 
 use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
 use adze_proto::v1::admin_service_client::AdminServiceClient;
-use adze_proto::v1::{CreateTaskOpts, CreateWorkflowVersionRequest, GetRunDetailsRequest, TriggerWorkflowRequest};
+use adze_proto::v1::{
+    CreateTaskOpts, CreateWorkflowVersionRequest, GetRunDetailsRequest, TriggerWorkflowRequest,
+};
 use adze_tests::TestEnv;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -48,11 +50,23 @@ async fn bad_input_is_refused_with_a_clear_message() {
 
     // A cycle, naming the tasks.
     let err = admin
-        .put_workflow(req(t, workflow("cyclic", vec![task("parse", &["save"]), task("save", &["parse"])])))
+        .put_workflow(req(
+            t,
+            workflow(
+                "cyclic",
+                vec![task("parse", &["save"]), task("save", &["parse"])],
+            ),
+        ))
         .await
         .expect_err("cycle must be refused");
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("cycle") && err.message().contains("parse") && err.message().contains("save"), "{}", err.message());
+    assert!(
+        err.message().contains("cycle")
+            && err.message().contains("parse")
+            && err.message().contains("save"),
+        "{}",
+        err.message()
+    );
 
     // An unknown parent, naming both.
     let err = admin
@@ -60,37 +74,75 @@ async fn bad_input_is_refused_with_a_clear_message() {
         .await
         .expect_err("unknown parent must be refused");
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("child") && err.message().contains("ghost"), "{}", err.message());
+    assert!(
+        err.message().contains("child") && err.message().contains("ghost"),
+        "{}",
+        err.message()
+    );
 
     // A bad timeout string.
     let mut bad_timeout = task("a", &[]);
     bad_timeout.timeout = "ten minutes".into();
-    let err = admin.put_workflow(req(t, workflow("timeouts", vec![bad_timeout]))).await.expect_err("bad timeout");
+    let err = admin
+        .put_workflow(req(t, workflow("timeouts", vec![bad_timeout])))
+        .await
+        .expect_err("bad timeout");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("timeout"), "{}", err.message());
 
     // Unknown workflow.
     let err = wf
-        .trigger_workflow(req(t, TriggerWorkflowRequest { name: "nope".into(), input: "{}".into(), ..Default::default() }))
+        .trigger_workflow(req(
+            t,
+            TriggerWorkflowRequest {
+                name: "nope".into(),
+                input: "{}".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .expect_err("unknown workflow");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("\"nope\""), "{}", err.message());
 
-    admin.put_workflow(req(t, workflow("ok", vec![task("a", &[])]))).await.expect("valid workflow registers");
+    admin
+        .put_workflow(req(t, workflow("ok", vec![task("a", &[])])))
+        .await
+        .expect("valid workflow registers");
 
     // Input that is not JSON.
     let err = wf
-        .trigger_workflow(req(t, TriggerWorkflowRequest { name: "ok".into(), input: "{not json".into(), ..Default::default() }))
+        .trigger_workflow(req(
+            t,
+            TriggerWorkflowRequest {
+                name: "ok".into(),
+                input: "{not json".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .expect_err("bad json");
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("not valid JSON"), "{}", err.message());
+    assert!(
+        err.message().contains("not valid JSON"),
+        "{}",
+        err.message()
+    );
 
     // A payload over the limit.
-    let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(adze_core::limits::MAX_PAYLOAD_BYTES));
+    let big = format!(
+        "{{\"blob\":\"{}\"}}",
+        "x".repeat(adze_core::limits::MAX_PAYLOAD_BYTES)
+    );
     let err = wf
-        .trigger_workflow(req(t, TriggerWorkflowRequest { name: "ok".into(), input: big, ..Default::default() }))
+        .trigger_workflow(req(
+            t,
+            TriggerWorkflowRequest {
+                name: "ok".into(),
+                input: big,
+                ..Default::default()
+            },
+        ))
         .await
         .expect_err("too large");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -98,12 +150,21 @@ async fn bad_input_is_refused_with_a_clear_message() {
 
     // Bad, forged and revoked tokens.
     let err = wf
-        .trigger_workflow(req("not-a-token", TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .trigger_workflow(req(
+            "not-a-token",
+            TriggerWorkflowRequest {
+                name: "ok".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .expect_err("bad token");
     assert_eq!(err.code(), Code::Unauthenticated);
     let err = wf
-        .trigger_workflow(Request::new(TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .trigger_workflow(Request::new(TriggerWorkflowRequest {
+            name: "ok".into(),
+            ..Default::default()
+        }))
         .await
         .expect_err("no token");
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -119,7 +180,13 @@ async fn bad_input_is_refused_with_a_clear_message() {
         })
         .expect("sign");
     let err = wf
-        .trigger_workflow(req(&forged, TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .trigger_workflow(req(
+            &forged,
+            TriggerWorkflowRequest {
+                name: "ok".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .expect_err("forged token");
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -129,10 +196,20 @@ async fn bad_input_is_refused_with_a_clear_message() {
         let keys = adze_runtime::token_keys(&env.common).expect("keys");
         keys.verify(&revoked).expect("valid").token_id
     };
-    wf.trigger_workflow(req(&revoked, TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
-        .await
-        .expect("token works before revocation");
-    assert!(adze_store::tenants::revoke_token(&env.pool, env.tenant_id, jti).await.expect("revoke"));
+    wf.trigger_workflow(req(
+        &revoked,
+        TriggerWorkflowRequest {
+            name: "ok".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("token works before revocation");
+    assert!(
+        adze_store::tenants::revoke_token(&env.pool, env.tenant_id, jti)
+            .await
+            .expect("revoke")
+    );
     // The revocation cache trusts an answer for a few seconds.
     adze_tests::wait_for("revoked token refused", std::time::Duration::from_secs(10), || {
         let mut wf = wf.clone();
@@ -148,30 +225,58 @@ async fn bad_input_is_refused_with_a_clear_message() {
 
     // Tenant isolation: tenant B cannot read tenant A's run.
     let run = wf
-        .trigger_workflow(req(t, TriggerWorkflowRequest { name: "ok".into(), input: "{}".into(), ..Default::default() }))
+        .trigger_workflow(req(
+            t,
+            TriggerWorkflowRequest {
+                name: "ok".into(),
+                input: "{}".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .expect("trigger")
         .into_inner()
         .workflow_run_id;
     admin
-        .get_run_details(req(t, GetRunDetailsRequest { external_id: run.clone() }))
+        .get_run_details(req(
+            t,
+            GetRunDetailsRequest {
+                external_id: run.clone(),
+            },
+        ))
         .await
         .expect("owner can read its run");
     let (_, other) = env.tenant("other").await;
     let err = admin
-        .get_run_details(req(&other, GetRunDetailsRequest { external_id: run.clone() }))
+        .get_run_details(req(
+            &other,
+            GetRunDetailsRequest {
+                external_id: run.clone(),
+            },
+        ))
         .await
         .expect_err("other tenant");
     assert_eq!(err.code(), Code::NotFound);
     // Nor trigger tenant A's workflow by name.
     let err = wf
-        .trigger_workflow(req(&other, TriggerWorkflowRequest { name: "ok".into(), ..Default::default() }))
+        .trigger_workflow(req(
+            &other,
+            TriggerWorkflowRequest {
+                name: "ok".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .expect_err("other tenant's workflow");
     assert_eq!(err.code(), Code::InvalidArgument);
     // A malformed run id.
     let err = admin
-        .get_run_details(req(t, GetRunDetailsRequest { external_id: "run-1".into() }))
+        .get_run_details(req(
+            t,
+            GetRunDetailsRequest {
+                external_id: "run-1".into(),
+            },
+        ))
         .await
         .expect_err("malformed id");
     assert_eq!(err.code(), Code::InvalidArgument);

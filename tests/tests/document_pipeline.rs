@@ -12,12 +12,18 @@ async fn document_pipeline_saves_and_answers() {
     let env = TestEnv::start().await;
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let worker = tokio::spawn(run_worker(env.client(), WorkerConfig::new(env.database_url.clone()), async move {
-        s.cancelled().await
-    }));
+    let worker = tokio::spawn(run_worker(
+        env.client(),
+        WorkerConfig::new(env.database_url.clone()),
+        async move { s.cancelled().await },
+    ));
     env.wait_workflow("document-pipeline").await;
 
-    let out: Value = env.client().run("document-pipeline", json!({"documentId": "doc-1"})).await.expect("run");
+    let out: Value = env
+        .client()
+        .run("document-pipeline", json!({"documentId": "doc-1"}))
+        .await
+        .expect("run");
     let resp = &out["build-response"];
     assert_eq!(resp["documentId"], "doc-1");
     assert_eq!(resp["title"], "Durable Execution");

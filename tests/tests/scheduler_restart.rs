@@ -15,7 +15,13 @@ fn scheduler(env: &TestEnv, n: usize) -> Proc {
     let mut e = env.child_env();
     e.push(("ADZE_SCHEDULER__LEASE_MS".into(), "2000".into()));
     e.push(("ADZE_SCHEDULER__TICK_MS".into(), "200".into()));
-    Proc::spawn(&format!("scheduler-{n}"), &bin("adze-scheduler"), &[], &adze_tests::repo_root(), &e)
+    Proc::spawn(
+        &format!("scheduler-{n}"),
+        &bin("adze-scheduler"),
+        &[],
+        &adze_tests::repo_root(),
+        &e,
+    )
 }
 
 async fn done(pool: &sqlx::PgPool) -> i64 {
@@ -41,7 +47,11 @@ async fn scheduler_killed_mid_load_loses_and_duplicates_nothing() {
     let first = wf.add_task(TaskDef::new("first", move |i: Value, ctx: Context| {
         let calls = c1.clone();
         async move {
-            *calls.lock().expect("lock").entry(ctx.task_run_id().to_string()).or_default() += 1;
+            *calls
+                .lock()
+                .expect("lock")
+                .entry(ctx.task_run_id().to_string())
+                .or_default() += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok::<_, TaskError>(json!({ "n": i["n"] }))
         }
@@ -51,7 +61,11 @@ async fn scheduler_killed_mid_load_loses_and_duplicates_nothing() {
         TaskDef::new("second", move |_i: Value, ctx: Context| {
             let calls = c2.clone();
             async move {
-                *calls.lock().expect("lock").entry(ctx.task_run_id().to_string()).or_default() += 1;
+                *calls
+                    .lock()
+                    .expect("lock")
+                    .entry(ctx.task_run_id().to_string())
+                    .or_default() += 1;
                 let f: Value = ctx.task_output("first")?;
                 Ok::<_, TaskError>(json!({ "n2": f["n"].as_i64().unwrap_or(0) * 2 }))
             }
@@ -59,14 +73,22 @@ async fn scheduler_killed_mid_load_loses_and_duplicates_nothing() {
         .parent(&first),
     );
     let stop = CancellationToken::new();
-    let worker = Worker::builder(env.client()).name("restart-worker").slots(8).workflow(wf).build().expect("worker");
+    let worker = Worker::builder(env.client())
+        .name("restart-worker")
+        .slots(8)
+        .workflow(wf)
+        .build()
+        .expect("worker");
     let s = stop.clone();
     let worker = tokio::spawn(worker.run(async move { s.cancelled().await }));
     env.wait_workflow("restart").await;
 
     let client = env.client();
     let inputs: Vec<Value> = (0..100).map(|n| json!({ "n": n })).collect();
-    let handles = client.bulk_run_no_wait("restart", inputs).await.expect("trigger");
+    let handles = client
+        .bulk_run_no_wait("restart", inputs)
+        .await
+        .expect("trigger");
 
     let pool = env.pool.clone();
     wait_for("some runs done", Duration::from_secs(60), || {
@@ -76,7 +98,10 @@ async fn scheduler_killed_mid_load_loses_and_duplicates_nothing() {
     .await;
     sched.kill_group().await;
     let at_kill = done(&env.pool).await;
-    assert!(at_kill < 100, "the kill must land mid-load (all {at_kill} were done)");
+    assert!(
+        at_kill < 100,
+        "the kill must land mid-load (all {at_kill} were done)"
+    );
     let mut sched2 = scheduler(&env, 2);
 
     wait_for("all 100 runs done", Duration::from_secs(90), || {

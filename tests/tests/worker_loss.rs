@@ -17,12 +17,21 @@ async fn killed_worker_task_completes_on_the_other_worker_once() {
         e.push(("ADZE_WORKER_SLOTS".into(), "2".into()));
         e
     };
-    let mut a = Proc::spawn("worker-a", &python(), &["worker_slots.py"], &dir, &worker_env("A"));
+    let mut a = Proc::spawn(
+        "worker-a",
+        &python(),
+        &["worker_slots.py"],
+        &dir,
+        &worker_env("A"),
+    );
     a.wait_line("READY", Duration::from_secs(60)).await;
     env.wait_workflow("conf-slots").await;
 
     let client = env.client();
-    let handle = client.run_no_wait("conf-slots", json!({"sleep_ms": 4000})).await.expect("trigger");
+    let handle = client
+        .run_no_wait("conf-slots", json!({"sleep_ms": 4000}))
+        .await
+        .expect("trigger");
     let pool = env.pool.clone();
     wait_for("the task runs on worker A", Duration::from_secs(30), || {
         let pool = pool.clone();
@@ -37,24 +46,40 @@ async fn killed_worker_task_completes_on_the_other_worker_once() {
     })
     .await;
 
-    let mut b = Proc::spawn("worker-b", &python(), &["worker_slots.py"], &dir, &worker_env("B"));
+    let mut b = Proc::spawn(
+        "worker-b",
+        &python(),
+        &["worker_slots.py"],
+        &dir,
+        &worker_env("B"),
+    );
     b.wait_line("READY", Duration::from_secs(60)).await;
     a.kill_group().await;
 
-    let out: Value = tokio::time::timeout(Duration::from_secs(60), handle.task_output::<Value>("work"))
-        .await
-        .expect("run finished in time")
-        .expect("run succeeded");
-    assert_eq!(out["worker"], "B", "the retried task ran on the surviving worker");
+    let out: Value =
+        tokio::time::timeout(Duration::from_secs(60), handle.task_output::<Value>("work"))
+            .await
+            .expect("run finished in time")
+            .expect("run succeeded");
+    assert_eq!(
+        out["worker"], "B",
+        "the retried task ran on the surviving worker"
+    );
 
     let rows = sqlx::query("SELECT attempt, status FROM task_attempts ORDER BY attempt")
         .fetch_all(&env.pool)
         .await
         .expect("attempts");
     let attempts: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(attempts, vec![(0, "lost".to_string()), (1, "succeeded".to_string())]);
+    assert_eq!(
+        attempts,
+        vec![(0, "lost".to_string()), (1, "succeeded".to_string())]
+    );
     let (status, finished): (String, bool) = {
-        let r = sqlx::query("SELECT status, finished_at IS NOT NULL FROM runs").fetch_one(&env.pool).await.expect("run");
+        let r = sqlx::query("SELECT status, finished_at IS NOT NULL FROM runs")
+            .fetch_one(&env.pool)
+            .await
+            .expect("run");
         (r.get(0), r.get(1))
     };
     assert_eq!((status.as_str(), finished), ("succeeded", true));

@@ -84,8 +84,9 @@ mod tests {
 
     #[test]
     fn round_trips_with_trace() {
-        let env = Envelope::new(Uuid::new_v4(), vec![1, 2, 3])
-            .with_trace(Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()));
+        let env = Envelope::new(Uuid::new_v4(), vec![1, 2, 3]).with_trace(Some(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        ));
         let (h, p) = env.encode().unwrap();
         let back: Envelope<Vec<i32>> = Envelope::decode(Some(&h), &p).unwrap();
         assert_eq!(back.body, vec![1, 2, 3]);

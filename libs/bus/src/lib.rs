@@ -131,7 +131,11 @@ impl Bus {
     }
 
     /// Publishes on core NATS (at most once; Postgres repairs what is lost).
-    pub async fn publish_core<T: Serialize>(&self, subject: String, env: &Envelope<T>) -> Result<()> {
+    pub async fn publish_core<T: Serialize>(
+        &self,
+        subject: String,
+        env: &Envelope<T>,
+    ) -> Result<()> {
         let (headers, payload) = env.encode()?;
         self.check_size(payload.len())?;
         self.client
@@ -182,6 +186,9 @@ impl Bus {
 }
 
 /// Decodes a received message into an envelope.
-pub fn decode<T: DeserializeOwned>(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Envelope<T>> {
+pub fn decode<T: DeserializeOwned>(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<Envelope<T>> {
     Envelope::decode(headers, payload)
 }

@@ -23,7 +23,10 @@ impl Subjects {
 
     /// JetStream stream holding scheduler events (work-queue retention).
     pub fn events_stream(&self) -> String {
-        format!("{}_EVENTS", self.prefix.replace(['.', '-'], "_").to_uppercase())
+        format!(
+            "{}_EVENTS",
+            self.prefix.replace(['.', '-'], "_").to_uppercase()
+        )
     }
 
     /// Subject of one tenant's scheduler events.

@@ -31,7 +31,11 @@ impl RetryPolicy {
         let Some(factor) = self.backoff_factor.filter(|f| f.is_finite() && *f > 0.0) else {
             return Duration::ZERO;
         };
-        let cap = f64::from(self.backoff_max_seconds.unwrap_or(DEFAULT_MAX_SECONDS).max(0));
+        let cap = f64::from(
+            self.backoff_max_seconds
+                .unwrap_or(DEFAULT_MAX_SECONDS)
+                .max(0),
+        );
         let exp = failures.clamp(1, 64) - 1;
         let secs = factor.powi(exp).min(cap);
         Duration::from_secs_f64(secs.max(0.0))

@@ -129,7 +129,10 @@ impl WorkflowSpec {
             if t.retry.max_retries < 0 {
                 return Err(bad("retries must not be negative"));
             }
-            if t.retry.backoff_factor.is_some_and(|f| !f.is_finite() || f < 0.0) {
+            if t.retry
+                .backoff_factor
+                .is_some_and(|f| !f.is_finite() || f < 0.0)
+            {
                 return Err(bad("backoff_factor must be a non-negative number"));
             }
             if t.retry.backoff_max_seconds.is_some_and(|s| s < 0) {

@@ -79,8 +79,10 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)?;
-        let tenant_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::BadClaim("sub"))?;
-        let token_id = Uuid::parse_str(&data.claims.jti).map_err(|_| TokenError::BadClaim("jti"))?;
+        let tenant_id =
+            Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::BadClaim("sub"))?;
+        let token_id =
+            Uuid::parse_str(&data.claims.jti).map_err(|_| TokenError::BadClaim("jti"))?;
         Ok(TokenIdentity {
             tenant_id,
             token_id,
@@ -116,9 +118,13 @@ mod tests {
     #[test]
     fn rejects_other_key_and_expired() {
         let keys = TokenKeys::new(b"secret").unwrap();
-        let token = keys.sign(&claims(chrono::Utc::now().timestamp() + 60)).unwrap();
+        let token = keys
+            .sign(&claims(chrono::Utc::now().timestamp() + 60))
+            .unwrap();
         assert!(TokenKeys::new(b"other").unwrap().verify(&token).is_err());
-        let old = keys.sign(&claims(chrono::Utc::now().timestamp() - 3600)).unwrap();
+        let old = keys
+            .sign(&claims(chrono::Utc::now().timestamp() - 3600))
+            .unwrap();
         assert!(keys.verify(&old).is_err());
     }
 }

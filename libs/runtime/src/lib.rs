@@ -144,7 +144,10 @@ impl Loaded {
     }
 
     /// A service's section (`[ingest]`, `ADZE_INGEST__…`), defaults where absent.
-    pub fn section<T: DeserializeOwned + Default + Serialize>(&self, name: &str) -> anyhow::Result<T> {
+    pub fn section<T: DeserializeOwned + Default + Serialize>(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<T> {
         Figment::from(Serialized::defaults(T::default()))
             .merge(self.figment.focus(name))
             .extract()
@@ -182,7 +185,12 @@ pub fn token_keys(common: &Common) -> anyhow::Result<TokenKeys> {
 pub async fn connect(common: &Common) -> anyhow::Result<Shared> {
     let pool = adze_store::connect(&common.database_url, common.db_max_connections)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to Postgres at {}: {e}", redact(&common.database_url)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to Postgres at {}: {e}",
+                redact(&common.database_url)
+            )
+        })?;
     let bus = Bus::connect(&common.nats_url, &common.prefix).await?;
     let auth = Arc::new(Authenticator::new(token_keys(common)?, pool.clone()));
     Ok(Shared { pool, bus, auth })
@@ -240,7 +248,10 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     adze_telemetry::init(role);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("adze-{role}: cannot start the runtime: {e}");
@@ -278,7 +289,8 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let stop = shutdown.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
     tokio::select! {
         res = server => res?,
         _ = async {

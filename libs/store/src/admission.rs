@@ -56,7 +56,10 @@ struct Candidate {
 }
 
 /// Workers that are connected, recently heard from, and have free slots.
-async fn free_workers(conn: &mut PgConnection, heartbeat_timeout_ms: i64) -> Result<Vec<FreeWorker>> {
+async fn free_workers(
+    conn: &mut PgConnection,
+    heartbeat_timeout_ms: i64,
+) -> Result<Vec<FreeWorker>> {
     let rows = sqlx::query(
         r#"SELECT w.tenant_id, w.id, w.actions, w.slots - COALESCE(u.used, 0) AS free
            FROM workers w
@@ -87,11 +90,18 @@ async fn free_workers(conn: &mut PgConnection, heartbeat_timeout_ms: i64) -> Res
 
 /// Ready tasks whose action some free worker of the same tenant serves, oldest first,
 /// locked for this transaction (others skip them).
-async fn candidates(conn: &mut PgConnection, workers: &[FreeWorker], limit: i64) -> Result<Vec<Candidate>> {
+async fn candidates(
+    conn: &mut PgConnection,
+    workers: &[FreeWorker],
+    limit: i64,
+) -> Result<Vec<Candidate>> {
     let mut tenants: Vec<Uuid> = workers.iter().map(|w| w.tenant_id).collect();
     tenants.sort();
     tenants.dedup();
-    let mut actions: Vec<&str> = workers.iter().flat_map(|w| w.actions.iter().map(String::as_str)).collect();
+    let mut actions: Vec<&str> = workers
+        .iter()
+        .flat_map(|w| w.actions.iter().map(String::as_str))
+        .collect();
     actions.sort();
     actions.dedup();
     let rows = sqlx::query(
@@ -123,7 +133,10 @@ fn matchmake(candidates: Vec<Candidate>, mut workers: Vec<FreeWorker>) -> Vec<(C
     let mut by_action: HashMap<(Uuid, &str), Vec<usize>> = HashMap::new();
     for (i, w) in workers.iter().enumerate() {
         for a in &w.actions {
-            by_action.entry((w.tenant_id, a.as_str())).or_default().push(i);
+            by_action
+                .entry((w.tenant_id, a.as_str()))
+                .or_default()
+                .push(i);
         }
     }
     let by_action: HashMap<(Uuid, String), Vec<usize>> = by_action
@@ -151,7 +164,11 @@ fn matchmake(candidates: Vec<Candidate>, mut workers: Vec<FreeWorker>) -> Vec<(C
 /// Admits up to `limit` ready tasks: assigns each to a worker with a free slot and
 /// returns the assignments with their action payloads. Call inside a transaction and
 /// publish the assignments only after it commits.
-pub async fn admit(conn: &mut PgConnection, limit: i64, heartbeat_timeout_ms: i64) -> Result<Vec<Assignment>> {
+pub async fn admit(
+    conn: &mut PgConnection,
+    limit: i64,
+    heartbeat_timeout_ms: i64,
+) -> Result<Vec<Assignment>> {
     let workers = free_workers(conn, heartbeat_timeout_ms).await?;
     if workers.is_empty() {
         return Ok(Vec::new());
@@ -171,7 +188,11 @@ async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Resul
     let tenants: Vec<Uuid> = matched.iter().map(|(c, _)| c.tenant_id).collect();
     let tasks: Vec<Uuid> = matched.iter().map(|(c, _)| c.id).collect();
     let workers: Vec<Uuid> = matched.iter().map(|(_, w)| *w).collect();
-    let allowed: Vec<&str> = TaskEvent::Assigned.allowed_from().iter().map(|s| s.as_str()).collect();
+    let allowed: Vec<&str> = TaskEvent::Assigned
+        .allowed_from()
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
     let rows = sqlx::query(
         r#"WITH m AS (SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id)),
            upd AS (

@@ -65,7 +65,8 @@ impl Authenticator {
         let live = match cached {
             Some((live, _)) => live,
             None => {
-                let live = crate::tenants::token_is_live(&self.pool, id.tenant_id, id.token_id).await?;
+                let live =
+                    crate::tenants::token_is_live(&self.pool, id.tenant_id, id.token_id).await?;
                 if let Ok(mut c) = self.cache.lock() {
                     if c.len() > 10_000 {
                         c.clear();
@@ -75,14 +76,21 @@ impl Authenticator {
                 live
             }
         };
-        if live { Ok(id) } else { Err(AuthError::Revoked) }
+        if live {
+            Ok(id)
+        } else {
+            Err(AuthError::Revoked)
+        }
     }
 }
 
 /// The token of a `Bearer <token>` header value.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

@@ -150,7 +150,11 @@ pub struct RunView {
 }
 
 /// Reads a run of the tenant; `None` if it does not exist for this tenant.
-pub async fn get_run(db: impl PgExecutor<'_>, tenant_id: Uuid, run_id: Uuid) -> Result<Option<RunView>> {
+pub async fn get_run(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    run_id: Uuid,
+) -> Result<Option<RunView>> {
     let mut runs = get_runs(db, &[(tenant_id, run_id)]).await?;
     Ok(runs.pop())
 }
@@ -234,7 +238,11 @@ pub async fn put_log(
 }
 
 /// Looks up which run and tenant-scoped task a task id belongs to.
-pub async fn task_run(db: impl PgExecutor<'_>, tenant_id: Uuid, task_id: Uuid) -> Result<Option<Uuid>> {
+pub async fn task_run(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    task_id: Uuid,
+) -> Result<Option<Uuid>> {
     let row = sqlx::query("SELECT run_id FROM tasks WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(task_id)

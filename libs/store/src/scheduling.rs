@@ -159,7 +159,12 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
 }
 
 /// Decrements the parent count of `parent`'s children; those reaching zero are queued.
-async fn release_children(conn: &mut PgConnection, tenant_id: Uuid, run_id: Uuid, parent: &str) -> Result<()> {
+async fn release_children(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    parent: &str,
+) -> Result<()> {
     sqlx::query(
         r#"UPDATE tasks SET
              pending_parents = pending_parents - 1,
@@ -178,7 +183,12 @@ async fn release_children(conn: &mut PgConnection, tenant_id: Uuid, run_id: Uuid
 }
 
 /// Cancels every pending task downstream of a task that failed for good.
-async fn cancel_descendants(conn: &mut PgConnection, tenant_id: Uuid, run_id: Uuid, failed: &str) -> Result<()> {
+async fn cancel_descendants(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    failed: &str,
+) -> Result<()> {
     sqlx::query(
         r#"UPDATE tasks SET status = 'cancelled', finished_at = now(), wait_reason = NULL,
              error = 'not run: upstream task "' || $3 || '" failed'
@@ -194,7 +204,11 @@ async fn cancel_descendants(conn: &mut PgConnection, tenant_id: Uuid, run_id: Uu
 }
 
 /// The live attempts held by a worker, as `WorkerLost` events to apply.
-pub async fn tasks_of_worker(conn: &mut PgConnection, tenant_id: Uuid, worker_id: Uuid) -> Result<Vec<TaskEventRow>> {
+pub async fn tasks_of_worker(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    worker_id: Uuid,
+) -> Result<Vec<TaskEventRow>> {
     let rows = sqlx::query(
         "SELECT id, attempt FROM tasks WHERE worker_id = $2 AND tenant_id = $1 AND status IN ('assigned', 'running')",
     )
@@ -230,7 +244,10 @@ pub struct FinishedRun {
 
 /// Re-derives the status of the given runs and finalises those whose tasks are all
 /// terminal. A run is finalised once: the update is guarded on a non-final status.
-pub async fn finalize_runs(conn: &mut PgConnection, runs: &[(Uuid, Uuid)]) -> Result<Vec<FinishedRun>> {
+pub async fn finalize_runs(
+    conn: &mut PgConnection,
+    runs: &[(Uuid, Uuid)],
+) -> Result<Vec<FinishedRun>> {
     if runs.is_empty() {
         return Ok(Vec::new());
     }
@@ -251,7 +268,10 @@ pub async fn finalize_runs(conn: &mut PgConnection, runs: &[(Uuid, Uuid)]) -> Re
     let mut finished = Vec::new();
     for r in rows {
         let sts: Vec<String> = r.try_get("statuses")?;
-        let parsed = sts.iter().map(|s| parse_status(s)).collect::<Result<Vec<_>>>()?;
+        let parsed = sts
+            .iter()
+            .map(|s| parse_status(s))
+            .collect::<Result<Vec<_>>>()?;
         let status = RunStatus::derive(parsed);
         if status.is_terminal() {
             finished.push(FinishedRun {

@@ -64,7 +64,11 @@ pub async fn insert_token(
 }
 
 /// Whether the token is known and not revoked.
-pub async fn token_is_live(db: impl PgExecutor<'_>, tenant_id: Uuid, token_id: Uuid) -> Result<bool> {
+pub async fn token_is_live(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    token_id: Uuid,
+) -> Result<bool> {
     Ok(sqlx::query(
         "SELECT 1 FROM api_tokens WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND expires_at > now()",
     )
@@ -76,7 +80,11 @@ pub async fn token_is_live(db: impl PgExecutor<'_>, tenant_id: Uuid, token_id: U
 }
 
 /// Revokes a token. Returns false if no such live token.
-pub async fn revoke_token(db: impl PgExecutor<'_>, tenant_id: Uuid, token_id: Uuid) -> Result<bool> {
+pub async fn revoke_token(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    token_id: Uuid,
+) -> Result<bool> {
     Ok(sqlx::query(
         "UPDATE api_tokens SET revoked_at = now() WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
     )

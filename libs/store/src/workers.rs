@@ -65,7 +65,11 @@ pub async fn set_status(
 }
 
 /// A worker's status, if it exists for the tenant.
-pub async fn status(db: impl PgExecutor<'_>, tenant_id: Uuid, worker_id: Uuid) -> Result<Option<String>> {
+pub async fn status(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    worker_id: Uuid,
+) -> Result<Option<String>> {
     let row = sqlx::query("SELECT status FROM workers WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(worker_id)
@@ -75,7 +79,11 @@ pub async fn status(db: impl PgExecutor<'_>, tenant_id: Uuid, worker_id: Uuid) -
 }
 
 /// Records heartbeats of many workers in one statement.
-pub async fn record_heartbeats(db: impl PgExecutor<'_>, tenants: &[Uuid], workers: &[Uuid]) -> Result<()> {
+pub async fn record_heartbeats(
+    db: impl PgExecutor<'_>,
+    tenants: &[Uuid],
+    workers: &[Uuid],
+) -> Result<()> {
     if workers.is_empty() {
         return Ok(());
     }

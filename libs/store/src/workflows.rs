@@ -38,7 +38,11 @@ pub struct WorkflowVersion {
 
 /// Registers `spec` (already validated) for the tenant. Returns the workflow and
 /// version ids; an identical definition reuses the latest version.
-pub async fn put_workflow(pool: &PgPool, tenant_id: Uuid, spec: &WorkflowSpec) -> Result<(Uuid, Uuid)> {
+pub async fn put_workflow(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    spec: &WorkflowSpec,
+) -> Result<(Uuid, Uuid)> {
     let definition = serde_json::to_value(spec).map_err(|e| Error::Corrupt(e.to_string()))?;
     let mut tx = pool.begin().await?;
     sqlx::query(

@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 pub fn init(service: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("ADZE_LOG_JSON").is_ok_and(|v| v == "1");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let res = if json {
         builder.json().try_init()
     } else {
@@ -37,7 +39,10 @@ pub fn child_traceparent(parent: &str) -> Option<String> {
         return None;
     }
     let span: u64 = rand::rng().random::<u64>() | 1;
-    Some(format!("{}-{}-{span:016x}-{}", parts[0], parts[1], parts[3]))
+    Some(format!(
+        "{}-{}-{span:016x}-{}",
+        parts[0], parts[1], parts[3]
+    ))
 }
 
 /// The trace id of a `traceparent`, for log fields.

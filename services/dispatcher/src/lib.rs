@@ -65,7 +65,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts the background tasks (heartbeat writer, result hub) and builds the router.
     /// Background tasks stop when `shutdown` is cancelled.
-    pub async fn start(config: &Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn start(
+        config: &Config,
+        deps: Deps,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         deps.bus.ensure_streams().await?;
         let id = format!("dispatcher-{}", uuid::Uuid::new_v4());
         let tasks = TaskTracker::new();
@@ -79,8 +83,15 @@ impl Dispatcher {
             shutdown.clone(),
         ));
         // Critical for result delivery, but self-healing: the poller covers lost notices.
-        let notices = deps.bus.subscribe(deps.bus.subjects().runs_finished_wildcard()).await?;
-        tasks.spawn(results::follow_notices(hub.clone(), notices, shutdown.clone()));
+        let notices = deps
+            .bus
+            .subscribe(deps.bus.subjects().runs_finished_wildcard())
+            .await?;
+        tasks.spawn(results::follow_notices(
+            hub.clone(),
+            notices,
+            shutdown.clone(),
+        ));
         tasks.spawn(results::poll_pending(
             hub.clone(),
             Duration::from_millis(config.result_poll_ms),

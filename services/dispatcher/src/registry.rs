@@ -1,8 +1,8 @@
 //! Workers connected to this dispatcher, and the heartbeat buffer.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -41,7 +41,9 @@ impl Registry {
     /// Records a new stream for `worker`, ending any older one. Returns its generation
     /// and the token that ends it.
     pub(crate) fn connect(&self, tenant_id: Uuid, worker: Uuid) -> (u64, CancellationToken) {
-        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let closed = CancellationToken::new();
         let old = self.conns.lock().ok().and_then(|mut c| {
             c.insert(
@@ -64,7 +66,10 @@ impl Registry {
         let Ok(mut conns) = self.conns.lock() else {
             return false;
         };
-        if conns.get(&worker).is_some_and(|c| c.generation == generation) {
+        if conns
+            .get(&worker)
+            .is_some_and(|c| c.generation == generation)
+        {
             conns.remove(&worker);
             true
         } else {
@@ -87,7 +92,10 @@ impl Registry {
     }
 
     fn take_beats(&self) -> HashMap<Uuid, Uuid> {
-        self.beats.lock().map(|mut b| std::mem::take(&mut *b)).unwrap_or_default()
+        self.beats
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
     }
 }
 

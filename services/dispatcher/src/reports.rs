@@ -11,13 +11,21 @@ use uuid::Uuid;
 /// that change nothing (acknowledged, unknown).
 pub(crate) fn to_event(r: &StepActionEvent) -> Result<Option<(SchedulerEvent, String)>, Status> {
     let task_id = Uuid::parse_str(&r.task_run_external_id).map_err(|_| {
-        Status::invalid_argument(format!("task_run_external_id {:?} is not a UUID", r.task_run_external_id))
+        Status::invalid_argument(format!(
+            "task_run_external_id {:?} is not a UUID",
+            r.task_run_external_id
+        ))
     })?;
     let attempt = r.retry_count.unwrap_or(0);
-    let kind = StepActionEventType::try_from(r.event_type).unwrap_or(StepActionEventType::StepEventTypeUnknown);
+    let kind = StepActionEventType::try_from(r.event_type)
+        .unwrap_or(StepActionEventType::StepEventTypeUnknown);
     let event = match kind {
-        StepActionEventType::StepEventTypeStarted => SchedulerEvent::TaskStarted { task_id, attempt },
-        StepActionEventType::StepEventTypeCompleted => completed(task_id, attempt, &r.event_payload),
+        StepActionEventType::StepEventTypeStarted => {
+            SchedulerEvent::TaskStarted { task_id, attempt }
+        }
+        StepActionEventType::StepEventTypeCompleted => {
+            completed(task_id, attempt, &r.event_payload)
+        }
         StepActionEventType::StepEventTypeFailed => SchedulerEvent::TaskFailed {
             task_id,
             attempt,
@@ -86,14 +94,43 @@ mod tests {
 
     #[test]
     fn completion_payloads() {
-        let (e, id) = to_event(&ev(StepActionEventType::StepEventTypeCompleted, r#"{"a":1}"#)).unwrap().unwrap();
-        assert!(matches!(e, SchedulerEvent::TaskCompleted { attempt: 2, .. }));
+        let (e, id) = to_event(&ev(
+            StepActionEventType::StepEventTypeCompleted,
+            r#"{"a":1}"#,
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(matches!(
+            e,
+            SchedulerEvent::TaskCompleted { attempt: 2, .. }
+        ));
         assert!(id.ends_with(":2:STEP_EVENT_TYPE_COMPLETED"));
-        let (e, _) = to_event(&ev(StepActionEventType::StepEventTypeCompleted, "")).unwrap().unwrap();
-        assert!(matches!(e, SchedulerEvent::TaskCompleted { output: Value::Null, .. }));
-        let (e, _) = to_event(&ev(StepActionEventType::StepEventTypeCompleted, "{nope")).unwrap().unwrap();
-        assert!(matches!(e, SchedulerEvent::TaskFailed { non_retryable: true, .. }));
-        let (e, _) = to_event(&ev(StepActionEventType::StepEventTypeCompleted, r#""a\u0000b""#)).unwrap().unwrap();
+        let (e, _) = to_event(&ev(StepActionEventType::StepEventTypeCompleted, ""))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            e,
+            SchedulerEvent::TaskCompleted {
+                output: Value::Null,
+                ..
+            }
+        ));
+        let (e, _) = to_event(&ev(StepActionEventType::StepEventTypeCompleted, "{nope"))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            e,
+            SchedulerEvent::TaskFailed {
+                non_retryable: true,
+                ..
+            }
+        ));
+        let (e, _) = to_event(&ev(
+            StepActionEventType::StepEventTypeCompleted,
+            r#""a\u0000b""#,
+        ))
+        .unwrap()
+        .unwrap();
         assert!(matches!(e, SchedulerEvent::TaskFailed { .. }));
     }
 
@@ -113,6 +150,9 @@ mod tests {
             }
         );
         r.task_run_external_id = "x".into();
-        assert_eq!(to_event(&r).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            to_event(&r).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

@@ -19,10 +19,12 @@ use uuid::Uuid;
 
 type Sink = mpsc::Sender<Result<WorkflowRunEvent, tonic::Status>>;
 
+/// (tenant, run) → waiting streams, each with its stream id for de-duplication.
+type Waiting = HashMap<(Uuid, Uuid), Vec<(u64, Sink)>>;
+
 pub(crate) struct Hub {
     pool: PgPool,
-    /// (tenant, run) → waiting streams, each with its stream id for de-duplication.
-    waiting: Mutex<HashMap<(Uuid, Uuid), Vec<(u64, Sink)>>>,
+    waiting: Mutex<Waiting>,
 }
 
 /// The FINISHED event of a terminal run: one result per task.
@@ -43,8 +45,12 @@ pub(crate) fn finished_event(run: &RunView) -> WorkflowRunEvent {
                     .error
                     .clone()
                     .filter(|_| matches!(t.status, TaskStatus::Failed | TaskStatus::Cancelled)),
-                output: (t.status == TaskStatus::Succeeded)
-                    .then(|| t.output.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "null".into())),
+                output: (t.status == TaskStatus::Succeeded).then(|| {
+                    t.output
+                        .as_ref()
+                        .map(|o| o.to_string())
+                        .unwrap_or_else(|| "null".into())
+                }),
             })
             .collect(),
     }
@@ -62,7 +68,9 @@ impl Hub {
     /// answered (the notice may have come before the subscription).
     pub(crate) async fn subscribe(&self, tenant_id: Uuid, run_id: Uuid, stream: u64, sink: Sink) {
         {
-            let Ok(mut w) = self.waiting.lock() else { return };
+            let Ok(mut w) = self.waiting.lock() else {
+                return;
+            };
             let list = w.entry((tenant_id, run_id)).or_default();
             if list.iter().any(|(s, _)| *s == stream) {
                 return;
@@ -102,10 +110,15 @@ impl Hub {
     }
 
     fn pending(&self) -> Vec<(Uuid, Uuid)> {
-        self.waiting.lock().map(|w| {
-            w.iter().filter(|(_, v)| v.iter().any(|(_, s)| !s.is_closed())).map(|(k, _)| *k).collect()
-        })
-        .unwrap_or_default()
+        self.waiting
+            .lock()
+            .map(|w| {
+                w.iter()
+                    .filter(|(_, v)| v.iter().any(|(_, s)| !s.is_closed()))
+                    .map(|(k, _)| *k)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Drops waiters whose streams have closed.
@@ -120,7 +133,11 @@ impl Hub {
 }
 
 /// Follows finished-run notices from the scheduler.
-pub(crate) async fn follow_notices(hub: Arc<Hub>, mut notices: Subscriber, shutdown: CancellationToken) {
+pub(crate) async fn follow_notices(
+    hub: Arc<Hub>,
+    mut notices: Subscriber,
+    shutdown: CancellationToken,
+) {
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -41,7 +41,8 @@ fn store_status(e: adze_store::Error) -> Status {
 }
 
 fn parse_worker(s: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(s).map_err(|_| Status::invalid_argument(format!("worker_id {s:?} is not a UUID")))
+    Uuid::parse_str(s)
+        .map_err(|_| Status::invalid_argument(format!("worker_id {s:?} is not a UUID")))
 }
 
 fn to_assigned(tenant_id: Uuid, a: ActionMessage) -> AssignedAction {
@@ -72,20 +73,37 @@ fn to_assigned(tenant_id: Uuid, a: ActionMessage) -> AssignedAction {
 
 impl DispatcherApi {
     async fn who<T>(&self, req: &Request<T>) -> Result<TokenIdentity, Status> {
-        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        self.deps.auth.authenticate(header).await.map_err(|e| match e {
-            adze_store::auth::AuthError::Store(e) => store_status(e),
-            other => Status::unauthenticated(other.to_string()),
-        })
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.deps
+            .auth
+            .authenticate(header)
+            .await
+            .map_err(|e| match e {
+                adze_store::auth::AuthError::Store(e) => store_status(e),
+                other => Status::unauthenticated(other.to_string()),
+            })
     }
 
     /// Opens the action stream of a worker (`Listen` and `ListenV2` behave alike).
-    async fn open_stream(&self, req: Request<WorkerListenRequest>) -> Result<BoxStream<AssignedAction>, Status> {
+    async fn open_stream(
+        &self,
+        req: Request<WorkerListenRequest>,
+    ) -> Result<BoxStream<AssignedAction>, Status> {
         let who = self.who(&req).await?;
         let worker = parse_worker(&req.get_ref().worker_id)?;
         let pool = &self.deps.pool;
-        match adze_store::workers::status(pool, who.tenant_id, worker).await.map_err(store_status)? {
-            None => return Err(Status::not_found(format!("worker {worker} is not registered"))),
+        match adze_store::workers::status(pool, who.tenant_id, worker)
+            .await
+            .map_err(store_status)?
+        {
+            None => {
+                return Err(Status::not_found(format!(
+                    "worker {worker} is not registered"
+                )));
+            }
             Some(s) if s == "inactive" => {
                 return Err(Status::not_found(format!(
                     "worker {worker} was declared lost and its tasks retried; register again"
@@ -102,8 +120,17 @@ impl DispatcherApi {
         adze_store::workers::set_status(pool, who.tenant_id, worker, "active", self.registry.id())
             .await
             .map_err(store_status)?;
-        let ready = Envelope::new(who.tenant_id, SchedulerEvent::WorkerReady { worker_id: worker });
-        if let Err(e) = bus.publish_event(&ready, &format!("ready:{worker}:{generation}:{}", self.registry.id())).await {
+        let ready = Envelope::new(
+            who.tenant_id,
+            SchedulerEvent::WorkerReady { worker_id: worker },
+        );
+        if let Err(e) = bus
+            .publish_event(
+                &ready,
+                &format!("ready:{worker}:{generation}:{}", self.registry.id()),
+            )
+            .await
+        {
             tracing::warn!(error = %e, "could not announce the worker; the scheduler tick will find it");
         }
         tracing::info!(%worker, tenant = %who.tenant_id, "worker listening");
@@ -135,7 +162,15 @@ impl DispatcherApi {
             // lost after a grace period unless it reconnects.
             if registry.disconnect(worker, generation) {
                 let dispatcher = registry.id().to_string();
-                if let Err(e) = adze_store::workers::set_status(&pool, tenant_id, worker, "disconnected", &dispatcher).await {
+                if let Err(e) = adze_store::workers::set_status(
+                    &pool,
+                    tenant_id,
+                    worker,
+                    "disconnected",
+                    &dispatcher,
+                )
+                .await
+                {
                     tracing::warn!(error = %e, %worker, "could not mark the worker disconnected");
                 }
                 tracing::info!(%worker, "worker stream closed");
@@ -147,7 +182,10 @@ impl DispatcherApi {
 
 #[tonic::async_trait]
 impl Dispatcher for DispatcherApi {
-    async fn register(&self, req: Request<WorkerRegisterRequest>) -> Result<Response<WorkerRegisterResponse>, Status> {
+    async fn register(
+        &self,
+        req: Request<WorkerRegisterRequest>,
+    ) -> Result<Response<WorkerRegisterResponse>, Status> {
         let who = self.who(&req).await?;
         let r = req.into_inner();
         if r.worker_name.trim().is_empty() {
@@ -160,12 +198,16 @@ impl Dispatcher for DispatcherApi {
             .or(r.slots)
             .unwrap_or(DEFAULT_SLOTS);
         if slots <= 0 {
-            return Err(Status::invalid_argument(format!("slots must be positive, got {slots}")));
+            return Err(Status::invalid_argument(format!(
+                "slots must be positive, got {slots}"
+            )));
         }
         let sdk = r.runtime_info.as_ref().map(|i| {
             format!(
                 "{} {}",
-                Sdks::try_from(i.language.unwrap_or(0)).map(|l| l.as_str_name()).unwrap_or("UNKNOWN"),
+                Sdks::try_from(i.language.unwrap_or(0))
+                    .map(|l| l.as_str_name())
+                    .unwrap_or("UNKNOWN"),
                 i.sdk_version.clone().unwrap_or_default()
             )
         });
@@ -192,17 +234,26 @@ impl Dispatcher for DispatcherApi {
 
     type ListenStream = BoxStream<AssignedAction>;
 
-    async fn listen(&self, req: Request<WorkerListenRequest>) -> Result<Response<Self::ListenStream>, Status> {
+    async fn listen(
+        &self,
+        req: Request<WorkerListenRequest>,
+    ) -> Result<Response<Self::ListenStream>, Status> {
         Ok(Response::new(self.open_stream(req).await?))
     }
 
     type ListenV2Stream = BoxStream<AssignedAction>;
 
-    async fn listen_v2(&self, req: Request<WorkerListenRequest>) -> Result<Response<Self::ListenV2Stream>, Status> {
+    async fn listen_v2(
+        &self,
+        req: Request<WorkerListenRequest>,
+    ) -> Result<Response<Self::ListenV2Stream>, Status> {
         Ok(Response::new(self.open_stream(req).await?))
     }
 
-    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         let who = self.who(&req).await?;
         let worker = parse_worker(&req.get_ref().worker_id)?;
         if !self.registry.is_connected(who.tenant_id, worker) {
@@ -212,7 +263,11 @@ impl Dispatcher for DispatcherApi {
                 .map_err(store_status)?
                 .as_deref()
             {
-                None | Some("inactive") => return Err(Status::not_found(format!("worker {worker} is not registered"))),
+                None | Some("inactive") => {
+                    return Err(Status::not_found(format!(
+                        "worker {worker} is not registered"
+                    )));
+                }
                 Some("disconnected") => {
                     return Err(Status::failed_precondition(format!(
                         "worker {worker} has no open listen stream; reconnect"
@@ -239,15 +294,23 @@ impl Dispatcher for DispatcherApi {
         tokio::spawn(async move {
             while let Some(Ok(r)) = inbound.next().await {
                 match Uuid::parse_str(&r.workflow_run_id) {
-                    Ok(run) => hub.subscribe(who.tenant_id, run, stream_id, tx.clone()).await,
-                    Err(_) => tracing::warn!(run = %r.workflow_run_id, "ignoring a subscription to a non-UUID run id"),
+                    Ok(run) => {
+                        hub.subscribe(who.tenant_id, run, stream_id, tx.clone())
+                            .await
+                    }
+                    Err(_) => {
+                        tracing::warn!(run = %r.workflow_run_id, "ignoring a subscription to a non-UUID run id")
+                    }
                 }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn send_step_action_event(&self, req: Request<StepActionEvent>) -> Result<Response<ActionEventResponse>, Status> {
+    async fn send_step_action_event(
+        &self,
+        req: Request<StepActionEvent>,
+    ) -> Result<Response<ActionEventResponse>, Status> {
         let who = self.who(&req).await?;
         let r = req.get_ref();
         if let Some((event, id)) = reports::to_event(r)? {
@@ -265,19 +328,31 @@ impl Dispatcher for DispatcherApi {
         }))
     }
 
-    async fn unsubscribe(&self, req: Request<WorkerUnsubscribeRequest>) -> Result<Response<WorkerUnsubscribeResponse>, Status> {
+    async fn unsubscribe(
+        &self,
+        req: Request<WorkerUnsubscribeRequest>,
+    ) -> Result<Response<WorkerUnsubscribeResponse>, Status> {
         let who = self.who(&req).await?;
         let worker = parse_worker(&req.get_ref().worker_id)?;
-        adze_store::workers::set_status(&self.deps.pool, who.tenant_id, worker, "disconnected", self.registry.id())
-            .await
-            .map_err(store_status)?;
+        adze_store::workers::set_status(
+            &self.deps.pool,
+            who.tenant_id,
+            worker,
+            "disconnected",
+            self.registry.id(),
+        )
+        .await
+        .map_err(store_status)?;
         Ok(Response::new(WorkerUnsubscribeResponse {
             tenant_id: who.tenant_id.to_string(),
             worker_id: worker.to_string(),
         }))
     }
 
-    async fn get_version(&self, req: Request<GetVersionRequest>) -> Result<Response<GetVersionResponse>, Status> {
+    async fn get_version(
+        &self,
+        req: Request<GetVersionRequest>,
+    ) -> Result<Response<GetVersionResponse>, Status> {
         self.who(&req).await?;
         Ok(Response::new(GetVersionResponse {
             version: ENGINE_VERSION.to_string(),

@@ -28,13 +28,22 @@ fn unsupported(workflow: &str, what: &str) -> Status {
     ))
 }
 
-fn parse_timeout(workflow: &str, task: &str, field: &str, text: &str) -> Result<Option<i64>, Status> {
+fn parse_timeout(
+    workflow: &str,
+    task: &str,
+    field: &str,
+    text: &str,
+) -> Result<Option<i64>, Status> {
     if text.trim().is_empty() {
         return Ok(None);
     }
     duration::parse(text)
         .map(|d| Some(d.as_millis() as i64))
-        .map_err(|e| Status::invalid_argument(format!("workflow {workflow:?}: task {task:?}: {field}: {e}")))
+        .map_err(|e| {
+            Status::invalid_argument(format!(
+                "workflow {workflow:?}: task {task:?}: {field}: {e}"
+            ))
+        })
 }
 
 /// Converts the SDK's registration into a workflow spec, refusing features that are
@@ -50,7 +59,12 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
     if req.on_failure_task.is_some() {
         return Err(unsupported(wf, "an on-failure task"));
     }
-    if req.concurrency.as_ref().is_some_and(|c| !c.expression.is_empty()) || !req.concurrency_arr.is_empty() {
+    if req
+        .concurrency
+        .as_ref()
+        .is_some_and(|c| !c.expression.is_empty())
+        || !req.concurrency_arr.is_empty()
+    {
         return Err(unsupported(wf, "concurrency limits"));
     }
     let mut tasks = Vec::with_capacity(req.tasks.len());
@@ -69,9 +83,14 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
             return Err(unsupported(wf, "batched tasks"));
         }
         if t.conditions.as_ref().is_some_and(|c| {
-            !c.parent_override_conditions.is_empty() || !c.sleep_conditions.is_empty() || !c.user_event_conditions.is_empty()
+            !c.parent_override_conditions.is_empty()
+                || !c.sleep_conditions.is_empty()
+                || !c.user_event_conditions.is_empty()
         }) {
-            return Err(unsupported(wf, "task conditions (wait_for/skip_if/cancel_if)"));
+            return Err(unsupported(
+                wf,
+                "task conditions (wait_for/skip_if/cancel_if)",
+            ));
         }
         let action_id = if t.action.is_empty() {
             format!("{}:{name}", wf.to_lowercase())
@@ -88,14 +107,20 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
                 backoff_max_seconds: t.backoff_max_seconds,
             },
             execution_timeout_ms: parse_timeout(wf, name, "timeout", &t.timeout)?,
-            schedule_timeout_ms: parse_timeout(wf, name, "schedule_timeout", t.schedule_timeout.as_deref().unwrap_or(""))?,
+            schedule_timeout_ms: parse_timeout(
+                wf,
+                name,
+                "schedule_timeout",
+                t.schedule_timeout.as_deref().unwrap_or(""),
+            )?,
         });
     }
     let spec = WorkflowSpec {
         name: req.name.clone(),
         tasks,
     };
-    spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+    spec.validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(spec)
 }
 
@@ -132,9 +157,10 @@ impl AdminService for AdminApi {
     ) -> Result<Response<CreateWorkflowVersionResponse>, Status> {
         let who = authenticate(&self.deps.auth, &req).await?;
         let spec = to_spec(req.get_ref())?;
-        let (workflow_id, version_id) = adze_store::workflows::put_workflow(&self.deps.pool, who.tenant_id, &spec)
-            .await
-            .map_err(store_status)?;
+        let (workflow_id, version_id) =
+            adze_store::workflows::put_workflow(&self.deps.pool, who.tenant_id, &spec)
+                .await
+                .map_err(store_status)?;
         Ok(Response::new(CreateWorkflowVersionResponse {
             id: version_id.to_string(),
             workflow_id: workflow_id.to_string(),
@@ -160,7 +186,9 @@ impl AdminService for AdminApi {
                     TaskRunDetail {
                         external_id: t.id.to_string(),
                         status: task_status(t.status) as i32,
-                        error: t.error.clone().filter(|_| t.status == TaskStatus::Failed || t.status == TaskStatus::Cancelled),
+                        error: t.error.clone().filter(|_| {
+                            t.status == TaskStatus::Failed || t.status == TaskStatus::Cancelled
+                        }),
                         output: t.output.as_ref().map(json_bytes),
                         readable_id: t.readable_id.clone(),
                         is_evicted: false,
@@ -173,7 +201,11 @@ impl AdminService for AdminApi {
             status: run_status(run.status) as i32,
             task_runs,
             done: run.status.is_terminal(),
-            additional_metadata: run.additional_metadata.as_ref().map(json_bytes).unwrap_or_else(|| b"{}".to_vec()),
+            additional_metadata: run
+                .additional_metadata
+                .as_ref()
+                .map(json_bytes)
+                .unwrap_or_else(|| b"{}".to_vec()),
             is_evicted: false,
         }))
     }

@@ -5,8 +5,14 @@ use adze_store::auth::{AuthError, Authenticator};
 use tonic::{Request, Status};
 
 /// Authenticates a gRPC request by its `authorization` metadata.
-pub async fn authenticate<T>(auth: &Authenticator, req: &Request<T>) -> Result<TokenIdentity, Status> {
-    let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+pub async fn authenticate<T>(
+    auth: &Authenticator,
+    req: &Request<T>,
+) -> Result<TokenIdentity, Status> {
+    let header = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
     auth.authenticate(header).await.map_err(auth_status)
 }
 
@@ -29,5 +35,6 @@ pub(crate) fn store_status(e: adze_store::Error) -> Status {
 }
 
 pub(crate) fn parse_uuid(what: &str, s: &str) -> Result<uuid::Uuid, Status> {
-    uuid::Uuid::parse_str(s).map_err(|_| Status::invalid_argument(format!("{what} {s:?} is not a UUID")))
+    uuid::Uuid::parse_str(s)
+        .map_err(|_| Status::invalid_argument(format!("{what} {s:?} is not a UUID")))
 }

@@ -22,7 +22,10 @@ impl EventsApi {
 
 #[tonic::async_trait]
 impl EventsService for EventsApi {
-    async fn put_log(&self, req: Request<PutLogRequest>) -> Result<Response<PutLogResponse>, Status> {
+    async fn put_log(
+        &self,
+        req: Request<PutLogRequest>,
+    ) -> Result<Response<PutLogResponse>, Status> {
         let who = authenticate(&self.deps.auth, &req).await?;
         let r = req.into_inner();
         let task_id = parse_uuid("task_run_external_id", &r.task_run_external_id)?;

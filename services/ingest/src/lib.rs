@@ -84,7 +84,10 @@ pub fn rest_router(deps: Deps) -> axum::Router {
 pub fn router(deps: Deps) -> axum::Router {
     let mut builder = tonic::service::RoutesBuilder::default();
     add_grpc(&mut builder, &deps);
-    builder.routes().into_axum_router().merge(rest::router(deps))
+    builder
+        .routes()
+        .into_axum_router()
+        .merge(rest::router(deps))
 }
 
 /// Runs ingest alone on `config.listen` until `shutdown`.

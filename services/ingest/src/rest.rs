@@ -21,21 +21,41 @@ pub(crate) fn router(deps: Deps) -> axum::Router {
         .with_state(deps)
 }
 
-fn api_error(status: StatusCode, description: impl Into<String>) -> Response {
-    (status, Json(json!({"errors": [{"description": description.into()}]}))).into_response()
-}
+/// An error answered in Hatchet's `APIErrors` shape.
+struct ApiError(StatusCode, String);
 
-async fn caller(deps: &Deps, headers: &HeaderMap) -> Result<Uuid, Response> {
-    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    match deps.auth.authenticate(header).await {
-        Ok(id) => Ok(id.tenant_id),
-        Err(adze_store::auth::AuthError::Store(e)) => Err(api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-        // Hatchet answers 403 (not 401) for bad credentials; the SDKs expect that.
-        Err(_) => Err(api_error(StatusCode::FORBIDDEN, "Please provide valid credentials")),
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"errors": [{"description": self.1}]}))).into_response()
     }
 }
 
-fn parse_id(what: &str, s: &str) -> Result<Uuid, Response> {
+fn api_error(status: StatusCode, description: impl Into<String>) -> ApiError {
+    ApiError(status, description.into())
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+async fn caller(deps: &Deps, headers: &HeaderMap) -> Result<Uuid, ApiError> {
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    match deps.auth.authenticate(header).await {
+        Ok(id) => Ok(id.tenant_id),
+        Err(adze_store::auth::AuthError::Store(e)) => {
+            Err(api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
+        // Hatchet answers 403 (not 401) for bad credentials; the SDKs expect that.
+        Err(_) => Err(api_error(
+            StatusCode::FORBIDDEN,
+            "Please provide valid credentials",
+        )),
+    }
+}
+
+fn parse_id(what: &str, s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| api_error(StatusCode::BAD_REQUEST, format!("invalid {what} id")))
 }
 
@@ -43,37 +63,31 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-async fn get_tenant(State(deps): State<Deps>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
-    let tenant = match parse_id("tenant", &tenant) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let me = match caller(&deps, &headers).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if me != tenant {
-        return api_error(StatusCode::FORBIDDEN, "Please provide valid credentials");
+async fn get_tenant(
+    State(deps): State<Deps>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = parse_id("tenant", &tenant)?;
+    if caller(&deps, &headers).await? != tenant {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            "Please provide valid credentials",
+        ));
     }
-    let row = sqlx::query("SELECT name, created_at FROM tenants WHERE id = $1")
+    let r = sqlx::query("SELECT name, created_at FROM tenants WHERE id = $1")
         .bind(tenant)
         .fetch_optional(&deps.pool)
-        .await;
-    match row {
-        Ok(Some(r)) => {
-            let name: String = r.try_get("name").unwrap_or_default();
-            let created: DateTime<Utc> = r.try_get("created_at").unwrap_or_else(|_| Utc::now());
-            Json(json!({
-                "metadata": {"id": tenant, "createdAt": ts(created), "updatedAt": ts(created)},
-                "name": name,
-                "slug": name,
-                "version": "V1",
-            }))
-            .into_response()
-        }
-        Ok(None) => api_error(StatusCode::NOT_FOUND, "not found"),
-        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+        .await?
+        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not found"))?;
+    let name: String = r.try_get("name")?;
+    let created: DateTime<Utc> = r.try_get("created_at")?;
+    Ok(Json(json!({
+        "metadata": {"id": tenant, "createdAt": ts(created), "updatedAt": ts(created)},
+        "name": name,
+        "slug": name,
+        "version": "V1",
+    })))
 }
 
 #[derive(Deserialize)]
@@ -87,18 +101,12 @@ async fn patch_worker(
     Path(worker): Path<String>,
     headers: HeaderMap,
     body: Option<Json<UpdateWorker>>,
-) -> Response {
-    let worker = match parse_id("worker", &worker) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let me = match caller(&deps, &headers).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+) -> Result<Json<Value>, ApiError> {
+    let worker = parse_id("worker", &worker)?;
+    let me = caller(&deps, &headers).await?;
     let pause = body.and_then(|b| b.0.is_paused);
     // Pausing only stops new assignments; in-flight tasks go on.
-    let res = sqlx::query(
+    let r = sqlx::query(
         r#"UPDATE workers SET status = CASE
                WHEN $3 IS TRUE AND status IN ('active', 'registered') THEN 'paused'
                WHEN $3 IS FALSE AND status = 'paused' THEN 'active'
@@ -110,32 +118,26 @@ async fn patch_worker(
     .bind(worker)
     .bind(pause)
     .fetch_optional(&deps.pool)
-    .await;
-    match res {
-        Ok(Some(r)) => {
-            let status: String = r.try_get("status").unwrap_or_default();
-            let slots: i32 = r.try_get("slots").unwrap_or_default();
-            let registered: DateTime<Utc> = r.try_get("registered_at").unwrap_or_else(|_| Utc::now());
-            let beat: DateTime<Utc> = r.try_get("last_heartbeat_at").unwrap_or_else(|_| Utc::now());
-            let actions: Vec<String> = r.try_get("actions").unwrap_or_default();
-            let shown = match status.as_str() {
-                "paused" => "PAUSED",
-                "active" | "registered" => "ACTIVE",
-                _ => "INACTIVE",
-            };
-            let body: Value = json!({
-                "metadata": {"id": worker, "createdAt": ts(registered), "updatedAt": ts(beat)},
-                "name": r.try_get::<String, _>("name").unwrap_or_default(),
-                "type": "SELFHOSTED",
-                "status": shown,
-                "lastHeartbeatAt": ts(beat),
-                "actions": actions,
-                "slotConfig": {"default": {"available": slots, "limit": slots}},
-            });
-            Json(body).into_response()
-        }
-        // Unknown, or another tenant's: do not reveal which.
-        Ok(None) => api_error(StatusCode::NOT_FOUND, "not found"),
-        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+    .await?
+    // Unknown, or another tenant's: do not reveal which.
+    .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not found"))?;
+    let status: String = r.try_get("status")?;
+    let slots: i32 = r.try_get("slots")?;
+    let registered: DateTime<Utc> = r.try_get("registered_at")?;
+    let beat: DateTime<Utc> = r.try_get("last_heartbeat_at")?;
+    let actions: Vec<String> = r.try_get("actions")?;
+    let shown = match status.as_str() {
+        "paused" => "PAUSED",
+        "active" | "registered" => "ACTIVE",
+        _ => "INACTIVE",
+    };
+    Ok(Json(json!({
+        "metadata": {"id": worker, "createdAt": ts(registered), "updatedAt": ts(beat)},
+        "name": r.try_get::<String, _>("name")?,
+        "type": "SELFHOSTED",
+        "status": shown,
+        "lastHeartbeatAt": ts(beat),
+        "actions": actions,
+        "slotConfig": {"default": {"available": slots, "limit": slots}},
+    })))
 }

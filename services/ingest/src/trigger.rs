@@ -7,7 +7,9 @@ use adze_bus::Envelope;
 use adze_bus::messages::SchedulerEvent;
 use adze_core::limits::{MAX_BULK_TRIGGER, MAX_PAYLOAD_BYTES};
 use adze_proto::hatchet::workflow_service_server::WorkflowService;
-use adze_proto::hatchet::{BulkTriggerWorkflowRequest, BulkTriggerWorkflowResponse, TriggerWorkflowResponse};
+use adze_proto::hatchet::{
+    BulkTriggerWorkflowRequest, BulkTriggerWorkflowResponse, TriggerWorkflowResponse,
+};
 use adze_proto::v1::TriggerWorkflowRequest;
 use adze_store::runs::NewRun;
 use adze_store::workflows::WorkflowVersion;
@@ -45,7 +47,11 @@ pub(crate) fn parse_payload(field: &str, text: &str, default: Value) -> Result<V
 
 impl WorkflowApi {
     /// Validates and creates runs; ids in request order.
-    async fn trigger_many(&self, tenant_id: Uuid, reqs: &[TriggerWorkflowRequest]) -> Result<Vec<Uuid>, Status> {
+    async fn trigger_many(
+        &self,
+        tenant_id: Uuid,
+        reqs: &[TriggerWorkflowRequest],
+    ) -> Result<Vec<Uuid>, Status> {
         let mut versions: HashMap<&str, WorkflowVersion> = HashMap::new();
         for r in reqs {
             if r.parent_id.as_deref().is_some_and(|p| !p.is_empty()) {
@@ -70,7 +76,8 @@ impl WorkflowApi {
         for r in reqs {
             let input = parse_payload("input", &r.input, Value::Object(Default::default()))?;
             let meta = match r.additional_metadata.as_deref() {
-                Some(m) => Some(parse_payload("additional_metadata", m, Value::Null)?).filter(|v| !v.is_null()),
+                Some(m) => Some(parse_payload("additional_metadata", m, Value::Null)?)
+                    .filter(|v| !v.is_null()),
                 None => None,
             };
             runs.push(NewRun {
@@ -84,8 +91,13 @@ impl WorkflowApi {
             .map_err(store_status)?;
         // The runs are committed: from here on nothing is lost. If this notice is
         // lost, the reaper's repair pass wakes the scheduler for the queued tasks.
-        let env = Envelope::new(tenant_id, SchedulerEvent::RunsCreated { run_ids: ids.clone() })
-            .with_trace(Some(adze_telemetry::new_traceparent()));
+        let env = Envelope::new(
+            tenant_id,
+            SchedulerEvent::RunsCreated {
+                run_ids: ids.clone(),
+            },
+        )
+        .with_trace(Some(adze_telemetry::new_traceparent()));
         let msg_id = format!("created:{}", ids[0]);
         if let Err(e) = self.deps.bus.publish_event(&env, &msg_id).await {
             tracing::warn!(error = %e, runs = ids.len(), "could not notify the scheduler; the reaper will repair");
@@ -102,7 +114,9 @@ impl WorkflowService for WorkflowApi {
         req: Request<TriggerWorkflowRequest>,
     ) -> Result<Response<TriggerWorkflowResponse>, Status> {
         let who = authenticate(&self.deps.auth, &req).await?;
-        let ids = self.trigger_many(who.tenant_id, std::slice::from_ref(req.get_ref())).await?;
+        let ids = self
+            .trigger_many(who.tenant_id, std::slice::from_ref(req.get_ref()))
+            .await?;
         Ok(Response::new(TriggerWorkflowResponse {
             workflow_run_id: ids[0].to_string(),
         }))
@@ -115,7 +129,9 @@ impl WorkflowService for WorkflowApi {
         let who = authenticate(&self.deps.auth, &req).await?;
         let reqs = &req.get_ref().workflows;
         if reqs.is_empty() {
-            return Err(Status::invalid_argument("bulk trigger needs at least one workflow"));
+            return Err(Status::invalid_argument(
+                "bulk trigger needs at least one workflow",
+            ));
         }
         if reqs.len() > MAX_BULK_TRIGGER {
             return Err(Status::invalid_argument(format!(

@@ -42,7 +42,10 @@ impl Scanner {
     }
 
     async fn publish(&self, tenant: Uuid, event: SchedulerEvent, id: String) -> anyhow::Result<()> {
-        self.deps.bus.publish_event(&Envelope::new(tenant, event), &id).await?;
+        self.deps
+            .bus
+            .publish_event(&Envelope::new(tenant, event), &id)
+            .await?;
         Ok(())
     }
 
@@ -55,8 +58,12 @@ impl Scanner {
         .await?;
         for (tenant, worker) in lost {
             tracing::info!(%worker, "worker lost");
-            self.publish(tenant, SchedulerEvent::WorkerLost { worker_id: worker }, format!("lost:{worker}"))
-                .await?;
+            self.publish(
+                tenant,
+                SchedulerEvent::WorkerLost { worker_id: worker },
+                format!("lost:{worker}"),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -72,11 +79,15 @@ impl Scanner {
         .fetch_all(&self.deps.pool)
         .await?;
         for r in rows {
-            let (tenant, task, attempt): (Uuid, Uuid, i32) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            let (tenant, task, attempt): (Uuid, Uuid, i32) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
             tracing::warn!(task_id = %task, attempt, "assignment never started; reassigning");
             self.publish(
                 tenant,
-                SchedulerEvent::AssignmentExpired { task_id: task, attempt },
+                SchedulerEvent::AssignmentExpired {
+                    task_id: task,
+                    attempt,
+                },
                 format!("expired:{task}:{attempt}"),
             )
             .await?;
@@ -86,7 +97,10 @@ impl Scanner {
 
     /// Wakes the scheduler when a retry's backoff has elapsed.
     async fn due_retries(&mut self) -> anyhow::Result<()> {
-        let now: DateTime<Utc> = sqlx::query("SELECT now()").fetch_one(&self.deps.pool).await?.try_get(0)?;
+        let now: DateTime<Utc> = sqlx::query("SELECT now()")
+            .fetch_one(&self.deps.pool)
+            .await?
+            .try_get(0)?;
         let due = sqlx::query(
             r#"SELECT tenant_id FROM tasks
                WHERE status = 'queued' AND not_before > $1 AND not_before <= $2 LIMIT 1"#,
@@ -97,8 +111,12 @@ impl Scanner {
         .await?;
         self.last_due_scan = now;
         if let Some(r) = due {
-            self.publish(r.try_get(0)?, SchedulerEvent::Wake, format!("due:{}", now.timestamp_micros()))
-                .await?;
+            self.publish(
+                r.try_get(0)?,
+                SchedulerEvent::Wake,
+                format!("due:{}", now.timestamp_micros()),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -118,8 +136,12 @@ impl Scanner {
         .await?;
         if let Some(r) = stranded {
             let tenant: Uuid = r.try_get(0)?;
-            self.publish(tenant, SchedulerEvent::Wake, format!("repair:{}", Utc::now().timestamp_micros()))
-                .await?;
+            self.publish(
+                tenant,
+                SchedulerEvent::Wake,
+                format!("repair:{}", Utc::now().timestamp_micros()),
+            )
+            .await?;
         }
         Ok(())
     }

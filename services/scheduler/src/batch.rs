@@ -40,7 +40,11 @@ fn row(tenant_id: Uuid, task_id: Uuid, event: TaskEvent) -> TaskEventRow {
 
 impl Processor {
     pub(crate) fn new(config: Config, deps: Deps, holder: String) -> Self {
-        Self { config, deps, holder }
+        Self {
+            config,
+            deps,
+            holder,
+        }
     }
 
     /// Applies `msgs` (possibly none: a tick) and acknowledges them after the commit.
@@ -49,7 +53,9 @@ impl Processor {
         for m in &msgs {
             match decode::<SchedulerEvent>(m.headers.as_ref(), &m.payload) {
                 Ok(env) => events.push(env),
-                Err(e) => tracing::error!(error = %e, subject = %m.subject, "dropping undecodable event"),
+                Err(e) => {
+                    tracing::error!(error = %e, subject = %m.subject, "dropping undecodable event")
+                }
             }
         }
         let outcome = loop {
@@ -73,7 +79,10 @@ impl Processor {
         Ok(())
     }
 
-    async fn apply(&self, events: &[Envelope<SchedulerEvent>]) -> Result<Option<Outcome>, adze_store::Error> {
+    async fn apply(
+        &self,
+        events: &[Envelope<SchedulerEvent>],
+    ) -> Result<Option<Outcome>, adze_store::Error> {
         let mut tx = self.deps.pool.begin().await?;
         let held = sqlx::query(
             "SELECT 1 FROM scheduler_leases WHERE partition = $1 AND holder = $2 AND expires_at > now() FOR SHARE",
@@ -94,11 +103,19 @@ impl Processor {
                 }
             }
         }
-        let finished = scheduling::finalize_runs(&mut tx, &touched.into_iter().collect::<Vec<_>>()).await?;
-        let assignments =
-            adze_store::admission::admit(&mut tx, self.config.admit_limit, self.config.heartbeat_timeout_ms).await?;
+        let finished =
+            scheduling::finalize_runs(&mut tx, &touched.into_iter().collect::<Vec<_>>()).await?;
+        let assignments = adze_store::admission::admit(
+            &mut tx,
+            self.config.admit_limit,
+            self.config.heartbeat_timeout_ms,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(Some(Outcome { assignments, finished }))
+        Ok(Some(Outcome {
+            assignments,
+            finished,
+        }))
     }
 
     /// Turns one bus event into the task events it implies.
@@ -112,7 +129,11 @@ impl Processor {
             SchedulerEvent::TaskStarted { task_id, attempt } => {
                 vec![row(t, *task_id, TaskEvent::Started { attempt: *attempt })]
             }
-            SchedulerEvent::TaskCompleted { task_id, attempt, output } => vec![TaskEventRow {
+            SchedulerEvent::TaskCompleted {
+                task_id,
+                attempt,
+                output,
+            } => vec![TaskEventRow {
                 output: Some(output.clone()),
                 ..row(t, *task_id, TaskEvent::Completed { attempt: *attempt })
             }],
@@ -135,7 +156,11 @@ impl Processor {
                 )
             }],
             SchedulerEvent::AssignmentExpired { task_id, attempt } => {
-                vec![row(t, *task_id, TaskEvent::WorkerLost { attempt: *attempt })]
+                vec![row(
+                    t,
+                    *task_id,
+                    TaskEvent::WorkerLost { attempt: *attempt },
+                )]
             }
             SchedulerEvent::WorkerLost { worker_id } => {
                 let rows = scheduling::tasks_of_worker(conn, t, *worker_id).await?;
@@ -144,9 +169,9 @@ impl Processor {
                 }
                 rows
             }
-            SchedulerEvent::RunsCreated { .. } | SchedulerEvent::WorkerReady { .. } | SchedulerEvent::Wake => {
-                Vec::new()
-            }
+            SchedulerEvent::RunsCreated { .. }
+            | SchedulerEvent::WorkerReady { .. }
+            | SchedulerEvent::Wake => Vec::new(),
         })
     }
 
@@ -170,9 +195,13 @@ impl Processor {
                 additional_metadata: a.additional_metadata,
             };
             let env = Envelope::new(a.tenant_id, msg);
-            if let Err(e) = bus.publish_core(bus.subjects().worker_actions(a.worker_id), &env).await {
+            if let Err(e) = bus
+                .publish_core(bus.subjects().worker_actions(a.worker_id), &env)
+                .await
+            {
                 tracing::error!(error = %e, task_id = %a.task_id, "cannot send the action; failing the attempt");
-                self.fail_undeliverable(a.tenant_id, a.task_id, a.attempt, &e).await;
+                self.fail_undeliverable(a.tenant_id, a.task_id, a.attempt, &e)
+                    .await;
             }
         }
         for f in outcome.finished {
@@ -184,7 +213,10 @@ impl Processor {
                     status: f.status.as_str().to_string(),
                 },
             );
-            if let Err(e) = bus.publish_core(bus.subjects().run_finished(f.tenant_id), &env).await {
+            if let Err(e) = bus
+                .publish_core(bus.subjects().run_finished(f.tenant_id), &env)
+                .await
+            {
                 tracing::warn!(error = %e, "cannot announce a finished run");
             }
         }
@@ -193,7 +225,13 @@ impl Processor {
         }
     }
 
-    async fn fail_undeliverable(&self, tenant_id: Uuid, task_id: Uuid, attempt: i32, err: &adze_bus::Error) {
+    async fn fail_undeliverable(
+        &self,
+        tenant_id: Uuid,
+        task_id: Uuid,
+        attempt: i32,
+        err: &adze_bus::Error,
+    ) {
         let env = Envelope::new(
             tenant_id,
             SchedulerEvent::TaskFailed {

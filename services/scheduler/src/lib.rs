@@ -55,7 +55,11 @@ pub struct Deps {
 pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     deps.bus.ensure_streams().await?;
     let holder = format!("scheduler-{}", uuid::Uuid::new_v4());
-    let lease = lease::Lease::new(deps.pool.clone(), holder.clone(), Duration::from_millis(config.lease_ms));
+    let lease = lease::Lease::new(
+        deps.pool.clone(),
+        holder.clone(),
+        Duration::from_millis(config.lease_ms),
+    );
     tracing::info!(%holder, "scheduler started; waiting for the partition lease");
     while !shutdown.is_cancelled() {
         if !lease.try_acquire().await? {
@@ -76,7 +80,12 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
 }
 
 /// Consumes events while the lease is held.
-async fn consume(config: &Config, deps: &Deps, lease: &lease::Lease, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn consume(
+    config: &Config,
+    deps: &Deps,
+    lease: &lease::Lease,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let consumer = deps.bus.events_consumer().await?;
     let mut messages = consumer
         .messages()
@@ -86,7 +95,8 @@ async fn consume(config: &Config, deps: &Deps, lease: &lease::Lease, shutdown: &
     let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew = tokio::time::interval(lease.renew_every());
-    let mut processor = batch::Processor::new(config.clone(), deps.clone(), lease.holder().to_string());
+    let mut processor =
+        batch::Processor::new(config.clone(), deps.clone(), lease.holder().to_string());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

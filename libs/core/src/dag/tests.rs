@@ -23,7 +23,10 @@ fn diamond_is_valid_with_transitive_ancestors() {
     let s = spec(&[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])]);
     assert_eq!(s.validate(), Ok(()));
     let anc = s.ancestors();
-    assert_eq!(anc["d"], ["a", "b", "c"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        anc["d"],
+        ["a", "b", "c"].iter().map(|s| s.to_string()).collect()
+    );
     assert!(anc["a"].is_empty());
 }
 
@@ -68,9 +71,9 @@ proptest! {
         let mut x = seed;
         let tasks = (0..n).map(|i| {
             let mut parents = Vec::new();
-            for j in 0..i {
+            for earlier in &names[..i] {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                if x >> 61 == 0 { parents.push(names[j].clone()); }
+                if x >> 61 == 0 { parents.push(earlier.clone()); }
             }
             TaskSpec { readable_id: names[i].clone(), action_id: String::new(), parents,
                 retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None }

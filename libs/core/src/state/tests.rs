@@ -12,21 +12,36 @@ fn policy(max_retries: i32) -> RetryPolicy {
 #[test]
 fn duplicate_started_is_a_no_op() {
     let ev = TaskEvent::Started { attempt: 0 };
-    assert!(matches!(ev.apply(Assigned, 0, 0, &policy(0)), Transition::To { to: Running, .. }));
-    assert!(matches!(ev.apply(Running, 0, 0, &policy(0)), Transition::Ignore(_)));
+    assert!(matches!(
+        ev.apply(Assigned, 0, 0, &policy(0)),
+        Transition::To { to: Running, .. }
+    ));
+    assert!(matches!(
+        ev.apply(Running, 0, 0, &policy(0)),
+        Transition::Ignore(_)
+    ));
 }
 
 #[test]
 fn stale_attempt_is_dropped() {
     let ev = TaskEvent::Completed { attempt: 0 };
-    assert_eq!(ev.apply(Running, 1, 1, &policy(3)), Transition::Ignore("stale attempt"));
+    assert_eq!(
+        ev.apply(Running, 1, 1, &policy(3)),
+        Transition::Ignore("stale attempt")
+    );
 }
 
 #[test]
 fn completion_applies_once() {
     let ev = TaskEvent::Completed { attempt: 2 };
-    assert!(matches!(ev.apply(Running, 2, 2, &policy(3)), Transition::To { to: Succeeded, .. }));
-    assert!(matches!(ev.apply(Succeeded, 2, 2, &policy(3)), Transition::Ignore(_)));
+    assert!(matches!(
+        ev.apply(Running, 2, 2, &policy(3)),
+        Transition::To { to: Succeeded, .. }
+    ));
+    assert!(matches!(
+        ev.apply(Succeeded, 2, 2, &policy(3)),
+        Transition::Ignore(_)
+    ));
 }
 
 #[test]
@@ -38,13 +53,26 @@ fn failure_retries_with_backoff_until_budget_is_spent() {
     };
     assert_eq!(
         fail(0).apply(Running, 0, 0, &policy(2)),
-        Transition::To { to: Queued, next_attempt: true, count_failure: true, delay_ms: 1000 }
+        Transition::To {
+            to: Queued,
+            next_attempt: true,
+            count_failure: true,
+            delay_ms: 1000
+        }
     );
     assert_eq!(
         fail(1).apply(Running, 1, 1, &policy(2)),
-        Transition::To { to: Queued, next_attempt: true, count_failure: true, delay_ms: 2000 }
+        Transition::To {
+            to: Queued,
+            next_attempt: true,
+            count_failure: true,
+            delay_ms: 2000
+        }
     );
-    assert!(matches!(fail(2).apply(Running, 2, 2, &policy(2)), Transition::To { to: Failed, .. }));
+    assert!(matches!(
+        fail(2).apply(Running, 2, 2, &policy(2)),
+        Transition::To { to: Failed, .. }
+    ));
 }
 
 #[test]
@@ -54,7 +82,10 @@ fn non_retryable_fails_at_once() {
         non_retryable: true,
         retry_after_ms: None,
     };
-    assert!(matches!(ev.apply(Running, 0, 0, &policy(5)), Transition::To { to: Failed, .. }));
+    assert!(matches!(
+        ev.apply(Running, 0, 0, &policy(5)),
+        Transition::To { to: Failed, .. }
+    ));
 }
 
 #[test]
@@ -62,17 +93,28 @@ fn worker_lost_requeues_without_consuming_a_retry() {
     let ev = TaskEvent::WorkerLost { attempt: 0 };
     assert_eq!(
         ev.apply(Assigned, 0, 0, &policy(0)),
-        Transition::To { to: Queued, next_attempt: true, count_failure: false, delay_ms: 0 }
+        Transition::To {
+            to: Queued,
+            next_attempt: true,
+            count_failure: false,
+            delay_ms: 0
+        }
     );
 }
 
 #[test]
 fn run_status_is_derived() {
-    assert_eq!(RunStatus::derive([Succeeded, Succeeded]), RunStatus::Succeeded);
+    assert_eq!(
+        RunStatus::derive([Succeeded, Succeeded]),
+        RunStatus::Succeeded
+    );
     assert_eq!(RunStatus::derive([Succeeded, Running]), RunStatus::Running);
     assert_eq!(RunStatus::derive([Queued, Pending]), RunStatus::Queued);
     assert_eq!(RunStatus::derive([Failed, Cancelled]), RunStatus::Failed);
-    assert_eq!(RunStatus::derive([Succeeded, Cancelled]), RunStatus::Cancelled);
+    assert_eq!(
+        RunStatus::derive([Succeeded, Cancelled]),
+        RunStatus::Cancelled
+    );
 }
 
 #[test]
