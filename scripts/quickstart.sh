@@ -97,18 +97,18 @@ start_service() {
 }
 
 # The trigger needs the workflow registered, which the worker does right after it connects.
-# Ask the REST API (through nginx, which checks that path too) until the workflow is listed.
+# Ask Postgres (the source of truth) until the workflow row exists.
 wait_workflow_registered() {
   local deadline=$((SECONDS + 60)) body
   while ((SECONDS < deadline)); do
     pid_alive "$ADZE_RUN_DIR/worker.pid" "$ADZE_BIN_DIR/" ||
       die "the example worker exited" "$ADZE_LOG_DIR/worker.log"
-    body="$(curl -fsS -m 5 -H "Authorization: Bearer $TOKEN" \
-      "$REST_URL/api/v1/tenants/$TENANT_ID/workflows?name=$WORKFLOW" 2>/dev/null || true)"
-    [[ "$body" == *"\"$WORKFLOW\""* ]] && return 0
-    sleep 1
+    body="$(psql "$ADZE_DATABASE_URL" -tAc \
+      "SELECT 1 FROM workflows WHERE tenant_id = '$TENANT_ID' AND name = '$WORKFLOW'" 2>/dev/null || true)"
+    [[ "$body" == "1" ]] && return 0
+    sleep 0.2
   done
-  warn "$WORKFLOW not listed by $REST_URL/api/v1/tenants/$TENANT_ID/workflows after 60s; triggering anyway"
+  warn "$WORKFLOW was not registered after 60s; triggering anyway"
 }
 
 main() {
