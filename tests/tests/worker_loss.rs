@@ -87,3 +87,90 @@ async fn killed_worker_task_completes_on_the_other_worker_once() {
     b.terminate(Duration::from_secs(15)).await;
     env.stop().await;
 }
+
+/// A worker whose heartbeats stop (its stream still open) is declared lost: its task
+/// is retried on another worker, and the silent worker's late result is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_worker_task_is_retried_elsewhere() {
+    use adze_sdk::{Context, TaskDef, TaskError, Worker, Workflow};
+    use tokio_util::sync::CancellationToken;
+
+    fn wf(name: &'static str) -> Workflow<Value> {
+        let mut wf = Workflow::<Value>::new("silent");
+        wf.add_task(TaskDef::new(
+            "work",
+            move |_i: Value, _c: Context| async move {
+                tokio::time::sleep(Duration::from_millis(if name == "A" { 3_000 } else { 10 }))
+                    .await;
+                Ok::<_, TaskError>(json!({ "worker": name }))
+            },
+        ));
+        wf
+    }
+
+    let env = TestEnv::start().await;
+    let stop = CancellationToken::new();
+    let start = |name: &'static str| {
+        let w = Worker::builder(env.client())
+            .name(name)
+            .slots(1)
+            .workflow(wf(name))
+            .build()
+            .expect("worker");
+        let s = stop.clone();
+        tokio::spawn(w.run(async move { s.cancelled().await }))
+    };
+    let a = start("A");
+    env.wait_workflow("silent").await;
+    let handle = env
+        .client()
+        .run_no_wait("silent", json!({}))
+        .await
+        .expect("trigger");
+    let pool = env.pool.clone();
+    wait_for("the task runs on A", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("SELECT 1 FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE t.status = 'running' AND w.name = 'A'")
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        }
+    })
+    .await;
+    let b = start("B");
+    // Age A's last heartbeat until the reaper declares it lost (a real heartbeat may
+    // land in between and refresh it, so keep ageing it).
+    wait_for("A declared lost", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            let _ = sqlx::query("UPDATE workers SET last_heartbeat_at = now() - interval '1 hour' WHERE name = 'A' AND status <> 'inactive'")
+                .execute(&pool)
+                .await;
+            sqlx::query_scalar::<_, String>("SELECT status FROM workers WHERE name = 'A'")
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|s| s == "inactive")
+        }
+    })
+    .await;
+    let out: Value =
+        tokio::time::timeout(Duration::from_secs(30), handle.task_output::<Value>("work"))
+            .await
+            .expect("in time")
+            .expect("succeeded");
+    assert_eq!(out["worker"], "B");
+    // A finishes its stale attempt later; its report must not change the result.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let (output, attempt): (Value, i32) = sqlx::query_as("SELECT output, attempt FROM tasks")
+        .fetch_one(&env.pool)
+        .await
+        .expect("task");
+    assert_eq!((output["worker"].clone(), attempt), (json!("B"), 1));
+    stop.cancel();
+    let _ = a.await;
+    let _ = b.await;
+    env.stop().await;
+}

@@ -1,7 +1,7 @@
 //! Turns a worker's `StepActionEvent` into the scheduler event it means.
 
 use adze_bus::messages::SchedulerEvent;
-use adze_core::limits::MAX_PAYLOAD_BYTES;
+use adze_core::limits::{MAX_ERROR_BYTES, MAX_PAYLOAD_BYTES};
 use adze_proto::hatchet::{StepActionEvent, StepActionEventType};
 use serde_json::Value;
 use tonic::Status;
@@ -29,7 +29,7 @@ pub(crate) fn to_event(r: &StepActionEvent) -> Result<Option<(SchedulerEvent, St
         StepActionEventType::StepEventTypeFailed => SchedulerEvent::TaskFailed {
             task_id,
             attempt,
-            error: r.event_payload.clone(),
+            error: truncate(&r.event_payload, MAX_ERROR_BYTES),
             non_retryable: r.should_not_retry.unwrap_or(false),
             retry_after_ms: r.retry_after_ms,
         },
@@ -40,6 +40,18 @@ pub(crate) fn to_event(r: &StepActionEvent) -> Result<Option<(SchedulerEvent, St
     };
     let id = format!("{task_id}:{attempt}:{}", kind.as_str_name());
     Ok(Some((event, id)))
+}
+
+/// Keeps at most `max` bytes of `s`, on a character boundary, marking the cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[error truncated: {} bytes in all]", &s[..end], s.len())
 }
 
 /// A completion whose output cannot be stored becomes a failure the user can read.
@@ -132,6 +144,15 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(matches!(e, SchedulerEvent::TaskFailed { .. }));
+    }
+
+    #[test]
+    fn long_errors_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let cut = truncate(&long, MAX_ERROR_BYTES);
+        assert!(cut.len() < long.len());
+        assert!(cut.contains("error truncated"));
+        assert_eq!(truncate("short", 10), "short");
     }
 
     #[test]

@@ -1,0 +1,244 @@
+//! The state machine as applied by the store's guarded SQL, against real Postgres:
+//! fenced by (task, attempt), duplicate STARTED is a no-op, a stale attempt's result is
+//! dropped, a completion is applied once, children are released exactly when ready.
+
+use adze_core::backoff::RetryPolicy;
+use adze_core::{TaskEvent, TaskSpec, TaskStatus, WorkflowSpec};
+use adze_store::scheduling::{TaskEventRow, apply_event, finalize_runs};
+use adze_tests::TestEnv;
+use serde_json::json;
+use uuid::Uuid;
+
+fn spec() -> WorkflowSpec {
+    let t = |name: &str, parents: &[&str], retries| TaskSpec {
+        readable_id: name.into(),
+        action_id: format!("fsm:{name}"),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+        retry: RetryPolicy {
+            max_retries: retries,
+            backoff_factor: None,
+            backoff_max_seconds: None,
+        },
+        execution_timeout_ms: None,
+        schedule_timeout_ms: None,
+    };
+    WorkflowSpec {
+        name: "fsm".into(),
+        tasks: vec![t("a", &[], 1), t("b", &["a"], 0)],
+    }
+}
+
+async fn status(env: &TestEnv, task: Uuid) -> (TaskStatus, i32) {
+    let (s, a): (String, i32) = sqlx::query_as("SELECT status, attempt FROM tasks WHERE id = $1")
+        .bind(task)
+        .fetch_one(&env.pool)
+        .await
+        .expect("task");
+    (s.parse().expect("status"), a)
+}
+
+fn ev(env: &TestEnv, task: Uuid, event: TaskEvent) -> TaskEventRow {
+    TaskEventRow {
+        tenant_id: env.tenant_id,
+        task_id: task,
+        event,
+        output: Some(json!({"ok": true})),
+        error: Some("boom".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_are_fenced_idempotent_and_release_children() {
+    let env = TestEnv::start_roles(&[]).await;
+    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec())
+        .await
+        .expect("workflow");
+    // Registering the same definition again reuses the version.
+    let (_, v1) = adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec())
+        .await
+        .expect("again");
+    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(version.version_id, v1);
+    let run = adze_store::runs::create_runs(
+        &env.pool,
+        env.tenant_id,
+        &[adze_store::runs::NewRun {
+            version: &version,
+            input: json!({}),
+            additional_metadata: None,
+        }],
+    )
+    .await
+    .expect("run")[0];
+    let view = adze_store::runs::get_run(&env.pool, env.tenant_id, run)
+        .await
+        .expect("get")
+        .expect("run");
+    let a = view
+        .tasks
+        .iter()
+        .find(|t| t.readable_id == "a")
+        .expect("a")
+        .id;
+    let b = view
+        .tasks
+        .iter()
+        .find(|t| t.readable_id == "b")
+        .expect("b")
+        .id;
+    assert_eq!(status(&env, a).await.0, TaskStatus::Queued);
+    assert_eq!(status(&env, b).await.0, TaskStatus::Pending);
+
+    // A worker with one slot takes `a`.
+    let worker = adze_store::workers::register(
+        &env.pool,
+        &adze_store::workers::NewWorker {
+            tenant_id: env.tenant_id,
+            name: "w",
+            actions: &["fsm:a".to_string(), "fsm:b".to_string()],
+            slots: 1,
+            dispatcher_id: "d",
+            sdk: None,
+        },
+    )
+    .await
+    .expect("worker");
+    adze_store::workers::set_status(&env.pool, env.tenant_id, worker, "active", "d")
+        .await
+        .expect("active");
+    let mut tx = env.pool.begin().await.expect("tx");
+    let assigned = adze_store::admission::admit(&mut tx, 10, 60_000)
+        .await
+        .expect("admit");
+    tx.commit().await.expect("commit");
+    assert_eq!(assigned.len(), 1);
+    assert_eq!((assigned[0].task_id, assigned[0].attempt), (a, 0));
+
+    let mut conn = env.pool.acquire().await.expect("conn");
+    // STARTED twice: the second is a no-op.
+    assert!(
+        apply_event(&mut conn, &ev(&env, a, TaskEvent::Started { attempt: 0 }))
+            .await
+            .expect("apply")
+            .is_some()
+    );
+    assert!(
+        apply_event(&mut conn, &ev(&env, a, TaskEvent::Started { attempt: 0 }))
+            .await
+            .expect("apply")
+            .is_none()
+    );
+    // A failure retries: attempt 1, back in the queue; the old attempt is now stale.
+    let fail = TaskEvent::Failed {
+        attempt: 0,
+        non_retryable: false,
+        retry_after_ms: None,
+    };
+    let applied = apply_event(&mut conn, &ev(&env, a, fail.clone()))
+        .await
+        .expect("apply")
+        .expect("applied");
+    assert_eq!(applied.to, TaskStatus::Queued);
+    assert_eq!(status(&env, a).await, (TaskStatus::Queued, 1));
+    assert!(
+        apply_event(&mut conn, &ev(&env, a, fail))
+            .await
+            .expect("apply")
+            .is_none(),
+        "duplicate failure"
+    );
+    assert!(
+        apply_event(&mut conn, &ev(&env, a, TaskEvent::Completed { attempt: 0 }))
+            .await
+            .expect("apply")
+            .is_none(),
+        "stale completion dropped"
+    );
+
+    let mut tx = env.pool.begin().await.expect("tx");
+    let assigned = adze_store::admission::admit(&mut tx, 10, 60_000)
+        .await
+        .expect("admit");
+    tx.commit().await.expect("commit");
+    assert_eq!((assigned.len(), assigned[0].attempt), (1, 1));
+    // The slot is taken: nothing else is admitted until `a` finishes.
+    let mut tx = env.pool.begin().await.expect("tx");
+    assert!(
+        adze_store::admission::admit(&mut tx, 10, 60_000)
+            .await
+            .expect("admit")
+            .is_empty()
+    );
+    tx.commit().await.expect("commit");
+
+    // Completion applies once and releases `b`.
+    let done = ev(&env, a, TaskEvent::Completed { attempt: 1 });
+    assert!(
+        apply_event(&mut conn, &done)
+            .await
+            .expect("apply")
+            .is_some()
+    );
+    assert!(
+        apply_event(&mut conn, &done)
+            .await
+            .expect("apply")
+            .is_none()
+    );
+    assert_eq!(status(&env, a).await, (TaskStatus::Succeeded, 1));
+    assert_eq!(status(&env, b).await.0, TaskStatus::Queued);
+    assert!(
+        finalize_runs(&mut conn, &[(env.tenant_id, run)])
+            .await
+            .expect("finalize")
+            .is_empty()
+    );
+
+    // `b` gets the parent output in its payload, then fails for good (no retries).
+    let mut tx = env.pool.begin().await.expect("tx");
+    let assigned = adze_store::admission::admit(&mut tx, 10, 60_000)
+        .await
+        .expect("admit");
+    tx.commit().await.expect("commit");
+    assert_eq!(assigned[0].payload["parents"]["a"], json!({"ok": true}));
+    let fail = TaskEvent::Failed {
+        attempt: 0,
+        non_retryable: false,
+        retry_after_ms: None,
+    };
+    assert_eq!(
+        apply_event(&mut conn, &ev(&env, b, fail))
+            .await
+            .expect("apply")
+            .expect("applied")
+            .to,
+        TaskStatus::Failed
+    );
+    let finished = finalize_runs(&mut conn, &[(env.tenant_id, run)])
+        .await
+        .expect("finalize");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0].status.as_str(), "failed");
+    assert!(
+        finalize_runs(&mut conn, &[(env.tenant_id, run)])
+            .await
+            .expect("again")
+            .is_empty(),
+        "finalised once"
+    );
+
+    // Another tenant's id never matches.
+    let mut other = ev(&env, a, TaskEvent::Started { attempt: 1 });
+    other.tenant_id = Uuid::new_v4();
+    assert!(
+        apply_event(&mut conn, &other)
+            .await
+            .expect("apply")
+            .is_none()
+    );
+    drop(conn);
+    env.stop().await;
+}
