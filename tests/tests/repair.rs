@@ -51,6 +51,7 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
             version: &version,
             input: json!({"n": 1}),
             additional_metadata: None,
+            traceparent: None,
         }],
     )
     .await
@@ -76,6 +77,7 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
             version: &version,
             input: json!({"n": 2}),
             additional_metadata: None,
+            traceparent: None,
         }],
     )
     .await

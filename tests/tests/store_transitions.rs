@@ -69,6 +69,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
             version: &version,
             input: json!({}),
             additional_metadata: None,
+            traceparent: None,
         }],
     )
     .await

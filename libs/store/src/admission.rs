@@ -38,6 +38,8 @@ pub struct Assignment {
     pub payload: Value,
     /// Additional metadata of the run.
     pub additional_metadata: Option<Value>,
+    /// W3C trace context of the run.
+    pub traceparent: Option<String>,
 }
 
 /// A worker able to take work, with its free slots.
@@ -203,7 +205,7 @@ async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Resul
              INSERT INTO task_attempts (tenant_id, task_id, attempt, worker_id, status)
              SELECT tenant_id, id, attempt, worker_id, 'assigned' FROM upd
              ON CONFLICT (tenant_id, task_id, attempt) DO NOTHING)
-           SELECT upd.*, r.input, r.additional_metadata, r.workflow_name, r.workflow_id, r.workflow_version_id,
+           SELECT upd.*, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
              (SELECT jsonb_object_agg(a.readable_id,
                 CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)
               FROM tasks a
@@ -243,6 +245,7 @@ async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Resul
                     "overrides": {},
                 }),
                 additional_metadata: metadata,
+                traceparent: r.try_get("traceparent")?,
             })
         })
         .collect()

@@ -18,6 +18,8 @@ pub struct NewRun<'a> {
     pub input: Value,
     /// Additional metadata given by the client.
     pub additional_metadata: Option<Value>,
+    /// W3C trace context of the run.
+    pub traceparent: Option<String>,
 }
 
 /// Inserts runs and all their tasks in one transaction (roots `queued`, others
@@ -29,8 +31,8 @@ pub async fn create_runs(pool: &PgPool, tenant_id: Uuid, runs: &[NewRun<'_>]) ->
         let run_id = Uuid::now_v7();
         let v = run.version;
         sqlx::query(
-            r#"INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input, additional_metadata)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)"#,
+            r#"INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input, additional_metadata, traceparent)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
         )
         .bind(tenant_id)
         .bind(run_id)
@@ -39,6 +41,7 @@ pub async fn create_runs(pool: &PgPool, tenant_id: Uuid, runs: &[NewRun<'_>]) ->
         .bind(&v.name)
         .bind(&run.input)
         .bind(&run.additional_metadata)
+        .bind(&run.traceparent)
         .execute(&mut *tx)
         .await?;
         let n = v.tasks.len();

@@ -240,6 +240,8 @@ pub struct FinishedRun {
     pub run_id: Uuid,
     /// Final status.
     pub status: RunStatus,
+    /// W3C trace context of the run.
+    pub traceparent: Option<String>,
 }
 
 /// Re-derives the status of the given runs and finalises those whose tasks are all
@@ -254,12 +256,12 @@ pub async fn finalize_runs(
     let tenants: Vec<Uuid> = runs.iter().map(|r| r.0).collect();
     let ids: Vec<Uuid> = runs.iter().map(|r| r.1).collect();
     let rows = sqlx::query(
-        r#"SELECT r.tenant_id, r.id, array_agg(t.status) AS statuses
+        r#"SELECT r.tenant_id, r.id, r.traceparent, array_agg(t.status) AS statuses
            FROM UNNEST($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
            JOIN runs r ON r.tenant_id = k.tenant_id AND r.id = k.id
            JOIN tasks t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
            WHERE r.status IN ('queued', 'running')
-           GROUP BY r.tenant_id, r.id"#,
+           GROUP BY r.tenant_id, r.id, r.traceparent"#,
     )
     .bind(&tenants)
     .bind(&ids)
@@ -278,6 +280,7 @@ pub async fn finalize_runs(
                 tenant_id: r.try_get("tenant_id")?,
                 run_id: r.try_get("id")?,
                 status,
+                traceparent: r.try_get("traceparent")?,
             });
         }
     }

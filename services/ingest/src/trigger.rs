@@ -84,6 +84,7 @@ impl WorkflowApi {
                 version: &versions[r.name.as_str()],
                 input,
                 additional_metadata: meta,
+                traceparent: Some(adze_telemetry::new_traceparent()),
             });
         }
         let ids = adze_store::runs::create_runs(&self.deps.pool, tenant_id, &runs)
@@ -97,7 +98,7 @@ impl WorkflowApi {
                 run_ids: ids.clone(),
             },
         )
-        .with_trace(Some(adze_telemetry::new_traceparent()));
+        .with_trace(runs.first().and_then(|r| r.traceparent.clone()));
         let msg_id = format!("created:{}", ids[0]);
         if let Err(e) = self.deps.bus.publish_event(&env, &msg_id).await {
             tracing::warn!(error = %e, runs = ids.len(), "could not notify the scheduler; the reaper will repair");

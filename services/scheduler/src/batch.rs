@@ -194,7 +194,11 @@ impl Processor {
                 payload: a.payload,
                 additional_metadata: a.additional_metadata,
             };
-            let env = Envelope::new(a.tenant_id, msg);
+            let trace = a
+                .traceparent
+                .as_deref()
+                .and_then(adze_telemetry::child_traceparent);
+            let env = Envelope::new(a.tenant_id, msg).with_trace(trace);
             if let Err(e) = bus
                 .publish_core(bus.subjects().worker_actions(a.worker_id), &env)
                 .await
@@ -205,13 +209,23 @@ impl Processor {
             }
         }
         for f in outcome.finished {
-            tracing::info!(run_id = %f.run_id, status = f.status.as_str(), "run finished");
+            let trace_id = f
+                .traceparent
+                .as_deref()
+                .and_then(adze_telemetry::trace_id)
+                .unwrap_or_default();
+            tracing::info!(run_id = %f.run_id, status = f.status.as_str(), trace_id, "run finished");
             let env = Envelope::new(
                 f.tenant_id,
                 RunFinished {
                     run_id: f.run_id,
                     status: f.status.as_str().to_string(),
                 },
+            )
+            .with_trace(
+                f.traceparent
+                    .as_deref()
+                    .and_then(adze_telemetry::child_traceparent),
             );
             if let Err(e) = bus
                 .publish_core(bus.subjects().run_finished(f.tenant_id), &env)
