@@ -126,7 +126,7 @@ pub async fn serve_roles(
                 auth: shared.auth.clone(),
             };
             shared.bus.ensure_streams().await?;
-            adze_ingest::add_grpc(&mut builder, &deps);
+            adze_ingest::add_grpc(&mut builder, &deps, shutdown.clone());
             rest = adze_ingest::rest_router(deps);
         }
         if has("dispatcher") {

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod batch;
 pub mod runs;
 pub mod scheduling;
 pub mod tenants;

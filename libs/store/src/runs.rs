@@ -25,87 +25,124 @@ pub struct NewRun<'a> {
 /// Inserts runs and all their tasks in one transaction (roots `queued`, others
 /// `pending` with their parent count) and returns the run ids in request order.
 pub async fn create_runs(pool: &PgPool, tenant_id: Uuid, runs: &[NewRun<'_>]) -> Result<Vec<Uuid>> {
-    let mut tx = pool.begin().await?;
-    let mut ids = Vec::with_capacity(runs.len());
-    for run in runs {
+    let keyed: Vec<(Uuid, &NewRun<'_>)> = runs.iter().map(|r| (tenant_id, r)).collect();
+    create_runs_multi(pool, &keyed).await
+}
+
+/// Inserts runs of any tenants in one transaction with two set-based statements (the
+/// ingest group commit). Returns the run ids in request order.
+pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> Result<Vec<Uuid>> {
+    let n = runs.len();
+    let mut r_tenant = Vec::with_capacity(n);
+    let mut r_id = Vec::with_capacity(n);
+    let mut r_wf = Vec::with_capacity(n);
+    let mut r_ver = Vec::with_capacity(n);
+    let mut r_name = Vec::with_capacity(n);
+    let mut r_input = Vec::with_capacity(n);
+    let mut r_meta = Vec::with_capacity(n);
+    let mut r_trace = Vec::with_capacity(n);
+    let mut t = TaskColumns::default();
+    for (tenant_id, run) in runs {
         let run_id = Uuid::now_v7();
         let v = run.version;
-        sqlx::query(
-            r#"INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input, additional_metadata, traceparent)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
-        )
-        .bind(tenant_id)
-        .bind(run_id)
-        .bind(v.workflow_id)
-        .bind(v.version_id)
-        .bind(&v.name)
-        .bind(&run.input)
-        .bind(&run.additional_metadata)
-        .bind(&run.traceparent)
-        .execute(&mut *tx)
-        .await?;
-        let n = v.tasks.len();
-        let (mut tids, mut names, mut actions, mut statuses, mut pending) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut parents, mut ancestors, mut retries, mut factors, mut caps) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for t in &v.tasks {
-            tids.push(Uuid::now_v7());
-            names.push(t.readable_id.as_str());
-            actions.push(t.action_id.as_str());
-            let status = if t.parents.is_empty() {
-                TaskStatus::Queued
-            } else {
-                TaskStatus::Pending
-            };
-            statuses.push(status.as_str());
-            pending.push(t.parents.len() as i32);
-            // Postgres has no arrays of arrays of varying length; pass them as JSON.
-            parents.push(serde_json::to_value(&t.parents).unwrap_or_default());
-            ancestors.push(serde_json::to_value(&t.ancestors).unwrap_or_default());
-            retries.push(t.retry.max_retries);
-            factors.push(t.retry.backoff_factor);
-            caps.push(t.retry.backoff_max_seconds);
+        r_tenant.push(*tenant_id);
+        r_id.push(run_id);
+        r_wf.push(v.workflow_id);
+        r_ver.push(v.version_id);
+        r_name.push(v.name.as_str());
+        r_input.push(run.input.clone());
+        r_meta.push(run.additional_metadata.clone());
+        r_trace.push(run.traceparent.as_deref());
+        for task in &v.tasks {
+            t.push(*tenant_id, run_id, task);
         }
-        sqlx::query(
-            r#"INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, pending_parents,
-                 parents, ancestors, max_retries, backoff_factor, backoff_max_seconds)
-               SELECT $1, u.id, $2, u.name, u.action, u.status, u.pending,
-                 ARRAY(SELECT jsonb_array_elements_text(u.parents)),
-                 ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
-                 u.retries, u.factor, u.cap
-               FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::jsonb[],
-                           $9::jsonb[], $10::int[], $11::float8[], $12::int[])
-                 AS u(id, name, action, status, pending, parents, ancestors, retries, factor, cap)"#,
-        )
-        .bind(tenant_id)
-        .bind(run_id)
-        .bind(&tids)
-        .bind(&names)
-        .bind(&actions)
-        .bind(&statuses)
-        .bind(&pending)
-        .bind(&parents)
-        .bind(&ancestors)
-        .bind(&retries)
-        .bind(&factors)
-        .bind(&caps)
-        .execute(&mut *tx)
-        .await?;
-        ids.push(run_id);
     }
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        r#"INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
+                             additional_metadata, traceparent)
+           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
+                                $7::jsonb[], $8::text[])"#,
+    )
+    .bind(&r_tenant)
+    .bind(&r_id)
+    .bind(&r_wf)
+    .bind(&r_ver)
+    .bind(&r_name)
+    .bind(&r_input)
+    .bind(&r_meta)
+    .bind(&r_trace)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        r#"INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
+                 pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds)
+           SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
+                  CASE WHEN u.status = 'queued' THEN 'waiting for a worker slot' ELSE 'waiting for parents' END,
+                  u.pending,
+                  ARRAY(SELECT jsonb_array_elements_text(u.parents)),
+                  ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
+                  u.retries, u.factor, u.cap
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
+                       $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[])
+             AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap)"#,
+    )
+    .bind(&t.tenant)
+    .bind(&t.id)
+    .bind(&t.run)
+    .bind(&t.name)
+    .bind(&t.action)
+    .bind(&t.status)
+    .bind(&t.pending)
+    .bind(&t.parents)
+    .bind(&t.ancestors)
+    .bind(&t.retries)
+    .bind(&t.factor)
+    .bind(&t.cap)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(ids)
+    Ok(r_id)
+}
+
+/// Column arrays of the tasks to insert.
+#[derive(Default)]
+struct TaskColumns<'a> {
+    tenant: Vec<Uuid>,
+    id: Vec<Uuid>,
+    run: Vec<Uuid>,
+    name: Vec<&'a str>,
+    action: Vec<&'a str>,
+    status: Vec<&'static str>,
+    pending: Vec<i32>,
+    parents: Vec<Value>,
+    ancestors: Vec<Value>,
+    retries: Vec<i32>,
+    factor: Vec<Option<f64>>,
+    cap: Vec<Option<i32>>,
+}
+
+impl<'a> TaskColumns<'a> {
+    fn push(&mut self, tenant: Uuid, run: Uuid, t: &'a crate::workflows::TaskDef) {
+        self.tenant.push(tenant);
+        self.id.push(Uuid::now_v7());
+        self.run.push(run);
+        self.name.push(&t.readable_id);
+        self.action.push(&t.action_id);
+        let status = if t.parents.is_empty() {
+            TaskStatus::Queued
+        } else {
+            TaskStatus::Pending
+        };
+        self.status.push(status.as_str());
+        self.pending.push(t.parents.len() as i32);
+        // Postgres has no arrays of arrays of varying length; pass them as JSON.
+        self.parents.push(Value::from(t.parents.clone()));
+        self.ancestors.push(Value::from(t.ancestors.clone()));
+        self.retries.push(t.retry.max_retries);
+        self.factor.push(t.retry.backoff_factor);
+        self.cap.push(t.retry.backoff_max_seconds);
+    }
 }
 
 /// One task as a client sees it.

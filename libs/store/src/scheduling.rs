@@ -284,13 +284,18 @@ pub async fn finalize_runs(
             });
         }
     }
-    for f in &finished {
+    if !finished.is_empty() {
+        let tenants: Vec<Uuid> = finished.iter().map(|f| f.tenant_id).collect();
+        let ids: Vec<Uuid> = finished.iter().map(|f| f.run_id).collect();
+        let sts: Vec<&str> = finished.iter().map(|f| f.status.as_str()).collect();
         sqlx::query(
-            "UPDATE runs SET status = $3, finished_at = now() WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')",
+            r#"UPDATE runs r SET status = u.status, finished_at = now()
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(tenant_id, id, status)
+               WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ('queued', 'running')"#,
         )
-        .bind(f.tenant_id)
-        .bind(f.run_id)
-        .bind(f.status.as_str())
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&sts)
         .execute(&mut *conn)
         .await?;
     }

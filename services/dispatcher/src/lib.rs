@@ -103,6 +103,7 @@ impl Dispatcher {
             registry,
             hub,
             shutdown,
+            starts: reports::RecentStarts::default(),
         };
         let server = DispatcherServer::new(svc)
             .accept_compressed(CompressionEncoding::Gzip)

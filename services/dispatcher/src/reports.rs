@@ -7,6 +7,33 @@ use serde_json::Value;
 use tonic::Status;
 use uuid::Uuid;
 
+/// STARTED reports already forwarded. Python sends STARTED twice per attempt; the
+/// stream de-duplicates by message id anyway, but skipping the second publish saves a
+/// JetStream round trip on the hot path. Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub(crate) struct RecentStarts {
+    seen: std::sync::Mutex<std::collections::HashSet<(Uuid, i32)>>,
+}
+
+const RECENT_STARTS_MAX: usize = 100_000;
+
+impl RecentStarts {
+    /// Whether `(task, attempt)` was already forwarded.
+    pub(crate) fn contains(&self, task: Uuid, attempt: i32) -> bool {
+        self.seen.lock().is_ok_and(|s| s.contains(&(task, attempt)))
+    }
+
+    /// Records a forwarded STARTED.
+    pub(crate) fn remember(&self, task: Uuid, attempt: i32) {
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= RECENT_STARTS_MAX {
+                seen.clear();
+            }
+            seen.insert((task, attempt));
+        }
+    }
+}
+
 /// The scheduler event for a report, with its de-duplication id; `None` for reports
 /// that change nothing (acknowledged, unknown).
 pub(crate) fn to_event(r: &StepActionEvent) -> Result<Option<(SchedulerEvent, String)>, Status> {
@@ -144,6 +171,16 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(matches!(e, SchedulerEvent::TaskFailed { .. }));
+    }
+
+    #[test]
+    fn second_started_is_recognised() {
+        let r = RecentStarts::default();
+        let t = Uuid::new_v4();
+        assert!(!r.contains(t, 0));
+        r.remember(t, 0);
+        assert!(r.contains(t, 0));
+        assert!(!r.contains(t, 1));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub(crate) struct DispatcherApi {
     pub(crate) registry: Arc<Registry>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) starts: reports::RecentStarts,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -314,6 +315,16 @@ impl Dispatcher for DispatcherApi {
         let who = self.who(&req).await?;
         let r = req.get_ref();
         if let Some((event, id)) = reports::to_event(r)? {
+            let started = match event {
+                SchedulerEvent::TaskStarted { task_id, attempt } => Some((task_id, attempt)),
+                _ => None,
+            };
+            if started.is_some_and(|(t, a)| self.starts.contains(t, a)) {
+                return Ok(Response::new(ActionEventResponse {
+                    tenant_id: who.tenant_id.to_string(),
+                    worker_id: r.worker_id.clone(),
+                }));
+            }
             let env = Envelope::new(who.tenant_id, event);
             // Answer only once JetStream has the report, so an acknowledged report is durable.
             self.deps
@@ -321,6 +332,9 @@ impl Dispatcher for DispatcherApi {
                 .publish_event(&env, &id)
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot record the task event: {e}")))?;
+            if let Some((t, a)) = started {
+                self.starts.remember(t, a);
+            }
         }
         Ok(Response::new(ActionEventResponse {
             tenant_id: who.tenant_id.to_string(),

@@ -14,11 +14,12 @@ use crate::errors::{authenticate, parse_uuid, store_status};
 
 pub(crate) struct AdminApi {
     deps: Deps,
+    versions: std::sync::Arc<crate::versions::VersionCache>,
 }
 
 impl AdminApi {
-    pub(crate) fn new(deps: Deps) -> Self {
-        Self { deps }
+    pub(crate) fn new(deps: Deps, versions: std::sync::Arc<crate::versions::VersionCache>) -> Self {
+        Self { deps, versions }
     }
 }
 
@@ -161,6 +162,7 @@ impl AdminService for AdminApi {
             adze_store::workflows::put_workflow(&self.deps.pool, who.tenant_id, &spec)
                 .await
                 .map_err(store_status)?;
+        self.versions.invalidate(who.tenant_id, &spec.name);
         Ok(Response::new(CreateWorkflowVersionResponse {
             id: version_id.to_string(),
             workflow_id: workflow_id.to_string(),

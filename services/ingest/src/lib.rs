@@ -4,10 +4,12 @@
 //! `EventsService.PutLog`; REST: the calls the SDKs make around a worker's life.
 
 mod admin;
+mod commit;
 mod errors;
 mod events;
 mod rest;
 mod trigger;
+mod versions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,16 +57,27 @@ pub struct Deps {
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
 /// Adds ingest's gRPC services to a route set (compose several roles on one port).
-pub fn add_grpc(builder: &mut tonic::service::RoutesBuilder, deps: &Deps) {
+/// Starts the trigger committer, which drains and stops on `shutdown`.
+pub fn add_grpc(
+    builder: &mut tonic::service::RoutesBuilder,
+    deps: &Deps,
+    shutdown: CancellationToken,
+) {
+    let versions = Arc::new(versions::VersionCache::default());
+    let committer = commit::Committer::start(deps.pool.clone(), deps.bus.clone(), shutdown);
     builder
         .add_service(
-            WorkflowServiceServer::new(trigger::WorkflowApi::new(deps.clone()))
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(MAX_MESSAGE),
+            WorkflowServiceServer::new(trigger::WorkflowApi::new(
+                deps.clone(),
+                versions.clone(),
+                committer,
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            AdminServiceServer::new(admin::AdminApi::new(deps.clone()))
+            AdminServiceServer::new(admin::AdminApi::new(deps.clone(), versions))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE),
         )
@@ -81,9 +94,9 @@ pub fn rest_router(deps: Deps) -> axum::Router {
 }
 
 /// The ingest API alone: gRPC and REST on one port.
-pub fn router(deps: Deps) -> axum::Router {
+pub fn router(deps: Deps, shutdown: CancellationToken) -> axum::Router {
     let mut builder = tonic::service::RoutesBuilder::default();
-    add_grpc(&mut builder, &deps);
+    add_grpc(&mut builder, &deps, shutdown);
     builder
         .routes()
         .into_axum_router()
@@ -95,5 +108,5 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
     deps.bus.ensure_streams().await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    adze_runtime::serve(listener, router(deps), shutdown).await
+    adze_runtime::serve(listener, router(deps, shutdown.clone()), shutdown).await
 }

@@ -2,31 +2,37 @@
 //! runs with their tasks in one transaction, then notify the scheduler.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use adze_bus::Envelope;
-use adze_bus::messages::SchedulerEvent;
 use adze_core::limits::{MAX_BULK_TRIGGER, MAX_PAYLOAD_BYTES};
 use adze_proto::hatchet::workflow_service_server::WorkflowService;
 use adze_proto::hatchet::{
     BulkTriggerWorkflowRequest, BulkTriggerWorkflowResponse, TriggerWorkflowResponse,
 };
 use adze_proto::v1::TriggerWorkflowRequest;
-use adze_store::runs::NewRun;
 use adze_store::workflows::WorkflowVersion;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::Deps;
+use crate::commit::{Committer, PendingRun};
 use crate::errors::{authenticate, store_status};
+use crate::versions::VersionCache;
 
 pub(crate) struct WorkflowApi {
     deps: Deps,
+    versions: Arc<VersionCache>,
+    committer: Committer,
 }
 
 impl WorkflowApi {
-    pub(crate) fn new(deps: Deps) -> Self {
-        Self { deps }
+    pub(crate) fn new(deps: Deps, versions: Arc<VersionCache>, committer: Committer) -> Self {
+        Self {
+            deps,
+            versions,
+            committer,
+        }
     }
 }
 
@@ -46,13 +52,13 @@ pub(crate) fn parse_payload(field: &str, text: &str, default: Value) -> Result<V
 }
 
 impl WorkflowApi {
-    /// Validates and creates runs; ids in request order.
+    /// Validates and creates runs; ids in request order, answered after the commit.
     async fn trigger_many(
         &self,
         tenant_id: Uuid,
         reqs: &[TriggerWorkflowRequest],
     ) -> Result<Vec<Uuid>, Status> {
-        let mut versions: HashMap<&str, WorkflowVersion> = HashMap::new();
+        let mut versions: HashMap<&str, Arc<WorkflowVersion>> = HashMap::new();
         for r in reqs {
             if r.parent_id.as_deref().is_some_and(|p| !p.is_empty()) {
                 return Err(Status::unimplemented(
@@ -60,7 +66,9 @@ impl WorkflowApi {
                 ));
             }
             if !versions.contains_key(r.name.as_str()) {
-                let v = adze_store::workflows::latest_version(&self.deps.pool, tenant_id, &r.name)
+                let v = self
+                    .versions
+                    .get(&self.deps.pool, tenant_id, &r.name)
                     .await
                     .map_err(store_status)?
                     .ok_or_else(|| {
@@ -80,30 +88,17 @@ impl WorkflowApi {
                     .filter(|v| !v.is_null()),
                 None => None,
             };
-            runs.push(NewRun {
-                version: &versions[r.name.as_str()],
+            runs.push(PendingRun {
+                version: versions[r.name.as_str()].clone(),
                 input,
                 additional_metadata: meta,
                 traceparent: Some(adze_telemetry::new_traceparent()),
             });
         }
-        let ids = adze_store::runs::create_runs(&self.deps.pool, tenant_id, &runs)
+        self.committer
+            .submit(tenant_id, runs)
             .await
-            .map_err(store_status)?;
-        // The runs are committed: from here on nothing is lost. If this notice is
-        // lost, the reaper's repair pass wakes the scheduler for the queued tasks.
-        let env = Envelope::new(
-            tenant_id,
-            SchedulerEvent::RunsCreated {
-                run_ids: ids.clone(),
-            },
-        )
-        .with_trace(runs.first().and_then(|r| r.traceparent.clone()));
-        let msg_id = format!("created:{}", ids[0]);
-        if let Err(e) = self.deps.bus.publish_event(&env, &msg_id).await {
-            tracing::warn!(error = %e, runs = ids.len(), "could not notify the scheduler; the reaper will repair");
-        }
-        Ok(ids)
+            .map_err(Status::unavailable)
     }
 }
 

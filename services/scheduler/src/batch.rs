@@ -94,14 +94,14 @@ impl Processor {
         if held.is_none() {
             return Ok(None);
         }
-        let mut touched: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
+        let mut rows = Vec::with_capacity(events.len());
         for env in events {
-            for ev in self.expand(&mut tx, env).await? {
-                if let Some(applied) = scheduling::apply_event(&mut tx, &ev).await? {
-                    tracing::debug!(task_id = %applied.task_id, to = %applied.to, "transition");
-                    touched.insert((applied.tenant_id, applied.run_id));
-                }
-            }
+            rows.extend(self.expand(&mut tx, env).await?);
+        }
+        let mut touched: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
+        for applied in adze_store::batch::apply_batch(&mut tx, &rows).await? {
+            tracing::debug!(task_id = %applied.task_id, to = %applied.to, "transition");
+            touched.insert((applied.tenant_id, applied.run_id));
         }
         let finished =
             scheduling::finalize_runs(&mut tx, &touched.into_iter().collect::<Vec<_>>()).await?;

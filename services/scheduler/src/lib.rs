@@ -88,6 +88,8 @@ async fn consume(
 ) -> anyhow::Result<()> {
     let consumer = deps.bus.events_consumer().await?;
     let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(config.batch_size.max(1))
         .messages()
         .await
         .map_err(|e| anyhow::anyhow!("cannot consume events: {e}"))?

@@ -1,0 +1,142 @@
+//! Set-based application of the two events that dominate the hot path, STARTED and
+//! COMPLETED: one statement per kind per batch instead of several per task. The guards
+//! are the state machine's ([`TaskEvent::allowed_from`]) and the attempt fence, exactly
+//! as in [`crate::scheduling::apply_event`], which handles every other event.
+
+use adze_core::{TaskEvent, TaskStatus};
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::Result;
+use crate::scheduling::{Applied, TaskEventRow, apply_event};
+
+fn guard(event: &TaskEvent) -> Vec<&'static str> {
+    event.allowed_from().iter().map(|s| s.as_str()).collect()
+}
+
+/// Applies a batch of events: all STARTED, then all COMPLETED (set-based), then the
+/// rest one by one in arrival order. Returns the transitions that applied.
+///
+/// Applying completions before failures and lost-worker requeues of the same batch is
+/// deliberate: a result that arrived is kept rather than re-run.
+pub async fn apply_batch(conn: &mut PgConnection, events: &[TaskEventRow]) -> Result<Vec<Applied>> {
+    let mut started = Vec::new();
+    let mut completed = Vec::new();
+    let mut rest = Vec::new();
+    for ev in events {
+        match ev.event {
+            TaskEvent::Started { attempt } => started.push((ev.tenant_id, ev.task_id, attempt)),
+            TaskEvent::Completed { attempt } => completed.push((
+                ev.tenant_id,
+                ev.task_id,
+                attempt,
+                ev.output.clone().unwrap_or(Value::Null),
+            )),
+            _ => rest.push(ev),
+        }
+    }
+    let mut applied = apply_started(conn, &started).await?;
+    applied.extend(apply_completed(conn, &completed).await?);
+    for ev in rest {
+        if let Some(a) = apply_event(conn, ev).await? {
+            applied.push(a);
+        }
+    }
+    Ok(applied)
+}
+
+fn to_applied(rows: Vec<sqlx::postgres::PgRow>, to: TaskStatus) -> Result<Vec<Applied>> {
+    rows.iter()
+        .map(|r| {
+            Ok(Applied {
+                tenant_id: r.try_get("tenant_id")?,
+                run_id: r.try_get("run_id")?,
+                task_id: r.try_get("id")?,
+                to,
+            })
+        })
+        .collect()
+}
+
+async fn apply_started(conn: &mut PgConnection, evs: &[(Uuid, Uuid, i32)]) -> Result<Vec<Applied>> {
+    if evs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = evs.iter().map(|e| e.0).collect();
+    let ids: Vec<Uuid> = evs.iter().map(|e| e.1).collect();
+    let attempts: Vec<i32> = evs.iter().map(|e| e.2).collect();
+    let rows = sqlx::query(
+        r#"WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[]) AS u(tenant_id, id, attempt)),
+           upd AS (
+             UPDATE tasks t SET status = 'running', started_at = now()
+             FROM u
+             WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($4)
+             RETURNING t.tenant_id, t.id, t.run_id, t.attempt),
+           hist AS (
+             UPDATE task_attempts a SET status = 'running', started_at = now()
+             FROM upd WHERE a.tenant_id = upd.tenant_id AND a.task_id = upd.id AND a.attempt = upd.attempt),
+           run AS (
+             UPDATE runs r SET status = 'running'
+             FROM (SELECT DISTINCT tenant_id, run_id FROM upd) x
+             WHERE r.tenant_id = x.tenant_id AND r.id = x.run_id AND r.status = 'queued')
+           SELECT tenant_id, id, run_id FROM upd"#,
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(guard(&TaskEvent::Started { attempt: 0 }))
+    .fetch_all(conn)
+    .await?;
+    to_applied(rows, TaskStatus::Running)
+}
+
+async fn apply_completed(
+    conn: &mut PgConnection,
+    evs: &[(Uuid, Uuid, i32, Value)],
+) -> Result<Vec<Applied>> {
+    if evs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = evs.iter().map(|e| e.0).collect();
+    let ids: Vec<Uuid> = evs.iter().map(|e| e.1).collect();
+    let attempts: Vec<i32> = evs.iter().map(|e| e.2).collect();
+    let outputs: Vec<Value> = evs.iter().map(|e| e.3.clone()).collect();
+    // Children whose last pending parents completed in this batch are queued; several
+    // parents of one child completing together are counted together.
+    let rows = sqlx::query(
+        r#"WITH u AS (SELECT DISTINCT ON (tenant_id, id, attempt) *
+                      FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::jsonb[]) AS u(tenant_id, id, attempt, output)),
+           upd AS (
+             UPDATE tasks t SET status = 'succeeded', output = u.output, finished_at = now(), wait_reason = NULL
+             FROM u
+             WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($5)
+             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.attempt),
+           hist AS (
+             UPDATE task_attempts a SET status = 'succeeded', finished_at = now()
+             FROM upd WHERE a.tenant_id = upd.tenant_id AND a.task_id = upd.id AND a.attempt = upd.attempt),
+           dec AS (
+             SELECT c.tenant_id, c.id, count(*)::int AS n
+             FROM upd JOIN tasks c
+               ON c.tenant_id = upd.tenant_id AND c.run_id = upd.run_id AND upd.readable_id = ANY(c.parents)
+             WHERE c.status = ANY($6)
+             GROUP BY c.tenant_id, c.id),
+           rel AS (
+             UPDATE tasks c SET
+               pending_parents = c.pending_parents - dec.n,
+               status = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'queued' ELSE c.status END,
+               wait_reason = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'waiting for a worker slot' ELSE c.wait_reason END,
+               queued_at = now(), not_before = now()
+             FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6))
+           SELECT tenant_id, id, run_id FROM upd"#,
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&outputs)
+    .bind(guard(&TaskEvent::Completed { attempt: 0 }))
+    .bind(guard(&TaskEvent::ParentsDone))
+    .fetch_all(conn)
+    .await?;
+    to_applied(rows, TaskStatus::Succeeded)
+}

@@ -1,0 +1,145 @@
+//! Group commit for triggers. Concurrent trigger calls hand their runs to one
+//! committer task, which takes everything queued at that moment (no linger: a lone
+//! request commits at once), writes it in one transaction with set-based inserts,
+//! answers every caller only after the commit, then tells the scheduler in one message
+//! per tenant.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use adze_bus::messages::SchedulerEvent;
+use adze_bus::{Bus, Envelope};
+use adze_store::runs::NewRun;
+use adze_store::workflows::WorkflowVersion;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Most runs committed in one transaction.
+const MAX_BATCH_RUNS: usize = 2_000;
+
+/// A validated run waiting for its commit.
+pub(crate) struct PendingRun {
+    pub(crate) version: Arc<WorkflowVersion>,
+    pub(crate) input: Value,
+    pub(crate) additional_metadata: Option<Value>,
+    pub(crate) traceparent: Option<String>,
+}
+
+struct Request {
+    tenant_id: Uuid,
+    runs: Vec<PendingRun>,
+    reply: oneshot::Sender<Result<Vec<Uuid>, String>>,
+}
+
+/// Handle to the committer task.
+#[derive(Clone, Debug)]
+pub(crate) struct Committer {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Committer {
+    /// Starts the committer; it stops when `shutdown` is cancelled and the queue drains.
+    pub(crate) fn start(pool: PgPool, bus: Bus, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(run(pool, bus, rx, shutdown));
+        Self { tx }
+    }
+
+    /// Commits the runs; returns their ids in order once they are durable.
+    pub(crate) async fn submit(
+        &self,
+        tenant_id: Uuid,
+        runs: Vec<PendingRun>,
+    ) -> Result<Vec<Uuid>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request {
+                tenant_id,
+                runs,
+                reply,
+            })
+            .await
+            .map_err(|_| "ingest is shutting down".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the commit was interrupted".to_string())?
+    }
+}
+
+async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => match r { Some(r) => r, None => return },
+            _ = shutdown.cancelled() => { rx.close(); match rx.recv().await { Some(r) => r, None => return } }
+        };
+        let mut batch = vec![first];
+        let mut size = batch[0].runs.len();
+        while size < MAX_BATCH_RUNS {
+            match rx.try_recv() {
+                Ok(r) => {
+                    size += r.runs.len();
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(&pool, &bus, batch).await;
+    }
+}
+
+async fn commit(pool: &PgPool, bus: &Bus, batch: Vec<Request>) {
+    let rows: Vec<(Uuid, NewRun<'_>)> = batch
+        .iter()
+        .flat_map(|r| {
+            r.runs.iter().map(|p| {
+                (
+                    r.tenant_id,
+                    NewRun {
+                        version: &p.version,
+                        input: p.input.clone(),
+                        additional_metadata: p.additional_metadata.clone(),
+                        traceparent: p.traceparent.clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    let keyed: Vec<(Uuid, &NewRun<'_>)> = rows.iter().map(|(t, r)| (*t, r)).collect();
+    let result = adze_store::runs::create_runs_multi(pool, &keyed).await;
+    drop(keyed);
+    let ids = match result {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(error = %e, runs = rows.len(), "trigger commit failed");
+            for r in batch {
+                let _ = r.reply.send(Err(format!("storage unavailable: {e}")));
+            }
+            return;
+        }
+    };
+    // Durable now: answer the callers, then notify the scheduler. A lost notice is
+    // repaired by the reaper's scan of the queue.
+    let mut per_tenant: BTreeMap<Uuid, (Vec<Uuid>, Option<String>)> = BTreeMap::new();
+    let mut offset = 0;
+    for r in batch {
+        let mine = ids[offset..offset + r.runs.len()].to_vec();
+        offset += r.runs.len();
+        let entry = per_tenant.entry(r.tenant_id).or_default();
+        entry.0.extend_from_slice(&mine);
+        if entry.1.is_none() {
+            entry.1 = r.runs.first().and_then(|p| p.traceparent.clone());
+        }
+        let _ = r.reply.send(Ok(mine));
+    }
+    for (tenant_id, (run_ids, trace)) in per_tenant {
+        let msg_id = format!("created:{}", run_ids[0]);
+        let env =
+            Envelope::new(tenant_id, SchedulerEvent::RunsCreated { run_ids }).with_trace(trace);
+        if let Err(e) = bus.publish_event(&env, &msg_id).await {
+            tracing::warn!(error = %e, "could not notify the scheduler; the reaper will repair");
+        }
+    }
+}
