@@ -132,27 +132,38 @@ impl Hub {
     }
 }
 
-/// Follows finished-run notices from the scheduler.
+/// Follows finished-run notices from the scheduler, answering the waiters of all the
+/// notices that arrived together with one read.
 pub(crate) async fn follow_notices(
     hub: Arc<Hub>,
-    mut notices: Subscriber,
+    notices: Subscriber,
     shutdown: CancellationToken,
 ) {
+    let mut notices = notices.ready_chunks(512);
     loop {
-        let msg = tokio::select! {
+        let chunk = tokio::select! {
             _ = shutdown.cancelled() => return,
             m = notices.next() => match m { Some(m) => m, None => return },
         };
-        match adze_bus::decode::<RunFinished>(msg.headers.as_ref(), &msg.payload) {
-            Ok(env) => {
-                let key = (env.tenant_id, env.body.run_id);
-                let waited = hub.waiting.lock().is_ok_and(|w| w.contains_key(&key));
-                if waited {
-                    hub.deliver(&[key]).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "bad run notice"),
-        }
+        let keys: Vec<(Uuid, Uuid)> = {
+            let Ok(waiting) = hub.waiting.lock() else {
+                return;
+            };
+            chunk
+                .iter()
+                .filter_map(|msg| {
+                    match adze_bus::decode::<RunFinished>(msg.headers.as_ref(), &msg.payload) {
+                        Ok(env) => Some((env.tenant_id, env.body.run_id)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "bad run notice");
+                            None
+                        }
+                    }
+                })
+                .filter(|k| waiting.contains_key(k))
+                .collect()
+        };
+        hub.deliver(&keys).await;
     }
 }
 
