@@ -213,6 +213,28 @@ impl TestEnv {
         .await;
     }
 
+    /// Waits until some task is running on a worker whose name matches the SQL
+    /// `LIKE` pattern.
+    pub async fn wait_running_on(&self, worker_name_like: &str) {
+        let pool = self.pool.clone();
+        wait_for(&format!("a task running on {worker_name_like}"), Duration::from_secs(30), || {
+            let pool = pool.clone();
+            let like = worker_name_like.to_string();
+            async move {
+                sqlx::query(
+                    "SELECT 1 FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE t.status = 'running' AND w.name LIKE $1",
+                )
+                .bind(like)
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            }
+        })
+        .await;
+    }
+
     /// An SDK client of the default tenant.
     pub fn client(&self) -> adze_sdk::Client {
         self.client_with(&self.token)

@@ -32,19 +32,7 @@ async fn killed_worker_task_completes_on_the_other_worker_once() {
         .run_no_wait("conf-slots", json!({"sleep_ms": 4000}))
         .await
         .expect("trigger");
-    let pool = env.pool.clone();
-    wait_for("the task runs on worker A", Duration::from_secs(30), || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query("SELECT 1 FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE t.status = 'running' AND w.name LIKE '%A%'")
-                .fetch_optional(&pool)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-        }
-    })
-    .await;
+    env.wait_running_on("%A%").await;
 
     let mut b = Proc::spawn(
         "worker-b",
@@ -127,19 +115,8 @@ async fn silent_worker_task_is_retried_elsewhere() {
         .run_no_wait("silent", json!({}))
         .await
         .expect("trigger");
+    env.wait_running_on("A").await;
     let pool = env.pool.clone();
-    wait_for("the task runs on A", Duration::from_secs(20), || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query("SELECT 1 FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE t.status = 'running' AND w.name = 'A'")
-                .fetch_optional(&pool)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-        }
-    })
-    .await;
     let b = start("B");
     // Age A's last heartbeat until the reaper declares it lost (a real heartbeat may
     // land in between and refresh it, so keep ageing it).
