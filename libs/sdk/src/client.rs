@@ -18,7 +18,8 @@ use crate::run::{RunDetails, RunHandle};
 use crate::transport::{self, AuthChannel, AuthInterceptor};
 use crate::{SdkError, Workflow};
 
-/// A handle to the engine. Cheap to clone; all clones share one HTTP/2 connection.
+/// A handle to the engine. Cheap to clone; all clones share one HTTP/2 connection (two
+/// when [`ClientConfig::dispatcher_host_port`] names a separate dispatcher).
 ///
 /// Create it inside a Tokio runtime. The connection opens lazily on the first call.
 #[derive(Clone)]
@@ -29,12 +30,15 @@ pub struct Client {
 struct Inner {
     config: ResolvedConfig,
     channel: AuthChannel,
+    /// The `Dispatcher` service's channel: `channel` itself unless configured apart.
+    dispatcher_channel: AuthChannel,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("address", &self.inner.config.address)
+            .field("dispatcher_address", &self.inner.config.dispatcher_address)
             .field("tenant_id", &self.inner.config.tenant_id)
             .finish_non_exhaustive()
     }
@@ -79,12 +83,17 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, SdkError> {
         let resolved = config.resolve()?;
         let interceptor = AuthInterceptor::new(&config.token)?;
-        let channel = transport::channel(&resolved)?;
-        let channel = AuthChannel::new(channel, interceptor);
+        let channel = transport::channel(&resolved, &resolved.address)?;
+        let channel = AuthChannel::new(channel, interceptor.clone());
+        let dispatcher_channel = match &resolved.dispatcher_address {
+            Some(address) => AuthChannel::new(transport::channel(&resolved, address)?, interceptor),
+            None => channel.clone(),
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 config: resolved,
                 channel,
+                dispatcher_channel,
             }),
         })
     }
@@ -233,7 +242,7 @@ impl Client {
     }
 
     pub(crate) fn dispatcher(&self) -> DispatcherClient<AuthChannel> {
-        DispatcherClient::new(self.inner.channel.clone())
+        DispatcherClient::new(self.inner.dispatcher_channel.clone())
             .send_compressed(Gzip)
             .accept_compressed(Gzip)
     }

@@ -45,6 +45,11 @@ pub struct ClientConfig {
     /// `host:port` of the engine's gRPC endpoint; overrides the token's
     /// `grpc_broadcast_address`.
     pub host_port: Option<String>,
+    /// `host:port` of the `Dispatcher` gRPC service, when it is served apart from the
+    /// client services (a fleet of separate processes reached without a routing proxy).
+    /// Used by workers (register, listen, heartbeat, task events) and by result
+    /// subscriptions; `None` uses the same address as everything else.
+    pub dispatcher_host_port: Option<String>,
     /// Transport security. Only [`TlsStrategy::None`] is implemented so far.
     pub tls_strategy: TlsStrategy,
     /// Prefix for workflow names (normalized to lower case ending in `_`).
@@ -58,6 +63,7 @@ impl fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("token", &"<redacted>")
             .field("host_port", &self.host_port)
+            .field("dispatcher_host_port", &self.dispatcher_host_port)
             .field("tls_strategy", &self.tls_strategy)
             .field("namespace", &self.namespace)
             .field("tenant_id", &self.tenant_id)
@@ -67,8 +73,9 @@ impl fmt::Debug for ClientConfig {
 
 impl ClientConfig {
     /// Reads `HATCHET_CLIENT_TOKEN` (required), `HATCHET_CLIENT_HOST_PORT`,
-    /// `HATCHET_CLIENT_TLS_STRATEGY`, `HATCHET_CLIENT_NAMESPACE` and
-    /// `HATCHET_CLIENT_TENANT_ID` from the process environment.
+    /// `HATCHET_CLIENT_TLS_STRATEGY`, `HATCHET_CLIENT_NAMESPACE`,
+    /// `HATCHET_CLIENT_TENANT_ID` and `ADZE_DISPATCHER_HOST_PORT` (an Adze extension, see
+    /// [`ClientConfig::dispatcher_host_port`]) from the process environment.
     pub fn from_env() -> Result<Self, SdkError> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
@@ -90,6 +97,7 @@ impl ClientConfig {
         Ok(ClientConfig {
             token: token.trim().to_owned(),
             host_port: get("HATCHET_CLIENT_HOST_PORT"),
+            dispatcher_host_port: get("ADZE_DISPATCHER_HOST_PORT"),
             tls_strategy,
             namespace: get("HATCHET_CLIENT_NAMESPACE"),
             tenant_id: get("HATCHET_CLIENT_TENANT_ID"),
@@ -111,6 +119,7 @@ impl ClientConfig {
                 )
             })?;
         Ok(ResolvedConfig {
+            dispatcher_address: self.dispatcher_host_port.clone(),
             address,
             tenant_id: self.tenant_id.clone().unwrap_or(claims.sub),
             server_url: claims.server_url,
@@ -124,6 +133,8 @@ impl ClientConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct ResolvedConfig {
     pub address: String,
+    /// The `Dispatcher` service's address when it differs from `address`.
+    pub dispatcher_address: Option<String>,
     pub tenant_id: String,
     pub server_url: Option<String>,
     pub namespace: String,

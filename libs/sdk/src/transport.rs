@@ -37,10 +37,10 @@ impl Interceptor for AuthInterceptor {
     }
 }
 
-/// Builds a lazily connecting channel; the first RPC opens the connection.
+/// Builds a lazily connecting channel to `address`; the first RPC opens the connection.
 ///
 /// Must run inside a Tokio runtime (the channel spawns its connection driver).
-pub(crate) fn channel(config: &ResolvedConfig) -> Result<Channel, SdkError> {
+pub(crate) fn channel(config: &ResolvedConfig, address: &str) -> Result<Channel, SdkError> {
     match config.tls_strategy {
         TlsStrategy::None => {}
         TlsStrategy::Tls | TlsStrategy::Mtls => {
@@ -56,9 +56,9 @@ pub(crate) fn channel(config: &ResolvedConfig) -> Result<Channel, SdkError> {
             "the client must be created inside a Tokio runtime".into(),
         ));
     }
-    let endpoint = Endpoint::from_shared(format!("http://{}", config.address))
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|source| SdkError::Connect {
-            address: config.address.clone(),
+            address: address.to_owned(),
             source,
         })?
         .connect_timeout(Duration::from_secs(10))

@@ -3,7 +3,7 @@
 mod fake_engine;
 
 use adze_proto::hatchet::{StepRunResult, WorkflowRunEvent};
-use adze_sdk::SdkError;
+use adze_sdk::{Client, ClientConfig, SdkError, TlsStrategy};
 use fake_engine::FakeEngine;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -113,4 +113,30 @@ async fn get_run_maps_not_found() {
         err.status().map(tonic::Status::code),
         Some(tonic::Code::NotFound)
     );
+}
+
+#[tokio::test]
+async fn dispatcher_host_port_sends_result_subscriptions_to_the_dispatcher() {
+    let (ingest, ingest_addr) = FakeEngine::serve().await;
+    let (dispatcher, dispatcher_addr) = FakeEngine::serve().await;
+    dispatcher.state().run_events.insert(
+        "run-1".into(),
+        finished("run-1", &[("fetch", Some(r#"{"len":3}"#), None)]),
+    );
+    let client = Client::new(ClientConfig {
+        token: fake_engine::token(),
+        host_port: Some(ingest_addr.to_string()),
+        dispatcher_host_port: Some(dispatcher_addr.to_string()),
+        tls_strategy: TlsStrategy::None,
+        ..Default::default()
+    })
+    .unwrap();
+    let out: Value = client.run("docs", json!({})).await.unwrap();
+    assert_eq!(out, json!({"fetch": {"len": 3}}));
+    assert_eq!(
+        ingest.state().triggers.len(),
+        1,
+        "the trigger goes to host_port"
+    );
+    assert!(dispatcher.state().triggers.is_empty());
 }

@@ -110,7 +110,7 @@ async fn candidates(
         r#"SELECT tenant_id, id, action_id FROM tasks
            WHERE status = 'queued' AND not_before <= now()
              AND tenant_id = ANY($1) AND action_id = ANY($2)
-           ORDER BY queued_at
+           ORDER BY not_before, queued_at
            LIMIT $3
            FOR UPDATE SKIP LOCKED"#,
     )
@@ -200,11 +200,7 @@ async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Resul
            upd AS (
              UPDATE tasks t SET status = $4, worker_id = m.worker_id, assigned_at = now(), wait_reason = NULL
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
-             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors),
-           hist AS (
-             INSERT INTO task_attempts (tenant_id, task_id, attempt, worker_id, status)
-             SELECT tenant_id, id, attempt, worker_id, 'assigned' FROM upd
-             ON CONFLICT (tenant_id, task_id, attempt) DO NOTHING)
+             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors)
            SELECT upd.*, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
              (SELECT jsonb_object_agg(a.readable_id,
                 CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)

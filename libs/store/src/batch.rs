@@ -1,5 +1,6 @@
 //! Set-based application of the two events that dominate the hot path, STARTED and
-//! COMPLETED: one statement per kind per batch instead of several per task. The guards
+//! COMPLETED: one statement per kind per batch instead of several per task. An
+//! attempt's history row is written once, when the attempt ends. The guards
 //! are the state machine's ([`TaskEvent::allowed_from`]) and the attempt fence, exactly
 //! as in [`crate::scheduling::apply_event`], which handles every other event.
 
@@ -72,14 +73,7 @@ async fn apply_started(conn: &mut PgConnection, evs: &[(Uuid, Uuid, i32)]) -> Re
              UPDATE tasks t SET status = 'running', started_at = now()
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($4)
-             RETURNING t.tenant_id, t.id, t.run_id, t.attempt),
-           hist AS (
-             UPDATE task_attempts a SET status = 'running', started_at = now()
-             FROM upd WHERE a.tenant_id = upd.tenant_id AND a.task_id = upd.id AND a.attempt = upd.attempt),
-           run AS (
-             UPDATE runs r SET status = 'running'
-             FROM (SELECT DISTINCT tenant_id, run_id FROM upd) x
-             WHERE r.tenant_id = x.tenant_id AND r.id = x.run_id AND r.status = 'queued')
+             RETURNING t.tenant_id, t.id, t.run_id, t.attempt)
            SELECT tenant_id, id, run_id FROM upd"#,
     )
     .bind(&tenants)
@@ -111,10 +105,14 @@ async fn apply_completed(
              UPDATE tasks t SET status = 'succeeded', output = u.output, finished_at = now(), wait_reason = NULL
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($5)
-             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.attempt),
+             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.attempt, t.worker_id, t.assigned_at,
+                       t.started_at),
            hist AS (
-             UPDATE task_attempts a SET status = 'succeeded', finished_at = now()
-             FROM upd WHERE a.tenant_id = upd.tenant_id AND a.task_id = upd.id AND a.attempt = upd.attempt),
+             INSERT INTO task_attempts (tenant_id, task_id, attempt, worker_id, status, assigned_at, started_at,
+                                        finished_at)
+             SELECT tenant_id, id, attempt, worker_id, 'succeeded', COALESCE(assigned_at, now()), started_at, now()
+             FROM upd
+             ON CONFLICT (tenant_id, task_id, attempt) DO NOTHING),
            dec AS (
              SELECT c.tenant_id, c.id, count(*)::int AS n
              FROM upd JOIN tasks c

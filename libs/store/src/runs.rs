@@ -249,6 +249,15 @@ pub async fn get_runs(db: impl PgExecutor<'_>, keys: &[(Uuid, Uuid)]) -> Result<
             run.tasks.push(task);
         }
     }
+    // Only final statuses are stored on the run; "running" is derived from its tasks.
+    for run in &mut out {
+        if !run.status.is_terminal() {
+            let derived = RunStatus::derive(run.tasks.iter().map(|t| t.status));
+            if !derived.is_terminal() {
+                run.status = derived;
+            }
+        }
+    }
     Ok(out)
 }
 

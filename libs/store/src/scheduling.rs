@@ -51,7 +51,7 @@ fn parse_status(s: &str) -> Result<TaskStatus> {
 pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<Option<Applied>> {
     let Some(row) = sqlx::query(
         r#"SELECT run_id, readable_id, status, attempt, failures, max_retries, backoff_factor,
-                  backoff_max_seconds
+                  backoff_max_seconds, worker_id, assigned_at, started_at
            FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
     )
     .bind(ev.tenant_id)
@@ -117,33 +117,34 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
     .bind(attempt)
     .execute(&mut *conn)
     .await?;
-    if status.holds_slot() {
+    // The attempt ends when the task leaves a slot-holding status for anything but
+    // `running`: record it in the history.
+    if status.holds_slot() && !to.holds_slot() {
+        let worker_id: Option<Uuid> = row.try_get("worker_id")?;
+        let assigned_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("assigned_at")?;
+        let started_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("started_at")?;
         sqlx::query(
-            r#"UPDATE task_attempts SET status = $4, error = $5,
-                 started_at = CASE WHEN $4 = 'running' THEN now() ELSE started_at END,
-                 finished_at = CASE WHEN $4 = 'running' THEN NULL ELSE now() END
-               WHERE tenant_id = $1 AND task_id = $2 AND attempt = $3"#,
+            r#"INSERT INTO task_attempts (tenant_id, task_id, attempt, worker_id, status, error, assigned_at,
+                                          started_at, finished_at)
+               VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), $8, now())
+               ON CONFLICT (tenant_id, task_id, attempt) DO NOTHING"#,
         )
         .bind(ev.tenant_id)
         .bind(ev.task_id)
         .bind(attempt)
+        .bind(worker_id)
         .bind(match (&ev.event, to) {
             (TaskEvent::WorkerLost { .. }, _) => "lost",
             (TaskEvent::Failed { .. }, _) => "failed",
             (_, s) => s.as_str(),
         })
         .bind(&ev.error)
+        .bind(assigned_at)
+        .bind(started_at)
         .execute(&mut *conn)
         .await?;
     }
     match to {
-        TaskStatus::Running => {
-            sqlx::query("UPDATE runs SET status = 'running' WHERE tenant_id = $1 AND id = $2 AND status = 'queued'")
-                .bind(ev.tenant_id)
-                .bind(run_id)
-                .execute(&mut *conn)
-                .await?;
-        }
         TaskStatus::Succeeded => release_children(conn, ev.tenant_id, run_id, &readable_id).await?,
         TaskStatus::Failed | TaskStatus::Cancelled => {
             cancel_descendants(conn, ev.tenant_id, run_id, &readable_id).await?

@@ -106,3 +106,29 @@ fn debug_redacts_token() {
     };
     assert!(!format!("{config:?}").contains("secret"));
 }
+
+#[test]
+fn dispatcher_address_is_optional_and_read_from_env() {
+    let t = token(r#"{"sub":"tenant","grpc_broadcast_address":"engine:7070"}"#);
+    let config = ClientConfig {
+        token: t.clone(),
+        ..Default::default()
+    };
+    assert_eq!(config.resolve().unwrap().dispatcher_address, None);
+
+    let env: HashMap<&str, String> = HashMap::from([
+        ("HATCHET_CLIENT_TOKEN", t),
+        ("ADZE_DISPATCHER_HOST_PORT", "127.0.0.1:7079".to_owned()),
+    ]);
+    let config = ClientConfig::from_lookup(|k| env.get(k).cloned()).unwrap();
+    assert_eq!(
+        config.dispatcher_host_port.as_deref(),
+        Some("127.0.0.1:7079")
+    );
+    let resolved = config.resolve().unwrap();
+    assert_eq!(resolved.address, "engine:7070");
+    assert_eq!(
+        resolved.dispatcher_address.as_deref(),
+        Some("127.0.0.1:7079")
+    );
+}

@@ -48,6 +48,18 @@ pub struct FakeEngine {
 impl FakeEngine {
     /// Serves on a free local port; returns the engine and a client for it.
     pub async fn start() -> (FakeEngine, Client) {
+        let (engine, addr) = Self::serve().await;
+        let config = ClientConfig {
+            token: token(),
+            host_port: Some(addr.to_string()),
+            tls_strategy: TlsStrategy::None,
+            ..Default::default()
+        };
+        (engine, Client::new(config).unwrap())
+    }
+
+    /// Serves on a free local port; returns the engine and its address.
+    pub async fn serve() -> (FakeEngine, SocketAddr) {
         let engine = FakeEngine::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -61,13 +73,7 @@ impl FakeEngine {
             .add_service(WorkflowServiceServer::new(engine.clone()).accept_compressed(Gzip))
             .serve_with_incoming(TcpListenerStream::new(listener));
         tokio::spawn(server);
-        let config = ClientConfig {
-            token: token(),
-            host_port: Some(addr.to_string()),
-            tls_strategy: TlsStrategy::None,
-            ..Default::default()
-        };
-        (engine, Client::new(config).unwrap())
+        (engine, addr)
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
