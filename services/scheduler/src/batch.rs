@@ -98,13 +98,16 @@ impl Processor {
         for env in events {
             rows.extend(self.expand(&mut tx, env).await?);
         }
-        let mut touched: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
+        let mut finishing: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
         for applied in adze_store::batch::apply_batch(&mut tx, &rows).await? {
             tracing::debug!(task_id = %applied.task_id, to = %applied.to, "transition");
-            touched.insert((applied.tenant_id, applied.run_id));
+            // Only a task reaching a final status can finish its run.
+            if applied.to.is_terminal() {
+                finishing.insert((applied.tenant_id, applied.run_id));
+            }
         }
         let finished =
-            scheduling::finalize_runs(&mut tx, &touched.into_iter().collect::<Vec<_>>()).await?;
+            scheduling::finalize_runs(&mut tx, &finishing.into_iter().collect::<Vec<_>>()).await?;
         let assignments = adze_store::admission::admit(
             &mut tx,
             self.config.admit_limit,
