@@ -1,0 +1,254 @@
+//! Command line, and the settings each scenario reads (full scale or `--quick`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Single-task workflows: ramp the offered rate, find the knee, sustain it.
+    Noop,
+    /// Three-step linear DAG: runs/s and per-step overhead.
+    Dag3,
+    /// Trigger → start / result percentiles at fixed offered rates.
+    Latency,
+    /// One run: 1 root → N parallel children; time to all done.
+    Fanout,
+    /// N queued tasks with no worker, then drain; probe latency while queued.
+    Backlog,
+    /// The official Python SDK's worker and client.
+    Wire,
+}
+
+impl Scenario {
+    /// Every scenario, in the order `adze-bench` runs them by default.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Noop,
+        Scenario::Dag3,
+        Scenario::Latency,
+        Scenario::Fanout,
+        Scenario::Backlog,
+        Scenario::Wire,
+    ];
+
+    /// The name used in file names and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Noop => "noop",
+            Scenario::Dag3 => "dag3",
+            Scenario::Latency => "latency",
+            Scenario::Fanout => "fanout",
+            Scenario::Backlog => "backlog",
+            Scenario::Wire => "wire",
+        }
+    }
+}
+
+/// Benchmarks an Adze fleet: by default one it starts itself per scenario (own database,
+/// NATS prefix and secret, release binaries next to this one), or a running one given by
+/// `--grpc`, `--dispatcher` and `--token`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "adze-bench", version)]
+pub struct Args {
+    /// Scenarios to run (default: all of them).
+    #[arg(value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Small scale: every scenario in under three minutes, for smoke tests.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// gRPC address of a running fleet's ingest (client services). Skips the bring-up.
+    #[arg(long, requires = "token")]
+    pub grpc: Option<String>,
+    /// Address of the running fleet's Dispatcher service (default: the --grpc address).
+    #[arg(long)]
+    pub dispatcher: Option<String>,
+    /// API token for the running fleet.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// NATS subject prefix of the running fleet (ADZE_PREFIX there).
+    #[arg(long, default_value = "adze")]
+    pub prefix: String,
+    /// Database URL of the running fleet, for Postgres counters (optional).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// A running fleet's process to measure, as name=pid (repeatable).
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pub pids: Vec<(String, u32)>,
+
+    /// NATS server.
+    #[arg(long, env = "ADZE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Postgres admin URL: the bench creates and drops its database through it.
+    #[arg(
+        long,
+        env = "ADZE_PG_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub pg_admin_url: String,
+    /// Directory of the service binaries (default: this binary's directory).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Results directory (default: bench/results of this checkout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// RUST_LOG of the services the bench starts.
+    #[arg(long, default_value = "warn")]
+    pub service_log: String,
+    /// Python interpreter with hatchet-sdk for `wire` (default: .adze/venv/bin/python).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Log the plans of statements slower than this many ms (auto_explain, set on the
+    /// bench database; needs a superuser admin URL) to the Postgres server log.
+    #[arg(long)]
+    pub pg_auto_explain_ms: Option<u64>,
+    /// A setting for the bench database's sessions, as name=value (repeatable; applied
+    /// with ALTER DATABASE before the services connect), e.g. plan_cache_mode=force_custom_plan.
+    #[arg(long = "pg-set", value_parser = parse_setting)]
+    pub pg_settings: Vec<(String, String)>,
+    /// Do not count NATS messages (subscribe to run notices only).
+    #[arg(long)]
+    pub no_nats_count: bool,
+
+    /// Slots per worker.
+    #[arg(long, default_value_t = 200)]
+    pub slots: usize,
+    /// Worker instances (each its own connection).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Handlers sleep this long (0 = no-op workers).
+    #[arg(long, default_value_t = 0)]
+    pub task_sleep_ms: u64,
+    /// Client connections the load generator spreads triggers over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Trigger RPCs in flight at most.
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
+
+    /// Offered rates of the noop/dag3 ramp, per second.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Option<Vec<u32>>,
+    /// Offered runs/s of the dag3 ramp (each run is three tasks).
+    #[arg(long, value_delimiter = ',')]
+    pub dag3_rates: Option<Vec<u32>>,
+    /// Seconds per ramp step.
+    #[arg(long)]
+    pub step_secs: Option<u64>,
+    /// Seconds of the final sustained run at the knee.
+    #[arg(long)]
+    pub sustain_secs: Option<u64>,
+    /// Offered rates of the latency scenario, per second.
+    #[arg(long, value_delimiter = ',')]
+    pub latency_rates: Option<Vec<u32>>,
+    /// Seconds per latency rate (and of the wire run).
+    #[arg(long)]
+    pub secs: Option<u64>,
+    /// Children of the fanout run (the engine allows 2,000 tasks per workflow).
+    #[arg(long, default_value_t = 1000)]
+    pub fanout: usize,
+    /// Fanout runs, one after the other.
+    #[arg(long)]
+    pub fanout_runs: Option<usize>,
+    /// Tasks queued in the backlog scenario.
+    #[arg(long)]
+    pub backlog: Option<usize>,
+    /// Probe rate (tasks/s of a separate workflow) in the backlog scenario.
+    #[arg(long, default_value_t = 50)]
+    pub probe_rate: u32,
+    /// Longest wait for the backlog to drain, in seconds.
+    #[arg(long)]
+    pub drain_timeout_secs: Option<u64>,
+    /// Offered rate of the Python client in `wire`, per second.
+    #[arg(long)]
+    pub wire_rate: Option<u32>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s.split_once('=').ok_or("expected name=value")?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    if name.is_empty() || !name.chars().all(valid) {
+        return Err(format!("{name:?} is not a setting name"));
+    }
+    Ok((name.to_owned(), value.replace('\'', "''")))
+}
+
+fn parse_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or("expected name=pid, e.g. ingest=1234")?;
+    let pid = pid.parse().map_err(|e| format!("pid {pid:?}: {e}"))?;
+    Ok((name.to_owned(), pid))
+}
+
+/// Scale of every scenario after applying `--quick` and explicit flags.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Scale {
+    pub rates: Vec<u32>,
+    pub dag3_rates: Vec<u32>,
+    pub step_secs: u64,
+    pub sustain_secs: u64,
+    /// Sustained runs at most (each 25 % below the last that did not keep up).
+    pub sustain_attempts: usize,
+    pub latency_rates: Vec<u32>,
+    pub secs: u64,
+    pub fanout: usize,
+    pub fanout_runs: usize,
+    pub backlog: usize,
+    pub probe_rate: u32,
+    pub probe_secs: u64,
+    pub drain_timeout_secs: u64,
+    pub wire_rate: u32,
+    pub slots: usize,
+    pub workers: usize,
+    pub task_sleep_ms: u64,
+    pub connections: usize,
+    pub max_in_flight: usize,
+}
+
+impl Scale {
+    /// Full-scale defaults, or `--quick` ones, overridden by explicit flags.
+    pub fn from_args(a: &Args) -> Self {
+        let q = a.quick;
+        Scale {
+            rates: a.rates.clone().unwrap_or_else(|| {
+                if q {
+                    vec![500, 1000, 2000]
+                } else {
+                    vec![1000, 2000, 4000, 6000, 8000, 10000]
+                }
+            }),
+            dag3_rates: a.dag3_rates.clone().unwrap_or_else(|| {
+                if q {
+                    vec![100, 250, 500]
+                } else {
+                    vec![250, 500, 1000, 1500, 2000, 3000]
+                }
+            }),
+            step_secs: a.step_secs.unwrap_or(if q { 4 } else { 15 }),
+            sustain_secs: a.sustain_secs.unwrap_or(if q { 8 } else { 60 }),
+            sustain_attempts: if q { 1 } else { 3 },
+            latency_rates: a.latency_rates.clone().unwrap_or_else(|| {
+                if q {
+                    vec![100, 1000]
+                } else {
+                    vec![100, 200, 1000, 3000]
+                }
+            }),
+            secs: a.secs.unwrap_or(if q { 4 } else { 20 }),
+            fanout: a.fanout.clamp(1, 1999),
+            fanout_runs: a.fanout_runs.unwrap_or(if q { 1 } else { 3 }),
+            backlog: a.backlog.unwrap_or(if q { 50_000 } else { 1_000_000 }),
+            probe_rate: a.probe_rate.max(1),
+            probe_secs: if q { 4 } else { 15 },
+            drain_timeout_secs: a.drain_timeout_secs.unwrap_or(if q { 30 } else { 900 }),
+            wire_rate: a.wire_rate.unwrap_or(if q { 100 } else { 500 }),
+            slots: a.slots.max(1),
+            workers: a.workers.max(1),
+            task_sleep_ms: a.task_sleep_ms,
+            connections: a.connections.max(1),
+            max_in_flight: a.max_in_flight.max(1),
+        }
+    }
+}

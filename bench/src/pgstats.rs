@@ -1,0 +1,226 @@
+//! Postgres work done for the bench database: transactions and rows from
+//! `pg_stat_database`, statements from `pg_stat_statements` when the server preloads it,
+//! and per-table scans from `pg_stat_user_tables` (which table is read how).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// Counters at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct PgSnap {
+    /// `xact_commit + xact_rollback`.
+    pub xacts: i64,
+    /// `tup_inserted + tup_updated + tup_deleted`.
+    pub rows_written: i64,
+    /// Sum of `pg_stat_statements.calls` for the database, if available.
+    pub statements: Option<i64>,
+    /// Per-table counters.
+    pub tables: BTreeMap<String, TableStat>,
+}
+
+/// `pg_stat_user_tables` counters of one table (cumulative; `dead_rows` is a level).
+#[derive(Debug, Clone, Copy, Default, Serialize, sqlx::FromRow)]
+pub struct TableStat {
+    pub seq_scan: i64,
+    pub seq_rows_read: i64,
+    pub idx_scan: i64,
+    pub idx_rows_fetched: i64,
+    pub rows_inserted: i64,
+    pub rows_updated: i64,
+    pub rows_deleted: i64,
+    pub dead_rows: i64,
+}
+
+impl TableStat {
+    /// Counter increase from `before` (the level `dead_rows` is kept as is).
+    pub fn since(&self, before: &TableStat) -> TableStat {
+        TableStat {
+            seq_scan: self.seq_scan - before.seq_scan,
+            seq_rows_read: self.seq_rows_read - before.seq_rows_read,
+            idx_scan: self.idx_scan - before.idx_scan,
+            idx_rows_fetched: self.idx_rows_fetched - before.idx_rows_fetched,
+            rows_inserted: self.rows_inserted - before.rows_inserted,
+            rows_updated: self.rows_updated - before.rows_updated,
+            rows_deleted: self.rows_deleted - before.rows_deleted,
+            dead_rows: self.dead_rows,
+        }
+    }
+}
+
+/// Reads the counters of one database.
+pub struct PgStats {
+    pool: PgPool,
+    db: String,
+    statements: bool,
+}
+
+impl PgStats {
+    /// Connects to `url` (database `db`); `owned` (a database the bench created) allows
+    /// creating the `pg_stat_statements` extension in it.
+    pub async fn connect(url: &str, db: &str, owned: bool) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        // Only works when the server has `shared_preload_libraries = 'pg_stat_statements'`;
+        // a stock Debian server does not, and then statements are reported as null.
+        if owned {
+            let create = "CREATE EXTENSION IF NOT EXISTS pg_stat_statements";
+            let _ = sqlx::query(create).execute(&pool).await;
+        }
+        let statements = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_statements")
+            .fetch_one(&pool)
+            .await
+            .is_ok();
+        Ok(PgStats {
+            pool,
+            db: db.to_owned(),
+            statements,
+        })
+    }
+
+    /// Whether statement counts are available.
+    pub fn has_statements(&self) -> bool {
+        self.statements
+    }
+
+    /// The current counters. Backends publish their statistics at most once a second
+    /// when idle, so read a second or more after the work being measured.
+    pub async fn snapshot(&self) -> anyhow::Result<PgSnap> {
+        let (xacts, rows_written): (i64, i64) = sqlx::query_as(
+            r#"SELECT (xact_commit + xact_rollback)::bigint,
+                      (tup_inserted + tup_updated + tup_deleted)::bigint
+                 FROM pg_stat_database WHERE datname = $1"#,
+        )
+        .bind(&self.db)
+        .fetch_one(&self.pool)
+        .await?;
+        let statements = if self.statements {
+            sqlx::query_scalar::<_, Option<i64>>(
+                r#"SELECT sum(calls)::bigint FROM pg_stat_statements
+                    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)"#,
+            )
+            .bind(&self.db)
+            .fetch_one(&self.pool)
+            .await
+            .ok()
+            .flatten()
+        } else {
+            None
+        };
+        let tables: Vec<(String, TableStat)> = sqlx::query_as::<_, TableRow>(
+            r#"SELECT relname::text AS name,
+                      coalesce(seq_scan, 0) AS seq_scan,
+                      coalesce(seq_tup_read, 0) AS seq_rows_read,
+                      coalesce(idx_scan, 0) AS idx_scan,
+                      coalesce(idx_tup_fetch, 0) AS idx_rows_fetched,
+                      n_tup_ins AS rows_inserted, n_tup_upd AS rows_updated,
+                      n_tup_del AS rows_deleted, n_dead_tup AS dead_rows
+                 FROM pg_stat_user_tables"#,
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| (row.name, row.stat))
+        .collect();
+        Ok(PgSnap {
+            xacts,
+            rows_written,
+            statements,
+            tables: tables.into_iter().collect(),
+        })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TableRow {
+    name: String,
+    #[sqlx(flatten)]
+    stat: TableStat,
+}
+
+/// Samples what the bench database's backends are executing (`pg_stat_activity`, every
+/// 100 ms): a statement profile without `pg_stat_statements`. The share of samples a
+/// statement shows up in approximates its share of Postgres busy time.
+#[derive(Default)]
+pub struct ActivitySampler {
+    counts: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl ActivitySampler {
+    /// Samples until `stop` on its own connection to `url`.
+    pub async fn spawn(
+        url: &str,
+        db: &str,
+        stop: tokio_util::sync::CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> anyhow::Result<std::sync::Arc<Self>> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let sampler = std::sync::Arc::new(ActivitySampler::default());
+        let (me, db) = (sampler.clone(), db.to_owned());
+        // Best effort: a failed sample is skipped.
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let active: Vec<String> = sqlx::query_scalar(
+                    r#"SELECT query FROM pg_stat_activity
+                        WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid()"#,
+                )
+                .bind(&db)
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+                let mut counts = me
+                    .counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *counts.entry("(samples)".to_owned()).or_default() += 1;
+                for query in active {
+                    let text: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+                    let key: String = text.chars().take(160).collect();
+                    *counts.entry(key).or_default() += 1;
+                }
+            }
+            pool.close().await;
+        });
+        Ok(sampler)
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The most frequent statements between two snapshots: (statement, share of samples
+    /// in which a backend ran it).
+    pub fn top(
+        before: &BTreeMap<String, u64>,
+        after: &BTreeMap<String, u64>,
+        n: usize,
+    ) -> Vec<(String, f64)> {
+        let delta =
+            |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        let samples = delta("(samples)").max(1) as f64;
+        let mut rows: Vec<(String, f64)> = after
+            .keys()
+            .filter(|k| k.as_str() != "(samples)")
+            .map(|k| (k.clone(), crate::stats::round3(delta(k) as f64 / samples)))
+            .filter(|(_, share)| *share > 0.0)
+            .collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        rows.truncate(n);
+        rows
+    }
+}

@@ -1,0 +1,196 @@
+//! Latency distributions and the per-phase figures computed from a [`Recorder`].
+
+use serde::Serialize;
+
+use crate::recorder::Recorder;
+
+/// Percentiles of a latency distribution, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Dist {
+    /// Samples.
+    pub n: usize,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+impl Dist {
+    /// Nearest-rank percentiles of `samples` (nanoseconds).
+    pub fn of(mut samples: Vec<u64>) -> Self {
+        if samples.is_empty() {
+            return Dist::default();
+        }
+        samples.sort_unstable();
+        let n = samples.len();
+        let pick = |q: f64| {
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            Some(round3(samples[rank - 1] as f64 / 1e6))
+        };
+        Dist {
+            n,
+            p50_ms: pick(0.50),
+            p95_ms: pick(0.95),
+            p99_ms: pick(0.99),
+            max_ms: pick(1.0),
+        }
+    }
+
+    /// `p50/p99 ms` for summary lines.
+    pub fn short(&self) -> String {
+        match (self.p50_ms, self.p99_ms) {
+            (Some(a), Some(b)) => format!("{a:.1}/{b:.1} ms"),
+            _ => "n/a".to_owned(),
+        }
+    }
+}
+
+/// Rounds to three decimals (JSON readability).
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Differences `later - earlier` for every sequence where both are known.
+fn gaps(n: usize, mut pair: impl FnMut(usize) -> (u64, u64)) -> Vec<u64> {
+    (0..n)
+        .filter_map(|seq| {
+            let (earlier, later) = pair(seq);
+            (earlier > 0 && later >= earlier).then(|| later - earlier)
+        })
+        .collect()
+}
+
+/// Figures of one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseStats {
+    pub sent: usize,
+    pub errors: u64,
+    pub completed: u64,
+    /// Completed runs whose notice arrived inside the sending window, per second.
+    pub runs_per_s_window: f64,
+    /// Completed / (last completion − first send): the "first enqueue to last completion"
+    /// figure other job systems report.
+    pub runs_per_s_e2e: f64,
+    /// Completions in the window / sends in the window.
+    pub keep_up_ratio: f64,
+    /// The same over the second half of the window (a growing backlog shows here).
+    pub keep_up_ratio_second_half: f64,
+    /// Trigger RPC: send → response.
+    pub ack: Dist,
+    /// Trigger → first step's handler start.
+    pub start: Dist,
+    /// Trigger → finished notice.
+    pub result: Dist,
+}
+
+impl PhaseStats {
+    /// Computes the figures for sequence numbers `0..n` sent in `[t0, t1]` (ns).
+    pub fn compute(rec: &Recorder, n: usize, t0: u64, t1: u64) -> Self {
+        let n = n.min(rec.capacity());
+        let mid = t0 + (t1.saturating_sub(t0)) / 2;
+        let (mut sent, mut done_window, mut sent_half, mut done_half) = (0usize, 0u64, 0u64, 0u64);
+        let (mut first_sent, mut last_done) = (u64::MAX, 0u64);
+        for seq in 0..n {
+            let s = rec.sent_at(seq);
+            if s > 0 {
+                sent += 1;
+                first_sent = first_sent.min(s);
+                if s >= mid {
+                    sent_half += 1;
+                }
+            }
+            let d = rec.done_at(seq);
+            if d > 0 {
+                last_done = last_done.max(d);
+                if d >= t0 && d <= t1 {
+                    done_window += 1;
+                }
+                if d >= mid && d <= t1 {
+                    done_half += 1;
+                }
+            }
+        }
+        let window_s = (t1.saturating_sub(t0)) as f64 / 1e9;
+        let completed = rec.completed();
+        let e2e_s = last_done.saturating_sub(first_sent) as f64 / 1e9;
+        let ratio = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                round3(a as f64 / b as f64)
+            }
+        };
+        PhaseStats {
+            sent,
+            errors: rec.errors(),
+            completed,
+            runs_per_s_window: if window_s > 0.0 {
+                (done_window as f64 / window_s).round()
+            } else {
+                0.0
+            },
+            runs_per_s_e2e: if e2e_s > 0.0 {
+                (completed as f64 / e2e_s).round()
+            } else {
+                0.0
+            },
+            keep_up_ratio: ratio(done_window, sent as u64),
+            keep_up_ratio_second_half: ratio(done_half, sent_half),
+            ack: Dist::of(gaps(n, |i| (rec.sent_at(i), rec.acked_at(i)))),
+            start: Dist::of(gaps(n, |i| (rec.sent_at(i), rec.started_at(i, 0)))),
+            result: Dist::of(gaps(n, |i| (rec.sent_at(i), rec.done_at(i)))),
+        }
+    }
+
+    /// Did completions keep up with the offered rate (≥ 95 % overall and in the second
+    /// half, under 1 % failed triggers)?
+    pub fn kept_up(&self) -> bool {
+        self.keep_up_ratio >= 0.95
+            && self.keep_up_ratio_second_half >= 0.95
+            && (self.errors as f64) < 0.01 * self.sent.max(1) as f64
+    }
+}
+
+/// Sends and finished runs per second since `t0`, until the last finish.
+pub fn timeline(rec: &Recorder, n: usize, t0: u64) -> (Vec<u32>, Vec<u32>) {
+    let n = n.min(rec.capacity());
+    let bucket = |t: u64| (t.saturating_sub(t0) / 1_000_000_000) as usize;
+    let (mut sent, mut done) = (Vec::new(), Vec::new());
+    let add = |v: &mut Vec<u32>, t: u64| {
+        if t > 0 {
+            let i = bucket(t);
+            if v.len() <= i {
+                v.resize(i + 1, 0);
+            }
+            v[i] += 1;
+        }
+    };
+    for seq in 0..n {
+        add(&mut sent, rec.sent_at(seq));
+        add(&mut done, rec.done_at(seq));
+    }
+    (sent, done)
+}
+
+/// Between the end of step `k` and the start of step `k + 1`, for every pair of steps.
+pub fn step_overheads(rec: &Recorder, n: usize) -> Vec<Dist> {
+    let n = n.min(rec.capacity());
+    (0..rec.steps.saturating_sub(1))
+        .map(|k| Dist::of(gaps(n, |i| (rec.ended_at(i, k), rec.started_at(i, k + 1)))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let d = Dist::of((1..=100).map(|ms| ms * 1_000_000).collect());
+        assert_eq!(d.n, 100);
+        assert_eq!(d.p50_ms, Some(50.0));
+        assert_eq!(d.p99_ms, Some(99.0));
+        assert_eq!(d.max_ms, Some(100.0));
+        assert_eq!(Dist::of(Vec::new()).p50_ms, None);
+    }
+}

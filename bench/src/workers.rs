@@ -1,0 +1,145 @@
+//! In-process workers on the Rust SDK: the bench workflows, whose handlers record when
+//! they start and end (by the `phase` and `seq` carried in the run input).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adze_sdk::{Client, ClientConfig, Context, TaskDef, TaskError, TlsStrategy, Worker, Workflow};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::Target;
+use crate::recorder::{Hub, now_ns};
+
+/// The input of every bench run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SeqInput {
+    pub phase: u32,
+    pub seq: u32,
+}
+
+/// Workflow names.
+pub const NOOP: &str = "bench-noop";
+pub const PROBE: &str = "bench-probe";
+pub const DAG3: &str = "bench-dag3";
+pub const FANOUT: &str = "bench-fanout";
+
+/// A client of the target: `grpc` for client calls, `dispatcher` for worker calls.
+pub fn client(target: &Target) -> anyhow::Result<Client> {
+    Ok(Client::new(ClientConfig {
+        token: target.token.clone(),
+        host_port: Some(target.grpc.clone()),
+        dispatcher_host_port: Some(target.dispatcher.clone()),
+        tls_strategy: TlsStrategy::None,
+        ..Default::default()
+    })?)
+}
+
+/// A handler body that records step `step` of `input`'s run, optionally sleeping.
+fn recording_task(
+    name: String,
+    step: usize,
+    hub: Arc<Hub>,
+    sleep: Duration,
+) -> TaskDef<SeqInput, ()> {
+    TaskDef::new(name, move |input: SeqInput, _ctx: Context| {
+        let recorder = hub.recorder(input.phase);
+        if let Some(r) = &recorder {
+            r.started(input.seq, step, now_ns());
+        }
+        async move {
+            if !sleep.is_zero() {
+                tokio::time::sleep(sleep).await;
+            }
+            if let Some(r) = recorder {
+                r.ended(input.seq, step, now_ns());
+            }
+            Ok::<(), TaskError>(())
+        }
+    })
+}
+
+/// One task (`noop` or the backlog's `probe`).
+pub fn single(name: &str, hub: &Arc<Hub>, sleep: Duration) -> Workflow<SeqInput> {
+    Workflow::new(name).task(recording_task("run".into(), 0, hub.clone(), sleep))
+}
+
+/// `s1 → s2 → s3`.
+pub fn dag3(hub: &Arc<Hub>, sleep: Duration) -> Workflow<SeqInput> {
+    let mut wf = Workflow::new(DAG3);
+    let s1 = wf.add_task(recording_task("s1".into(), 0, hub.clone(), sleep));
+    let s2 = wf.add_task(recording_task("s2".into(), 1, hub.clone(), sleep).parent(&s1));
+    wf.add_task(recording_task("s3".into(), 2, hub.clone(), sleep).parent(&s2));
+    wf
+}
+
+/// `root` → `c0 … c{width-1}` in parallel; step 0 is the root, step i+1 child i.
+pub fn fanout(hub: &Arc<Hub>, width: usize) -> Workflow<SeqInput> {
+    let mut wf = Workflow::new(FANOUT);
+    let root = wf.add_task(recording_task(
+        "root".into(),
+        0,
+        hub.clone(),
+        Duration::ZERO,
+    ));
+    for i in 0..width {
+        wf.add_task(
+            recording_task(format!("c{i}"), i + 1, hub.clone(), Duration::ZERO).parent(&root),
+        );
+    }
+    wf
+}
+
+/// Running worker instances.
+pub struct Workers {
+    stop: CancellationToken,
+    tasks: JoinSet<Result<(), adze_sdk::SdkError>>,
+}
+
+impl Workers {
+    /// Starts `count` workers (each its own client connection) serving `workflows`.
+    pub fn start(
+        target: &Target,
+        name: &str,
+        workflows: &[Workflow<SeqInput>],
+        count: usize,
+        slots: usize,
+    ) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for i in 0..count {
+            let mut builder = Worker::builder(client(target)?)
+                .name(format!("{name}-{i}"))
+                .slots(slots)
+                .shutdown_timeout(Duration::from_secs(5));
+            for wf in workflows {
+                builder = builder.workflow(wf.clone());
+            }
+            let worker = builder.build()?;
+            let stop = stop.clone();
+            tasks.spawn(async move { worker.run(async move { stop.cancelled().await }).await });
+        }
+        Ok(Workers { stop, tasks })
+    }
+
+    /// Fails if a worker has stopped on its own (it could not register, say).
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        match self.tasks.try_join_next() {
+            None => Ok(()),
+            Some(Ok(Ok(()))) => anyhow::bail!("a worker stopped unexpectedly"),
+            Some(Ok(Err(e))) => anyhow::bail!("a worker failed: {e}"),
+            Some(Err(e)) => anyhow::bail!("a worker panicked: {e}"),
+        }
+    }
+
+    /// Graceful shutdown: unsubscribe and let in-flight tasks finish (5 s at most).
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while let Some(done) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "worker ended with an error");
+            }
+        }
+    }
+}
