@@ -52,11 +52,18 @@ impl From<sqlx::Error> for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Opens a pool.
+///
+/// Statements are prepared once per connection, but planned for each execution
+/// (`plan_cache_mode = force_custom_plan`): a generic plan chosen while a table was
+/// small (a fresh deployment) would otherwise stay cached as the queue grows and turn
+/// index lookups into sequential scans.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let options = options.options([("plan_cache_mode", "force_custom_plan")]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await?)
 }
 
