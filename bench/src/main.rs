@@ -22,6 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use tokio_util::sync::CancellationToken;
 
 use args::{Args, Scale, Scenario};
 use fleet::{Fleet, Topology};
@@ -64,6 +65,16 @@ fn repo_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// What every scenario of one invocation shares.
+struct Session {
+    args: Args,
+    scale: Scale,
+    bin_dir: PathBuf,
+    repo: PathBuf,
+    /// Cancelled by SIGINT or SIGTERM.
+    stop: CancellationToken,
+}
+
 /// Runs the scenarios one after the other; returns how many failed.
 async fn run_all(args: Args) -> anyhow::Result<usize> {
     let repo = repo_root();
@@ -83,10 +94,27 @@ async fn run_all(args: Args) -> anyhow::Result<usize> {
     } else {
         args.scenarios.clone()
     };
-    let scale = Scale::from_args(&args);
-    let git_rev = report::git_rev(&repo);
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    // Best effort: without it a signal kills the process the default way.
+    tokio::spawn(async move {
+        interrupted().await;
+        eprintln!("adze-bench: interrupted; tearing down");
+        on_signal.cancel();
+    });
+    let session = Session {
+        scale: Scale::from_args(&args),
+        args,
+        bin_dir,
+        repo,
+        stop,
+    };
+    let git_rev = report::git_rev(&session.repo);
     let mut failed = 0;
     for scenario in scenarios {
+        if session.stop.is_cancelled() {
+            break;
+        }
         let timestamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let log_dir = out
             .join("logs")
@@ -99,14 +127,13 @@ async fn run_all(args: Args) -> anyhow::Result<usize> {
             log_dir.display()
         );
         let started = std::time::Instant::now();
-        let outcome = run_one(&args, &scale, scenario, &bin_dir, log_dir, &repo).await;
-        match outcome {
+        match session.run_one(scenario, log_dir).await {
             Ok(mut report) => {
                 report.git_rev = git_rev.clone();
                 report.timestamp = timestamp;
                 report.machine = report::machine();
-                report.settings = serde_json::to_value(&scale)?;
-                report.put("pg_settings", &args.pg_settings);
+                report.settings = serde_json::to_value(&session.scale)?;
+                report.put("pg_settings", &session.args.pg_settings);
                 report.put("service_env", service_env());
                 report.put(
                     "bench_wall_s",
@@ -119,9 +146,6 @@ async fn run_all(args: Args) -> anyhow::Result<usize> {
             Err(e) => {
                 failed += 1;
                 eprintln!("[bench] {} failed: {e:#}", scenario.name());
-                if e.is::<Interrupted>() {
-                    break;
-                }
             }
         }
     }
@@ -136,7 +160,21 @@ fn service_env() -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// Ctrl-C was pressed.
+/// Resolves on SIGINT or SIGTERM (`timeout` sends the latter).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM arrived.
 #[derive(Debug)]
 struct Interrupted;
 
@@ -148,46 +186,43 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Brings up the fleet, runs the scenario, and always tears the fleet down.
-async fn run_one(
-    args: &Args,
-    scale: &Scale,
-    scenario: Scenario,
-    bin_dir: &std::path::Path,
-    log_dir: PathBuf,
-    repo: &std::path::Path,
-) -> anyhow::Result<Report> {
-    let mut fleet = if args.grpc.is_some() {
-        Fleet::external(args, log_dir)?
-    } else {
-        let topology = if scenario == Scenario::Wire {
-            Topology::Combined
+impl Session {
+    /// Brings up the fleet, runs the scenario, and always tears the fleet down.
+    async fn run_one(&self, scenario: Scenario, log_dir: PathBuf) -> anyhow::Result<Report> {
+        let (args, stop) = (&self.args, &self.stop);
+        let mut fleet = if args.grpc.is_some() {
+            Fleet::external(args, log_dir)?
         } else {
-            Topology::Separate
+            let topology = if scenario == Scenario::Wire {
+                Topology::Combined
+            } else {
+                Topology::Separate
+            };
+            Fleet::start(args, &self.bin_dir, log_dir, topology).await?
         };
-        Fleet::start(args, bin_dir, log_dir, topology).await?
-    };
-    let outcome = async {
-        let ctx = scenarios::Ctx::new(args, scale.clone(), &fleet, repo.to_path_buf()).await?;
-        // Ctrl-C ends the scenario, not the process: the fleet is still torn down.
-        let result = tokio::select! {
-            r = scenarios::run(scenario, &ctx, &mut fleet) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::Error::new(Interrupted)),
-        };
-        let hwm = ctx.rss.high_water();
-        let statements = ctx.pg.as_ref().map(pgstats::PgStats::has_statements);
-        ctx.close().await;
-        let mut report = result?;
-        report.rss_hwm_mib = hwm;
-        report.put("pg_stat_statements_available", statements);
-        anyhow::Ok(report)
-    }
-    .await;
-    let alive = fleet.ensure_running();
-    fleet.stop().await;
-    match (outcome, alive) {
-        (Ok(report), _) => Ok(report),
-        (Err(e), Err(dead)) => Err(e.context(format!("a fleet process died: {dead:#}"))),
-        (Err(e), Ok(())) => Err(e),
+        let outcome = async {
+            let ctx =
+                scenarios::Ctx::new(args, self.scale.clone(), &fleet, self.repo.clone()).await?;
+            // Ctrl-C or SIGTERM ends the scenario, not the process: the fleet is still torn down.
+            let result = tokio::select! {
+                r = scenarios::run(scenario, &ctx, &mut fleet) => r,
+                () = stop.cancelled() => Err(anyhow::Error::new(Interrupted)),
+            };
+            let hwm = ctx.rss.high_water();
+            let statements = ctx.pg.as_ref().map(pgstats::PgStats::has_statements);
+            ctx.close().await;
+            let mut report = result?;
+            report.rss_hwm_mib = hwm;
+            report.put("pg_stat_statements_available", statements);
+            anyhow::Ok(report)
+        }
+        .await;
+        let alive = fleet.ensure_running();
+        fleet.stop().await;
+        match (outcome, alive) {
+            (Ok(report), _) => Ok(report),
+            (Err(e), Err(dead)) => Err(e.context(format!("a fleet process died: {dead:#}"))),
+            (Err(e), Ok(())) => Err(e),
+        }
     }
 }

@@ -29,7 +29,10 @@ async fn killed_worker_task_completes_on_the_other_worker_once() {
 
     let client = env.client();
     let handle = client
-        .run_no_wait("conf-slots", json!({"sleep_ms": 4000}))
+        .run_no_wait(
+            "conf-slots",
+            json!({"sleep_ms": 100, "sleep_ms_by_worker": {"A": 120_000}}),
+        )
         .await
         .expect("trigger");
     env.wait_running_on("%A%").await;
@@ -88,7 +91,7 @@ async fn silent_worker_task_is_retried_elsewhere() {
         wf.add_task(TaskDef::new(
             "work",
             move |_i: Value, _c: Context| async move {
-                tokio::time::sleep(Duration::from_millis(if name == "A" { 3_000 } else { 10 }))
+                tokio::time::sleep(Duration::from_millis(if name == "A" { 6_000 } else { 10 }))
                     .await;
                 Ok::<_, TaskError>(json!({ "worker": name }))
             },
@@ -140,7 +143,7 @@ async fn silent_worker_task_is_retried_elsewhere() {
             .expect("succeeded");
     assert_eq!(out["worker"], "B");
     // A finishes its stale attempt later; its report must not change the result.
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
     let (output, attempt): (Value, i32) = sqlx::query_as("SELECT output, attempt FROM tasks")
         .fetch_one(&env.pool)
         .await

@@ -4,6 +4,7 @@
     HATCHET_CLIENT_TOKEN=<token> HATCHET_CLIENT_TLS_STRATEGY=none python worker_slots.py
 
 Registers workflow `conf-slots` with one task, `work`, which sleeps `input.sleep_ms`
+(or `input.sleep_ms_by_worker[<this worker's name>]` when given)
 milliseconds (asynchronously, so only the worker's slots limit how many run at once) and
 returns {"worker": $ADZE_WORKER_NAME}. Prints `READY` on stdout once the engine answered
 Dispatcher/Register; everything else goes to stderr. SIGTERM or SIGINT stop it gracefully
@@ -30,6 +31,7 @@ hatchet = client("py/worker_slots.py")
 
 class WorkInput(BaseModel):
     sleep_ms: int = 0
+    sleep_ms_by_worker: dict[str, int] = {}
 
 
 class WorkOutput(BaseModel):
@@ -41,7 +43,8 @@ slots_wf = hatchet.workflow(name=WORKFLOW, input_validator=WorkInput)
 
 @slots_wf.task(name="work")
 async def work(input: WorkInput, ctx: Context) -> WorkOutput:
-    await asyncio.sleep(max(input.sleep_ms, 0) / 1000)
+    ms = input.sleep_ms_by_worker.get(os.environ["ADZE_WORKER_NAME"], input.sleep_ms)
+    await asyncio.sleep(max(ms, 0) / 1000)
     return WorkOutput(worker=os.environ["ADZE_WORKER_NAME"])
 
 
