@@ -178,15 +178,24 @@ impl Hub {
         recorder
     }
 
-    /// Closes a phase: later events of it are ignored.
+    /// Closes a phase: later events of it are ignored (its unfinished runs still count
+    /// as [`Hub::outstanding`] until their notices arrive).
     pub fn end(&self, phase: u32) {
         let mut phases = self.phases.write().unwrap_or_else(PoisonError::into_inner);
         phases.remove(&phase);
         drop(phases);
         let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        runs.by_run.retain(|_, (p, _)| *p != phase);
         let horizon = now_ns().saturating_sub(600_000_000_000);
         runs.early.retain(|_, at| *at > horizon);
+    }
+
+    /// Runs the bench triggered whose finished notice has not arrived, in any phase.
+    pub fn outstanding(&self) -> usize {
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_run
+            .len()
     }
 
     /// The recorder of an open phase.

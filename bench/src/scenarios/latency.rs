@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::probe::Probe;
 use crate::report::{Report, resource_summary};
-use crate::scenarios::{Ctx, Phase, open_loop_phase, warmup};
+use crate::scenarios::{Ctx, Phase, open_loop_phase, settle, warmup};
 use crate::stats::round3;
 use crate::workers::{self, Workers};
 
@@ -23,16 +23,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_secs(scale.secs.min(10))).await;
         let idle = idle.finish(ctx).await;
         let mut phases: Vec<Phase> = Vec::new();
+        let mut settles = Vec::new();
+        let settle_timeout = Duration::from_secs((5 * scale.secs).clamp(30, 300));
         for &rate in &scale.latency_rates {
             eprintln!("[bench] latency at {rate}/s for {}s", scale.secs);
+            settles.push(settle(ctx, settle_timeout).await);
             phases.push(open_loop_phase(ctx, workers::NOOP, rate, scale.secs, 1).await);
             workers.ensure_running()?;
         }
-        anyhow::Ok((idle, phases))
+        anyhow::Ok((idle, phases, settles))
     }
     .await;
     workers.stop().await;
-    let (idle, phases) = outcome?;
+    let (idle, phases, settles) = outcome?;
     let Some(headline) = phases
         .iter()
         .filter(|p| p.offered <= 1000.0)
@@ -66,6 +69,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         .collect();
     let steps: Vec<Value> = phases.iter().map(|p| p.summary(1)).collect();
     report.put("rates", steps);
+    // (queue empty when it started, seconds waited) before each rate.
+    report.put("settled_before_rate", settles);
     let per_s = |x: f64, s: f64| round3(x / s.max(0.001));
     report.put(
         "idle",

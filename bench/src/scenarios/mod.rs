@@ -7,7 +7,7 @@ mod phase;
 mod ramp;
 mod wire;
 
-pub use phase::{Phase, open_loop_phase, wait_done, warmup};
+pub use phase::{Phase, open_loop_phase, settle, wait_done, warmup};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};

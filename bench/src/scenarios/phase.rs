@@ -42,6 +42,7 @@ impl Phase {
             "stats": self.stats,
             "generator": self.load,
             "first_error": self.rec.first_error(),
+            "step_overheads": crate::stats::step_overheads(&self.rec, self.load.sent as usize),
             "resources": self.res,
             "pg_tx_per_task": self.res.pg_tx_per_task(self.stats.completed * steps),
             "nats_msgs_per_task": self.res.nats_per_task(self.stats.completed * steps),
@@ -113,6 +114,34 @@ pub async fn wait_done(rec: &Recorder, expected: u64, timeout: Duration, stall: 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
+}
+
+/// Waits until every run the bench triggered so far has finished (the engine works
+/// off what an overloaded phase left queued), for at most `timeout` or 30 s without
+/// progress. Returns whether it got there and how long it took (s).
+pub async fn settle(ctx: &Ctx, timeout: Duration) -> (bool, f64) {
+    let started = Instant::now();
+    let (mut last, mut last_change) = (ctx.hub.outstanding(), Instant::now());
+    while last > 0 && started.elapsed() < timeout && last_change.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = ctx.hub.outstanding();
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        }
+    }
+    if last > 0 {
+        eprintln!("[bench]   {last} runs of earlier phases still unfinished; going on");
+    } else if started.elapsed() > Duration::from_secs(1) {
+        eprintln!(
+            "[bench]   waited {:.0}s for earlier phases' runs to finish",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    (
+        last == 0,
+        crate::stats::round3(started.elapsed().as_secs_f64()),
+    )
 }
 
 /// Triggers `n` runs of `workflow` (retrying while the worker registers it) and waits for

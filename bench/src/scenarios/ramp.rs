@@ -1,10 +1,12 @@
 //! `noop` and `dag3`: ramp the offered rate until completions stop keeping up, then hold
 //! the best rate that kept up for the sustained run (the headline figures).
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::report::{Report, fmt, resource_summary};
-use crate::scenarios::{Ctx, Phase, open_loop_phase, warmup};
+use crate::scenarios::{Ctx, Phase, open_loop_phase, settle, warmup};
 use crate::stats::{Dist, step_overheads};
 use crate::workers::{self, Workers};
 
@@ -76,7 +78,11 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
         // A rate that held for a short step may not hold for the long one; step down by a
         // quarter (at most twice) until it does.
         let mut attempts: Vec<Phase> = Vec::new();
+        let mut settles = Vec::new();
+        let settle_timeout = Duration::from_secs((5 * scale.sustain_secs).clamp(30, 300));
         loop {
+            // Start from an empty queue: an overloaded step leaves runs behind.
+            settles.push(settle(ctx, settle_timeout).await);
             eprintln!(
                 "[bench] {} sustained run at {rate}/s for {}s",
                 shape.name(),
@@ -91,11 +97,11 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
             }
             rate = ((rate * 3 / 4) / 50 * 50).max(100);
         }
-        anyhow::Ok((ramp, knee, attempts))
+        anyhow::Ok((ramp, knee, attempts, settles))
     }
     .await;
     workers.stop().await;
-    let (ramp, knee, mut attempts) = outcome?;
+    let (ramp, knee, mut attempts, settles) = outcome?;
     let Some(sustained) = attempts.pop() else {
         anyhow::bail!("no sustained run");
     };
@@ -119,6 +125,8 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
     );
     report.put("ramp", ramp_json);
     report.put("sustained", sustained.summary(steps_u));
+    // (queue empty when it started, seconds waited) before each sustained attempt.
+    report.put("settled_before_sustained", settles);
     let failed: Vec<Value> = attempts.iter().map(|p| p.summary(steps_u)).collect();
     report.put("sustained_failed_attempts", failed);
     let mut overhead = String::new();
