@@ -285,17 +285,3 @@ pub async fn put_log(
     .await?;
     Ok(res.rows_affected() == 1)
 }
-
-/// Looks up which run and tenant-scoped task a task id belongs to.
-pub async fn task_run(
-    db: impl PgExecutor<'_>,
-    tenant_id: Uuid,
-    task_id: Uuid,
-) -> Result<Option<Uuid>> {
-    let row = sqlx::query("SELECT run_id FROM tasks WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(task_id)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?)
-}

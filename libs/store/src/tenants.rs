@@ -36,15 +36,6 @@ pub async fn tenant_exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
         .is_some())
 }
 
-/// A tenant's name, if it exists.
-pub async fn tenant_name(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>> {
-    let row = sqlx::query("SELECT name FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?)
-}
-
 /// Records a newly issued token.
 pub async fn insert_token(
     db: impl PgExecutor<'_>,

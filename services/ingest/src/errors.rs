@@ -5,7 +5,7 @@ use adze_store::auth::{AuthError, Authenticator};
 use tonic::{Request, Status};
 
 /// Authenticates a gRPC request by its `authorization` metadata.
-pub async fn authenticate<T>(
+pub(crate) async fn authenticate<T>(
     auth: &Authenticator,
     req: &Request<T>,
 ) -> Result<TokenIdentity, Status> {

@@ -24,8 +24,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 
-pub use errors::authenticate;
-
 /// Ingest settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
