@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
+use adze_bus::Envelope;
+use adze_bus::messages::SchedulerEvent;
 use adze_sdk::{Context, TaskDef, TaskError, Worker, Workflow};
 use adze_tests::{TestEnv, wait_for};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 fn workflow() -> Workflow<Value> {
     let mut wf = Workflow::<Value>::new("repair");
@@ -66,10 +69,38 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
     // 2. An assignment whose action message was lost: the task is marked assigned to the
     //    live worker, but nothing was sent. The reaper expires it and it runs again.
     //    Pausing the worker keeps the scheduler from admitting the task meanwhile.
-    sqlx::query("UPDATE workers SET status = 'paused' WHERE status = 'active'")
-        .execute(&env.pool)
-        .await
-        .expect("pause");
+    let paused: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE workers SET status = 'paused' WHERE status = 'active' RETURNING id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .expect("pause");
+    // The scheduler counts free slots in memory: tell it, as the REST pause does, and
+    // wait until it has taken the news in (the event is acknowledged only after the
+    // batch that reloaded its slot book committed).
+    let bus = &env.shared.bus;
+    for worker_id in paused {
+        let env_msg = Envelope::new(
+            env.tenant_id,
+            SchedulerEvent::WorkerUnavailable { worker_id },
+        );
+        bus.publish_event(&env_msg, &format!("test-pause:{worker_id}"))
+            .await
+            .expect("publish");
+    }
+    let consumer = bus.events_consumer().await.expect("consumer");
+    wait_for(
+        "the scheduler applies the pause",
+        Duration::from_secs(10),
+        || {
+            let mut consumer = consumer.clone();
+            async move {
+                let info = consumer.info().await.expect("consumer info");
+                info.num_pending == 0 && info.num_ack_pending == 0
+            }
+        },
+    )
+    .await;
     let run = adze_store::runs::create_runs(
         &env.pool,
         env.tenant_id,

@@ -110,11 +110,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
     adze_store::workers::set_status(&env.pool, env.tenant_id, worker, "active", "d")
         .await
         .expect("active");
-    let mut tx = env.pool.begin().await.expect("tx");
-    let assigned = adze_store::admission::admit(&mut tx, 10, 60_000)
-        .await
-        .expect("admit");
-    tx.commit().await.expect("commit");
+    let assigned = admit(&env).await;
     assert_eq!(assigned.len(), 1);
     assert_eq!((assigned[0].task_id, assigned[0].attempt), (a, 0));
 
@@ -159,30 +155,18 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
         "stale completion dropped"
     );
 
-    let mut tx = env.pool.begin().await.expect("tx");
-    let assigned = adze_store::admission::admit(&mut tx, 10, 60_000)
-        .await
-        .expect("admit");
-    tx.commit().await.expect("commit");
+    let assigned = admit(&env).await;
     assert_eq!((assigned.len(), assigned[0].attempt), (1, 1));
     // The slot is taken: nothing else is admitted until `a` finishes.
-    let mut tx = env.pool.begin().await.expect("tx");
-    assert!(
-        adze_store::admission::admit(&mut tx, 10, 60_000)
-            .await
-            .expect("admit")
-            .is_empty()
-    );
-    tx.commit().await.expect("commit");
+    assert!(admit(&env).await.is_empty());
 
-    // Completion applies once and releases `b`.
+    // Completion applies once, frees the worker's slot and releases `b`.
     let done = ev(&env, a, TaskEvent::Completed { attempt: 1 });
-    assert!(
-        apply_event(&mut conn, &done)
-            .await
-            .expect("apply")
-            .is_some()
-    );
+    let applied = apply_event(&mut conn, &done)
+        .await
+        .expect("apply")
+        .expect("applied");
+    assert_eq!(applied.released_worker, Some(worker));
     assert!(
         apply_event(&mut conn, &done)
             .await
@@ -199,11 +183,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
     );
 
     // `b` gets the parent output in its payload, then fails for good (no retries).
-    let mut tx = env.pool.begin().await.expect("tx");
-    let assigned = adze_store::admission::admit(&mut tx, 10, 60_000)
-        .await
-        .expect("admit");
-    tx.commit().await.expect("commit");
+    let assigned = admit(&env).await;
     assert_eq!(assigned[0].payload["parents"]["a"], json!({"ok": true}));
     let fail = TaskEvent::Failed {
         attempt: 0,
@@ -242,4 +222,17 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
     );
     drop(conn);
     env.stop().await;
+}
+
+/// One admission pass with free slots read from Postgres, committed.
+async fn admit(env: &TestEnv) -> Vec<adze_store::admission::Assignment> {
+    let mut tx = env.pool.begin().await.expect("tx");
+    let mut book = adze_store::admission::SlotBook::load(&mut tx, 60_000)
+        .await
+        .expect("slots");
+    let assigned = adze_store::admission::admit(&mut tx, &mut book, 10)
+        .await
+        .expect("admit");
+    tx.commit().await.expect("commit");
+    assigned
 }

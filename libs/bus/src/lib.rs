@@ -117,6 +117,17 @@ impl Bus {
     /// Publishes a scheduler event durably and waits for the stream's ack.
     /// `msg_id` de-duplicates retries within the stream's duplicate window.
     pub async fn publish_event<T: Serialize>(&self, env: &Envelope<T>, msg_id: &str) -> Result<()> {
+        self.publish_event_deferred(env, msg_id).await?.await
+    }
+
+    /// Publishes a scheduler event without waiting for the stream's ack: returns the
+    /// ack to await. Publishes made one after another keep their order in the stream,
+    /// so a caller can have several in flight.
+    pub async fn publish_event_deferred<T: Serialize>(
+        &self,
+        env: &Envelope<T>,
+        msg_id: &str,
+    ) -> Result<impl std::future::Future<Output = Result<()>> + Send + use<T>> {
         let (headers, payload) = env.encode()?;
         let mut headers = headers;
         headers.insert("Nats-Msg-Id", msg_id);
@@ -126,8 +137,7 @@ impl Bus {
             .publish_with_headers(self.subjects.events(env.tenant_id), headers, payload.into())
             .await
             .map_err(nats_err)?;
-        ack.await.map_err(nats_err)?;
-        Ok(())
+        Ok(async move { ack.await.map(|_| ()).map_err(nats_err) })
     }
 
     /// Publishes on core NATS (at most once; Postgres repairs what is lost).

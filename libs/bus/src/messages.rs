@@ -59,8 +59,20 @@ pub enum SchedulerEvent {
         /// Worker.
         worker_id: Uuid,
     },
+    /// A worker stopped taking new work (its stream closed, it unsubscribed, or it
+    /// was paused); what it holds is not lost yet.
+    WorkerUnavailable {
+        /// Worker.
+        worker_id: Uuid,
+    },
     /// Something may be admissible (retry due, repair): run admission.
     Wake,
+    /// Several worker reports of one tenant, in the order they arrived (a dispatcher
+    /// publishes what its workers sent in the meantime as one message).
+    Reports {
+        /// The reports (never nested `Reports`).
+        events: Vec<SchedulerEvent>,
+    },
 }
 
 /// What a dispatcher should do with an action.

@@ -242,26 +242,18 @@ impl Client {
     }
 
     pub(crate) fn dispatcher(&self) -> DispatcherClient<AuthChannel> {
-        DispatcherClient::new(self.inner.dispatcher_channel.clone())
-            .send_compressed(Gzip)
-            .accept_compressed(Gzip)
+        DispatcherClient::new(self.inner.dispatcher_channel.clone()).accept_compressed(Gzip)
     }
 
     pub(crate) fn admin(&self) -> AdminServiceClient<AuthChannel> {
-        AdminServiceClient::new(self.inner.channel.clone())
-            .send_compressed(Gzip)
-            .accept_compressed(Gzip)
+        AdminServiceClient::new(self.inner.channel.clone()).accept_compressed(Gzip)
     }
 
     fn workflows(&self) -> WorkflowServiceClient<AuthChannel> {
-        WorkflowServiceClient::new(self.inner.channel.clone())
-            .send_compressed(Gzip)
-            .accept_compressed(Gzip)
+        WorkflowServiceClient::new(self.inner.channel.clone()).accept_compressed(Gzip)
     }
 
     fn events(&self) -> EventsServiceClient<AuthChannel> {
-        EventsServiceClient::new(self.inner.channel.clone())
-            .send_compressed(Gzip)
-            .accept_compressed(Gzip)
+        EventsServiceClient::new(self.inner.channel.clone()).accept_compressed(Gzip)
     }
 }

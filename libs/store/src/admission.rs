@@ -42,13 +42,77 @@ pub struct Assignment {
     pub traceparent: Option<String>,
 }
 
-/// A worker able to take work, with its free slots.
+/// A worker able to take work, with its free slots (zero or less when full).
 #[derive(Debug, Clone)]
-struct FreeWorker {
+struct WorkerSlots {
     tenant_id: Uuid,
     id: Uuid,
     actions: Vec<String>,
     free: i64,
+}
+
+/// The free slots of every worker that may take work, as the scheduler sees them.
+///
+/// Loaded from Postgres ([`SlotBook::load`]) and then kept current by the scheduler
+/// itself, the single writer of task statuses: admission takes slots
+/// ([`admit`]) and every transition that ends an attempt gives one back
+/// ([`SlotBook::release`]). The scheduler reloads it periodically and whenever
+/// workers come or go, and drops it when a transaction fails.
+#[derive(Debug, Clone, Default)]
+pub struct SlotBook {
+    workers: Vec<WorkerSlots>,
+    index: HashMap<Uuid, usize>,
+}
+
+impl SlotBook {
+    /// Workers that are active and recently heard from, with their free slots.
+    pub async fn load(conn: &mut PgConnection, heartbeat_timeout_ms: i64) -> Result<Self> {
+        let rows = sqlx::query(
+            r#"SELECT w.tenant_id, w.id, w.actions, w.slots - COALESCE(u.used, 0) AS free
+               FROM workers w
+               LEFT JOIN LATERAL (
+                 SELECT count(*) AS used FROM tasks t
+                 WHERE t.worker_id = w.id AND t.tenant_id = w.tenant_id AND t.status IN ('assigned', 'running')
+               ) u ON true
+               WHERE w.status = 'active'
+                 AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0)"#,
+        )
+        .bind(heartbeat_timeout_ms as f64)
+        .fetch_all(conn)
+        .await?;
+        let mut book = Self::default();
+        for r in rows {
+            book.insert(WorkerSlots {
+                tenant_id: r.try_get("tenant_id")?,
+                id: r.try_get("id")?,
+                actions: r.try_get("actions")?,
+                free: r.try_get("free")?,
+            });
+        }
+        Ok(book)
+    }
+
+    fn insert(&mut self, w: WorkerSlots) {
+        self.index.insert(w.id, self.workers.len());
+        self.workers.push(w);
+    }
+
+    /// Gives back the slot of an attempt that ended on `worker`.
+    pub fn release(&mut self, worker: Uuid) {
+        if let Some(&i) = self.index.get(&worker) {
+            self.workers[i].free += 1;
+        }
+    }
+
+    /// Free slots over all workers.
+    pub fn total_free(&self) -> i64 {
+        self.workers.iter().map(|w| w.free.max(0)).sum()
+    }
+
+    /// Free slots of one worker, if it is in the book.
+    pub fn free_of(&self, worker: Uuid) -> Option<i64> {
+        self.index.get(&worker).map(|&i| self.workers[i].free)
+    }
 }
 
 struct Candidate {
@@ -57,65 +121,43 @@ struct Candidate {
     action_id: String,
 }
 
-/// Workers that are connected, recently heard from, and have free slots.
-async fn free_workers(
-    conn: &mut PgConnection,
-    heartbeat_timeout_ms: i64,
-) -> Result<Vec<FreeWorker>> {
-    let rows = sqlx::query(
-        r#"SELECT w.tenant_id, w.id, w.actions, w.slots - COALESCE(u.used, 0) AS free
-           FROM workers w
-           LEFT JOIN LATERAL (
-             SELECT count(*) AS used FROM tasks t
-             WHERE t.worker_id = w.id AND t.tenant_id = w.tenant_id AND t.status IN ('assigned', 'running')
-           ) u ON true
-           WHERE w.status = 'active'
-             AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0)"#,
-    )
-    .bind(heartbeat_timeout_ms as f64)
-    .fetch_all(conn)
-    .await?;
-    let mut out = Vec::new();
-    for r in rows {
-        let free: i64 = r.try_get("free")?;
-        if free > 0 {
-            out.push(FreeWorker {
-                tenant_id: r.try_get("tenant_id")?,
-                id: r.try_get("id")?,
-                actions: r.try_get("actions")?,
-                free,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Ready tasks whose action some free worker of the same tenant serves, oldest first,
-/// locked for this transaction (others skip them).
+/// Ready tasks whose action some free worker of the same tenant serves, oldest first:
+/// for each (tenant, action) no more than the free slots of the workers serving it.
+///
+/// No row locks: the scheduler holding the partition lease is the only writer of task
+/// statuses, and [`assign`] re-checks each status anyway.
 async fn candidates(
     conn: &mut PgConnection,
-    workers: &[FreeWorker],
+    workers: &[&WorkerSlots],
     limit: i64,
 ) -> Result<Vec<Candidate>> {
-    let mut tenants: Vec<Uuid> = workers.iter().map(|w| w.tenant_id).collect();
-    tenants.sort();
-    tenants.dedup();
-    let mut actions: Vec<&str> = workers
-        .iter()
-        .flat_map(|w| w.actions.iter().map(String::as_str))
-        .collect();
-    actions.sort();
-    actions.dedup();
+    let mut wanted: HashMap<(Uuid, &str), i64> = HashMap::new();
+    for w in workers {
+        for a in &w.actions {
+            *wanted.entry((w.tenant_id, a.as_str())).or_default() += w.free;
+        }
+    }
+    let (mut tenants, mut actions, mut limits) = (Vec::new(), Vec::new(), Vec::new());
+    for ((t, a), n) in wanted {
+        tenants.push(t);
+        actions.push(a);
+        limits.push(n.min(limit));
+    }
     let rows = sqlx::query(
-        r#"SELECT tenant_id, id, action_id FROM tasks
-           WHERE status = 'queued' AND not_before <= now()
-             AND tenant_id = ANY($1) AND action_id = ANY($2)
-           ORDER BY not_before, queued_at
-           LIMIT $3
-           FOR UPDATE SKIP LOCKED"#,
+        r#"SELECT q.tenant_id, q.id, q.action_id
+           FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
+           CROSS JOIN LATERAL (
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at FROM tasks t
+             WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
+               AND t.status = 'queued' AND t.not_before <= now()
+             ORDER BY t.not_before, t.queued_at
+             LIMIT k.n) q
+           ORDER BY q.not_before, q.queued_at
+           LIMIT $4"#,
     )
     .bind(&tenants)
     .bind(&actions)
+    .bind(&limits)
     .bind(limit)
     .fetch_all(conn)
     .await?;
@@ -130,56 +172,65 @@ async fn candidates(
         .collect()
 }
 
-/// Picks, for each candidate, the capable worker with the most free slots.
-fn matchmake(candidates: Vec<Candidate>, mut workers: Vec<FreeWorker>) -> Vec<(Candidate, Uuid)> {
-    let mut by_action: HashMap<(Uuid, &str), Vec<usize>> = HashMap::new();
-    for (i, w) in workers.iter().enumerate() {
+/// Picks, for each candidate, the capable worker with the most free slots, and takes
+/// the slot.
+fn matchmake(candidates: Vec<Candidate>, book: &mut SlotBook) -> Vec<(Candidate, Uuid)> {
+    let mut free: Vec<i64> = book.workers.iter().map(|w| w.free).collect();
+    let mut by_action: HashMap<Uuid, HashMap<String, Vec<usize>>> = HashMap::new();
+    for (i, w) in book.workers.iter().enumerate() {
         for a in &w.actions {
             by_action
-                .entry((w.tenant_id, a.as_str()))
+                .entry(w.tenant_id)
+                .or_default()
+                .entry(a.clone())
                 .or_default()
                 .push(i);
         }
     }
-    let by_action: HashMap<(Uuid, String), Vec<usize>> = by_action
-        .into_iter()
-        .map(|((t, a), v)| ((t, a.to_string()), v))
-        .collect();
     let mut out = Vec::new();
     for c in candidates {
-        let Some(idxs) = by_action.get(&(c.tenant_id, c.action_id.clone())) else {
+        let Some(idxs) = by_action
+            .get(&c.tenant_id)
+            .and_then(|m| m.get(c.action_id.as_str()))
+        else {
             continue;
         };
         let best = idxs
             .iter()
             .copied()
-            .filter(|&i| workers[i].free > 0)
-            .max_by_key(|&i| workers[i].free);
+            .filter(|&i| free[i] > 0)
+            .max_by_key(|&i| free[i]);
         if let Some(i) = best {
-            workers[i].free -= 1;
-            out.push((c, workers[i].id));
+            free[i] -= 1;
+            out.push((c, book.workers[i].id));
         }
+    }
+    for (w, f) in book.workers.iter_mut().zip(free) {
+        w.free = f;
     }
     out
 }
 
-/// Admits up to `limit` ready tasks: assigns each to a worker with a free slot and
-/// returns the assignments with their action payloads. Call inside a transaction and
-/// publish the assignments only after it commits.
+/// Admits up to `limit` ready tasks: assigns each to a worker with a free slot in
+/// `book`, takes those slots, and returns the assignments with their action payloads.
+/// Call inside a transaction and publish the assignments only after it commits; if
+/// the transaction fails, `book` is stale and must be reloaded.
 pub async fn admit(
     conn: &mut PgConnection,
+    book: &mut SlotBook,
     limit: i64,
-    heartbeat_timeout_ms: i64,
 ) -> Result<Vec<Assignment>> {
-    let workers = free_workers(conn, heartbeat_timeout_ms).await?;
-    if workers.is_empty() {
+    let free: Vec<&WorkerSlots> = book.workers.iter().filter(|w| w.free > 0).collect();
+    let total: i64 = free.iter().map(|w| w.free).sum();
+    if total == 0 {
         return Ok(Vec::new());
     }
-    let cands = candidates(conn, &workers, limit).await?;
+    // Never read more queued rows than there are slots to fill.
+    let cands = candidates(conn, &free, limit.min(total)).await?;
     if cands.is_empty() {
         return Ok(Vec::new());
     }
-    let matched = matchmake(cands, workers);
+    let matched = matchmake(cands, book);
     assign(conn, &matched).await
 }
 
@@ -202,11 +253,13 @@ async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Resul
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
              RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors)
            SELECT upd.*, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
-             (SELECT jsonb_object_agg(a.readable_id,
-                CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)
-              FROM tasks a
-              WHERE a.tenant_id = upd.tenant_id AND a.run_id = upd.run_id
-                AND a.readable_id = ANY(upd.ancestors) AND a.status = 'succeeded') AS parents
+             CASE WHEN cardinality(upd.ancestors) > 0 THEN
+               (SELECT jsonb_object_agg(a.readable_id,
+                  CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)
+                FROM tasks a
+                WHERE a.tenant_id = upd.tenant_id AND a.run_id = upd.run_id
+                  AND a.readable_id = ANY(upd.ancestors) AND a.status = 'succeeded')
+             END AS parents
            FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#,
     )
     .bind(&tenants)
@@ -251,13 +304,17 @@ async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Resul
 mod tests {
     use super::*;
 
-    fn w(free: i64, actions: &[&str]) -> FreeWorker {
-        FreeWorker {
-            tenant_id: Uuid::nil(),
-            id: Uuid::new_v4(),
-            actions: actions.iter().map(|s| s.to_string()).collect(),
-            free,
+    fn book(workers: &[(i64, &[&str])]) -> SlotBook {
+        let mut b = SlotBook::default();
+        for (free, actions) in workers {
+            b.insert(WorkerSlots {
+                tenant_id: Uuid::nil(),
+                id: Uuid::new_v4(),
+                actions: actions.iter().map(|s| s.to_string()).collect(),
+                free: *free,
+            });
         }
+        b
     }
 
     fn c(action: &str) -> Candidate {
@@ -270,19 +327,39 @@ mod tests {
 
     #[test]
     fn never_exceeds_free_slots_and_spreads_load() {
-        let ws = vec![w(2, &["a"]), w(2, &["a"])];
-        let ids: Vec<Uuid> = ws.iter().map(|w| w.id).collect();
-        let m = matchmake((0..10).map(|_| c("a")).collect(), ws);
+        let mut b = book(&[(2, &["a"]), (2, &["a"])]);
+        let ids: Vec<Uuid> = b.workers.iter().map(|w| w.id).collect();
+        let m = matchmake((0..10).map(|_| c("a")).collect(), &mut b);
         assert_eq!(m.len(), 4);
-        for id in ids {
-            assert_eq!(m.iter().filter(|(_, w)| *w == id).count(), 2);
+        for id in &ids {
+            assert_eq!(m.iter().filter(|(_, w)| w == id).count(), 2);
+            assert_eq!(b.free_of(*id), Some(0));
         }
+        assert_eq!(b.total_free(), 0);
     }
 
     #[test]
-    fn respects_actions() {
-        let m = matchmake(vec![c("b"), c("a")], vec![w(5, &["a"])]);
+    fn respects_actions_and_tenants() {
+        let mut b = book(&[(5, &["a"])]);
+        let mut other_tenant = c("a");
+        other_tenant.tenant_id = Uuid::new_v4();
+        let m = matchmake(vec![c("b"), other_tenant, c("a")], &mut b);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].0.action_id, "a");
+        assert_eq!(m[0].0.tenant_id, Uuid::nil());
+        assert_eq!(b.total_free(), 4);
+    }
+
+    #[test]
+    fn released_slots_are_reused_and_full_workers_stay_in_the_book() {
+        let mut b = book(&[(0, &["a"])]);
+        let id = b.workers[0].id;
+        assert!(matchmake(vec![c("a")], &mut b).is_empty());
+        b.release(id);
+        assert_eq!(b.total_free(), 1);
+        assert_eq!(matchmake(vec![c("a"), c("a")], &mut b).len(), 1);
+        // A release for a worker the book does not know is ignored.
+        b.release(Uuid::new_v4());
+        assert_eq!(b.total_free(), 0);
     }
 }

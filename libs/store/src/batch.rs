@@ -37,6 +37,13 @@ pub async fn apply_batch(conn: &mut PgConnection, events: &[TaskEventRow]) -> Re
             _ => rest.push(ev),
         }
     }
+    // A task that started and completed within one batch is written once: the
+    // completion records the start time too (COMPLETED is allowed from `assigned`).
+    if !completed.is_empty() && !started.is_empty() {
+        let done: std::collections::HashSet<(Uuid, Uuid, i32)> =
+            completed.iter().map(|c| (c.0, c.1, c.2)).collect();
+        started.retain(|s| !done.contains(s));
+    }
     let mut applied = apply_started(conn, &started).await?;
     applied.extend(apply_completed(conn, &completed).await?);
     for ev in rest {
@@ -55,6 +62,11 @@ fn to_applied(rows: Vec<sqlx::postgres::PgRow>, to: TaskStatus) -> Result<Vec<Ap
                 run_id: r.try_get("run_id")?,
                 task_id: r.try_get("id")?,
                 to,
+                released_worker: if to.holds_slot() {
+                    None
+                } else {
+                    r.try_get("worker_id")?
+                },
             })
         })
         .collect()
@@ -73,8 +85,8 @@ async fn apply_started(conn: &mut PgConnection, evs: &[(Uuid, Uuid, i32)]) -> Re
              UPDATE tasks t SET status = 'running', started_at = now()
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($4)
-             RETURNING t.tenant_id, t.id, t.run_id, t.attempt)
-           SELECT tenant_id, id, run_id FROM upd"#,
+             RETURNING t.tenant_id, t.id, t.run_id, t.attempt, t.worker_id)
+           SELECT tenant_id, id, run_id, worker_id FROM upd"#,
     )
     .bind(&tenants)
     .bind(&ids)
@@ -102,7 +114,8 @@ async fn apply_completed(
         r#"WITH u AS (SELECT DISTINCT ON (tenant_id, id, attempt) *
                       FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::jsonb[]) AS u(tenant_id, id, attempt, output)),
            upd AS (
-             UPDATE tasks t SET status = 'succeeded', output = u.output, finished_at = now(), wait_reason = NULL
+             UPDATE tasks t SET status = 'succeeded', output = u.output, finished_at = now(), wait_reason = NULL,
+                 started_at = COALESCE(t.started_at, now())
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($5)
              RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.attempt, t.worker_id, t.assigned_at,
@@ -126,7 +139,7 @@ async fn apply_completed(
                wait_reason = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'waiting for a worker slot' ELSE c.wait_reason END,
                queued_at = now(), not_before = now()
              FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6))
-           SELECT tenant_id, id, run_id FROM upd"#,
+           SELECT tenant_id, id, run_id, worker_id FROM upd"#,
     )
     .bind(&tenants)
     .bind(&ids)

@@ -36,6 +36,9 @@ pub struct Applied {
     pub task_id: Uuid,
     /// New status.
     pub to: TaskStatus,
+    /// The worker whose slot this transition freed (the task left `assigned` or
+    /// `running` for anything else).
+    pub released_worker: Option<Uuid>,
 }
 
 fn statuses(list: &[TaskStatus]) -> Vec<&'static str> {
@@ -119,8 +122,9 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
     .await?;
     // The attempt ends when the task leaves a slot-holding status for anything but
     // `running`: record it in the history.
-    if status.holds_slot() && !to.holds_slot() {
-        let worker_id: Option<Uuid> = row.try_get("worker_id")?;
+    let worker_id: Option<Uuid> = row.try_get("worker_id")?;
+    let releases = status.holds_slot() && !to.holds_slot();
+    if releases {
         let assigned_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("assigned_at")?;
         let started_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("started_at")?;
         sqlx::query(
@@ -156,6 +160,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         run_id,
         task_id: ev.task_id,
         to,
+        released_worker: worker_id.filter(|_| releases),
     }))
 }
 

@@ -5,6 +5,7 @@
 //! and answers run-result subscriptions. Dispatchers scale horizontally: each holds
 //! its own workers, and all state they share lives in Postgres and NATS.
 
+mod outbox;
 mod registry;
 mod reports;
 mod results;
@@ -98,16 +99,17 @@ impl Dispatcher {
             shutdown.clone(),
         ));
         tasks.close();
+        let outbox = outbox::Outbox::start(deps.bus.clone());
         let svc = service::DispatcherApi {
             deps,
             registry,
             hub,
             shutdown,
             starts: reports::RecentStarts::default(),
+            outbox,
         };
         let server = DispatcherServer::new(svc)
             .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(8 * 1024 * 1024);
         tracing::info!(dispatcher = %id, "dispatcher started");
         Ok(Self { server, tasks })

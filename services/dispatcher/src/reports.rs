@@ -34,9 +34,10 @@ impl RecentStarts {
     }
 }
 
-/// The scheduler event for a report, with its de-duplication id; `None` for reports
-/// that change nothing (acknowledged, unknown).
-pub(crate) fn to_event(r: &StepActionEvent) -> Result<Option<(SchedulerEvent, String)>, Status> {
+/// The scheduler event for a report; `None` for reports that change nothing
+/// (acknowledged, unknown). Duplicates are harmless: the scheduler's transitions are
+/// fenced by attempt and idempotent.
+pub(crate) fn to_event(r: &StepActionEvent) -> Result<Option<SchedulerEvent>, Status> {
     let task_id = Uuid::parse_str(&r.task_run_external_id).map_err(|_| {
         Status::invalid_argument(format!(
             "task_run_external_id {:?} is not a UUID",
@@ -65,8 +66,7 @@ pub(crate) fn to_event(r: &StepActionEvent) -> Result<Option<(SchedulerEvent, St
         | StepActionEventType::StepEventTypeAcknowledged
         | StepActionEventType::StepEventTypeUnknown => return Ok(None),
     };
-    let id = format!("{task_id}:{attempt}:{}", kind.as_str_name());
-    Ok(Some((event, id)))
+    Ok(Some(event))
 }
 
 /// Keeps at most `max` bytes of `s`, on a character boundary, marking the cut.
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn completion_payloads() {
-        let (e, id) = to_event(&ev(
+        let e = to_event(&ev(
             StepActionEventType::StepEventTypeCompleted,
             r#"{"a":1}"#,
         ))
@@ -143,8 +143,7 @@ mod tests {
             e,
             SchedulerEvent::TaskCompleted { attempt: 2, .. }
         ));
-        assert!(id.ends_with(":2:STEP_EVENT_TYPE_COMPLETED"));
-        let (e, _) = to_event(&ev(StepActionEventType::StepEventTypeCompleted, ""))
+        let e = to_event(&ev(StepActionEventType::StepEventTypeCompleted, ""))
             .unwrap()
             .unwrap();
         assert!(matches!(
@@ -154,7 +153,7 @@ mod tests {
                 ..
             }
         ));
-        let (e, _) = to_event(&ev(StepActionEventType::StepEventTypeCompleted, "{nope"))
+        let e = to_event(&ev(StepActionEventType::StepEventTypeCompleted, "{nope"))
             .unwrap()
             .unwrap();
         assert!(matches!(
@@ -164,7 +163,7 @@ mod tests {
                 ..
             }
         ));
-        let (e, _) = to_event(&ev(
+        let e = to_event(&ev(
             StepActionEventType::StepEventTypeCompleted,
             r#""a\u0000b""#,
         ))
@@ -196,7 +195,7 @@ mod tests {
     fn failure_is_verbatim_and_bad_ids_are_rejected() {
         let mut r = ev(StepActionEventType::StepEventTypeFailed, "boom\ntrace");
         r.should_not_retry = Some(true);
-        let (e, _) = to_event(&r).unwrap().unwrap();
+        let e = to_event(&r).unwrap().unwrap();
         assert_eq!(
             e,
             SchedulerEvent::TaskFailed {

@@ -32,6 +32,7 @@ pub(crate) struct DispatcherApi {
     pub(crate) hub: Arc<Hub>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) starts: reports::RecentStarts,
+    pub(crate) outbox: crate::outbox::Outbox,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -69,6 +70,19 @@ fn to_assigned(tenant_id: Uuid, a: ActionMessage) -> AssignedAction {
         workflow_id: Some(a.workflow_id.to_string()),
         workflow_version_id: Some(a.workflow_version_id.to_string()),
         ..Default::default()
+    }
+}
+
+/// Tells the scheduler a worker takes no new work, so it stops counting its slots now
+/// rather than at its next reload.
+async fn announce_unavailable(bus: &adze_bus::Bus, tenant_id: Uuid, worker: Uuid, why: &str) {
+    let env = Envelope::new(
+        tenant_id,
+        SchedulerEvent::WorkerUnavailable { worker_id: worker },
+    );
+    let id = format!("unavailable:{worker}:{why}:{}", Uuid::new_v4());
+    if let Err(e) = bus.publish_event(&env, &id).await {
+        tracing::warn!(error = %e, %worker, "could not announce the worker unavailable; the scheduler's reload will notice");
     }
 }
 
@@ -139,6 +153,7 @@ impl DispatcherApi {
         let (tx, rx) = mpsc::channel::<Result<AssignedAction, Status>>(256);
         let registry = self.registry.clone();
         let pool = pool.clone();
+        let bus = bus.clone();
         let shutdown = self.shutdown.clone();
         let tenant_id = who.tenant_id;
         tokio::spawn(async move {
@@ -174,6 +189,8 @@ impl DispatcherApi {
                 {
                     tracing::warn!(error = %e, %worker, "could not mark the worker disconnected");
                 }
+                announce_unavailable(&bus, tenant_id, worker, &format!("closed:{generation}"))
+                    .await;
                 tracing::info!(%worker, "worker stream closed");
             }
         });
@@ -314,7 +331,7 @@ impl Dispatcher for DispatcherApi {
     ) -> Result<Response<ActionEventResponse>, Status> {
         let who = self.who(&req).await?;
         let r = req.get_ref();
-        if let Some((event, id)) = reports::to_event(r)? {
+        if let Some(event) = reports::to_event(r)? {
             let started = match event {
                 SchedulerEvent::TaskStarted { task_id, attempt } => Some((task_id, attempt)),
                 _ => None,
@@ -325,11 +342,10 @@ impl Dispatcher for DispatcherApi {
                     worker_id: r.worker_id.clone(),
                 }));
             }
-            let env = Envelope::new(who.tenant_id, event);
             // Answer only once JetStream has the report, so an acknowledged report is durable.
-            self.deps
-                .bus
-                .publish_event(&env, &id)
+            let size = r.event_payload.len() + 256;
+            self.outbox
+                .send(who.tenant_id, event, size)
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot record the task event: {e}")))?;
             if let Some((t, a)) = started {
@@ -357,6 +373,7 @@ impl Dispatcher for DispatcherApi {
         )
         .await
         .map_err(store_status)?;
+        announce_unavailable(&self.deps.bus, who.tenant_id, worker, "unsubscribed").await;
         Ok(Response::new(WorkerUnsubscribeResponse {
             tenant_id: who.tenant_id.to_string(),
             worker_id: worker.to_string(),

@@ -1,6 +1,7 @@
 //! Group commit for triggers. Concurrent trigger calls hand their runs to one
 //! committer task, which takes everything queued at that moment (no linger: a lone
-//! request commits at once), writes it in one transaction with set-based inserts,
+//! request commits at once; up to [`IN_FLIGHT`] transactions run at once, and what
+//! arrives meanwhile forms the next batch), writes it in one transaction with set-based inserts,
 //! answers every caller only after the commit, then tells the scheduler in one message
 //! per tenant.
 
@@ -13,12 +14,14 @@ use adze_store::runs::NewRun;
 use adze_store::workflows::WorkflowVersion;
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Most runs committed in one transaction.
 const MAX_BATCH_RUNS: usize = 2_000;
+/// Transactions in flight at once.
+const IN_FLIGHT: usize = 3;
 
 /// A validated run waiting for its commit.
 pub(crate) struct PendingRun {
@@ -70,10 +73,16 @@ impl Committer {
 }
 
 async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let first = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => return },
             _ = shutdown.cancelled() => { rx.close(); match rx.recv().await { Some(r) => r, None => return } }
+        };
+        // While earlier transactions are in flight, later triggers gather into the
+        // next batch.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
         };
         let mut batch = vec![first];
         let mut size = batch[0].runs.len();
@@ -86,11 +95,12 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
                 Err(_) => break,
             }
         }
-        commit(&pool, &bus, batch).await;
+        let (pool, bus) = (pool.clone(), bus.clone());
+        tokio::spawn(async move { commit(&pool, &bus, batch, permit).await });
     }
 }
 
-async fn commit(pool: &PgPool, bus: &Bus, batch: Vec<Request>) {
+async fn commit(pool: &PgPool, bus: &Bus, batch: Vec<Request>, permit: OwnedSemaphorePermit) {
     let rows: Vec<(Uuid, NewRun<'_>)> = batch
         .iter()
         .flat_map(|r| {
@@ -134,6 +144,7 @@ async fn commit(pool: &PgPool, bus: &Bus, batch: Vec<Request>) {
         }
         let _ = r.reply.send(Ok(mine));
     }
+    drop(permit);
     for (tenant_id, (run_ids, trace)) in per_tenant {
         let msg_id = format!("created:{}", run_ids[0]);
         let env =

@@ -71,7 +71,6 @@ pub fn add_grpc(
                 committer,
             ))
             .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(

@@ -1,6 +1,8 @@
 //! The REST calls the SDKs make around a worker's life: the TS client's tenant probe
 //! and the pause on graceful shutdown. Errors use Hatchet's `APIErrors` shape.
 
+use adze_bus::Envelope;
+use adze_bus::messages::SchedulerEvent;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -122,6 +124,19 @@ async fn patch_worker(
     // Unknown, or another tenant's: do not reveal which.
     .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not found"))?;
     let status: String = r.try_get("status")?;
+    // The scheduler keeps free slots in memory: tell it the worker's availability
+    // changed (its periodic reload catches a lost notice).
+    let event = match status.as_str() {
+        "paused" => Some(SchedulerEvent::WorkerUnavailable { worker_id: worker }),
+        "active" => Some(SchedulerEvent::WorkerReady { worker_id: worker }),
+        _ => None,
+    };
+    if let Some(event) = event.filter(|_| pause.is_some()) {
+        let id = format!("patch:{worker}:{}", Uuid::new_v4());
+        if let Err(e) = deps.bus.publish_event(&Envelope::new(me, event), &id).await {
+            tracing::warn!(error = %e, %worker, "could not announce the worker's new status");
+        }
+    }
     let slots: i32 = r.try_get("slots")?;
     let registered: DateTime<Utc> = r.try_get("registered_at")?;
     let beat: DateTime<Utc> = r.try_get("last_heartbeat_at")?;

@@ -101,9 +101,15 @@ impl Scanner {
             .fetch_one(&self.deps.pool)
             .await?
             .try_get(0)?;
+        // Per (tenant, action) a worker serves: one range of the ready-queue index each.
         let due = sqlx::query(
-            r#"SELECT tenant_id FROM tasks
-               WHERE status = 'queued' AND not_before > $1 AND not_before <= $2 LIMIT 1"#,
+            r#"SELECT k.tenant_id
+               FROM (SELECT DISTINCT tenant_id, unnest(actions) AS action_id FROM workers
+                     WHERE status <> 'inactive') k
+               WHERE EXISTS (SELECT 1 FROM tasks t
+                             WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
+                               AND t.status = 'queued' AND t.not_before > $1 AND t.not_before <= $2)
+               LIMIT 1"#,
         )
         .bind(self.last_due_scan)
         .bind(now)
@@ -125,10 +131,13 @@ impl Scanner {
     /// its action has a free slot means a notice was lost: wake the scheduler.
     async fn stranded_queue(&self) -> anyhow::Result<()> {
         let stranded = sqlx::query(
-            r#"SELECT t.tenant_id FROM tasks t
-               WHERE t.status = 'queued' AND t.not_before <= now() - make_interval(secs => $1 / 1000.0)
-                 AND EXISTS (SELECT 1 FROM workers w
-                             WHERE w.tenant_id = t.tenant_id AND w.status = 'active' AND t.action_id = ANY(w.actions))
+            r#"SELECT k.tenant_id
+               FROM (SELECT DISTINCT tenant_id, unnest(actions) AS action_id FROM workers
+                     WHERE status = 'active') k
+               WHERE EXISTS (SELECT 1 FROM tasks t
+                             WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
+                               AND t.status = 'queued'
+                               AND t.not_before <= now() - make_interval(secs => $1 / 1000.0))
                LIMIT 1"#,
         )
         .bind(self.config.repair_after_ms as f64)

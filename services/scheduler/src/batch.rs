@@ -2,14 +2,17 @@
 //! transaction, then publish what it decided, then acknowledge the events.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use adze_bus::messages::{ActionKind, ActionMessage, RunFinished, SchedulerEvent};
 use adze_bus::{Envelope, decode};
 use adze_core::TaskEvent;
-use adze_store::admission::Assignment;
+use adze_store::admission::{Assignment, SlotBook};
 use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
 use async_nats::jetstream::Message;
 use sqlx::PgConnection;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::lease::PARTITION;
@@ -19,11 +22,16 @@ pub(crate) struct Processor {
     config: Config,
     deps: Deps,
     holder: String,
+    /// Free worker slots, with when they were read from Postgres. Taken out for a
+    /// transaction and put back only after it commits.
+    slots: Option<(SlotBook, Instant)>,
+    announcer: mpsc::Sender<(Outcome, Vec<Message>)>,
+    announcing: JoinHandle<()>,
 }
 
 /// What a committed batch must announce.
 #[derive(Default)]
-struct Outcome {
+pub(crate) struct Outcome {
     assignments: Vec<Assignment>,
     finished: Vec<FinishedRun>,
 }
@@ -40,10 +48,22 @@ fn row(tenant_id: Uuid, task_id: Uuid, event: TaskEvent) -> TaskEventRow {
 
 impl Processor {
     pub(crate) fn new(config: Config, deps: Deps, holder: String) -> Self {
+        let (announcer, announcing) = Announcer::start(deps.clone());
         Self {
             config,
-            deps,
             holder,
+            announcer,
+            announcing,
+            deps,
+            slots: None,
+        }
+    }
+
+    /// Waits until everything committed so far has been announced.
+    pub(crate) async fn finish(self) {
+        drop(self.announcer);
+        if let Err(e) = self.announcing.await {
+            tracing::error!(error = %e, "the announcer failed");
         }
     }
 
@@ -52,6 +72,19 @@ impl Processor {
         let mut events = Vec::with_capacity(msgs.len());
         for m in &msgs {
             match decode::<SchedulerEvent>(m.headers.as_ref(), &m.payload) {
+                Ok(Envelope {
+                    v,
+                    tenant_id,
+                    at,
+                    traceparent,
+                    body: SchedulerEvent::Reports { events: reports },
+                }) => events.extend(reports.into_iter().map(|body| Envelope {
+                    v,
+                    tenant_id,
+                    at,
+                    traceparent: traceparent.clone(),
+                    body,
+                })),
                 Ok(env) => events.push(env),
                 Err(e) => {
                     tracing::error!(error = %e, subject = %m.subject, "dropping undecodable event")
@@ -69,18 +102,16 @@ impl Processor {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.announce(outcome).await;
-        for m in msgs {
-            if let Err(e) = m.ack().await {
-                // Redelivery is harmless: every transition is idempotent.
-                tracing::warn!(error = %e, "ack failed");
-            }
+        // Announcing and acknowledging happen in order on another task, so the next
+        // batch's transaction overlaps them.
+        if self.announcer.send((outcome, msgs)).await.is_err() {
+            anyhow::bail!("the announcer stopped");
         }
         Ok(())
     }
 
     async fn apply(
-        &self,
+        &mut self,
         events: &[Envelope<SchedulerEvent>],
     ) -> Result<Option<Outcome>, adze_store::Error> {
         let mut tx = self.deps.pool.begin().await?;
@@ -98,6 +129,24 @@ impl Processor {
         for env in events {
             rows.extend(self.expand(&mut tx, env).await?);
         }
+        // The slot book is reloaded when it is old or workers came or went; otherwise
+        // this batch's own transitions keep it current.
+        let workers_changed = events.iter().any(|e| {
+            matches!(
+                e.body,
+                SchedulerEvent::WorkerReady { .. }
+                    | SchedulerEvent::WorkerUnavailable { .. }
+                    | SchedulerEvent::WorkerLost { .. }
+            )
+        });
+        let reload_every = Duration::from_millis(self.config.tick_ms);
+        let (mut book, loaded_at) = match self.slots.take() {
+            Some((book, at)) if !workers_changed && at.elapsed() < reload_every => (book, at),
+            _ => (
+                SlotBook::load(&mut tx, self.config.heartbeat_timeout_ms).await?,
+                Instant::now(),
+            ),
+        };
         let mut finishing: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
         for applied in adze_store::batch::apply_batch(&mut tx, &rows).await? {
             tracing::debug!(task_id = %applied.task_id, to = %applied.to, "transition");
@@ -105,16 +154,16 @@ impl Processor {
             if applied.to.is_terminal() {
                 finishing.insert((applied.tenant_id, applied.run_id));
             }
+            if let Some(worker) = applied.released_worker {
+                book.release(worker);
+            }
         }
         let finished =
             scheduling::finalize_runs(&mut tx, &finishing.into_iter().collect::<Vec<_>>()).await?;
-        let assignments = adze_store::admission::admit(
-            &mut tx,
-            self.config.admit_limit,
-            self.config.heartbeat_timeout_ms,
-        )
-        .await?;
+        let assignments =
+            adze_store::admission::admit(&mut tx, &mut book, self.config.admit_limit).await?;
         tx.commit().await?;
+        self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
             assignments,
             finished,
@@ -174,8 +223,38 @@ impl Processor {
             }
             SchedulerEvent::RunsCreated { .. }
             | SchedulerEvent::WorkerReady { .. }
-            | SchedulerEvent::Wake => Vec::new(),
+            | SchedulerEvent::WorkerUnavailable { .. }
+            | SchedulerEvent::Wake
+            // Flattened when the batch is decoded.
+            | SchedulerEvent::Reports { .. } => Vec::new(),
         })
+    }
+}
+
+/// Publishes what committed batches decided, then acknowledges their events, in
+/// batch order.
+pub(crate) struct Announcer {
+    deps: Deps,
+}
+
+impl Announcer {
+    /// Starts the announcer task; it ends when the processor's sender is dropped,
+    /// after announcing everything it was given.
+    pub(crate) fn start(deps: Deps) -> (mpsc::Sender<(Outcome, Vec<Message>)>, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<(Outcome, Vec<Message>)>(16);
+        let me = Self { deps };
+        let task = tokio::spawn(async move {
+            while let Some((outcome, msgs)) = rx.recv().await {
+                me.announce(outcome).await;
+                for m in msgs {
+                    if let Err(e) = m.ack().await {
+                        // Redelivery is harmless: every transition is idempotent.
+                        tracing::warn!(error = %e, "ack failed");
+                    }
+                }
+            }
+        });
+        (tx, task)
     }
 
     /// Publishes assignments and run notices (core NATS, after the commit). A lost

@@ -99,21 +99,27 @@ async fn consume(
     let mut renew = tokio::time::interval(lease.renew_every());
     let mut processor =
         batch::Processor::new(config.clone(), deps.clone(), lease.holder().to_string());
-    loop {
+    let result = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => break Ok(()),
             _ = renew.tick() => {
-                if !lease.try_acquire().await? {
-                    tracing::warn!("partition lease lost");
-                    return Ok(());
+                match lease.try_acquire().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("partition lease lost");
+                        break Ok(());
+                    }
+                    Err(e) => break Err(e.into()),
                 }
             }
             _ = tick.tick() => {
-                processor.process(Vec::new()).await?;
+                if let Err(e) = processor.process(Vec::new()).await {
+                    break Err(e);
+                }
             }
             chunk = messages.next() => {
                 let Some(chunk) = chunk else {
-                    anyhow::bail!("event stream ended");
+                    break Err(anyhow::anyhow!("event stream ended"));
                 };
                 let mut msgs = Vec::with_capacity(chunk.len());
                 for m in chunk {
@@ -122,8 +128,13 @@ async fn consume(
                         Err(e) => tracing::warn!(error = %e, "event stream error"),
                     }
                 }
-                processor.process(msgs).await?;
+                if let Err(e) = processor.process(msgs).await {
+                    break Err(e);
+                }
             }
         }
-    }
+    };
+    // What committed is announced even when the loop stops.
+    processor.finish().await;
+    result
 }
