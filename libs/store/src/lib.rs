@@ -56,15 +56,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Statements are prepared once per connection, but planned for each execution
 /// (`plan_cache_mode = force_custom_plan`): a generic plan chosen while a table was
 /// small (a fresh deployment) would otherwise stay cached as the queue grows and turn
-/// index lookups into sequential scans. JIT compilation is off: every statement here is
-/// a short indexed lookup or a batch write, and a large queue's row estimates would
-/// otherwise make Postgres spend milliseconds compiling them.
+/// index lookups into sequential scans. (Generic plans were tried again with
+/// `enable_seqscan = off`: planning costs 30–480 µs per statement, but the generic plans
+/// of the `UNNEST` joins took 65–145 ms for 170 rows; see bench/RESULTS.md.)
+///
+/// JIT compilation is off: every statement is a short indexed lookup or a batch write,
+/// and a large queue's row estimates would otherwise make Postgres spend milliseconds
+/// compiling them. Connections are not pinged before each use (a round trip every
+/// time); a broken one fails its statement and is discarded.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     let options: sqlx::postgres::PgConnectOptions = url.parse()?;
     let options = options.options([("plan_cache_mode", "force_custom_plan"), ("jit", "off")]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
+        .test_before_acquire(false)
         .connect_with(options)
         .await?)
 }

@@ -29,7 +29,7 @@ pub async fn create_runs(pool: &PgPool, tenant_id: Uuid, runs: &[NewRun<'_>]) ->
     create_runs_multi(pool, &keyed).await
 }
 
-/// Inserts runs of any tenants in one transaction with two set-based statements (the
+/// Inserts runs of any tenants in one set-based statement (the
 /// ingest group commit). Returns the run ids in request order.
 pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> Result<Vec<Uuid>> {
     let n = runs.len();
@@ -57,25 +57,15 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
             t.push(*tenant_id, run_id, task);
         }
     }
-    let mut tx = pool.begin().await?;
+    // One statement (atomic on its own): no BEGIN/COMMIT round trips on the trigger path.
     sqlx::query(
-        r#"INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
-                             additional_metadata, traceparent)
-           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
-                                $7::jsonb[], $8::text[])"#,
-    )
-    .bind(&r_tenant)
-    .bind(&r_id)
-    .bind(&r_wf)
-    .bind(&r_ver)
-    .bind(&r_name)
-    .bind(&r_input)
-    .bind(&r_meta)
-    .bind(&r_trace)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        r#"INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
+        r#"WITH new_runs AS (
+             INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
+                               additional_metadata, traceparent)
+             SELECT * FROM UNNEST($13::uuid[], $14::uuid[], $15::uuid[], $16::uuid[], $17::text[], $18::jsonb[],
+                                  $19::jsonb[], $20::text[])
+             RETURNING 1)
+           INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
                  pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds)
            SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
                   CASE WHEN u.status = 'queued' THEN 'waiting for a worker slot' ELSE 'waiting for parents' END,
@@ -99,9 +89,16 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
     .bind(&t.retries)
     .bind(&t.factor)
     .bind(&t.cap)
-    .execute(&mut *tx)
+    .bind(&r_tenant)
+    .bind(&r_id)
+    .bind(&r_wf)
+    .bind(&r_ver)
+    .bind(&r_name)
+    .bind(&r_input)
+    .bind(&r_meta)
+    .bind(&r_trace)
+    .execute(pool)
     .await?;
-    tx.commit().await?;
     Ok(r_id)
 }
 

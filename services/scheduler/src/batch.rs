@@ -91,6 +91,7 @@ impl Processor {
                 }
             }
         }
+        let began = Instant::now();
         let outcome = loop {
             match self.apply(&events).await {
                 Ok(Some(o)) => break o,
@@ -102,6 +103,20 @@ impl Processor {
                 Err(e) => return Err(e.into()),
             }
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let oldest = events.iter().map(|e| e.at).min();
+            tracing::debug!(
+                messages = msgs.len(),
+                events = events.len(),
+                assigned = outcome.assignments.len(),
+                finished = outcome.finished.len(),
+                tx_us = began.elapsed().as_micros() as u64,
+                oldest_event_age_us = oldest
+                    .map(|at| (chrono::Utc::now() - at).num_microseconds().unwrap_or(0))
+                    .unwrap_or(0),
+                "batch committed"
+            );
+        }
         // Announcing and acknowledging happen in order on another task, so the next
         // batch's transaction overlaps them.
         if self.announcer.send((outcome, msgs)).await.is_err() {
