@@ -18,6 +18,9 @@ use uuid::Uuid;
 use crate::lease::PARTITION;
 use crate::{Config, Deps};
 
+/// Longest a batch of STARTED reports waits for company before it is applied alone.
+const START_HOLD: Duration = Duration::from_millis(100);
+
 pub(crate) struct Processor {
     config: Config,
     deps: Deps,
@@ -27,6 +30,8 @@ pub(crate) struct Processor {
     slots: Option<(SlotBook, Instant)>,
     announcer: mpsc::Sender<(Outcome, Vec<Message>)>,
     announcing: JoinHandle<()>,
+    /// STARTED reports held back to be applied with the next batch, and since when.
+    deferred: Option<(Vec<Envelope<SchedulerEvent>>, Vec<Message>, Instant)>,
 }
 
 /// What a committed batch must announce.
@@ -56,10 +61,12 @@ impl Processor {
             announcing,
             deps,
             slots: None,
+            deferred: None,
         }
     }
 
-    /// Waits until everything committed so far has been announced.
+    /// Waits until everything committed so far has been announced. Held STARTED
+    /// reports stay unacknowledged and are redelivered to the next holder.
     pub(crate) async fn finish(self) {
         drop(self.announcer);
         if let Err(e) = self.announcing.await {
@@ -90,6 +97,35 @@ impl Processor {
                     tracing::error!(error = %e, subject = %m.subject, "dropping undecodable event")
                 }
             }
+        }
+        // A batch of nothing but STARTED reports changes no decision: hold it for the
+        // next batch (its tasks' completions usually arrive in it, and then each task
+        // is written once), for at most `START_HOLD` or until the next tick.
+        let only_starts = !events.is_empty()
+            && events
+                .iter()
+                .all(|e| matches!(e.body, SchedulerEvent::TaskStarted { .. }));
+        let mut msgs = msgs;
+        match self.deferred.take() {
+            Some((held, held_msgs, since)) if only_starts && since.elapsed() < START_HOLD => {
+                let mut held = held;
+                let mut held_msgs = held_msgs;
+                held.extend(events);
+                held_msgs.extend(msgs);
+                self.deferred = Some((held, held_msgs, since));
+                return Ok(());
+            }
+            Some((mut held, mut held_msgs, _)) => {
+                held.extend(events);
+                events = held;
+                held_msgs.extend(msgs);
+                msgs = held_msgs;
+            }
+            None if only_starts => {
+                self.deferred = Some((events, msgs, Instant::now()));
+                return Ok(());
+            }
+            None => {}
         }
         let began = Instant::now();
         let outcome = loop {
