@@ -42,6 +42,7 @@ pub async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
     let loaded = Loaded::load(config, &overrides)?;
     if args.print_config {
         println!("{}", loaded.describe());
+        println!("{:#?}", RoleConfigs::from_loaded(&loaded)?);
         return Ok(());
     }
     let shared = adze_runtime::connect(&loaded.common).await?;
