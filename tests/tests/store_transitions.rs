@@ -236,3 +236,61 @@ async fn admit(env: &TestEnv) -> Vec<adze_store::admission::Assignment> {
     tx.commit().await.expect("commit");
     assigned
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_and_end_in_one_batch_are_written_once() {
+    let env = TestEnv::start_roles(&[]).await;
+    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec())
+        .await
+        .expect("workflow");
+    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
+        .await
+        .expect("read")
+        .expect("exists");
+    let run = adze_store::runs::create_runs(
+        &env.pool,
+        env.tenant_id,
+        &[adze_store::runs::NewRun {
+            version: &version,
+            input: json!({}),
+            additional_metadata: None,
+            traceparent: None,
+        }],
+    )
+    .await
+    .expect("run")[0];
+    let worker = Uuid::new_v4();
+    let a: Uuid = sqlx::query_scalar(
+        "UPDATE tasks SET status = 'assigned', worker_id = $2, assigned_at = now()
+         WHERE run_id = $1 AND readable_id = 'a' RETURNING id",
+    )
+    .bind(run)
+    .bind(worker)
+    .fetch_one(&env.pool)
+    .await
+    .expect("assign");
+
+    let mut done = ev(&env, a, TaskEvent::Completed { attempt: 0 });
+    done.error = None;
+    let batch = [ev(&env, a, TaskEvent::Started { attempt: 0 }), done];
+    let mut tx = env.pool.begin().await.expect("tx");
+    let applied = adze_store::batch::apply_batch(&mut tx, &batch)
+        .await
+        .expect("apply");
+    tx.commit().await.expect("commit");
+    // Only the completion applied; it recorded the start and gave the slot back.
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0].to, TaskStatus::Succeeded);
+    assert_eq!(applied[0].released_worker, Some(worker));
+    let (task_started, attempt_started): (bool, bool) = sqlx::query_as(
+        "SELECT t.started_at IS NOT NULL, h.started_at IS NOT NULL
+         FROM tasks t JOIN task_attempts h ON h.task_id = t.id AND h.attempt = t.attempt
+         WHERE t.id = $1",
+    )
+    .bind(a)
+    .fetch_one(&env.pool)
+    .await
+    .expect("times");
+    assert!(task_started && attempt_started);
+    env.stop().await;
+}

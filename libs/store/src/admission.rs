@@ -110,7 +110,8 @@ impl SlotBook {
     }
 
     /// Free slots of one worker, if it is in the book.
-    pub fn free_of(&self, worker: Uuid) -> Option<i64> {
+    #[cfg(test)]
+    fn free_of(&self, worker: Uuid) -> Option<i64> {
         self.index.get(&worker).map(|&i| self.workers[i].free)
     }
 }

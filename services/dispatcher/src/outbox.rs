@@ -5,10 +5,10 @@
 //! Several messages may await their acks at once; they are published in order, so the
 //! scheduler sees every worker's reports in the order they arrived.
 //!
-//! A STARTED report whose attempt also ended in the same message is dropped: the
-//! scheduler records the start with the end.
+//! A STARTED report and the end of its attempt in one message are written as one
+//! update by the scheduler (`adze_store::batch::apply_batch`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use adze_bus::messages::SchedulerEvent;
@@ -103,98 +103,26 @@ async fn run(bus: Bus, mut rx: mpsc::Receiver<Pending>) {
         }
         let mut acks = Vec::new();
         for (tenant_id, pending) in by_tenant {
-            let events = fold_starts(pending.iter().map(|p| &p.event));
+            let (events, replies): (Vec<_>, Vec<_>) =
+                pending.into_iter().map(|p| (p.event, p.reply)).unzip();
             let env = Envelope::new(tenant_id, SchedulerEvent::Reports { events });
             let id = format!("reports:{}", Uuid::new_v4());
             match bus.publish_event_deferred(&env, &id).await {
-                Ok(ack) => acks.push((ack, pending)),
-                Err(e) => answer(pending, Err(e.to_string())),
+                Ok(ack) => acks.push((ack, replies)),
+                Err(e) => answer(replies, Err(e.to_string())),
             }
         }
         tokio::spawn(async move {
-            for (ack, pending) in acks {
-                answer(pending, ack.await.map_err(|e| e.to_string()));
+            for (ack, replies) in acks {
+                answer(replies, ack.await.map_err(|e| e.to_string()));
             }
             drop(permit);
         });
     }
 }
 
-fn answer(pending: Vec<Pending>, result: Result<(), String>) {
-    for p in pending {
-        let _ = p.reply.send(result.clone());
-    }
-}
-
-/// The reports to publish, in order, without STARTED reports of attempts that also
-/// completed or failed among them.
-fn fold_starts<'a>(
-    events: impl Iterator<Item = &'a SchedulerEvent> + Clone,
-) -> Vec<SchedulerEvent> {
-    let ended: HashSet<(Uuid, i32)> = events
-        .clone()
-        .filter_map(|e| match e {
-            SchedulerEvent::TaskCompleted {
-                task_id, attempt, ..
-            }
-            | SchedulerEvent::TaskFailed {
-                task_id, attempt, ..
-            } => Some((*task_id, *attempt)),
-            _ => None,
-        })
-        .collect();
-    events
-        .filter(|e| match e {
-            SchedulerEvent::TaskStarted { task_id, attempt } => {
-                !ended.contains(&(*task_id, *attempt))
-            }
-            _ => true,
-        })
-        .cloned()
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_start_is_folded_into_the_end_of_its_attempt_only() {
-        let a = Uuid::new_v4();
-        let b = Uuid::new_v4();
-        let events = [
-            SchedulerEvent::TaskStarted {
-                task_id: a,
-                attempt: 0,
-            },
-            SchedulerEvent::TaskStarted {
-                task_id: b,
-                attempt: 1,
-            },
-            SchedulerEvent::TaskCompleted {
-                task_id: a,
-                attempt: 0,
-                output: json!({"ok": true}),
-            },
-            SchedulerEvent::TaskFailed {
-                task_id: b,
-                attempt: 0,
-                error: "stale attempt".into(),
-                non_retryable: false,
-                retry_after_ms: None,
-            },
-        ];
-        let out = fold_starts(events.iter());
-        assert_eq!(out.len(), 3);
-        assert_eq!(
-            out[0],
-            SchedulerEvent::TaskStarted {
-                task_id: b,
-                attempt: 1
-            }
-        );
-        assert!(matches!(out[1], SchedulerEvent::TaskCompleted { .. }));
-        assert!(matches!(out[2], SchedulerEvent::TaskFailed { .. }));
+fn answer(replies: Vec<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {
+    for reply in replies {
+        let _ = reply.send(result.clone());
     }
 }

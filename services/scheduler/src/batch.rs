@@ -105,27 +105,17 @@ impl Processor {
             && events
                 .iter()
                 .all(|e| matches!(e.body, SchedulerEvent::TaskStarted { .. }));
-        let mut msgs = msgs;
-        match self.deferred.take() {
-            Some((held, held_msgs, since)) if only_starts && since.elapsed() < START_HOLD => {
-                let mut held = held;
-                let mut held_msgs = held_msgs;
+        let (events, msgs, since) = match self.deferred.take() {
+            Some((mut held, mut held_msgs, since)) => {
                 held.extend(events);
                 held_msgs.extend(msgs);
-                self.deferred = Some((held, held_msgs, since));
-                return Ok(());
+                (held, held_msgs, since)
             }
-            Some((mut held, mut held_msgs, _)) => {
-                held.extend(events);
-                events = held;
-                held_msgs.extend(msgs);
-                msgs = held_msgs;
-            }
-            None if only_starts => {
-                self.deferred = Some((events, msgs, Instant::now()));
-                return Ok(());
-            }
-            None => {}
+            None => (events, msgs, Instant::now()),
+        };
+        if only_starts && since.elapsed() < START_HOLD {
+            self.deferred = Some((events, msgs, since));
+            return Ok(());
         }
         let began = Instant::now();
         let outcome = loop {
