@@ -33,6 +33,9 @@ pub struct Common {
     pub prefix: String,
     /// Postgres pool size of this process.
     pub db_max_connections: u32,
+    /// How Postgres plans this process's statements: `generic` (plan once per
+    /// connection), `custom` (plan every execution) or `auto`.
+    pub db_plan_mode: adze_store::PlanMode,
     /// Authentication.
     pub auth: Auth,
     /// Public addresses and the listen address.
@@ -78,6 +81,7 @@ impl Default for Common {
             redis_url: "redis://127.0.0.1:6379".into(),
             prefix: "adze".into(),
             db_max_connections: 16,
+            db_plan_mode: adze_store::PlanMode::default(),
             auth: Auth::default(),
             server: Server::default(),
         }
@@ -183,14 +187,18 @@ pub fn token_keys(common: &Common) -> anyhow::Result<TokenKeys> {
 
 /// Connects to Postgres and NATS.
 pub async fn connect(common: &Common) -> anyhow::Result<Shared> {
-    let pool = adze_store::connect(&common.database_url, common.db_max_connections)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to Postgres at {}: {e}",
-                redact(&common.database_url)
-            )
-        })?;
+    let pool = adze_store::connect_with(
+        &common.database_url,
+        common.db_max_connections,
+        common.db_plan_mode,
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to Postgres at {}: {e}",
+            redact(&common.database_url)
+        )
+    })?;
     let bus = Bus::connect(&common.nats_url, &common.prefix).await?;
     let auth = Arc::new(Authenticator::new(token_keys(common)?, pool.clone()));
     Ok(Shared { pool, bus, auth })

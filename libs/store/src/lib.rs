@@ -51,22 +51,53 @@ impl From<sqlx::Error> for Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How Postgres plans the prepared statements of a pool (`plan_cache_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanMode {
+    /// Plan each statement once per connection and reuse the plan
+    /// (`force_generic_plan`). The default: planning the hot statements costs more
+    /// than running them (bind 340 µs vs execute 110 µs for the completion statement).
+    #[default]
+    Generic,
+    /// Plan every execution with its parameter values (`force_custom_plan`).
+    Custom,
+    /// Postgres' own heuristic (`auto`).
+    Auto,
+}
+
+impl PlanMode {
+    fn setting(self) -> &'static str {
+        match self {
+            PlanMode::Generic => "force_generic_plan",
+            PlanMode::Custom => "force_custom_plan",
+            PlanMode::Auto => "auto",
+        }
+    }
+}
+
+/// Opens a pool with the default [`PlanMode`].
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    connect_with(url, max_connections, PlanMode::default()).await
+}
+
 /// Opens a pool.
 ///
-/// Statements are prepared once per connection, but planned for each execution
-/// (`plan_cache_mode = force_custom_plan`): a generic plan chosen while a table was
-/// small (a fresh deployment) would otherwise stay cached as the queue grows and turn
-/// index lookups into sequential scans. (Generic plans were tried again with
-/// `enable_seqscan = off`: planning costs 30–480 µs per statement, but the generic plans
-/// of the `UNNEST` joins took 65–145 ms for 170 rows; see bench/RESULTS.md.)
+/// With [`PlanMode::Generic`] a statement is planned once per connection. A plan made
+/// while a table was empty (a fresh deployment: sequential scans, an arbitrary index)
+/// is thrown away by Postgres as soon as the table is analyzed, and the reaper
+/// analyzes the hot tables early and often (`services/reaper/src/maintenance.rs`);
+/// with analyzed tables every hot statement plans as index lookups driven by its
+/// `UNNEST` arrays. (Earlier, with no such maintenance, stale generic plans turned
+/// `UNNEST` joins into 65–145 ms scans; see bench/RESULTS.md.)
 ///
 /// JIT compilation is off: every statement is a short indexed lookup or a batch write,
 /// and a large queue's row estimates would otherwise make Postgres spend milliseconds
 /// compiling them. Connections are not pinged before each use (a round trip every
 /// time); a broken one fails its statement and is discarded.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+pub async fn connect_with(url: &str, max_connections: u32, plan: PlanMode) -> Result<PgPool> {
     let options: sqlx::postgres::PgConnectOptions = url.parse()?;
-    let options = options.options([("plan_cache_mode", "force_custom_plan"), ("jit", "off")]);
+    let options = options.options([("plan_cache_mode", plan.setting()), ("jit", "off")]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))

@@ -45,7 +45,7 @@ impl Default for Config {
             heartbeat_timeout_ms: 15_000,
             assignment_timeout_ms: 30_000,
             repair_after_ms: 2_000,
-            maintenance_every_ms: 5_000,
+            maintenance_every_ms: 1_000,
             maintenance_min_rows: 20_000,
             maintenance_share: 0.05,
         }

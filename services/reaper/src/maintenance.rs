@@ -2,7 +2,7 @@
 //! times and none of those updates is HOT (`status` is in the partial indexes'
 //! predicates), so the queue indexes fill with dead entries and the planner's row
 //! estimates go stale within seconds at load. Postgres' autovacuum may be off (it is
-//! on the development machine) or, at its defaults, visit a table once a minute and
+//! off on the development machine) or, at its defaults, visit a table once a minute and
 //! only when a fifth of it is dead. The reaper checks the tables' counters itself and
 //! runs `VACUUM (ANALYZE)` or `ANALYZE` past a small threshold; `SKIP_LOCKED` leaves a
 //! table that autovacuum or another reaper is already working on.
@@ -31,13 +31,23 @@ pub(crate) enum Need {
     Vacuum,
 }
 
+/// Rows changed before a small or new table is analyzed, however small `min_rows`
+/// is not.
+const EARLY_ANALYZE_ROWS: i64 = 1_000;
+
 /// Decides from `pg_stat_user_tables` counters: vacuum once the dead rows pass
-/// `min_rows` and `share` of the live ones, analyze once as many rows changed.
+/// `min_rows` and `share` of the live ones; analyze once as many rows changed, or
+/// sooner while the table is small: once as many rows changed as it holds (at least
+/// [`EARLY_ANALYZE_ROWS`]). Statements keep one plan per connection, made from the
+/// last statistics, so a table that grew from empty must be analyzed before its first
+/// plans (sequential scans) cost more than a few rows.
 pub(crate) fn need(live: i64, dead: i64, changed: i64, min_rows: i64, share: f64) -> Need {
-    let threshold = min_rows.max((live as f64 * share) as i64);
-    if dead >= threshold {
+    let by_share = (live as f64 * share) as i64;
+    let vacuum_at = min_rows.max(by_share);
+    let analyze_at = min_rows.min(live.max(EARLY_ANALYZE_ROWS)).max(by_share);
+    if dead >= vacuum_at {
         Need::Vacuum
-    } else if changed >= threshold {
+    } else if changed >= analyze_at {
         Need::Analyze
     } else {
         Need::Nothing
@@ -113,5 +123,12 @@ mod tests {
         assert_eq!(need(1_000_000, 20_000, 0, 1_000, 0.05), Need::Nothing);
         assert_eq!(need(1_000_000, 50_000, 0, 1_000, 0.05), Need::Vacuum);
         assert_eq!(need(1_000_000, 0, 60_000, 1_000, 0.05), Need::Analyze);
+        // A growing table is analyzed once it has changed by its own size, long
+        // before the minimum, and never for fewer than EARLY_ANALYZE_ROWS changes.
+        assert_eq!(need(0, 0, 999, 20_000, 0.05), Need::Nothing);
+        assert_eq!(need(0, 0, 1_000, 20_000, 0.05), Need::Analyze);
+        assert_eq!(need(5_000, 0, 4_999, 20_000, 0.05), Need::Nothing);
+        assert_eq!(need(5_000, 0, 5_000, 20_000, 0.05), Need::Analyze);
+        assert_eq!(need(100_000, 0, 19_999, 20_000, 0.05), Need::Nothing);
     }
 }
