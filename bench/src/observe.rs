@@ -63,6 +63,11 @@ struct Notice {
 
 #[derive(Deserialize)]
 struct NoticeBody {
+    runs: Vec<NoticeRun>,
+}
+
+#[derive(Deserialize)]
+struct NoticeRun {
     run_id: uuid::Uuid,
 }
 
@@ -115,7 +120,12 @@ pub async fn spawn(
                     Kind::Pull => &counters.js_pulls,
                     Kind::Prefix if subject.starts_with(&finished_prefix) => {
                         match serde_json::from_slice::<Notice>(&message.payload) {
-                            Ok(n) => hub.finished(n.body.run_id.as_u128(), now_ns()),
+                            Ok(n) => {
+                                let at = now_ns();
+                                for r in n.body.runs {
+                                    hub.finished(r.run_id.as_u128(), at);
+                                }
+                            }
                             Err(_) => {
                                 counters.undecodable_notices.fetch_add(1, Ordering::Relaxed);
                             }

@@ -112,13 +112,32 @@ pub struct ActionMessage {
     pub payload: Value,
     /// Run metadata.
     pub additional_metadata: Option<Value>,
+    /// W3C trace context of the run (actions travel in batches, so per action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
-/// A run reached a final status (core NATS notice; waiters re-check Postgres).
+/// The actions a scheduler batch decided for one worker, in order: one core message
+/// per worker per batch instead of one per task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionBatch {
+    /// The actions (all for the same worker).
+    pub actions: Vec<ActionMessage>,
+}
+
+/// A run reached a final status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunFinished {
     /// Run.
     pub run_id: Uuid,
     /// Final status.
     pub status: String,
+}
+
+/// Runs of one tenant that a scheduler batch finished (core NATS notice, one per
+/// tenant per batch; waiters re-check Postgres, so a lost notice only delays them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunsFinished {
+    /// The runs.
+    pub runs: Vec<RunFinished>,
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adze_bus::messages::RunFinished;
+use adze_bus::messages::RunsFinished;
 use adze_core::TaskStatus;
 use adze_proto::hatchet::{StepRunResult, WorkflowRunEvent, WorkflowRunEventType};
 use adze_store::runs::RunView;
@@ -151,12 +151,19 @@ pub(crate) async fn follow_notices(
             };
             chunk
                 .iter()
-                .filter_map(|msg| {
-                    match adze_bus::decode::<RunFinished>(msg.headers.as_ref(), &msg.payload) {
-                        Ok(env) => Some((env.tenant_id, env.body.run_id)),
+                .flat_map(|msg| {
+                    match adze_bus::decode::<RunsFinished>(msg.headers.as_ref(), &msg.payload) {
+                        Ok(env) => {
+                            let tenant = env.tenant_id;
+                            env.body
+                                .runs
+                                .into_iter()
+                                .map(|r| (tenant, r.run_id))
+                                .collect()
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "bad run notice");
-                            None
+                            Vec::new()
                         }
                     }
                 })

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use adze_bus::Envelope;
-use adze_bus::messages::{ActionKind, ActionMessage, SchedulerEvent};
+use adze_bus::messages::{ActionBatch, ActionKind, ActionMessage, SchedulerEvent};
 use adze_core::token::TokenIdentity;
 use adze_proto::ENGINE_VERSION;
 use adze_proto::hatchet::dispatcher_server::Dispatcher;
@@ -164,9 +164,16 @@ impl DispatcherApi {
                     _ = tx.closed() => break,
                     m = actions.next() => match m { Some(m) => m, None => break },
                 };
-                match adze_bus::decode::<ActionMessage>(msg.headers.as_ref(), &msg.payload) {
+                match adze_bus::decode::<ActionBatch>(msg.headers.as_ref(), &msg.payload) {
                     Ok(env) if env.tenant_id == tenant_id => {
-                        if tx.send(Ok(to_assigned(tenant_id, env.body))).await.is_err() {
+                        let mut open = true;
+                        for action in env.body.actions {
+                            if tx.send(Ok(to_assigned(tenant_id, action))).await.is_err() {
+                                open = false;
+                                break;
+                            }
+                        }
+                        if !open {
                             break;
                         }
                     }

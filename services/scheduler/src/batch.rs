@@ -1,10 +1,12 @@
 //! One scheduler step: apply a batch of events and run admission in a single
 //! transaction, then publish what it decided, then acknowledge the events.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use adze_bus::messages::{ActionKind, ActionMessage, RunFinished, SchedulerEvent};
+use adze_bus::messages::{
+    ActionBatch, ActionKind, ActionMessage, RunFinished, RunsFinished, SchedulerEvent,
+};
 use adze_bus::{Envelope, decode};
 use adze_core::TaskEvent;
 use adze_store::admission::{Assignment, SlotBook};
@@ -18,8 +20,8 @@ use uuid::Uuid;
 use crate::lease::PARTITION;
 use crate::{Config, Deps};
 
-/// Longest a batch of STARTED reports waits for company before it is applied alone.
-const START_HOLD: Duration = Duration::from_millis(100);
+/// Longest a STARTED report is held back waiting for its task's end.
+pub(crate) const START_HOLD: Duration = Duration::from_millis(100);
 
 pub(crate) struct Processor {
     config: Config,
@@ -30,8 +32,20 @@ pub(crate) struct Processor {
     slots: Option<(SlotBook, Instant)>,
     announcer: mpsc::Sender<(Outcome, Vec<Message>)>,
     announcing: JoinHandle<()>,
-    /// STARTED reports held back to be applied with the next batch, and since when.
-    deferred: Option<(Vec<Envelope<SchedulerEvent>>, Vec<Message>, Instant)>,
+    /// STARTED reports held back (see [`Processor::process`]).
+    held: Vec<HeldStart>,
+    /// Messages with held reports, by sequence number: acknowledged once the last of
+    /// them is applied.
+    unacked: HashMap<u64, (Message, usize)>,
+    next_seq: u64,
+}
+
+/// A STARTED report waiting for its task's end, the message it came in, and when it
+/// arrived.
+struct HeldStart {
+    event: Envelope<SchedulerEvent>,
+    seq: u64,
+    since: Instant,
 }
 
 /// What a committed batch must announce.
@@ -61,8 +75,15 @@ impl Processor {
             announcing,
             deps,
             slots: None,
-            deferred: None,
+            held: Vec::new(),
+            unacked: HashMap::new(),
+            next_seq: 0,
         }
+    }
+
+    /// When the oldest held STARTED report is due to be applied anyway.
+    pub(crate) fn hold_deadline(&self) -> Option<Instant> {
+        self.held.iter().map(|h| h.since + START_HOLD).min()
     }
 
     /// Waits until everything committed so far has been announced. Held STARTED
@@ -74,48 +95,78 @@ impl Processor {
         }
     }
 
-    /// Applies `msgs` (possibly none: a tick) and acknowledges them after the commit.
+    /// Applies `msgs` (possibly none: a tick or a hold deadline) and acknowledges each
+    /// message once all its events are committed.
+    ///
+    /// A STARTED report changes no decision, and its task's completion usually follows
+    /// within milliseconds: it is held back (at most [`START_HOLD`]) and applied with
+    /// the completion, so the task is written once (the completion records the start)
+    /// instead of twice. Its message is acknowledged only after that.
     pub(crate) async fn process(&mut self, msgs: Vec<Message>) -> anyhow::Result<()> {
+        let tick = msgs.is_empty();
         let mut events = Vec::with_capacity(msgs.len());
-        for m in &msgs {
-            match decode::<SchedulerEvent>(m.headers.as_ref(), &m.payload) {
-                Ok(Envelope {
-                    v,
-                    tenant_id,
-                    at,
-                    traceparent,
-                    body: SchedulerEvent::Reports { events: reports },
-                }) => events.extend(reports.into_iter().map(|body| Envelope {
-                    v,
-                    tenant_id,
-                    at,
-                    traceparent: traceparent.clone(),
-                    body,
-                })),
-                Ok(env) => events.push(env),
-                Err(e) => {
-                    tracing::error!(error = %e, subject = %m.subject, "dropping undecodable event")
+        let mut ack = Vec::with_capacity(msgs.len());
+        let now = Instant::now();
+        for m in msgs {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let mut held = 0;
+            for env in decode_events(&m) {
+                if matches!(env.body, SchedulerEvent::TaskStarted { .. }) {
+                    self.held.push(HeldStart {
+                        event: env,
+                        seq,
+                        since: now,
+                    });
+                    held += 1;
+                } else {
+                    events.push(env);
                 }
             }
-        }
-        // A batch of nothing but STARTED reports changes no decision: hold it for the
-        // next batch (its tasks' completions usually arrive in it, and then each task
-        // is written once), for at most `START_HOLD` or until the next tick.
-        let only_starts = !events.is_empty()
-            && events
-                .iter()
-                .all(|e| matches!(e.body, SchedulerEvent::TaskStarted { .. }));
-        let (events, msgs, since) = match self.deferred.take() {
-            Some((mut held, mut held_msgs, since)) => {
-                held.extend(events);
-                held_msgs.extend(msgs);
-                (held, held_msgs, since)
+            if held == 0 {
+                ack.push(m);
+            } else {
+                self.unacked.insert(seq, (m, held));
             }
-            None => (events, msgs, Instant::now()),
-        };
-        if only_starts && since.elapsed() < START_HOLD {
-            self.deferred = Some((events, msgs, since));
+        }
+        // Release the held starts whose task ended in this batch, or held long enough.
+        let ended: HashSet<(Uuid, i32)> = events
+            .iter()
+            .filter_map(|e| match e.body {
+                SchedulerEvent::TaskCompleted {
+                    task_id, attempt, ..
+                }
+                | SchedulerEvent::TaskFailed {
+                    task_id, attempt, ..
+                } => Some((task_id, attempt)),
+                _ => None,
+            })
+            .collect();
+        let (release, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.held).into_iter().partition(|h| {
+                let SchedulerEvent::TaskStarted { task_id, attempt } = h.event.body else {
+                    return true;
+                };
+                ended.contains(&(task_id, attempt)) || h.since.elapsed() >= START_HOLD
+            });
+        self.held = keep;
+        if events.is_empty() && release.is_empty() && !tick {
+            // Nothing but held starts: no transaction.
+            if !ack.is_empty()
+                && self
+                    .announcer
+                    .send((Outcome::default(), ack))
+                    .await
+                    .is_err()
+            {
+                anyhow::bail!("the announcer stopped");
+            }
             return Ok(());
+        }
+        let mut released_seqs = Vec::with_capacity(release.len());
+        for h in release {
+            released_seqs.push(h.seq);
+            events.push(h.event);
         }
         let began = Instant::now();
         let outcome = loop {
@@ -129,10 +180,21 @@ impl Processor {
                 Err(e) => return Err(e.into()),
             }
         };
+        for seq in released_seqs {
+            if let Some((_, left)) = self.unacked.get_mut(&seq) {
+                *left -= 1;
+                if *left == 0
+                    && let Some((m, _)) = self.unacked.remove(&seq)
+                {
+                    ack.push(m);
+                }
+            }
+        }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let oldest = events.iter().map(|e| e.at).min();
             tracing::debug!(
-                messages = msgs.len(),
+                acked = ack.len(),
+                held = self.held.len(),
                 events = events.len(),
                 assigned = outcome.assignments.len(),
                 finished = outcome.finished.len(),
@@ -145,7 +207,7 @@ impl Processor {
         }
         // Announcing and acknowledging happen in order on another task, so the next
         // batch's transaction overlaps them.
-        if self.announcer.send((outcome, msgs)).await.is_err() {
+        if self.announcer.send((outcome, ack)).await.is_err() {
             anyhow::bail!("the announcer stopped");
         }
         Ok(())
@@ -272,6 +334,33 @@ impl Processor {
     }
 }
 
+/// The events of one message, with grouped worker reports flattened.
+fn decode_events(m: &Message) -> Vec<Envelope<SchedulerEvent>> {
+    match decode::<SchedulerEvent>(m.headers.as_ref(), &m.payload) {
+        Ok(Envelope {
+            v,
+            tenant_id,
+            at,
+            traceparent,
+            body: SchedulerEvent::Reports { events },
+        }) => events
+            .into_iter()
+            .map(|body| Envelope {
+                v,
+                tenant_id,
+                at,
+                traceparent: traceparent.clone(),
+                body,
+            })
+            .collect(),
+        Ok(env) => vec![env],
+        Err(e) => {
+            tracing::error!(error = %e, subject = %m.subject, "dropping undecodable event");
+            Vec::new()
+        }
+    }
+}
+
 /// Publishes what committed batches decided, then acknowledges their events, in
 /// batch order.
 pub(crate) struct Announcer {
@@ -298,12 +387,19 @@ impl Announcer {
         (tx, task)
     }
 
-    /// Publishes assignments and run notices (core NATS, after the commit). A lost
-    /// assignment is repaired by the reaper; a lost notice by waiters polling Postgres.
+    /// Publishes assignments and run notices (core NATS, after the commit): one message
+    /// per worker and one per tenant, not one per task. A lost assignment is repaired
+    /// by the reaper; a lost notice by waiters polling Postgres.
     async fn announce(&self, outcome: Outcome) {
         let bus = &self.deps.bus;
+        let mut per_worker: Vec<(Uuid, Uuid, Vec<ActionMessage>)> = Vec::new();
+        let mut slot_of: HashMap<Uuid, usize> = HashMap::new();
         for a in outcome.assignments {
-            let msg = ActionMessage {
+            let i = *slot_of.entry(a.worker_id).or_insert_with(|| {
+                per_worker.push((a.worker_id, a.tenant_id, Vec::new()));
+                per_worker.len() - 1
+            });
+            per_worker[i].2.push(ActionMessage {
                 worker_id: a.worker_id,
                 kind: ActionKind::Start,
                 task_id: a.task_id,
@@ -316,21 +412,16 @@ impl Announcer {
                 workflow_version_id: a.workflow_version_id,
                 payload: a.payload,
                 additional_metadata: a.additional_metadata,
-            };
-            let trace = a
-                .traceparent
-                .as_deref()
-                .and_then(adze_telemetry::child_traceparent);
-            let env = Envelope::new(a.tenant_id, msg).with_trace(trace);
-            if let Err(e) = bus
-                .publish_core(bus.subjects().worker_actions(a.worker_id), &env)
-                .await
-            {
-                tracing::error!(error = %e, task_id = %a.task_id, "cannot send the action; failing the attempt");
-                self.fail_undeliverable(a.tenant_id, a.task_id, a.attempt, &e)
-                    .await;
-            }
+                traceparent: a
+                    .traceparent
+                    .as_deref()
+                    .and_then(adze_telemetry::child_traceparent),
+            });
         }
+        for (worker, tenant, actions) in per_worker {
+            self.send_actions(tenant, worker, actions).await;
+        }
+        let mut per_tenant: HashMap<Uuid, Vec<RunFinished>> = HashMap::new();
         for f in outcome.finished {
             let trace_id = f
                 .traceparent
@@ -338,27 +429,53 @@ impl Announcer {
                 .and_then(adze_telemetry::trace_id)
                 .unwrap_or_default();
             tracing::info!(run_id = %f.run_id, status = f.status.as_str(), trace_id, "run finished");
-            let env = Envelope::new(
-                f.tenant_id,
-                RunFinished {
+            per_tenant
+                .entry(f.tenant_id)
+                .or_default()
+                .push(RunFinished {
                     run_id: f.run_id,
                     status: f.status.as_str().to_string(),
-                },
-            )
-            .with_trace(
-                f.traceparent
-                    .as_deref()
-                    .and_then(adze_telemetry::child_traceparent),
-            );
+                });
+        }
+        for (tenant, runs) in per_tenant {
+            let env = Envelope::new(tenant, RunsFinished { runs });
             if let Err(e) = bus
-                .publish_core(bus.subjects().run_finished(f.tenant_id), &env)
+                .publish_core(bus.subjects().run_finished(tenant), &env)
                 .await
             {
-                tracing::warn!(error = %e, "cannot announce a finished run");
+                tracing::warn!(error = %e, "cannot announce finished runs");
             }
         }
         if let Err(e) = bus.flush().await {
             tracing::warn!(error = %e, "flush failed");
+        }
+    }
+
+    /// Publishes one worker's actions as one message, split in halves while it exceeds
+    /// the server's max payload; an action that cannot be sent even alone fails its
+    /// attempt.
+    async fn send_actions(&self, tenant_id: Uuid, worker: Uuid, actions: Vec<ActionMessage>) {
+        let bus = &self.deps.bus;
+        let subject = bus.subjects().worker_actions(worker);
+        let mut todo = vec![actions];
+        while let Some(actions) = todo.pop() {
+            let env = Envelope::new(tenant_id, ActionBatch { actions });
+            match bus.publish_core(subject.clone(), &env).await {
+                Ok(()) => {}
+                Err(adze_bus::Error::TooLarge { .. }) if env.body.actions.len() > 1 => {
+                    let mut first = env.body.actions;
+                    let second = first.split_off(first.len() / 2);
+                    todo.push(second);
+                    todo.push(first);
+                }
+                Err(e) => {
+                    for a in env.body.actions {
+                        tracing::error!(error = %e, task_id = %a.task_id, "cannot send the action; failing the attempt");
+                        self.fail_undeliverable(tenant_id, a.task_id, a.attempt, &e)
+                            .await;
+                    }
+                }
+            }
         }
     }
 

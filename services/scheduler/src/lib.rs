@@ -79,6 +79,14 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
     Ok(())
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Consumes events while the lease is held.
 async fn consume(
     config: &Config,
@@ -113,6 +121,12 @@ async fn consume(
                 }
             }
             _ = tick.tick() => {
+                if let Err(e) = processor.process(Vec::new()).await {
+                    break Err(e);
+                }
+            }
+            // Held STARTED reports whose task has not ended are applied on time.
+            _ = sleep_until_some(processor.hold_deadline()) => {
                 if let Err(e) = processor.process(Vec::new()).await {
                     break Err(e);
                 }
