@@ -1,10 +1,12 @@
-//! One task attempt: wait for a slot, report STARTED, run the handler, report
-//! COMPLETED or FAILED. A cancelled attempt drops its handler and reports nothing (the
-//! engine already knows).
+//! One task attempt: wait for a slot, run the handler, report COMPLETED or FAILED;
+//! STARTED is reported only if the handler is still running after
+//! [`REPORT_START_AFTER`], without holding it up. A cancelled attempt drops its handler
+//! and reports nothing (the engine already knows).
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use adze_proto::hatchet::AssignedAction;
 use futures::FutureExt as _;
@@ -17,6 +19,11 @@ use crate::context::{Context, ContextParts};
 use crate::payload::ActionPayload;
 use crate::task::ErasedHandler;
 use crate::{Client, TaskError};
+
+/// A handler that ends sooner reports only its end (the engine takes it as the start
+/// too): one call instead of two per short task. A longer one reports its start this
+/// late, while it keeps running.
+pub(crate) const REPORT_START_AFTER: Duration = Duration::from_millis(50);
 
 pub(crate) struct Attempt {
     pub client: Client,
@@ -38,13 +45,23 @@ impl Attempt {
             () = self.cancel.cancelled() => return,
         };
         let events = EventSender::new(&self.client, &self.action, &self.worker_id);
-        events.started().await;
-        let outcome = tokio::select! {
-            outcome = self.execute() => outcome,
-            () = self.cancel.cancelled() => {
-                tracing::info!("task cancelled");
-                return;
+        let run = async {
+            tokio::select! {
+                outcome = self.execute() => Some(outcome),
+                () = self.cancel.cancelled() => None,
             }
+        };
+        tokio::pin!(run);
+        let outcome = tokio::select! {
+            outcome = &mut run => outcome,
+            () = tokio::time::sleep(REPORT_START_AFTER) => {
+                let (outcome, ()) = tokio::join!(&mut run, events.started());
+                outcome
+            }
+        };
+        let Some(outcome) = outcome else {
+            tracing::info!("task cancelled");
+            return;
         };
         match outcome {
             Ok(output) => {
