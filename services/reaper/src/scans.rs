@@ -69,6 +69,7 @@ impl Scanner {
     }
 
     async fn expired_assignments(&self) -> anyhow::Result<()> {
+        // Served by the in-flight index `tasks_on_worker` (status assigned or running).
         let rows = sqlx::query(
             r#"SELECT tenant_id, id, attempt FROM tasks
                WHERE status = 'assigned' AND assigned_at < now() - make_interval(secs => $1 / 1000.0)
