@@ -1,5 +1,9 @@
 //! `adze-dispatcher`: worker connections as their own process (scale horizontally).
 
+/// Allocation-heavy async code (messages, JSON, gRPC frames) runs faster on mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     adze_runtime::service_main("dispatcher", |loaded, shared, shutdown| async move {
         let mut config: adze_dispatcher::Config = loaded.section("dispatcher")?;
