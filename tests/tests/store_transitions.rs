@@ -3,7 +3,7 @@
 //! dropped, a completion is applied once, children are released exactly when ready.
 
 use adze_core::backoff::RetryPolicy;
-use adze_core::{TaskEvent, TaskSpec, TaskStatus, WorkflowSpec};
+use adze_core::{RunStatus, TaskEvent, TaskSpec, TaskStatus, WorkflowSpec};
 use adze_store::scheduling::{TaskEventRow, apply_event, finalize_runs};
 use adze_tests::TestEnv;
 use serde_json::json;
@@ -282,6 +282,12 @@ async fn a_start_and_end_in_one_batch_are_written_once() {
     assert_eq!(applied.len(), 1);
     assert_eq!(applied[0].to, TaskStatus::Succeeded);
     assert_eq!(applied[0].released_worker, Some(worker));
+    // It read the run's task statuses as it left them, for finalisation: `a` done,
+    // `b` (queued by the same statement) not final, so the run is not finished.
+    let tasks = applied[0].run_tasks.clone().expect("run task statuses");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert!(tasks.contains(&TaskStatus::Succeeded), "{tasks:?}");
+    assert!(!RunStatus::derive(tasks).is_terminal());
     let (task_started, attempt_started): (bool, bool) = sqlx::query_as(
         "SELECT t.started_at IS NOT NULL, h.started_at IS NOT NULL
          FROM tasks t JOIN task_attempts h ON h.task_id = t.id AND h.attempt = t.attempt

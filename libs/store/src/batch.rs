@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::Result;
-use crate::scheduling::{Applied, TaskEventRow, apply_event};
+use crate::scheduling::{Applied, TaskEventRow, apply_event, parse_status};
 
 fn guard(event: &TaskEvent) -> Vec<&'static str> {
     event.allowed_from().iter().map(|s| s.as_str()).collect()
@@ -57,7 +57,16 @@ pub async fn apply_batch(conn: &mut PgConnection, events: &[TaskEventRow]) -> Re
 fn to_applied(rows: Vec<sqlx::postgres::PgRow>, to: TaskStatus) -> Result<Vec<Applied>> {
     rows.iter()
         .map(|r| {
+            let run_tasks = match r.try_get::<Option<Vec<String>>, _>("run_statuses") {
+                Ok(Some(sts)) => Some(
+                    sts.iter()
+                        .map(|s| parse_status(s))
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+                _ => None,
+            };
             Ok(Applied {
+                run_tasks,
                 tenant_id: r.try_get("tenant_id")?,
                 run_id: r.try_get("run_id")?,
                 task_id: r.try_get("id")?,
@@ -139,7 +148,13 @@ async fn apply_completed(
                wait_reason = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'waiting for a worker slot' ELSE c.wait_reason END,
                queued_at = now(), not_before = now()
              FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6))
-           SELECT tenant_id, id, run_id, worker_id FROM upd"#,
+           -- The run's task statuses as this statement leaves them (children it
+           -- queues show as pending: not final either way), for run finalisation.
+           SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id,
+             (SELECT array_agg(CASE WHEN (s.tenant_id, s.id) IN (SELECT tenant_id, id FROM upd)
+                                    THEN 'succeeded' ELSE s.status END)
+              FROM tasks s WHERE s.tenant_id = upd.tenant_id AND s.run_id = upd.run_id) AS run_statuses
+           FROM upd"#,
     )
     .bind(&tenants)
     .bind(&ids)

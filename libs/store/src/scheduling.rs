@@ -39,13 +39,18 @@ pub struct Applied {
     /// The worker whose slot this transition freed (the task left `assigned` or
     /// `running` for anything else).
     pub released_worker: Option<Uuid>,
+    /// The statuses of all the run's tasks just after this transition, when the
+    /// statement that applied it read them (set-based completions do), so the run can
+    /// be finalised without reading them again. Only valid if nothing else touched
+    /// the run's tasks afterwards in the same transaction.
+    pub run_tasks: Option<Vec<TaskStatus>>,
 }
 
 fn statuses(list: &[TaskStatus]) -> Vec<&'static str> {
     list.iter().map(|s| s.as_str()).collect()
 }
 
-fn parse_status(s: &str) -> Result<TaskStatus> {
+pub(crate) fn parse_status(s: &str) -> Result<TaskStatus> {
     s.parse().map_err(|e| Error::Corrupt(format!("{e}")))
 }
 
@@ -161,6 +166,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         task_id: ev.task_id,
         to,
         released_worker: worker_id.filter(|_| releases),
+        run_tasks: None,
     }))
 }
 
@@ -256,54 +262,80 @@ pub async fn finalize_runs(
     conn: &mut PgConnection,
     runs: &[(Uuid, Uuid)],
 ) -> Result<Vec<FinishedRun>> {
-    if runs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tenants: Vec<Uuid> = runs.iter().map(|r| r.0).collect();
-    let ids: Vec<Uuid> = runs.iter().map(|r| r.1).collect();
-    let rows = sqlx::query(
-        r#"SELECT r.tenant_id, r.id, r.traceparent, array_agg(t.status) AS statuses
-           FROM UNNEST($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
-           JOIN runs r ON r.tenant_id = k.tenant_id AND r.id = k.id
-           JOIN tasks t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
-           WHERE r.status IN ('queued', 'running')
-           GROUP BY r.tenant_id, r.id, r.traceparent"#,
-    )
-    .bind(&tenants)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut finished = Vec::new();
-    for r in rows {
-        let sts: Vec<String> = r.try_get("statuses")?;
-        let parsed = sts
-            .iter()
-            .map(|s| parse_status(s))
-            .collect::<Result<Vec<_>>>()?;
-        let status = RunStatus::derive(parsed);
+    finalize_runs_with(conn, runs, Vec::new()).await
+}
+
+/// [`finalize_runs`] for the runs in `look_up`, plus runs whose task statuses the
+/// caller already read in this transaction (`known`, from [`Applied::run_tasks`]):
+/// those cost no query unless they finish.
+pub async fn finalize_runs_with(
+    conn: &mut PgConnection,
+    look_up: &[(Uuid, Uuid)],
+    known: Vec<((Uuid, Uuid), Vec<TaskStatus>)>,
+) -> Result<Vec<FinishedRun>> {
+    let mut done: Vec<((Uuid, Uuid), RunStatus)> = Vec::new();
+    for (run, tasks) in known {
+        let status = RunStatus::derive(tasks);
         if status.is_terminal() {
-            finished.push(FinishedRun {
-                tenant_id: r.try_get("tenant_id")?,
-                run_id: r.try_get("id")?,
-                status,
-                traceparent: r.try_get("traceparent")?,
-            });
+            done.push((run, status));
         }
     }
-    if !finished.is_empty() {
-        let tenants: Vec<Uuid> = finished.iter().map(|f| f.tenant_id).collect();
-        let ids: Vec<Uuid> = finished.iter().map(|f| f.run_id).collect();
-        let sts: Vec<&str> = finished.iter().map(|f| f.status.as_str()).collect();
-        sqlx::query(
-            r#"UPDATE runs r SET status = u.status, finished_at = now()
-               FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(tenant_id, id, status)
-               WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ('queued', 'running')"#,
+    if !look_up.is_empty() {
+        let tenants: Vec<Uuid> = look_up.iter().map(|r| r.0).collect();
+        let ids: Vec<Uuid> = look_up.iter().map(|r| r.1).collect();
+        let rows = sqlx::query(
+            r#"SELECT t.tenant_id, t.run_id, array_agg(t.status) AS statuses
+               FROM UNNEST($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
+               JOIN tasks t ON t.tenant_id = k.tenant_id AND t.run_id = k.id
+               GROUP BY t.tenant_id, t.run_id"#,
         )
         .bind(&tenants)
         .bind(&ids)
-        .bind(&sts)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
+        for r in rows {
+            let sts: Vec<String> = r.try_get("statuses")?;
+            let parsed = sts
+                .iter()
+                .map(|s| parse_status(s))
+                .collect::<Result<Vec<_>>>()?;
+            let status = RunStatus::derive(parsed);
+            if status.is_terminal() {
+                done.push(((r.try_get("tenant_id")?, r.try_get("run_id")?), status));
+            }
+        }
     }
-    Ok(finished)
+    if done.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = done.iter().map(|d| d.0.0).collect();
+    let ids: Vec<Uuid> = done.iter().map(|d| d.0.1).collect();
+    let sts: Vec<&str> = done.iter().map(|d| d.1.as_str()).collect();
+    // Only runs not final yet are updated, and only those are reported.
+    let rows = sqlx::query(
+        r#"UPDATE runs r SET status = u.status, finished_at = now()
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(tenant_id, id, status)
+           WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ('queued', 'running')
+           RETURNING r.tenant_id, r.id, r.traceparent"#,
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&sts)
+    .fetch_all(&mut *conn)
+    .await?;
+    let status_of: std::collections::HashMap<(Uuid, Uuid), RunStatus> = done.into_iter().collect();
+    rows.iter()
+        .map(|r| {
+            let key = (r.try_get("tenant_id")?, r.try_get("id")?);
+            let status = *status_of
+                .get(&key)
+                .ok_or_else(|| Error::Corrupt(format!("run {} finalised unasked", key.1)))?;
+            Ok(FinishedRun {
+                tenant_id: key.0,
+                run_id: key.1,
+                status,
+                traceparent: r.try_get("traceparent")?,
+            })
+        })
+        .collect()
 }

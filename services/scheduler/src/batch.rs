@@ -12,12 +12,12 @@ use adze_core::TaskEvent;
 use adze_store::admission::{Assignment, SlotBook};
 use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
 use async_nats::jetstream::Message;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::lease::PARTITION;
+use crate::lease;
 use crate::{Config, Deps};
 
 /// Longest a STARTED report is held back waiting for its task's end.
@@ -26,7 +26,8 @@ pub(crate) const START_HOLD: Duration = Duration::from_millis(100);
 pub(crate) struct Processor {
     config: Config,
     deps: Deps,
-    holder: String,
+    /// Opens a batch transaction and checks the lease ([`lease::begin_statement`]).
+    begin: std::borrow::Cow<'static, str>,
     /// Free worker slots, with when they were read from Postgres. Taken out for a
     /// transaction and put back only after it commits.
     slots: Option<(SlotBook, Instant)>,
@@ -70,7 +71,7 @@ impl Processor {
         let (announcer, announcing) = Announcer::start(deps.clone());
         Self {
             config,
-            holder,
+            begin: lease::begin_statement(&holder).into(),
             announcer,
             announcing,
             deps,
@@ -217,17 +218,28 @@ impl Processor {
         &mut self,
         events: &[Envelope<SchedulerEvent>],
     ) -> Result<Option<Outcome>, adze_store::Error> {
-        let mut tx = self.deps.pool.begin().await?;
-        let held = sqlx::query(
-            "SELECT 1 FROM scheduler_leases WHERE partition = $1 AND holder = $2 AND expires_at > now() FOR SHARE",
-        )
-        .bind(PARTITION)
-        .bind(&self.holder)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if held.is_none() {
-            return Ok(None);
+        // The transaction opens with the lease check, in one round trip.
+        let mut conn = self.deps.pool.acquire().await?;
+        let err = match Connection::begin_with(&mut *conn, self.begin.clone()).await {
+            Ok(tx) => return self.apply_in(tx, events).await.map(Some),
+            Err(e) => e,
+        };
+        // A failed check leaves the connection inside an aborted transaction: it is
+        // not returned to the pool.
+        conn.close_on_drop();
+        if lease::is_not_held(&err) {
+            Ok(None)
+        } else {
+            Err(err.into())
         }
+    }
+
+    /// The batch inside its transaction, which it commits.
+    async fn apply_in(
+        &mut self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        events: &[Envelope<SchedulerEvent>],
+    ) -> Result<Outcome, adze_store::Error> {
         let mut rows = Vec::with_capacity(events.len());
         for env in events {
             rows.extend(self.expand(&mut tx, env).await?);
@@ -250,27 +262,53 @@ impl Processor {
                 Instant::now(),
             ),
         };
-        let mut finishing: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
+        // Runs a task of which reached a final status. Their task statuses are known
+        // when the completion statement read them and nothing else in the batch
+        // touched the run; otherwise they are read again.
+        let mut known: HashMap<(Uuid, Uuid), Vec<adze_core::TaskStatus>> = HashMap::new();
+        let mut look_up: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
+        let mut touched_otherwise: HashSet<(Uuid, Uuid)> = HashSet::new();
         for applied in adze_store::batch::apply_batch(&mut tx, &rows).await? {
-            tracing::debug!(task_id = %applied.task_id, to = %applied.to, "transition");
-            // Only a task reaching a final status can finish its run.
-            if applied.to.is_terminal() {
-                finishing.insert((applied.tenant_id, applied.run_id));
-            }
+            tracing::trace!(task_id = %applied.task_id, to = %applied.to, "transition");
+            let run = (applied.tenant_id, applied.run_id);
             if let Some(worker) = applied.released_worker {
                 book.release(worker);
             }
+            match applied.run_tasks {
+                Some(tasks) if applied.to.is_terminal() => {
+                    known.insert(run, tasks);
+                }
+                _ => {
+                    touched_otherwise.insert(run);
+                    // Only a task reaching a final status can finish its run.
+                    if applied.to.is_terminal() {
+                        look_up.insert(run);
+                    }
+                }
+            }
         }
-        let finished =
-            scheduling::finalize_runs(&mut tx, &finishing.into_iter().collect::<Vec<_>>()).await?;
+        let mut known_runs = Vec::with_capacity(known.len());
+        for (run, tasks) in known {
+            if touched_otherwise.contains(&run) {
+                look_up.insert(run);
+            } else {
+                known_runs.push((run, tasks));
+            }
+        }
+        let finished = scheduling::finalize_runs_with(
+            &mut tx,
+            &look_up.into_iter().collect::<Vec<_>>(),
+            known_runs,
+        )
+        .await?;
         let assignments =
             adze_store::admission::admit(&mut tx, &mut book, self.config.admit_limit).await?;
         tx.commit().await?;
         self.slots = Some((book, loaded_at));
-        Ok(Some(Outcome {
+        Ok(Outcome {
             assignments,
             finished,
-        }))
+        })
     }
 
     /// Turns one bus event into the task events it implies.

@@ -7,6 +7,23 @@ use sqlx::PgPool;
 
 pub(crate) const PARTITION: i32 = 0;
 
+/// The simple query that opens a batch transaction and, in the same round trip,
+/// checks that `holder` still holds the lease, locking the lease row `FOR SHARE` until
+/// the commit (a successor's takeover waits for it). When the lease is not held it
+/// fails with a division by zero ([`is_not_held`]).
+pub(crate) fn begin_statement(holder: &str) -> String {
+    format!(
+        "BEGIN; SELECT 1 / count(*) FROM (SELECT 1 FROM scheduler_leases \
+         WHERE partition = {PARTITION} AND holder = '{}' AND expires_at > now() FOR SHARE) held",
+        holder.replace('\'', "''")
+    )
+}
+
+/// Whether `e` is [`begin_statement`]'s "lease not held".
+pub(crate) fn is_not_held(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("22012"))
+}
+
 pub(crate) struct Lease {
     pool: PgPool,
     holder: String,
