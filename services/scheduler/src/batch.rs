@@ -17,11 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::hold::StartHold;
 use crate::lease;
 use crate::{Config, Deps};
-
-/// Longest a STARTED report is held back waiting for its task's end.
-pub(crate) const START_HOLD: Duration = Duration::from_millis(100);
 
 pub(crate) struct Processor {
     config: Config,
@@ -33,20 +31,8 @@ pub(crate) struct Processor {
     slots: Option<(SlotBook, Instant)>,
     announcer: mpsc::Sender<(Outcome, Vec<Message>)>,
     announcing: JoinHandle<()>,
-    /// STARTED reports held back (see [`Processor::process`]).
-    held: Vec<HeldStart>,
-    /// Messages with held reports, by sequence number: acknowledged once the last of
-    /// them is applied.
-    unacked: HashMap<u64, (Message, usize)>,
-    next_seq: u64,
-}
-
-/// A STARTED report waiting for its task's end, the message it came in, and when it
-/// arrived.
-struct HeldStart {
-    event: Envelope<SchedulerEvent>,
-    seq: u64,
-    since: Instant,
+    /// STARTED reports held back until their task ends.
+    hold: StartHold<Message>,
 }
 
 /// What a committed batch must announce.
@@ -76,15 +62,13 @@ impl Processor {
             announcing,
             deps,
             slots: None,
-            held: Vec::new(),
-            unacked: HashMap::new(),
-            next_seq: 0,
+            hold: StartHold::new(),
         }
     }
 
     /// When the oldest held STARTED report is due to be applied anyway.
     pub(crate) fn hold_deadline(&self) -> Option<Instant> {
-        self.held.iter().map(|h| h.since + START_HOLD).min()
+        self.hold.deadline()
     }
 
     /// Waits until everything committed so far has been announced. Held STARTED
@@ -97,62 +81,20 @@ impl Processor {
     }
 
     /// Applies `msgs` (possibly none: a tick or a hold deadline) and acknowledges each
-    /// message once all its events are committed.
-    ///
-    /// A STARTED report changes no decision, and its task's completion usually follows
-    /// within milliseconds: it is held back (at most [`START_HOLD`]) and applied with
-    /// the completion, so the task is written once (the completion records the start)
-    /// instead of twice. Its message is acknowledged only after that.
+    /// message once all its events are committed. STARTED reports are held back until
+    /// their task ends ([`crate::hold`]).
     pub(crate) async fn process(&mut self, msgs: Vec<Message>) -> anyhow::Result<()> {
         let tick = msgs.is_empty();
+        let now = Instant::now();
         let mut events = Vec::with_capacity(msgs.len());
         let mut ack = Vec::with_capacity(msgs.len());
-        let now = Instant::now();
         for m in msgs {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let mut held = 0;
-            for env in decode_events(&m) {
-                if matches!(env.body, SchedulerEvent::TaskStarted { .. }) {
-                    self.held.push(HeldStart {
-                        event: env,
-                        seq,
-                        since: now,
-                    });
-                    held += 1;
-                } else {
-                    events.push(env);
-                }
-            }
-            if held == 0 {
-                ack.push(m);
-            } else {
-                self.unacked.insert(seq, (m, held));
-            }
+            let decoded = decode_events(&m);
+            ack.extend(self.hold.take(m, decoded, now, &mut events));
         }
-        // Release the held starts whose task ended in this batch, or held long enough.
-        let ended: HashSet<(Uuid, i32)> = events
-            .iter()
-            .filter_map(|e| match e.body {
-                SchedulerEvent::TaskCompleted {
-                    task_id, attempt, ..
-                }
-                | SchedulerEvent::TaskFailed {
-                    task_id, attempt, ..
-                } => Some((task_id, attempt)),
-                _ => None,
-            })
-            .collect();
-        let (release, keep): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.held).into_iter().partition(|h| {
-                let SchedulerEvent::TaskStarted { task_id, attempt } = h.event.body else {
-                    return true;
-                };
-                ended.contains(&(task_id, attempt)) || h.since.elapsed() >= START_HOLD
-            });
-        self.held = keep;
-        if events.is_empty() && release.is_empty() && !tick {
-            // Nothing but held starts: no transaction.
+        let (released, receipt) = self.hold.release(&events, now);
+        if events.is_empty() && released.is_empty() && !tick {
+            // Nothing but held starts (and undecodable messages): no transaction.
             if !ack.is_empty()
                 && self
                     .announcer
@@ -164,11 +106,7 @@ impl Processor {
             }
             return Ok(());
         }
-        let mut released_seqs = Vec::with_capacity(release.len());
-        for h in release {
-            released_seqs.push(h.seq);
-            events.push(h.event);
-        }
+        events.extend(released);
         let began = Instant::now();
         let outcome = loop {
             match self.apply(&events).await {
@@ -181,21 +119,12 @@ impl Processor {
                 Err(e) => return Err(e.into()),
             }
         };
-        for seq in released_seqs {
-            if let Some((_, left)) = self.unacked.get_mut(&seq) {
-                *left -= 1;
-                if *left == 0
-                    && let Some((m, _)) = self.unacked.remove(&seq)
-                {
-                    ack.push(m);
-                }
-            }
-        }
+        ack.extend(self.hold.applied(receipt));
         if tracing::enabled!(tracing::Level::DEBUG) {
             let oldest = events.iter().map(|e| e.at).min();
             tracing::debug!(
                 acked = ack.len(),
-                held = self.held.len(),
+                held = self.hold.len(),
                 events = events.len(),
                 assigned = outcome.assignments.len(),
                 finished = outcome.finished.len(),

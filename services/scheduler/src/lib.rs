@@ -4,6 +4,7 @@
 //! the commit publishes assignments and run notices and acknowledges the events.
 
 mod batch;
+mod hold;
 mod lease;
 
 use std::time::Duration;
