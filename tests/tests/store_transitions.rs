@@ -198,6 +198,18 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
             .to,
         TaskStatus::Failed
     );
+    // It failed without a STARTED (short handlers skip it): the failure records the
+    // start, on the task and in its attempt history.
+    let (task_started, attempt_started): (bool, bool) = sqlx::query_as(
+        "SELECT t.started_at IS NOT NULL, h.started_at IS NOT NULL
+         FROM tasks t JOIN task_attempts h ON h.task_id = t.id AND h.attempt = t.attempt
+         WHERE t.id = $1",
+    )
+    .bind(b)
+    .fetch_one(&env.pool)
+    .await
+    .expect("times");
+    assert!(task_started && attempt_started);
     let finished = finalize_runs(&mut conn, &[(env.tenant_id, run)])
         .await
         .expect("finalize");
@@ -282,8 +294,8 @@ async fn a_start_and_end_in_one_batch_are_written_once() {
     assert_eq!(applied.len(), 1);
     assert_eq!(applied[0].to, TaskStatus::Succeeded);
     assert_eq!(applied[0].released_worker, Some(worker));
-    // It read the run's task statuses as it left them, for finalisation: `a` done,
-    // `b` (queued by the same statement) not final, so the run is not finished.
+    // It read the run's distinct task statuses as it left them, for finalisation: `a`
+    // done, `b` (queued by the same statement) not final, so the run is not finished.
     let tasks = applied[0].run_tasks.clone().expect("run task statuses");
     assert_eq!(tasks.len(), 2, "{tasks:?}");
     assert!(tasks.contains(&TaskStatus::Succeeded), "{tasks:?}");

@@ -39,9 +39,10 @@ pub struct Applied {
     /// The worker whose slot this transition freed (the task left `assigned` or
     /// `running` for anything else).
     pub released_worker: Option<Uuid>,
-    /// The statuses of all the run's tasks just after this transition, when the
+    /// The distinct statuses of the run's tasks just after this transition, when the
     /// statement that applied it read them (set-based completions do), so the run can
-    /// be finalised without reading them again. Only valid if nothing else touched
+    /// be finalised without reading them again ([`RunStatus::derive`] depends only on
+    /// which statuses occur). Only valid if nothing else touched
     /// the run's tasks afterwards in the same transaction.
     pub run_tasks: Option<Vec<TaskStatus>>,
 }
@@ -97,6 +98,12 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         )),
         _ => None,
     };
+    // A worker's own report of the end means the attempt ran, even if its STARTED was
+    // never sent (the Rust SDK skips it for short handlers): the end is its start.
+    let ran = matches!(
+        ev.event,
+        TaskEvent::Failed { .. } | TaskEvent::Completed { .. }
+    );
     sqlx::query(
         r#"UPDATE tasks SET
              status = $3,
@@ -108,7 +115,8 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
              error = CASE WHEN $8::text IS NULL THEN error ELSE $8 END,
              wait_reason = $9,
              worker_id = CASE WHEN $3 = 'queued' THEN NULL ELSE worker_id END,
-             started_at = CASE WHEN $3 = 'running' THEN now() ELSE started_at END,
+             started_at = CASE WHEN $3 = 'running' THEN now()
+                               WHEN $12 THEN COALESCE(started_at, now()) ELSE started_at END,
              finished_at = CASE WHEN $3 IN ('succeeded', 'failed', 'cancelled') THEN now() ELSE finished_at END
            WHERE tenant_id = $1 AND id = $2 AND status = $10 AND attempt = $11"#,
     )
@@ -123,6 +131,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
     .bind(wait_reason)
     .bind(status.as_str())
     .bind(attempt)
+    .bind(ran)
     .execute(&mut *conn)
     .await?;
     // The attempt ends when the task leaves a slot-holding status for anything but
@@ -135,7 +144,8 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         sqlx::query(
             r#"INSERT INTO task_attempts (tenant_id, task_id, attempt, worker_id, status, error, assigned_at,
                                           started_at, finished_at)
-               VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), $8, now())
+               VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()),
+                       CASE WHEN $9 THEN COALESCE($8, now()) ELSE $8 END, now())
                ON CONFLICT (tenant_id, task_id, attempt) DO NOTHING"#,
         )
         .bind(ev.tenant_id)
@@ -150,6 +160,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         .bind(&ev.error)
         .bind(assigned_at)
         .bind(started_at)
+        .bind(ran)
         .execute(&mut *conn)
         .await?;
     }
