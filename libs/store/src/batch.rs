@@ -147,19 +147,15 @@ async fn apply_completed(
                status = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'queued' ELSE c.status END,
                wait_reason = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'waiting for a worker slot' ELSE c.wait_reason END,
                queued_at = now(), not_before = now()
-             FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6)),
-           -- The distinct statuses of each run's tasks as this statement leaves them
-           -- (children it queues show as pending: not final either way), read once
-           -- per run, for run finalisation (which depends only on that set).
-           touched AS (SELECT DISTINCT tenant_id, run_id FROM upd),
-           run_state AS (
-             SELECT k.tenant_id, k.run_id,
-               array_agg(DISTINCT CASE WHEN (s.tenant_id, s.id) IN (SELECT tenant_id, id FROM upd)
-                                       THEN 'succeeded' ELSE s.status END) AS run_statuses
-             FROM touched k JOIN tasks s ON s.tenant_id = k.tenant_id AND s.run_id = k.run_id
-             GROUP BY k.tenant_id, k.run_id)
-           SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id, rs.run_statuses
-           FROM upd LEFT JOIN run_state rs ON rs.tenant_id = upd.tenant_id AND rs.run_id = upd.run_id"#,
+             FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6))
+           -- The distinct statuses of the run's tasks as this statement leaves them
+           -- (children it queues show as pending: not final either way), for run
+           -- finalisation (which depends only on that set).
+           SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id,
+             (SELECT array_agg(DISTINCT CASE WHEN (s.tenant_id, s.id) IN (SELECT tenant_id, id FROM upd)
+                                             THEN 'succeeded' ELSE s.status END)
+              FROM tasks s WHERE s.tenant_id = upd.tenant_id AND s.run_id = upd.run_id) AS run_statuses
+           FROM upd"#,
     )
     .bind(&tenants)
     .bind(&ids)
