@@ -28,6 +28,22 @@ fn spec() -> WorkflowSpec {
     }
 }
 
+/// One run of `version` with an empty input.
+async fn new_run(env: &TestEnv, version: &adze_store::workflows::WorkflowVersion) -> Uuid {
+    adze_store::runs::create_runs(
+        &env.pool,
+        env.tenant_id,
+        &[adze_store::runs::NewRun {
+            version,
+            input: json!({}),
+            additional_metadata: None,
+            traceparent: None,
+        }],
+    )
+    .await
+    .expect("run")[0]
+}
+
 async fn status(env: &TestEnv, task: Uuid) -> (TaskStatus, i32) {
     let (s, a): (String, i32) = sqlx::query_as("SELECT status, attempt FROM tasks WHERE id = $1")
         .bind(task)
@@ -62,18 +78,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
         .expect("read")
         .expect("exists");
     assert_eq!(version.version_id, v1);
-    let run = adze_store::runs::create_runs(
-        &env.pool,
-        env.tenant_id,
-        &[adze_store::runs::NewRun {
-            version: &version,
-            input: json!({}),
-            additional_metadata: None,
-            traceparent: None,
-        }],
-    )
-    .await
-    .expect("run")[0];
+    let run = new_run(&env, &version).await;
     let view = adze_store::runs::get_run(&env.pool, env.tenant_id, run)
         .await
         .expect("get")
@@ -259,18 +264,7 @@ async fn a_start_and_end_in_one_batch_are_written_once() {
         .await
         .expect("read")
         .expect("exists");
-    let run = adze_store::runs::create_runs(
-        &env.pool,
-        env.tenant_id,
-        &[adze_store::runs::NewRun {
-            version: &version,
-            input: json!({}),
-            additional_metadata: None,
-            traceparent: None,
-        }],
-    )
-    .await
-    .expect("run")[0];
+    let run = new_run(&env, &version).await;
     let worker = Uuid::new_v4();
     let a: Uuid = sqlx::query_scalar(
         "UPDATE tasks SET status = 'assigned', worker_id = $2, assigned_at = now()

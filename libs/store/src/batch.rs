@@ -54,16 +54,23 @@ pub async fn apply_batch(conn: &mut PgConnection, events: &[TaskEventRow]) -> Re
     Ok(applied)
 }
 
-fn to_applied(rows: Vec<sqlx::postgres::PgRow>, to: TaskStatus) -> Result<Vec<Applied>> {
+/// `with_run_tasks`: the statement returns `run_statuses` (see [`Applied::run_tasks`]).
+fn to_applied(
+    rows: Vec<sqlx::postgres::PgRow>,
+    to: TaskStatus,
+    with_run_tasks: bool,
+) -> Result<Vec<Applied>> {
     rows.iter()
         .map(|r| {
-            let run_tasks = match r.try_get::<Option<Vec<String>>, _>("run_statuses") {
-                Ok(Some(sts)) => Some(
+            let run_tasks = if with_run_tasks {
+                let sts: Vec<String> = r.try_get("run_statuses")?;
+                Some(
                     sts.iter()
                         .map(|s| parse_status(s))
                         .collect::<Result<Vec<_>>>()?,
-                ),
-                _ => None,
+                )
+            } else {
+                None
             };
             Ok(Applied {
                 run_tasks,
@@ -103,7 +110,7 @@ async fn apply_started(conn: &mut PgConnection, evs: &[(Uuid, Uuid, i32)]) -> Re
     .bind(guard(&TaskEvent::Started { attempt: 0 }))
     .fetch_all(conn)
     .await?;
-    to_applied(rows, TaskStatus::Running)
+    to_applied(rows, TaskStatus::Running, false)
 }
 
 async fn apply_completed(
@@ -165,5 +172,5 @@ async fn apply_completed(
     .bind(guard(&TaskEvent::ParentsDone))
     .fetch_all(conn)
     .await?;
-    to_applied(rows, TaskStatus::Succeeded)
+    to_applied(rows, TaskStatus::Succeeded, true)
 }

@@ -276,10 +276,44 @@ pub async fn finalize_runs(
     finalize_runs_with(conn, runs, Vec::new()).await
 }
 
-/// [`finalize_runs`] for the runs in `look_up`, plus runs whose task statuses the
-/// caller already read in this transaction (`known`, from [`Applied::run_tasks`]):
-/// those cost no query unless they finish.
-pub async fn finalize_runs_with(
+/// Finalises the runs that one transaction's transitions (`applied`, in the order
+/// they were applied) may have finished: those where a task reached a final status.
+/// A run's task statuses are taken from [`Applied::run_tasks`] when every transition
+/// of the run in `applied` carries them (nothing else changed its tasks after they
+/// were read); otherwise they are read again.
+pub async fn finalize_applied(
+    conn: &mut PgConnection,
+    applied: &[Applied],
+) -> Result<Vec<FinishedRun>> {
+    #[derive(Default)]
+    struct Seen<'a> {
+        finishing: bool,
+        tasks: Option<&'a [TaskStatus]>,
+        stale: bool,
+    }
+    let mut seen: std::collections::HashMap<(Uuid, Uuid), Seen<'_>> =
+        std::collections::HashMap::new();
+    for a in applied {
+        let s = seen.entry((a.tenant_id, a.run_id)).or_default();
+        s.finishing |= a.to.is_terminal();
+        match &a.run_tasks {
+            Some(tasks) => s.tasks = Some(tasks),
+            None => s.stale = true,
+        }
+    }
+    let (mut look_up, mut known) = (Vec::new(), Vec::new());
+    for (run, s) in seen.into_iter().filter(|(_, s)| s.finishing) {
+        match s.tasks {
+            Some(tasks) if !s.stale => known.push((run, tasks.to_vec())),
+            _ => look_up.push(run),
+        }
+    }
+    finalize_runs_with(conn, &look_up, known).await
+}
+
+/// [`finalize_runs`] for the runs in `look_up`, plus runs whose task statuses were
+/// already read in this transaction (`known`): those cost no query unless they finish.
+async fn finalize_runs_with(
     conn: &mut PgConnection,
     look_up: &[(Uuid, Uuid)],
     known: Vec<((Uuid, Uuid), Vec<TaskStatus>)>,

@@ -157,7 +157,7 @@ impl DispatcherApi {
         let shutdown = self.shutdown.clone();
         let tenant_id = who.tenant_id;
         tokio::spawn(async move {
-            loop {
+            'forward: loop {
                 let msg = tokio::select! {
                     _ = closed.cancelled() => break,
                     _ = shutdown.cancelled() => break,
@@ -166,15 +166,10 @@ impl DispatcherApi {
                 };
                 match adze_bus::decode::<ActionBatch>(msg.headers.as_ref(), &msg.payload) {
                     Ok(env) if env.tenant_id == tenant_id => {
-                        let mut open = true;
                         for action in env.body.actions {
                             if tx.send(Ok(to_assigned(tenant_id, action))).await.is_err() {
-                                open = false;
-                                break;
+                                break 'forward;
                             }
-                        }
-                        if !open {
-                            break;
                         }
                     }
                     Ok(_) => tracing::error!(%worker, "dropping an action of another tenant"),

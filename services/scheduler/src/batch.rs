@@ -1,7 +1,7 @@
 //! One scheduler step: apply a batch of events and run admission in a single
 //! transaction, then publish what it decided, then acknowledge the events.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use adze_bus::messages::{
@@ -191,45 +191,14 @@ impl Processor {
                 Instant::now(),
             ),
         };
-        // Runs a task of which reached a final status. Their task statuses are known
-        // when the completion statement read them and nothing else in the batch
-        // touched the run; otherwise they are read again.
-        let mut known: HashMap<(Uuid, Uuid), Vec<adze_core::TaskStatus>> = HashMap::new();
-        let mut look_up: BTreeSet<(Uuid, Uuid)> = BTreeSet::new();
-        let mut touched_otherwise: HashSet<(Uuid, Uuid)> = HashSet::new();
-        for applied in adze_store::batch::apply_batch(&mut tx, &rows).await? {
-            tracing::trace!(task_id = %applied.task_id, to = %applied.to, "transition");
-            let run = (applied.tenant_id, applied.run_id);
-            if let Some(worker) = applied.released_worker {
+        let applied = adze_store::batch::apply_batch(&mut tx, &rows).await?;
+        for a in &applied {
+            tracing::trace!(task_id = %a.task_id, to = %a.to, "transition");
+            if let Some(worker) = a.released_worker {
                 book.release(worker);
             }
-            match applied.run_tasks {
-                Some(tasks) if applied.to.is_terminal() => {
-                    known.insert(run, tasks);
-                }
-                _ => {
-                    touched_otherwise.insert(run);
-                    // Only a task reaching a final status can finish its run.
-                    if applied.to.is_terminal() {
-                        look_up.insert(run);
-                    }
-                }
-            }
         }
-        let mut known_runs = Vec::with_capacity(known.len());
-        for (run, tasks) in known {
-            if touched_otherwise.contains(&run) {
-                look_up.insert(run);
-            } else {
-                known_runs.push((run, tasks));
-            }
-        }
-        let finished = scheduling::finalize_runs_with(
-            &mut tx,
-            &look_up.into_iter().collect::<Vec<_>>(),
-            known_runs,
-        )
-        .await?;
+        let finished = scheduling::finalize_applied(&mut tx, &applied).await?;
         let assignments =
             adze_store::admission::admit(&mut tx, &mut book, self.config.admit_limit).await?;
         tx.commit().await?;
@@ -359,14 +328,13 @@ impl Announcer {
     /// by the reaper; a lost notice by waiters polling Postgres.
     async fn announce(&self, outcome: Outcome) {
         let bus = &self.deps.bus;
-        let mut per_worker: Vec<(Uuid, Uuid, Vec<ActionMessage>)> = Vec::new();
-        let mut slot_of: HashMap<Uuid, usize> = HashMap::new();
+        // Per worker, in assignment order (a worker belongs to one tenant).
+        let mut per_worker: HashMap<Uuid, (Uuid, Vec<ActionMessage>)> = HashMap::new();
         for a in outcome.assignments {
-            let i = *slot_of.entry(a.worker_id).or_insert_with(|| {
-                per_worker.push((a.worker_id, a.tenant_id, Vec::new()));
-                per_worker.len() - 1
-            });
-            per_worker[i].2.push(ActionMessage {
+            let (_, actions) = per_worker
+                .entry(a.worker_id)
+                .or_insert_with(|| (a.tenant_id, Vec::new()));
+            actions.push(ActionMessage {
                 worker_id: a.worker_id,
                 kind: ActionKind::Start,
                 task_id: a.task_id,
@@ -385,7 +353,7 @@ impl Announcer {
                     .and_then(adze_telemetry::child_traceparent),
             });
         }
-        for (worker, tenant, actions) in per_worker {
+        for (worker, (tenant, actions)) in per_worker {
             self.send_actions(tenant, worker, actions).await;
         }
         let mut per_tenant: HashMap<Uuid, Vec<RunFinished>> = HashMap::new();
