@@ -34,6 +34,8 @@ use report::Report;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Before any fleet runs: the machine's speed today.
+    eprintln!("[bench] cpu probe: {} ms", report::cpu_probe_ms());
     let filter = tracing_subscriber::EnvFilter::try_from_env("ADZE_BENCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()

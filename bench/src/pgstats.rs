@@ -30,6 +30,8 @@ pub struct TableStat {
     pub idx_rows_fetched: i64,
     pub rows_inserted: i64,
     pub rows_updated: i64,
+    /// Updates that wrote no index entry (heap-only tuples).
+    pub rows_hot_updated: i64,
     pub rows_deleted: i64,
     pub dead_rows: i64,
 }
@@ -44,6 +46,7 @@ impl TableStat {
             idx_rows_fetched: self.idx_rows_fetched - before.idx_rows_fetched,
             rows_inserted: self.rows_inserted - before.rows_inserted,
             rows_updated: self.rows_updated - before.rows_updated,
+            rows_hot_updated: self.rows_hot_updated - before.rows_hot_updated,
             rows_deleted: self.rows_deleted - before.rows_deleted,
             dead_rows: self.dead_rows,
         }
@@ -115,6 +118,7 @@ impl PgStats {
                       coalesce(idx_scan, 0) AS idx_scan,
                       coalesce(idx_tup_fetch, 0) AS idx_rows_fetched,
                       n_tup_ins AS rows_inserted, n_tup_upd AS rows_updated,
+                      n_tup_hot_upd AS rows_hot_updated,
                       n_tup_del AS rows_deleted, n_dead_tup AS dead_rows
                  FROM pg_stat_user_tables"#,
         )

@@ -37,6 +37,10 @@ pub struct Report {
     pub rss_hwm_mib: BTreeMap<String, f64>,
     /// CPU seconds per process group during the headline window.
     pub cpu_s: BTreeMap<String, f64>,
+    /// CPU microseconds per completed task, per process group and in `total`: the
+    /// figure to compare across machines and days, where throughput moves with the
+    /// machine's speed (see `machine.cpu_probe_ms`).
+    pub cpu_us_per_task: BTreeMap<String, f64>,
     /// Length of the headline window (sending + drain), seconds.
     pub duration_s: f64,
     pub git_rev: String,
@@ -100,6 +104,7 @@ impl Report {
         self.nats_msgs_per_task = res.nats_per_task(tasks);
         self.rss_mib = res.rss_mib.clone();
         self.cpu_s = res.cpu_s.clone();
+        self.cpu_us_per_task = cpu_per_task(&res.cpu_s, tasks);
         self.duration_s = res.window_s;
         self.put("nats_detail", &res.nats);
         self.put("pg_active", &res.pg_active);
@@ -122,6 +127,42 @@ impl Report {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
+}
+
+/// CPU µs per task of each group and their total; empty without tasks.
+fn cpu_per_task(cpu_s: &BTreeMap<String, f64>, tasks: u64) -> BTreeMap<String, f64> {
+    if tasks == 0 {
+        return BTreeMap::new();
+    }
+    let per = |s: f64| crate::stats::round3(s * 1e6 / tasks as f64);
+    let mut out: BTreeMap<String, f64> = cpu_s.iter().map(|(k, v)| (k.clone(), per(*v))).collect();
+    out.insert("total".to_owned(), per(cpu_s.values().sum()));
+    out
+}
+
+/// Milliseconds one thread takes for a fixed amount of integer work, measured once
+/// when the bench starts: how fast this machine is today. Throughput and latency
+/// figures from days with different probes are not comparable; CPU per task is more so.
+pub fn cpu_probe_ms() -> f64 {
+    static PROBE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let best = (0..3)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+                let mut sum: u64 = 0;
+                for _ in 0..50_000_000u32 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    sum = sum.wrapping_add(x);
+                }
+                std::hint::black_box(sum);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min);
+        crate::stats::round3(best)
+    })
 }
 
 /// `12.3` or `n/a`.
@@ -152,11 +193,12 @@ pub fn resource_summary(r: &Report) -> String {
         .map(|(k, v)| format!("{k} {v:.1}"))
         .collect();
     format!(
-        "pg {} tx/task; nats {} msg/task; rss MiB [{}]; cpu s [{}]",
+        "pg {} tx/task; nats {} msg/task; rss MiB [{}]; cpu s [{}]; cpu µs/task {}",
         fmt(r.pg_tx_per_task),
         fmt(r.nats_msgs_per_task),
         rss.join(", "),
-        cpu.join(", ")
+        cpu.join(", "),
+        fmt(r.cpu_us_per_task.get("total").copied())
     )
 }
 
@@ -193,5 +235,6 @@ pub fn machine() -> Value {
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "mem_gib": mem_kib.map(|k| crate::stats::round3(k / 1024.0 / 1024.0)),
         "kernel": kernel.trim(),
+        "cpu_probe_ms": cpu_probe_ms(),
     })
 }

@@ -1,6 +1,7 @@
-//! A scheduler that lost its partition lease commits nothing: every batch transaction
-//! opens with the lease check. Once the lease is free again it takes it back and the
-//! work goes on.
+//! A scheduler that lost its partition lease commits nothing: a batch transaction
+//! opens with the lease check, and a batch that only admits checks it in its
+//! assignment statement. Once the lease is free again it takes it back and the work
+//! goes on.
 
 use std::time::Duration;
 
@@ -11,10 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 fn one() -> Workflow<Value> {
     let mut wf = Workflow::<Value>::new("fenced");
-    wf.add_task(TaskDef::new("t", |_i: Value, _c: Context| async move {
+    wf.add_task(TaskDef::new("t", |i: Value, _c: Context| async move {
+        let ms = i["sleep_ms"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok::<_, TaskError>(json!({"ok": true}))
     }));
     wf
+}
+
+async fn wait_status(env: &TestEnv, run_id: &str, want: &str) {
+    wait_for(
+        &format!("the task to be {want}"),
+        Duration::from_secs(20),
+        || async { task_status(env, run_id).await.as_deref() == Some(want) },
+    )
+    .await;
 }
 
 async fn task_status(env: &TestEnv, run_id: &str) -> Option<String> {
@@ -45,7 +57,13 @@ async fn a_scheduler_without_the_lease_commits_nothing() {
     let out: Value = client.run(&one(), json!({})).await.expect("first run");
     assert_eq!(out["t"], json!({"ok": true}));
 
-    // Another holder takes the lease behind the scheduler's back.
+    // A slow task is running when another holder takes the lease behind the
+    // scheduler's back.
+    let slow = client
+        .run_no_wait(&one(), json!({"sleep_ms": 1_000}))
+        .await
+        .expect("trigger slow");
+    wait_status(&env, slow.run_id(), "running").await;
     sqlx::query(
         "UPDATE scheduler_leases SET holder = 'intruder', expires_at = now() + interval '1 hour'",
     )
@@ -56,23 +74,26 @@ async fn a_scheduler_without_the_lease_commits_nothing() {
         .run_no_wait(&one(), json!({}))
         .await
         .expect("trigger");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert_eq!(
         task_status(&env, run.run_id()).await.as_deref(),
         Some("queued"),
         "a scheduler without the lease must not assign"
     );
+    assert_eq!(
+        task_status(&env, slow.run_id()).await.as_deref(),
+        Some("running"),
+        "a scheduler without the lease must not apply the slow task's result"
+    );
 
-    // The lease is free again: the scheduler takes it back and the run completes
+    // The lease is free again: the scheduler takes it back and both runs complete
     // (on connections that are not left inside the failed transaction).
     sqlx::query("DELETE FROM scheduler_leases")
         .execute(&env.pool)
         .await
         .expect("free the lease");
-    wait_for("the run to complete", Duration::from_secs(20), || async {
-        task_status(&env, run.run_id()).await.as_deref() == Some("succeeded")
-    })
-    .await;
+    wait_status(&env, run.run_id(), "succeeded").await;
+    wait_status(&env, slow.run_id(), "succeeded").await;
 
     stop.cancel();
     handle.await.expect("join").expect("worker");

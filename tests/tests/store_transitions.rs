@@ -44,6 +44,42 @@ async fn new_run(env: &TestEnv, version: &adze_store::workflows::WorkflowVersion
     .expect("run")[0]
 }
 
+/// A database with the `fsm` workflow and one run of it.
+async fn env_with_run() -> (TestEnv, Uuid) {
+    let env = TestEnv::start_roles(&[]).await;
+    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec())
+        .await
+        .expect("workflow");
+    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
+        .await
+        .expect("read")
+        .expect("exists");
+    let run = new_run(&env, &version).await;
+    (env, run)
+}
+
+/// An active worker serving `actions`.
+async fn active_worker(env: &TestEnv, actions: &[&str], slots: i32) -> Uuid {
+    let actions: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+    let worker = adze_store::workers::register(
+        &env.pool,
+        &adze_store::workers::NewWorker {
+            tenant_id: env.tenant_id,
+            name: "w",
+            actions: &actions,
+            slots,
+            dispatcher_id: "d",
+            sdk: None,
+        },
+    )
+    .await
+    .expect("worker");
+    adze_store::workers::set_status(&env.pool, env.tenant_id, worker, "active", "d")
+        .await
+        .expect("active");
+    worker
+}
+
 async fn status(env: &TestEnv, task: Uuid) -> (TaskStatus, i32) {
     let (s, a): (String, i32) = sqlx::query_as("SELECT status, attempt FROM tasks WHERE id = $1")
         .bind(task)
@@ -99,22 +135,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
     assert_eq!(status(&env, b).await.0, TaskStatus::Pending);
 
     // A worker with one slot takes `a`.
-    let worker = adze_store::workers::register(
-        &env.pool,
-        &adze_store::workers::NewWorker {
-            tenant_id: env.tenant_id,
-            name: "w",
-            actions: &["fsm:a".to_string(), "fsm:b".to_string()],
-            slots: 1,
-            dispatcher_id: "d",
-            sdk: None,
-        },
-    )
-    .await
-    .expect("worker");
-    adze_store::workers::set_status(&env.pool, env.tenant_id, worker, "active", "d")
-        .await
-        .expect("active");
+    let worker = active_worker(&env, &["fsm:a", "fsm:b"], 1).await;
     let assigned = admit(&env).await;
     assert_eq!(assigned.len(), 1);
     assert_eq!((assigned[0].task_id, assigned[0].attempt), (a, 0));
@@ -256,15 +277,7 @@ async fn admit(env: &TestEnv) -> Vec<adze_store::admission::Assignment> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_and_end_in_one_batch_are_written_once() {
-    let env = TestEnv::start_roles(&[]).await;
-    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec())
-        .await
-        .expect("workflow");
-    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
-        .await
-        .expect("read")
-        .expect("exists");
-    let run = new_run(&env, &version).await;
+    let (env, run) = env_with_run().await;
     let worker = Uuid::new_v4();
     let a: Uuid = sqlx::query_scalar(
         "UPDATE tasks SET status = 'assigned', worker_id = $2, assigned_at = now()
@@ -304,5 +317,64 @@ async fn a_start_and_end_in_one_batch_are_written_once() {
     .await
     .expect("times");
     assert!(task_started && attempt_started);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_admission_writes_only_under_the_lease() {
+    use adze_store::admission::{Fence, SlotBook, admit_fenced};
+    let (env, run) = env_with_run().await;
+    let a: Uuid =
+        sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1 AND readable_id = 'a'")
+            .bind(run)
+            .fetch_one(&env.pool)
+            .await
+            .expect("a");
+    let worker = active_worker(&env, &["fsm:a"], 1).await;
+    let fence = Fence {
+        partition: 0,
+        holder: "me".into(),
+    };
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let attempt = |lease_holder: &'static str| {
+        let pool = env.pool.clone();
+        let fence = fence.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO scheduler_leases (partition, holder, expires_at) \
+                 VALUES (0, $1, now() + interval '1 hour') \
+                 ON CONFLICT (partition) DO UPDATE SET holder = EXCLUDED.holder",
+            )
+            .bind(lease_holder)
+            .execute(&pool)
+            .await
+            .expect("lease");
+            let mut conn = pool.acquire().await.expect("conn");
+            let mut book = SlotBook::load(&mut conn, 60_000).await.expect("slots");
+            admit_fenced(&mut conn, &mut book, 10, &fence).await
+        }
+    };
+    // Someone else holds the lease: the statement fails and writes nothing.
+    match attempt("intruder").await {
+        Err(adze_store::Error::Db(sqlx::Error::Database(db))) => {
+            assert_eq!(db.code().as_deref(), Some("22012"), "{db}")
+        }
+        other => panic!("expected the lease check to fail, got {other:?}"),
+    }
+    assert_eq!(status(&env, a).await, (TaskStatus::Queued, 0));
+    // Held (and committed without a transaction around it).
+    let assigned = attempt("me").await.expect("admit");
+    assert_eq!(assigned.len(), 1);
+    assert_eq!((assigned[0].task_id, assigned[0].worker_id), (a, worker));
+    assert_eq!(status(&env, a).await.0, TaskStatus::Assigned);
+    // The slot is taken: nothing more to admit, and no lease check needed for that.
+    let mut book = SlotBook::load(&mut conn, 60_000).await.expect("slots");
+    assert!(
+        admit_fenced(&mut conn, &mut book, 10, &fence)
+            .await
+            .expect("admit")
+            .is_empty()
+    );
+    drop(conn);
     env.stop().await;
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::codec::CompressionEncoding::Gzip;
 
+use crate::coalesce::Coalescer;
 use crate::config::{ClientConfig, ResolvedConfig};
 use crate::run::{RunDetails, RunHandle};
 use crate::transport::{self, AuthChannel, AuthInterceptor};
@@ -32,6 +33,8 @@ struct Inner {
     channel: AuthChannel,
     /// The `Dispatcher` service's channel: `channel` itself unless configured apart.
     dispatcher_channel: AuthChannel,
+    /// Single triggers, coalesced under load ([`crate::coalesce`]); started on first use.
+    triggers: std::sync::OnceLock<Coalescer>,
 }
 
 impl fmt::Debug for Client {
@@ -94,6 +97,7 @@ impl Client {
                 config: resolved,
                 channel,
                 dispatcher_channel,
+                triggers: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -130,7 +134,11 @@ impl Client {
         self.run_no_wait(workflow, input).await?.result().await
     }
 
-    /// Triggers a run and returns at once with its handle.
+    /// Triggers a run and returns its handle once the engine has committed it.
+    ///
+    /// Clones of one client keep at most two trigger calls open at once; triggers made
+    /// while both are busy go out together as one bulk call when one returns. A lone
+    /// trigger is sent at once, so this adds no delay at light load.
     pub async fn run_no_wait<W, I>(&self, workflow: &W, input: I) -> Result<RunHandle, SdkError>
     where
         W: RunTarget<I> + ?Sized,
@@ -152,12 +160,11 @@ impl Client {
         I: Serialize,
     {
         let request = self.trigger_request(workflow.workflow_name(), &input, &options)?;
-        let response = self
-            .workflows()
-            .trigger_workflow(request)
-            .await
-            .map_err(|s| SdkError::rpc("WorkflowService.TriggerWorkflow", s))?;
-        Ok(self.run_handle(response.into_inner().workflow_run_id))
+        let triggers = self
+            .inner
+            .triggers
+            .get_or_init(|| Coalescer::start(self.inner.channel.clone()));
+        Ok(self.run_handle(triggers.trigger(request).await?))
     }
 
     /// Triggers one run per input in a single call; the handles are in input order.

@@ -62,6 +62,9 @@ struct WorkerSlots {
 pub struct SlotBook {
     workers: Vec<WorkerSlots>,
     index: HashMap<Uuid, usize>,
+    /// The last admission pass read every ready task of every action these workers
+    /// serve (see [`SlotBook::drained`]).
+    drained: bool,
 }
 
 impl SlotBook {
@@ -104,6 +107,15 @@ impl SlotBook {
         }
     }
 
+    /// Whether the last admission pass left no ready task behind for any (tenant,
+    /// action) a worker in the book serves: it asked for every one of them and got
+    /// fewer than it asked for. Until something queues a task again (new runs,
+    /// released children, retries, requeues, a wake-up), freeing a slot gives
+    /// admission nothing to do.
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
     /// Free slots over all workers.
     pub fn total_free(&self) -> i64 {
         self.workers.iter().map(|w| w.free.max(0)).sum()
@@ -127,11 +139,14 @@ struct Candidate {
 ///
 /// No row locks: the scheduler holding the partition lease is the only writer of task
 /// statuses, and [`assign`] re-checks each status anyway.
+///
+/// Also says whether the queue ran dry: every (tenant, action) got fewer tasks than
+/// asked for.
 async fn candidates(
     conn: &mut PgConnection,
     workers: &[&WorkerSlots],
     limit: i64,
-) -> Result<Vec<Candidate>> {
+) -> Result<(Vec<Candidate>, bool)> {
     let mut wanted: HashMap<(Uuid, &str), i64> = HashMap::new();
     for w in workers {
         for a in &w.actions {
@@ -139,7 +154,7 @@ async fn candidates(
         }
     }
     let (mut tenants, mut actions, mut limits) = (Vec::new(), Vec::new(), Vec::new());
-    for ((t, a), n) in wanted {
+    for (&(t, a), &n) in &wanted {
         tenants.push(t);
         actions.push(a);
         limits.push(n.min(limit));
@@ -162,7 +177,8 @@ async fn candidates(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter()
+    let cands = rows
+        .iter()
         .map(|r| {
             Ok(Candidate {
                 tenant_id: r.try_get("tenant_id")?,
@@ -170,7 +186,16 @@ async fn candidates(
                 action_id: r.try_get("action_id")?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let mut got: HashMap<(Uuid, &str), i64> = HashMap::new();
+    for c in &cands {
+        *got.entry((c.tenant_id, c.action_id.as_str())).or_default() += 1;
+    }
+    let dry = (cands.len() as i64) < limit
+        && wanted
+            .iter()
+            .all(|(k, &n)| got.get(k).copied().unwrap_or(0) < n.min(limit));
+    Ok((cands, dry))
 }
 
 /// Picks, for each candidate, the capable worker with the most free slots, and takes
@@ -212,6 +237,16 @@ fn matchmake(candidates: Vec<Candidate>, book: &mut SlotBook) -> Vec<(Candidate,
     out
 }
 
+/// The scheduler lease an assignment is conditional on: `holder` must hold
+/// `partition` (unexpired) when the assignment statement runs.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// Lease partition.
+    pub partition: i32,
+    /// Who must hold it.
+    pub holder: String,
+}
+
 /// Admits up to `limit` ready tasks: assigns each to a worker with a free slot in
 /// `book`, takes those slots, and returns the assignments with their action payloads.
 /// Call inside a transaction and publish the assignments only after it commits; if
@@ -221,34 +256,55 @@ pub async fn admit(
     book: &mut SlotBook,
     limit: i64,
 ) -> Result<Vec<Assignment>> {
+    admit_with(conn, book, limit, None).await
+}
+
+/// [`admit`] outside a transaction: the candidates are read first, then the
+/// assignments are written by one statement (its own transaction, committed when it
+/// returns) that locks the lease row `FOR SHARE` and fails with a division by zero
+/// (SQLSTATE 22012) unless `fence` holds it, writing nothing. Two round trips instead
+/// of four for a batch that only admits. If it fails, `book` must be reloaded.
+pub async fn admit_fenced(
+    conn: &mut PgConnection,
+    book: &mut SlotBook,
+    limit: i64,
+    fence: &Fence,
+) -> Result<Vec<Assignment>> {
+    admit_with(conn, book, limit, Some(fence)).await
+}
+
+async fn admit_with(
+    conn: &mut PgConnection,
+    book: &mut SlotBook,
+    limit: i64,
+    fence: Option<&Fence>,
+) -> Result<Vec<Assignment>> {
+    book.drained = false;
     let free: Vec<&WorkerSlots> = book.workers.iter().filter(|w| w.free > 0).collect();
     let total: i64 = free.iter().map(|w| w.free).sum();
     if total == 0 {
         return Ok(Vec::new());
     }
+    // Actions only full workers serve are not asked for: nothing is known of them.
+    let asked_all = book.workers.iter().all(|w| {
+        w.free > 0
+            || w.actions.iter().all(|a| {
+                free.iter()
+                    .any(|f| f.tenant_id == w.tenant_id && f.actions.contains(a))
+            })
+    });
     // Never read more queued rows than there are slots to fill.
-    let cands = candidates(conn, &free, limit.min(total)).await?;
+    let (cands, dry) = candidates(conn, &free, limit.min(total)).await?;
+    book.drained = dry && asked_all;
     if cands.is_empty() {
         return Ok(Vec::new());
     }
     let matched = matchmake(cands, book);
-    assign(conn, &matched).await
+    assign(conn, &matched, fence).await
 }
 
-async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Result<Vec<Assignment>> {
-    if matched.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tenants: Vec<Uuid> = matched.iter().map(|(c, _)| c.tenant_id).collect();
-    let tasks: Vec<Uuid> = matched.iter().map(|(c, _)| c.id).collect();
-    let workers: Vec<Uuid> = matched.iter().map(|(_, w)| *w).collect();
-    let allowed: Vec<&str> = TaskEvent::Assigned
-        .allowed_from()
-        .iter()
-        .map(|s| s.as_str())
-        .collect();
-    let rows = sqlx::query(
-        r#"WITH m AS (SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id)),
+/// The assignment statement; `{fence}` is empty or [`FENCE_CTE`].
+const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id) {fenced}),
            upd AS (
              UPDATE tasks t SET status = $4, worker_id = m.worker_id, assigned_at = now(), wait_reason = NULL
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
@@ -261,15 +317,54 @@ async fn assign(conn: &mut PgConnection, matched: &[(Candidate, Uuid)]) -> Resul
                 WHERE a.tenant_id = upd.tenant_id AND a.run_id = upd.run_id
                   AND a.readable_id = ANY(upd.ancestors) AND a.status = 'succeeded')
              END AS parents
-           FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#,
-    )
-    .bind(&tenants)
-    .bind(&tasks)
-    .bind(&workers)
-    .bind(TaskStatus::Assigned.as_str())
-    .bind(&allowed)
-    .fetch_all(conn)
-    .await?;
+           FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#;
+
+/// Every row the assignment writes joins this one-row CTE, which divides by zero
+/// unless the lease is held, and holds the lease row `FOR SHARE` until the statement's
+/// transaction ends (a successor's takeover waits for it).
+const FENCE_CTE: &str = "fence AS MATERIALIZED (SELECT 1 / count(*) AS held FROM (SELECT 1 FROM scheduler_leases \
+     WHERE partition = $6 AND holder = $7 AND expires_at > now() FOR SHARE) h),";
+
+fn assign_sql(fenced: bool) -> &'static str {
+    static PLAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static FENCED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if fenced {
+        FENCED.get_or_init(|| {
+            ASSIGN_SQL
+                .replace("{fence}", FENCE_CTE)
+                .replace("{fenced}", "CROSS JOIN fence WHERE fence.held = 1")
+        })
+    } else {
+        PLAIN.get_or_init(|| ASSIGN_SQL.replace("{fence}", "").replace("{fenced}", ""))
+    }
+}
+
+async fn assign(
+    conn: &mut PgConnection,
+    matched: &[(Candidate, Uuid)],
+    fence: Option<&Fence>,
+) -> Result<Vec<Assignment>> {
+    if matched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = matched.iter().map(|(c, _)| c.tenant_id).collect();
+    let tasks: Vec<Uuid> = matched.iter().map(|(c, _)| c.id).collect();
+    let workers: Vec<Uuid> = matched.iter().map(|(_, w)| *w).collect();
+    let allowed: Vec<&str> = TaskEvent::Assigned
+        .allowed_from()
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    let mut query = sqlx::query(assign_sql(fence.is_some()))
+        .bind(&tenants)
+        .bind(&tasks)
+        .bind(&workers)
+        .bind(TaskStatus::Assigned.as_str())
+        .bind(&allowed);
+    if let Some(f) = fence {
+        query = query.bind(f.partition).bind(&f.holder);
+    }
+    let rows = query.fetch_all(conn).await?;
     rows.iter()
         .map(|r| {
             let input: Value = r.try_get("input")?;

@@ -8,8 +8,8 @@ use adze_bus::messages::{
     ActionBatch, ActionKind, ActionMessage, RunFinished, RunsFinished, SchedulerEvent,
 };
 use adze_bus::{Envelope, decode};
-use adze_core::TaskEvent;
-use adze_store::admission::{Assignment, SlotBook};
+use adze_core::{TaskEvent, TaskStatus};
+use adze_store::admission::{Assignment, Fence, SlotBook};
 use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
 use async_nats::jetstream::Message;
 use sqlx::{Connection, PgConnection};
@@ -26,6 +26,8 @@ pub(crate) struct Processor {
     deps: Deps,
     /// Opens a batch transaction and checks the lease ([`lease::begin_statement`]).
     begin: std::borrow::Cow<'static, str>,
+    /// The lease a batch that only admits checks in its assignment statement.
+    fence: Fence,
     /// Free worker slots, with when they were read from Postgres. Taken out for a
     /// transaction and put back only after it commits.
     slots: Option<(SlotBook, Instant)>,
@@ -58,6 +60,10 @@ impl Processor {
         Self {
             config,
             begin: lease::begin_statement(&holder).into(),
+            fence: Fence {
+                partition: lease::PARTITION,
+                holder,
+            },
             announcer,
             announcing,
             deps,
@@ -147,8 +153,11 @@ impl Processor {
         &mut self,
         events: &[Envelope<SchedulerEvent>],
     ) -> Result<Option<Outcome>, adze_store::Error> {
-        // The transaction opens with the lease check, in one round trip.
         let mut conn = self.deps.pool.acquire().await?;
+        if events.iter().all(|e| only_admits(&e.body)) {
+            return self.admit_only(&mut conn, workers_changed(events)).await;
+        }
+        // The transaction opens with the lease check, in one round trip.
         let err = match Connection::begin_with(&mut *conn, self.begin.clone()).await {
             Ok(tx) => return self.apply_in(tx, events).await.map(Some),
             Err(e) => e,
@@ -173,24 +182,7 @@ impl Processor {
         for env in events {
             rows.extend(self.expand(&mut tx, env).await?);
         }
-        // The slot book is reloaded when it is old or workers came or went; otherwise
-        // this batch's own transitions keep it current.
-        let workers_changed = events.iter().any(|e| {
-            matches!(
-                e.body,
-                SchedulerEvent::WorkerReady { .. }
-                    | SchedulerEvent::WorkerUnavailable { .. }
-                    | SchedulerEvent::WorkerLost { .. }
-            )
-        });
-        let reload_every = Duration::from_millis(self.config.tick_ms);
-        let (mut book, loaded_at) = match self.slots.take() {
-            Some((book, at)) if !workers_changed && at.elapsed() < reload_every => (book, at),
-            _ => (
-                SlotBook::load(&mut tx, self.config.heartbeat_timeout_ms).await?,
-                Instant::now(),
-            ),
-        };
+        let (mut book, loaded_at) = self.slot_book(&mut tx, workers_changed(events)).await?;
         let applied = adze_store::batch::apply_batch(&mut tx, &rows).await?;
         for a in &applied {
             tracing::trace!(task_id = %a.task_id, to = %a.to, "transition");
@@ -199,13 +191,63 @@ impl Processor {
             }
         }
         let finished = scheduling::finalize_applied(&mut tx, &applied).await?;
-        let assignments =
-            adze_store::admission::admit(&mut tx, &mut book, self.config.admit_limit).await?;
+        let assignments = if book.drained() && queues_nothing(events, &applied, &finished) {
+            Vec::new()
+        } else {
+            adze_store::admission::admit(&mut tx, &mut book, self.config.admit_limit).await?
+        };
         tx.commit().await?;
         self.slots = Some((book, loaded_at));
         Ok(Outcome {
             assignments,
             finished,
+        })
+    }
+
+    /// A batch with no transition to apply (new runs, wake-ups, workers coming or
+    /// going, a tick) only admits: no transaction, and the assignments are written by
+    /// one fenced statement ([`adze_store::admission::admit_fenced`]). None when the
+    /// lease is no longer held.
+    async fn admit_only(
+        &mut self,
+        conn: &mut PgConnection,
+        workers_changed: bool,
+    ) -> Result<Option<Outcome>, adze_store::Error> {
+        let (mut book, loaded_at) = self.slot_book(conn, workers_changed).await?;
+        let admitted = adze_store::admission::admit_fenced(
+            conn,
+            &mut book,
+            self.config.admit_limit,
+            &self.fence,
+        )
+        .await;
+        match admitted {
+            Ok(assignments) => {
+                self.slots = Some((book, loaded_at));
+                Ok(Some(Outcome {
+                    assignments,
+                    finished: Vec::new(),
+                }))
+            }
+            Err(adze_store::Error::Db(e)) if lease::is_not_held(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The slot book, reloaded when it is old or workers came or went; otherwise the
+    /// scheduler's own transitions keep it current. It is put back only after a commit.
+    async fn slot_book(
+        &mut self,
+        conn: &mut PgConnection,
+        workers_changed: bool,
+    ) -> Result<(SlotBook, Instant), adze_store::Error> {
+        let reload_every = Duration::from_millis(self.config.tick_ms);
+        Ok(match self.slots.take() {
+            Some((book, at)) if !workers_changed && at.elapsed() < reload_every => (book, at),
+            _ => (
+                SlotBook::load(conn, self.config.heartbeat_timeout_ms).await?,
+                Instant::now(),
+            ),
         })
     }
 
@@ -268,6 +310,49 @@ impl Processor {
             | SchedulerEvent::Reports { .. } => Vec::new(),
         })
     }
+}
+
+/// Whether `event` implies no task transition, only an admission pass.
+fn only_admits(event: &SchedulerEvent) -> bool {
+    matches!(
+        event,
+        SchedulerEvent::RunsCreated { .. }
+            | SchedulerEvent::WorkerReady { .. }
+            | SchedulerEvent::WorkerUnavailable { .. }
+            | SchedulerEvent::Wake
+    )
+}
+
+/// Whether a batch cannot have queued a task: it holds only starts and successes
+/// reported by workers, and every success finished its run (so it released no child).
+fn queues_nothing(
+    events: &[Envelope<SchedulerEvent>],
+    applied: &[scheduling::Applied],
+    finished: &[FinishedRun],
+) -> bool {
+    let ended: std::collections::HashSet<(Uuid, Uuid)> =
+        finished.iter().map(|f| (f.tenant_id, f.run_id)).collect();
+    events.iter().all(|e| {
+        matches!(
+            e.body,
+            SchedulerEvent::TaskStarted { .. } | SchedulerEvent::TaskCompleted { .. }
+        )
+    }) && applied
+        .iter()
+        .filter(|a| a.to == TaskStatus::Succeeded)
+        .all(|a| ended.contains(&(a.tenant_id, a.run_id)))
+}
+
+/// Whether the workers' slots must be read again from Postgres.
+fn workers_changed(events: &[Envelope<SchedulerEvent>]) -> bool {
+    events.iter().any(|e| {
+        matches!(
+            e.body,
+            SchedulerEvent::WorkerReady { .. }
+                | SchedulerEvent::WorkerUnavailable { .. }
+                | SchedulerEvent::WorkerLost { .. }
+        )
+    })
 }
 
 /// The events of one message, with grouped worker reports flattened.

@@ -1,7 +1,10 @@
 //! The `scheduler` service: the single writer of task transitions for the partitions
 //! it leases. It consumes JetStream events in batches, applies each batch in one
 //! transaction (transitions, DAG release, admission, run finalisation), and only after
-//! the commit publishes assignments and run notices and acknowledges the events.
+//! the commit publishes assignments and run notices and acknowledges the events. A
+//! batch with no transition to apply (new runs, wake-ups) needs no transaction: its
+//! assignments are one statement that checks the lease itself. A batch that can have
+//! queued nothing skips admission while the last pass left the queue drained.
 
 mod batch;
 mod hold;
