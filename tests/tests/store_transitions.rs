@@ -9,8 +9,8 @@ use adze_tests::TestEnv;
 use serde_json::json;
 use uuid::Uuid;
 
-fn spec() -> WorkflowSpec {
-    let t = |name: &str, parents: &[&str], retries| TaskSpec {
+fn task(name: &str, parents: &[&str], retries: i32) -> TaskSpec {
+    TaskSpec {
         readable_id: name.into(),
         action_id: format!("fsm:{name}"),
         parents: parents.iter().map(|p| p.to_string()).collect(),
@@ -21,10 +21,13 @@ fn spec() -> WorkflowSpec {
         },
         execution_timeout_ms: None,
         schedule_timeout_ms: None,
-    };
+    }
+}
+
+fn spec() -> WorkflowSpec {
     WorkflowSpec {
         name: "fsm".into(),
-        tasks: vec![t("a", &[], 1), t("b", &["a"], 0)],
+        tasks: vec![task("a", &[], 1), task("b", &["a"], 0)],
     }
 }
 
@@ -374,6 +377,91 @@ async fn a_fenced_admission_writes_only_under_the_lease() {
             .await
             .expect("admit")
             .is_empty()
+    );
+    drop(conn);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status() {
+    use adze_store::batch::apply_batch;
+    use adze_store::scheduling::finalize_applied;
+    let env = TestEnv::start_roles(&[]).await;
+    let pair = WorkflowSpec {
+        name: "pair".into(),
+        tasks: vec![task("x", &[], 0), task("y", &[], 0)],
+    };
+    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &pair)
+        .await
+        .expect("workflow");
+    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "pair")
+        .await
+        .expect("read")
+        .expect("exists");
+    // Both tasks of a run handed to a worker; their ids by name.
+    let assigned_run = || async {
+        let run = new_run(&env, &version).await;
+        let rows: Vec<(String, Uuid)> = sqlx::query_as(
+            "UPDATE tasks SET status = 'assigned', worker_id = gen_random_uuid(), assigned_at = now()
+             WHERE run_id = $1 RETURNING readable_id, id",
+        )
+        .bind(run)
+        .fetch_all(&env.pool)
+        .await
+        .expect("assign");
+        let id = |n: &str| rows.iter().find(|r| r.0 == n).expect("task").1;
+        (run, id("x"), id("y"))
+    };
+    let done = |task| ev(&env, task, TaskEvent::Completed { attempt: 0 });
+    let mut conn = env.pool.acquire().await.expect("conn");
+
+    // x fails for good: the run goes on while y runs.
+    let (run, x, y) = assigned_run().await;
+    let failed = TaskEvent::Failed {
+        attempt: 0,
+        non_retryable: true,
+        retry_after_ms: None,
+    };
+    let applied = apply_batch(&mut conn, &[ev(&env, x, failed)])
+        .await
+        .expect("fail x");
+    assert_eq!(applied.len(), 1);
+    assert!(
+        finalize_applied(&mut conn, &applied)
+            .await
+            .expect("fin")
+            .is_empty()
+    );
+    // y's success ends the run, failed because x failed.
+    let applied = apply_batch(&mut conn, &[done(y)]).await.expect("y");
+    let finished = finalize_applied(&mut conn, &applied).await.expect("fin");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(
+        (finished[0].run_id, finished[0].status),
+        (run, RunStatus::Failed)
+    );
+    let (status, ended): (String, bool) =
+        sqlx::query_as("SELECT status, finished_at IS NOT NULL FROM runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&env.pool)
+            .await
+            .expect("run");
+    assert_eq!((status.as_str(), ended), ("failed", true));
+    // The same report again changes nothing and finishes nothing.
+    let again = apply_batch(&mut conn, &[done(y)]).await.expect("again");
+    assert!(again.is_empty());
+
+    // Both tasks of another run succeed in one batch: the run is finished once.
+    let (run, x, y) = assigned_run().await;
+    let applied = apply_batch(&mut conn, &[done(x), done(y)])
+        .await
+        .expect("both");
+    assert_eq!(applied.len(), 2);
+    let finished = finalize_applied(&mut conn, &applied).await.expect("fin");
+    assert_eq!(finished.len(), 1);
+    assert_eq!(
+        (finished[0].run_id, finished[0].status),
+        (run, RunStatus::Succeeded)
     );
     drop(conn);
     env.stop().await;

@@ -122,25 +122,33 @@ impl RunStatus {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 
+    /// The final statuses in precedence: a run whose tasks are all terminal ends in
+    /// the first of these that one of its tasks has. Their spellings are those of the
+    /// terminal task statuses, which the store's set-based finalisation relies on.
+    pub const FINAL_PRECEDENCE: [RunStatus; 3] = [Self::Failed, Self::Cancelled, Self::Succeeded];
+
     /// The run status implied by the statuses of all its tasks.
     pub fn derive(tasks: impl IntoIterator<Item = TaskStatus>) -> Self {
-        let (mut any, mut all_terminal, mut failed, mut cancelled, mut started) =
-            (false, true, false, false, false);
+        let (mut any, mut all_terminal, mut started) = (false, true, false);
+        let mut present: Vec<&'static str> = Vec::new();
         for t in tasks {
             any = true;
             all_terminal &= t.is_terminal();
-            failed |= t == TaskStatus::Failed;
-            cancelled |= t == TaskStatus::Cancelled;
             started |= !matches!(t, TaskStatus::Pending | TaskStatus::Queued);
+            if !present.contains(&t.as_str()) {
+                present.push(t.as_str());
+            }
         }
-        match () {
-            _ if !any => Self::Queued,
-            _ if all_terminal && failed => Self::Failed,
-            _ if all_terminal && cancelled => Self::Cancelled,
-            _ if all_terminal => Self::Succeeded,
-            _ if started => Self::Running,
-            _ => Self::Queued,
+        if !any {
+            return Self::Queued;
         }
+        if all_terminal {
+            return Self::FINAL_PRECEDENCE
+                .into_iter()
+                .find(|r| present.contains(&r.as_str()))
+                .unwrap_or(Self::Succeeded);
+        }
+        if started { Self::Running } else { Self::Queued }
     }
 }
 

@@ -4,13 +4,13 @@
 //! are the state machine's ([`TaskEvent::allowed_from`]) and the attempt fence, exactly
 //! as in [`crate::scheduling::apply_event`], which handles every other event.
 
-use adze_core::{TaskEvent, TaskStatus};
+use adze_core::{RunStatus, TaskEvent, TaskStatus};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::Result;
-use crate::scheduling::{Applied, TaskEventRow, apply_event, parse_status};
+use crate::scheduling::{Applied, FinishedRun, TaskEventRow, apply_event, parse_status};
 
 fn guard(event: &TaskEvent) -> Vec<&'static str> {
     event.allowed_from().iter().map(|s| s.as_str()).collect()
@@ -54,26 +54,38 @@ pub async fn apply_batch(conn: &mut PgConnection, events: &[TaskEventRow]) -> Re
     Ok(applied)
 }
 
-/// `with_run_tasks`: the statement returns `run_statuses` (see [`Applied::run_tasks`]).
+/// `with_run`: the statement returns `run_statuses` (see [`Applied::run_tasks`]) and,
+/// for a run it finished, `run_status` and `run_traceparent`.
 fn to_applied(
     rows: Vec<sqlx::postgres::PgRow>,
     to: TaskStatus,
-    with_run_tasks: bool,
+    with_run: bool,
 ) -> Result<Vec<Applied>> {
     rows.iter()
         .map(|r| {
-            let run_tasks = if with_run_tasks {
+            let (mut run_tasks, mut run_finished) = (None, None);
+            if with_run {
                 let sts: Vec<String> = r.try_get("run_statuses")?;
-                Some(
+                run_tasks = Some(
                     sts.iter()
                         .map(|s| parse_status(s))
                         .collect::<Result<Vec<_>>>()?,
-                )
-            } else {
-                None
-            };
+                );
+                let status: Option<String> = r.try_get("run_status")?;
+                if let Some(status) = status {
+                    run_finished = Some(FinishedRun {
+                        tenant_id: r.try_get("tenant_id")?,
+                        run_id: r.try_get("run_id")?,
+                        status: status
+                            .parse()
+                            .map_err(|e| crate::Error::Corrupt(format!("{e}")))?,
+                        traceparent: r.try_get("run_traceparent")?,
+                    });
+                }
+            }
             Ok(Applied {
                 run_tasks,
+                run_finished,
                 tenant_id: r.try_get("tenant_id")?,
                 run_id: r.try_get("run_id")?,
                 task_id: r.try_get("id")?,
@@ -154,15 +166,30 @@ async fn apply_completed(
                status = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'queued' ELSE c.status END,
                wait_reason = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'waiting for a worker slot' ELSE c.wait_reason END,
                queued_at = now(), not_before = now()
-             FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6))
+             FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6)),
            -- The distinct statuses of the run's tasks as this statement leaves them
            -- (children it queues show as pending: not final either way), for run
            -- finalisation (which depends only on that set).
-           SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id,
-             (SELECT array_agg(DISTINCT CASE WHEN (s.tenant_id, s.id) IN (SELECT tenant_id, id FROM upd)
-                                             THEN 'succeeded' ELSE s.status END)
-              FROM tasks s WHERE s.tenant_id = upd.tenant_id AND s.run_id = upd.run_id) AS run_statuses
-           FROM upd"#,
+           rs AS (
+             SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id,
+               (SELECT array_agg(DISTINCT CASE WHEN (s.tenant_id, s.id) IN (SELECT tenant_id, id FROM upd)
+                                               THEN 'succeeded' ELSE s.status END)
+                FROM tasks s WHERE s.tenant_id = upd.tenant_id AND s.run_id = upd.run_id) AS run_statuses
+             FROM upd),
+           -- A run whose tasks are all terminal now ends in the first final status
+           -- ($7, in precedence) one of them has; once, from a status not final yet.
+           fin AS (
+             SELECT DISTINCT rs.tenant_id, rs.run_id,
+               (SELECT f.status FROM unnest($7::text[]) WITH ORDINALITY AS f(status, i)
+                WHERE f.status = ANY(rs.run_statuses) ORDER BY f.i LIMIT 1) AS status
+             FROM rs WHERE rs.run_statuses <@ $7::text[]),
+           done AS (
+             UPDATE runs r SET status = fin.status, finished_at = now()
+             FROM fin
+             WHERE r.tenant_id = fin.tenant_id AND r.id = fin.run_id AND r.status IN ('queued', 'running')
+             RETURNING r.tenant_id, r.id, r.status, r.traceparent)
+           SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent
+           FROM rs LEFT JOIN done ON done.tenant_id = rs.tenant_id AND done.id = rs.run_id"#,
     )
     .bind(&tenants)
     .bind(&ids)
@@ -170,6 +197,12 @@ async fn apply_completed(
     .bind(&outputs)
     .bind(guard(&TaskEvent::Completed { attempt: 0 }))
     .bind(guard(&TaskEvent::ParentsDone))
+    .bind(
+        RunStatus::FINAL_PRECEDENCE
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(conn)
     .await?;
     to_applied(rows, TaskStatus::Succeeded, true)

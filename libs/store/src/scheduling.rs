@@ -45,6 +45,9 @@ pub struct Applied {
     /// which statuses occur). Only valid if nothing else touched
     /// the run's tasks afterwards in the same transaction.
     pub run_tasks: Option<Vec<TaskStatus>>,
+    /// The run, when the statement that applied this transition also finished it
+    /// (set-based completions do).
+    pub run_finished: Option<FinishedRun>,
 }
 
 fn statuses(list: &[TaskStatus]) -> Vec<&'static str> {
@@ -178,6 +181,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         to,
         released_worker: worker_id.filter(|_| releases),
         run_tasks: None,
+        run_finished: None,
     }))
 }
 
@@ -290,25 +294,36 @@ pub async fn finalize_applied(
         finishing: bool,
         tasks: Option<&'a [TaskStatus]>,
         stale: bool,
+        done: Option<&'a FinishedRun>,
     }
     let mut seen: std::collections::HashMap<(Uuid, Uuid), Seen<'_>> =
         std::collections::HashMap::new();
     for a in applied {
         let s = seen.entry((a.tenant_id, a.run_id)).or_default();
         s.finishing |= a.to.is_terminal();
+        if let Some(f) = &a.run_finished {
+            s.done = Some(f);
+        }
         match &a.run_tasks {
             Some(tasks) => s.tasks = Some(tasks),
             None => s.stale = true,
         }
     }
-    let (mut look_up, mut known) = (Vec::new(), Vec::new());
+    let (mut look_up, mut known, mut finished) = (Vec::new(), Vec::new(), Vec::new());
     for (run, s) in seen.into_iter().filter(|(_, s)| s.finishing) {
+        // A run whose tasks were all terminal stays so: nothing applied later in the
+        // same transaction can change a terminal task.
+        if let Some(f) = s.done {
+            finished.push(f.clone());
+            continue;
+        }
         match s.tasks {
             Some(tasks) if !s.stale => known.push((run, tasks.to_vec())),
             _ => look_up.push(run),
         }
     }
-    finalize_runs_with(conn, &look_up, known).await
+    finished.extend(finalize_runs_with(conn, &look_up, known).await?);
+    Ok(finished)
 }
 
 /// [`finalize_runs`] for the runs in `look_up`, plus runs whose task statuses were

@@ -118,6 +118,23 @@ fn run_status_is_derived() {
 }
 
 #[test]
+fn final_run_statuses_are_spelled_as_the_terminal_task_statuses() {
+    let mut terminal: Vec<&str> = TaskStatus::ALL
+        .iter()
+        .filter(|t| t.is_terminal())
+        .map(|t| t.as_str())
+        .collect();
+    let mut finals: Vec<&str> = RunStatus::FINAL_PRECEDENCE
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    terminal.sort_unstable();
+    finals.sort_unstable();
+    assert_eq!(terminal, finals);
+    assert!(RunStatus::FINAL_PRECEDENCE.iter().all(|r| r.is_terminal()));
+}
+
+#[test]
 fn statuses_round_trip() {
     for s in TaskStatus::ALL {
         assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), s);
