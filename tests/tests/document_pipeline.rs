@@ -45,7 +45,7 @@ async fn document_pipeline_saves_and_answers() {
         .expect_err("missing document");
     assert!(err.to_string().contains("fetch-document"), "{err}");
     let attempts: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id JOIN runs r ON r.id = t.run_id
+        "SELECT count(*) FROM task_attempt_history a JOIN tasks t ON t.id = a.task_id JOIN runs r ON r.id = t.run_id
          WHERE t.readable_id = 'fetch-document' AND r.input->>'documentId' = 'missing'",
     )
     .fetch_one(&env.pool)

@@ -127,7 +127,7 @@ async fn acknowledged_triggers_survive_an_ingest_crash() {
     })
     .await;
     let dup: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT task_id FROM task_attempts WHERE status = 'succeeded' GROUP BY task_id HAVING count(*) > 1) d",
+        "SELECT count(*) FROM (SELECT task_id FROM task_attempt_history WHERE status = 'succeeded' GROUP BY task_id HAVING count(*) > 1) d",
     )
     .fetch_one(&env.pool)
     .await

@@ -138,7 +138,7 @@ async fn linear_and_diamond_dags_return_the_right_outputs() {
         .expect("query");
     assert_eq!(bad, 0);
     let dup: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT task_id FROM task_attempts WHERE status = 'succeeded' GROUP BY task_id HAVING count(*) > 1) d",
+        "SELECT count(*) FROM (SELECT task_id FROM task_attempt_history WHERE status = 'succeeded' GROUP BY task_id HAVING count(*) > 1) d",
     )
     .fetch_one(&env.pool)
     .await

@@ -114,7 +114,7 @@ async fn scheduler_killed_mid_load_loses_and_duplicates_nothing() {
         assert_eq!(out["n2"], json!(n as i64 * 2));
     }
     let succeeded_twice: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT task_id FROM task_attempts WHERE status = 'succeeded' GROUP BY task_id HAVING count(*) > 1) d",
+        "SELECT count(*) FROM (SELECT task_id FROM task_attempt_history WHERE status = 'succeeded' GROUP BY task_id HAVING count(*) > 1) d",
     )
     .fetch_one(&env.pool)
     .await

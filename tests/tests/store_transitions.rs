@@ -231,7 +231,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
     // start, on the task and in its attempt history.
     let (task_started, attempt_started): (bool, bool) = sqlx::query_as(
         "SELECT t.started_at IS NOT NULL, h.started_at IS NOT NULL
-         FROM tasks t JOIN task_attempts h ON h.task_id = t.id AND h.attempt = t.attempt
+         FROM tasks t JOIN task_attempt_history h ON h.task_id = t.id AND h.attempt = t.attempt
          WHERE t.id = $1",
     )
     .bind(b)
@@ -312,7 +312,7 @@ async fn a_start_and_end_in_one_batch_are_written_once() {
     assert!(!RunStatus::derive(tasks).is_terminal());
     let (task_started, attempt_started): (bool, bool) = sqlx::query_as(
         "SELECT t.started_at IS NOT NULL, h.started_at IS NOT NULL
-         FROM tasks t JOIN task_attempts h ON h.task_id = t.id AND h.attempt = t.attempt
+         FROM tasks t JOIN task_attempt_history h ON h.task_id = t.id AND h.attempt = t.attempt
          WHERE t.id = $1",
     )
     .bind(a)
@@ -320,6 +320,16 @@ async fn a_start_and_end_in_one_batch_are_written_once() {
     .await
     .expect("times");
     assert!(task_started && attempt_started);
+    // The success wrote no history row: the view shows it from the task row, once.
+    let (rows, shown): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM task_attempts WHERE task_id = $1),
+                (SELECT count(*) FROM task_attempt_history WHERE task_id = $1 AND status = 'succeeded')",
+    )
+    .bind(a)
+    .fetch_one(&env.pool)
+    .await
+    .expect("history");
+    assert_eq!((rows, shown), (0, 1));
     env.stop().await;
 }
 

@@ -57,7 +57,7 @@ async fn killed_worker_task_completes_on_the_other_worker_once() {
         "the retried task ran on the surviving worker"
     );
 
-    let rows = sqlx::query("SELECT attempt, status FROM task_attempts ORDER BY attempt")
+    let rows = sqlx::query("SELECT attempt, status FROM task_attempt_history ORDER BY attempt")
         .fetch_all(&env.pool)
         .await
         .expect("attempts");

@@ -1,6 +1,7 @@
 //! Set-based application of the two events that dominate the hot path, STARTED and
-//! COMPLETED: one statement per kind per batch instead of several per task. An
-//! attempt's history row is written once, when the attempt ends. The guards
+//! COMPLETED: one statement per kind per batch instead of several per task. A
+//! successful attempt writes no history row: the task row is its record (see the
+//! `task_attempt_history` view). The guards
 //! are the state machine's ([`TaskEvent::allowed_from`]) and the attempt fence, exactly
 //! as in [`crate::scheduling::apply_event`], which handles every other event.
 
@@ -146,14 +147,7 @@ async fn apply_completed(
                  started_at = COALESCE(t.started_at, now())
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($5)
-             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.attempt, t.worker_id, t.assigned_at,
-                       t.started_at),
-           hist AS (
-             INSERT INTO task_attempts (tenant_id, task_id, attempt, worker_id, status, assigned_at, started_at,
-                                        finished_at)
-             SELECT tenant_id, id, attempt, worker_id, 'succeeded', COALESCE(assigned_at, now()), started_at, now()
-             FROM upd
-             ON CONFLICT (tenant_id, task_id, attempt) DO NOTHING),
+             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.worker_id),
            dec AS (
              SELECT c.tenant_id, c.id, count(*)::int AS n
              FROM upd JOIN tasks c

@@ -138,10 +138,11 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
     .execute(&mut *conn)
     .await?;
     // The attempt ends when the task leaves a slot-holding status for anything but
-    // `running`: record it in the history.
+    // `running`. One that did not succeed goes into the history (`task_attempts`); a
+    // success stays described by the task row itself, its last attempt.
     let worker_id: Option<Uuid> = row.try_get("worker_id")?;
     let releases = status.holds_slot() && !to.holds_slot();
-    if releases {
+    if releases && to != TaskStatus::Succeeded {
         let assigned_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("assigned_at")?;
         let started_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("started_at")?;
         sqlx::query(
