@@ -83,6 +83,19 @@ async fn active_worker(env: &TestEnv, actions: &[&str], slots: i32) -> Uuid {
     worker
 }
 
+/// Whether `task` and its last attempt in the history have a start time.
+async fn start_recorded(env: &TestEnv, task: Uuid) -> (bool, bool) {
+    sqlx::query_as(
+        "SELECT t.started_at IS NOT NULL, h.started_at IS NOT NULL
+         FROM tasks t JOIN task_attempt_history h ON h.task_id = t.id AND h.attempt = t.attempt
+         WHERE t.id = $1",
+    )
+    .bind(task)
+    .fetch_one(&env.pool)
+    .await
+    .expect("times")
+}
+
 async fn status(env: &TestEnv, task: Uuid) -> (TaskStatus, i32) {
     let (s, a): (String, i32) = sqlx::query_as("SELECT status, attempt FROM tasks WHERE id = $1")
         .bind(task)
@@ -229,15 +242,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
     );
     // It failed without a STARTED (short handlers skip it): the failure records the
     // start, on the task and in its attempt history.
-    let (task_started, attempt_started): (bool, bool) = sqlx::query_as(
-        "SELECT t.started_at IS NOT NULL, h.started_at IS NOT NULL
-         FROM tasks t JOIN task_attempt_history h ON h.task_id = t.id AND h.attempt = t.attempt
-         WHERE t.id = $1",
-    )
-    .bind(b)
-    .fetch_one(&env.pool)
-    .await
-    .expect("times");
+    let (task_started, attempt_started) = start_recorded(&env, b).await;
     assert!(task_started && attempt_started);
     let finished = finalize_runs(&mut conn, &[(env.tenant_id, run)])
         .await
@@ -310,15 +315,7 @@ async fn a_start_and_end_in_one_batch_are_written_once() {
     assert_eq!(tasks.len(), 2, "{tasks:?}");
     assert!(tasks.contains(&TaskStatus::Succeeded), "{tasks:?}");
     assert!(!RunStatus::derive(tasks).is_terminal());
-    let (task_started, attempt_started): (bool, bool) = sqlx::query_as(
-        "SELECT t.started_at IS NOT NULL, h.started_at IS NOT NULL
-         FROM tasks t JOIN task_attempt_history h ON h.task_id = t.id AND h.attempt = t.attempt
-         WHERE t.id = $1",
-    )
-    .bind(a)
-    .fetch_one(&env.pool)
-    .await
-    .expect("times");
+    let (task_started, attempt_started) = start_recorded(&env, a).await;
     assert!(task_started && attempt_started);
     // The success wrote no history row: the view shows it from the task row, once.
     let (rows, shown): (i64, i64) = sqlx::query_as(

@@ -40,10 +40,10 @@ pub struct Applied {
     /// `running` for anything else).
     pub released_worker: Option<Uuid>,
     /// The distinct statuses of the run's tasks just after this transition, when the
-    /// statement that applied it read them (set-based completions do), so the run can
-    /// be finalised without reading them again ([`RunStatus::derive`] depends only on
-    /// which statuses occur). Only valid if nothing else touched
-    /// the run's tasks afterwards in the same transaction.
+    /// statement that applied it read them (set-based completions do). Such a
+    /// statement also finalised the run if those statuses were all terminal
+    /// ([`Applied::run_finished`]), so the run needs no further look unless something
+    /// else touched its tasks afterwards in the same transaction.
     pub run_tasks: Option<Vec<TaskStatus>>,
     /// The run, when the statement that applied this transition also finished it
     /// (set-based completions do).
@@ -272,20 +272,10 @@ pub struct FinishedRun {
     pub traceparent: Option<String>,
 }
 
-/// Re-derives the status of the given runs and finalises those whose tasks are all
-/// terminal. A run is finalised once: the update is guarded on a non-final status.
-pub async fn finalize_runs(
-    conn: &mut PgConnection,
-    runs: &[(Uuid, Uuid)],
-) -> Result<Vec<FinishedRun>> {
-    finalize_runs_with(conn, runs, Vec::new()).await
-}
-
 /// Finalises the runs that one transaction's transitions (`applied`, in the order
 /// they were applied) may have finished: those where a task reached a final status.
-/// A run's task statuses are taken from [`Applied::run_tasks`] when every transition
-/// of the run in `applied` carries them (nothing else changed its tasks after they
-/// were read); otherwise they are read again.
+/// A run the completion statement already decided on ([`Applied::run_tasks`]) is
+/// reported if it finished it and left alone otherwise; the others are read again.
 pub async fn finalize_applied(
     conn: &mut PgConnection,
     applied: &[Applied],
@@ -293,7 +283,6 @@ pub async fn finalize_applied(
     #[derive(Default)]
     struct Seen<'a> {
         finishing: bool,
-        tasks: Option<&'a [TaskStatus]>,
         stale: bool,
         done: Option<&'a FinishedRun>,
     }
@@ -302,45 +291,32 @@ pub async fn finalize_applied(
     for a in applied {
         let s = seen.entry((a.tenant_id, a.run_id)).or_default();
         s.finishing |= a.to.is_terminal();
-        if let Some(f) = &a.run_finished {
-            s.done = Some(f);
-        }
-        match &a.run_tasks {
-            Some(tasks) => s.tasks = Some(tasks),
-            None => s.stale = true,
-        }
+        s.done = s.done.or(a.run_finished.as_ref());
+        s.stale |= a.run_tasks.is_none();
     }
-    let (mut look_up, mut known, mut finished) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut look_up, mut finished) = (Vec::new(), Vec::new());
     for (run, s) in seen.into_iter().filter(|(_, s)| s.finishing) {
         // A run whose tasks were all terminal stays so: nothing applied later in the
         // same transaction can change a terminal task.
         if let Some(f) = s.done {
             finished.push(f.clone());
-            continue;
+        } else if s.stale {
+            look_up.push(run);
         }
-        match s.tasks {
-            Some(tasks) if !s.stale => known.push((run, tasks.to_vec())),
-            _ => look_up.push(run),
-        }
+        // Otherwise the completion statement saw the run's tasks not all terminal
+        // (or the run final already): nothing to do.
     }
-    finished.extend(finalize_runs_with(conn, &look_up, known).await?);
+    finished.extend(finalize_runs(conn, &look_up).await?);
     Ok(finished)
 }
 
-/// [`finalize_runs`] for the runs in `look_up`, plus runs whose task statuses were
-/// already read in this transaction (`known`): those cost no query unless they finish.
-async fn finalize_runs_with(
+/// Re-derives the status of the given runs and finalises those whose tasks are all
+/// terminal. A run is finalised once: the update is guarded on a non-final status.
+pub async fn finalize_runs(
     conn: &mut PgConnection,
     look_up: &[(Uuid, Uuid)],
-    known: Vec<((Uuid, Uuid), Vec<TaskStatus>)>,
 ) -> Result<Vec<FinishedRun>> {
     let mut done: Vec<((Uuid, Uuid), RunStatus)> = Vec::new();
-    for (run, tasks) in known {
-        let status = RunStatus::derive(tasks);
-        if status.is_terminal() {
-            done.push((run, status));
-        }
-    }
     if !look_up.is_empty() {
         let tenants: Vec<Uuid> = look_up.iter().map(|r| r.0).collect();
         let ids: Vec<Uuid> = look_up.iter().map(|r| r.1).collect();
