@@ -15,6 +15,9 @@ pub struct PgSnap {
     pub xacts: i64,
     /// `tup_inserted + tup_updated + tup_deleted`.
     pub rows_written: i64,
+    /// WAL flushes to disk (`pg_stat_wal.wal_sync`): of the whole server, so of the
+    /// bench database only while nothing else writes.
+    pub wal_syncs: Option<i64>,
     /// Sum of `pg_stat_statements.calls` for the database, if available.
     pub statements: Option<i64>,
     /// Per-table counters.
@@ -98,6 +101,10 @@ impl PgStats {
         .bind(&self.db)
         .fetch_one(&self.pool)
         .await?;
+        let wal_syncs = sqlx::query_scalar::<_, i64>("SELECT wal_sync FROM pg_stat_wal")
+            .fetch_one(&self.pool)
+            .await
+            .ok();
         let statements = if self.statements {
             sqlx::query_scalar::<_, Option<i64>>(
                 r#"SELECT sum(calls)::bigint FROM pg_stat_statements
@@ -130,6 +137,7 @@ impl PgStats {
         Ok(PgSnap {
             xacts,
             rows_written,
+            wal_syncs,
             statements,
             tables: tables.into_iter().collect(),
         })

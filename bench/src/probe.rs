@@ -28,6 +28,9 @@ pub struct Resources {
     pub pg_statements: Option<i64>,
     /// Rows inserted + updated + deleted.
     pub pg_rows_written: Option<i64>,
+    /// WAL flushes of the whole server (each a commit that waited for the disk, or a
+    /// background flush).
+    pub pg_wal_syncs: Option<i64>,
     /// Statements Postgres was busy with: share of 100 ms samples of `pg_stat_activity`
     /// in which a backend of the bench database ran it (top 8).
     pub pg_active: Vec<(String, f64)>,
@@ -110,21 +113,24 @@ impl Probe {
             Some(pg) => pg.snapshot().await.ok(),
             None => None,
         };
-        let (pg_tx, pg_statements, pg_rows_written, pg_tables) = match (self.pg, pg_end) {
-            (Some(a), Some(b)) => (
-                Some(b.xacts - a.xacts),
-                a.statements.zip(b.statements).map(|(a, b)| b - a),
-                Some(b.rows_written - a.rows_written),
-                table_deltas(&a, &b),
-            ),
-            _ => (None, None, None, BTreeMap::new()),
-        };
+        let (pg_tx, pg_statements, pg_rows_written, pg_wal_syncs, pg_tables) =
+            match (self.pg, pg_end) {
+                (Some(a), Some(b)) => (
+                    Some(b.xacts - a.xacts),
+                    a.statements.zip(b.statements).map(|(a, b)| b - a),
+                    Some(b.rows_written - a.rows_written),
+                    a.wal_syncs.zip(b.wal_syncs).map(|(a, b)| b - a),
+                    table_deltas(&a, &b),
+                ),
+                _ => (None, None, None, None, BTreeMap::new()),
+            };
         Resources {
             window_s,
             pg_window_s,
             pg_tx,
             pg_statements,
             pg_rows_written,
+            pg_wal_syncs,
             pg_active,
             pg_tables,
             nats_published: NatsCounters::published(&self.nats, &nats),

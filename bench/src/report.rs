@@ -30,6 +30,8 @@ pub struct Report {
     /// Null unless the server preloads `pg_stat_statements`.
     pub pg_statements_per_task: Option<f64>,
     pub pg_rows_written_per_task: Option<f64>,
+    /// WAL flushes per task (server-wide `pg_stat_wal.wal_sync`).
+    pub pg_wal_syncs_per_task: Option<f64>,
     pub nats_msgs_per_task: Option<f64>,
     /// Peak RSS per service during the headline window, MiB.
     pub rss_mib: BTreeMap<String, f64>,
@@ -101,6 +103,7 @@ impl Report {
             Resources::per_task(res.pg_statements.map(|x| x as f64), tasks);
         self.pg_rows_written_per_task =
             Resources::per_task(res.pg_rows_written.map(|x| x as f64), tasks);
+        self.pg_wal_syncs_per_task = Resources::per_task(res.pg_wal_syncs.map(|x| x as f64), tasks);
         self.nats_msgs_per_task = res.nats_per_task(tasks);
         self.rss_mib = res.rss_mib.clone();
         self.cpu_s = res.cpu_s.clone();

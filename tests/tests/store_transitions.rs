@@ -473,3 +473,109 @@ async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status()
     drop(conn);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_honest() {
+    use adze_store::admission::{Fence, SlotBook, admit_fenced, admit_listed};
+    use adze_store::runs::{NewRun, create_runs_multi};
+    let (env, first) = env_with_run().await;
+    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
+        .await
+        .expect("read")
+        .expect("exists");
+    let root = |run: Uuid| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "SELECT id FROM tasks WHERE run_id = $1 AND readable_id = 'a'",
+            )
+            .bind(run)
+            .fetch_one(&pool)
+            .await
+            .expect("root")
+        }
+    };
+    let worker = active_worker(&env, &["fsm:a"], 2).await;
+    sqlx::query(
+        "INSERT INTO scheduler_leases (partition, holder, expires_at) \
+         VALUES (0, 'me', now() + interval '1 hour')",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("lease");
+    let fence = Fence {
+        partition: 0,
+        holder: "me".into(),
+    };
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let mut book = SlotBook::load(&mut conn, 60_000).await.expect("slots");
+    // A full pass: one task for two slots, so the queue is drained.
+    let assigned = admit_fenced(&mut conn, &mut book, 10, &fence)
+        .await
+        .expect("admit");
+    assert_eq!(assigned[0].task_id, root(first).await);
+    assert!(book.drained());
+
+    // New runs list their roots only (`b` waits for its parent).
+    let new_run = NewRun {
+        version: &version,
+        input: json!({}),
+        additional_metadata: None,
+        traceparent: None,
+    };
+    let created = create_runs_multi(&env.pool, &[(env.tenant_id, &new_run); 3])
+        .await
+        .expect("runs");
+    assert_eq!(created.run_ids.len(), 3);
+    let mut roots = Vec::new();
+    for run in &created.run_ids {
+        roots.push(root(*run).await);
+    }
+    let listed: Vec<Uuid> = created.ready.iter().map(|t| t.task_id).collect();
+    assert_eq!(listed, roots);
+    assert!(created.ready.iter().all(|t| t.action_id == "fsm:a"));
+
+    // Only the listed task is assigned, although two are queued: the queue is not read.
+    let assigned = admit_listed(&mut conn, &mut book, &created.ready[1..2], &fence)
+        .await
+        .expect("listed");
+    assert_eq!(assigned.len(), 1);
+    assert_eq!(
+        (assigned[0].task_id, assigned[0].worker_id),
+        (roots[1], worker)
+    );
+    assert_eq!(status(&env, roots[0]).await.0, TaskStatus::Queued);
+    assert!(book.drained(), "everything listed was assigned");
+    assert_eq!(book.total_free(), 0);
+
+    // The worker is full: the listed task stays queued and the queue is not drained.
+    let assigned = admit_listed(&mut conn, &mut book, &created.ready[2..], &fence)
+        .await
+        .expect("listed");
+    assert!(assigned.is_empty());
+    assert!(!book.drained());
+    assert_eq!(status(&env, roots[2]).await.0, TaskStatus::Queued);
+
+    // A listed task no longer queued (a notice delivered twice) is not assigned again,
+    // and the slot matched to it is given back.
+    book.release(worker);
+    let assigned = admit_listed(&mut conn, &mut book, &created.ready[1..2], &fence)
+        .await
+        .expect("listed");
+    assert!(assigned.is_empty());
+    assert_eq!(book.total_free(), 1);
+    assert!(!book.drained());
+
+    // Without the lease nothing is written.
+    sqlx::query("UPDATE scheduler_leases SET holder = 'intruder'")
+        .execute(&env.pool)
+        .await
+        .expect("steal");
+    let err = admit_listed(&mut conn, &mut book, &created.ready[2..], &fence)
+        .await
+        .expect_err("fenced");
+    assert!(matches!(err, adze_store::Error::Db(_)), "{err:?}");
+    assert_eq!(status(&env, roots[2]).await.0, TaskStatus::Queued);
+    drop(conn);
+    env.stop().await;
+}

@@ -12,6 +12,11 @@ pub enum SchedulerEvent {
     RunsCreated {
         /// Runs.
         run_ids: Vec<Uuid>,
+        /// The tasks these runs queued ready to start, in queue order. With them a
+        /// scheduler that knows the queue was otherwise empty assigns them without
+        /// reading the queue. `None` when the sender did not list them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ready: Option<Vec<QueuedTask>>,
     },
     /// A worker started an attempt.
     TaskStarted {
@@ -73,6 +78,15 @@ pub enum SchedulerEvent {
         /// The reports (never nested `Reports`).
         events: Vec<SchedulerEvent>,
     },
+}
+
+/// A task queued ready to start (see [`SchedulerEvent::RunsCreated`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedTask {
+    /// Task.
+    pub task_id: Uuid,
+    /// Its action.
+    pub action_id: String,
 }
 
 /// What a dispatcher should do with an action.
@@ -140,4 +154,33 @@ pub struct RunFinished {
 pub struct RunsFinished {
     /// The runs.
     pub runs: Vec<RunFinished>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creation_notice_without_its_task_list_still_decodes() {
+        let id = Uuid::now_v7();
+        let old = format!(r#"{{"type":"runs_created","run_ids":["{id}"]}}"#);
+        let event: SchedulerEvent = serde_json::from_str(&old).unwrap();
+        assert_eq!(
+            event,
+            SchedulerEvent::RunsCreated {
+                run_ids: vec![id],
+                ready: None
+            }
+        );
+        // An empty list is a list (no task ready), distinct from no list.
+        let listed = SchedulerEvent::RunsCreated {
+            run_ids: vec![id],
+            ready: Some(Vec::new()),
+        };
+        let text = serde_json::to_string(&listed).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SchedulerEvent>(&text).unwrap(),
+            listed
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Queue admission: match ready tasks to workers with free slots and record the
 //! assignments. Further stages (concurrency keys, rate limits, labels) filter the
-//! candidate list between [`candidates`] and [`assign`].
+//! candidate list between [`candidates`] and [`assign`]. When the queue is known
+//! ([`admit_listed`]) the candidates are not read at all.
 
 use std::collections::HashMap;
 
@@ -10,6 +11,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::Result;
+use crate::runs::ReadyTask;
 
 /// A task given to a worker, with everything the dispatcher needs to send it.
 #[derive(Debug, Clone)]
@@ -261,8 +263,9 @@ pub async fn admit(
 
 /// [`admit`] outside a transaction: the candidates are read first, then the
 /// assignments are written by one statement (its own transaction, committed when it
-/// returns) that locks the lease row `FOR SHARE` and fails with a division by zero
-/// (SQLSTATE 22012) unless `fence` holds it, writing nothing. Two round trips instead
+/// returns, without waiting for the WAL flush, see `FENCE_CTE`) that locks the
+/// lease row `FOR SHARE` and fails with a division by zero (SQLSTATE 22012) unless
+/// `fence` holds it, writing nothing. Two round trips instead
 /// of four for a batch that only admits. If it fails, `book` must be reloaded.
 pub async fn admit_fenced(
     conn: &mut PgConnection,
@@ -300,7 +303,61 @@ async fn admit_with(
         return Ok(Vec::new());
     }
     let matched = matchmake(cands, book);
-    assign(conn, &matched, fence).await
+    assign_settled(conn, book, &matched, fence).await
+}
+
+/// [`admit_fenced`] when the queue is known: the last admission pass left `book`
+/// drained ([`SlotBook::drained`]) and `ready`, in queue order, is everything queued
+/// since for the actions its workers serve. The queue is not read: one round trip.
+/// The book stays drained if every task of `ready` a worker serves was assigned.
+pub async fn admit_listed(
+    conn: &mut PgConnection,
+    book: &mut SlotBook,
+    ready: &[ReadyTask],
+    fence: &Fence,
+) -> Result<Vec<Assignment>> {
+    let serving: std::collections::HashSet<(Uuid, &str)> = book
+        .workers
+        .iter()
+        .flat_map(|w| w.actions.iter().map(|a| (w.tenant_id, a.as_str())))
+        .collect();
+    let served = ready
+        .iter()
+        .filter(|t| serving.contains(&(t.tenant_id, t.action_id.as_str())))
+        .count();
+    book.drained = false;
+    let cands = ready
+        .iter()
+        .map(|t| Candidate {
+            tenant_id: t.tenant_id,
+            id: t.task_id,
+            action_id: t.action_id.clone(),
+        })
+        .collect();
+    let matched = matchmake(cands, book);
+    let assigned = assign_settled(conn, book, &matched, Some(fence)).await?;
+    book.drained = assigned.len() == served;
+    Ok(assigned)
+}
+
+/// [`assign`], giving back to `book` the slot of every match the statement did not
+/// assign (its task was no longer queued).
+async fn assign_settled(
+    conn: &mut PgConnection,
+    book: &mut SlotBook,
+    matched: &[(Candidate, Uuid)],
+    fence: Option<&Fence>,
+) -> Result<Vec<Assignment>> {
+    let assigned = assign(conn, matched, fence).await?;
+    if assigned.len() < matched.len() {
+        let done: std::collections::HashSet<Uuid> = assigned.iter().map(|a| a.task_id).collect();
+        for (c, worker) in matched {
+            if !done.contains(&c.id) {
+                book.release(*worker);
+            }
+        }
+    }
+    Ok(assigned)
 }
 
 /// The assignment statement; `{fence}` is empty or [`FENCE_CTE`].
@@ -322,17 +379,26 @@ const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[]
 /// Every row the assignment writes joins this one-row CTE, which divides by zero
 /// unless the lease is held, and holds the lease row `FOR SHARE` until the statement's
 /// transaction ends (a successor's takeover waits for it).
+///
+/// The statement is its own transaction, and it commits without waiting for the WAL
+/// flush (`lazy`): an assignment is the scheduler's decision, not something anyone was
+/// promised. If Postgres crashes before the flush, the task is queued again and
+/// assigned anew (a worker that already got it may run it twice: tasks run at least
+/// once, as after a lost worker). Every later commit that depends on it (the task's
+/// start or result) flushes the WAL up to and including it.
 const FENCE_CTE: &str = "fence AS MATERIALIZED (SELECT 1 / count(*) AS held FROM (SELECT 1 FROM scheduler_leases \
-     WHERE partition = $6 AND holder = $7 AND expires_at > now() FOR SHARE) h),";
+     WHERE partition = $6 AND holder = $7 AND expires_at > now() FOR SHARE) h), \
+     lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS off),";
 
 fn assign_sql(fenced: bool) -> &'static str {
     static PLAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static FENCED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     if fenced {
         FENCED.get_or_init(|| {
-            ASSIGN_SQL
-                .replace("{fence}", FENCE_CTE)
-                .replace("{fenced}", "CROSS JOIN fence WHERE fence.held = 1")
+            ASSIGN_SQL.replace("{fence}", FENCE_CTE).replace(
+                "{fenced}",
+                "CROSS JOIN fence CROSS JOIN lazy WHERE fence.held = 1",
+            )
         })
     } else {
         PLAIN.get_or_init(|| ASSIGN_SQL.replace("{fence}", "").replace("{fenced}", ""))

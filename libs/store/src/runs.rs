@@ -26,12 +26,32 @@ pub struct NewRun<'a> {
 /// `pending` with their parent count) and returns the run ids in request order.
 pub async fn create_runs(pool: &PgPool, tenant_id: Uuid, runs: &[NewRun<'_>]) -> Result<Vec<Uuid>> {
     let keyed: Vec<(Uuid, &NewRun<'_>)> = runs.iter().map(|r| (tenant_id, r)).collect();
-    create_runs_multi(pool, &keyed).await
+    Ok(create_runs_multi(pool, &keyed).await?.run_ids)
+}
+
+/// A task queued ready to start by [`create_runs_multi`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyTask {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Task.
+    pub task_id: Uuid,
+    /// Its action.
+    pub action_id: String,
+}
+
+/// What [`create_runs_multi`] wrote.
+#[derive(Debug, Default)]
+pub struct Created {
+    /// The run ids, in request order.
+    pub run_ids: Vec<Uuid>,
+    /// The tasks queued ready to start (the roots), in queue order.
+    pub ready: Vec<ReadyTask>,
 }
 
 /// Inserts runs of any tenants in one set-based statement (the
-/// ingest group commit). Returns the run ids in request order.
-pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> Result<Vec<Uuid>> {
+/// ingest group commit).
+pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> Result<Created> {
     let n = runs.len();
     let mut r_tenant = Vec::with_capacity(n);
     let mut r_id = Vec::with_capacity(n);
@@ -99,7 +119,11 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
     .bind(&r_trace)
     .execute(pool)
     .await?;
-    Ok(r_id)
+    let ready = t.ready();
+    Ok(Created {
+        run_ids: r_id,
+        ready,
+    })
 }
 
 /// Column arrays of the tasks to insert.
@@ -120,6 +144,19 @@ struct TaskColumns<'a> {
 }
 
 impl<'a> TaskColumns<'a> {
+    /// The queued tasks, in insertion order (their ids are time-ordered).
+    fn ready(&self) -> Vec<ReadyTask> {
+        let queued = TaskStatus::Queued.as_str();
+        (0..self.id.len())
+            .filter(|&i| self.status[i] == queued)
+            .map(|i| ReadyTask {
+                tenant_id: self.tenant[i],
+                task_id: self.id[i],
+                action_id: self.action[i].to_owned(),
+            })
+            .collect()
+    }
+
     fn push(&mut self, tenant: Uuid, run: Uuid, t: &'a crate::workflows::TaskDef) {
         self.tenant.push(tenant);
         self.id.push(Uuid::now_v7());

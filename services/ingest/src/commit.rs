@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use adze_bus::messages::SchedulerEvent;
+use adze_bus::messages::{QueuedTask, SchedulerEvent};
 use adze_bus::{Bus, Envelope};
 use adze_store::runs::NewRun;
 use adze_store::workflows::WorkflowVersion;
@@ -22,6 +22,24 @@ use uuid::Uuid;
 const MAX_BATCH_RUNS: usize = 2_000;
 /// Transactions in flight at once.
 const IN_FLIGHT: usize = 3;
+
+/// Most bytes of queued-task listing in one notice: it must stay well inside NATS'
+/// max payload next to the run ids; a larger one is sent without it (the scheduler
+/// then reads the queue, as it always may).
+const MAX_LISTED_BYTES: usize = 256 * 1024;
+
+/// What one tenant's creation notice will say.
+#[derive(Default)]
+struct Notice {
+    run_ids: Vec<Uuid>,
+    ready: Vec<QueuedTask>,
+    /// The trace of the first run, for the notice's own span.
+    trace: Option<String>,
+}
+
+fn listable(ready: &[QueuedTask]) -> bool {
+    ready.iter().map(|t| t.action_id.len() + 64).sum::<usize>() <= MAX_LISTED_BYTES
+}
 
 /// A validated run waiting for its commit.
 pub(crate) struct PendingRun {
@@ -120,8 +138,8 @@ async fn commit(pool: &PgPool, bus: &Bus, batch: Vec<Request>, permit: OwnedSema
     let keyed: Vec<(Uuid, &NewRun<'_>)> = rows.iter().map(|(t, r)| (*t, r)).collect();
     let result = adze_store::runs::create_runs_multi(pool, &keyed).await;
     drop(keyed);
-    let ids = match result {
-        Ok(ids) => ids,
+    let created = match result {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, runs = rows.len(), "trigger commit failed");
             for r in batch {
@@ -132,23 +150,40 @@ async fn commit(pool: &PgPool, bus: &Bus, batch: Vec<Request>, permit: OwnedSema
     };
     // Durable now: answer the callers, then notify the scheduler. A lost notice is
     // repaired by the reaper's scan of the queue.
-    let mut per_tenant: BTreeMap<Uuid, (Vec<Uuid>, Option<String>)> = BTreeMap::new();
+    let ids = created.run_ids;
+    let mut per_tenant: BTreeMap<Uuid, Notice> = BTreeMap::new();
+    for t in created.ready {
+        per_tenant
+            .entry(t.tenant_id)
+            .or_default()
+            .ready
+            .push(QueuedTask {
+                task_id: t.task_id,
+                action_id: t.action_id,
+            });
+    }
     let mut offset = 0;
     for r in batch {
         let mine = ids[offset..offset + r.runs.len()].to_vec();
         offset += r.runs.len();
-        let entry = per_tenant.entry(r.tenant_id).or_default();
-        entry.0.extend_from_slice(&mine);
-        if entry.1.is_none() {
-            entry.1 = r.runs.first().and_then(|p| p.traceparent.clone());
+        let notice = per_tenant.entry(r.tenant_id).or_default();
+        notice.run_ids.extend_from_slice(&mine);
+        if notice.trace.is_none() {
+            notice.trace = r.runs.first().and_then(|p| p.traceparent.clone());
         }
         let _ = r.reply.send(Ok(mine));
     }
     drop(permit);
-    for (tenant_id, (run_ids, trace)) in per_tenant {
+    for (tenant_id, notice) in per_tenant {
+        let Notice {
+            run_ids,
+            ready,
+            trace,
+        } = notice;
         let msg_id = format!("created:{}", run_ids[0]);
-        let env =
-            Envelope::new(tenant_id, SchedulerEvent::RunsCreated { run_ids }).with_trace(trace);
+        let ready = listable(&ready).then_some(ready);
+        let env = Envelope::new(tenant_id, SchedulerEvent::RunsCreated { run_ids, ready })
+            .with_trace(trace);
         if let Err(e) = bus.publish_event(&env, &msg_id).await {
             tracing::warn!(error = %e, "could not notify the scheduler; the reaper will repair");
         }

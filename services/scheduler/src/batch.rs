@@ -10,6 +10,7 @@ use adze_bus::messages::{
 use adze_bus::{Envelope, decode};
 use adze_core::{TaskEvent, TaskStatus};
 use adze_store::admission::{Assignment, Fence, SlotBook};
+use adze_store::runs::ReadyTask;
 use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
 use async_nats::jetstream::Message;
 use sqlx::{Connection, PgConnection};
@@ -155,7 +156,9 @@ impl Processor {
     ) -> Result<Option<Outcome>, adze_store::Error> {
         let mut conn = self.deps.pool.acquire().await?;
         if events.iter().all(|e| only_admits(&e.body)) {
-            return self.admit_only(&mut conn, workers_changed(events)).await;
+            return self
+                .admit_only(&mut conn, workers_changed(events), listed(events))
+                .await;
         }
         // The transaction opens with the lease check, in one round trip.
         let err = match Connection::begin_with(&mut *conn, self.begin.clone()).await {
@@ -206,21 +209,24 @@ impl Processor {
 
     /// A batch with no transition to apply (new runs, wake-ups, workers coming or
     /// going, a tick) only admits: no transaction, and the assignments are written by
-    /// one fenced statement ([`adze_store::admission::admit_fenced`]). None when the
-    /// lease is no longer held.
+    /// one fenced statement ([`adze_store::admission::admit_fenced`]). If the last pass
+    /// left the queue drained and the batch lists every task queued since (`listed`),
+    /// those are assigned without reading the queue
+    /// ([`adze_store::admission::admit_listed`]). None when the lease is no longer held.
     async fn admit_only(
         &mut self,
         conn: &mut PgConnection,
         workers_changed: bool,
+        listed: Option<Vec<ReadyTask>>,
     ) -> Result<Option<Outcome>, adze_store::Error> {
         let (mut book, loaded_at) = self.slot_book(conn, workers_changed).await?;
-        let admitted = adze_store::admission::admit_fenced(
-            conn,
-            &mut book,
-            self.config.admit_limit,
-            &self.fence,
-        )
-        .await;
+        let limit = self.config.admit_limit;
+        let admitted = match listed {
+            Some(ready) if book.drained() && ready.len() as i64 <= limit => {
+                adze_store::admission::admit_listed(conn, &mut book, &ready, &self.fence).await
+            }
+            _ => adze_store::admission::admit_fenced(conn, &mut book, limit, &self.fence).await,
+        };
         match admitted {
             Ok(assignments) => {
                 self.slots = Some((book, loaded_at));
@@ -321,6 +327,25 @@ fn only_admits(event: &SchedulerEvent) -> bool {
             | SchedulerEvent::WorkerUnavailable { .. }
             | SchedulerEvent::Wake
     )
+}
+
+/// Every task the batch's events queued, when they are all new runs that list theirs.
+fn listed(events: &[Envelope<SchedulerEvent>]) -> Option<Vec<ReadyTask>> {
+    let mut out = Vec::new();
+    for e in events {
+        let SchedulerEvent::RunsCreated {
+            ready: Some(ready), ..
+        } = &e.body
+        else {
+            return None;
+        };
+        out.extend(ready.iter().map(|t| ReadyTask {
+            tenant_id: e.tenant_id,
+            task_id: t.task_id,
+            action_id: t.action_id.clone(),
+        }));
+    }
+    (!events.is_empty()).then_some(out)
 }
 
 /// Whether a batch cannot have queued a task: it holds only starts and successes
