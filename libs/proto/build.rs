@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/v1/workflows.proto",
         "proto/v1/condition.proto",
         "proto/v1/trigger.proto",
+        "proto/adze/v1/reports.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

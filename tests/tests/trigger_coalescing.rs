@@ -1,6 +1,8 @@
 //! Concurrent single triggers from one client go out as bulk calls while earlier calls
 //! are in flight. Every caller still gets its own run with its own input, and a bad
-//! trigger among them fails alone with its own error.
+//! trigger among them fails alone with its own error. The worker's reports of those
+//! runs are coalesced the same way (`WorkerReports`), and each task keeps its own
+//! output.
 
 use adze_sdk::{Context, TaskDef, TaskError, Worker, Workflow};
 use std::time::Duration;
@@ -104,6 +106,20 @@ async fn coalesced_triggers_keep_their_own_runs_and_errors() {
             .is_ok_and(|done| done == N - 2)
     })
     .await;
+    for (n, h) in &handles {
+        let output: Value =
+            sqlx::query_scalar("SELECT output FROM tasks WHERE run_id = CAST($1 AS uuid)")
+                .bind(h.run_id())
+                .fetch_one(&env.pool)
+                .await
+                .expect("output");
+        assert_eq!(
+            output,
+            json!(n),
+            "run {} has another task's output",
+            h.run_id()
+        );
+    }
 
     stop.cancel();
     handle.await.expect("join").expect("worker");

@@ -2,7 +2,8 @@
 //!
 //! The root package (no `package` line, as the SDKs expect) holds `Dispatcher`,
 //! `EventsService` and `WorkflowService` and is generated at this crate's root;
-//! package `v1` holds `AdminService`.
+//! package `v1` holds `AdminService`; package `adze.v1` holds Adze's extensions
+//! (`WorkerReports`).
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 include!(concat!(env!("OUT_DIR"), "/_.rs"));
@@ -10,6 +11,14 @@ include!(concat!(env!("OUT_DIR"), "/_.rs"));
 /// Messages and services of protobuf package `v1`.
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/v1.rs"));
+}
+
+/// Adze's own extensions of the protocol (package `adze.v1`).
+pub mod adze {
+    /// Version 1.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/adze.v1.rs"));
+    }
 }
 
 /// The root (unnamed) protobuf package under a name, for readable imports.

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use adze_proto::hatchet::dispatcher_client::DispatcherClient;
 use adze_proto::hatchet::events_service_client::EventsServiceClient;
 use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
-use adze_proto::hatchet::{BulkTriggerWorkflowRequest, PutLogRequest};
+use adze_proto::hatchet::{BulkTriggerWorkflowRequest, PutLogRequest, StepActionEvent};
 use adze_proto::v1;
 use adze_proto::v1::admin_service_client::AdminServiceClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::codec::CompressionEncoding::Gzip;
 
-use crate::coalesce::Coalescer;
+use crate::coalesce::{Coalescer, Reports, Triggers};
 use crate::config::{ClientConfig, ResolvedConfig};
 use crate::run::{RunDetails, RunHandle};
 use crate::transport::{self, AuthChannel, AuthInterceptor};
@@ -34,7 +34,9 @@ struct Inner {
     /// The `Dispatcher` service's channel: `channel` itself unless configured apart.
     dispatcher_channel: AuthChannel,
     /// Single triggers, coalesced under load ([`crate::coalesce`]); started on first use.
-    triggers: std::sync::OnceLock<Coalescer>,
+    triggers: std::sync::OnceLock<Coalescer<Triggers>>,
+    /// A worker's task reports, coalesced the same way.
+    reports: std::sync::OnceLock<Coalescer<Reports>>,
 }
 
 impl fmt::Debug for Client {
@@ -98,6 +100,7 @@ impl Client {
                 channel,
                 dispatcher_channel,
                 triggers: std::sync::OnceLock::new(),
+                reports: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -163,8 +166,8 @@ impl Client {
         let triggers = self
             .inner
             .triggers
-            .get_or_init(|| Coalescer::start(self.inner.channel.clone()));
-        Ok(self.run_handle(triggers.trigger(request).await?))
+            .get_or_init(|| Coalescer::start(Triggers(self.inner.channel.clone())));
+        Ok(self.run_handle(triggers.call(request).await?))
     }
 
     /// Triggers one run per input in a single call; the handles are in input order.
@@ -246,6 +249,15 @@ impl Client {
             priority: options.priority,
             ..Default::default()
         })
+    }
+
+    /// Sends a task report, alone or with others of this client ([`crate::coalesce`]).
+    pub(crate) async fn report(&self, event: StepActionEvent) -> Result<(), SdkError> {
+        let reports = self
+            .inner
+            .reports
+            .get_or_init(|| Coalescer::start(Reports(self.inner.dispatcher_channel.clone())));
+        reports.call(event).await
     }
 
     pub(crate) fn dispatcher(&self) -> DispatcherClient<AuthChannel> {

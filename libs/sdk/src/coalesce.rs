@@ -1,18 +1,25 @@
-//! Coalescing of concurrent single triggers. Each [`crate::Client`] keeps at most
-//! [`IN_FLIGHT`] trigger calls open at once; triggers made while those are busy wait
-//! together and go out as one `BulkTriggerWorkflow` call when one finishes. A lone
-//! trigger is sent at once as its own `TriggerWorkflow` call: nothing lingers, so
-//! coalescing adds no delay at light load, and under load it saves a call per
-//! trigger on both sides.
+//! Coalescing of concurrent single calls. A [`Coalescer`] keeps at most
+//! [`IN_FLIGHT`] calls open at once; requests made while those are busy wait together
+//! and go out as one batch call when one finishes. A lone request is sent at once as
+//! its own call: nothing lingers, so coalescing adds no delay at light load, and
+//! under load it saves a call per request on both sides.
 //!
-//! The engine answers a bulk call for all its runs or none: it validates every
-//! request before it commits any. When a coalesced call is refused as invalid, each
-//! trigger is sent again on its own, so every caller gets its own answer.
+//! Two kinds use it: triggers ([`Triggers`]: `BulkTriggerWorkflow`) and a worker's task
+//! reports ([`Reports`]: Adze's `WorkerReports.SendStepActionEvents`). The engine
+//! answers a batch for all its requests or none: it validates every request before it
+//! records any. When a batch is refused as invalid, each request is sent again on its
+//! own, so every caller gets its own answer; when the engine does not know the batch
+//! call (`UNIMPLEMENTED`), the coalescer stops batching and sends one by one.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use adze_proto::hatchet::BulkTriggerWorkflowRequest;
+use adze_proto::adze::v1::StepActionEvents;
+use adze_proto::adze::v1::worker_reports_client::WorkerReportsClient;
+use adze_proto::hatchet::dispatcher_client::DispatcherClient;
 use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
+use adze_proto::hatchet::{BulkTriggerWorkflowRequest, StepActionEvent};
 use adze_proto::v1::TriggerWorkflowRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::codec::CompressionEncoding::Gzip;
@@ -21,48 +28,70 @@ use tonic::{Code, Status};
 use crate::SdkError;
 use crate::transport::AuthChannel;
 
-/// Trigger calls a client keeps open at once.
+/// Calls a coalescer keeps open at once.
 pub(crate) const IN_FLIGHT: usize = 2;
-/// Most triggers in one coalesced call (the engine's bulk limit is 1,000).
-const MAX_RUNS: usize = 500;
-/// Most request bytes in one coalesced call (the engine takes 4 MiB messages); a
-/// trigger larger than this goes alone.
-const MAX_BYTES: usize = 1 << 20;
 
-type Reply = oneshot::Sender<Result<String, SdkError>>;
-
-struct Pending {
-    request: TriggerWorkflowRequest,
-    reply: Reply,
+/// One kind of call that has a batch form.
+pub(crate) trait Calls: Clone + Send + Sync + 'static {
+    /// One request.
+    type Request: Clone + Send + 'static;
+    /// The answer to one request.
+    type Answer: Send + 'static;
+    /// Names of the single and the batch call, for errors.
+    const ONE: &'static str;
+    const MANY: &'static str;
+    /// Most requests in one batch.
+    const MAX_REQUESTS: usize;
+    /// Most request bytes in one batch; a request larger than this goes alone.
+    const MAX_BYTES: usize;
+    /// About how many bytes `request` encodes to.
+    fn size(request: &Self::Request) -> usize;
+    /// The single call.
+    fn one(
+        &self,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<Self::Answer, Status>> + Send;
+    /// The batch call: one answer per request, in order.
+    fn many(
+        &self,
+        requests: Vec<Self::Request>,
+    ) -> impl Future<Output = Result<Vec<Self::Answer>, Status>> + Send;
 }
 
-fn size(r: &TriggerWorkflowRequest) -> usize {
-    r.name.len() + r.input.len() + r.additional_metadata.as_ref().map_or(0, String::len) + 16
+type Reply<C> = oneshot::Sender<Result<<C as Calls>::Answer, SdkError>>;
+
+struct Pending<C: Calls> {
+    request: C::Request,
+    reply: Reply<C>,
 }
 
 /// The sending side, held by the client; the batching task ends when it is dropped.
-#[derive(Debug)]
-pub(crate) struct Coalescer {
-    tx: mpsc::UnboundedSender<Pending>,
+pub(crate) struct Coalescer<C: Calls> {
+    tx: mpsc::UnboundedSender<Pending<C>>,
 }
 
-impl Coalescer {
+impl<C: Calls> std::fmt::Debug for Coalescer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalescer")
+            .field("calls", &C::MANY)
+            .finish()
+    }
+}
+
+impl<C: Calls> Coalescer<C> {
     /// Starts the batching task on the current Tokio runtime.
-    pub(crate) fn start(channel: AuthChannel) -> Self {
+    pub(crate) fn start(calls: C) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(channel, rx));
+        tokio::spawn(run(calls, rx));
         Self { tx }
     }
 
-    /// Triggers one run; its id once the engine has committed it.
-    pub(crate) async fn trigger(
-        &self,
-        request: TriggerWorkflowRequest,
-    ) -> Result<String, SdkError> {
+    /// Sends one request, alone or with others; its answer.
+    pub(crate) async fn call(&self, request: C::Request) -> Result<C::Answer, SdkError> {
         let stopped = || {
             SdkError::rpc(
-                "WorkflowService.TriggerWorkflow",
-                Status::unavailable("the client's trigger task stopped"),
+                C::ONE,
+                Status::unavailable("the client's call task stopped"),
             )
         };
         let (reply, answer) = oneshot::channel();
@@ -73,9 +102,10 @@ impl Coalescer {
     }
 }
 
-async fn run(channel: AuthChannel, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run<C: Calls>(calls: C, mut rx: mpsc::UnboundedReceiver<Pending<C>>) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut carried: Option<Pending> = None;
+    let batching = Arc::new(AtomicBool::new(true));
+    let mut carried: Option<Pending<C>> = None;
     loop {
         let first = match carried.take() {
             Some(p) => p,
@@ -84,93 +114,166 @@ async fn run(channel: AuthChannel, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 None => return,
             },
         };
-        // Waiting for a free call is what lets the next triggers gather.
+        // Waiting for a free call is what lets the next requests gather.
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = size(&first.request);
+        let mut bytes = C::size(&first.request);
         let mut batch = vec![first];
-        while batch.len() < MAX_RUNS {
+        let max = if batching.load(Ordering::Relaxed) {
+            C::MAX_REQUESTS
+        } else {
+            1
+        };
+        while batch.len() < max {
             let Ok(next) = rx.try_recv() else { break };
-            bytes += size(&next.request);
-            if bytes > MAX_BYTES {
+            bytes += C::size(&next.request);
+            if bytes > C::MAX_BYTES {
                 carried = Some(next);
                 break;
             }
             batch.push(next);
         }
-        tokio::spawn(send(channel.clone(), batch, permit));
+        tokio::spawn(send(calls.clone(), batch, permit, batching.clone()));
     }
 }
 
-fn client(channel: AuthChannel) -> WorkflowServiceClient<AuthChannel> {
-    WorkflowServiceClient::new(channel).accept_compressed(Gzip)
-}
-
-async fn send_one(
-    channel: AuthChannel,
-    request: TriggerWorkflowRequest,
-) -> Result<String, SdkError> {
-    client(channel)
-        .trigger_workflow(request)
-        .await
-        .map(|r| r.into_inner().workflow_run_id)
-        .map_err(|s| SdkError::rpc("WorkflowService.TriggerWorkflow", s))
-}
-
-async fn send(channel: AuthChannel, mut batch: Vec<Pending>, permit: OwnedSemaphorePermit) {
+async fn send<C: Calls>(
+    calls: C,
+    mut batch: Vec<Pending<C>>,
+    permit: OwnedSemaphorePermit,
+    batching: Arc<AtomicBool>,
+) {
     if batch.len() == 1 {
         let Pending { request, reply } = batch.remove(0);
-        let answer = send_one(channel, request).await;
+        let answer = calls
+            .one(request)
+            .await
+            .map_err(|s| SdkError::rpc(C::ONE, s));
         drop(permit);
         let _ = reply.send(answer);
         return;
     }
     let (requests, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-    let result = client(channel.clone())
-        .bulk_trigger_workflow(BulkTriggerWorkflowRequest {
-            workflows: requests.clone(),
-        })
-        .await;
+    let result = calls.many(requests.clone()).await;
     drop(permit);
     match result {
-        Ok(response) => {
-            let ids = response.into_inner().workflow_run_ids;
-            if ids.len() != replies.len() {
-                let wrong = Status::internal(format!(
-                    "the engine answered {} run ids for {} triggers",
-                    ids.len(),
-                    replies.len()
-                ));
-                answer_all(replies, &wrong);
-                return;
-            }
-            for (reply, id) in replies.into_iter().zip(ids) {
-                let _ = reply.send(Ok(id));
+        Ok(answers) if answers.len() == replies.len() => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
             }
         }
-        // Refused before anything was committed: each trigger on its own, so the
+        Ok(answers) => {
+            let wrong = Status::internal(format!(
+                "the engine answered {} times for {} requests",
+                answers.len(),
+                replies.len()
+            ));
+            answer_all::<C>(replies, &wrong);
+        }
+        // Refused before anything was recorded: each request on its own, so the
         // invalid ones fail alone.
         Err(s) if matches!(s.code(), Code::InvalidArgument | Code::Unimplemented) => {
+            if s.code() == Code::Unimplemented {
+                batching.store(false, Ordering::Relaxed);
+            }
             for (request, reply) in requests.into_iter().zip(replies) {
-                let channel = channel.clone();
+                let calls = calls.clone();
                 tokio::spawn(async move {
-                    let _ = reply.send(send_one(channel, request).await);
+                    let answer = calls
+                        .one(request)
+                        .await
+                        .map_err(|s| SdkError::rpc(C::ONE, s));
+                    let _ = reply.send(answer);
                 });
             }
         }
-        Err(s) => answer_all(replies, &s),
+        Err(s) => answer_all::<C>(replies, &s),
     }
 }
 
-/// The same failure for every trigger of a coalesced call.
-fn answer_all(replies: Vec<Reply>, status: &Status) {
+/// The same failure for every request of a batch.
+fn answer_all<C: Calls>(replies: Vec<Reply<C>>, status: &Status) {
     for reply in replies {
         let copy = Status::new(status.code(), status.message());
-        let _ = reply.send(Err(SdkError::rpc(
-            "WorkflowService.BulkTriggerWorkflow",
-            copy,
-        )));
+        let _ = reply.send(Err(SdkError::rpc(C::MANY, copy)));
+    }
+}
+
+/// Single triggers, sent as `BulkTriggerWorkflow` when several wait.
+#[derive(Clone)]
+pub(crate) struct Triggers(pub(crate) AuthChannel);
+
+impl Triggers {
+    fn client(&self) -> WorkflowServiceClient<AuthChannel> {
+        WorkflowServiceClient::new(self.0.clone()).accept_compressed(Gzip)
+    }
+}
+
+impl Calls for Triggers {
+    type Request = TriggerWorkflowRequest;
+    /// The run id.
+    type Answer = String;
+    const ONE: &'static str = "WorkflowService.TriggerWorkflow";
+    const MANY: &'static str = "WorkflowService.BulkTriggerWorkflow";
+    /// The engine's bulk limit is 1,000.
+    const MAX_REQUESTS: usize = 500;
+    /// The engine takes 4 MiB messages.
+    const MAX_BYTES: usize = 1 << 20;
+
+    fn size(r: &TriggerWorkflowRequest) -> usize {
+        r.name.len() + r.input.len() + r.additional_metadata.as_ref().map_or(0, String::len) + 16
+    }
+
+    async fn one(&self, request: TriggerWorkflowRequest) -> Result<String, Status> {
+        let response = self.client().trigger_workflow(request).await?;
+        Ok(response.into_inner().workflow_run_id)
+    }
+
+    async fn many(&self, workflows: Vec<TriggerWorkflowRequest>) -> Result<Vec<String>, Status> {
+        let response = self
+            .client()
+            .bulk_trigger_workflow(BulkTriggerWorkflowRequest { workflows })
+            .await?;
+        Ok(response.into_inner().workflow_run_ids)
+    }
+}
+
+/// A worker's task reports (STARTED, COMPLETED, FAILED), sent as Adze's
+/// `WorkerReports.SendStepActionEvents` when several wait.
+#[derive(Clone)]
+pub(crate) struct Reports(pub(crate) AuthChannel);
+
+impl Calls for Reports {
+    type Request = StepActionEvent;
+    type Answer = ();
+    const ONE: &'static str = "Dispatcher.SendStepActionEvent";
+    const MANY: &'static str = "WorkerReports.SendStepActionEvents";
+    const MAX_REQUESTS: usize = 500;
+    /// One output is at most 512 KiB; the engine takes 8 MiB messages.
+    const MAX_BYTES: usize = 1 << 20;
+
+    fn size(r: &StepActionEvent) -> usize {
+        r.event_payload.len() + r.task_run_external_id.len() + r.action_id.len() + 96
+    }
+
+    async fn one(&self, event: StepActionEvent) -> Result<(), Status> {
+        DispatcherClient::new(self.0.clone())
+            .accept_compressed(Gzip)
+            .send_step_action_event(event)
+            .await?;
+        Ok(())
+    }
+
+    async fn many(&self, events: Vec<StepActionEvent>) -> Result<Vec<()>, Status> {
+        let n = events.len();
+        let recorded = WorkerReportsClient::new(self.0.clone())
+            .accept_compressed(Gzip)
+            .send_step_action_events(StepActionEvents { events })
+            .await?
+            .into_inner()
+            .recorded;
+        Ok(vec![(); recorded.min(n as u32) as usize])
     }
 }

@@ -71,6 +71,28 @@ fn action(task: &str, run: &str, payload: Value) -> AssignedAction {
     }
 }
 
+type Running = tokio::task::JoinHandle<Result<(), adze_sdk::SdkError>>;
+
+/// Runs `worker` until the returned token is cancelled; returns once it listens.
+async fn start_worker(engine: &FakeEngine, worker: Worker) -> (CancellationToken, Running) {
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone().cancelled_owned()));
+    engine
+        .wait_for("listen stream", |s| (s.listens == 1).then_some(()))
+        .await;
+    (shutdown, running)
+}
+
+/// Stops a worker and checks it ended cleanly within 10 s.
+async fn stop_worker(shutdown: CancellationToken, running: Running) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn worker_registers_runs_tasks_and_shuts_down() {
     let (engine, client) = FakeEngine::start().await;
@@ -227,12 +249,7 @@ async fn worker_registers_runs_tasks_and_shuts_down() {
         .await;
     assert_eq!(engine.events_for("t4").len(), 1);
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_worker(shutdown, running).await;
     assert_eq!(engine.state().unsubscribed, ["worker-1"]);
 }
 
@@ -262,12 +279,7 @@ async fn shutdown_waits_for_in_flight_tasks() {
                 .then_some(())
         })
         .await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_worker(shutdown, running).await;
     let events = engine.events_for("n1");
     assert_eq!(
         events.last().unwrap(),
@@ -283,11 +295,7 @@ async fn reconnects_a_closed_stream_and_reregisters_an_unknown_worker() {
         |input: Value, _ctx: Context| async move { Ok::<_, TaskError>(input) },
     ));
     let worker = Worker::builder(client).workflow(wf).build().unwrap();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone().cancelled_owned()));
-    engine
-        .wait_for("listen stream", |s| (s.listens == 1).then_some(()))
-        .await;
+    let (shutdown, running) = start_worker(&engine, worker).await;
 
     engine.close_stream();
     engine
@@ -311,12 +319,7 @@ async fn reconnects_a_closed_stream_and_reregisters_an_unknown_worker() {
         .await;
     assert_eq!(done.worker_id, "worker-2");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_worker(shutdown, running).await;
 }
 
 #[tokio::test]
@@ -347,10 +350,50 @@ async fn a_panicking_handler_fails_the_attempt() {
     assert_eq!(failed.event_payload, "task panicked: kaboom");
     assert_eq!(failed.should_not_retry, Some(false));
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .unwrap()
-        .unwrap()
+    stop_worker(shutdown, running).await;
+}
+
+#[tokio::test]
+async fn reports_reach_an_engine_without_the_batch_call_one_by_one() {
+    // The fake engine knows no `WorkerReports` (as a Hatchet engine would not) and
+    // answers each report slowly, so reports pile up behind the two open calls and
+    // the worker tries to send them together first.
+    let (engine, client) = FakeEngine::start().await;
+    engine.state().report_delay = Duration::from_millis(30);
+    let wf = Workflow::<Value>::new("demo").task(TaskDef::new(
+        "echo",
+        |input: Value, _ctx: Context| async move { Ok::<_, TaskError>(input) },
+    ));
+    let worker = Worker::builder(client)
+        .slots(100)
+        .workflow(wf)
+        .build()
         .unwrap();
+    let (shutdown, running) = start_worker(&engine, worker).await;
+    const N: usize = 60;
+    for i in 0..N {
+        engine.assign(action("echo", &format!("r{i}"), json!({"input": {"i": i}})));
+    }
+    engine
+        .wait_for("every completion", |s| {
+            let done = s
+                .events
+                .iter()
+                .filter(|e| e.event_type == COMPLETED)
+                .count();
+            (done >= N).then_some(())
+        })
+        .await;
+    for i in 0..N {
+        let completions: Vec<String> = engine
+            .events_for(&format!("r{i}"))
+            .into_iter()
+            .filter(|(kind, _)| *kind == COMPLETED)
+            .map(|(_, payload)| payload)
+            .collect();
+        assert_eq!(completions.len(), 1, "r{i}: {completions:?}");
+        let output: Value = serde_json::from_str(&completions[0]).unwrap();
+        assert_eq!(output, json!({"i": i}));
+    }
+    stop_worker(shutdown, running).await;
 }

@@ -1,7 +1,8 @@
 //! The `dispatcher` service: holds worker connections (Hatchet `Dispatcher` gRPC).
 //! Workers register and open an action stream; the dispatcher subscribes to each
 //! connected worker's action subject and forwards assignments, publishes the worker's
-//! task reports to JetStream (acknowledged before it answers), batches heartbeats,
+//! task reports to JetStream (acknowledged before it answers; Adze's
+//! `WorkerReports` takes several in one call), batches heartbeats,
 //! and answers run-result subscriptions. Dispatchers scale horizontally: each holds
 //! its own workers, and all state they share lives in Postgres and NATS.
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adze_bus::Bus;
+use adze_proto::adze::v1::worker_reports_server::WorkerReportsServer;
 use adze_proto::hatchet::dispatcher_server::DispatcherServer;
 use adze_store::auth::Authenticator;
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
+
+/// Largest request the dispatcher decodes (a report's output is at most 512 KiB).
+const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +65,7 @@ pub struct Deps {
 /// A running dispatcher: its gRPC router and its background tasks.
 pub struct Dispatcher {
     server: DispatcherServer<service::DispatcherApi>,
+    reports: WorkerReportsServer<service::DispatcherApi>,
     tasks: TaskTracker,
 }
 
@@ -100,24 +106,32 @@ impl Dispatcher {
         ));
         tasks.close();
         let outbox = outbox::Outbox::start(deps.bus.clone());
-        let svc = service::DispatcherApi {
+        let svc = Arc::new(service::DispatcherApi {
             deps,
             registry,
             hub,
             shutdown,
             starts: reports::RecentStarts::default(),
             outbox,
-        };
-        let server = DispatcherServer::new(svc)
+        });
+        let server = DispatcherServer::from_arc(svc.clone())
             .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(8 * 1024 * 1024);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let reports = WorkerReportsServer::from_arc(svc)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         tracing::info!(dispatcher = %id, "dispatcher started");
-        Ok(Self { server, tasks })
+        Ok(Self {
+            server,
+            reports,
+            tasks,
+        })
     }
 
     /// Adds the dispatcher's gRPC service to a route set (compose roles on one port).
     pub fn add_grpc(&self, builder: &mut tonic::service::RoutesBuilder) {
         builder.add_service(self.server.clone());
+        builder.add_service(self.reports.clone());
     }
 
     /// The dispatcher alone as a router.

@@ -8,6 +8,8 @@ use adze_bus::Envelope;
 use adze_bus::messages::{ActionBatch, ActionKind, ActionMessage, SchedulerEvent};
 use adze_core::token::TokenIdentity;
 use adze_proto::ENGINE_VERSION;
+use adze_proto::adze::v1::worker_reports_server::WorkerReports;
+use adze_proto::adze::v1::{StepActionEvents, StepActionEventsResponse};
 use adze_proto::hatchet::dispatcher_server::Dispatcher;
 use adze_proto::hatchet::*;
 use futures::{Stream, StreamExt};
@@ -87,6 +89,31 @@ async fn announce_unavailable(bus: &adze_bus::Bus, tenant_id: Uuid, worker: Uuid
 }
 
 impl DispatcherApi {
+    /// Records one worker report durably: answers once JetStream has it. A second
+    /// STARTED of an attempt is not published again.
+    async fn record(
+        &self,
+        tenant_id: Uuid,
+        event: SchedulerEvent,
+        payload_len: usize,
+    ) -> Result<(), Status> {
+        let started = match event {
+            SchedulerEvent::TaskStarted { task_id, attempt } => Some((task_id, attempt)),
+            _ => None,
+        };
+        if started.is_some_and(|(t, a)| self.starts.contains(t, a)) {
+            return Ok(());
+        }
+        self.outbox
+            .send(tenant_id, event, payload_len + 256)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot record the task event: {e}")))?;
+        if let Some((t, a)) = started {
+            self.starts.remember(t, a);
+        }
+        Ok(())
+    }
+
     async fn who<T>(&self, req: &Request<T>) -> Result<TokenIdentity, Status> {
         let header = req
             .metadata()
@@ -334,25 +361,8 @@ impl Dispatcher for DispatcherApi {
         let who = self.who(&req).await?;
         let r = req.get_ref();
         if let Some(event) = reports::to_event(r)? {
-            let started = match event {
-                SchedulerEvent::TaskStarted { task_id, attempt } => Some((task_id, attempt)),
-                _ => None,
-            };
-            if started.is_some_and(|(t, a)| self.starts.contains(t, a)) {
-                return Ok(Response::new(ActionEventResponse {
-                    tenant_id: who.tenant_id.to_string(),
-                    worker_id: r.worker_id.clone(),
-                }));
-            }
-            // Answer only once JetStream has the report, so an acknowledged report is durable.
-            let size = r.event_payload.len() + 256;
-            self.outbox
-                .send(who.tenant_id, event, size)
-                .await
-                .map_err(|e| Status::unavailable(format!("cannot record the task event: {e}")))?;
-            if let Some((t, a)) = started {
-                self.starts.remember(t, a);
-            }
+            self.record(who.tenant_id, event, r.event_payload.len())
+                .await?;
         }
         Ok(Response::new(ActionEventResponse {
             tenant_id: who.tenant_id.to_string(),
@@ -389,6 +399,46 @@ impl Dispatcher for DispatcherApi {
         self.who(&req).await?;
         Ok(Response::new(GetVersionResponse {
             version: ENGINE_VERSION.to_string(),
+        }))
+    }
+}
+
+/// Most reports in one `WorkerReports.SendStepActionEvents` call.
+const MAX_REPORTS_PER_CALL: usize = 1_000;
+
+#[tonic::async_trait]
+impl WorkerReports for DispatcherApi {
+    async fn send_step_action_events(
+        &self,
+        req: Request<StepActionEvents>,
+    ) -> Result<Response<StepActionEventsResponse>, Status> {
+        let who = self.who(&req).await?;
+        let reports = &req.get_ref().events;
+        if reports.len() > MAX_REPORTS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "{} reports in one call; the limit is {MAX_REPORTS_PER_CALL}",
+                reports.len()
+            )));
+        }
+        // Every report is checked before any is recorded.
+        let mut events = Vec::with_capacity(reports.len());
+        for (i, r) in reports.iter().enumerate() {
+            let event = reports::to_event(r)
+                .map_err(|s| Status::invalid_argument(format!("report {i}: {}", s.message())))?;
+            if let Some(event) = event {
+                events.push((event, r.event_payload.len()));
+            }
+        }
+        // Handed to the outbox together, so they travel as one message, in order.
+        let recorded = futures::future::join_all(
+            events
+                .into_iter()
+                .map(|(event, len)| self.record(who.tenant_id, event, len)),
+        )
+        .await;
+        recorded.into_iter().collect::<Result<Vec<()>, Status>>()?;
+        Ok(Response::new(StepActionEventsResponse {
+            recorded: reports.len() as u32,
         }))
     }
 }

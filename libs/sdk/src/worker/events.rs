@@ -1,5 +1,6 @@
-//! `Dispatcher.SendStepActionEvent`: STARTED / COMPLETED / FAILED for one attempt, each
-//! echoing the ids of the assigned action. Transient failures are retried.
+//! STARTED / COMPLETED / FAILED for one attempt, each echoing the ids of the assigned
+//! action: `Dispatcher.SendStepActionEvent`, or several reports of this client in one
+//! call under load ([`crate::coalesce`]). Transient failures are retried.
 
 use std::time::{Duration, SystemTime};
 
@@ -67,19 +68,17 @@ impl<'a> EventSender<'a> {
     async fn send(&self, event: StepActionEvent) {
         let kind = event.event_type;
         for attempt in 1..=SEND_ATTEMPTS {
-            match self
-                .client
-                .dispatcher()
-                .send_step_action_event(event.clone())
-                .await
-            {
-                Ok(_) => return,
-                Err(status) if attempt < SEND_ATTEMPTS && is_transient(status.code()) => {
-                    tracing::debug!(%status, attempt, "step event not delivered; retrying");
+            match self.client.report(event.clone()).await {
+                Ok(()) => return,
+                Err(e)
+                    if attempt < SEND_ATTEMPTS
+                        && e.status().is_some_and(|s| is_transient(s.code())) =>
+                {
+                    tracing::debug!(error = %e, attempt, "step event not delivered; retrying");
                     tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(attempt)).await;
                 }
-                Err(status) => {
-                    tracing::error!(%status, event_type = kind, "cannot send step event");
+                Err(e) => {
+                    tracing::error!(error = %e, event_type = kind, "cannot send step event");
                     return;
                 }
             }

@@ -37,6 +37,8 @@ pub struct State {
     pub run_events: HashMap<String, WorkflowRunEvent>,
     /// Status the next heartbeat returns.
     pub heartbeat_error: Option<tonic::Code>,
+    /// How long `SendStepActionEvent` takes to answer.
+    pub report_delay: Duration,
     actions: Option<mpsc::UnboundedSender<Result<AssignedAction, Status>>>,
 }
 
@@ -206,6 +208,8 @@ impl Dispatcher for FakeEngine {
         &self,
         request: Request<StepActionEvent>,
     ) -> Result<Response<ActionEventResponse>, Status> {
+        let delay = self.state().report_delay;
+        tokio::time::sleep(delay).await;
         self.state().events.push(request.into_inner());
         Ok(Response::new(ActionEventResponse::default()))
     }
