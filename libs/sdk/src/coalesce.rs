@@ -9,7 +9,8 @@
 //! answers a batch for all its requests or none: it validates every request before it
 //! records any. When a batch is refused as invalid, each request is sent again on its
 //! own, so every caller gets its own answer; when the engine does not know the batch
-//! call (`UNIMPLEMENTED`), the coalescer stops batching and sends one by one.
+//! call (`UNIMPLEMENTED`), the coalescer stops batching and limiting: from then on
+//! every request is its own call, sent at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -114,18 +115,19 @@ async fn run<C: Calls>(calls: C, mut rx: mpsc::UnboundedReceiver<Pending<C>>) {
                 None => return,
             },
         };
+        // An engine without the batch call gets every request at once, unthrottled, as
+        // if there were no coalescer.
+        if !batching.load(Ordering::Relaxed) {
+            tokio::spawn(send_alone(calls.clone(), first));
+            continue;
+        }
         // Waiting for a free call is what lets the next requests gather.
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
         let mut bytes = C::size(&first.request);
         let mut batch = vec![first];
-        let max = if batching.load(Ordering::Relaxed) {
-            C::MAX_REQUESTS
-        } else {
-            1
-        };
-        while batch.len() < max {
+        while batch.len() < C::MAX_REQUESTS {
             let Ok(next) = rx.try_recv() else { break };
             bytes += C::size(&next.request);
             if bytes > C::MAX_BYTES {
@@ -145,13 +147,8 @@ async fn send<C: Calls>(
     batching: Arc<AtomicBool>,
 ) {
     if batch.len() == 1 {
-        let Pending { request, reply } = batch.remove(0);
-        let answer = calls
-            .one(request)
-            .await
-            .map_err(|s| SdkError::rpc(C::ONE, s));
+        send_alone(calls, batch.remove(0)).await;
         drop(permit);
-        let _ = reply.send(answer);
         return;
     }
     let (requests, replies): (Vec<_>, Vec<_>) =
@@ -179,18 +176,20 @@ async fn send<C: Calls>(
                 batching.store(false, Ordering::Relaxed);
             }
             for (request, reply) in requests.into_iter().zip(replies) {
-                let calls = calls.clone();
-                tokio::spawn(async move {
-                    let answer = calls
-                        .one(request)
-                        .await
-                        .map_err(|s| SdkError::rpc(C::ONE, s));
-                    let _ = reply.send(answer);
-                });
+                tokio::spawn(send_alone(calls.clone(), Pending { request, reply }));
             }
         }
         Err(s) => answer_all::<C>(replies, &s),
     }
+}
+
+/// One request as its own call.
+async fn send_alone<C: Calls>(calls: C, pending: Pending<C>) {
+    let answer = calls
+        .one(pending.request)
+        .await
+        .map_err(|s| SdkError::rpc(C::ONE, s));
+    let _ = pending.reply.send(answer);
 }
 
 /// The same failure for every request of a batch.

@@ -357,7 +357,7 @@ async fn a_panicking_handler_fails_the_attempt() {
 async fn reports_reach_an_engine_without_the_batch_call_one_by_one() {
     // The fake engine knows no `WorkerReports` (as a Hatchet engine would not) and
     // answers each report slowly, so reports pile up behind the two open calls and
-    // the worker tries to send them together first.
+    // the worker tries to send them together first, then falls back to one call each.
     let (engine, client) = FakeEngine::start().await;
     engine.state().report_delay = Duration::from_millis(30);
     let wf = Workflow::<Value>::new("demo").task(TaskDef::new(
@@ -370,21 +370,27 @@ async fn reports_reach_an_engine_without_the_batch_call_one_by_one() {
         .build()
         .unwrap();
     let (shutdown, running) = start_worker(&engine, worker).await;
-    const N: usize = 60;
-    for i in 0..N {
-        engine.assign(action("echo", &format!("r{i}"), json!({"input": {"i": i}})));
+    // The first wave finds out the engine has no batch call; the second is sent
+    // knowing it.
+    let mut sent = 0;
+    for wave in [20, 40] {
+        engine.state().reports_open_max = 0;
+        for i in sent..sent + wave {
+            engine.assign(action("echo", &format!("r{i}"), json!({"input": {"i": i}})));
+        }
+        sent += wave;
+        engine
+            .wait_for("every completion", |s| {
+                let done = s
+                    .events
+                    .iter()
+                    .filter(|e| e.event_type == COMPLETED)
+                    .count();
+                (done >= sent).then_some(())
+            })
+            .await;
     }
-    engine
-        .wait_for("every completion", |s| {
-            let done = s
-                .events
-                .iter()
-                .filter(|e| e.event_type == COMPLETED)
-                .count();
-            (done >= N).then_some(())
-        })
-        .await;
-    for i in 0..N {
+    for i in 0..sent {
         let completions: Vec<String> = engine
             .events_for(&format!("r{i}"))
             .into_iter()
@@ -395,5 +401,12 @@ async fn reports_reach_an_engine_without_the_batch_call_one_by_one() {
         let output: Value = serde_json::from_str(&completions[0]).unwrap();
         assert_eq!(output, json!({"i": i}));
     }
+    // Knowing the engine has no batch call, the worker does not hold reports back
+    // behind the two calls a batching client keeps open.
+    let open = engine.state().reports_open_max;
+    assert!(
+        open > 2,
+        "reports were throttled: at most {open} calls open"
+    );
     stop_worker(shutdown, running).await;
 }

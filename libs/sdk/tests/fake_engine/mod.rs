@@ -39,6 +39,9 @@ pub struct State {
     pub heartbeat_error: Option<tonic::Code>,
     /// How long `SendStepActionEvent` takes to answer.
     pub report_delay: Duration,
+    /// `SendStepActionEvent` calls open now, and the most at once.
+    pub reports_open: usize,
+    pub reports_open_max: usize,
     actions: Option<mpsc::UnboundedSender<Result<AssignedAction, Status>>>,
 }
 
@@ -208,9 +211,16 @@ impl Dispatcher for FakeEngine {
         &self,
         request: Request<StepActionEvent>,
     ) -> Result<Response<ActionEventResponse>, Status> {
-        let delay = self.state().report_delay;
+        let delay = {
+            let mut state = self.state();
+            state.reports_open += 1;
+            state.reports_open_max = state.reports_open_max.max(state.reports_open);
+            state.report_delay
+        };
         tokio::time::sleep(delay).await;
-        self.state().events.push(request.into_inner());
+        let mut state = self.state();
+        state.reports_open -= 1;
+        state.events.push(request.into_inner());
         Ok(Response::new(ActionEventResponse::default()))
     }
 
