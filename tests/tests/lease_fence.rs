@@ -1,7 +1,7 @@
 //! A scheduler that lost its partition lease commits nothing: a batch transaction
-//! opens with the lease check, and a batch that only admits checks it in its
-//! assignment statement. Once the lease is free again it takes it back and the work
-//! goes on.
+//! (a failure) opens with the lease check, and the statements of batches that only
+//! apply workers' reports (a success) or only admit (a new run) check it themselves.
+//! Once the lease is free again it takes it back and the work goes on.
 
 use std::time::Duration;
 
@@ -15,6 +15,9 @@ fn one() -> Workflow<Value> {
     wf.add_task(TaskDef::new("t", |i: Value, _c: Context| async move {
         let ms = i["sleep_ms"].as_u64().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        if i["fail"] == json!(true) {
+            return Err(TaskError::non_retryable("told to fail"));
+        }
         Ok::<_, TaskError>(json!({"ok": true}))
     }));
     wf
@@ -29,6 +32,25 @@ async fn wait_status(env: &TestEnv, run_id: &str, want: &str) {
     .await;
 }
 
+/// Another holder takes the lease.
+async fn steal(env: &TestEnv) {
+    sqlx::query(
+        "UPDATE scheduler_leases SET holder = 'intruder', expires_at = now() + interval '1 hour'",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("steal the lease");
+}
+
+/// The lease is free again (the scheduler takes it back on connections that are not
+/// left inside a failed transaction).
+async fn give_back(env: &TestEnv) {
+    sqlx::query("DELETE FROM scheduler_leases")
+        .execute(&env.pool)
+        .await
+        .expect("free the lease");
+}
+
 async fn task_status(env: &TestEnv, run_id: &str) -> Option<String> {
     sqlx::query_scalar("SELECT status FROM tasks WHERE run_id = CAST($1 AS uuid)")
         .bind(run_id)
@@ -40,8 +62,9 @@ async fn task_status(env: &TestEnv, run_id: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduler_without_the_lease_commits_nothing() {
     let mut configs = adze_tests::fast_configs();
-    // Renewed every 5 s: the theft below is found by a batch, not by a renewal.
-    configs.scheduler.lease_ms = 15_000;
+    // Renewed every 10 s, taken back within 6 s: each theft below comes within seconds
+    // of an acquisition and is found by a batch, not by a renewal.
+    configs.scheduler.lease_ms = 30_000;
     let env = TestEnv::start_with(&["ingest", "scheduler", "dispatcher", "reaper"], configs).await;
     let client = env.client();
     let stop = CancellationToken::new();
@@ -57,19 +80,45 @@ async fn a_scheduler_without_the_lease_commits_nothing() {
     let out: Value = client.run(&one(), json!({})).await.expect("first run");
     assert_eq!(out["t"], json!({"ok": true}));
 
-    // A slow task is running when another holder takes the lease behind the
-    // scheduler's back.
+    // Each phase: a task is running when another holder takes the lease behind the
+    // scheduler's back, so the first batch after the theft is of the kind under test.
+    // Nothing it decides may be written; once the lease is free again the scheduler
+    // takes it back and the work completes.
+    //
+    // 1. A success: a batch of workers' reports only (fenced statements).
     let slow = client
         .run_no_wait(&one(), json!({"sleep_ms": 1_000}))
         .await
         .expect("trigger slow");
     wait_status(&env, slow.run_id(), "running").await;
-    sqlx::query(
-        "UPDATE scheduler_leases SET holder = 'intruder', expires_at = now() + interval '1 hour'",
-    )
-    .execute(&env.pool)
-    .await
-    .expect("steal the lease");
+    steal(&env).await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(
+        task_status(&env, slow.run_id()).await.as_deref(),
+        Some("running"),
+        "a scheduler without the lease must not apply a result"
+    );
+    give_back(&env).await;
+    wait_status(&env, slow.run_id(), "succeeded").await;
+
+    // 2. A failure: a batch applied in one transaction, which opens with the check.
+    let failing = client
+        .run_no_wait(&one(), json!({"sleep_ms": 1_000, "fail": true}))
+        .await
+        .expect("trigger failing");
+    wait_status(&env, failing.run_id(), "running").await;
+    steal(&env).await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(
+        task_status(&env, failing.run_id()).await.as_deref(),
+        Some("running"),
+        "a scheduler without the lease must not apply a failure"
+    );
+    give_back(&env).await;
+    wait_status(&env, failing.run_id(), "failed").await;
+
+    // 3. A new run: a batch that only admits (a fenced assignment statement).
+    steal(&env).await;
     let run = client
         .run_no_wait(&one(), json!({}))
         .await
@@ -80,20 +129,8 @@ async fn a_scheduler_without_the_lease_commits_nothing() {
         Some("queued"),
         "a scheduler without the lease must not assign"
     );
-    assert_eq!(
-        task_status(&env, slow.run_id()).await.as_deref(),
-        Some("running"),
-        "a scheduler without the lease must not apply the slow task's result"
-    );
-
-    // The lease is free again: the scheduler takes it back and both runs complete
-    // (on connections that are not left inside the failed transaction).
-    sqlx::query("DELETE FROM scheduler_leases")
-        .execute(&env.pool)
-        .await
-        .expect("free the lease");
+    give_back(&env).await;
     wait_status(&env, run.run_id(), "succeeded").await;
-    wait_status(&env, slow.run_id(), "succeeded").await;
 
     stop.cancel();
     handle.await.expect("join").expect("worker");

@@ -11,6 +11,8 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::Result;
+pub use crate::fence::Fence;
+use crate::fence::{self, Fenced};
 use crate::runs::ReadyTask;
 
 /// A task given to a worker, with everything the dispatcher needs to send it.
@@ -239,16 +241,6 @@ fn matchmake(candidates: Vec<Candidate>, book: &mut SlotBook) -> Vec<(Candidate,
     out
 }
 
-/// The scheduler lease an assignment is conditional on: `holder` must hold
-/// `partition` (unexpired) when the assignment statement runs.
-#[derive(Debug, Clone)]
-pub struct Fence {
-    /// Lease partition.
-    pub partition: i32,
-    /// Who must hold it.
-    pub holder: String,
-}
-
 /// Admits up to `limit` ready tasks: assigns each to a worker with a free slot in
 /// `book`, takes those slots, and returns the assignments with their action payloads.
 /// Call inside a transaction and publish the assignments only after it commits; if
@@ -263,9 +255,8 @@ pub async fn admit(
 
 /// [`admit`] outside a transaction: the candidates are read first, then the
 /// assignments are written by one statement (its own transaction, committed when it
-/// returns, without waiting for the WAL flush, see `FENCE_CTE`) that locks the
-/// lease row `FOR SHARE` and fails with a division by zero (SQLSTATE 22012) unless
-/// `fence` holds it, writing nothing. Two round trips instead
+/// returns, without waiting for the WAL flush) that fails with SQLSTATE 22012 unless
+/// `fence` holds the lease, writing nothing ([`crate::fence`]). Two round trips instead
 /// of four for a batch that only admits. If it fails, `book` must be reloaded.
 pub async fn admit_fenced(
     conn: &mut PgConnection,
@@ -360,7 +351,7 @@ async fn assign_settled(
     Ok(assigned)
 }
 
-/// The assignment statement; `{fence}` is empty or [`FENCE_CTE`].
+/// The assignment statement (see [`Fenced`]).
 const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id) {fenced}),
            upd AS (
              UPDATE tasks t SET status = $4, worker_id = m.worker_id, assigned_at = now(), wait_reason = NULL
@@ -376,34 +367,11 @@ const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[]
              END AS parents
            FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#;
 
-/// Every row the assignment writes joins this one-row CTE, which divides by zero
-/// unless the lease is held, and holds the lease row `FOR SHARE` until the statement's
-/// transaction ends (a successor's takeover waits for it).
-///
-/// The statement is its own transaction, and it commits without waiting for the WAL
-/// flush (`lazy`): an assignment is the scheduler's decision, not something anyone was
-/// promised. If Postgres crashes before the flush, the task is queued again and
-/// assigned anew (a worker that already got it may run it twice: tasks run at least
-/// once, as after a lost worker). Every later commit that depends on it (the task's
-/// start or result) flushes the WAL up to and including it.
-const FENCE_CTE: &str = "fence AS MATERIALIZED (SELECT 1 / count(*) AS held FROM (SELECT 1 FROM scheduler_leases \
-     WHERE partition = $6 AND holder = $7 AND expires_at > now() FOR SHARE) h), \
-     lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS off),";
-
-fn assign_sql(fenced: bool) -> &'static str {
-    static PLAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static FENCED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if fenced {
-        FENCED.get_or_init(|| {
-            ASSIGN_SQL.replace("{fence}", FENCE_CTE).replace(
-                "{fenced}",
-                "CROSS JOIN fence CROSS JOIN lazy WHERE fence.held = 1",
-            )
-        })
-    } else {
-        PLAIN.get_or_init(|| ASSIGN_SQL.replace("{fence}", "").replace("{fenced}", ""))
-    }
-}
+/// Fenced, the assignment commits without waiting for the WAL flush
+/// ([`crate::fence`]): if Postgres crashes before the flush, the task is queued again
+/// and assigned anew (a worker that already got it may run it twice: tasks run at
+/// least once, as after a lost worker).
+static ASSIGN: Fenced = Fenced::new(ASSIGN_SQL, 6, true);
 
 async fn assign(
     conn: &mut PgConnection,
@@ -421,16 +389,13 @@ async fn assign(
         .iter()
         .map(|s| s.as_str())
         .collect();
-    let mut query = sqlx::query(assign_sql(fence.is_some()))
+    let query = sqlx::query(ASSIGN.sql(fence.is_some()))
         .bind(&tenants)
         .bind(&tasks)
         .bind(&workers)
         .bind(TaskStatus::Assigned.as_str())
         .bind(&allowed);
-    if let Some(f) = fence {
-        query = query.bind(f.partition).bind(&f.holder);
-    }
-    let rows = query.fetch_all(conn).await?;
+    let rows = fence::bind(query, fence).fetch_all(conn).await?;
     rows.iter()
         .map(|r| {
             let input: Value = r.try_get("input")?;

@@ -11,6 +11,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::Result;
+use crate::fence::{self, Fence, Fenced};
 use crate::scheduling::{Applied, FinishedRun, TaskEventRow, apply_event, parse_status};
 
 fn guard(event: &TaskEvent) -> Vec<&'static str> {
@@ -23,36 +24,77 @@ fn guard(event: &TaskEvent) -> Vec<&'static str> {
 /// Applying completions before failures and lost-worker requeues of the same batch is
 /// deliberate: a result that arrived is kept rather than re-run.
 pub async fn apply_batch(conn: &mut PgConnection, events: &[TaskEventRow]) -> Result<Vec<Applied>> {
-    let mut started = Vec::new();
-    let mut completed = Vec::new();
-    let mut rest = Vec::new();
-    for ev in events {
-        match ev.event {
-            TaskEvent::Started { attempt } => started.push((ev.tenant_id, ev.task_id, attempt)),
-            TaskEvent::Completed { attempt } => completed.push((
-                ev.tenant_id,
-                ev.task_id,
-                attempt,
-                ev.output.clone().unwrap_or(Value::Null),
-            )),
-            _ => rest.push(ev),
-        }
-    }
-    // A task that started and completed within one batch is written once: the
-    // completion records the start time too (COMPLETED is allowed from `assigned`).
-    if !completed.is_empty() && !started.is_empty() {
-        let done: std::collections::HashSet<(Uuid, Uuid, i32)> =
-            completed.iter().map(|c| (c.0, c.1, c.2)).collect();
-        started.retain(|s| !done.contains(s));
-    }
-    let mut applied = apply_started(conn, &started).await?;
-    applied.extend(apply_completed(conn, &completed).await?);
-    for ev in rest {
+    let split = Split::of(events);
+    let mut applied = apply_started(conn, &split.started, None).await?;
+    applied.extend(apply_completed(conn, &split.completed, None).await?);
+    for ev in split.rest {
         if let Some(a) = apply_event(conn, ev).await? {
             applied.push(a);
         }
     }
     Ok(applied)
+}
+
+/// [`apply_batch`] for a batch of worker reports only (STARTED and COMPLETED), outside
+/// a transaction: each of its (at most two) statements is its own transaction, fenced
+/// by the scheduler lease ([`crate::fence`]; SQLSTATE 22012 and nothing written when
+/// `fence` does not hold it). Both are idempotent, so a batch cut short by a failure
+/// between them is applied whole when its events are delivered again.
+///
+/// # Panics
+/// If `events` holds any other event: those need [`apply_batch`] in a transaction.
+pub async fn apply_reports_fenced(
+    conn: &mut PgConnection,
+    events: &[TaskEventRow],
+    fence: &Fence,
+) -> Result<Vec<Applied>> {
+    let split = Split::of(events);
+    assert!(
+        split.rest.is_empty(),
+        "apply_reports_fenced takes STARTED and COMPLETED reports only"
+    );
+    let mut applied = apply_started(conn, &split.started, Some(fence)).await?;
+    applied.extend(apply_completed(conn, &split.completed, Some(fence)).await?);
+    Ok(applied)
+}
+
+/// A batch's events by kind.
+struct Split<'a> {
+    started: Vec<(Uuid, Uuid, i32)>,
+    completed: Vec<(Uuid, Uuid, i32, Value)>,
+    rest: Vec<&'a TaskEventRow>,
+}
+
+impl<'a> Split<'a> {
+    fn of(events: &'a [TaskEventRow]) -> Self {
+        let mut split = Split {
+            started: Vec::new(),
+            completed: Vec::new(),
+            rest: Vec::new(),
+        };
+        for ev in events {
+            match ev.event {
+                TaskEvent::Started { attempt } => {
+                    split.started.push((ev.tenant_id, ev.task_id, attempt))
+                }
+                TaskEvent::Completed { attempt } => split.completed.push((
+                    ev.tenant_id,
+                    ev.task_id,
+                    attempt,
+                    ev.output.clone().unwrap_or(Value::Null),
+                )),
+                _ => split.rest.push(ev),
+            }
+        }
+        // A task that started and completed within one batch is written once: the
+        // completion records the start time too (COMPLETED is allowed from `assigned`).
+        if !split.completed.is_empty() && !split.started.is_empty() {
+            let done: std::collections::HashSet<(Uuid, Uuid, i32)> =
+                split.completed.iter().map(|c| (c.0, c.1, c.2)).collect();
+            split.started.retain(|s| !done.contains(s));
+        }
+        split
+    }
 }
 
 /// `with_run`: the statement returns `run_statuses` (see [`Applied::run_tasks`]) and,
@@ -101,34 +143,23 @@ fn to_applied(
         .collect()
 }
 
-async fn apply_started(conn: &mut PgConnection, evs: &[(Uuid, Uuid, i32)]) -> Result<Vec<Applied>> {
-    if evs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tenants: Vec<Uuid> = evs.iter().map(|e| e.0).collect();
-    let ids: Vec<Uuid> = evs.iter().map(|e| e.1).collect();
-    let attempts: Vec<i32> = evs.iter().map(|e| e.2).collect();
-    let rows = sqlx::query(
-        r#"WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[]) AS u(tenant_id, id, attempt)),
+/// STARTED for a set of attempts: `assigned` → `running`.
+static STARTED: Fenced = Fenced::new(
+    r#"WITH {fence} u AS (SELECT u.* FROM UNNEST($1::uuid[], $2::uuid[], $3::int[]) AS u(tenant_id, id, attempt) {fenced}),
            upd AS (
              UPDATE tasks t SET status = 'running', started_at = now()
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($4)
              RETURNING t.tenant_id, t.id, t.run_id, t.attempt, t.worker_id)
            SELECT tenant_id, id, run_id, worker_id FROM upd"#,
-    )
-    .bind(&tenants)
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(guard(&TaskEvent::Started { attempt: 0 }))
-    .fetch_all(conn)
-    .await?;
-    to_applied(rows, TaskStatus::Running, false)
-}
+    5,
+    false,
+);
 
-async fn apply_completed(
+async fn apply_started(
     conn: &mut PgConnection,
-    evs: &[(Uuid, Uuid, i32, Value)],
+    evs: &[(Uuid, Uuid, i32)],
+    fence: Option<&Fence>,
 ) -> Result<Vec<Applied>> {
     if evs.is_empty() {
         return Ok(Vec::new());
@@ -136,12 +167,21 @@ async fn apply_completed(
     let tenants: Vec<Uuid> = evs.iter().map(|e| e.0).collect();
     let ids: Vec<Uuid> = evs.iter().map(|e| e.1).collect();
     let attempts: Vec<i32> = evs.iter().map(|e| e.2).collect();
-    let outputs: Vec<Value> = evs.iter().map(|e| e.3.clone()).collect();
-    // Children whose last pending parents completed in this batch are queued; several
-    // parents of one child completing together are counted together.
-    let rows = sqlx::query(
-        r#"WITH u AS (SELECT DISTINCT ON (tenant_id, id, attempt) *
-                      FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::jsonb[]) AS u(tenant_id, id, attempt, output)),
+    let query = sqlx::query(STARTED.sql(fence.is_some()))
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(guard(&TaskEvent::Started { attempt: 0 }));
+    let rows = fence::bind(query, fence).fetch_all(conn).await?;
+    to_applied(rows, TaskStatus::Running, false)
+}
+
+/// COMPLETED for a set of attempts: the task succeeds, children whose last pending
+/// parents completed are queued (several parents of one child completing together are
+/// counted together), and a run whose tasks are now all terminal is finished.
+static COMPLETED: Fenced = Fenced::new(
+    r#"WITH {fence} u AS (SELECT DISTINCT ON (u.tenant_id, u.id, u.attempt) u.*
+                      FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::jsonb[]) AS u(tenant_id, id, attempt, output) {fenced}),
            upd AS (
              UPDATE tasks t SET status = 'succeeded', output = u.output, finished_at = now(), wait_reason = NULL,
                  started_at = COALESCE(t.started_at, now())
@@ -184,20 +224,35 @@ async fn apply_completed(
              RETURNING r.tenant_id, r.id, r.status, r.traceparent)
            SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent
            FROM rs LEFT JOIN done ON done.tenant_id = rs.tenant_id AND done.id = rs.run_id"#,
-    )
-    .bind(&tenants)
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&outputs)
-    .bind(guard(&TaskEvent::Completed { attempt: 0 }))
-    .bind(guard(&TaskEvent::ParentsDone))
-    .bind(
-        RunStatus::FINAL_PRECEDENCE
-            .iter()
-            .map(|r| r.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(conn)
-    .await?;
+    8,
+    false,
+);
+
+async fn apply_completed(
+    conn: &mut PgConnection,
+    evs: &[(Uuid, Uuid, i32, Value)],
+    fence: Option<&Fence>,
+) -> Result<Vec<Applied>> {
+    if evs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = evs.iter().map(|e| e.0).collect();
+    let ids: Vec<Uuid> = evs.iter().map(|e| e.1).collect();
+    let attempts: Vec<i32> = evs.iter().map(|e| e.2).collect();
+    let outputs: Vec<Value> = evs.iter().map(|e| e.3.clone()).collect();
+    let query = sqlx::query(COMPLETED.sql(fence.is_some()))
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&outputs)
+        .bind(guard(&TaskEvent::Completed { attempt: 0 }))
+        .bind(guard(&TaskEvent::ParentsDone))
+        .bind(
+            RunStatus::FINAL_PRECEDENCE
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>(),
+        );
+    let rows = fence::bind(query, fence).fetch_all(conn).await?;
     to_applied(rows, TaskStatus::Succeeded, true)
 }

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod auth;
 pub mod batch;
+pub mod fence;
 pub mod runs;
 pub mod scheduling;
 pub mod tenants;

@@ -1,5 +1,8 @@
-//! One scheduler step: apply a batch of events and run admission in a single
-//! transaction, then publish what it decided, then acknowledge the events.
+//! One scheduler step: apply a batch of events and run admission, then publish what it
+//! decided, then acknowledge the events. A batch with transitions other than workers'
+//! STARTED/COMPLETED reports is applied in one transaction; the hot path (reports
+//! only, or nothing but admission) is written by fenced statements that are their own
+//! transactions.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -160,6 +163,9 @@ impl Processor {
                 .admit_only(&mut conn, workers_changed(events), listed(events))
                 .await;
         }
+        if events.iter().all(|e| is_report(&e.body)) {
+            return self.apply_reports(&mut conn, events).await;
+        }
         // The transaction opens with the lease check, in one round trip.
         let err = match Connection::begin_with(&mut *conn, self.begin.clone()).await {
             Ok(tx) => return self.apply_in(tx, events).await.map(Some),
@@ -205,6 +211,50 @@ impl Processor {
             assignments,
             finished,
         })
+    }
+
+    /// A batch of worker reports only (STARTED, COMPLETED: the hot path) needs no
+    /// transaction either: its transitions are written by fenced statements, each its
+    /// own transaction ([`adze_store::batch::apply_reports_fenced`]), then admission
+    /// runs as for [`Self::admit_only`] when the batch may have queued something.
+    /// None when the lease is no longer held.
+    async fn apply_reports(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[Envelope<SchedulerEvent>],
+    ) -> Result<Option<Outcome>, adze_store::Error> {
+        let mut rows = Vec::with_capacity(events.len());
+        for env in events {
+            rows.extend(self.expand(conn, env).await?);
+        }
+        let (mut book, loaded_at) = self.slot_book(conn, false).await?;
+        let applied = match adze_store::batch::apply_reports_fenced(conn, &rows, &self.fence).await
+        {
+            Ok(applied) => applied,
+            Err(adze_store::Error::Db(e)) if lease::is_not_held(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for a in &applied {
+            if let Some(worker) = a.released_worker {
+                book.release(worker);
+            }
+        }
+        let finished = scheduling::finalize_applied(conn, &applied).await?;
+        let assignments = if book.drained() && queues_nothing(events, &applied, &finished) {
+            Vec::new()
+        } else {
+            let limit = self.config.admit_limit;
+            match adze_store::admission::admit_fenced(conn, &mut book, limit, &self.fence).await {
+                Ok(assignments) => assignments,
+                Err(adze_store::Error::Db(e)) if lease::is_not_held(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        };
+        self.slots = Some((book, loaded_at));
+        Ok(Some(Outcome {
+            assignments,
+            finished,
+        }))
     }
 
     /// A batch with no transition to apply (new runs, wake-ups, workers coming or
@@ -329,6 +379,14 @@ fn only_admits(event: &SchedulerEvent) -> bool {
     )
 }
 
+/// Whether `event` is a worker's STARTED or COMPLETED report.
+fn is_report(event: &SchedulerEvent) -> bool {
+    matches!(
+        event,
+        SchedulerEvent::TaskStarted { .. } | SchedulerEvent::TaskCompleted { .. }
+    )
+}
+
 /// Every task the batch's events queued, when they are all new runs that list theirs.
 fn listed(events: &[Envelope<SchedulerEvent>]) -> Option<Vec<ReadyTask>> {
     let mut out = Vec::new();
@@ -357,15 +415,11 @@ fn queues_nothing(
 ) -> bool {
     let ended: std::collections::HashSet<(Uuid, Uuid)> =
         finished.iter().map(|f| (f.tenant_id, f.run_id)).collect();
-    events.iter().all(|e| {
-        matches!(
-            e.body,
-            SchedulerEvent::TaskStarted { .. } | SchedulerEvent::TaskCompleted { .. }
-        )
-    }) && applied
-        .iter()
-        .filter(|a| a.to == TaskStatus::Succeeded)
-        .all(|a| ended.contains(&(a.tenant_id, a.run_id)))
+    events.iter().all(|e| is_report(&e.body))
+        && applied
+            .iter()
+            .filter(|a| a.to == TaskStatus::Succeeded)
+            .all(|a| ended.contains(&(a.tenant_id, a.run_id)))
 }
 
 /// Whether the workers' slots must be read again from Postgres.

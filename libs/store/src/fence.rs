@@ -1,0 +1,103 @@
+//! Statements a scheduler runs outside a transaction carry their own lease check: a
+//! one-row CTE that divides by zero (SQLSTATE 22012) unless the lease is held, joined
+//! to every row the statement writes, so a scheduler that lost its lease writes
+//! nothing. It locks the lease row `FOR SHARE` until the statement's own transaction
+//! ends, so a successor's takeover waits for it.
+
+use std::sync::OnceLock;
+
+/// The scheduler lease a statement is conditional on: `holder` must hold `partition`
+/// (unexpired) when the statement runs.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// Lease partition.
+    pub partition: i32,
+    /// Who must hold it.
+    pub holder: String,
+}
+
+/// A statement with an optional fence. Its template has `{fence}` where CTEs may
+/// start (right after `WITH`) and `{fenced}` after the `FROM` of the CTE every write
+/// joins; the fence's partition and holder are parameters `first_param` and the next.
+///
+/// `lazy`: the fenced form also commits without waiting for the WAL flush. For writes
+/// nobody was promised (an assignment is the scheduler's own decision): after a crash
+/// before the flush they are simply decided again. Every later commit that depends on
+/// them flushes the WAL up to and including them.
+pub(crate) struct Fenced {
+    template: &'static str,
+    first_param: usize,
+    lazy: bool,
+    plain: OnceLock<String>,
+    fenced: OnceLock<String>,
+}
+
+impl Fenced {
+    pub(crate) const fn new(template: &'static str, first_param: usize, lazy: bool) -> Self {
+        Self {
+            template,
+            first_param,
+            lazy,
+            plain: OnceLock::new(),
+            fenced: OnceLock::new(),
+        }
+    }
+
+    /// The statement's text, fenced or not.
+    pub(crate) fn sql(&self, fenced: bool) -> &str {
+        if !fenced {
+            return self
+                .plain
+                .get_or_init(|| self.template.replace("{fence}", "").replace("{fenced}", ""));
+        }
+        self.fenced.get_or_init(|| {
+            let (p, h) = (self.first_param, self.first_param + 1);
+            let mut ctes = format!(
+                "fence AS MATERIALIZED (SELECT 1 / count(*) AS held FROM (SELECT 1 FROM scheduler_leases \
+                 WHERE partition = ${p} AND holder = ${h} AND expires_at > now() FOR SHARE) h), "
+            );
+            let mut join = "CROSS JOIN fence".to_string();
+            if self.lazy {
+                ctes.push_str(
+                    "lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS off), ",
+                );
+                join.push_str(" CROSS JOIN lazy");
+            }
+            join.push_str(" WHERE fence.held = 1");
+            self.template
+                .replace("{fence}", &ctes)
+                .replace("{fenced}", &join)
+        })
+    }
+}
+
+/// Binds the fence's parameters (last) when there is one.
+pub(crate) fn bind<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    fence: Option<&'q Fence>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    match fence {
+        Some(f) => query.bind(f.partition).bind(f.holder.as_str()),
+        None => query,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_is_spliced_in_only_when_asked_for() {
+        const T: &str = "WITH {fence} m AS (SELECT m.* FROM x m {fenced}) SELECT $1";
+        let f = Fenced::new(T, 2, true);
+        assert_eq!(f.sql(false), "WITH  m AS (SELECT m.* FROM x m ) SELECT $1");
+        let fenced = f.sql(true);
+        assert!(
+            fenced.contains("partition = $2 AND holder = $3"),
+            "{fenced}"
+        );
+        assert!(fenced.contains("CROSS JOIN fence CROSS JOIN lazy WHERE fence.held = 1"));
+        let durable = Fenced::new(T, 2, false);
+        assert!(!durable.sql(true).contains("synchronous_commit"));
+    }
+}
