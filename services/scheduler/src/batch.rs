@@ -1,8 +1,8 @@
 //! One scheduler step: apply a batch of events and run admission, then publish what it
-//! decided, then acknowledge the events. A batch with transitions other than workers'
-//! STARTED/COMPLETED reports is applied in one transaction; the hot path (reports
-//! only, or nothing but admission) is written by fenced statements that are their own
-//! transactions.
+//! decided, then acknowledge the events. A batch that only admits, or that only holds
+//! workers' STARTED/COMPLETED reports while the queue is drained, is written by fenced
+//! statements that are their own transactions; any other batch is applied in one
+//! transaction.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -163,7 +163,10 @@ impl Processor {
                 .admit_only(&mut conn, workers_changed(events), listed(events))
                 .await;
         }
-        if events.iter().all(|e| is_report(&e.body)) {
+        // While work is waiting (the queue was not drained), the admission that follows
+        // is certain, and one transaction commits both at once.
+        let drained = self.slots.as_ref().is_some_and(|(book, _)| book.drained());
+        if drained && events.iter().all(|e| is_report(&e.body)) {
             return self.apply_reports(&mut conn, events).await;
         }
         // The transaction opens with the lease check, in one round trip.
@@ -213,11 +216,12 @@ impl Processor {
         })
     }
 
-    /// A batch of worker reports only (STARTED, COMPLETED: the hot path) needs no
-    /// transaction either: its transitions are written by fenced statements, each its
-    /// own transaction ([`adze_store::batch::apply_reports_fenced`]), then admission
-    /// runs as for [`Self::admit_only`] when the batch may have queued something.
-    /// None when the lease is no longer held.
+    /// A batch of worker reports only (STARTED, COMPLETED: the hot path) arriving
+    /// when the queue was drained needs no transaction either: its transitions are
+    /// written by fenced statements, each its own transaction
+    /// ([`adze_store::batch::apply_reports_fenced`]), then admission runs as for
+    /// [`Self::admit_only`] when the batch may have queued something (released
+    /// children). None when the lease is no longer held.
     async fn apply_reports(
         &mut self,
         conn: &mut PgConnection,
