@@ -101,7 +101,10 @@ start_service() {
 wait_workflow_registered() {
   local deadline=$((SECONDS + 60)) body
   while ((SECONDS < deadline)); do
+    # Asked twice: while the worker is between execs (setsid, env, the binary) its
+    # command line can read empty for a moment.
     pid_alive "$ADZE_RUN_DIR/worker.pid" "$ADZE_BIN_DIR/" ||
+      { sleep 0.5 && pid_alive "$ADZE_RUN_DIR/worker.pid" "$ADZE_BIN_DIR/"; } ||
       die "the example worker exited" "$ADZE_LOG_DIR/worker.log"
     body="$(psql "$ADZE_DATABASE_URL" -tAc \
       "SELECT 1 FROM workflows WHERE tenant_id = '$TENANT_ID' AND name = '$WORKFLOW'" 2>/dev/null || true)"

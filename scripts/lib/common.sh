@@ -81,10 +81,13 @@ wait_until() {
 # pid_alive PIDFILE NAME: true if the pid in PIDFILE runs a command containing NAME.
 # Checking the command line guards against killing an unrelated process that reused the pid.
 pid_alive() {
-  local pidfile="$1" name="$2" pid
+  local pidfile="$1" name="$2" pid cmdline
   pid="$(tr -dc '0-9' 2>/dev/null <"$pidfile")" || return 1
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$name"
+  # Read whole, not piped into `grep -q`: grep leaves at its first match, the writer can
+  # then die of SIGPIPE, and under pipefail a live process would look dead.
+  cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
+  [[ "$cmdline" == *"$name"* ]]
 }
 
 # stop_pidfile PIDFILE NAME: SIGTERM the process (if pid_alive), wait up to 15 s, then SIGKILL.
