@@ -26,7 +26,7 @@ fn guard(event: &TaskEvent) -> Vec<&'static str> {
 pub async fn apply_batch(conn: &mut PgConnection, events: &[TaskEventRow]) -> Result<Vec<Applied>> {
     let split = Split::of(events);
     let mut applied = apply_started(conn, &split.started, None).await?;
-    applied.extend(apply_completed(conn, &split.completed, None).await?);
+    applied.extend(apply_completed(conn, &split.completed, split.outputs, None).await?);
     for ev in split.rest {
         if let Some(a) = apply_event(conn, ev).await? {
             applied.push(a);
@@ -54,14 +54,38 @@ pub async fn apply_reports_fenced(
         "apply_reports_fenced takes STARTED and COMPLETED reports only"
     );
     let mut applied = apply_started(conn, &split.started, Some(fence)).await?;
-    applied.extend(apply_completed(conn, &split.completed, Some(fence)).await?);
+    applied.extend(apply_completed(conn, &split.completed, split.outputs, Some(fence)).await?);
     Ok(applied)
 }
 
-/// A batch's events by kind.
+/// One attempt: tenant, task, attempt.
+type Key = (Uuid, Uuid, i32);
+
+/// Attempts as the three column arrays the statements bind.
+#[derive(Default)]
+struct Columns {
+    tenants: Vec<Uuid>,
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+}
+
+impl<'k> FromIterator<&'k Key> for Columns {
+    fn from_iter<I: IntoIterator<Item = &'k Key>>(keys: I) -> Self {
+        let mut c = Columns::default();
+        for &(tenant, id, attempt) in keys {
+            c.tenants.push(tenant);
+            c.ids.push(id);
+            c.attempts.push(attempt);
+        }
+        c
+    }
+}
+
+/// A batch's events by kind; `outputs` are the completions' outputs, in order.
 struct Split<'a> {
-    started: Vec<(Uuid, Uuid, i32)>,
-    completed: Vec<(Uuid, Uuid, i32, Value)>,
+    started: Vec<Key>,
+    completed: Vec<Key>,
+    outputs: Vec<Value>,
     rest: Vec<&'a TaskEventRow>,
 }
 
@@ -70,6 +94,7 @@ impl<'a> Split<'a> {
         let mut split = Split {
             started: Vec::new(),
             completed: Vec::new(),
+            outputs: Vec::new(),
             rest: Vec::new(),
         };
         for ev in events {
@@ -77,20 +102,17 @@ impl<'a> Split<'a> {
                 TaskEvent::Started { attempt } => {
                     split.started.push((ev.tenant_id, ev.task_id, attempt))
                 }
-                TaskEvent::Completed { attempt } => split.completed.push((
-                    ev.tenant_id,
-                    ev.task_id,
-                    attempt,
-                    ev.output.clone().unwrap_or(Value::Null),
-                )),
+                TaskEvent::Completed { attempt } => {
+                    split.completed.push((ev.tenant_id, ev.task_id, attempt));
+                    split.outputs.push(ev.output.clone().unwrap_or(Value::Null));
+                }
                 _ => split.rest.push(ev),
             }
         }
         // A task that started and completed within one batch is written once: the
         // completion records the start time too (COMPLETED is allowed from `assigned`).
         if !split.completed.is_empty() && !split.started.is_empty() {
-            let done: std::collections::HashSet<(Uuid, Uuid, i32)> =
-                split.completed.iter().map(|c| (c.0, c.1, c.2)).collect();
+            let done: std::collections::HashSet<&Key> = split.completed.iter().collect();
             split.started.retain(|s| !done.contains(s));
         }
         split
@@ -158,19 +180,17 @@ static STARTED: Fenced = Fenced::new(
 
 async fn apply_started(
     conn: &mut PgConnection,
-    evs: &[(Uuid, Uuid, i32)],
+    keys: &[Key],
     fence: Option<&Fence>,
 ) -> Result<Vec<Applied>> {
-    if evs.is_empty() {
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let tenants: Vec<Uuid> = evs.iter().map(|e| e.0).collect();
-    let ids: Vec<Uuid> = evs.iter().map(|e| e.1).collect();
-    let attempts: Vec<i32> = evs.iter().map(|e| e.2).collect();
+    let c: Columns = keys.iter().collect();
     let query = sqlx::query(STARTED.sql(fence.is_some()))
-        .bind(&tenants)
-        .bind(&ids)
-        .bind(&attempts)
+        .bind(c.tenants)
+        .bind(c.ids)
+        .bind(c.attempts)
         .bind(guard(&TaskEvent::Started { attempt: 0 }));
     let rows = fence::bind(query, fence).fetch_all(conn).await?;
     to_applied(rows, TaskStatus::Running, false)
@@ -230,21 +250,19 @@ static COMPLETED: Fenced = Fenced::new(
 
 async fn apply_completed(
     conn: &mut PgConnection,
-    evs: &[(Uuid, Uuid, i32, Value)],
+    keys: &[Key],
+    outputs: Vec<Value>,
     fence: Option<&Fence>,
 ) -> Result<Vec<Applied>> {
-    if evs.is_empty() {
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let tenants: Vec<Uuid> = evs.iter().map(|e| e.0).collect();
-    let ids: Vec<Uuid> = evs.iter().map(|e| e.1).collect();
-    let attempts: Vec<i32> = evs.iter().map(|e| e.2).collect();
-    let outputs: Vec<Value> = evs.iter().map(|e| e.3.clone()).collect();
+    let c: Columns = keys.iter().collect();
     let query = sqlx::query(COMPLETED.sql(fence.is_some()))
-        .bind(&tenants)
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&outputs)
+        .bind(c.tenants)
+        .bind(c.ids)
+        .bind(c.attempts)
+        .bind(outputs)
         .bind(guard(&TaskEvent::Completed { attempt: 0 }))
         .bind(guard(&TaskEvent::ParentsDone))
         .bind(

@@ -196,12 +196,7 @@ impl Processor {
         }
         let (mut book, loaded_at) = self.slot_book(&mut tx, workers_changed(events)).await?;
         let applied = adze_store::batch::apply_batch(&mut tx, &rows).await?;
-        for a in &applied {
-            tracing::trace!(task_id = %a.task_id, to = %a.to, "transition");
-            if let Some(worker) = a.released_worker {
-                book.release(worker);
-            }
-        }
+        release_slots(&mut book, &applied);
         let finished = scheduling::finalize_applied(&mut tx, &applied).await?;
         let assignments = if book.drained() && queues_nothing(events, &applied, &finished) {
             Vec::new()
@@ -232,27 +227,22 @@ impl Processor {
             rows.extend(self.expand(conn, env).await?);
         }
         let (mut book, loaded_at) = self.slot_book(conn, false).await?;
-        let applied = match adze_store::batch::apply_reports_fenced(conn, &rows, &self.fence).await
-        {
-            Ok(applied) => applied,
-            Err(adze_store::Error::Db(e)) if lease::is_not_held(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let applied = adze_store::batch::apply_reports_fenced(conn, &rows, &self.fence).await;
+        let Some(applied) = fenced(applied)? else {
+            return Ok(None);
         };
-        for a in &applied {
-            if let Some(worker) = a.released_worker {
-                book.release(worker);
-            }
-        }
+        release_slots(&mut book, &applied);
         let finished = scheduling::finalize_applied(conn, &applied).await?;
         let assignments = if book.drained() && queues_nothing(events, &applied, &finished) {
             Vec::new()
         } else {
             let limit = self.config.admit_limit;
-            match adze_store::admission::admit_fenced(conn, &mut book, limit, &self.fence).await {
-                Ok(assignments) => assignments,
-                Err(adze_store::Error::Db(e)) if lease::is_not_held(&e) => return Ok(None),
-                Err(e) => return Err(e),
-            }
+            let admitted =
+                adze_store::admission::admit_fenced(conn, &mut book, limit, &self.fence).await;
+            let Some(assignments) = fenced(admitted)? else {
+                return Ok(None);
+            };
+            assignments
         };
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
@@ -281,17 +271,14 @@ impl Processor {
             }
             _ => adze_store::admission::admit_fenced(conn, &mut book, limit, &self.fence).await,
         };
-        match admitted {
-            Ok(assignments) => {
-                self.slots = Some((book, loaded_at));
-                Ok(Some(Outcome {
-                    assignments,
-                    finished: Vec::new(),
-                }))
-            }
-            Err(adze_store::Error::Db(e)) if lease::is_not_held(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some(assignments) = fenced(admitted)? else {
+            return Ok(None);
+        };
+        self.slots = Some((book, loaded_at));
+        Ok(Some(Outcome {
+            assignments,
+            finished: Vec::new(),
+        }))
     }
 
     /// The slot book, reloaded when it is old or workers came or went; otherwise the
@@ -381,6 +368,26 @@ fn only_admits(event: &SchedulerEvent) -> bool {
             | SchedulerEvent::WorkerUnavailable { .. }
             | SchedulerEvent::Wake
     )
+}
+
+/// A fenced statement's result: `None` when it failed because the lease is no longer
+/// held ([`lease::is_not_held`]).
+fn fenced<T>(result: Result<T, adze_store::Error>) -> Result<Option<T>, adze_store::Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(adze_store::Error::Db(e)) if lease::is_not_held(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives back the slots the applied transitions freed.
+fn release_slots(book: &mut SlotBook, applied: &[scheduling::Applied]) {
+    for a in applied {
+        tracing::trace!(task_id = %a.task_id, to = %a.to, "transition");
+        if let Some(worker) = a.released_worker {
+            book.release(worker);
+        }
+    }
 }
 
 /// Whether `event` is a worker's STARTED or COMPLETED report.
