@@ -110,6 +110,10 @@ pub struct Args {
     /// Do not count NATS messages (subscribe to run notices only).
     #[arg(long)]
     pub no_nats_count: bool,
+    /// Keep each scenario's database when it ends (its name is printed), to study the
+    /// stored timestamps afterwards; drop it yourself with `DROP DATABASE`.
+    #[arg(long)]
+    pub keep_database: bool,
 
     /// Slots per worker.
     #[arg(long, default_value_t = 200)]

@@ -19,6 +19,7 @@ pub struct Fleet {
     pub log_dir: PathBuf,
     procs: Vec<Proc>,
     admin_url: Option<String>,
+    keep_database: bool,
 }
 
 impl Fleet {
@@ -52,6 +53,7 @@ impl Fleet {
             log_dir,
             procs: Vec::new(),
             admin_url: None,
+            keep_database: true,
         })
     }
 
@@ -103,6 +105,7 @@ impl Fleet {
             log_dir,
             procs: Vec::new(),
             admin_url: Some(args.pg_admin_url.clone()),
+            keep_database: args.keep_database,
         };
         match fleet.bring_up(args, bin_dir, topology, &id).await {
             Ok(()) => Ok(fleet),
@@ -260,6 +263,10 @@ impl Fleet {
             let _ = async_nats::jetstream::new(client)
                 .delete_stream(&stream)
                 .await;
+        }
+        if let (true, Some((_, db, true))) = (self.keep_database, &self.target.database) {
+            eprintln!("[bench] kept database {db} (--keep-database)");
+            return;
         }
         if let (Some((_, db, true)), Ok(mut admin)) = (
             &self.target.database,

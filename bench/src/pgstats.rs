@@ -143,6 +143,32 @@ impl PgStats {
         })
     }
 
+    /// Stored timestamps of the first task of each run a phase triggered: (seq, the run's
+    /// `created_at`, the task's `assigned_at`), in Unix nanoseconds. `created_at` is the
+    /// start of ingest's transaction, `assigned_at` the start of the scheduler's
+    /// assignment statement (or transaction); both are Postgres clock readings, which on
+    /// one machine agree with the bench's wall clock.
+    pub async fn first_task_stamps(&self, phase: u32) -> anyhow::Result<Vec<(u32, u64, u64)>> {
+        let rows: Vec<(i32, i64, i64)> = sqlx::query_as(
+            r#"SELECT (r.input->>'seq')::int,
+                      (extract(epoch FROM r.created_at) * 1e9)::bigint,
+                      (extract(epoch FROM t.assigned_at) * 1e9)::bigint
+                 FROM runs r
+                 JOIN tasks t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
+                WHERE r.input->>'phase' = $1 AND t.parents = '{}' AND t.assigned_at IS NOT NULL"#,
+        )
+        .bind(phase.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let ns = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, created, assigned)| {
+                Some((u32::try_from(seq).ok()?, ns(created), ns(assigned)))
+            })
+            .collect())
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -151,6 +151,39 @@ impl PhaseStats {
     }
 }
 
+/// Where trigger → start went, hop by hop, for the runs whose stored timestamps are known
+/// (see [`crate::pgstats::PgStats::first_task_stamps`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct StartHops {
+    /// Trigger sent → ingest's transaction starts: the client, its coalescing, the gRPC
+    /// call and ingest's queue for its next group commit.
+    pub to_ingest_commit: Dist,
+    /// Ingest's transaction starts → the assignment starts: ingest's insert and commit,
+    /// the JetStream hop to the scheduler and the batches ahead of it there.
+    pub to_assignment: Dist,
+    /// The assignment starts → the handler starts: the assignment statement and its
+    /// commit, NATS to the dispatcher, the worker's stream and the SDK.
+    pub to_handler: Dist,
+}
+
+impl StartHops {
+    /// `stamps` are (seq, created, assigned) in Unix ns.
+    pub fn compute(rec: &Recorder, stamps: &[(u32, u64, u64)]) -> Self {
+        let n = rec.capacity();
+        let mut at = vec![(0u64, 0u64); n];
+        for &(seq, created, assigned) in stamps {
+            if let Some(slot) = at.get_mut(seq as usize) {
+                *slot = (created, assigned);
+            }
+        }
+        StartHops {
+            to_ingest_commit: Dist::of(gaps(n, |i| (rec.sent_at(i), at[i].0))),
+            to_assignment: Dist::of(gaps(n, |i| at[i])),
+            to_handler: Dist::of(gaps(n, |i| (at[i].1, rec.started_at(i, 0)))),
+        }
+    }
+}
+
 /// Sends and finished runs per second since `t0`, until the last finish.
 pub fn timeline(rec: &Recorder, n: usize, t0: u64) -> (Vec<u32>, Vec<u32>) {
     let n = n.min(rec.capacity());
@@ -192,5 +225,28 @@ mod tests {
         assert_eq!(d.p99_ms, Some(99.0));
         assert_eq!(d.max_ms, Some(100.0));
         assert_eq!(Dist::of(Vec::new()).p50_ms, None);
+    }
+
+    #[test]
+    fn start_hops_join_stored_stamps_to_the_recorded_ones_by_seq() {
+        let hub = crate::recorder::Hub::default();
+        let rec = hub.begin(3, 1);
+        let ms = 1_000_000;
+        // seq 0: sent at 0, ingest at 1, assigned at 4, handler at 10 (ms).
+        // seq 1: the same shifted by 100 ms, plus 1 ms more to the handler.
+        // seq 2: sent and started, but no stored row: left out of every hop.
+        for (seq, base) in [(0u32, 1_000u64), (1, 1_100)] {
+            rec.sent(seq, base * ms);
+            rec.started(seq, 0, (base + 10 + u64::from(seq)) * ms);
+        }
+        rec.sent(2, 2_000 * ms);
+        rec.started(2, 0, 2_003 * ms);
+        let stamps = [(1, 1_101 * ms, 1_104 * ms), (0, 1_001 * ms, 1_004 * ms)];
+        let hops = StartHops::compute(&rec, &stamps);
+        assert_eq!(hops.to_ingest_commit.n, 2);
+        assert_eq!(hops.to_ingest_commit.max_ms, Some(1.0));
+        assert_eq!(hops.to_assignment.p50_ms, Some(3.0));
+        assert_eq!(hops.to_handler.p50_ms, Some(6.0));
+        assert_eq!(hops.to_handler.max_ms, Some(7.0));
     }
 }

@@ -11,7 +11,7 @@ use crate::load::{self, LoadOutcome, Offered};
 use crate::probe::{Probe, Resources};
 use crate::recorder::Recorder;
 use crate::scenarios::Ctx;
-use crate::stats::PhaseStats;
+use crate::stats::{PhaseStats, StartHops};
 use crate::workers;
 
 /// How long a phase's drain may go without a completion before it is given up.
@@ -25,6 +25,8 @@ pub struct Phase {
     pub stats: PhaseStats,
     pub res: Resources,
     pub drained: bool,
+    /// Trigger → start split at the stored timestamps (null without database access).
+    pub hops: Option<StartHops>,
 }
 
 impl Phase {
@@ -43,6 +45,7 @@ impl Phase {
             "generator": self.load,
             "first_error": self.rec.first_error(),
             "step_overheads": crate::stats::step_overheads(&self.rec, self.load.sent as usize),
+            "start_hops": self.hops,
             "resources": self.res,
             "pg_tx_per_task": self.res.pg_tx_per_task(self.stats.completed * steps),
             "nats_msgs_per_task": self.res.nats_per_task(self.stats.completed * steps),
@@ -79,6 +82,16 @@ pub async fn open_loop_phase(
     .await;
     let res = probe.finish(ctx).await;
     let stats = PhaseStats::compute(&rec, load.sent as usize, load.t0, load.t1);
+    let hops = match &ctx.pg {
+        Some(pg) => match pg.first_task_stamps(rec.phase).await {
+            Ok(stamps) => Some(StartHops::compute(&rec, &stamps)),
+            Err(e) => {
+                eprintln!("[bench]   cannot read the stored timestamps: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     ctx.hub.end(rec.phase);
     eprintln!(
         "[bench]   {workflow} offered {rate}/s for {secs}s: {} completed/s in window (keep-up {:.2}), start {}, result {}{}",
@@ -88,6 +101,14 @@ pub async fn open_loop_phase(
         stats.result.short(),
         if drained { "" } else { " [not drained]" }
     );
+    if let Some(h) = &hops {
+        eprintln!(
+            "[bench]   start p50/p99 by hop: to ingest commit {}, to assignment {}, to handler {}",
+            h.to_ingest_commit.short(),
+            h.to_assignment.short(),
+            h.to_handler.short()
+        );
+    }
     Phase {
         offered,
         rec,
@@ -95,6 +116,7 @@ pub async fn open_loop_phase(
         stats,
         res,
         drained,
+        hops,
     }
 }
 
