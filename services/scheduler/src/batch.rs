@@ -1,8 +1,8 @@
 //! One scheduler step: apply a batch of events and run admission, then publish what it
-//! decided, then acknowledge the events. A batch that only admits, or that only holds
-//! workers' STARTED/COMPLETED reports while the queue is drained, is written by fenced
-//! statements that are their own transactions; any other batch is applied in one
-//! transaction.
+//! decided, then acknowledge the events. A batch that only admits, or that holds only
+//! workers' STARTED/COMPLETED reports and new runs listing their tasks while the queue
+//! is drained, is written by fenced statements that are their own transactions; any
+//! other batch is applied in one transaction.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -166,8 +166,18 @@ impl Processor {
         // While work is waiting (the queue was not drained), the admission that follows
         // is certain, and one transaction commits both at once.
         let drained = self.slots.as_ref().is_some_and(|(book, _)| book.drained());
-        if drained && events.iter().all(|e| is_report(&e.body)) {
-            return self.apply_reports(&mut conn, events).await;
+        if drained {
+            let (news, reports): (Vec<_>, Vec<_>) =
+                events.iter().partition(|e| !is_report(&e.body));
+            let limit = self.config.admit_limit;
+            let ready = if news.is_empty() {
+                Some(Vec::new())
+            } else {
+                listed(news).filter(|r| r.len() as i64 <= limit)
+            };
+            if let Some(ready) = ready {
+                return self.apply_reports(&mut conn, ready, reports).await;
+            }
         }
         // The transaction opens with the lease check, in one round trip.
         let err = match Connection::begin_with(&mut *conn, self.begin.clone()).await {
@@ -198,7 +208,8 @@ impl Processor {
         let applied = adze_store::batch::apply_batch(&mut tx, &rows).await?;
         release_slots(&mut book, &applied);
         let finished = scheduling::finalize_applied(&mut tx, &applied).await?;
-        let assignments = if book.drained() && queues_nothing(events, &applied, &finished) {
+        let reports_only = events.iter().all(|e| is_report(&e.body));
+        let assignments = if book.drained() && reports_only && ended_all(&applied, &finished) {
             Vec::new()
         } else {
             adze_store::admission::admit(&mut tx, &mut book, self.config.admit_limit).await?
@@ -211,29 +222,49 @@ impl Processor {
         })
     }
 
-    /// A batch of worker reports only (STARTED, COMPLETED: the hot path) arriving
-    /// when the queue was drained needs no transaction either: its transitions are
-    /// written by fenced statements, each its own transaction
-    /// ([`adze_store::batch::apply_reports_fenced`]), then admission runs as for
-    /// [`Self::admit_only`] when the batch may have queued something (released
-    /// children). None when the lease is no longer held.
+    /// While the queue is drained, a batch of worker reports (STARTED, COMPLETED: the
+    /// hot path) and of new runs that list their ready tasks needs no transaction.
+    /// The new tasks are assigned first, by one fenced statement without reading the
+    /// queue ([`adze_store::admission::admit_listed`]), and announced at once, before
+    /// the reports are written: a trigger does not wait for the completions that
+    /// arrived with it. The reports' transitions are then written by fenced
+    /// statements, each its own transaction
+    /// ([`adze_store::batch::apply_reports_fenced`]), and a full admission pass
+    /// follows when they may have queued something (released children) or the listed
+    /// tasks did not all fit. None when the lease is no longer held.
     async fn apply_reports(
         &mut self,
         conn: &mut PgConnection,
-        events: &[Envelope<SchedulerEvent>],
+        ready: Vec<ReadyTask>,
+        reports: Vec<&Envelope<SchedulerEvent>>,
     ) -> Result<Option<Outcome>, adze_store::Error> {
-        let mut rows = Vec::with_capacity(events.len());
-        for env in events {
+        let (mut book, loaded_at) = self.slot_book(conn, false).await?;
+        if !ready.is_empty() {
+            let admitted =
+                adze_store::admission::admit_listed(conn, &mut book, &ready, &self.fence).await;
+            let Some(assignments) = fenced(admitted)? else {
+                return Ok(None);
+            };
+            // Committed: announced now; the batch's events are acknowledged with the
+            // rest of its outcome. A stopped announcer fails the batch when that is
+            // sent ([`Self::process`]).
+            let early = Outcome {
+                assignments,
+                finished: Vec::new(),
+            };
+            let _ = self.announcer.send((early, Vec::new())).await;
+        }
+        let mut rows = Vec::with_capacity(reports.len());
+        for env in reports {
             rows.extend(self.expand(conn, env).await?);
         }
-        let (mut book, loaded_at) = self.slot_book(conn, false).await?;
         let applied = adze_store::batch::apply_reports_fenced(conn, &rows, &self.fence).await;
         let Some(applied) = fenced(applied)? else {
             return Ok(None);
         };
         release_slots(&mut book, &applied);
         let finished = scheduling::finalize_applied(conn, &applied).await?;
-        let assignments = if book.drained() && queues_nothing(events, &applied, &finished) {
+        let assignments = if book.drained() && ended_all(&applied, &finished) {
             Vec::new()
         } else {
             let limit = self.config.admit_limit;
@@ -399,8 +430,11 @@ fn is_report(event: &SchedulerEvent) -> bool {
 }
 
 /// Every task the batch's events queued, when they are all new runs that list theirs.
-fn listed(events: &[Envelope<SchedulerEvent>]) -> Option<Vec<ReadyTask>> {
+fn listed<'a>(
+    events: impl IntoIterator<Item = &'a Envelope<SchedulerEvent>>,
+) -> Option<Vec<ReadyTask>> {
     let mut out = Vec::new();
+    let mut any = false;
     for e in events {
         let SchedulerEvent::RunsCreated {
             ready: Some(ready), ..
@@ -408,29 +442,25 @@ fn listed(events: &[Envelope<SchedulerEvent>]) -> Option<Vec<ReadyTask>> {
         else {
             return None;
         };
+        any = true;
         out.extend(ready.iter().map(|t| ReadyTask {
             tenant_id: e.tenant_id,
             task_id: t.task_id,
             action_id: t.action_id.clone(),
         }));
     }
-    (!events.is_empty()).then_some(out)
+    any.then_some(out)
 }
 
-/// Whether a batch cannot have queued a task: it holds only starts and successes
-/// reported by workers, and every success finished its run (so it released no child).
-fn queues_nothing(
-    events: &[Envelope<SchedulerEvent>],
-    applied: &[scheduling::Applied],
-    finished: &[FinishedRun],
-) -> bool {
+/// Whether every success among `applied` finished its run: then, in a batch of
+/// workers' reports only, nothing was queued (no child was released).
+fn ended_all(applied: &[scheduling::Applied], finished: &[FinishedRun]) -> bool {
     let ended: std::collections::HashSet<(Uuid, Uuid)> =
         finished.iter().map(|f| (f.tenant_id, f.run_id)).collect();
-    events.iter().all(|e| is_report(&e.body))
-        && applied
-            .iter()
-            .filter(|a| a.to == TaskStatus::Succeeded)
-            .all(|a| ended.contains(&(a.tenant_id, a.run_id)))
+    applied
+        .iter()
+        .filter(|a| a.to == TaskStatus::Succeeded)
+        .all(|a| ended.contains(&(a.tenant_id, a.run_id)))
 }
 
 /// Whether the workers' slots must be read again from Postgres.
