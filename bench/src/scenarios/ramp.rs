@@ -79,6 +79,9 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
         // quarter (at most twice) until it does.
         let mut attempts: Vec<Phase> = Vec::new();
         let mut settles = Vec::new();
+        if scale.sustain_secs == 0 {
+            return anyhow::Ok((ramp, knee, attempts, settles));
+        }
         let settle_timeout = Duration::from_secs((5 * scale.sustain_secs).clamp(30, 300));
         loop {
             // Start from an empty queue: an overloaded step leaves runs behind.
@@ -101,9 +104,15 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
     }
     .await;
     workers.stop().await;
-    let (ramp, knee, mut attempts, settles) = outcome?;
-    let Some(sustained) = attempts.pop() else {
-        anyhow::bail!("no sustained run");
+    let (ramp, knee, attempts, settles) = outcome?;
+    // Without a sustained run (`--sustain-secs 0`) the ramp's fastest step that kept up,
+    // or else its last, is the headline.
+    let (sustained, attempts) = match attempts.split_last() {
+        Some((last, failed)) => (last, failed),
+        None => match ramp.iter().rev().find(|p| p.stats.kept_up()).or(ramp.last()) {
+            Some(step) => (step, &[][..]),
+            None => anyhow::bail!("no ramp step and no sustained run"),
+        },
     };
 
     let steps_u = steps as u64;
@@ -138,24 +147,28 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
         report.put("step_overheads", json!(gaps));
         overhead = format!("; step overhead p50 {} ms", fmt(mean_p50));
     }
+    let held = if scale.sustain_secs == 0 {
+        format!("for {}s in the ramp (no sustained run)", scale.step_secs)
+    } else {
+        format!("sustained {}s", scale.sustain_secs)
+    };
     let knee_text = match knee {
         Some(k) if top_reached => format!("knee ≥ {k}/s (ramp top)"),
         Some(k) => format!("knee {k}/s"),
         None => "no ramp step kept up".to_owned(),
     };
     report.summary = format!(
-        "{}: {} tasks/s ({} runs/s) sustained {}s at offered {}/s{} [{knee_text}; {} sustained attempt(s)]; start p50/p99 {}; result p50/p99 {}{overhead}; {}",
+        "{}: {} tasks/s ({} runs/s) {held} at offered {}/s{} [{knee_text}; {} sustained attempt(s)]; start p50/p99 {}; result p50/p99 {}{overhead}; {}",
         shape.name(),
         fmt(report.tasks_per_s),
         fmt(report.runs_per_s),
-        scale.sustain_secs,
         sustained.offered,
         if sustained.stats.kept_up() {
             ""
         } else {
             " (did NOT keep up)"
         },
-        attempts.len() + 1,
+        attempts.len() + usize::from(scale.sustain_secs > 0),
         sustained.stats.start.short(),
         sustained.stats.result.short(),
         resource_summary(&report)
