@@ -109,7 +109,12 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
     // or else its last, is the headline.
     let (sustained, attempts) = match attempts.split_last() {
         Some((last, failed)) => (last, failed),
-        None => match ramp.iter().rev().find(|p| p.stats.kept_up()).or(ramp.last()) {
+        None => match ramp
+            .iter()
+            .rev()
+            .find(|p| p.stats.kept_up())
+            .or(ramp.last())
+        {
             Some(step) => (step, &[][..]),
             None => anyhow::bail!("no ramp step and no sustained run"),
         },

@@ -3,8 +3,11 @@
 //! transaction (transitions, DAG release, admission, run finalisation), and only after
 //! the commit publishes assignments and run notices and acknowledges the events. A
 //! batch with no transition to apply (new runs, wake-ups) needs no transaction: its
-//! assignments are one statement that checks the lease itself. A batch that can have
-//! queued nothing skips admission while the last pass left the queue drained.
+//! assignments are one statement that checks the lease itself. While the last pass
+//! left the queue drained, neither does a batch of workers' reports and new runs: the
+//! new runs' tasks are assigned and announced first, then the reports are written by
+//! statements that check the lease themselves; admission is skipped when such a batch
+//! can have queued nothing.
 
 mod batch;
 mod hold;
