@@ -28,7 +28,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         for &rate in &scale.latency_rates {
             eprintln!("[bench] latency at {rate}/s for {}s", scale.secs);
             settles.push(settle(ctx, settle_timeout).await);
-            phases.push(open_loop_phase(ctx, workers::NOOP, rate, scale.secs, 1).await);
+            let phase = open_loop_phase(ctx, workers::NOOP, rate, scale.secs, 1).await;
+            phases.push(phase.with_hops(ctx).await);
             workers.ensure_running()?;
         }
         anyhow::Ok((idle, phases, settles))

@@ -30,6 +30,29 @@ pub struct Phase {
 }
 
 impl Phase {
+    /// Reads the stored timestamps of the phase's runs and splits trigger → start into
+    /// hops ([`StartHops`]). It reads the bench database's `runs` whole, so it is done
+    /// between phases, never while another measurement runs (the backlog's drain).
+    pub async fn with_hops(mut self, ctx: &Ctx) -> Self {
+        let Some(pg) = &ctx.pg else {
+            return self;
+        };
+        match pg.first_task_stamps(self.rec.phase).await {
+            Ok(stamps) => {
+                let h = StartHops::compute(&self.rec, &stamps);
+                eprintln!(
+                    "[bench]   start p50/p99 by hop: to ingest commit {}, to assignment {}, to handler {}",
+                    h.to_ingest_commit.short(),
+                    h.to_assignment.short(),
+                    h.to_handler.short()
+                );
+                self.hops = Some(h);
+            }
+            Err(e) => eprintln!("[bench]   cannot read the stored timestamps: {e}"),
+        }
+        self
+    }
+
     /// The phase as a JSON object for a scenario's `steps`.
     pub fn summary(&self, steps: u64) -> Value {
         let (sent_per_s, done_per_s) =
@@ -82,16 +105,6 @@ pub async fn open_loop_phase(
     .await;
     let res = probe.finish(ctx).await;
     let stats = PhaseStats::compute(&rec, load.sent as usize, load.t0, load.t1);
-    let hops = match &ctx.pg {
-        Some(pg) => match pg.first_task_stamps(rec.phase).await {
-            Ok(stamps) => Some(StartHops::compute(&rec, &stamps)),
-            Err(e) => {
-                eprintln!("[bench]   cannot read the stored timestamps: {e}");
-                None
-            }
-        },
-        None => None,
-    };
     ctx.hub.end(rec.phase);
     eprintln!(
         "[bench]   {workflow} offered {rate}/s for {secs}s: {} completed/s in window (keep-up {:.2}), start {}, result {}{}",
@@ -101,14 +114,7 @@ pub async fn open_loop_phase(
         stats.result.short(),
         if drained { "" } else { " [not drained]" }
     );
-    if let Some(h) = &hops {
-        eprintln!(
-            "[bench]   start p50/p99 by hop: to ingest commit {}, to assignment {}, to handler {}",
-            h.to_ingest_commit.short(),
-            h.to_assignment.short(),
-            h.to_handler.short()
-        );
-    }
+
     Phase {
         offered,
         rec,
@@ -116,7 +122,7 @@ pub async fn open_loop_phase(
         stats,
         res,
         drained,
-        hops,
+        hops: None,
     }
 }
 

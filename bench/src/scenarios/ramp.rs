@@ -59,7 +59,10 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
         let mut knee: Option<u32> = None;
         for &rate in shape.rates(scale) {
             eprintln!("[bench] {} ramp step {rate}/s", shape.name());
-            let phase = open_loop_phase(ctx, workflow, rate, scale.step_secs, steps).await;
+            let phase = open_loop_phase(ctx, workflow, rate, scale.step_secs, steps)
+                .await
+                .with_hops(ctx)
+                .await;
             workers.ensure_running()?;
             let kept_up = phase.stats.kept_up();
             ramp.push(phase);
@@ -91,7 +94,10 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
                 shape.name(),
                 scale.sustain_secs
             );
-            let phase = open_loop_phase(ctx, workflow, rate, scale.sustain_secs, steps).await;
+            let phase = open_loop_phase(ctx, workflow, rate, scale.sustain_secs, steps)
+                .await
+                .with_hops(ctx)
+                .await;
             workers.ensure_running()?;
             let kept_up = phase.stats.kept_up();
             attempts.push(phase);
