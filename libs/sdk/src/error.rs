@@ -31,13 +31,13 @@ pub enum SdkError {
         source: tonic::transport::Error,
     },
 
-    /// An RPC returned an error status.
-    #[error("{method} failed: {status}")]
+    /// An RPC returned an error status. Shown as the engine's message and the code's
+    /// name; the status is not also a `source`, or an error chain would print it twice.
+    #[error("{method} failed: {} ({:?})", .status.message(), .status.code())]
     Rpc {
         /// The gRPC method, e.g. `Dispatcher.Register`.
         method: &'static str,
-        /// The status returned by the engine.
-        #[source]
+        /// The status returned by the engine ([`SdkError::status`]).
         status: Box<tonic::Status>,
     },
 
@@ -206,6 +206,21 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_rpc_error_reads_as_the_engines_message_once() {
+        let status = tonic::Status::invalid_argument("workflow \"nope\" is not registered");
+        let err = SdkError::rpc("WorkflowService.TriggerWorkflow", status);
+        assert_eq!(
+            err.to_string(),
+            "WorkflowService.TriggerWorkflow failed: workflow \"nope\" is not registered (InvalidArgument)"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+        assert_eq!(
+            err.status().map(tonic::Status::code),
+            Some(tonic::Code::InvalidArgument)
+        );
+    }
 
     #[test]
     fn conversion_keeps_cause_chain_and_is_retryable() {
