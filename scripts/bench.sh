@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark Adze on this machine (issue 3): dependencies, a release build, then adze-bench.
 #
-#   scripts/bench.sh                       every scenario at full scale (an hour or more)
+#   scripts/bench.sh                       every scenario at full scale (10 min on the dev machine)
 #   scripts/bench.sh noop latency          some scenarios
 #   scripts/bench.sh --quick               every scenario, small (< 3 minutes), a smoke test
 #   scripts/bench.sh noop --rates 2000,4000 --sustain-secs 30    any adze-bench flag
