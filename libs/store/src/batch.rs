@@ -41,6 +41,11 @@ pub async fn apply_batch(conn: &mut PgConnection, events: &[TaskEventRow]) -> Re
 /// `fence` does not hold it). Both are idempotent, so a batch cut short by a failure
 /// between them is applied whole when its events are delivered again.
 ///
+/// They commit without waiting for the WAL flush (the fence's `lazy` form): a caller
+/// may acknowledge the reports, or announce what they finished, only after
+/// [`crate::fence::wait_durable`] returned. Until then a Postgres crash can undo them,
+/// and the unacknowledged reports apply them again.
+///
 /// # Panics
 /// If `events` holds any other event: those need [`apply_batch`] in a transaction.
 pub async fn apply_reports_fenced(
@@ -175,7 +180,7 @@ static STARTED: Fenced = Fenced::new(
              RETURNING t.tenant_id, t.id, t.run_id, t.attempt, t.worker_id)
            SELECT tenant_id, id, run_id, worker_id FROM upd"#,
     5,
-    false,
+    true,
 );
 
 async fn apply_started(
@@ -245,7 +250,7 @@ static COMPLETED: Fenced = Fenced::new(
            SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent
            FROM rs LEFT JOIN done ON done.tenant_id = rs.tenant_id AND done.id = rs.run_id"#,
     8,
-    false,
+    true,
 );
 
 async fn apply_completed(

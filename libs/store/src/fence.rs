@@ -82,6 +82,20 @@ pub(crate) fn bind<'q>(
     }
 }
 
+/// Returns once everything this server committed before the call is flushed to its
+/// WAL, so one call makes durable any number of `lazy` commits that came before it,
+/// from any connection. It commits a transaction that writes one WAL record (a
+/// transactional logical message, prefix `adze.durable`, which logical decoders not
+/// asking for it ignore) and waits for its flush, which covers every earlier record. A
+/// transaction that only takes an id would not do: with no WAL of its own it commits
+/// without flushing.
+pub async fn wait_durable(conn: &mut sqlx::PgConnection) -> crate::Result<()> {
+    sqlx::query("SELECT pg_logical_emit_message(true, 'adze.durable', '')")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,10 @@ pub(crate) struct Processor {
     slots: Option<(SlotBook, Instant)>,
     announcer: mpsc::Sender<(Outcome, Vec<Message>)>,
     announcing: JoinHandle<()>,
+    /// A second announcer, for assignments only: they are the scheduler's own
+    /// decisions and need no WAL flush, so they never wait behind the first one's.
+    early: mpsc::Sender<(Outcome, Vec<Message>)>,
+    announcing_early: JoinHandle<()>,
     /// STARTED reports held back until their task ends.
     hold: StartHold<Message>,
 }
@@ -46,6 +50,10 @@ pub(crate) struct Processor {
 pub(crate) struct Outcome {
     assignments: Vec<Assignment>,
     finished: Vec<FinishedRun>,
+    /// Some transitions were committed without waiting for the WAL flush
+    /// ([`adze_store::batch::apply_reports_fenced`]): the finished runs are announced,
+    /// and the events acknowledged, only once they are durable.
+    lazy: bool,
 }
 
 fn row(tenant_id: Uuid, task_id: Uuid, event: TaskEvent) -> TaskEventRow {
@@ -61,6 +69,7 @@ fn row(tenant_id: Uuid, task_id: Uuid, event: TaskEvent) -> TaskEventRow {
 impl Processor {
     pub(crate) fn new(config: Config, deps: Deps, holder: String) -> Self {
         let (announcer, announcing) = Announcer::start(deps.clone());
+        let (early, announcing_early) = Announcer::start(deps.clone());
         Self {
             config,
             begin: lease::begin_statement(&holder).into(),
@@ -70,6 +79,8 @@ impl Processor {
             },
             announcer,
             announcing,
+            early,
+            announcing_early,
             deps,
             slots: None,
             hold: StartHold::new(),
@@ -85,8 +96,11 @@ impl Processor {
     /// reports stay unacknowledged and are redelivered to the next holder.
     pub(crate) async fn finish(self) {
         drop(self.announcer);
-        if let Err(e) = self.announcing.await {
-            tracing::error!(error = %e, "the announcer failed");
+        drop(self.early);
+        for announcing in [self.announcing, self.announcing_early] {
+            if let Err(e) = announcing.await {
+                tracing::error!(error = %e, "the announcer failed");
+            }
         }
     }
 
@@ -145,10 +159,38 @@ impl Processor {
                 "batch committed"
             );
         }
-        // Announcing and acknowledging happen in order on another task, so the next
-        // batch's transaction overlaps them.
-        if self.announcer.send((outcome, ack)).await.is_err() {
+        // Announcing and acknowledging happen in order on other tasks, so the next
+        // batch's transaction overlaps them. Assignments need no WAL flush (see
+        // `early`); finished runs and acknowledgements may wait for one.
+        let Outcome {
+            assignments,
+            finished,
+            lazy,
+        } = outcome;
+        if !assignments.is_empty() {
+            self.announce_assignments(assignments).await?;
+        } else if self.early.is_closed() {
+            anyhow::bail!("the assignment announcer stopped");
+        }
+        let rest = Outcome {
+            finished,
+            lazy,
+            ..Outcome::default()
+        };
+        if self.announcer.send((rest, ack)).await.is_err() {
             anyhow::bail!("the announcer stopped");
+        }
+        Ok(())
+    }
+
+    /// Hands assignments to the announcer that never waits for a WAL flush.
+    async fn announce_assignments(&self, assignments: Vec<Assignment>) -> anyhow::Result<()> {
+        let only = Outcome {
+            assignments,
+            ..Outcome::default()
+        };
+        if self.early.send((only, Vec::new())).await.is_err() {
+            anyhow::bail!("the assignment announcer stopped");
         }
         Ok(())
     }
@@ -219,6 +261,7 @@ impl Processor {
         Ok(Outcome {
             assignments,
             finished,
+            lazy: false,
         })
     }
 
@@ -245,14 +288,12 @@ impl Processor {
             let Some(assignments) = fenced(admitted)? else {
                 return Ok(None);
             };
-            // Committed: announced now; the batch's events are acknowledged with the
-            // rest of its outcome. A stopped announcer fails the batch when that is
-            // sent ([`Self::process`]).
-            let early = Outcome {
-                assignments,
-                finished: Vec::new(),
-            };
-            let _ = self.announcer.send((early, Vec::new())).await;
+            // Committed: announced now, before the reports are written; the batch's
+            // events are acknowledged with the rest of its outcome.
+            if self.announce_assignments(assignments).await.is_err() {
+                // [`Self::process`] stops the loop when it hands over the rest.
+                tracing::error!("the assignment announcer stopped");
+            }
         }
         let mut rows = Vec::with_capacity(reports.len());
         for env in reports {
@@ -279,6 +320,7 @@ impl Processor {
         Ok(Some(Outcome {
             assignments,
             finished,
+            lazy: !rows.is_empty(),
         }))
     }
 
@@ -308,7 +350,7 @@ impl Processor {
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
             assignments,
-            finished: Vec::new(),
+            ..Outcome::default()
         }))
     }
 
@@ -515,17 +557,55 @@ impl Announcer {
         let (tx, mut rx) = mpsc::channel::<(Outcome, Vec<Message>)>(16);
         let me = Self { deps };
         let task = tokio::spawn(async move {
-            while let Some((outcome, msgs)) = rx.recv().await {
-                me.announce(outcome).await;
-                for m in msgs {
-                    if let Err(e) = m.ack().await {
-                        // Redelivery is harmless: every transition is idempotent.
-                        tracing::warn!(error = %e, "ack failed");
+            while let Some(first) = rx.recv().await {
+                // Everything queued meanwhile goes out together, behind one wait for
+                // the WAL flush when any of it needs one.
+                let mut group = vec![first];
+                while let Ok(next) = rx.try_recv() {
+                    group.push(next);
+                }
+                let durable = !group.iter().any(|(o, _)| o.lazy) || me.wait_durable().await;
+                for (mut outcome, msgs) in group {
+                    if outcome.lazy && !durable {
+                        // Not known to be durable: no run is announced finished and no
+                        // event acknowledged; the events come back after their ack
+                        // wait and apply again (or find it done). Assignments are the
+                        // scheduler's own decisions and go out regardless.
+                        outcome.finished.clear();
+                        me.announce(outcome).await;
+                        continue;
+                    }
+                    me.announce(outcome).await;
+                    for m in msgs {
+                        if let Err(e) = m.ack().await {
+                            // Redelivery is harmless: every transition is idempotent.
+                            tracing::warn!(error = %e, "ack failed");
+                        }
                     }
                 }
             }
         });
         (tx, task)
+    }
+
+    /// Waits until the lazily committed transitions so far are durable
+    /// ([`adze_store::fence::wait_durable`]), trying a few times; false if Postgres
+    /// could not say so.
+    async fn wait_durable(&self) -> bool {
+        for attempt in 1..=3u64 {
+            let done = match self.deps.pool.acquire().await {
+                Ok(mut conn) => adze_store::fence::wait_durable(&mut conn).await,
+                Err(e) => Err(e.into()),
+            };
+            match done {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "cannot confirm the WAL flush");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+            }
+        }
+        false
     }
 
     /// Publishes assignments and run notices (core NATS, after the commit): one message

@@ -6,8 +6,12 @@
 //! assignments are one statement that checks the lease itself. While the last pass
 //! left the queue drained, neither does a batch of workers' reports and new runs: the
 //! new runs' tasks are assigned and announced first, then the reports are written by
-//! statements that check the lease themselves; admission is skipped when such a batch
-//! can have queued nothing.
+//! statements that check the lease themselves and commit without waiting for the WAL
+//! flush; admission is skipped when such a batch can have queued nothing. Assignments
+//! are announced by their own task at once; finished runs are announced, and events
+//! acknowledged, by another, only after one wait for the WAL flush has covered them
+//! (`adze_store::fence::wait_durable`), so nothing is acknowledged that a Postgres crash
+//! could still undo.
 
 mod batch;
 mod hold;
