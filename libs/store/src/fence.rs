@@ -20,10 +20,12 @@ pub struct Fence {
 /// start (right after `WITH`) and `{fenced}` after the `FROM` of the CTE every write
 /// joins; the fence's partition and holder are parameters `first_param` and the next.
 ///
-/// `lazy`: the fenced form also commits without waiting for the WAL flush. For writes
-/// nobody was promised (an assignment is the scheduler's own decision): after a crash
-/// before the flush they are simply decided again. Every later commit that depends on
-/// them flushes the WAL up to and including them.
+/// `lazy`: the fenced form also commits without waiting for the WAL flush. Either
+/// nobody was promised the write (an assignment is the scheduler's own decision: after
+/// a crash before the flush it is simply decided again, and every later commit that
+/// depends on it flushes the WAL past it), or the caller keeps its promise only after
+/// [`wait_durable`] (worker reports are acknowledged then, and until then a crash
+/// undoes them and the reports are delivered again).
 pub(crate) struct Fenced {
     template: &'static str,
     first_param: usize,

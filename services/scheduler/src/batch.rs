@@ -35,12 +35,13 @@ pub(crate) struct Processor {
     /// Free worker slots, with when they were read from Postgres. Taken out for a
     /// transaction and put back only after it commits.
     slots: Option<(SlotBook, Instant)>,
-    announcer: mpsc::Sender<(Outcome, Vec<Message>)>,
+    /// Publishes assignments. They are the scheduler's own decisions and need no WAL
+    /// flush, so they never wait behind the results' waits for one.
+    assigner: mpsc::Sender<Vec<Assignment>>,
+    assigning: JoinHandle<()>,
+    /// Announces finished runs and acknowledges events, once durable.
+    announcer: mpsc::Sender<Results>,
     announcing: JoinHandle<()>,
-    /// A second announcer, for assignments only: they are the scheduler's own
-    /// decisions and need no WAL flush, so they never wait behind the first one's.
-    early: mpsc::Sender<(Outcome, Vec<Message>)>,
-    announcing_early: JoinHandle<()>,
     /// STARTED reports held back until their task ends.
     hold: StartHold<Message>,
 }
@@ -56,6 +57,15 @@ pub(crate) struct Outcome {
     lazy: bool,
 }
 
+/// A batch's finished runs and the messages to acknowledge after them.
+#[derive(Default)]
+pub(crate) struct Results {
+    finished: Vec<FinishedRun>,
+    /// See [`Outcome::lazy`].
+    lazy: bool,
+    acks: Vec<Message>,
+}
+
 fn row(tenant_id: Uuid, task_id: Uuid, event: TaskEvent) -> TaskEventRow {
     TaskEventRow {
         tenant_id,
@@ -68,8 +78,8 @@ fn row(tenant_id: Uuid, task_id: Uuid, event: TaskEvent) -> TaskEventRow {
 
 impl Processor {
     pub(crate) fn new(config: Config, deps: Deps, holder: String) -> Self {
-        let (announcer, announcing) = Announcer::start(deps.clone());
-        let (early, announcing_early) = Announcer::start(deps.clone());
+        let (assigner, assigning) = Announcer::start_assignments(deps.clone());
+        let (announcer, announcing) = Announcer::start_results(deps.clone());
         Self {
             config,
             begin: lease::begin_statement(&holder).into(),
@@ -77,10 +87,10 @@ impl Processor {
                 partition: lease::PARTITION,
                 holder,
             },
+            assigner,
+            assigning,
             announcer,
             announcing,
-            early,
-            announcing_early,
             deps,
             slots: None,
             hold: StartHold::new(),
@@ -95,9 +105,9 @@ impl Processor {
     /// Waits until everything committed so far has been announced. Held STARTED
     /// reports stay unacknowledged and are redelivered to the next holder.
     pub(crate) async fn finish(self) {
+        drop(self.assigner);
         drop(self.announcer);
-        drop(self.early);
-        for announcing in [self.announcing, self.announcing_early] {
+        for announcing in [self.assigning, self.announcing] {
             if let Err(e) = announcing.await {
                 tracing::error!(error = %e, "the announcer failed");
             }
@@ -119,13 +129,11 @@ impl Processor {
         let (released, receipt) = self.hold.release(&events, now);
         if events.is_empty() && released.is_empty() && !tick {
             // Nothing but held starts (and undecodable messages): no transaction.
-            if !ack.is_empty()
-                && self
-                    .announcer
-                    .send((Outcome::default(), ack))
-                    .await
-                    .is_err()
-            {
+            let results = Results {
+                acks: ack,
+                ..Results::default()
+            };
+            if !results.acks.is_empty() && self.announcer.send(results).await.is_err() {
                 anyhow::bail!("the announcer stopped");
             }
             return Ok(());
@@ -161,35 +169,27 @@ impl Processor {
         }
         // Announcing and acknowledging happen in order on other tasks, so the next
         // batch's transaction overlaps them. Assignments need no WAL flush (see
-        // `early`); finished runs and acknowledgements may wait for one.
-        let Outcome {
-            assignments,
-            finished,
-            lazy,
-        } = outcome;
-        if !assignments.is_empty() {
-            self.announce_assignments(assignments).await?;
-        } else if self.early.is_closed() {
-            anyhow::bail!("the assignment announcer stopped");
-        }
-        let rest = Outcome {
-            finished,
-            lazy,
-            ..Outcome::default()
+        // `assigner`); finished runs and acknowledgements may wait for one.
+        self.assign(outcome.assignments).await?;
+        let results = Results {
+            finished: outcome.finished,
+            lazy: outcome.lazy,
+            acks: ack,
         };
-        if self.announcer.send((rest, ack)).await.is_err() {
+        if self.announcer.send(results).await.is_err() {
             anyhow::bail!("the announcer stopped");
         }
         Ok(())
     }
 
-    /// Hands assignments to the announcer that never waits for a WAL flush.
-    async fn announce_assignments(&self, assignments: Vec<Assignment>) -> anyhow::Result<()> {
-        let only = Outcome {
-            assignments,
-            ..Outcome::default()
+    /// Hands assignments to the task that publishes them.
+    async fn assign(&self, assignments: Vec<Assignment>) -> anyhow::Result<()> {
+        let sent = if assignments.is_empty() {
+            !self.assigner.is_closed()
+        } else {
+            self.assigner.send(assignments).await.is_ok()
         };
-        if self.early.send((only, Vec::new())).await.is_err() {
+        if !sent {
             anyhow::bail!("the assignment announcer stopped");
         }
         Ok(())
@@ -290,7 +290,7 @@ impl Processor {
             };
             // Committed: announced now, before the reports are written; the batch's
             // events are acknowledged with the rest of its outcome.
-            if self.announce_assignments(assignments).await.is_err() {
+            if self.assign(assignments).await.is_err() {
                 // [`Self::process`] stops the loop when it hands over the rest.
                 tracing::error!("the assignment announcer stopped");
             }
@@ -551,10 +551,25 @@ pub(crate) struct Announcer {
 }
 
 impl Announcer {
-    /// Starts the announcer task; it ends when the processor's sender is dropped,
-    /// after announcing everything it was given.
-    pub(crate) fn start(deps: Deps) -> (mpsc::Sender<(Outcome, Vec<Message>)>, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<(Outcome, Vec<Message>)>(16);
+    /// Starts the task that publishes assignments as they come; it ends when the
+    /// processor's sender is dropped, after publishing everything it was given.
+    pub(crate) fn start_assignments(deps: Deps) -> (mpsc::Sender<Vec<Assignment>>, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Vec<Assignment>>(16);
+        let me = Self { deps };
+        let task = tokio::spawn(async move {
+            while let Some(assignments) = rx.recv().await {
+                me.announce_assignments(assignments).await;
+                me.flush().await;
+            }
+        });
+        (tx, task)
+    }
+
+    /// Starts the task that announces finished runs and acknowledges events, in batch
+    /// order; it ends when the processor's sender is dropped, after handling
+    /// everything it was given.
+    pub(crate) fn start_results(deps: Deps) -> (mpsc::Sender<Results>, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Results>(16);
         let me = Self { deps };
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -564,19 +579,17 @@ impl Announcer {
                 while let Ok(next) = rx.try_recv() {
                     group.push(next);
                 }
-                let durable = !group.iter().any(|(o, _)| o.lazy) || me.wait_durable().await;
-                for (mut outcome, msgs) in group {
-                    if outcome.lazy && !durable {
+                let durable = !group.iter().any(|r| r.lazy) || me.wait_durable().await;
+                for results in group {
+                    if results.lazy && !durable {
                         // Not known to be durable: no run is announced finished and no
                         // event acknowledged; the events come back after their ack
-                        // wait and apply again (or find it done). Assignments are the
-                        // scheduler's own decisions and go out regardless.
-                        outcome.finished.clear();
-                        me.announce(outcome).await;
+                        // wait and apply again (or find it done).
                         continue;
                     }
-                    me.announce(outcome).await;
-                    for m in msgs {
+                    me.announce_finished(results.finished).await;
+                    me.flush().await;
+                    for m in results.acks {
                         if let Err(e) = m.ack().await {
                             // Redelivery is harmless: every transition is idempotent.
                             tracing::warn!(error = %e, "ack failed");
@@ -608,14 +621,12 @@ impl Announcer {
         false
     }
 
-    /// Publishes assignments and run notices (core NATS, after the commit): one message
-    /// per worker and one per tenant, not one per task. A lost assignment is repaired
-    /// by the reaper; a lost notice by waiters polling Postgres.
-    async fn announce(&self, outcome: Outcome) {
-        let bus = &self.deps.bus;
+    /// Publishes assignments (core NATS, after their commit): one message per worker,
+    /// not one per task. A lost assignment is repaired by the reaper.
+    async fn announce_assignments(&self, assignments: Vec<Assignment>) {
         // Per worker, in assignment order (a worker belongs to one tenant).
         let mut per_worker: HashMap<Uuid, (Uuid, Vec<ActionMessage>)> = HashMap::new();
-        for a in outcome.assignments {
+        for a in assignments {
             let (_, actions) = per_worker
                 .entry(a.worker_id)
                 .or_insert_with(|| (a.tenant_id, Vec::new()));
@@ -641,8 +652,14 @@ impl Announcer {
         for (worker, (tenant, actions)) in per_worker {
             self.send_actions(tenant, worker, actions).await;
         }
+    }
+
+    /// Publishes run notices (core NATS, once durable): one message per tenant, not
+    /// one per run. A lost notice is repaired by waiters polling Postgres.
+    async fn announce_finished(&self, finished: Vec<FinishedRun>) {
+        let bus = &self.deps.bus;
         let mut per_tenant: HashMap<Uuid, Vec<RunFinished>> = HashMap::new();
-        for f in outcome.finished {
+        for f in finished {
             let trace_id = f
                 .traceparent
                 .as_deref()
@@ -666,7 +683,10 @@ impl Announcer {
                 tracing::warn!(error = %e, "cannot announce finished runs");
             }
         }
-        if let Err(e) = bus.flush().await {
+    }
+
+    async fn flush(&self) {
+        if let Err(e) = self.deps.bus.flush().await {
             tracing::warn!(error = %e, "flush failed");
         }
     }
