@@ -77,9 +77,15 @@ async fn active_worker(env: &TestEnv, actions: &[&str], slots: i32) -> Uuid {
     )
     .await
     .expect("worker");
-    adze_store::workers::set_status(&env.pool, env.tenant_id, worker, "active", "d")
-        .await
-        .expect("active");
+    adze_store::workers::set_status(
+        &env.pool,
+        env.tenant_id,
+        worker,
+        adze_core::WorkerStatus::Active,
+        "d",
+    )
+    .await
+    .expect("active");
     worker
 }
 

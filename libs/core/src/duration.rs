@@ -52,10 +52,43 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_millis(total))
 }
 
+/// Formats milliseconds the way [`parse`] reads them back: `"10s"`, `"1m30s"`,
+/// `"250ms"`, `"0s"` for zero or less.
+pub fn format(ms: i64) -> String {
+    if ms <= 0 {
+        return "0s".into();
+    }
+    let mut rest = ms as u64;
+    let mut out = String::new();
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn formats_as_it_parses() {
+        assert_eq!(format(10_000), "10s");
+        assert_eq!(format(90_000), "1m30s");
+        assert_eq!(format(250), "250ms");
+        assert_eq!(format(3_600_000 + 1), "1h1ms");
+        assert_eq!(format(0), "0s");
+    }
+
+    proptest! {
+        #[test]
+        fn format_round_trips(ms in 1i64..1_000_000_000_000) {
+            prop_assert_eq!(parse(&format(ms)).unwrap().as_millis() as i64, ms);
+        }
+    }
 
     #[test]
     fn parses_sdk_forms() {

@@ -8,6 +8,10 @@ pub mod duration;
 pub mod limits;
 pub mod state;
 pub mod token;
+pub mod wait;
+pub mod worker;
 
 pub use dag::{DagError, TaskSpec, WorkflowSpec};
 pub use state::{RunStatus, TaskEvent, TaskStatus, Transition};
+pub use wait::WaitReason;
+pub use worker::WorkerStatus;

@@ -3,16 +3,19 @@
 //!
 //! ```text
 //! pending --parents done--> queued --assign--> assigned --started--> running
-//!    |                        ^                   |                     |
-//!    |                        +---- retry / worker lost ----------------+
+//!    |                        ^  |                |                     |
+//!    |                        |  |                +-- retry / timed out / worker lost
 //!    +--upstream failed--> cancelled     assigned|running --completed--> succeeded
-//!                                        assigned|running --failed(final)--> failed
+//!                             |  +--schedule expired--> failed
+//!                             |          assigned|running --failed / timed out (final)--> failed
+//!    any non-final status --cancel--> cancelled
 //! ```
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::backoff::RetryPolicy;
+pub use crate::wait::WaitReason;
 
 /// Status of one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,8 +68,14 @@ impl TaskStatus {
 
     /// True while the task holds a worker slot.
     pub fn holds_slot(self) -> bool {
-        matches!(self, Self::Assigned | Self::Running)
+        Self::SLOT_HOLDING.contains(&self)
     }
+
+    /// The statuses in which a task holds a worker slot (and may be on a worker).
+    pub const SLOT_HOLDING: [TaskStatus; 2] = [Self::Assigned, Self::Running];
+
+    /// The statuses nothing more happens in.
+    pub const FINAL: [TaskStatus; 3] = [Self::Succeeded, Self::Failed, Self::Cancelled];
 }
 
 impl fmt::Display for TaskStatus {
@@ -121,6 +130,10 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
+
+    /// The statuses a run is stored with until it ends (only final statuses are
+    /// written; `running` is derived from its tasks when read).
+    pub const OPEN: [RunStatus; 2] = [Self::Queued, Self::Running];
 
     /// The final statuses in precedence: a run whose tasks are all terminal ends in
     /// the first of these that one of its tasks has. Their spellings are those of the
@@ -202,6 +215,21 @@ pub enum TaskEvent {
         /// Attempt that was lost.
         attempt: i32,
     },
+    /// The attempt ran past its execution timeout: a failure like any other (it is
+    /// retried while retries remain), and its worker is told to stop it.
+    TimedOut {
+        /// Attempt that timed out.
+        attempt: i32,
+    },
+    /// The task was not started within its schedule timeout: it fails for good. Fenced
+    /// like the reports: a task queued again since (a later attempt) is not affected.
+    ScheduleExpired {
+        /// Attempt the task was queued for.
+        attempt: i32,
+    },
+    /// Someone cancelled the task (or its run): it ends whatever attempt it is on, and
+    /// a worker running it is told to stop.
+    Cancel,
 }
 
 /// What applying an event to a task does.
@@ -231,10 +259,85 @@ impl TaskEvent {
             Self::ParentsDone | Self::UpstreamFailed => &[Pending],
             Self::Assigned => &[Queued],
             Self::Started { .. } => &[Assigned],
-            Self::Completed { .. } | Self::Failed { .. } | Self::WorkerLost { .. } => {
-                &[Assigned, Running]
-            }
+            Self::Completed { .. }
+            | Self::Failed { .. }
+            | Self::WorkerLost { .. }
+            | Self::TimedOut { .. } => &TaskStatus::SLOT_HOLDING,
+            Self::ScheduleExpired { .. } => &[Queued],
+            Self::Cancel => &[Pending, Queued, Assigned, Running],
         }
+    }
+
+    /// Every kind of event, with attempt 0 where one is carried (for tests and for
+    /// binding guard lists).
+    pub fn kinds() -> Vec<TaskEvent> {
+        vec![
+            Self::ParentsDone,
+            Self::UpstreamFailed,
+            Self::Assigned,
+            Self::Started { attempt: 0 },
+            Self::Completed { attempt: 0 },
+            Self::Failed {
+                attempt: 0,
+                non_retryable: false,
+                retry_after_ms: None,
+            },
+            Self::Failed {
+                attempt: 0,
+                non_retryable: true,
+                retry_after_ms: None,
+            },
+            Self::Failed {
+                attempt: 0,
+                non_retryable: false,
+                retry_after_ms: Some(1_500),
+            },
+            Self::WorkerLost { attempt: 0 },
+            Self::TimedOut { attempt: 0 },
+            Self::ScheduleExpired { attempt: 0 },
+            Self::Cancel,
+        ]
+    }
+
+    /// Whether the worker running the attempt this event ends must be told to stop it
+    /// (`CANCEL_STEP_RUN`): the engine ended it, not the worker.
+    pub fn stops_worker(&self) -> bool {
+        matches!(self, Self::TimedOut { .. } | Self::Cancel)
+    }
+
+    /// How an attempt that this event ends without success (moving the task to `to`)
+    /// is recorded in the task's attempt history.
+    pub fn attempt_outcome(&self, to: TaskStatus) -> &'static str {
+        match self {
+            Self::WorkerLost { .. } => "lost",
+            Self::TimedOut { .. } => "timed_out",
+            Self::Failed { .. } => "failed",
+            _ => to.as_str(),
+        }
+    }
+
+    /// Why a task this event puts back in the queue waits, if it does.
+    pub fn wait_reason(
+        &self,
+        to: TaskStatus,
+        failures: i32,
+        max_retries: i32,
+    ) -> Option<WaitReason> {
+        if to != TaskStatus::Queued {
+            return None;
+        }
+        Some(match self {
+            Self::WorkerLost { .. } => WaitReason::WorkerLost,
+            Self::TimedOut { .. } => WaitReason::RetryAfterTimeout {
+                retry: failures + 1,
+                of: max_retries,
+            },
+            Self::Failed { .. } => WaitReason::Retry {
+                retry: failures + 1,
+                of: max_retries,
+            },
+            _ => WaitReason::Slot,
+        })
     }
 
     /// The attempt this event is fenced by, if any.
@@ -243,7 +346,9 @@ impl TaskEvent {
             Self::Started { attempt }
             | Self::Completed { attempt }
             | Self::Failed { attempt, .. }
-            | Self::WorkerLost { attempt } => Some(*attempt),
+            | Self::WorkerLost { attempt }
+            | Self::TimedOut { attempt }
+            | Self::ScheduleExpired { attempt } => Some(*attempt),
             _ => None,
         }
     }
@@ -279,19 +384,40 @@ impl TaskEvent {
             Self::Started { .. } => to(TaskStatus::Running, false, false, 0),
             Self::Completed { .. } => to(TaskStatus::Succeeded, false, false, 0),
             Self::WorkerLost { .. } => to(TaskStatus::Queued, true, false, 0),
+            Self::ScheduleExpired { .. } => to(TaskStatus::Failed, false, false, 0),
+            Self::Cancel => to(TaskStatus::Cancelled, false, false, 0),
+            Self::TimedOut { .. } => retry_or_fail(failures, false, None, policy),
             Self::Failed {
                 non_retryable,
                 retry_after_ms,
                 ..
-            } => {
-                let failures = failures + 1;
-                if !non_retryable && policy.may_retry(failures) {
-                    let delay = policy.delay(failures, *retry_after_ms);
-                    to(TaskStatus::Queued, true, true, delay.as_millis() as i64)
-                } else {
-                    to(TaskStatus::Failed, false, true, 0)
-                }
-            }
+            } => retry_or_fail(failures, *non_retryable, *retry_after_ms, policy),
+        }
+    }
+}
+
+/// A failure of a task that failed `failures` times before: queued again after its
+/// backoff while `policy` allows another try, failed for good otherwise.
+fn retry_or_fail(
+    failures: i32,
+    non_retryable: bool,
+    retry_after_ms: Option<i64>,
+    policy: &RetryPolicy,
+) -> Transition {
+    let failures = failures + 1;
+    if !non_retryable && policy.may_retry(failures) {
+        Transition::To {
+            to: TaskStatus::Queued,
+            next_attempt: true,
+            count_failure: true,
+            delay_ms: policy.delay(failures, retry_after_ms).as_millis() as i64,
+        }
+    } else {
+        Transition::To {
+            to: TaskStatus::Failed,
+            next_attempt: false,
+            count_failure: true,
+            delay_ms: 0,
         }
     }
 }

@@ -3,6 +3,9 @@
 //! shutdown signal (first Ctrl-C/SIGTERM drains, a second exits at once).
 #![warn(missing_docs)]
 
+pub mod clock;
+pub mod tasks;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

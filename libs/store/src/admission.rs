@@ -14,6 +14,7 @@ use crate::Result;
 pub use crate::fence::Fence;
 use crate::fence::{self, Fenced};
 use crate::runs::ReadyTask;
+use crate::sql::Sql;
 
 /// A task given to a worker, with everything the dispatcher needs to send it.
 #[derive(Debug, Clone)]
@@ -44,6 +45,16 @@ pub struct Assignment {
     pub additional_metadata: Option<Value>,
     /// W3C trace context of the run.
     pub traceparent: Option<String>,
+    /// When the attempt times out, if its task has an execution timeout.
+    pub execution_deadline: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The earliest execution deadline among `assignments`.
+pub fn earliest_deadline(assignments: &[Assignment]) -> Option<chrono::DateTime<chrono::Utc>> {
+    assignments
+        .iter()
+        .filter_map(|a| a.execution_deadline)
+        .min()
 }
 
 /// A worker able to take work, with its free slots (zero or less when full).
@@ -74,19 +85,20 @@ pub struct SlotBook {
 impl SlotBook {
     /// Workers that are active and recently heard from, with their free slots.
     pub async fn load(conn: &mut PgConnection, heartbeat_timeout_ms: i64) -> Result<Self> {
-        let rows = sqlx::query(
+        static LOAD: Sql = Sql::new(
             r#"SELECT w.tenant_id, w.id, w.actions, w.slots - COALESCE(u.used, 0) AS free
                FROM workers w
                LEFT JOIN LATERAL (
                  SELECT count(*) AS used FROM tasks t
-                 WHERE t.worker_id = w.id AND t.tenant_id = w.tenant_id AND t.status IN ('assigned', 'running')
+                 WHERE t.worker_id = w.id AND t.tenant_id = w.tenant_id AND t.status IN ({slot_holding})
                ) u ON true
-               WHERE w.status = 'active'
+               WHERE w.status = {worker_active}
                  AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0)"#,
-        )
-        .bind(heartbeat_timeout_ms as f64)
-        .fetch_all(conn)
-        .await?;
+        );
+        let rows = sqlx::query(LOAD.text())
+            .bind(heartbeat_timeout_ms as f64)
+            .fetch_all(conn)
+            .await?;
         let mut book = Self::default();
         for r in rows {
             book.insert(WorkerSlots {
@@ -163,24 +175,25 @@ async fn candidates(
         actions.push(a);
         limits.push(n.min(limit));
     }
-    let rows = sqlx::query(
+    static CANDIDATES: Sql = Sql::new(
         r#"SELECT q.tenant_id, q.id, q.action_id
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
            CROSS JOIN LATERAL (
              SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
-               AND t.status = 'queued' AND t.not_before <= now()
+               AND t.status = {queued} AND t.not_before <= now()
              ORDER BY t.not_before, t.queued_at
              LIMIT k.n) q
            ORDER BY q.not_before, q.queued_at
            LIMIT $4"#,
-    )
-    .bind(&tenants)
-    .bind(&actions)
-    .bind(&limits)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    );
+    let rows = sqlx::query(CANDIDATES.text())
+        .bind(&tenants)
+        .bind(&actions)
+        .bind(&limits)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     let cands = rows
         .iter()
         .map(|r| {
@@ -354,16 +367,18 @@ async fn assign_settled(
 /// The assignment statement (see [`Fenced`]).
 const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id) {fenced}),
            upd AS (
-             UPDATE tasks t SET status = $4, worker_id = m.worker_id, assigned_at = now(), wait_reason = NULL
+             UPDATE tasks t SET status = $4, worker_id = m.worker_id, assigned_at = now(), wait_reason = NULL,
+                 execution_deadline = now() + t.execution_timeout_ms * interval '1 millisecond'
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
-             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors)
+             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors,
+                       t.execution_deadline)
            SELECT upd.*, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
              CASE WHEN cardinality(upd.ancestors) > 0 THEN
                (SELECT jsonb_object_agg(a.readable_id,
                   CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)
                 FROM tasks a
                 WHERE a.tenant_id = upd.tenant_id AND a.run_id = upd.run_id
-                  AND a.readable_id = ANY(upd.ancestors) AND a.status = 'succeeded')
+                  AND a.readable_id = ANY(upd.ancestors) AND a.status = {succeeded})
              END AS parents
            FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#;
 
@@ -422,6 +437,7 @@ async fn assign(
                 }),
                 additional_metadata: metadata,
                 traceparent: r.try_get("traceparent")?,
+                execution_deadline: r.try_get("execution_deadline")?,
             })
         })
         .collect()

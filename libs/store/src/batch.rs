@@ -165,6 +165,7 @@ fn to_applied(
                 } else {
                     r.try_get("worker_id")?
                 },
+                stop: None,
             })
         })
         .collect()
@@ -174,7 +175,7 @@ fn to_applied(
 static STARTED: Fenced = Fenced::new(
     r#"WITH {fence} u AS (SELECT u.* FROM UNNEST($1::uuid[], $2::uuid[], $3::int[]) AS u(tenant_id, id, attempt) {fenced}),
            upd AS (
-             UPDATE tasks t SET status = 'running', started_at = now()
+             UPDATE tasks t SET status = {running}, started_at = now(), wait_reason = NULL
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($4)
              RETURNING t.tenant_id, t.id, t.run_id, t.attempt, t.worker_id)
@@ -208,7 +209,7 @@ static COMPLETED: Fenced = Fenced::new(
     r#"WITH {fence} u AS (SELECT DISTINCT ON (u.tenant_id, u.id, u.attempt) u.*
                       FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::jsonb[]) AS u(tenant_id, id, attempt, output) {fenced}),
            upd AS (
-             UPDATE tasks t SET status = 'succeeded', output = u.output, finished_at = now(), wait_reason = NULL,
+             UPDATE tasks t SET status = {succeeded}, output = u.output, finished_at = now(), wait_reason = NULL,
                  started_at = COALESCE(t.started_at, now())
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($5)
@@ -222,8 +223,10 @@ static COMPLETED: Fenced = Fenced::new(
            rel AS (
              UPDATE tasks c SET
                pending_parents = c.pending_parents - dec.n,
-               status = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'queued' ELSE c.status END,
-               wait_reason = CASE WHEN c.pending_parents - dec.n <= 0 THEN 'waiting for a worker slot' ELSE c.wait_reason END,
+               status = CASE WHEN c.pending_parents - dec.n <= 0 THEN {queued} ELSE c.status END,
+               wait_reason = CASE WHEN c.pending_parents - dec.n <= 0 THEN {wait_slot} ELSE c.wait_reason END,
+               schedule_deadline = CASE WHEN c.pending_parents - dec.n <= 0
+                                        THEN now() + c.schedule_timeout_ms * interval '1 millisecond' END,
                queued_at = now(), not_before = now()
              FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6)),
            -- The distinct statuses of the run's tasks as this statement leaves them
@@ -232,7 +235,7 @@ static COMPLETED: Fenced = Fenced::new(
            rs AS (
              SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id,
                (SELECT array_agg(DISTINCT CASE WHEN (s.tenant_id, s.id) IN (SELECT tenant_id, id FROM upd)
-                                               THEN 'succeeded' ELSE s.status END)
+                                               THEN {succeeded} ELSE s.status END)
                 FROM tasks s WHERE s.tenant_id = upd.tenant_id AND s.run_id = upd.run_id) AS run_statuses
              FROM upd),
            -- A run whose tasks are all terminal now ends in the first final status
@@ -245,7 +248,7 @@ static COMPLETED: Fenced = Fenced::new(
            done AS (
              UPDATE runs r SET status = fin.status, finished_at = now()
              FROM fin
-             WHERE r.tenant_id = fin.tenant_id AND r.id = fin.run_id AND r.status IN ('queued', 'running')
+             WHERE r.tenant_id = fin.tenant_id AND r.id = fin.run_id AND r.status IN ({run_open})
              RETURNING r.tenant_id, r.id, r.status, r.traceparent)
            SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent
            FROM rs LEFT JOIN done ON done.tenant_id = rs.tenant_id AND done.id = rs.run_id"#,

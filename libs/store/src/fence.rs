@@ -48,9 +48,11 @@ impl Fenced {
     /// The statement's text, fenced or not.
     pub(crate) fn sql(&self, fenced: bool) -> &str {
         if !fenced {
-            return self
-                .plain
-                .get_or_init(|| self.template.replace("{fence}", "").replace("{fenced}", ""));
+            return self.plain.get_or_init(|| {
+                crate::sql::render(self.template)
+                    .replace("{fence}", "")
+                    .replace("{fenced}", "")
+            });
         }
         self.fenced.get_or_init(|| {
             let (p, h) = (self.first_param, self.first_param + 1);
@@ -66,7 +68,7 @@ impl Fenced {
                 join.push_str(" CROSS JOIN lazy");
             }
             join.push_str(" WHERE fence.held = 1");
-            self.template
+            crate::sql::render(self.template)
                 .replace("{fence}", &ctes)
                 .replace("{fenced}", &join)
         })

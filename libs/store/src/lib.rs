@@ -5,9 +5,13 @@
 pub mod admission;
 pub mod auth;
 pub mod batch;
+pub mod deadlines;
 pub mod fence;
+pub mod repairs;
 pub mod runs;
 pub mod scheduling;
+pub mod selection;
+mod sql;
 pub mod tenants;
 pub mod workers;
 pub mod workflows;

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
+use crate::sql::Sql;
 use crate::workflows::WorkflowVersion;
 use crate::{Error, Result};
 
@@ -47,6 +48,9 @@ pub struct Created {
     pub run_ids: Vec<Uuid>,
     /// The tasks queued ready to start (the roots), in queue order.
     pub ready: Vec<ReadyTask>,
+    /// About when the earliest schedule deadline of those tasks falls, if they have
+    /// any (read from this process's clock, for waking the reaper).
+    pub schedule_deadline: Option<DateTime<Utc>>,
 }
 
 /// Inserts runs of any tenants in one set-based statement (the
@@ -77,54 +81,69 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
             t.push(*tenant_id, run_id, task);
         }
     }
-    // One statement (atomic on its own): no BEGIN/COMMIT round trips on the trigger path.
-    sqlx::query(
-        r#"WITH new_runs AS (
-             INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
-                               additional_metadata, traceparent)
-             SELECT * FROM UNNEST($13::uuid[], $14::uuid[], $15::uuid[], $16::uuid[], $17::text[], $18::jsonb[],
-                                  $19::jsonb[], $20::text[])
-             RETURNING 1)
-           INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
-                 pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds)
-           SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
-                  CASE WHEN u.status = 'queued' THEN 'waiting for a worker slot' ELSE 'waiting for parents' END,
-                  u.pending,
-                  ARRAY(SELECT jsonb_array_elements_text(u.parents)),
-                  ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
-                  u.retries, u.factor, u.cap
-           FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
-                       $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[])
-             AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap)"#,
-    )
-    .bind(&t.tenant)
-    .bind(&t.id)
-    .bind(&t.run)
-    .bind(&t.name)
-    .bind(&t.action)
-    .bind(&t.status)
-    .bind(&t.pending)
-    .bind(&t.parents)
-    .bind(&t.ancestors)
-    .bind(&t.retries)
-    .bind(&t.factor)
-    .bind(&t.cap)
-    .bind(&r_tenant)
-    .bind(&r_id)
-    .bind(&r_wf)
-    .bind(&r_ver)
-    .bind(&r_name)
-    .bind(&r_input)
-    .bind(&r_meta)
-    .bind(&r_trace)
-    .execute(pool)
-    .await?;
+    sqlx::query(CREATE_RUNS.text())
+        .bind(&t.tenant)
+        .bind(&t.id)
+        .bind(&t.run)
+        .bind(&t.name)
+        .bind(&t.action)
+        .bind(&t.status)
+        .bind(&t.pending)
+        .bind(&t.parents)
+        .bind(&t.ancestors)
+        .bind(&t.retries)
+        .bind(&t.factor)
+        .bind(&t.cap)
+        .bind(&t.exec_timeout)
+        .bind(&t.sched_timeout)
+        .bind(&r_tenant)
+        .bind(&r_id)
+        .bind(&r_wf)
+        .bind(&r_ver)
+        .bind(&r_name)
+        .bind(&r_input)
+        .bind(&r_meta)
+        .bind(&r_trace)
+        .execute(pool)
+        .await?;
     let ready = t.ready();
+    let queued = TaskStatus::Queued.as_str();
+    let schedule_deadline = (0..t.id.len())
+        .filter(|&i| t.status[i] == queued)
+        .filter_map(|i| t.sched_timeout[i])
+        .min()
+        .map(|ms| Utc::now() + chrono::Duration::milliseconds(ms));
     Ok(Created {
         run_ids: r_id,
         ready,
+        schedule_deadline,
     })
 }
+
+/// Inserts runs and their tasks in one statement, atomic on its own: no BEGIN/COMMIT
+/// round trips on the trigger path. A queued root's schedule deadline starts now.
+static CREATE_RUNS: Sql = Sql::new(
+    r#"WITH new_runs AS (
+         INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
+                           additional_metadata, traceparent)
+         SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::jsonb[],
+                              $21::jsonb[], $22::text[])
+         RETURNING 1)
+       INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
+             pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
+             execution_timeout_ms, schedule_timeout_ms, schedule_deadline)
+       SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
+              CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
+              u.pending,
+              ARRAY(SELECT jsonb_array_elements_text(u.parents)),
+              ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
+              u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
+              CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END
+       FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
+                   $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[])
+         AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
+              exec_timeout, sched_timeout)"#,
+);
 
 /// Column arrays of the tasks to insert.
 #[derive(Default)]
@@ -141,6 +160,8 @@ struct TaskColumns<'a> {
     retries: Vec<i32>,
     factor: Vec<Option<f64>>,
     cap: Vec<Option<i32>>,
+    exec_timeout: Vec<Option<i64>>,
+    sched_timeout: Vec<Option<i64>>,
 }
 
 impl<'a> TaskColumns<'a> {
@@ -176,6 +197,8 @@ impl<'a> TaskColumns<'a> {
         self.retries.push(t.retry.max_retries);
         self.factor.push(t.retry.backoff_factor);
         self.cap.push(t.retry.backoff_max_seconds);
+        self.exec_timeout.push(t.execution_timeout_ms);
+        self.sched_timeout.push(t.schedule_timeout_ms);
     }
 }
 

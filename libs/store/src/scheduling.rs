@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use crate::sql::Sql;
 use crate::{Error, Result};
 
 /// A worker report or scheduler decision to apply to one task.
@@ -48,6 +49,23 @@ pub struct Applied {
     /// The run, when the statement that applied this transition also finished it
     /// (set-based completions do).
     pub run_finished: Option<FinishedRun>,
+    /// The attempt its worker must stop ([`TaskEvent::stops_worker`]): the task left a
+    /// worker's slot because it timed out or was cancelled, not because the worker
+    /// ended it.
+    pub stop: Option<StopAttempt>,
+}
+
+/// An attempt a worker is running that must be stopped (`CANCEL_STEP_RUN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopAttempt {
+    /// The worker running it.
+    pub worker_id: Uuid,
+    /// The attempt.
+    pub attempt: i32,
+    /// Its action.
+    pub action_id: String,
+    /// Its task name.
+    pub readable_id: String,
 }
 
 fn statuses(list: &[TaskStatus]) -> Vec<&'static str> {
@@ -62,7 +80,7 @@ pub(crate) fn parse_status(s: &str) -> Result<TaskStatus> {
 /// stale attempt, already finished). Releases or cancels children as a consequence.
 pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<Option<Applied>> {
     let Some(row) = sqlx::query(
-        r#"SELECT run_id, readable_id, status, attempt, failures, max_retries, backoff_factor,
+        r#"SELECT run_id, readable_id, action_id, status, attempt, failures, max_retries, backoff_factor,
                   backoff_max_seconds, worker_id, assigned_at, started_at
            FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
     )
@@ -92,56 +110,45 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
     else {
         return Ok(None);
     };
-    let wait_reason = match (&ev.event, to) {
-        (TaskEvent::WorkerLost { .. }, _) => Some("requeued: its worker was lost".to_string()),
-        (_, TaskStatus::Queued) => Some(format!(
-            "retry {} of {} after failure",
-            failures + 1,
-            policy.max_retries
-        )),
-        _ => None,
-    };
+    let wait_reason = ev
+        .event
+        .wait_reason(to, failures, policy.max_retries)
+        .map(|r| r.to_string());
     // A worker's own report of the end means the attempt ran, even if its STARTED was
     // never sent (the Rust SDK skips it for short handlers): the end is its start.
     let ran = matches!(
         ev.event,
         TaskEvent::Failed { .. } | TaskEvent::Completed { .. }
     );
-    sqlx::query(
-        r#"UPDATE tasks SET
-             status = $3,
-             attempt = attempt + $4,
-             failures = failures + $5,
-             not_before = now() + make_interval(secs => $6 / 1000.0),
-             queued_at = CASE WHEN $3 = 'queued' THEN now() ELSE queued_at END,
-             output = COALESCE($7, output),
-             error = CASE WHEN $8::text IS NULL THEN error ELSE $8 END,
-             wait_reason = $9,
-             worker_id = CASE WHEN $3 = 'queued' THEN NULL ELSE worker_id END,
-             started_at = CASE WHEN $3 = 'running' THEN now()
-                               WHEN $12 THEN COALESCE(started_at, now()) ELSE started_at END,
-             finished_at = CASE WHEN $3 IN ('succeeded', 'failed', 'cancelled') THEN now() ELSE finished_at END
-           WHERE tenant_id = $1 AND id = $2 AND status = $10 AND attempt = $11"#,
-    )
-    .bind(ev.tenant_id)
-    .bind(ev.task_id)
-    .bind(to.as_str())
-    .bind(i32::from(next_attempt))
-    .bind(i32::from(count_failure))
-    .bind(delay_ms as f64)
-    .bind(&ev.output)
-    .bind(&ev.error)
-    .bind(wait_reason)
-    .bind(status.as_str())
-    .bind(attempt)
-    .bind(ran)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(APPLY_EVENT.text())
+        .bind(ev.tenant_id)
+        .bind(ev.task_id)
+        .bind(to.as_str())
+        .bind(i32::from(next_attempt))
+        .bind(i32::from(count_failure))
+        .bind(delay_ms as f64)
+        .bind(&ev.output)
+        .bind(&ev.error)
+        .bind(wait_reason)
+        .bind(status.as_str())
+        .bind(attempt)
+        .bind(ran)
+        .execute(&mut *conn)
+        .await?;
     // The attempt ends when the task leaves a slot-holding status for anything but
     // `running`. One that did not succeed goes into the history (`task_attempts`); a
     // success stays described by the task row itself, its last attempt.
     let worker_id: Option<Uuid> = row.try_get("worker_id")?;
     let releases = status.holds_slot() && !to.holds_slot();
+    let stop = match worker_id {
+        Some(worker_id) if releases && ev.event.stops_worker() => Some(StopAttempt {
+            worker_id,
+            attempt,
+            action_id: row.try_get("action_id")?,
+            readable_id: readable_id.clone(),
+        }),
+        _ => None,
+    };
     if releases && to != TaskStatus::Succeeded {
         let assigned_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("assigned_at")?;
         let started_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("started_at")?;
@@ -156,11 +163,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         .bind(ev.task_id)
         .bind(attempt)
         .bind(worker_id)
-        .bind(match (&ev.event, to) {
-            (TaskEvent::WorkerLost { .. }, _) => "lost",
-            (TaskEvent::Failed { .. }, _) => "failed",
-            (_, s) => s.as_str(),
-        })
+        .bind(ev.event.attempt_outcome(to))
         .bind(&ev.error)
         .bind(assigned_at)
         .bind(started_at)
@@ -171,7 +174,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
     match to {
         TaskStatus::Succeeded => release_children(conn, ev.tenant_id, run_id, &readable_id).await?,
         TaskStatus::Failed | TaskStatus::Cancelled => {
-            cancel_descendants(conn, ev.tenant_id, run_id, &readable_id).await?
+            cancel_descendants(conn, ev.tenant_id, run_id, &readable_id, to).await?
         }
         _ => {}
     }
@@ -183,8 +186,32 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         released_worker: worker_id.filter(|_| releases),
         run_tasks: None,
         run_finished: None,
+        stop,
     }))
 }
+
+/// One event's write (see [`apply_event`]): guarded by the status and attempt it was
+/// decided from. A task queued again gets its schedule deadline from its `not_before`.
+static APPLY_EVENT: Sql = Sql::new(
+    r#"UPDATE tasks SET
+         status = $3,
+         attempt = attempt + $4,
+         failures = failures + $5,
+         not_before = now() + make_interval(secs => $6 / 1000.0),
+         queued_at = CASE WHEN $3 = {queued} THEN now() ELSE queued_at END,
+         schedule_deadline = CASE WHEN $3 = {queued}
+                                  THEN now() + make_interval(secs => $6 / 1000.0)
+                                       + schedule_timeout_ms * interval '1 millisecond'
+                                  ELSE schedule_deadline END,
+         output = COALESCE($7, output),
+         error = CASE WHEN $8::text IS NULL THEN error ELSE $8 END,
+         wait_reason = $9,
+         worker_id = CASE WHEN $3 = {queued} THEN NULL ELSE worker_id END,
+         started_at = CASE WHEN $3 = {running} THEN now()
+                           WHEN $12 THEN COALESCE(started_at, now()) ELSE started_at END,
+         finished_at = CASE WHEN $3 IN ({succeeded}, {failed}, {cancelled}) THEN now() ELSE finished_at END
+       WHERE tenant_id = $1 AND id = $2 AND status = $10 AND attempt = $11"#,
+);
 
 /// Decrements the parent count of `parent`'s children; those reaching zero are queued.
 async fn release_children(
@@ -193,41 +220,53 @@ async fn release_children(
     run_id: Uuid,
     parent: &str,
 ) -> Result<()> {
-    sqlx::query(
+    static RELEASE: Sql = Sql::new(
         r#"UPDATE tasks SET
              pending_parents = pending_parents - 1,
-             status = CASE WHEN pending_parents = 1 THEN 'queued' ELSE status END,
-             wait_reason = CASE WHEN pending_parents = 1 THEN 'waiting for a worker slot' ELSE wait_reason END,
+             status = CASE WHEN pending_parents = 1 THEN {queued} ELSE status END,
+             wait_reason = CASE WHEN pending_parents = 1 THEN {wait_slot} ELSE wait_reason END,
+             schedule_deadline = CASE WHEN pending_parents = 1
+                                      THEN now() + schedule_timeout_ms * interval '1 millisecond' END,
              queued_at = now(), not_before = now()
            WHERE tenant_id = $1 AND run_id = $2 AND $3 = ANY(parents) AND status = ANY($4)"#,
-    )
-    .bind(tenant_id)
-    .bind(run_id)
-    .bind(parent)
-    .bind(statuses(TaskEvent::ParentsDone.allowed_from()))
-    .execute(conn)
-    .await?;
+    );
+    sqlx::query(RELEASE.text())
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(parent)
+        .bind(statuses(TaskEvent::ParentsDone.allowed_from()))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
-/// Cancels every pending task downstream of a task that failed for good.
+/// Cancels every pending task downstream of a task that failed for good or was
+/// cancelled (`how`).
 async fn cancel_descendants(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     run_id: Uuid,
-    failed: &str,
+    ended: &str,
+    how: TaskStatus,
 ) -> Result<()> {
-    sqlx::query(
-        r#"UPDATE tasks SET status = 'cancelled', finished_at = now(), wait_reason = NULL,
-             error = 'not run: upstream task "' || $3 || '" failed'
+    static CANCEL: Sql = Sql::new(
+        r#"UPDATE tasks SET status = {cancelled}, finished_at = now(), wait_reason = NULL,
+             error = 'not run: upstream task "' || $3 || '" ' || $5
            WHERE tenant_id = $1 AND run_id = $2 AND $3 = ANY(ancestors) AND status = ANY($4)"#,
-    )
-    .bind(tenant_id)
-    .bind(run_id)
-    .bind(failed)
-    .bind(statuses(TaskEvent::UpstreamFailed.allowed_from()))
-    .execute(conn)
-    .await?;
+    );
+    let why = if how == TaskStatus::Cancelled {
+        "was cancelled"
+    } else {
+        "failed"
+    };
+    sqlx::query(CANCEL.text())
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(ended)
+        .bind(statuses(TaskEvent::UpstreamFailed.allowed_from()))
+        .bind(why)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -237,13 +276,14 @@ pub async fn tasks_of_worker(
     tenant_id: Uuid,
     worker_id: Uuid,
 ) -> Result<Vec<TaskEventRow>> {
-    let rows = sqlx::query(
-        "SELECT id, attempt FROM tasks WHERE worker_id = $2 AND tenant_id = $1 AND status IN ('assigned', 'running')",
-    )
-    .bind(tenant_id)
-    .bind(worker_id)
-    .fetch_all(conn)
-    .await?;
+    static HELD: Sql = Sql::new(
+        "SELECT id, attempt FROM tasks WHERE worker_id = $2 AND tenant_id = $1 AND status IN ({slot_holding})",
+    );
+    let rows = sqlx::query(HELD.text())
+        .bind(tenant_id)
+        .bind(worker_id)
+        .fetch_all(conn)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(TaskEventRow {
@@ -349,17 +389,18 @@ pub async fn finalize_runs(
     let ids: Vec<Uuid> = done.iter().map(|d| d.0.1).collect();
     let sts: Vec<&str> = done.iter().map(|d| d.1.as_str()).collect();
     // Only runs not final yet are updated, and only those are reported.
-    let rows = sqlx::query(
+    static FINISH: Sql = Sql::new(
         r#"UPDATE runs r SET status = u.status, finished_at = now()
            FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(tenant_id, id, status)
-           WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ('queued', 'running')
+           WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ({run_open})
            RETURNING r.tenant_id, r.id, r.traceparent"#,
-    )
-    .bind(&tenants)
-    .bind(&ids)
-    .bind(&sts)
-    .fetch_all(&mut *conn)
-    .await?;
+    );
+    let rows = sqlx::query(FINISH.text())
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&sts)
+        .fetch_all(&mut *conn)
+        .await?;
     let status_of: std::collections::HashMap<(Uuid, Uuid), RunStatus> = done.into_iter().collect();
     rows.iter()
         .map(|r| {

@@ -1,9 +1,11 @@
 //! The worker registry, written by the dispatcher that holds each worker.
 
+use adze_core::WorkerStatus;
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::Result;
+use crate::sql::Sql;
+use crate::{Error, Result};
 
 /// A worker's registration.
 #[derive(Debug, Clone)]
@@ -25,19 +27,20 @@ pub struct NewWorker<'a> {
 /// Registers a worker (status `registered` until its listen stream opens).
 pub async fn register(db: impl PgExecutor<'_>, w: &NewWorker<'_>) -> Result<Uuid> {
     let id = Uuid::new_v4();
-    sqlx::query(
+    static REGISTER: Sql = Sql::new(
         r#"INSERT INTO workers (tenant_id, id, name, actions, slots, status, dispatcher_id, sdk)
-           VALUES ($1, $2, $3, $4, $5, 'registered', $6, $7)"#,
-    )
-    .bind(w.tenant_id)
-    .bind(id)
-    .bind(w.name)
-    .bind(w.actions)
-    .bind(w.slots)
-    .bind(w.dispatcher_id)
-    .bind(w.sdk)
-    .execute(db)
-    .await?;
+           VALUES ($1, $2, $3, $4, $5, {worker_registered}, $6, $7)"#,
+    );
+    sqlx::query(REGISTER.text())
+        .bind(w.tenant_id)
+        .bind(id)
+        .bind(w.name)
+        .bind(w.actions)
+        .bind(w.slots)
+        .bind(w.dispatcher_id)
+        .bind(w.sdk)
+        .execute(db)
+        .await?;
     Ok(id)
 }
 
@@ -48,19 +51,20 @@ pub async fn set_status(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
     worker_id: Uuid,
-    status: &str,
+    status: WorkerStatus,
     dispatcher_id: &str,
 ) -> Result<bool> {
-    let res = sqlx::query(
+    static SET: Sql = Sql::new(
         r#"UPDATE workers SET status = $3, dispatcher_id = $4, last_heartbeat_at = now()
-           WHERE tenant_id = $1 AND id = $2 AND status <> 'inactive'"#,
-    )
-    .bind(tenant_id)
-    .bind(worker_id)
-    .bind(status)
-    .bind(dispatcher_id)
-    .execute(db)
-    .await?;
+           WHERE tenant_id = $1 AND id = $2 AND status <> {worker_inactive}"#,
+    );
+    let res = sqlx::query(SET.text())
+        .bind(tenant_id)
+        .bind(worker_id)
+        .bind(status.as_str())
+        .bind(dispatcher_id)
+        .execute(db)
+        .await?;
     Ok(res.rows_affected() == 1)
 }
 
@@ -69,13 +73,18 @@ pub async fn status(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
     worker_id: Uuid,
-) -> Result<Option<String>> {
+) -> Result<Option<WorkerStatus>> {
     let row = sqlx::query("SELECT status FROM workers WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(worker_id)
         .fetch_optional(db)
         .await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?)
+    let Some(row) = row else { return Ok(None) };
+    let status: String = row.try_get(0)?;
+    status
+        .parse()
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("{e}")))
 }
 
 /// Records heartbeats of many workers in one statement.
@@ -107,18 +116,74 @@ pub async fn claim_lost(
     disconnect_grace_ms: i64,
     heartbeat_timeout_ms: i64,
 ) -> Result<Vec<(Uuid, Uuid)>> {
-    let rows = sqlx::query(
-        r#"UPDATE workers SET status = 'inactive'
-           WHERE (status = 'disconnected' AND last_heartbeat_at < now() - make_interval(secs => $1 / 1000.0))
-              OR (status IN ('active', 'registered', 'paused')
+    static CLAIM: Sql = Sql::new(
+        r#"UPDATE workers SET status = {worker_inactive}
+           WHERE (status = {worker_disconnected} AND last_heartbeat_at < now() - make_interval(secs => $1 / 1000.0))
+              OR (status IN ({worker_present})
                   AND last_heartbeat_at < now() - make_interval(secs => $2 / 1000.0))
            RETURNING tenant_id, id"#,
-    )
-    .bind(disconnect_grace_ms as f64)
-    .bind(heartbeat_timeout_ms as f64)
-    .fetch_all(db)
-    .await?;
+    );
+    let rows = sqlx::query(CLAIM.text())
+        .bind(disconnect_grace_ms as f64)
+        .bind(heartbeat_timeout_ms as f64)
+        .fetch_all(db)
+        .await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
+}
+
+/// A worker as the REST API shows it.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    /// Name given by its SDK.
+    pub name: String,
+    /// Status.
+    pub status: WorkerStatus,
+    /// Actions it serves.
+    pub actions: Vec<String>,
+    /// Slots.
+    pub slots: i32,
+    /// Registered at.
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// Last heartbeat.
+    pub last_heartbeat_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Pauses (`Some(true)`) or resumes (`Some(false)`) a worker of the tenant, or only
+/// reads it (`None`). Pausing stops new assignments; what it runs goes on. Only a
+/// registered or active worker can be paused and only a paused one resumed; any other
+/// status is left as it is. `None` for an unknown worker or another tenant's.
+pub async fn pause(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    worker_id: Uuid,
+    paused: Option<bool>,
+) -> Result<Option<WorkerView>> {
+    static PAUSE: Sql = Sql::new(
+        r#"UPDATE workers SET status = CASE
+               WHEN $3 IS TRUE AND status IN ({worker_active}, {worker_registered}) THEN {worker_paused}
+               WHEN $3 IS FALSE AND status = {worker_paused} THEN {worker_active}
+               ELSE status END
+           WHERE tenant_id = $1 AND id = $2
+           RETURNING name, status, actions, slots, registered_at, last_heartbeat_at"#,
+    );
+    let Some(r) = sqlx::query(PAUSE.text())
+        .bind(tenant_id)
+        .bind(worker_id)
+        .bind(paused)
+        .fetch_optional(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let status: String = r.try_get("status")?;
+    Ok(Some(WorkerView {
+        name: r.try_get("name")?,
+        status: status.parse().map_err(|e| Error::Corrupt(format!("{e}")))?,
+        actions: r.try_get("actions")?,
+        slots: r.try_get("slots")?,
+        registered_at: r.try_get("registered_at")?,
+        last_heartbeat_at: r.try_get("last_heartbeat_at")?,
+    }))
 }

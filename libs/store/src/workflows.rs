@@ -21,6 +21,10 @@ pub struct TaskDef {
     pub ancestors: Vec<String>,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Execution timeout in milliseconds, counted from each assignment.
+    pub execution_timeout_ms: Option<i64>,
+    /// Schedule timeout in milliseconds, counted from each time the task is queued.
+    pub schedule_timeout_ms: Option<i64>,
 }
 
 /// A workflow's current version with its tasks, in declaration order.
@@ -132,7 +136,8 @@ pub async fn latest_version(
              WHERE w.tenant_id = $1 AND w.name = $2
              ORDER BY wv.version DESC LIMIT 1)
            SELECT v.workflow_id, v.version_id, t.readable_id, t.action_id, t.parents, t.ancestors,
-                  t.max_retries, t.backoff_factor, t.backoff_max_seconds
+                  t.max_retries, t.backoff_factor, t.backoff_max_seconds,
+                  t.execution_timeout_ms, t.schedule_timeout_ms
            FROM v JOIN workflow_tasks t
              ON t.tenant_id = $1 AND t.workflow_version_id = v.version_id
            ORDER BY t.position"#,
@@ -161,6 +166,8 @@ pub async fn latest_version(
                 backoff_factor: r.try_get("backoff_factor")?,
                 backoff_max_seconds: r.try_get("backoff_max_seconds")?,
             },
+            execution_timeout_ms: r.try_get("execution_timeout_ms")?,
+            schedule_timeout_ms: r.try_get("schedule_timeout_ms")?,
         });
     }
     Ok(Some(version))

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use adze_bus::Envelope;
 use adze_bus::messages::{ActionBatch, ActionKind, ActionMessage, SchedulerEvent};
+use adze_core::WorkerStatus;
 use adze_core::token::TokenIdentity;
 use adze_proto::ENGINE_VERSION;
 use adze_proto::adze::v1::worker_reports_server::WorkerReports;
@@ -146,7 +147,7 @@ impl DispatcherApi {
                     "worker {worker} is not registered"
                 )));
             }
-            Some(s) if s == "inactive" => {
+            Some(WorkerStatus::Inactive) => {
                 return Err(Status::not_found(format!(
                     "worker {worker} was declared lost and its tasks retried; register again"
                 )));
@@ -159,9 +160,15 @@ impl DispatcherApi {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (generation, closed) = self.registry.connect(who.tenant_id, worker);
-        adze_store::workers::set_status(pool, who.tenant_id, worker, "active", self.registry.id())
-            .await
-            .map_err(store_status)?;
+        adze_store::workers::set_status(
+            pool,
+            who.tenant_id,
+            worker,
+            WorkerStatus::Active,
+            self.registry.id(),
+        )
+        .await
+        .map_err(store_status)?;
         let ready = Envelope::new(
             who.tenant_id,
             SchedulerEvent::WorkerReady { worker_id: worker },
@@ -211,7 +218,7 @@ impl DispatcherApi {
                     &pool,
                     tenant_id,
                     worker,
-                    "disconnected",
+                    WorkerStatus::Disconnected,
                     &dispatcher,
                 )
                 .await
@@ -308,14 +315,13 @@ impl Dispatcher for DispatcherApi {
             match adze_store::workers::status(&self.deps.pool, who.tenant_id, worker)
                 .await
                 .map_err(store_status)?
-                .as_deref()
             {
-                None | Some("inactive") => {
+                None | Some(WorkerStatus::Inactive) => {
                     return Err(Status::not_found(format!(
                         "worker {worker} is not registered"
                     )));
                 }
-                Some("disconnected") => {
+                Some(WorkerStatus::Disconnected) => {
                     return Err(Status::failed_precondition(format!(
                         "worker {worker} has no open listen stream; reconnect"
                     )));
@@ -380,7 +386,7 @@ impl Dispatcher for DispatcherApi {
             &self.deps.pool,
             who.tenant_id,
             worker,
-            "disconnected",
+            WorkerStatus::Disconnected,
             self.registry.id(),
         )
         .await

@@ -140,3 +140,93 @@ fn statuses_round_trip() {
         assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), s);
     }
 }
+
+#[test]
+fn a_timeout_is_a_failure_that_is_retried_while_retries_remain() {
+    let ev = TaskEvent::TimedOut { attempt: 1 };
+    assert_eq!(
+        ev.apply(Running, 1, 1, &policy(2)),
+        Transition::To {
+            to: Queued,
+            next_attempt: true,
+            count_failure: true,
+            delay_ms: 2000
+        }
+    );
+    assert!(matches!(
+        ev.apply(Assigned, 1, 2, &policy(2)),
+        Transition::To { to: Failed, .. }
+    ));
+    // A timeout of an attempt that already ended (or a later one) changes nothing.
+    assert_eq!(
+        ev.apply(Running, 2, 2, &policy(5)),
+        Transition::Ignore("stale attempt")
+    );
+    assert!(matches!(
+        ev.apply(Queued, 1, 1, &policy(5)),
+        Transition::Ignore(_)
+    ));
+    assert_eq!(
+        ev.wait_reason(Queued, 1, 2),
+        Some(WaitReason::RetryAfterTimeout { retry: 2, of: 2 })
+    );
+}
+
+#[test]
+fn cancel_ends_any_unfinished_task_and_nothing_finished() {
+    for status in TaskStatus::ALL {
+        let t = TaskEvent::Cancel.apply(status, 3, 0, &policy(5));
+        if status.is_terminal() {
+            assert!(matches!(t, Transition::Ignore(_)), "{status}");
+        } else {
+            assert_eq!(
+                t,
+                Transition::To {
+                    to: Cancelled,
+                    next_attempt: false,
+                    count_failure: false,
+                    delay_ms: 0
+                },
+                "{status}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_schedule_expiry_fails_a_queued_task_for_good() {
+    assert!(matches!(
+        TaskEvent::ScheduleExpired { attempt: 0 }.apply(Queued, 0, 0, &policy(5)),
+        Transition::To {
+            to: Failed,
+            count_failure: false,
+            ..
+        }
+    ));
+    for status in [Pending, Assigned, Running, Succeeded] {
+        assert!(matches!(
+            TaskEvent::ScheduleExpired { attempt: 0 }.apply(status, 0, 0, &policy(5)),
+            Transition::Ignore(_)
+        ));
+    }
+}
+
+#[test]
+fn every_event_applies_only_from_its_guard_list() {
+    for ev in TaskEvent::kinds() {
+        for status in TaskStatus::ALL {
+            let t = ev.apply(status, 0, 0, &policy(1));
+            let allowed = !status.is_terminal() && ev.allowed_from().contains(&status);
+            assert_eq!(
+                matches!(t, Transition::To { .. }),
+                allowed,
+                "{ev:?} from {status}"
+            );
+            if let Transition::To { to, .. } = t {
+                // A task released from a slot-holding status frees it; the wait reason
+                // exists exactly for the transitions into the queue.
+                assert_eq!(ev.wait_reason(to, 0, 1).is_some(), to == Queued, "{ev:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Why a task that is not running waits, in words a user reads in `adze runs get`,
+//! the REST API and the dashboard. The texts are defined here once; the store binds
+//! them into its statements.
+
+use std::fmt;
+
+/// Why a task waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// Some parent has not succeeded yet.
+    Parents,
+    /// Ready; no worker serving its action has a free slot yet.
+    Slot,
+    /// Queued again after a failed attempt.
+    Retry {
+        /// Which retry this is (1-based).
+        retry: i32,
+        /// Retries allowed in all.
+        of: i32,
+    },
+    /// Queued again after an attempt ran past its execution timeout.
+    RetryAfterTimeout {
+        /// Which retry this is (1-based).
+        retry: i32,
+        /// Retries allowed in all.
+        of: i32,
+    },
+    /// Queued again because the worker holding it was lost.
+    WorkerLost,
+}
+
+impl WaitReason {
+    /// The text of the reasons that carry no numbers (the ones statements bind).
+    pub const fn fixed_text(self) -> Option<&'static str> {
+        match self {
+            Self::Parents => Some("waiting for parents"),
+            Self::Slot => Some("waiting for a worker slot"),
+            Self::WorkerLost => Some("requeued: its worker was lost"),
+            Self::Retry { .. } | Self::RetryAfterTimeout { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Retry { retry, of } => write!(f, "retry {retry} of {of} after failure"),
+            Self::RetryAfterTimeout { retry, of } => {
+                write!(f, "retry {retry} of {of} after timing out")
+            }
+            other => f.write_str(other.fixed_text().unwrap_or_default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_as_words() {
+        assert_eq!(WaitReason::Slot.to_string(), "waiting for a worker slot");
+        assert_eq!(
+            WaitReason::Retry { retry: 1, of: 3 }.to_string(),
+            "retry 1 of 3 after failure"
+        );
+        assert_eq!(
+            WaitReason::RetryAfterTimeout { retry: 2, of: 2 }.to_string(),
+            "retry 2 of 2 after timing out"
+        );
+        for r in [
+            WaitReason::Parents,
+            WaitReason::Slot,
+            WaitReason::WorkerLost,
+        ] {
+            assert_eq!(r.fixed_text(), Some(r.to_string().as_str()));
+        }
+    }
+}

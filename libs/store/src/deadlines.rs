@@ -1,0 +1,136 @@
+//! Deadlines the timeout-reaper owns: execution deadlines of attempts on workers and
+//! schedule deadlines of queued tasks, each read in order from its own partial index
+//! (`migrations/0007_deadlines.sql`).
+//!
+//! Claiming is a transaction the reaper holds while it reports what it claimed:
+//! [`lock_due`] locks due rows with `SKIP LOCKED` (a second reaper takes other rows),
+//! the reaper publishes one event per row and waits for the stream's acks, then
+//! [`clear`] removes the deadlines and the transaction commits. A reaper that dies in
+//! between leaves the deadlines in place and the rows unlocked: the next claim reports
+//! them again, under the same message ids, and the scheduler's attempt fence makes a
+//! second report of one deadline a no-op even outside the de-duplication window.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::Result;
+use crate::sql::Sql;
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineKind {
+    /// An attempt on a worker ran past its execution timeout.
+    Execution,
+    /// A queued task was not started within its schedule timeout.
+    Schedule,
+}
+
+/// A deadline that passed, locked by the claiming transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Task.
+    pub task_id: Uuid,
+    /// The attempt the deadline belongs to.
+    pub attempt: i32,
+    /// Which deadline.
+    pub kind: DeadlineKind,
+    /// When it was due.
+    pub deadline: DateTime<Utc>,
+    /// The timeout that set it, in milliseconds (for the error text).
+    pub timeout_ms: i64,
+}
+
+/// The earliest deadline of either kind, passed or not.
+pub async fn earliest(db: impl PgExecutor<'_>) -> Result<Option<DateTime<Utc>>> {
+    static EARLIEST: Sql = Sql::new(
+        r#"SELECT least(
+             (SELECT min(execution_deadline) FROM tasks
+              WHERE status IN ({slot_holding}) AND execution_deadline IS NOT NULL),
+             (SELECT min(schedule_deadline) FROM tasks
+              WHERE status = {queued} AND schedule_deadline IS NOT NULL))"#,
+    );
+    Ok(sqlx::query(EARLIEST.text())
+        .fetch_one(db)
+        .await?
+        .try_get(0)?)
+}
+
+/// Locks up to `limit` deadlines of each kind that are due at `now`, earliest first,
+/// skipping rows another transaction holds. Call inside a transaction; see the module.
+pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>> {
+    static EXECUTION: Sql = Sql::new(
+        r#"SELECT tenant_id, id, attempt, execution_deadline AS deadline,
+                  COALESCE(execution_timeout_ms, 0) AS timeout_ms
+           FROM tasks
+           WHERE status IN ({slot_holding}) AND execution_deadline IS NOT NULL AND execution_deadline <= $1
+           ORDER BY execution_deadline
+           LIMIT $2
+           FOR UPDATE SKIP LOCKED"#,
+    );
+    static SCHEDULE: Sql = Sql::new(
+        r#"SELECT tenant_id, id, attempt, schedule_deadline AS deadline,
+                  COALESCE(schedule_timeout_ms, 0) AS timeout_ms
+           FROM tasks
+           WHERE status = {queued} AND schedule_deadline IS NOT NULL AND schedule_deadline <= $1
+           ORDER BY schedule_deadline
+           LIMIT $2
+           FOR UPDATE SKIP LOCKED"#,
+    );
+    let mut due = Vec::new();
+    for (sql, kind) in [
+        (&EXECUTION, DeadlineKind::Execution),
+        (&SCHEDULE, DeadlineKind::Schedule),
+    ] {
+        let rows = sqlx::query(sql.text())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        for r in rows {
+            due.push(Due {
+                tenant_id: r.try_get("tenant_id")?,
+                task_id: r.try_get("id")?,
+                attempt: r.try_get("attempt")?,
+                kind,
+                deadline: r.try_get("deadline")?,
+                timeout_ms: r.try_get("timeout_ms")?,
+            });
+        }
+    }
+    Ok(due)
+}
+
+/// Removes the deadlines [`lock_due`] returned, once they have been reported.
+pub async fn clear(conn: &mut PgConnection, due: &[Due]) -> Result<()> {
+    for kind in [DeadlineKind::Execution, DeadlineKind::Schedule] {
+        let (tenants, ids): (Vec<Uuid>, Vec<Uuid>) = due
+            .iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| (d.tenant_id, d.task_id))
+            .unzip();
+        if ids.is_empty() {
+            continue;
+        }
+        let sql = match kind {
+            DeadlineKind::Execution => {
+                r#"UPDATE tasks t SET execution_deadline = NULL
+                   FROM UNNEST($1::uuid[], $2::uuid[]) AS d(tenant_id, id)
+                   WHERE t.tenant_id = d.tenant_id AND t.id = d.id"#
+            }
+            DeadlineKind::Schedule => {
+                r#"UPDATE tasks t SET schedule_deadline = NULL
+                   FROM UNNEST($1::uuid[], $2::uuid[]) AS d(tenant_id, id)
+                   WHERE t.tenant_id = d.tenant_id AND t.id = d.id"#
+            }
+        };
+        sqlx::query(sql)
+            .bind(&tenants)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}

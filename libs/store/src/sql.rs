@@ -1,0 +1,93 @@
+//! Statement texts with the state machine's words spliced in from `adze_core`, so no
+//! status, status set or wait reason is spelled twice. They are spliced as literals,
+//! not bound as parameters: a predicate like `status = 'queued'` must stay a literal
+//! for Postgres to use the partial indexes built on it under generic plans (a bound
+//! `status = $1` cannot prove an index's predicate). The partial indexes of
+//! `migrations/` spell the same words; `tests/tests/state_machine.rs` checks that
+//! they agree with core.
+//!
+//! Placeholders: `{<task status>}` (`{queued}`, …), `{slot_holding}` (a list for
+//! `IN (…)`), `{run_open}`, `{worker_<worker status>}` (`{worker_active}`, …),
+//! `{worker_present}`, and `{wait_slot}` / `{wait_parents}` (wait reasons).
+
+use std::sync::OnceLock;
+
+use adze_core::{RunStatus, TaskStatus, WaitReason, WorkerStatus};
+
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn list<T>(items: &[T], word: impl Fn(&T) -> &str) -> String {
+    items
+        .iter()
+        .map(|i| quoted(word(i)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Replaces every placeholder in `template` with its literal.
+pub(crate) fn render(template: &str) -> String {
+    let mut out = template.to_string();
+    for s in TaskStatus::ALL {
+        out = out.replace(&format!("{{{}}}", s.as_str()), &quoted(s.as_str()));
+    }
+    for s in WorkerStatus::ALL {
+        out = out.replace(&format!("{{worker_{}}}", s.as_str()), &quoted(s.as_str()));
+    }
+    let fixed = |r: WaitReason| quoted(r.fixed_text().unwrap_or_default());
+    for (token, text) in [
+        (
+            "{slot_holding}",
+            list(&TaskStatus::SLOT_HOLDING, |s| s.as_str()),
+        ),
+        ("{run_open}", list(&RunStatus::OPEN, |s| s.as_str())),
+        (
+            "{worker_present}",
+            list(&WorkerStatus::PRESENT, |s| s.as_str()),
+        ),
+        ("{wait_slot}", fixed(WaitReason::Slot)),
+        ("{wait_parents}", fixed(WaitReason::Parents)),
+    ] {
+        out = out.replace(token, &text);
+    }
+    out
+}
+
+/// A statement rendered once, on first use.
+pub(crate) struct Sql {
+    template: &'static str,
+    rendered: OnceLock<String>,
+}
+
+impl Sql {
+    pub(crate) const fn new(template: &'static str) -> Self {
+        Self {
+            template,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// The statement's text.
+    pub(crate) fn text(&self) -> &str {
+        self.rendered.get_or_init(|| render(self.template))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_come_from_core_and_other_braces_stay() {
+        let r = render(
+            "status = {queued} AND s IN ({slot_holding}) AND r IN ({run_open}) \
+             AND w = {wait_slot} AND j = '{}'::jsonb AND {fence}",
+        );
+        assert_eq!(
+            r,
+            "status = 'queued' AND s IN ('assigned', 'running') AND r IN ('queued', 'running') \
+             AND w = 'waiting for a worker slot' AND j = '{}'::jsonb AND {fence}"
+        );
+    }
+}
