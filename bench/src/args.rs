@@ -19,17 +19,21 @@ pub enum Scenario {
     Backlog,
     /// The official Python SDK's worker and client.
     Wire,
+    /// Runs with 1 s execution timeouts, half of which time out: how late the
+    /// timeout-reaper applies them.
+    Timeouts,
 }
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
         Scenario::Fanout,
         Scenario::Backlog,
         Scenario::Wire,
+        Scenario::Timeouts,
     ];
 
     /// The name used in file names and JSON.
@@ -41,6 +45,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Backlog => "backlog",
             Scenario::Wire => "wire",
+            Scenario::Timeouts => "timeouts",
         }
     }
 }
@@ -167,6 +172,12 @@ pub struct Args {
     /// Offered rate of the Python client in `wire`, per second.
     #[arg(long)]
     pub wire_rate: Option<u32>,
+    /// Runs of the timeouts scenario (half of them time out).
+    #[arg(long)]
+    pub timeout_tasks: Option<usize>,
+    /// Offered rate of the timeouts scenario, per second.
+    #[arg(long)]
+    pub timeout_rate: Option<u32>,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -204,6 +215,8 @@ pub struct Scale {
     pub probe_secs: u64,
     pub drain_timeout_secs: u64,
     pub wire_rate: u32,
+    pub timeout_tasks: usize,
+    pub timeout_rate: u32,
     pub slots: usize,
     pub workers: usize,
     pub task_sleep_ms: u64,
@@ -248,6 +261,8 @@ impl Scale {
             probe_secs: if q { 4 } else { 15 },
             drain_timeout_secs: a.drain_timeout_secs.unwrap_or(if q { 30 } else { 900 }),
             wire_rate: a.wire_rate.unwrap_or(if q { 100 } else { 500 }),
+            timeout_tasks: a.timeout_tasks.unwrap_or(if q { 2_000 } else { 10_000 }),
+            timeout_rate: a.timeout_rate.unwrap_or(if q { 500 } else { 1_000 }),
             slots: a.slots.max(1),
             workers: a.workers.max(1),
             task_sleep_ms: a.task_sleep_ms,

@@ -24,6 +24,9 @@ pub const NOOP: &str = "bench-noop";
 pub const PROBE: &str = "bench-probe";
 pub const DAG3: &str = "bench-dag3";
 pub const FANOUT: &str = "bench-fanout";
+pub const TIMEOUTS: &str = "bench-timeouts";
+/// The action of the `timeouts` scenario's task.
+pub const TIMEOUTS_ACTION: &str = "bench-timeouts:maybe";
 
 /// A client of the target: `grpc` for client calls, `dispatcher` for worker calls.
 pub fn client(target: &Target) -> anyhow::Result<Client> {
@@ -89,6 +92,30 @@ pub fn fanout(hub: &Arc<Hub>, width: usize) -> Workflow<SeqInput> {
         );
     }
     wf
+}
+
+/// `maybe`, with a 1 s execution timeout and no retries: runs with an odd `seq` hang
+/// for a minute (the engine stops them at the timeout), the others return at once.
+pub fn timeouts(hub: &Arc<Hub>) -> Workflow<SeqInput> {
+    let hub = hub.clone();
+    let task = TaskDef::new("maybe", move |input: SeqInput, ctx: Context| {
+        let recorder = hub.recorder(input.phase);
+        if let Some(r) = &recorder {
+            r.started(input.seq, 0, now_ns());
+        }
+        async move {
+            if input.seq % 2 == 1 {
+                ctx.cancellation_token().cancelled().await;
+                return Err(TaskError::retryable("stopped by the engine"));
+            }
+            if let Some(r) = recorder {
+                r.ended(input.seq, 0, now_ns());
+            }
+            Ok::<(), TaskError>(())
+        }
+    })
+    .execution_timeout(Duration::from_secs(1));
+    Workflow::new(TIMEOUTS).task(task)
 }
 
 /// Running worker instances.

@@ -69,6 +69,15 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Subcommand)]
 pub enum RunsCmd {
+    /// Cancel runs or single tasks: their unfinished tasks end `cancelled`, and workers
+    /// running them are told to stop. Unknown ids are ignored.
+    Cancel {
+        /// Run or task ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show a run and its tasks.
     Get {
         /// Run id.
@@ -80,6 +89,17 @@ pub enum RunsCmd {
 
 pub async fn runs(cmd: RunsCmd) -> anyhow::Result<()> {
     match cmd {
+        RunsCmd::Cancel { ids, conn } => {
+            for id in &ids {
+                if uuid::Uuid::parse_str(id).is_err() {
+                    anyhow::bail!("{id:?} is not a run or task id (a UUID)");
+                }
+            }
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let accepted = conn.client()?.cancel(&ids).await?;
+            println!("{}", json!({ "cancelled": accepted }));
+            Ok(())
+        }
         RunsCmd::Get { id, conn } => {
             let d = conn.client()?.get_run(&id).await?;
             let tasks: serde_json::Map<String, Value> = d

@@ -110,10 +110,7 @@ pub async fn serve_roles(
     }
     if has("reaper") {
         let cfg = configs.reaper.clone();
-        let deps = adze_reaper::Deps {
-            pool: shared.pool.clone(),
-            bus: shared.bus.clone(),
-        };
+        let deps = adze_reaper::Deps::new(shared.pool.clone(), shared.bus.clone());
         tasks.spawn(adze_reaper::run(cfg, deps, shutdown.clone()));
     }
     let mut dispatcher = None;

@@ -24,16 +24,45 @@ impl Proc {
         cwd: &Path,
         env: &[(String, String)],
     ) -> Self {
+        Self::spawn_with(name, program, args, cwd, env, false)
+    }
+
+    /// [`Proc::spawn`] with stdout going to the log file too (a service's own log lines),
+    /// so the test can read them back with [`Proc::log`].
+    pub fn spawn_logged(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> Self {
+        Self::spawn_with(name, program, args, cwd, env, true)
+    }
+
+    fn spawn_with(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        cwd: &Path,
+        env: &[(String, String)],
+        stdout_to_log: bool,
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("adze-test-{name}-{}.log", std::process::id()));
-        let stderr = std::fs::File::create(&log)
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null());
+        let file = std::fs::File::create(&log);
+        let stdout = match (&file, stdout_to_log) {
+            (Ok(f), true) => f
+                .try_clone()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+            _ => Stdio::piped(),
+        };
+        let stderr = file.map(Stdio::from).unwrap_or_else(|_| Stdio::null());
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(cwd)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);

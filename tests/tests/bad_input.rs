@@ -89,6 +89,45 @@ async fn bad_input_is_refused_with_a_clear_message() {
         .expect_err("bad timeout");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("timeout"), "{}", err.message());
+    for schedule in [false, true] {
+        let mut t10 = task("a", &[]);
+        if schedule {
+            t10.schedule_timeout = Some("10 parsecs".into());
+        } else {
+            t10.timeout = "10 parsecs".into();
+        }
+        let err = admin
+            .put_workflow(req(t, workflow("parsecs", vec![t10])))
+            .await
+            .expect_err("a timeout in parsecs");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let field = if schedule {
+            "schedule_timeout"
+        } else {
+            "timeout"
+        };
+        assert!(
+            err.message().contains(field) && err.message().contains("\"10 parsecs\""),
+            "{}",
+            err.message()
+        );
+    }
+    let mut negative = task("a", &[]);
+    negative.retries = -1;
+    let err = admin
+        .put_workflow(req(t, workflow("negative", vec![negative])))
+        .await
+        .expect_err("negative retries");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("retr"), "{}", err.message());
+    // Nothing of the refused definitions was stored.
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM workflows WHERE name IN ('parsecs', 'negative', 'timeouts')",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .expect("count");
+    assert_eq!(stored, 0);
 
     // Unknown workflow.
     let err = wf

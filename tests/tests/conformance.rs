@@ -31,6 +31,11 @@ async fn python_retries_backoff_and_non_retryable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_timeouts_and_cancellation() {
+    python_script("timeouts.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }
@@ -38,4 +43,9 @@ async fn typescript_dag_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_retries_and_non_retryable() {
     ts_script("retries.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_timeouts_abort_in_flight_fetches_and_cancellation() {
+    ts_script("timeouts.ts").await;
 }

@@ -5,6 +5,7 @@ mod fanout;
 mod latency;
 mod phase;
 mod ramp;
+mod timeouts;
 mod wire;
 
 pub use phase::{Phase, open_loop_phase, settle, wait_done, warmup};
@@ -167,5 +168,6 @@ pub async fn run(scenario: Scenario, ctx: &Ctx, fleet: &mut Fleet) -> anyhow::Re
         Scenario::Fanout => fanout::run(ctx).await,
         Scenario::Backlog => backlog::run(ctx).await,
         Scenario::Wire => wire::run(ctx, fleet).await,
+        Scenario::Timeouts => timeouts::run(ctx).await,
     }
 }

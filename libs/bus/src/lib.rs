@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod envelope;
+pub mod hints;
 pub mod messages;
 pub mod subjects;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use envelope::Envelope;
+pub use hints::DeadlineHints;
 pub use subjects::Subjects;
 
 /// Bus errors.

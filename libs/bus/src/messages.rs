@@ -72,6 +72,32 @@ pub enum SchedulerEvent {
     },
     /// Something may be admissible (retry due, repair): run admission.
     Wake,
+    /// An attempt ran past its execution deadline (the reaper).
+    TaskTimedOut {
+        /// Task.
+        task_id: Uuid,
+        /// The attempt that timed out.
+        attempt: i32,
+        /// Its execution timeout, in milliseconds.
+        timeout_ms: i64,
+    },
+    /// A queued task was not started by its schedule deadline (the reaper).
+    ScheduleExpired {
+        /// Task.
+        task_id: Uuid,
+        /// The attempt it was queued for.
+        attempt: i32,
+        /// Its schedule timeout, in milliseconds.
+        timeout_ms: i64,
+    },
+    /// Cancel these tasks of the tenant (ingest, for a user's request): those not
+    /// finished end `cancelled`, and workers running them are told to stop.
+    CancelTasks {
+        /// Tasks.
+        task_ids: Vec<Uuid>,
+        /// Why, for the tasks' error text.
+        reason: String,
+    },
     /// Several worker reports of one tenant, in the order they arrived (a dispatcher
     /// publishes what its workers sent in the meantime as one message).
     Reports {
@@ -137,6 +163,16 @@ pub struct ActionMessage {
 pub struct ActionBatch {
     /// The actions (all for the same worker).
     pub actions: Vec<ActionMessage>,
+}
+
+/// A new execution or schedule deadline, earlier than any the sender announced
+/// before that has not passed yet (core NATS, to the reapers; a reaper also re-reads
+/// the earliest deadline from Postgres after every claim and at least every few
+/// seconds, so a lost notice only delays a timeout).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadlineSet {
+    /// When it falls due.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A run reached a final status.

@@ -49,6 +49,11 @@ impl Subjects {
         format!("{}.runs.finished.{tenant}", self.prefix)
     }
 
+    /// Core subject on which new, earlier deadlines wake the reapers.
+    pub fn deadlines(&self) -> String {
+        format!("{}.deadlines", self.prefix)
+    }
+
     /// All finished-run notices.
     pub fn runs_finished_wildcard(&self) -> String {
         format!("{}.runs.finished.*", self.prefix)

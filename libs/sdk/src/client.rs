@@ -25,11 +25,11 @@ use crate::{SdkError, Workflow};
 /// Create it inside a Tokio runtime. The connection opens lazily on the first call.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: ResolvedConfig,
+pub(crate) struct Inner {
+    pub(crate) config: ResolvedConfig,
     channel: AuthChannel,
     /// The `Dispatcher` service's channel: `channel` itself unless configured apart.
     dispatcher_channel: AuthChannel,

@@ -119,6 +119,7 @@ impl ClientConfig {
                 )
             })?;
         Ok(ResolvedConfig {
+            token: self.token.clone(),
             dispatcher_address: self.dispatcher_host_port.clone(),
             address,
             tenant_id: self.tenant_id.clone().unwrap_or(claims.sub),
@@ -132,6 +133,8 @@ impl ClientConfig {
 /// The configuration after decoding the token.
 #[derive(Debug, Clone)]
 pub(crate) struct ResolvedConfig {
+    /// The API token, for REST calls.
+    pub token: String,
     pub address: String,
     /// The `Dispatcher` service's address when it differs from `address`.
     pub dispatcher_address: Option<String>,

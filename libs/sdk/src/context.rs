@@ -127,6 +127,16 @@ impl Context {
         self.inner.parts.cancellation.is_cancelled()
     }
 
+    /// Cancels this task (and so ends this attempt): the engine marks it cancelled and
+    /// this handler's [`Context::cancellation_token`] fires; like the official SDKs'
+    /// `ctx.cancel()`. Nothing is retried.
+    pub async fn cancel(&self) -> Result<(), SdkError> {
+        self.client()
+            .cancel(&[self.task_run_id()])
+            .await
+            .map(|_| ())
+    }
+
     /// A client for triggering other runs from inside a task.
     pub fn client(&self) -> &Client {
         &self.inner.parts.client

@@ -67,6 +67,17 @@ pub enum SdkError {
         source: serde_json::Error,
     },
 
+    /// A REST call was refused, or could not be made.
+    #[error("{call} failed: {message}")]
+    Rest {
+        /// The call, e.g. `POST .../tasks/cancel`.
+        call: String,
+        /// The HTTP status, when the engine answered.
+        status: Option<u16>,
+        /// The engine's description, or the transport's error.
+        message: String,
+    },
+
     /// A value could not be encoded as JSON.
     #[error("cannot encode {what} as JSON")]
     Encode {

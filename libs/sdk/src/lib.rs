@@ -38,6 +38,7 @@ mod context;
 mod duration;
 mod error;
 mod payload;
+mod rest;
 mod run;
 mod subscribe;
 mod task;

@@ -92,6 +92,7 @@ impl Committer {
 
 async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let hints = Arc::new(adze_bus::DeadlineHints::new(bus.clone()));
     loop {
         let first = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => return },
@@ -113,12 +114,18 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
                 Err(_) => break,
             }
         }
-        let (pool, bus) = (pool.clone(), bus.clone());
-        tokio::spawn(async move { commit(&pool, &bus, batch, permit).await });
+        let (pool, bus, hints) = (pool.clone(), bus.clone(), hints.clone());
+        tokio::spawn(async move { commit(&pool, &bus, &hints, batch, permit).await });
     }
 }
 
-async fn commit(pool: &PgPool, bus: &Bus, batch: Vec<Request>, permit: OwnedSemaphorePermit) {
+async fn commit(
+    pool: &PgPool,
+    bus: &Bus,
+    hints: &adze_bus::DeadlineHints,
+    batch: Vec<Request>,
+    permit: OwnedSemaphorePermit,
+) {
     let rows: Vec<(Uuid, NewRun<'_>)> = batch
         .iter()
         .flat_map(|r| {
@@ -174,6 +181,7 @@ async fn commit(pool: &PgPool, bus: &Bus, batch: Vec<Request>, permit: OwnedSema
         let _ = r.reply.send(Ok(mine));
     }
     drop(permit);
+    hints.offer(created.schedule_deadline).await;
     for (tenant_id, notice) in per_tenant {
         let Notice {
             run_ids,

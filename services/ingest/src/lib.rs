@@ -4,6 +4,7 @@
 //! `EventsService.PutLog`; REST: the calls the SDKs make around a worker's life.
 
 mod admin;
+mod cancel;
 mod commit;
 mod errors;
 mod events;

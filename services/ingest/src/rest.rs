@@ -3,11 +3,12 @@
 
 use adze_bus::Envelope;
 use adze_bus::messages::SchedulerEvent;
+use adze_core::WorkerStatus;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
+use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,11 +21,15 @@ pub(crate) fn router(deps: Deps) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/tenants/{tenant}", get(get_tenant))
         .route("/api/v1/workers/{worker}", patch(patch_worker))
+        .route(
+            "/api/v1/stable/tenants/{tenant}/tasks/cancel",
+            post(crate::cancel::cancel),
+        )
         .with_state(deps)
 }
 
 /// An error answered in Hatchet's `APIErrors` shape.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -32,7 +37,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn api_error(status: StatusCode, description: impl Into<String>) -> ApiError {
+pub(crate) fn api_error(status: StatusCode, description: impl Into<String>) -> ApiError {
     ApiError(status, description.into())
 }
 
@@ -55,6 +60,22 @@ async fn caller(deps: &Deps, headers: &HeaderMap) -> Result<Uuid, ApiError> {
             "Please provide valid credentials",
         )),
     }
+}
+
+/// The caller's tenant, which must be the one in the path.
+pub(crate) async fn caller_of(
+    deps: &Deps,
+    headers: &HeaderMap,
+    tenant: &str,
+) -> Result<Uuid, ApiError> {
+    let tenant = parse_id("tenant", tenant)?;
+    if caller(deps, headers).await? != tenant {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            "Please provide valid credentials",
+        ));
+    }
+    Ok(tenant)
 }
 
 fn parse_id(what: &str, s: &str) -> Result<Uuid, ApiError> {
@@ -107,28 +128,16 @@ async fn patch_worker(
     let worker = parse_id("worker", &worker)?;
     let me = caller(&deps, &headers).await?;
     let pause = body.and_then(|b| b.0.is_paused);
-    // Pausing only stops new assignments; in-flight tasks go on.
-    let r = sqlx::query(
-        r#"UPDATE workers SET status = CASE
-               WHEN $3 IS TRUE AND status IN ('active', 'registered') THEN 'paused'
-               WHEN $3 IS FALSE AND status = 'paused' THEN 'active'
-               ELSE status END
-           WHERE tenant_id = $1 AND id = $2
-           RETURNING name, status, actions, slots, registered_at, last_heartbeat_at"#,
-    )
-    .bind(me)
-    .bind(worker)
-    .bind(pause)
-    .fetch_optional(&deps.pool)
-    .await?
     // Unknown, or another tenant's: do not reveal which.
-    .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not found"))?;
-    let status: String = r.try_get("status")?;
+    let w = adze_store::workers::pause(&deps.pool, me, worker, pause)
+        .await
+        .map_err(|e| api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not found"))?;
     // The scheduler keeps free slots in memory: tell it the worker's availability
     // changed (its periodic reload catches a lost notice).
-    let event = match status.as_str() {
-        "paused" => Some(SchedulerEvent::WorkerUnavailable { worker_id: worker }),
-        "active" => Some(SchedulerEvent::WorkerReady { worker_id: worker }),
+    let event = match w.status {
+        WorkerStatus::Paused => Some(SchedulerEvent::WorkerUnavailable { worker_id: worker }),
+        WorkerStatus::Active => Some(SchedulerEvent::WorkerReady { worker_id: worker }),
         _ => None,
     };
     if let Some(event) = event.filter(|_| pause.is_some()) {
@@ -137,22 +146,19 @@ async fn patch_worker(
             tracing::warn!(error = %e, %worker, "could not announce the worker's new status");
         }
     }
-    let slots: i32 = r.try_get("slots")?;
-    let registered: DateTime<Utc> = r.try_get("registered_at")?;
-    let beat: DateTime<Utc> = r.try_get("last_heartbeat_at")?;
-    let actions: Vec<String> = r.try_get("actions")?;
-    let shown = match status.as_str() {
-        "paused" => "PAUSED",
-        "active" | "registered" => "ACTIVE",
+    let (registered, beat) = (w.registered_at, w.last_heartbeat_at);
+    let shown = match w.status {
+        WorkerStatus::Paused => "PAUSED",
+        WorkerStatus::Active | WorkerStatus::Registered => "ACTIVE",
         _ => "INACTIVE",
     };
     Ok(Json(json!({
         "metadata": {"id": worker, "createdAt": ts(registered), "updatedAt": ts(beat)},
-        "name": r.try_get::<String, _>("name")?,
+        "name": w.name,
         "type": "SELFHOSTED",
         "status": shown,
         "lastHeartbeatAt": ts(beat),
-        "actions": actions,
-        "slotConfig": {"default": {"available": slots, "limit": slots}},
+        "actions": w.actions,
+        "slotConfig": {"default": {"available": w.slots, "limit": w.slots}},
     })))
 }

@@ -7,10 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     adze_runtime::service_main("reaper", |loaded, shared, shutdown| async move {
         let config: adze_reaper::Config = loaded.section("reaper")?;
-        let deps = adze_reaper::Deps {
-            pool: shared.pool,
-            bus: shared.bus,
-        };
+        let deps = adze_reaper::Deps::new(shared.pool, shared.bus);
         adze_reaper::run(config, deps, shutdown).await
     })
 }

@@ -57,6 +57,7 @@ pub(crate) fn need(live: i64, dead: i64, changed: i64, min_rows: i64, share: f64
 /// Runs until `shutdown`, checking every `maintenance_every_ms`.
 pub(crate) async fn run(config: Config, pool: PgPool, shutdown: CancellationToken) {
     if config.maintenance_every_ms == 0 {
+        shutdown.cancelled().await;
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_millis(config.maintenance_every_ms));

@@ -69,19 +69,13 @@ impl Scanner {
     }
 
     async fn expired_assignments(&self) -> anyhow::Result<()> {
-        // Served by the in-flight index `tasks_on_worker` (status assigned or running).
-        let rows = sqlx::query(
-            r#"SELECT tenant_id, id, attempt FROM tasks
-               WHERE status = 'assigned' AND assigned_at < now() - make_interval(secs => $1 / 1000.0)
-               LIMIT $2"#,
+        let rows = adze_store::repairs::expired_assignments(
+            &self.deps.pool,
+            self.config.assignment_timeout_ms,
+            BATCH,
         )
-        .bind(self.config.assignment_timeout_ms as f64)
-        .bind(BATCH)
-        .fetch_all(&self.deps.pool)
         .await?;
-        for r in rows {
-            let (tenant, task, attempt): (Uuid, Uuid, i32) =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        for (tenant, task, attempt) in rows {
             tracing::warn!(task_id = %task, attempt, "assignment never started; reassigning");
             self.publish(
                 tenant,
@@ -102,24 +96,11 @@ impl Scanner {
             .fetch_one(&self.deps.pool)
             .await?
             .try_get(0)?;
-        // Per (tenant, action) a worker serves: one range of the ready-queue index each.
-        let due = sqlx::query(
-            r#"SELECT k.tenant_id
-               FROM (SELECT DISTINCT tenant_id, unnest(actions) AS action_id FROM workers
-                     WHERE status <> 'inactive') k
-               WHERE EXISTS (SELECT 1 FROM tasks t
-                             WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
-                               AND t.status = 'queued' AND t.not_before > $1 AND t.not_before <= $2)
-               LIMIT 1"#,
-        )
-        .bind(self.last_due_scan)
-        .bind(now)
-        .fetch_optional(&self.deps.pool)
-        .await?;
+        let due = adze_store::repairs::retry_due(&self.deps.pool, self.last_due_scan, now).await?;
         self.last_due_scan = now;
-        if let Some(r) = due {
+        if let Some(tenant) = due {
             self.publish(
-                r.try_get(0)?,
+                tenant,
                 SchedulerEvent::Wake,
                 format!("due:{}", now.timestamp_micros()),
             )
@@ -131,21 +112,9 @@ impl Scanner {
     /// A ready task that has waited past the repair window while some worker serving
     /// its action has a free slot means a notice was lost: wake the scheduler.
     async fn stranded_queue(&self) -> anyhow::Result<()> {
-        let stranded = sqlx::query(
-            r#"SELECT k.tenant_id
-               FROM (SELECT DISTINCT tenant_id, unnest(actions) AS action_id FROM workers
-                     WHERE status = 'active') k
-               WHERE EXISTS (SELECT 1 FROM tasks t
-                             WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
-                               AND t.status = 'queued'
-                               AND t.not_before <= now() - make_interval(secs => $1 / 1000.0))
-               LIMIT 1"#,
-        )
-        .bind(self.config.repair_after_ms as f64)
-        .fetch_optional(&self.deps.pool)
-        .await?;
-        if let Some(r) = stranded {
-            let tenant: Uuid = r.try_get(0)?;
+        let stranded =
+            adze_store::repairs::stranded(&self.deps.pool, self.config.repair_after_ms).await?;
+        if let Some(tenant) = stranded {
             self.publish(
                 tenant,
                 SchedulerEvent::Wake,

@@ -37,7 +37,7 @@ pub(crate) struct Processor {
     slots: Option<(SlotBook, Instant)>,
     /// Publishes assignments. They are the scheduler's own decisions and need no WAL
     /// flush, so they never wait behind the results' waits for one.
-    assigner: mpsc::Sender<Vec<Assignment>>,
+    assigner: mpsc::Sender<Orders>,
     assigning: JoinHandle<()>,
     /// Announces finished runs and acknowledges events, once durable.
     announcer: mpsc::Sender<Results>,
@@ -50,11 +50,21 @@ pub(crate) struct Processor {
 #[derive(Default)]
 pub(crate) struct Outcome {
     assignments: Vec<Assignment>,
+    /// Attempts on workers the batch ended (timed out, cancelled): their workers are
+    /// told to stop them.
+    stops: Vec<scheduling::Applied>,
     finished: Vec<FinishedRun>,
     /// Some transitions were committed without waiting for the WAL flush
     /// ([`adze_store::batch::apply_reports_fenced`]): the finished runs are announced,
     /// and the events acknowledged, only once they are durable.
     lazy: bool,
+}
+
+/// What a committed batch sends to workers: new assignments, and attempts to stop.
+#[derive(Default)]
+pub(crate) struct Orders {
+    assignments: Vec<Assignment>,
+    stops: Vec<scheduling::Applied>,
 }
 
 /// A batch's finished runs and the messages to acknowledge after them.
@@ -170,7 +180,11 @@ impl Processor {
         // Announcing and acknowledging happen in order on other tasks, so the next
         // batch's transaction overlaps them. Assignments need no WAL flush (see
         // `assigner`); finished runs and acknowledgements may wait for one.
-        self.assign(outcome.assignments).await?;
+        self.assign(Orders {
+            assignments: outcome.assignments,
+            stops: outcome.stops,
+        })
+        .await?;
         let results = Results {
             finished: outcome.finished,
             lazy: outcome.lazy,
@@ -182,12 +196,12 @@ impl Processor {
         Ok(())
     }
 
-    /// Hands assignments to the task that publishes them.
-    async fn assign(&self, assignments: Vec<Assignment>) -> anyhow::Result<()> {
-        let sent = if assignments.is_empty() {
+    /// Hands assignments and stops to the task that publishes them.
+    async fn assign(&self, orders: Orders) -> anyhow::Result<()> {
+        let sent = if orders.assignments.is_empty() && orders.stops.is_empty() {
             !self.assigner.is_closed()
         } else {
-            self.assigner.send(assignments).await.is_ok()
+            self.assigner.send(orders).await.is_ok()
         };
         if !sent {
             anyhow::bail!("the assignment announcer stopped");
@@ -258,8 +272,10 @@ impl Processor {
         };
         tx.commit().await?;
         self.slots = Some((book, loaded_at));
+        let stops = applied.into_iter().filter(|a| a.stop.is_some()).collect();
         Ok(Outcome {
             assignments,
+            stops,
             finished,
             lazy: false,
         })
@@ -290,7 +306,11 @@ impl Processor {
             };
             // Committed: announced now, before the reports are written; the batch's
             // events are acknowledged with the rest of its outcome.
-            if self.assign(assignments).await.is_err() {
+            let orders = Orders {
+                assignments,
+                ..Orders::default()
+            };
+            if self.assign(orders).await.is_err() {
                 // [`Self::process`] stops the loop when it hands over the rest.
                 tracing::error!("the assignment announcer stopped");
             }
@@ -319,6 +339,7 @@ impl Processor {
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
             assignments,
+            stops: Vec::new(),
             finished,
             lazy: !rows.is_empty(),
         }))
@@ -415,6 +436,40 @@ impl Processor {
                     TaskEvent::WorkerLost { attempt: *attempt },
                 )]
             }
+            SchedulerEvent::TaskTimedOut {
+                task_id,
+                attempt,
+                timeout_ms,
+            } => vec![TaskEventRow {
+                error: Some(format!(
+                    "task timed out: attempt {} ran past its execution timeout of {}",
+                    attempt + 1,
+                    adze_core::duration::format(*timeout_ms)
+                )),
+                ..row(t, *task_id, TaskEvent::TimedOut { attempt: *attempt })
+            }],
+            SchedulerEvent::ScheduleExpired {
+                task_id,
+                attempt,
+                timeout_ms,
+            } => vec![TaskEventRow {
+                error: Some(format!(
+                    "scheduling timed out: the task was not started within its schedule timeout of {}",
+                    adze_core::duration::format(*timeout_ms)
+                )),
+                ..row(
+                    t,
+                    *task_id,
+                    TaskEvent::ScheduleExpired { attempt: *attempt },
+                )
+            }],
+            SchedulerEvent::CancelTasks { task_ids, reason } => task_ids
+                .iter()
+                .map(|task_id| TaskEventRow {
+                    error: Some(reason.clone()),
+                    ..row(t, *task_id, TaskEvent::Cancel)
+                })
+                .collect(),
             SchedulerEvent::WorkerLost { worker_id } => {
                 let rows = scheduling::tasks_of_worker(conn, t, *worker_id).await?;
                 if !rows.is_empty() {
@@ -553,13 +608,17 @@ pub(crate) struct Announcer {
 impl Announcer {
     /// Starts the task that publishes assignments as they come; it ends when the
     /// processor's sender is dropped, after publishing everything it was given.
-    pub(crate) fn start_assignments(deps: Deps) -> (mpsc::Sender<Vec<Assignment>>, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Vec<Assignment>>(16);
+    pub(crate) fn start_assignments(deps: Deps) -> (mpsc::Sender<Orders>, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Orders>(16);
+        let hints = adze_bus::DeadlineHints::new(deps.bus.clone());
         let me = Self { deps };
         let task = tokio::spawn(async move {
-            while let Some(assignments) = rx.recv().await {
-                me.announce_assignments(assignments).await;
+            while let Some(orders) = rx.recv().await {
+                let deadline = adze_store::admission::earliest_deadline(&orders.assignments);
+                me.announce_stops(orders.stops).await;
+                me.announce_assignments(orders.assignments).await;
                 me.flush().await;
+                hints.offer(deadline).await;
             }
         });
         (tx, task)
@@ -647,6 +706,38 @@ impl Announcer {
                     .traceparent
                     .as_deref()
                     .and_then(adze_telemetry::child_traceparent),
+            });
+        }
+        for (worker, (tenant, actions)) in per_worker {
+            self.send_actions(tenant, worker, actions).await;
+        }
+    }
+
+    /// Tells workers to stop attempts the engine ended (`CANCEL_STEP_RUN`). A lost
+    /// notice leaves the attempt running on its worker until it ends by itself; its
+    /// result is then dropped (the attempt is no longer current).
+    async fn announce_stops(&self, stops: Vec<scheduling::Applied>) {
+        let mut per_worker: HashMap<Uuid, (Uuid, Vec<ActionMessage>)> = HashMap::new();
+        for a in stops {
+            let Some(stop) = a.stop else { continue };
+            tracing::info!(task_id = %a.task_id, attempt = stop.attempt, worker_id = %stop.worker_id, "stopping the attempt on its worker");
+            let (_, actions) = per_worker
+                .entry(stop.worker_id)
+                .or_insert_with(|| (a.tenant_id, Vec::new()));
+            actions.push(ActionMessage {
+                worker_id: stop.worker_id,
+                kind: ActionKind::Cancel,
+                task_id: a.task_id,
+                run_id: a.run_id,
+                attempt: stop.attempt,
+                action_id: stop.action_id,
+                readable_id: stop.readable_id,
+                workflow_name: String::new(),
+                workflow_id: Uuid::nil(),
+                workflow_version_id: Uuid::nil(),
+                payload: serde_json::json!({"input": {}, "parents": {}, "triggered_by": "manual"}),
+                additional_metadata: None,
+                traceparent: None,
             });
         }
         for (worker, (tenant, actions)) in per_worker {

@@ -101,11 +101,12 @@ impl Executor {
                 self.running.insert(task_run_id, running);
             }
             Ok(ActionType::CancelStepRun) => match self.running.get(&task_run_id) {
-                Some(running) => {
+                // Only the attempt the engine ended: a newer one of the same task goes on.
+                Some(running) if running.retry_count == action.retry_count => {
                     tracing::info!(%task_run_id, "cancelling task on engine request");
                     running.cancel.cancel();
                 }
-                None => tracing::debug!(%task_run_id, "cancel for a task not running here"),
+                _ => tracing::debug!(%task_run_id, "cancel for an attempt not running here"),
             },
             other => tracing::warn!(
                 action_type = ?other,

@@ -1,0 +1,181 @@
+//! `POST /api/v1/stable/tenants/{tenant}/tasks/cancel` (the SDKs' `runs.cancel`,
+//! `bulk_cancel` and a task's own `ctx.cancel()`): cancels tasks or whole runs by id,
+//! or the runs a filter matches. The request is accepted once the scheduler's event is
+//! durable in JetStream; the scheduler then cancels every unfinished task named, and
+//! tells the workers running any of them to stop.
+
+use adze_bus::Envelope;
+use adze_bus::messages::SchedulerEvent;
+use adze_core::RunStatus;
+use adze_store::selection::{self, RunFilter};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Deps;
+use crate::rest::{ApiError, api_error, caller_of};
+
+/// Most runs a filter may name (Hatchet's limit for cancel).
+const MAX_FILTERED_RUNS: i64 = 20_000;
+/// Most task ids in one scheduler event.
+const CHUNK: usize = 1_000;
+/// The error text of a task cancelled on request.
+pub(crate) const CANCELLED_BY_REQUEST: &str = "cancelled: by a request to cancel it or its run";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CancelRequest {
+    #[serde(default)]
+    external_ids: Option<Vec<String>>,
+    #[serde(default)]
+    filter: Option<TaskFilter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TaskFilter {
+    since: DateTime<Utc>,
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    statuses: Option<Vec<String>>,
+    #[serde(default)]
+    workflow_ids: Option<Vec<String>>,
+    #[serde(default)]
+    additional_metadata: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct CancelledTasks {
+    ids: Vec<Uuid>,
+}
+
+fn bad(description: impl Into<String>) -> ApiError {
+    api_error(StatusCode::BAD_REQUEST, description)
+}
+
+/// The SDKs' `V1TaskStatus` as a run status.
+fn run_status(s: &str) -> Result<RunStatus, ApiError> {
+    Ok(match s {
+        "QUEUED" => RunStatus::Queued,
+        "RUNNING" => RunStatus::Running,
+        "COMPLETED" => RunStatus::Succeeded,
+        "FAILED" => RunStatus::Failed,
+        "CANCELLED" => RunStatus::Cancelled,
+        other => {
+            return Err(bad(format!(
+                "unknown status {other:?} in filter.statuses (expected QUEUED, RUNNING, COMPLETED, FAILED or CANCELLED)"
+            )));
+        }
+    })
+}
+
+impl TaskFilter {
+    fn to_run_filter(&self) -> Result<RunFilter, ApiError> {
+        let statuses = self
+            .statuses
+            .iter()
+            .flatten()
+            .map(|s| run_status(s))
+            .collect::<Result<_, _>>()?;
+        let workflow_ids = self
+            .workflow_ids
+            .iter()
+            .flatten()
+            .map(|s| {
+                Uuid::parse_str(s).map_err(|_| {
+                    bad(format!(
+                        "filter.workflowIds: {s:?} is not a workflow id (a UUID)"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let metadata = self
+            .additional_metadata
+            .iter()
+            .flatten()
+            .map(|pair| match pair.split_once(':') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(bad(format!(
+                    "filter.additionalMetadata: {pair:?} is not a \"key:value\" pair"
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RunFilter {
+            since: self.since,
+            until: self.until,
+            statuses,
+            workflow_ids,
+            metadata,
+        })
+    }
+}
+
+/// Parses the ids of a request, each a task or run id.
+fn parse_ids(ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
+    ids.iter()
+        .map(|s| {
+            Uuid::parse_str(s).map_err(|_| {
+                bad(format!(
+                    "externalIds: {s:?} is not a task or run id (a UUID)"
+                ))
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn cancel(
+    State(deps): State<Deps>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<CancelRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<CancelledTasks>, ApiError> {
+    let tenant = caller_of(&deps, &headers, &tenant).await?;
+    let Json(req) = body.map_err(|e| bad(format!("invalid cancel request: {}", e.body_text())))?;
+    let named = match (&req.external_ids, &req.filter) {
+        (Some(ids), None) => parse_ids(ids)?,
+        (None, Some(filter)) => {
+            let filter = filter.to_run_filter()?;
+            selection::find_runs(&deps.pool, tenant, &filter, MAX_FILTERED_RUNS)
+                .await
+                .map_err(unavailable)?
+        }
+        (Some(_), Some(_)) => return Err(bad("give either externalIds or filter, not both")),
+        (None, None) => return Err(bad("give externalIds or filter")),
+    };
+    let tasks = selection::unfinished_tasks(&deps.pool, tenant, &named)
+        .await
+        .map_err(unavailable)?;
+    for chunk in tasks.chunks(CHUNK) {
+        let event = SchedulerEvent::CancelTasks {
+            task_ids: chunk.to_vec(),
+            reason: CANCELLED_BY_REQUEST.to_string(),
+        };
+        let id = format!("cancel:{}", Uuid::new_v4());
+        deps.bus
+            .publish_event(&Envelope::new(tenant, event), &id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot queue a cancellation");
+                api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the cancellation could not be queued in full; try again (cancelling twice is harmless)",
+                )
+            })?;
+    }
+    if !tasks.is_empty() {
+        tracing::info!(tenant = %tenant, tasks = tasks.len(), "cancellation queued");
+    }
+    Ok(Json(CancelledTasks { ids: named }))
+}
+
+fn unavailable(e: adze_store::Error) -> ApiError {
+    tracing::error!(error = %e, "cancel: storage unavailable");
+    api_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage unavailable; try again",
+    )
+}

@@ -1,0 +1,193 @@
+"""Conformance: execution timeouts, cancellation from outside, and ctx.aio_cancel().
+
+    HATCHET_CLIENT_TOKEN=<token> HATCHET_CLIENT_TLS_STRATEGY=none python timeouts.py
+
+- `conf-py-timeout`: task `nap` (execution_timeout 1 s, retries=1) sleeps 4 s, then
+  records that it woke. Both attempts are stopped by the engine at their deadline
+  (CANCEL_STEP_RUN: the SDK cancels the asyncio task), the run fails with a timeout
+  error, and the code after the sleep never runs.
+- `conf-py-cancel`: task `long` sleeps 30 s; `hatchet.runs.cancel(run_id)` stops it (the
+  handler sees asyncio.CancelledError) and the run ends cancelled.
+- `conf-py-self-cancel`: task `quit` calls `await ctx.aio_cancel()`; the engine stops it
+  and the run ends cancelled.
+Prints one `ADZE-RESULT <json>` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import traceback
+from collections import defaultdict
+from datetime import timedelta
+
+from _harness import (
+    Checks,
+    InProcessWorker,
+    Stdout,
+    capture_sdk_logs,
+    check_clean_stop,
+    client,
+    log,
+    start_deadline,
+)
+from hatchet_sdk import Context, EmptyModel
+from hatchet_sdk.exceptions import FailedTaskRunExceptionGroup
+
+hatchet = client("py/timeouts.py")
+
+# What each task did, per workflow run: "started", "woke", "cancelled".
+seen: dict[str, list[str]] = defaultdict(list)
+seen_lock = threading.Lock()
+
+
+def note(ctx: Context, what: str) -> None:
+    with seen_lock:
+        seen[ctx.workflow_run_id].append(what)
+
+
+def notes(run_id: str) -> list[str]:
+    with seen_lock:
+        return list(seen.get(run_id, []))
+
+
+timeout_wf = hatchet.workflow(name="conf-py-timeout")
+cancel_wf = hatchet.workflow(name="conf-py-cancel")
+self_cancel_wf = hatchet.workflow(name="conf-py-self-cancel")
+
+
+async def sleep_noting(ctx: Context, seconds: float) -> dict[str, str]:
+    """Sleeps, noting whether the engine's cancellation interrupted it or it woke."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        note(ctx, "cancelled")
+        raise
+    note(ctx, "woke")
+    return {"woke": "yes"}
+
+
+@timeout_wf.task(execution_timeout=timedelta(seconds=1), retries=1, backoff_max_seconds=1)
+async def nap(input: EmptyModel, ctx: Context) -> dict[str, str]:
+    note(ctx, "started")
+    return await sleep_noting(ctx, 4)
+
+
+@cancel_wf.task(execution_timeout=timedelta(seconds=60))
+async def long(input: EmptyModel, ctx: Context) -> dict[str, str]:
+    note(ctx, "started")
+    return await sleep_noting(ctx, 30)
+
+
+@self_cancel_wf.task(execution_timeout=timedelta(seconds=60))
+async def quit(input: EmptyModel, ctx: Context) -> dict[str, str]:
+    note(ctx, "started")
+    await ctx.aio_cancel()
+    return await sleep_noting(ctx, 30)
+
+
+def wait_until(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def check_timeout(checks: Checks) -> None:
+    log("running conf-py-timeout (sleeps past its 1 s timeout, twice)")
+    ref = timeout_wf.run(wait_for_result=False)
+    error: BaseException | None = None
+    try:
+        ref.result()
+    except Exception as e:  # noqa: BLE001 - inspected below
+        error = e
+    checks.observe("timeout_error", None if error is None else str(error)[:300])
+    checks.check(
+        "a timed-out run fails with FailedTaskRunExceptionGroup",
+        isinstance(error, FailedTaskRunExceptionGroup),
+        f"got {type(error).__name__}: {error}",
+    )
+    if isinstance(error, FailedTaskRunExceptionGroup):
+        texts = [e.exc for e in error.exceptions]
+        checks.check(
+            "the task's error says it timed out",
+            any("timed out" in t for t in texts),
+            f"errors: {texts}",
+        )
+    # Past the 4 s sleep of the second attempt: a handler that was not stopped wakes.
+    time.sleep(4.5)
+    got = notes(ref.workflow_run_id)
+    checks.observe("timeout_notes", got)
+    checks.expect_equal("the task was attempted twice (one retry)", got.count("started"), 2)
+    checks.expect_equal("both attempts were stopped by the engine", got.count("cancelled"), 2)
+    checks.expect_equal("the code after the sleep never ran", got.count("woke"), 0)
+
+
+def check_external_cancel(checks: Checks) -> None:
+    log("running conf-py-cancel and cancelling it with hatchet.runs.cancel")
+    ref = cancel_wf.run(wait_for_result=False)
+    started = wait_until(lambda: "started" in notes(ref.workflow_run_id), 20)
+    checks.check("the long task started", started)
+    hatchet.runs.cancel(ref.workflow_run_id)
+    stopped = wait_until(lambda: "cancelled" in notes(ref.workflow_run_id), 15)
+    checks.check("the running task saw asyncio.CancelledError", stopped, str(notes(ref.workflow_run_id)))
+    error: BaseException | None = None
+    try:
+        ref.result()
+    except Exception as e:  # noqa: BLE001 - inspected below
+        error = e
+    checks.check(
+        "the cancelled run's result says it was cancelled",
+        isinstance(error, ValueError) and "cancelled" in str(error),
+        f"got {type(error).__name__}: {error}",
+    )
+
+
+def check_self_cancel(checks: Checks) -> None:
+    log("running conf-py-self-cancel (ctx.aio_cancel())")
+    ref = self_cancel_wf.run(wait_for_result=False)
+    error: BaseException | None = None
+    try:
+        ref.result()
+    except Exception as e:  # noqa: BLE001 - inspected below
+        error = e
+    checks.check(
+        "a task that cancels itself ends its run cancelled",
+        isinstance(error, ValueError) and "cancelled" in str(error),
+        f"got {type(error).__name__}: {error}",
+    )
+    stopped = wait_until(lambda: "cancelled" in notes(ref.workflow_run_id), 10)
+    checks.check("the self-cancelled task was stopped", stopped, str(notes(ref.workflow_run_id)))
+    checks.expect_equal("it never woke", notes(ref.workflow_run_id).count("woke"), 0)
+
+
+def main() -> int:
+    Stdout.claim()
+    checks = Checks("py/timeouts.py")
+    sdk_logs = capture_sdk_logs()
+    worker = InProcessWorker(
+        hatchet, "conf-py-timeouts-worker", [timeout_wf, cancel_wf, self_cancel_wf], slots=4
+    )
+    start_deadline(checks, on_timeout=worker.kill)
+    worker.start()
+    try:
+        checks.observe("worker_id", worker.wait_registered())
+        checks.check("worker registered", True)
+        check_timeout(checks)
+        check_external_cancel(checks)
+        check_self_cancel(checks)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
+        log(traceback.format_exc())
+        checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")
+    finally:
+        log("stopping the worker")
+        check_clean_stop(checks, worker, worker.stop(), sdk_logs)
+    return checks.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
