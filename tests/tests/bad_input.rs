@@ -120,9 +120,23 @@ async fn bad_input_is_refused_with_a_clear_message() {
         .expect_err("negative retries");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("retr"), "{}", err.message());
+    // An on-failure task with parents.
+    let with_parents = task("cleanup", &["a"]);
+    let mut req_body = workflow("has-handler", vec![task("a", &[])]);
+    req_body.on_failure_task = Some(with_parents);
+    let err = admin
+        .put_workflow(req(t, req_body))
+        .await
+        .expect_err("an on-failure task with parents");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("\"cleanup\" must not have parents"),
+        "{}",
+        err.message()
+    );
     // Nothing of the refused definitions was stored.
     let stored: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM workflows WHERE name IN ('parsecs', 'negative', 'timeouts')",
+        "SELECT count(*) FROM workflows WHERE name IN ('parsecs', 'negative', 'timeouts', 'has-handler')",
     )
     .fetch_one(&env.pool)
     .await

@@ -36,6 +36,11 @@ async fn python_timeouts_and_cancellation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_on_failure_task() {
+    python_script("on_failure.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }
@@ -48,4 +53,9 @@ async fn typescript_retries_and_non_retryable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_timeouts_abort_in_flight_fetches_and_cancellation() {
     ts_script("timeouts.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_on_failure_task() {
+    ts_script("on_failure.ts").await;
 }

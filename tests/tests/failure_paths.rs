@@ -160,6 +160,7 @@ async fn a_task_nobody_starts_in_time_fails_with_the_schedule_timeout() {
             execution_timeout_ms: Some(60_000),
             schedule_timeout_ms: Some(1_000),
         }],
+        on_failure: None,
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
         .await

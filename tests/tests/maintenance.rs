@@ -29,6 +29,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             execution_timeout_ms: None,
             schedule_timeout_ms: None,
         }],
+        on_failure: None,
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
         .await

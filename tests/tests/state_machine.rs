@@ -153,6 +153,7 @@ async fn every_status_and_event_agrees_on_both_paths_and_with_core() {
             execution_timeout_ms: Some(60_000),
             schedule_timeout_ms: Some(300_000),
         }],
+        on_failure: None,
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
         .await

@@ -28,6 +28,7 @@ fn spec() -> WorkflowSpec {
     WorkflowSpec {
         name: "fsm".into(),
         tasks: vec![task("a", &[], 1), task("b", &["a"], 0)],
+        on_failure: None,
     }
 }
 
@@ -403,6 +404,7 @@ async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status()
     let pair = WorkflowSpec {
         name: "pair".into(),
         tasks: vec![task("x", &[], 0), task("y", &[], 0)],
+        on_failure: None,
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &pair)
         .await

@@ -31,6 +31,10 @@ pub struct WorkflowSpec {
     pub name: String,
     /// Tasks, in the order they were declared.
     pub tasks: Vec<TaskSpec>,
+    /// The task run once when a run of this workflow fails, with the failed tasks'
+    /// errors; it has no parents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<TaskSpec>,
 }
 
 /// Why a workflow definition was rejected. Messages name the offending tasks.
@@ -81,6 +85,17 @@ pub enum DagError {
         /// The tasks of the cycle.
         path: Vec<String>,
     },
+    /// The on-failure task declares parents (it runs after the run failed, whatever
+    /// failed).
+    #[error(
+        "workflow {workflow:?}: the on-failure task {task:?} must not have parents (it runs once the run has failed)"
+    )]
+    OnFailureWithParents {
+        /// Workflow name.
+        workflow: String,
+        /// The on-failure task.
+        task: String,
+    },
     /// A retry setting is out of range.
     #[error("workflow {workflow:?}: task {task:?}: {reason}")]
     BadRetry {
@@ -110,8 +125,16 @@ impl WorkflowSpec {
                 limit: MAX_TASKS_PER_WORKFLOW,
             });
         }
+        if let Some(f) = &self.on_failure
+            && !f.parents.is_empty()
+        {
+            return Err(DagError::OnFailureWithParents {
+                workflow: wf.clone(),
+                task: f.readable_id.clone(),
+            });
+        }
         let mut names = BTreeSet::new();
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.on_failure) {
             if t.readable_id.trim().is_empty() {
                 return Err(DagError::EmptyTaskName(wf.clone()));
             }

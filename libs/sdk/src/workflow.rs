@@ -40,6 +40,8 @@ pub(crate) struct WorkflowDef {
     pub name: String,
     pub description: String,
     pub tasks: Vec<TaskEntry>,
+    /// Run once when a run of the workflow fails.
+    pub on_failure: Option<TaskEntry>,
 }
 
 /// One task of a [`WorkflowDef`].
@@ -76,6 +78,7 @@ impl<I> Workflow<I> {
             name: name.into(),
             description: String::new(),
             tasks: Vec::new(),
+            on_failure: None,
         };
         Workflow {
             def,
@@ -114,6 +117,21 @@ impl<I> Workflow<I> {
         task_ref
     }
 
+    /// Sets the on-failure task: it runs once when a run of this workflow fails
+    /// (retries exhausted, a non-retryable error, a timeout), after every other task
+    /// ended, and reads the failed tasks' errors with
+    /// [`Context::task_errors`](crate::Context::task_errors). It has no parents; the run
+    /// stays failed whatever it returns.
+    #[must_use]
+    pub fn on_failure<O>(mut self, task: TaskDef<I, O>) -> Self {
+        self.def.on_failure = Some(TaskEntry {
+            name: task.name,
+            options: task.options,
+            handler: task.handler,
+        });
+        self
+    }
+
     /// The task names, in the order they were added.
     pub fn task_names(&self) -> impl Iterator<Item = &str> {
         self.def.tasks.iter().map(|t| t.name.as_str())
@@ -138,8 +156,16 @@ impl WorkflowDef {
         if self.tasks.is_empty() {
             return invalid(format!("workflow \"{}\" has no tasks", self.name));
         }
+        if let Some(f) = &self.on_failure
+            && !f.options.parents.is_empty()
+        {
+            return invalid(format!(
+                "workflow \"{}\": the on-failure task \"{}\" must not have parents",
+                self.name, f.name
+            ));
+        }
         let mut parents: HashMap<&str, &[String]> = HashMap::new();
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(&self.on_failure) {
             if task.name.trim().is_empty() || task.name.contains(':') {
                 return invalid(format!(
                     "workflow \"{}\": task name \"{}\" must be non-empty and without ':'",
@@ -192,6 +218,10 @@ impl WorkflowDef {
             name: name.to_owned(),
             description: self.description.clone(),
             tasks,
+            on_failure_task: self
+                .on_failure
+                .as_ref()
+                .map(|task| create_task_opts(name, task)),
             ..Default::default()
         }
     }

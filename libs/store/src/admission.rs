@@ -371,7 +371,7 @@ const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[]
                  execution_deadline = now() + t.execution_timeout_ms * interval '1 millisecond'
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
              RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors,
-                       t.execution_deadline)
+                       t.execution_deadline, t.on_failure)
            SELECT upd.*, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
              CASE WHEN cardinality(upd.ancestors) > 0 THEN
                (SELECT jsonb_object_agg(a.readable_id,
@@ -379,7 +379,13 @@ const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[]
                 FROM tasks a
                 WHERE a.tenant_id = upd.tenant_id AND a.run_id = upd.run_id
                   AND a.readable_id = ANY(upd.ancestors) AND a.status = {succeeded})
-             END AS parents
+             END AS parents,
+             CASE WHEN upd.on_failure THEN
+               (SELECT jsonb_object_agg(e.readable_id, e.error)
+                FROM tasks e
+                WHERE e.tenant_id = upd.tenant_id AND e.run_id = upd.run_id AND e.status = {failed}
+                  AND NOT e.on_failure AND e.error IS NOT NULL)
+             END AS step_run_errors
            FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#;
 
 /// Fenced, the assignment commits without waiting for the WAL flush
@@ -416,6 +422,7 @@ async fn assign(
             let input: Value = r.try_get("input")?;
             let metadata: Option<Value> = r.try_get("additional_metadata")?;
             let parents: Option<Value> = r.try_get("parents")?;
+            let errors: Option<Value> = r.try_get("step_run_errors")?;
             Ok(Assignment {
                 tenant_id: r.try_get("tenant_id")?,
                 worker_id: r.try_get("worker_id")?,
@@ -427,14 +434,21 @@ async fn assign(
                 workflow_name: r.try_get("workflow_name")?,
                 workflow_id: r.try_get("workflow_id")?,
                 workflow_version_id: r.try_get("workflow_version_id")?,
-                payload: json!({
-                    "input": input,
-                    "triggered_by": "manual",
-                    "parents": parents.unwrap_or_else(|| json!({})),
-                    "triggers": {},
-                    "user_data": {},
-                    "overrides": {},
-                }),
+                payload: {
+                    let mut payload = json!({
+                        "input": input,
+                        "triggered_by": "manual",
+                        "parents": parents.unwrap_or_else(|| json!({})),
+                        "triggers": {},
+                        "user_data": {},
+                        "overrides": {},
+                    });
+                    // The on-failure task reads the errors it runs for.
+                    if let Some(errors) = errors {
+                        payload["step_run_errors"] = errors;
+                    }
+                    payload
+                },
                 additional_metadata: metadata,
                 traceparent: r.try_get("traceparent")?,
                 execution_deadline: r.try_get("execution_deadline")?,

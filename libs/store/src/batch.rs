@@ -249,6 +249,9 @@ static COMPLETED: Fenced = Fenced::new(
              UPDATE runs r SET status = fin.status, finished_at = now()
              FROM fin
              WHERE r.tenant_id = fin.tenant_id AND r.id = fin.run_id AND r.status IN ({run_open})
+               -- A failed run whose on-failure task is not created yet is not over
+               -- ([`crate::scheduling::finalize_runs`] creates it).
+               AND NOT (fin.status = {failed} AND r.on_failure_pending)
              RETURNING r.tenant_id, r.id, r.status, r.traceparent)
            SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent
            FROM rs LEFT JOIN done ON done.tenant_id = rs.tenant_id AND done.id = rs.run_id"#,

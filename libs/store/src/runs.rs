@@ -65,6 +65,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
     let mut r_input = Vec::with_capacity(n);
     let mut r_meta = Vec::with_capacity(n);
     let mut r_trace = Vec::with_capacity(n);
+    let mut r_on_failure = Vec::with_capacity(n);
     let mut t = TaskColumns::default();
     for (tenant_id, run) in runs {
         let run_id = Uuid::now_v7();
@@ -77,6 +78,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         r_input.push(run.input.clone());
         r_meta.push(run.additional_metadata.clone());
         r_trace.push(run.traceparent.as_deref());
+        r_on_failure.push(v.on_failure.is_some());
         for task in &v.tasks {
             t.push(*tenant_id, run_id, task);
         }
@@ -104,6 +106,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         .bind(&r_input)
         .bind(&r_meta)
         .bind(&r_trace)
+        .bind(&r_on_failure)
         .execute(pool)
         .await?;
     let ready = t.ready();
@@ -125,9 +128,9 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
 static CREATE_RUNS: Sql = Sql::new(
     r#"WITH new_runs AS (
          INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
-                           additional_metadata, traceparent)
+                           additional_metadata, traceparent, on_failure_pending)
          SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::jsonb[],
-                              $21::jsonb[], $22::text[])
+                              $21::jsonb[], $22::text[], $23::bool[])
          RETURNING 1)
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,

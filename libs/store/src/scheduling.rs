@@ -324,6 +324,9 @@ pub async fn finalize_applied(
     struct Seen<'a> {
         finishing: bool,
         stale: bool,
+        /// A statement saw every task of the run final, yet did not finish the run:
+        /// its on-failure task is due.
+        all_final: bool,
         done: Option<&'a FinishedRun>,
     }
     let mut seen: std::collections::HashMap<(Uuid, Uuid), Seen<'_>> =
@@ -333,6 +336,10 @@ pub async fn finalize_applied(
         s.finishing |= a.to.is_terminal();
         s.done = s.done.or(a.run_finished.as_ref());
         s.stale |= a.run_tasks.is_none();
+        s.all_final |= a
+            .run_tasks
+            .as_ref()
+            .is_some_and(|t| t.iter().all(|s| s.is_terminal()));
     }
     let (mut look_up, mut finished) = (Vec::new(), Vec::new());
     for (run, s) in seen.into_iter().filter(|(_, s)| s.finishing) {
@@ -340,7 +347,7 @@ pub async fn finalize_applied(
         // same transaction can change a terminal task.
         if let Some(f) = s.done {
             finished.push(f.clone());
-        } else if s.stale {
+        } else if s.stale || s.all_final {
             look_up.push(run);
         }
         // Otherwise the completion statement saw the run's tasks not all terminal
@@ -351,7 +358,10 @@ pub async fn finalize_applied(
 }
 
 /// Re-derives the status of the given runs and finalises those whose tasks are all
-/// terminal. A run is finalised once: the update is guarded on a non-final status.
+/// terminal. A run is finalised once: the update is guarded on a non-final status. A
+/// run that failed and whose workflow has an on-failure task is not finalised: its
+/// on-failure task is created (queued, once) instead, and the run ends when that task
+/// does, still `failed`.
 pub async fn finalize_runs(
     conn: &mut PgConnection,
     look_up: &[(Uuid, Uuid)],
@@ -385,6 +395,17 @@ pub async fn finalize_runs(
     if done.is_empty() {
         return Ok(Vec::new());
     }
+    let failed: Vec<(Uuid, Uuid)> = done
+        .iter()
+        .filter(|d| d.1 == RunStatus::Failed)
+        .map(|d| d.0)
+        .collect();
+    // A run whose on-failure task this creates goes on until that task ends.
+    let handled = create_on_failure(conn, &failed).await?;
+    done.retain(|d| !handled.contains(&d.0));
+    if done.is_empty() {
+        return Ok(Vec::new());
+    }
     let tenants: Vec<Uuid> = done.iter().map(|d| d.0.0).collect();
     let ids: Vec<Uuid> = done.iter().map(|d| d.0.1).collect();
     let sts: Vec<&str> = done.iter().map(|d| d.1.as_str()).collect();
@@ -393,6 +414,7 @@ pub async fn finalize_runs(
         r#"UPDATE runs r SET status = u.status, finished_at = now()
            FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(tenant_id, id, status)
            WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ({run_open})
+             AND NOT (u.status = {failed} AND r.on_failure_pending)
            RETURNING r.tenant_id, r.id, r.traceparent"#,
     );
     let rows = sqlx::query(FINISH.text())
@@ -415,5 +437,46 @@ pub async fn finalize_runs(
                 traceparent: r.try_get("traceparent")?,
             })
         })
+        .collect()
+}
+
+/// Creates, once, the on-failure task of each of these failed runs whose workflow has
+/// one (queued at once, with every other task as an ancestor). Returns the runs it
+/// created one for.
+async fn create_on_failure(
+    conn: &mut PgConnection,
+    runs: &[(Uuid, Uuid)],
+) -> Result<std::collections::HashSet<(Uuid, Uuid)>> {
+    if runs.is_empty() {
+        return Ok(Default::default());
+    }
+    static CREATE: Sql = Sql::new(
+        r#"WITH due AS (
+             UPDATE runs r SET on_failure_pending = false
+             FROM UNNEST($1::uuid[], $2::uuid[]) AS u(tenant_id, id)
+             WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.on_failure_pending
+               AND r.status IN ({run_open})
+             RETURNING r.tenant_id, r.id, r.workflow_version_id)
+           INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
+                 pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
+                 execution_timeout_ms, schedule_timeout_ms, schedule_deadline, on_failure)
+           SELECT due.tenant_id, gen_random_uuid(), due.id, w.readable_id, w.action_id, {queued}, {wait_slot},
+                  0, '{}', w.ancestors, w.max_retries, w.backoff_factor, w.backoff_max_seconds,
+                  w.execution_timeout_ms, w.schedule_timeout_ms,
+                  now() + w.schedule_timeout_ms * interval '1 millisecond', true
+           FROM due JOIN workflow_tasks w
+             ON w.tenant_id = due.tenant_id AND w.workflow_version_id = due.workflow_version_id AND w.on_failure
+           ON CONFLICT (tenant_id, run_id, readable_id) DO NOTHING
+           RETURNING tenant_id, run_id"#,
+    );
+    let tenants: Vec<Uuid> = runs.iter().map(|r| r.0).collect();
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.1).collect();
+    let rows = sqlx::query(CREATE.text())
+        .bind(&tenants)
+        .bind(&ids)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("run_id")?)))
         .collect()
 }

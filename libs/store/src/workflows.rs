@@ -36,8 +36,10 @@ pub struct WorkflowVersion {
     pub version_id: Uuid,
     /// Workflow name.
     pub name: String,
-    /// Tasks.
+    /// Tasks (not the on-failure task).
     pub tasks: Vec<TaskDef>,
+    /// The on-failure task, created in a run only when the run fails.
+    pub on_failure: Option<TaskDef>,
 }
 
 /// Registers `spec` (already validated) for the tenant. Returns the workflow and
@@ -95,13 +97,25 @@ pub async fn put_workflow(
     .execute(&mut *tx)
     .await?;
     let ancestors = spec.ancestors();
-    for (position, t) in spec.tasks.iter().enumerate() {
-        let anc: Vec<String> = ancestors[&t.readable_id].iter().cloned().collect();
+    // The on-failure task comes last; every other task counts as its ancestor, so it is
+    // given the outputs of those that succeeded.
+    let all: Vec<String> = spec.tasks.iter().map(|t| t.readable_id.clone()).collect();
+    let tasks = spec
+        .tasks
+        .iter()
+        .map(|t| (t, false))
+        .chain(spec.on_failure.iter().map(|t| (t, true)));
+    for (position, (t, on_failure)) in tasks.enumerate() {
+        let anc: Vec<String> = if on_failure {
+            all.clone()
+        } else {
+            ancestors[&t.readable_id].iter().cloned().collect()
+        };
         sqlx::query(
             r#"INSERT INTO workflow_tasks (tenant_id, workflow_version_id, readable_id, position, action_id,
                  parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
-                 execution_timeout_ms, schedule_timeout_ms)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+                 execution_timeout_ms, schedule_timeout_ms, on_failure)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
         )
         .bind(tenant_id)
         .bind(version_id)
@@ -115,6 +129,7 @@ pub async fn put_workflow(
         .bind(t.retry.backoff_max_seconds)
         .bind(t.execution_timeout_ms)
         .bind(t.schedule_timeout_ms)
+        .bind(on_failure)
         .execute(&mut *tx)
         .await?;
     }
@@ -137,7 +152,7 @@ pub async fn latest_version(
              ORDER BY wv.version DESC LIMIT 1)
            SELECT v.workflow_id, v.version_id, t.readable_id, t.action_id, t.parents, t.ancestors,
                   t.max_retries, t.backoff_factor, t.backoff_max_seconds,
-                  t.execution_timeout_ms, t.schedule_timeout_ms
+                  t.execution_timeout_ms, t.schedule_timeout_ms, t.on_failure
            FROM v JOIN workflow_tasks t
              ON t.tenant_id = $1 AND t.workflow_version_id = v.version_id
            ORDER BY t.position"#,
@@ -154,9 +169,10 @@ pub async fn latest_version(
         version_id: first.try_get("version_id")?,
         name: name.to_string(),
         tasks: Vec::with_capacity(rows.len()),
+        on_failure: None,
     };
     for r in &rows {
-        version.tasks.push(TaskDef {
+        let task = TaskDef {
             readable_id: r.try_get("readable_id")?,
             action_id: r.try_get("action_id")?,
             parents: r.try_get("parents")?,
@@ -168,7 +184,12 @@ pub async fn latest_version(
             },
             execution_timeout_ms: r.try_get("execution_timeout_ms")?,
             schedule_timeout_ms: r.try_get("schedule_timeout_ms")?,
-        });
+        };
+        if r.try_get("on_failure")? {
+            version.on_failure = Some(task);
+        } else {
+            version.tasks.push(task);
+        }
     }
     Ok(Some(version))
 }

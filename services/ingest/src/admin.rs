@@ -57,9 +57,6 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
     if !req.cron_triggers.is_empty() {
         return Err(unsupported(wf, "cron triggers"));
     }
-    if req.on_failure_task.is_some() {
-        return Err(unsupported(wf, "an on-failure task"));
-    }
     if req
         .concurrency
         .as_ref()
@@ -68,61 +65,73 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
     {
         return Err(unsupported(wf, "concurrency limits"));
     }
-    let mut tasks = Vec::with_capacity(req.tasks.len());
-    for t in &req.tasks {
-        let name = t.readable_id.as_str();
-        if !t.rate_limits.is_empty() {
-            return Err(unsupported(wf, "rate limits"));
-        }
-        if !t.concurrency.is_empty() {
-            return Err(unsupported(wf, "task concurrency limits"));
-        }
-        if t.is_durable {
-            return Err(unsupported(wf, "durable tasks"));
-        }
-        if t.batch.is_some() {
-            return Err(unsupported(wf, "batched tasks"));
-        }
-        if t.conditions.as_ref().is_some_and(|c| {
-            !c.parent_override_conditions.is_empty()
-                || !c.sleep_conditions.is_empty()
-                || !c.user_event_conditions.is_empty()
-        }) {
-            return Err(unsupported(
-                wf,
-                "task conditions (wait_for/skip_if/cancel_if)",
-            ));
-        }
-        let action_id = if t.action.is_empty() {
-            format!("{}:{name}", wf.to_lowercase())
-        } else {
-            t.action.clone()
-        };
-        tasks.push(TaskSpec {
-            readable_id: t.readable_id.clone(),
-            action_id,
-            parents: t.parents.clone(),
-            retry: RetryPolicy {
-                max_retries: t.retries,
-                backoff_factor: t.backoff_factor.map(f64::from),
-                backoff_max_seconds: t.backoff_max_seconds,
-            },
-            execution_timeout_ms: parse_timeout(wf, name, "timeout", &t.timeout)?,
-            schedule_timeout_ms: parse_timeout(
-                wf,
-                name,
-                "schedule_timeout",
-                t.schedule_timeout.as_deref().unwrap_or(""),
-            )?,
-        });
-    }
+    let tasks = req
+        .tasks
+        .iter()
+        .map(|t| task_spec(wf, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let on_failure = req
+        .on_failure_task
+        .as_ref()
+        .map(|t| task_spec(wf, t))
+        .transpose()?;
     let spec = WorkflowSpec {
         name: req.name.clone(),
         tasks,
+        on_failure,
     };
     spec.validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(spec)
+}
+
+/// One task of a registration, refusing the features not implemented.
+fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
+    let name = t.readable_id.as_str();
+    if !t.rate_limits.is_empty() {
+        return Err(unsupported(wf, "rate limits"));
+    }
+    if !t.concurrency.is_empty() {
+        return Err(unsupported(wf, "task concurrency limits"));
+    }
+    if t.is_durable {
+        return Err(unsupported(wf, "durable tasks"));
+    }
+    if t.batch.is_some() {
+        return Err(unsupported(wf, "batched tasks"));
+    }
+    if t.conditions.as_ref().is_some_and(|c| {
+        !c.parent_override_conditions.is_empty()
+            || !c.sleep_conditions.is_empty()
+            || !c.user_event_conditions.is_empty()
+    }) {
+        return Err(unsupported(
+            wf,
+            "task conditions (wait_for/skip_if/cancel_if)",
+        ));
+    }
+    let action_id = if t.action.is_empty() {
+        format!("{}:{name}", wf.to_lowercase())
+    } else {
+        t.action.clone()
+    };
+    Ok(TaskSpec {
+        readable_id: t.readable_id.clone(),
+        action_id,
+        parents: t.parents.clone(),
+        retry: RetryPolicy {
+            max_retries: t.retries,
+            backoff_factor: t.backoff_factor.map(f64::from),
+            backoff_max_seconds: t.backoff_max_seconds,
+        },
+        execution_timeout_ms: parse_timeout(wf, name, "timeout", &t.timeout)?,
+        schedule_timeout_ms: parse_timeout(
+            wf,
+            name,
+            "schedule_timeout",
+            t.schedule_timeout.as_deref().unwrap_or(""),
+        )?,
+    })
 }
 
 fn run_status(s: RunStatus) -> v1::RunStatus {

@@ -15,6 +15,7 @@ fn spec(edges: &[(&str, &[&str])]) -> WorkflowSpec {
                 schedule_timeout_ms: None,
             })
             .collect(),
+        on_failure: None,
     }
 }
 
@@ -78,7 +79,7 @@ proptest! {
             TaskSpec { readable_id: names[i].clone(), action_id: String::new(), parents,
                 retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None }
         }).collect();
-        let s = WorkflowSpec { name: "p".into(), tasks };
+        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None };
         prop_assert_eq!(s.validate(), Ok(()));
     }
 
@@ -92,7 +93,26 @@ proptest! {
             retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None,
         }).collect();
         tasks[k].parents.push(format!("t{}", n - 1));
-        let s = WorkflowSpec { name: "p".into(), tasks };
+        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None };
         prop_assert!(matches!(s.validate(), Err(DagError::Cycle { .. })), "expected cycle");
     }
+}
+
+#[test]
+fn an_on_failure_task_with_parents_is_refused_by_name() {
+    let mut s = spec(&[("a", &[])]);
+    let mut handler = s.tasks[0].clone();
+    handler.readable_id = "cleanup".into();
+    handler.parents = vec!["a".into()];
+    s.on_failure = Some(handler.clone());
+    let err = s.validate().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"cleanup\" must not have parents"),
+        "{err}"
+    );
+    handler.parents.clear();
+    handler.readable_id = "a".into();
+    s.on_failure = Some(handler);
+    assert!(matches!(s.validate(), Err(DagError::DuplicateTask { .. })));
 }

@@ -89,7 +89,7 @@ impl WorkerBuilder {
         for def in self.workflows {
             def.validate()?;
             let name = self.client.namespaced(&def.name);
-            for task in &def.tasks {
+            for task in def.tasks.iter().chain(&def.on_failure) {
                 let action = WorkflowDef::action_id(&name, &task.name);
                 if handlers
                     .insert(action.clone(), task.handler.clone())

@@ -1,0 +1,139 @@
+"""Conformance: an on-failure task runs once after a run fails, with the errors.
+
+    HATCHET_CLIENT_TOKEN=<token> HATCHET_CLIENT_TLS_STRATEGY=none python on_failure.py
+
+- `conf-py-on-failure`: task `explode` raises RuntimeError; task `stall` outlives its 1 s
+  execution timeout. The workflow's `@on_failure_task` handler runs exactly once, after
+  both ended, and `ctx.task_run_errors` holds both errors; the run fails.
+- The same workflow with `{"calm": true}` succeeds and the handler never runs.
+Prints one `ADZE-RESULT <json>` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import traceback
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from _harness import (
+    Checks,
+    InProcessWorker,
+    Stdout,
+    capture_sdk_logs,
+    check_clean_stop,
+    client,
+    log,
+    start_deadline,
+)
+from hatchet_sdk import Context
+from hatchet_sdk.exceptions import FailedTaskRunExceptionGroup
+
+hatchet = client("py/on_failure.py")
+
+
+class Mood(BaseModel):
+    calm: bool = False
+
+
+# The on-failure handler's calls: (workflow run id, task_run_errors).
+handled: list[tuple[str, dict[str, str]]] = []
+handled_lock = threading.Lock()
+
+wf = hatchet.workflow(name="conf-py-on-failure", input_validator=Mood)
+
+
+@wf.task(retries=0)
+def explode(input: Mood, ctx: Context) -> dict[str, Any]:
+    if input.calm:
+        return {"exploded": False}
+    raise RuntimeError("conformance: explode on purpose")
+
+
+@wf.task(execution_timeout=timedelta(seconds=1))
+async def stall(input: Mood, ctx: Context) -> dict[str, Any]:
+    if not input.calm:
+        await asyncio.sleep(5)
+    return {"stalled": False}
+
+
+@wf.on_failure_task()
+def handle(input: Mood, ctx: Context) -> dict[str, Any]:
+    with handled_lock:
+        handled.append((ctx.workflow_run_id, dict(ctx.task_run_errors)))
+    return {"handled": True}
+
+
+def calls(run_id: str) -> list[dict[str, str]]:
+    with handled_lock:
+        return [errors for run, errors in handled if run == run_id]
+
+
+def check_failing_run(checks: Checks) -> None:
+    log("running conf-py-on-failure (one task raises, one times out)")
+    ref = wf.run(Mood(calm=False), wait_for_result=False)
+    error: BaseException | None = None
+    try:
+        ref.result()
+    except Exception as e:  # noqa: BLE001 - inspected below
+        error = e
+    checks.check(
+        "the run fails",
+        isinstance(error, FailedTaskRunExceptionGroup),
+        f"got {type(error).__name__}: {error}",
+    )
+    got = calls(ref.workflow_run_id)
+    checks.observe("on_failure_errors", got)
+    checks.expect_equal("the on-failure task ran once, before the run ended", len(got), 1)
+    errors = got[0] if got else {}
+    checks.check(
+        "ctx.task_run_errors has explode's error",
+        "explode on purpose" in errors.get("explode", ""),
+        str(errors),
+    )
+    checks.check(
+        "ctx.task_run_errors has stall's timeout",
+        "timed out" in errors.get("stall", ""),
+        str(errors),
+    )
+    time.sleep(1.5)
+    checks.expect_equal("it still ran only once", len(calls(ref.workflow_run_id)), 1)
+
+
+def check_calm_run(checks: Checks) -> None:
+    log("running conf-py-on-failure calmly (succeeds)")
+    ref = wf.run(Mood(calm=True), wait_for_result=False)
+    result = ref.result()
+    checks.observe("calm_result", result)
+    checks.check("the calm run succeeds", result.get("explode") == {"exploded": False}, str(result))
+    checks.expect_equal("no on-failure for a run that succeeded", calls(ref.workflow_run_id), [])
+
+
+def main() -> int:
+    Stdout.claim()
+    checks = Checks("py/on_failure.py")
+    sdk_logs = capture_sdk_logs()
+    worker = InProcessWorker(hatchet, "conf-py-on-failure-worker", [wf], slots=4)
+    start_deadline(checks, on_timeout=worker.kill)
+    worker.start()
+    try:
+        checks.observe("worker_id", worker.wait_registered())
+        checks.check("worker registered", True)
+        check_failing_run(checks)
+        check_calm_run(checks)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
+        log(traceback.format_exc())
+        checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")
+    finally:
+        log("stopping the worker")
+        check_clean_stop(checks, worker, worker.stop(), sdk_logs)
+    return checks.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
