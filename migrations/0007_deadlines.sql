@@ -4,11 +4,10 @@
 ALTER TABLE tasks ADD COLUMN execution_timeout_ms bigint;
 ALTER TABLE tasks ADD COLUMN schedule_timeout_ms bigint;
 
--- Execution deadlines of the attempts on workers, in order. The predicate spells
--- TaskStatus::SLOT_HOLDING (tests/tests/state_machine.rs checks it): a task leaving
--- those statuses leaves the index without its deadline being cleared.
-CREATE INDEX tasks_execution_deadline ON tasks (execution_deadline)
-    WHERE status IN ('assigned', 'running') AND execution_deadline IS NOT NULL;
--- Schedule deadlines of queued tasks, in order.
+-- Execution deadlines need no index of their own: the attempts on workers are the
+-- in-flight index's rows (`tasks_on_worker`, bounded by the fleet's slots), which the
+-- reaper reads when it wakes. An index on the deadline cost every assignment one more
+-- index insert (Postgres CPU per task +8 % at 200 triggers/s, bench/RESULTS.md).
+-- Schedule deadlines of queued tasks, in order: the queue is unbounded.
 CREATE INDEX tasks_schedule_deadline ON tasks (schedule_deadline)
     WHERE status = 'queued' AND schedule_deadline IS NOT NULL;

@@ -78,6 +78,15 @@ pub enum RunsCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Run finished tasks again with everything downstream of them (a run id: its
+    /// failed and cancelled tasks), keeping the earlier attempts in the history.
+    Replay {
+        /// Run or task ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show a run and its tasks.
     Get {
         /// Run id.
@@ -90,14 +99,13 @@ pub enum RunsCmd {
 pub async fn runs(cmd: RunsCmd) -> anyhow::Result<()> {
     match cmd {
         RunsCmd::Cancel { ids, conn } => {
-            for id in &ids {
-                if uuid::Uuid::parse_str(id).is_err() {
-                    anyhow::bail!("{id:?} is not a run or task id (a UUID)");
-                }
-            }
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let accepted = conn.client()?.cancel(&ids).await?;
+            let accepted = conn.client()?.cancel(&checked_ids(&ids)?).await?;
             println!("{}", json!({ "cancelled": accepted }));
+            Ok(())
+        }
+        RunsCmd::Replay { ids, conn } => {
+            let accepted = conn.client()?.replay(&checked_ids(&ids)?).await?;
+            println!("{}", json!({ "replayed": accepted }));
             Ok(())
         }
         RunsCmd::Get { id, conn } => {
@@ -111,6 +119,12 @@ pub async fn runs(cmd: RunsCmd) -> anyhow::Result<()> {
                         json!({
                             "id": t.external_id,
                             "status": format!("{:?}", t.status),
+                            "attempt": t.attempt,
+                            "waiting_because": t.wait_reason,
+                            "next_attempt_at": t.next_attempt_at.map(|at| {
+                                chrono::DateTime::<chrono::Utc>::from(at)
+                                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                            }),
                             "output": t.output,
                             "error": t.error,
                         }),
@@ -130,4 +144,14 @@ pub async fn runs(cmd: RunsCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The ids given, each checked to be a UUID.
+fn checked_ids(ids: &[String]) -> anyhow::Result<Vec<&str>> {
+    ids.iter()
+        .map(|id| match uuid::Uuid::parse_str(id) {
+            Ok(_) => Ok(id.as_str()),
+            Err(_) => Err(anyhow::anyhow!("{id:?} is not a run or task id (a UUID)")),
+        })
+        .collect()
 }

@@ -235,6 +235,57 @@ impl TestEnv {
         .await;
     }
 
+    /// Waits until run `run` (an id as the SDK gives it) has the stored status `status`.
+    pub async fn wait_run_status(&self, run: &str, status: &str) {
+        let pool = self.pool.clone();
+        let id = Uuid::parse_str(run).expect("a run id");
+        wait_for(
+            &format!("run {run} {status}"),
+            Duration::from_secs(30),
+            || {
+                let pool = pool.clone();
+                let status = status.to_string();
+                async move {
+                    sqlx::query_scalar::<_, String>("SELECT status FROM runs WHERE id = $1")
+                        .bind(id)
+                        .fetch_one(&pool)
+                        .await
+                        .is_ok_and(|s| s == status)
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Registers a worker of the default tenant serving `actions` and marks it active
+    /// (as its listen stream opening would), without any process behind it.
+    pub async fn active_worker(&self, actions: &[&str], slots: i32) -> Uuid {
+        let actions: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+        let worker = adze_store::workers::register(
+            &self.pool,
+            &adze_store::workers::NewWorker {
+                tenant_id: self.tenant_id,
+                name: "w",
+                actions: &actions,
+                slots,
+                dispatcher_id: "d",
+                sdk: None,
+            },
+        )
+        .await
+        .expect("worker");
+        adze_store::workers::set_status(
+            &self.pool,
+            self.tenant_id,
+            worker,
+            adze_core::WorkerStatus::Active,
+            "d",
+        )
+        .await
+        .expect("active");
+        worker
+    }
+
     /// An SDK client of the default tenant.
     pub fn client(&self) -> adze_sdk::Client {
         self.client_with(&self.token)

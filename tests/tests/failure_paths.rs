@@ -60,27 +60,6 @@ async fn run_status(env: &TestEnv, run: &str) -> String {
         .expect("run")
 }
 
-async fn wait_run(env: &TestEnv, run: &str, status: &str) {
-    let pool = env.pool.clone();
-    let id = Uuid::parse_str(run).expect("run id");
-    wait_for(
-        &format!("run {run} {status}"),
-        Duration::from_secs(30),
-        || {
-            let pool = pool.clone();
-            let status = status.to_string();
-            async move {
-                sqlx::query_scalar::<_, String>("SELECT status FROM runs WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&pool)
-                    .await
-                    .is_ok_and(|s| s == status)
-            }
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_past_its_timeout_is_stopped_retried_and_fails_its_run() {
     let env = TestEnv::start().await;
@@ -242,7 +221,7 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
     // Cancel the queued run by its id: it never starts.
     let accepted = client.cancel(&[b.run_id()]).await.expect("cancel b");
     assert_eq!(accepted, vec![b.run_id().to_string()]);
-    wait_run(&env, b.run_id(), "cancelled").await;
+    env.wait_run_status(b.run_id(), "cancelled").await;
 
     // Cancel the running task by its task id: the handler sees it, the slot returns.
     let task_a: Uuid = sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1")
@@ -254,7 +233,7 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
         .cancel(&[task_a.to_string().as_str()])
         .await
         .expect("cancel a");
-    wait_run(&env, a.run_id(), "cancelled").await;
+    env.wait_run_status(a.run_id(), "cancelled").await;
     let err = a.outputs().await.expect_err("a was cancelled");
     assert!(err.to_string().contains("cancelled"), "{err}");
     wait_for(
@@ -275,7 +254,7 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
         .run_no_wait("quitter", json!({}))
         .await
         .expect("quitter");
-    wait_run(&env, c.run_id(), "cancelled").await;
+    env.wait_run_status(c.run_id(), "cancelled").await;
     wait_for(
         "the task saw its own cancellation",
         Duration::from_secs(10),
@@ -322,7 +301,7 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
         .await
         .expect("json");
     assert_eq!(answer["ids"], json!([tagged.run_id()]));
-    wait_run(&env, tagged.run_id(), "cancelled").await;
+    env.wait_run_status(tagged.run_id(), "cancelled").await;
     assert_ne!(run_status(&env, spared.run_id()).await, "cancelled");
 
     // Bad input: a clear 400 and nothing cancelled.
@@ -363,7 +342,7 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
         .cancel(&[spared.run_id()])
         .await
         .expect("cancel spared");
-    wait_run(&env, spared.run_id(), "cancelled").await;
+    env.wait_run_status(spared.run_id(), "cancelled").await;
 
     stop.cancel();
     handle.await.expect("join").expect("worker stopped");
@@ -372,4 +351,198 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
 
 fn chrono_now_minus_minutes(m: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::minutes(m)).to_rfc3339()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_timeout_extends_the_deadline_and_release_slot_frees_the_slot() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    // Sleeps past its 1 s timeout, having moved the deadline 2 s later first.
+    let mut patient = Workflow::<Value>::new("patient");
+    patient.add_task(
+        TaskDef::new("wait", |_i: Value, ctx: Context| async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let at = ctx.refresh_timeout(Duration::from_secs(2)).await?;
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+            let at_ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            Ok::<_, TaskError>(json!({"deadline_ms": at_ms}))
+        })
+        .execution_timeout(Duration::from_secs(1)),
+    );
+    // Gives its only slot back, then waits until the test lets it finish.
+    let go = Arc::new(tokio::sync::Notify::new());
+    let released = Arc::new(AtomicUsize::new(0));
+    let (g, r) = (go.clone(), released.clone());
+    let mut generous = Workflow::<Value>::new("generous");
+    generous.add_task(TaskDef::new("hold", move |_i: Value, ctx: Context| {
+        let (go, released) = (g.clone(), r.clone());
+        async move {
+            ctx.release_slot().await?;
+            released.fetch_add(1, Ordering::SeqCst);
+            go.notified().await;
+            Ok::<_, TaskError>(json!("released"))
+        }
+    }));
+    let mut quick = Workflow::<Value>::new("quick2");
+    quick.add_task(TaskDef::new("go", |_i: Value, _c: Context| async move {
+        Ok::<_, TaskError>(json!(1))
+    }));
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(client.clone())
+        .name("one-slot-2")
+        .slots(1)
+        .workflow(patient)
+        .workflow(generous)
+        .workflow(quick)
+        .build()
+        .expect("worker");
+    let s = stop.clone();
+    let handle = tokio::spawn(worker.run(async move { s.cancelled().await }));
+    env.wait_workflow("patient").await;
+
+    let run = client
+        .run_no_wait("patient", json!({}))
+        .await
+        .expect("patient");
+    let out = run
+        .outputs()
+        .await
+        .expect("a refreshed task outlives its first deadline");
+    let assigned: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT assigned_at FROM tasks WHERE run_id = $1")
+            .bind(Uuid::parse_str(run.run_id()).expect("id"))
+            .fetch_one(&env.pool)
+            .await
+            .expect("assigned_at");
+    let deadline_ms = out["wait"]["deadline_ms"].as_i64().expect("deadline");
+    let moved = deadline_ms - assigned.timestamp_millis();
+    assert!(
+        (2_900..=3_100).contains(&moved),
+        "the deadline answered is the first one (1 s) plus 2 s: {moved} ms after the assignment"
+    );
+
+    // ReleaseSlot: with its only slot given back, the worker takes another task.
+    let holder = client
+        .run_no_wait("generous", json!({}))
+        .await
+        .expect("generous");
+    wait_for("the slot was released", Duration::from_secs(10), || {
+        let r = released.clone();
+        async move { r.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    let q = client
+        .run_no_wait("quick2", json!({}))
+        .await
+        .expect("quick");
+    tokio::time::timeout(Duration::from_secs(10), q.outputs())
+        .await
+        .expect("a task ran in the released slot")
+        .expect("quick succeeded");
+    let still = task_row(&env, holder.run_id()).await.0;
+    assert!(
+        still == "assigned" || still == "running",
+        "the releasing task is still on its worker: {still}"
+    );
+    go.notify_one();
+    holder.outputs().await.expect("the releasing task finished");
+    // The slot came back once, not twice: one task at a time still.
+    let free: i64 = sqlx::query_scalar(
+        "SELECT w.slots - count(t.id) FILTER (WHERE t.status IN ('assigned', 'running') AND NOT t.slot_released)
+         FROM workers w LEFT JOIN tasks t ON t.worker_id = w.id WHERE w.name = 'one-slot-2' GROUP BY w.slots",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .expect("slots");
+    assert_eq!(free, 1);
+    stop.cancel();
+    handle.await.expect("join").expect("worker stopped");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_retry_says_why_and_when_in_runs_get() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let mut wf = Workflow::<Value>::new("later");
+    wf.add_task(
+        TaskDef::new("flaky", |_i: Value, ctx: Context| async move {
+            if ctx.retry_count() == 0 {
+                return Err(
+                    TaskError::retryable("not yet").with_retry_after(Duration::from_secs(3))
+                );
+            }
+            Ok(json!("now"))
+        })
+        .retries(2),
+    );
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(client.clone())
+        .name("later-worker")
+        .workflow(wf)
+        .build()
+        .expect("worker");
+    let s = stop.clone();
+    let handle = tokio::spawn(worker.run(async move { s.cancelled().await }));
+    env.wait_workflow("later").await;
+    let run = client
+        .run_no_wait("later", json!({}))
+        .await
+        .expect("trigger");
+    let pool = env.pool.clone();
+    let id = Uuid::parse_str(run.run_id()).expect("id");
+    wait_for("the first attempt failed", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("SELECT attempt FROM tasks WHERE run_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|a| a == 1)
+        }
+    })
+    .await;
+    let failed_at = std::time::SystemTime::now();
+    let details = client.get_run(run.run_id()).await.expect("details");
+    let task = &details.tasks["flaky"];
+    assert_eq!(
+        task.wait_reason.as_deref(),
+        Some("retry 1 of 2 after failure")
+    );
+    assert_eq!(task.attempt, 1);
+    let next = task
+        .next_attempt_at
+        .expect("a next attempt time while backing off");
+    let wait = next
+        .duration_since(failed_at)
+        .unwrap_or_default()
+        .as_millis();
+    assert!(
+        (1_500..=3_100).contains(&wait),
+        "retry_after_ms 3000: next attempt in {wait} ms"
+    );
+
+    // The CLI prints the same.
+    let out = tokio::process::Command::new(adze_tests::bin("adze"))
+        .args(["runs", "get", run.run_id()])
+        .env("ADZE_TOKEN", &env.token)
+        .output()
+        .await
+        .expect("adze runs get");
+    let printed: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let t = &printed["tasks"]["flaky"];
+    assert_eq!(
+        t["waiting_because"], "retry 1 of 2 after failure",
+        "{printed}"
+    );
+    assert!(t["next_attempt_at"].is_string(), "{printed}");
+
+    assert_eq!(run.outputs().await.expect("second attempt")["flaky"], "now");
+    stop.cancel();
+    handle.await.expect("join").expect("worker stopped");
+    env.stop().await;
 }

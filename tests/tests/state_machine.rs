@@ -230,7 +230,7 @@ async fn the_partial_indexes_spell_cores_status_sets() {
         .map(|s| format!("'{}'::text", s.as_str()))
         .collect();
     let any = format!("status = ANY (ARRAY[{}])", slot_holding.join(", "));
-    for index in ["tasks_on_worker", "tasks_execution_deadline"] {
+    for index in ["tasks_on_worker"] {
         let d = def(index).await;
         assert!(d.contains(&any), "{index}: {d} does not hold {any}");
     }

@@ -62,34 +62,6 @@ async fn env_with_run() -> (TestEnv, Uuid) {
     (env, run)
 }
 
-/// An active worker serving `actions`.
-async fn active_worker(env: &TestEnv, actions: &[&str], slots: i32) -> Uuid {
-    let actions: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
-    let worker = adze_store::workers::register(
-        &env.pool,
-        &adze_store::workers::NewWorker {
-            tenant_id: env.tenant_id,
-            name: "w",
-            actions: &actions,
-            slots,
-            dispatcher_id: "d",
-            sdk: None,
-        },
-    )
-    .await
-    .expect("worker");
-    adze_store::workers::set_status(
-        &env.pool,
-        env.tenant_id,
-        worker,
-        adze_core::WorkerStatus::Active,
-        "d",
-    )
-    .await
-    .expect("active");
-    worker
-}
-
 /// Whether `task` and its last attempt in the history have a start time.
 async fn start_recorded(env: &TestEnv, task: Uuid) -> (bool, bool) {
     sqlx::query_as(
@@ -158,7 +130,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
     assert_eq!(status(&env, b).await.0, TaskStatus::Pending);
 
     // A worker with one slot takes `a`.
-    let worker = active_worker(&env, &["fsm:a", "fsm:b"], 1).await;
+    let worker = env.active_worker(&["fsm:a", "fsm:b"], 1).await;
     let assigned = admit(&env).await;
     assert_eq!(assigned.len(), 1);
     assert_eq!((assigned[0].task_id, assigned[0].attempt), (a, 0));
@@ -347,7 +319,7 @@ async fn a_fenced_admission_writes_only_under_the_lease() {
             .fetch_one(&env.pool)
             .await
             .expect("a");
-    let worker = active_worker(&env, &["fsm:a"], 1).await;
+    let worker = env.active_worker(&["fsm:a"], 1).await;
     let fence = Fence {
         partition: 0,
         holder: "me".into(),
@@ -503,7 +475,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
             .expect("root")
         }
     };
-    let worker = active_worker(&env, &["fsm:a"], 2).await;
+    let worker = env.active_worker(&["fsm:a"], 2).await;
     sqlx::query(
         "INSERT INTO scheduler_leases (partition, holder, expires_at) \
          VALUES (0, 'me', now() + interval '1 hour')",

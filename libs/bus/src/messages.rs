@@ -90,6 +90,17 @@ pub enum SchedulerEvent {
         /// Its schedule timeout, in milliseconds.
         timeout_ms: i64,
     },
+    /// Replay these finished tasks (run ids: a run's failed and cancelled tasks) and
+    /// everything downstream of them (ingest, for a user's request).
+    ReplayTasks {
+        /// Task or run ids.
+        ids: Vec<Uuid>,
+    },
+    /// A task gave its worker slot back while it keeps running (`ReleaseSlot`).
+    SlotReleased {
+        /// Task.
+        task_id: Uuid,
+    },
     /// Cancel these tasks of the tenant (ingest, for a user's request): those not
     /// finished end `cancelled`, and workers running them are told to stop.
     CancelTasks {

@@ -48,6 +48,21 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn the_seeds_table() {
+        // retries: 8, backoffFactor: 2.0, backoffMaxSeconds: 60 (the seed, section 6).
+        let p = RetryPolicy {
+            max_retries: 8,
+            backoff_factor: Some(2.0),
+            backoff_max_seconds: Some(60),
+        };
+        let waits: Vec<u64> = (1..=8).map(|n| p.delay(n, None).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert!(p.may_retry(8) && !p.may_retry(9));
+        // retry_after_ms wins over the table.
+        assert_eq!(p.delay(3, Some(1_500)), Duration::from_millis(1_500));
+    }
+
+    #[test]
     fn exponential_then_capped() {
         let p = RetryPolicy {
             max_retries: 5,

@@ -230,6 +230,13 @@ pub enum TaskEvent {
     /// Someone cancelled the task (or its run): it ends whatever attempt it is on, and
     /// a worker running it is told to stop.
     Cancel,
+    /// Someone replayed the finished task (or a task upstream of it): it runs again
+    /// as a new attempt with its retries back, waiting first for `pending_parents` of
+    /// its parents that are replayed too (or did not succeed).
+    Replay {
+        /// Parents it must wait for.
+        pending_parents: i32,
+    },
 }
 
 /// What applying an event to a task does.
@@ -265,6 +272,7 @@ impl TaskEvent {
             | Self::TimedOut { .. } => &TaskStatus::SLOT_HOLDING,
             Self::ScheduleExpired { .. } => &[Queued],
             Self::Cancel => &[Pending, Queued, Assigned, Running],
+            Self::Replay { .. } => &TaskStatus::FINAL,
         }
     }
 
@@ -296,7 +304,15 @@ impl TaskEvent {
             Self::TimedOut { attempt: 0 },
             Self::ScheduleExpired { attempt: 0 },
             Self::Cancel,
+            Self::Replay { pending_parents: 0 },
+            Self::Replay { pending_parents: 2 },
         ]
+    }
+
+    /// Whether this event gives the task a fresh start: its failure count, output,
+    /// error and times are cleared (its earlier attempts stay in the history).
+    pub fn restarts(&self) -> bool {
+        matches!(self, Self::Replay { .. })
     }
 
     /// Whether the worker running the attempt this event ends must be told to stop it
@@ -323,8 +339,11 @@ impl TaskEvent {
         failures: i32,
         max_retries: i32,
     ) -> Option<WaitReason> {
-        if to != TaskStatus::Queued {
-            return None;
+        match to {
+            TaskStatus::Queued => {}
+            // A replayed task waiting for replayed parents.
+            TaskStatus::Pending if self.restarts() => return Some(WaitReason::Parents),
+            _ => return None,
         }
         Some(match self {
             Self::WorkerLost { .. } => WaitReason::WorkerLost,
@@ -362,7 +381,7 @@ impl TaskEvent {
         failures: i32,
         policy: &RetryPolicy,
     ) -> Transition {
-        if status.is_terminal() {
+        if status.is_terminal() && !self.restarts() {
             return Transition::Ignore("task already finished");
         }
         if self.attempt().is_some_and(|a| a != attempt) {
@@ -386,6 +405,10 @@ impl TaskEvent {
             Self::WorkerLost { .. } => to(TaskStatus::Queued, true, false, 0),
             Self::ScheduleExpired { .. } => to(TaskStatus::Failed, false, false, 0),
             Self::Cancel => to(TaskStatus::Cancelled, false, false, 0),
+            Self::Replay { pending_parents } if *pending_parents > 0 => {
+                to(TaskStatus::Pending, true, false, 0)
+            }
+            Self::Replay { .. } => to(TaskStatus::Queued, true, false, 0),
             Self::TimedOut { .. } => retry_or_fail(failures, false, None, policy),
             Self::Failed {
                 non_retryable,

@@ -29,7 +29,12 @@ pub(crate) struct ContextParts {
     pub parents: HashMap<String, Value>,
     pub step_run_errors: HashMap<String, String>,
     pub cancellation: CancellationToken,
+    /// The worker-side slot this attempt holds, given up by [`Context::release_slot`].
+    pub slot: SlotHold,
 }
+
+/// A worker slot held by an attempt, which the attempt may give back early.
+pub(crate) type SlotHold = Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
 
 struct Inner {
     parts: ContextParts,
@@ -125,6 +130,53 @@ impl Context {
     /// Whether this attempt has been cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.inner.parts.cancellation.is_cancelled()
+    }
+
+    /// Moves this attempt's execution deadline `by` later (the engine's
+    /// `RefreshTimeout`), for a task that needs longer than its timeout said; returns
+    /// the new deadline. Fails if the attempt is no longer running on the engine's
+    /// side (it finished, or already timed out).
+    pub async fn refresh_timeout(&self, by: std::time::Duration) -> Result<SystemTime, SdkError> {
+        let request = adze_proto::hatchet::RefreshTimeoutRequest {
+            task_run_external_id: self.task_run_id().to_owned(),
+            increment_timeout_by: crate::format_duration(by),
+        };
+        let answer = self
+            .client()
+            .dispatcher()
+            .refresh_timeout(request)
+            .await
+            .map_err(|status| SdkError::rpc("Dispatcher.RefreshTimeout", status))?
+            .into_inner();
+        let at = answer.timeout_at.unwrap_or_default();
+        Ok(SystemTime::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(at.seconds).unwrap_or(0),
+                u32::try_from(at.nanos).unwrap_or(0),
+            ))
+    }
+
+    /// Gives this attempt's worker slot back while the handler keeps running (the
+    /// engine's `ReleaseSlot`): the worker may take another task in its place. Use it
+    /// when the rest of the handler only waits on something outside the worker.
+    pub async fn release_slot(&self) -> Result<(), SdkError> {
+        let request = adze_proto::hatchet::ReleaseSlotRequest {
+            task_run_external_id: self.task_run_id().to_owned(),
+        };
+        self.client()
+            .dispatcher()
+            .release_slot(request)
+            .await
+            .map_err(|status| SdkError::rpc("Dispatcher.ReleaseSlot", status))?;
+        let permit = self
+            .inner
+            .parts
+            .slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(permit);
+        Ok(())
     }
 
     /// Cancels this task (and so ends this attempt): the engine marks it cancelled and

@@ -1,5 +1,5 @@
 //! The engine's REST calls the SDK makes (the same ones the official SDKs make):
-//! cancelling tasks and runs.
+//! cancelling and replaying tasks and runs.
 
 use serde_json::{Value, json};
 
@@ -11,7 +11,20 @@ impl Client {
     /// it (its handler's [`crate::Context::cancellation_token`] fires). Unknown ids are
     /// ignored. Returns the ids the engine accepted.
     pub async fn cancel(&self, ids: &[&str]) -> Result<Vec<String>, SdkError> {
-        let path = format!("/api/v1/stable/tenants/{}/tasks/cancel", self.tenant_id());
+        self.tasks_action("cancel", ids).await
+    }
+
+    /// Runs finished tasks again, each given by its id, with everything downstream of
+    /// them; a run id replays the run's failed and cancelled tasks. Each replayed task
+    /// starts a new attempt with its retries back; earlier attempts stay in the
+    /// history. Refused while a task named has not finished. Returns the ids the
+    /// engine accepted.
+    pub async fn replay(&self, ids: &[&str]) -> Result<Vec<String>, SdkError> {
+        self.tasks_action("replay", ids).await
+    }
+
+    async fn tasks_action(&self, action: &str, ids: &[&str]) -> Result<Vec<String>, SdkError> {
+        let path = format!("/api/v1/stable/tenants/{}/tasks/{action}", self.tenant_id());
         let answer = self.post(&path, json!({ "externalIds": ids })).await?;
         Ok(answer["ids"]
             .as_array()

@@ -131,6 +131,13 @@ pub struct TaskRunDetails {
     pub error: Option<String>,
     /// The output, for a completed task.
     pub output: Option<Value>,
+    /// The current attempt, 0-based (Adze engines only; 0 otherwise).
+    pub attempt: u32,
+    /// Why the task waits, while it is queued or pending (Adze engines only).
+    pub wait_reason: Option<String>,
+    /// The earliest time a queued retry may start, while its backoff lasts (Adze
+    /// engines only).
+    pub next_attempt_at: Option<std::time::SystemTime>,
 }
 
 impl RunDetails {
@@ -150,6 +157,12 @@ impl RunDetails {
                     status: RunStatus::from_proto(task.status),
                     error: task.error,
                     output,
+                    attempt: u32::try_from(task.adze_attempt).unwrap_or(0),
+                    wait_reason: task.adze_wait_reason,
+                    next_attempt_at: task
+                        .adze_not_before_unix_ms
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
                 };
                 Ok((name, details))
             })

@@ -91,6 +91,7 @@ impl SlotBook {
                LEFT JOIN LATERAL (
                  SELECT count(*) AS used FROM tasks t
                  WHERE t.worker_id = w.id AND t.tenant_id = w.tenant_id AND t.status IN ({slot_holding})
+                   AND NOT t.slot_released
                ) u ON true
                WHERE w.status = {worker_active}
                  AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0)"#,

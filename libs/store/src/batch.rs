@@ -213,7 +213,9 @@ static COMPLETED: Fenced = Fenced::new(
                  started_at = COALESCE(t.started_at, now())
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($5)
-             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.worker_id),
+             -- A slot released early (ReleaseSlot) was given back then.
+             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id,
+                       CASE WHEN t.slot_released THEN NULL ELSE t.worker_id END AS worker_id),
            dec AS (
              SELECT c.tenant_id, c.id, count(*)::int AS n
              FROM upd JOIN tasks c

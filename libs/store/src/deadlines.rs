@@ -1,6 +1,8 @@
-//! Deadlines the timeout-reaper owns: execution deadlines of attempts on workers and
-//! schedule deadlines of queued tasks, each read in order from its own partial index
-//! (`migrations/0007_deadlines.sql`).
+//! Deadlines the timeout-reaper owns: execution deadlines of attempts on workers (read
+//! through the in-flight index `tasks_on_worker`, whose rows are bounded by the
+//! fleet's slots, so assignments pay no deadline index) and schedule deadlines of
+//! queued tasks (their own partial index; the queue is unbounded). See
+//! `migrations/0007_deadlines.sql`.
 //!
 //! Claiming is a transaction the reaper holds while it reports what it claimed:
 //! [`lock_due`] locks due rows with `SKIP LOCKED` (a second reaper takes other rows),
@@ -133,4 +135,29 @@ pub async fn clear(conn: &mut PgConnection, due: &[Due]) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// Moves the execution deadline of `task`'s attempt on a worker `by_ms` later
+/// (`RefreshTimeout`); returns the new deadline, or `None` when the task is not on a
+/// worker with a deadline (finished, queued, timed out already, or not the tenant's).
+/// A deadline the reaper is claiming is locked: this waits for the claim, and then
+/// finds the deadline gone.
+pub async fn extend(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    by_ms: i64,
+) -> Result<Option<DateTime<Utc>>> {
+    static EXTEND: Sql = Sql::new(
+        r#"UPDATE tasks SET execution_deadline = execution_deadline + $3 * interval '1 millisecond'
+           WHERE tenant_id = $1 AND id = $2 AND status IN ({slot_holding}) AND execution_deadline IS NOT NULL
+           RETURNING execution_deadline"#,
+    );
+    let row = sqlx::query(EXTEND.text())
+        .bind(tenant_id)
+        .bind(task_id)
+        .bind(by_ms)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
 }

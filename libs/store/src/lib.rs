@@ -8,6 +8,7 @@ pub mod batch;
 pub mod deadlines;
 pub mod fence;
 pub mod repairs;
+pub mod replay;
 pub mod runs;
 pub mod scheduling;
 pub mod selection;

@@ -224,6 +224,8 @@ pub struct TaskView {
     pub wait_reason: Option<String>,
     /// Worker holding it.
     pub worker_id: Option<Uuid>,
+    /// The earliest time a queued task may start (its retry backoff).
+    pub not_before: DateTime<Utc>,
 }
 
 /// A run with all its tasks.
@@ -267,7 +269,7 @@ pub async fn get_runs(db: impl PgExecutor<'_>, keys: &[(Uuid, Uuid)]) -> Result<
         r#"SELECT r.tenant_id, r.id AS run_id, r.workflow_name, r.status AS run_status, r.input,
                   r.additional_metadata, r.created_at, r.finished_at,
                   t.id AS task_id, t.readable_id, t.status, t.attempt, t.output, t.error,
-                  t.wait_reason, t.worker_id
+                  t.wait_reason, t.worker_id, t.not_before
            FROM UNNEST($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
            JOIN runs r ON r.tenant_id = k.tenant_id AND r.id = k.id
            JOIN tasks t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
@@ -304,6 +306,7 @@ pub async fn get_runs(db: impl PgExecutor<'_>, keys: &[(Uuid, Uuid)]) -> Result<
             error: r.try_get("error")?,
             wait_reason: r.try_get("wait_reason")?,
             worker_id: r.try_get("worker_id")?,
+            not_before: r.try_get("not_before")?,
         };
         if let Some(run) = out.last_mut() {
             run.tasks.push(task);

@@ -81,7 +81,7 @@ pub(crate) fn parse_status(s: &str) -> Result<TaskStatus> {
 pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<Option<Applied>> {
     let Some(row) = sqlx::query(
         r#"SELECT run_id, readable_id, action_id, status, attempt, failures, max_retries, backoff_factor,
-                  backoff_max_seconds, worker_id, assigned_at, started_at
+                  backoff_max_seconds, worker_id, assigned_at, started_at, finished_at, slot_released
            FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
     )
     .bind(ev.tenant_id)
@@ -110,6 +110,11 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
     else {
         return Ok(None);
     };
+    // A success is described by the task row alone; before a replay overwrites the
+    // row, the attempt goes into the history like any other.
+    if ev.event.restarts() && status == TaskStatus::Succeeded {
+        keep_success(conn, ev.tenant_id, ev.task_id, attempt, &row).await?;
+    }
     let wait_reason = ev
         .event
         .wait_reason(to, failures, policy.max_retries)
@@ -133,6 +138,11 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         .bind(status.as_str())
         .bind(attempt)
         .bind(ran)
+        .bind(ev.event.restarts())
+        .bind(match ev.event {
+            TaskEvent::Replay { pending_parents } => pending_parents,
+            _ => 0,
+        })
         .execute(&mut *conn)
         .await?;
     // The attempt ends when the task leaves a slot-holding status for anything but
@@ -183,11 +193,40 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         run_id,
         task_id: ev.task_id,
         to,
-        released_worker: worker_id.filter(|_| releases),
+        // A slot released early (ReleaseSlot) was given back then.
+        released_worker: worker_id
+            .filter(|_| releases && !row.try_get::<bool, _>("slot_released").unwrap_or(false)),
         run_tasks: None,
         run_finished: None,
         stop,
     }))
+}
+
+/// Records the succeeded attempt described by `row` (the task row) in the history.
+async fn keep_success(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    attempt: i32,
+    row: &sqlx::postgres::PgRow,
+) -> Result<()> {
+    static KEEP: Sql = Sql::new(
+        r#"INSERT INTO task_attempts (tenant_id, task_id, attempt, worker_id, status, error, assigned_at,
+                                      started_at, finished_at)
+           VALUES ($1, $2, $3, $4, {succeeded}, NULL, COALESCE($5, now()), $6, $7)
+           ON CONFLICT (tenant_id, task_id, attempt) DO NOTHING"#,
+    );
+    sqlx::query(KEEP.text())
+        .bind(tenant_id)
+        .bind(task_id)
+        .bind(attempt)
+        .bind(row.try_get::<Option<Uuid>, _>("worker_id")?)
+        .bind(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("assigned_at")?)
+        .bind(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("started_at")?)
+        .bind(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("finished_at")?)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// One event's write (see [`apply_event`]): guarded by the status and attempt it was
@@ -196,20 +235,24 @@ static APPLY_EVENT: Sql = Sql::new(
     r#"UPDATE tasks SET
          status = $3,
          attempt = attempt + $4,
-         failures = failures + $5,
+         failures = CASE WHEN $13 THEN 0 ELSE failures + $5 END,
+         pending_parents = CASE WHEN $13 THEN $14 ELSE pending_parents END,
          not_before = now() + make_interval(secs => $6 / 1000.0),
          queued_at = CASE WHEN $3 = {queued} THEN now() ELSE queued_at END,
          schedule_deadline = CASE WHEN $3 = {queued}
                                   THEN now() + make_interval(secs => $6 / 1000.0)
                                        + schedule_timeout_ms * interval '1 millisecond'
                                   ELSE schedule_deadline END,
-         output = COALESCE($7, output),
-         error = CASE WHEN $8::text IS NULL THEN error ELSE $8 END,
+         output = CASE WHEN $13 THEN NULL ELSE COALESCE($7, output) END,
+         error = CASE WHEN $13 THEN NULL WHEN $8::text IS NULL THEN error ELSE $8 END,
          wait_reason = $9,
-         worker_id = CASE WHEN $3 = {queued} THEN NULL ELSE worker_id END,
-         started_at = CASE WHEN $3 = {running} THEN now()
+         worker_id = CASE WHEN $3 = {queued} OR $13 THEN NULL ELSE worker_id END,
+         assigned_at = CASE WHEN $13 THEN NULL ELSE assigned_at END,
+         slot_released = CASE WHEN $3 = {queued} THEN false ELSE slot_released END,
+         started_at = CASE WHEN $13 THEN NULL WHEN $3 = {running} THEN now()
                            WHEN $12 THEN COALESCE(started_at, now()) ELSE started_at END,
-         finished_at = CASE WHEN $3 IN ({succeeded}, {failed}, {cancelled}) THEN now() ELSE finished_at END
+         finished_at = CASE WHEN $13 THEN NULL
+                            WHEN $3 IN ({succeeded}, {failed}, {cancelled}) THEN now() ELSE finished_at END
        WHERE tenant_id = $1 AND id = $2 AND status = $10 AND attempt = $11"#,
 );
 
@@ -479,4 +522,25 @@ async fn create_on_failure(
     rows.iter()
         .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("run_id")?)))
         .collect()
+}
+
+/// Gives back the worker slot of a task that keeps running (`ReleaseSlot`), once: the
+/// worker whose slot it held, or `None` if the task holds no slot any more (finished,
+/// requeued, released already) or is not the tenant's.
+pub async fn release_slot(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+) -> Result<Option<Uuid>> {
+    static RELEASE: Sql = Sql::new(
+        r#"UPDATE tasks SET slot_released = true
+           WHERE tenant_id = $1 AND id = $2 AND status IN ({slot_holding}) AND NOT slot_released
+           RETURNING worker_id"#,
+    );
+    let row = sqlx::query(RELEASE.text())
+        .bind(tenant_id)
+        .bind(task_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?.flatten())
 }

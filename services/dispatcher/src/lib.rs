@@ -19,11 +19,11 @@ use std::time::Duration;
 use adze_bus::Bus;
 use adze_proto::adze::v1::worker_reports_server::WorkerReportsServer;
 use adze_proto::hatchet::dispatcher_server::DispatcherServer;
+use adze_runtime::tasks::Tasks;
 use adze_store::auth::Authenticator;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 
 /// Largest request the dispatcher decodes (a report's output is at most 512 KiB).
@@ -66,7 +66,7 @@ pub struct Deps {
 pub struct Dispatcher {
     server: DispatcherServer<service::DispatcherApi>,
     reports: WorkerReportsServer<service::DispatcherApi>,
-    tasks: TaskTracker,
+    tasks: Tasks,
 }
 
 impl Dispatcher {
@@ -79,32 +79,48 @@ impl Dispatcher {
     ) -> anyhow::Result<Self> {
         deps.bus.ensure_streams().await?;
         let id = format!("dispatcher-{}", uuid::Uuid::new_v4());
-        let tasks = TaskTracker::new();
+        let tasks = Tasks::new(shutdown.clone());
         let registry = Arc::new(registry::Registry::new(id.clone()));
         let hub = Arc::new(results::Hub::new(deps.pool.clone()));
-        // Best-effort: a failed flush is retried on the next tick; heartbeats are soft state.
-        tasks.spawn(registry::flush_heartbeats(
+        // Best effort: a failed flush is retried on the next tick; heartbeats are soft
+        // state.
+        let (r, pool, every, stop) = (
             registry.clone(),
             deps.pool.clone(),
             Duration::from_millis(config.heartbeat_flush_ms),
             shutdown.clone(),
-        ));
-        // Critical for result delivery, but self-healing: the poller covers lost notices.
-        let notices = deps
-            .bus
-            .subscribe(deps.bus.subjects().runs_finished_wildcard())
-            .await?;
-        tasks.spawn(results::follow_notices(
-            hub.clone(),
-            notices,
-            shutdown.clone(),
-        ));
-        tasks.spawn(results::poll_pending(
+        );
+        tasks.best_effort("heartbeat writer", move || {
+            let (r, pool, stop) = (r.clone(), pool.clone(), stop.clone());
+            async move {
+                registry::flush_heartbeats(r, pool, every, stop).await;
+                Ok(())
+            }
+        });
+        // Best effort, restarted with a new subscription: the poller below covers
+        // notices lost meanwhile.
+        let (h, bus, stop) = (hub.clone(), deps.bus.clone(), shutdown.clone());
+        tasks.best_effort("run notices", move || {
+            let (h, bus, stop) = (h.clone(), bus.clone(), stop.clone());
+            async move {
+                let notices = bus
+                    .subscribe(bus.subjects().runs_finished_wildcard())
+                    .await?;
+                results::follow_notices(h, notices, stop).await
+            }
+        });
+        let (h, every, stop) = (
             hub.clone(),
             Duration::from_millis(config.result_poll_ms),
             shutdown.clone(),
-        ));
-        tasks.close();
+        );
+        tasks.best_effort("result poller", move || {
+            let (h, stop) = (h.clone(), stop.clone());
+            async move {
+                results::poll_pending(h, every, stop).await;
+                Ok(())
+            }
+        });
         let outbox = outbox::Outbox::start(deps.bus.clone());
         let svc = Arc::new(service::DispatcherApi {
             deps,
@@ -143,7 +159,9 @@ impl Dispatcher {
 
     /// Waits for the background tasks after shutdown was requested.
     pub async fn stopped(self) {
-        self.tasks.wait().await;
+        if let Err(e) = self.tasks.join().await {
+            tracing::error!(error = %e, "the dispatcher stopped on a failure");
+        }
     }
 }
 

@@ -138,16 +138,19 @@ pub(crate) async fn follow_notices(
     hub: Arc<Hub>,
     notices: Subscriber,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
     let mut notices = notices.ready_chunks(512);
     loop {
         let chunk = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = notices.next() => match m { Some(m) => m, None => return },
+            _ = shutdown.cancelled() => return Ok(()),
+            m = notices.next() => match m {
+                Some(m) => m,
+                None => anyhow::bail!("the run notice subscription ended"),
+            },
         };
         let keys: Vec<(Uuid, Uuid)> = {
             let Ok(waiting) = hub.waiting.lock() else {
-                return;
+                anyhow::bail!("the waiting list is poisoned");
             };
             chunk
                 .iter()

@@ -407,6 +407,64 @@ impl Dispatcher for DispatcherApi {
             version: ENGINE_VERSION.to_string(),
         }))
     }
+
+    /// Moves a running attempt's execution deadline later. Written here, not by the
+    /// scheduler: the caller is answered with the new deadline, and the deadline
+    /// column is the reaper's, not part of the task's status.
+    async fn refresh_timeout(
+        &self,
+        req: Request<RefreshTimeoutRequest>,
+    ) -> Result<Response<RefreshTimeoutResponse>, Status> {
+        let who = self.who(&req).await?;
+        let r = req.get_ref();
+        let task = parse_task(&r.task_run_external_id)?;
+        let by = adze_core::duration::parse(&r.increment_timeout_by)
+            .map_err(|e| Status::invalid_argument(format!("increment_timeout_by: {e}")))?;
+        if by.is_zero() {
+            return Err(Status::invalid_argument(
+                "increment_timeout_by must be longer than zero",
+            ));
+        }
+        let by_ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let at = adze_store::deadlines::extend(&self.deps.pool, who.tenant_id, task, by_ms)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "task {task} is not running on a worker with a timeout (finished, timed out or unknown): nothing to refresh"
+                ))
+            })?;
+        Ok(Response::new(RefreshTimeoutResponse {
+            timeout_at: Some(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+        }))
+    }
+
+    /// Gives a running task's worker slot back; the scheduler applies it once.
+    async fn release_slot(
+        &self,
+        req: Request<ReleaseSlotRequest>,
+    ) -> Result<Response<ReleaseSlotResponse>, Status> {
+        let who = self.who(&req).await?;
+        let task = parse_task(&req.get_ref().task_run_external_id)?;
+        self.record(
+            who.tenant_id,
+            SchedulerEvent::SlotReleased { task_id: task },
+            0,
+        )
+        .await?;
+        Ok(Response::new(ReleaseSlotResponse {}))
+    }
+}
+
+fn parse_task(s: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(s).map_err(|_| {
+        Status::invalid_argument(format!(
+            "task_run_external_id {s:?} is not a task id (a UUID)"
+        ))
+    })
 }
 
 /// Most reports in one `WorkerReports.SendStepActionEvents` call.

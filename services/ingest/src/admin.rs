@@ -203,6 +203,13 @@ impl AdminService for AdminApi {
                         output: t.output.as_ref().map(json_bytes),
                         readable_id: t.readable_id.clone(),
                         is_evicted: false,
+                        adze_wait_reason: t.wait_reason.clone().filter(|_| {
+                            matches!(t.status, TaskStatus::Pending | TaskStatus::Queued)
+                        }),
+                        adze_not_before_unix_ms: (t.status == TaskStatus::Queued
+                            && t.not_before > chrono::Utc::now())
+                        .then(|| t.not_before.timestamp_millis()),
+                        adze_attempt: t.attempt,
                     },
                 )
             })

@@ -93,15 +93,19 @@ impl Committer {
 async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let hints = Arc::new(adze_bus::DeadlineHints::new(bus.clone()));
+    // The commits in flight (at most IN_FLIGHT): awaited before the committer ends, so
+    // no accepted trigger is left unanswered.
+    let mut commits = tokio::task::JoinSet::new();
     loop {
+        while commits.try_join_next().is_some() {}
         let first = tokio::select! {
-            r = rx.recv() => match r { Some(r) => r, None => return },
-            _ = shutdown.cancelled() => { rx.close(); match rx.recv().await { Some(r) => r, None => return } }
+            r = rx.recv() => match r { Some(r) => r, None => break },
+            _ = shutdown.cancelled() => { rx.close(); match rx.recv().await { Some(r) => r, None => break } }
         };
         // While earlier transactions are in flight, later triggers gather into the
         // next batch.
         let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+            break;
         };
         let mut batch = vec![first];
         let mut size = batch[0].runs.len();
@@ -115,8 +119,9 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
             }
         }
         let (pool, bus, hints) = (pool.clone(), bus.clone(), hints.clone());
-        tokio::spawn(async move { commit(&pool, &bus, &hints, batch, permit).await });
+        commits.spawn(async move { commit(&pool, &bus, &hints, batch, permit).await });
     }
+    while commits.join_next().await.is_some() {}
 }
 
 async fn commit(

@@ -4,11 +4,11 @@
 //! `EventsService.PutLog`; REST: the calls the SDKs make around a worker's life.
 
 mod admin;
-mod cancel;
 mod commit;
 mod errors;
 mod events;
 mod rest;
+mod task_actions;
 mod trigger;
 mod versions;
 

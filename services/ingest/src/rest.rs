@@ -23,7 +23,11 @@ pub(crate) fn router(deps: Deps) -> axum::Router {
         .route("/api/v1/workers/{worker}", patch(patch_worker))
         .route(
             "/api/v1/stable/tenants/{tenant}/tasks/cancel",
-            post(crate::cancel::cancel),
+            post(crate::task_actions::cancel),
+        )
+        .route(
+            "/api/v1/stable/tenants/{tenant}/tasks/replay",
+            post(crate::task_actions::replay),
         )
         .with_state(deps)
 }

@@ -263,6 +263,7 @@ impl Processor {
         let (mut book, loaded_at) = self.slot_book(&mut tx, workers_changed(events)).await?;
         let applied = adze_store::batch::apply_batch(&mut tx, &rows).await?;
         release_slots(&mut book, &applied);
+        release_early_slots(&mut tx, &mut book, events).await?;
         let finished = scheduling::finalize_applied(&mut tx, &applied).await?;
         let reports_only = events.iter().all(|e| is_report(&e.body));
         let assignments = if book.drained() && reports_only && ended_all(&applied, &finished) {
@@ -463,6 +464,12 @@ impl Processor {
                     TaskEvent::ScheduleExpired { attempt: *attempt },
                 )
             }],
+            SchedulerEvent::ReplayTasks { ids } => {
+                let (rows, runs) = adze_store::replay::plan(conn, t, ids).await?;
+                adze_store::replay::reopen_runs(conn, t, &runs).await?;
+                tracing::info!(tasks = rows.len(), runs = runs.len(), "replaying");
+                rows
+            }
             SchedulerEvent::CancelTasks { task_ids, reason } => task_ids
                 .iter()
                 .map(|task_id| TaskEventRow {
@@ -481,6 +488,8 @@ impl Processor {
             | SchedulerEvent::WorkerReady { .. }
             | SchedulerEvent::WorkerUnavailable { .. }
             | SchedulerEvent::Wake
+            // Not a transition: applied by `release_early_slots`.
+            | SchedulerEvent::SlotReleased { .. }
             // Flattened when the batch is decoded.
             | SchedulerEvent::Reports { .. } => Vec::new(),
         })
@@ -516,6 +525,24 @@ fn release_slots(book: &mut SlotBook, applied: &[scheduling::Applied]) {
             book.release(worker);
         }
     }
+}
+
+/// Gives back the slots of tasks that released theirs while they keep running
+/// (`ReleaseSlot`); each once, whatever the redeliveries.
+async fn release_early_slots(
+    conn: &mut PgConnection,
+    book: &mut SlotBook,
+    events: &[Envelope<SchedulerEvent>],
+) -> Result<(), adze_store::Error> {
+    for e in events {
+        if let SchedulerEvent::SlotReleased { task_id } = e.body
+            && let Some(worker) = scheduling::release_slot(conn, e.tenant_id, task_id).await?
+        {
+            tracing::debug!(%task_id, %worker, "slot released early");
+            book.release(worker);
+        }
+    }
+    Ok(())
 }
 
 /// Whether `event` is a worker's STARTED or COMPLETED report.

@@ -10,6 +10,9 @@
   handler sees asyncio.CancelledError) and the run ends cancelled.
 - `conf-py-self-cancel`: task `quit` calls `await ctx.aio_cancel()`; the engine stops it
   and the run ends cancelled.
+- `conf-py-refresh`: task `extend` (execution_timeout 1 s) calls
+  `ctx.refresh_timeout(timedelta(seconds=2))` after 0.5 s and finishes at 1.7 s: the run
+  succeeds, past its first deadline.
 Prints one `ADZE-RESULT <json>` line.
 """
 
@@ -56,6 +59,7 @@ def notes(run_id: str) -> list[str]:
 timeout_wf = hatchet.workflow(name="conf-py-timeout")
 cancel_wf = hatchet.workflow(name="conf-py-cancel")
 self_cancel_wf = hatchet.workflow(name="conf-py-self-cancel")
+refresh_wf = hatchet.workflow(name="conf-py-refresh")
 
 
 async def sleep_noting(ctx: Context, seconds: float) -> dict[str, str]:
@@ -86,6 +90,14 @@ async def quit(input: EmptyModel, ctx: Context) -> dict[str, str]:
     note(ctx, "started")
     await ctx.aio_cancel()
     return await sleep_noting(ctx, 30)
+
+
+@refresh_wf.task(execution_timeout=timedelta(seconds=1))
+async def extend(input: EmptyModel, ctx: Context) -> dict[str, str]:
+    note(ctx, "started")
+    await asyncio.sleep(0.5)
+    ctx.refresh_timeout(timedelta(seconds=2))
+    return await sleep_noting(ctx, 1.2)
 
 
 def wait_until(predicate, seconds: float) -> bool:
@@ -165,12 +177,28 @@ def check_self_cancel(checks: Checks) -> None:
     checks.expect_equal("it never woke", notes(ref.workflow_run_id).count("woke"), 0)
 
 
+def check_refresh(checks: Checks) -> None:
+    log("running conf-py-refresh (refreshes its 1 s timeout, finishes at 1.7 s)")
+    ref = refresh_wf.run(wait_for_result=False)
+    result = ref.result()
+    checks.observe("refresh_result", result)
+    checks.expect_equal(
+        "a task that refreshed its timeout outlives its first deadline",
+        result.get("extend"),
+        {"woke": "yes"},
+    )
+    checks.expect_equal("it was not stopped", notes(ref.workflow_run_id).count("cancelled"), 0)
+
+
 def main() -> int:
     Stdout.claim()
     checks = Checks("py/timeouts.py")
     sdk_logs = capture_sdk_logs()
     worker = InProcessWorker(
-        hatchet, "conf-py-timeouts-worker", [timeout_wf, cancel_wf, self_cancel_wf], slots=4
+        hatchet,
+        "conf-py-timeouts-worker",
+        [timeout_wf, cancel_wf, self_cancel_wf, refresh_wf],
+        slots=4,
     )
     start_deadline(checks, on_timeout=worker.kill)
     worker.start()
@@ -180,6 +208,7 @@ def main() -> int:
         check_timeout(checks)
         check_external_cancel(checks)
         check_self_cancel(checks)
+        check_refresh(checks)
     except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
         log(traceback.format_exc())
         checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")

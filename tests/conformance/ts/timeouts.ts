@@ -13,6 +13,8 @@
  * - `conf-ts-cancel`: the same task without a short timeout, cancelled from outside with
  *   `hatchet.runs.cancel({ids})`, and `conf-ts-self-cancel`, whose task calls
  *   `ctx.cancel()`: both runs end cancelled and their fetches are aborted.
+ * - `conf-ts-refresh`: task `extend` (executionTimeout '1s') calls
+ *   `ctx.refreshTimeout('2s')` after 0.5 s and finishes at 1.7 s: the run succeeds.
  * Prints one `ADZE-RESULT <json>` line.
  */
 import http from 'node:http';
@@ -98,6 +100,18 @@ async function main(): Promise<void> {
     },
   });
 
+  const refreshWf = hatchet.workflow<NoInput>({ name: 'conf-ts-refresh' });
+  refreshWf.task({
+    name: 'extend',
+    executionTimeout: '1s',
+    fn: async (_i, ctx) => {
+      await sleep(500);
+      await ctx.refreshTimeout('2s');
+      await sleep(1200);
+      return { aborted: ctx.abortController.signal.aborted };
+    },
+  });
+
   const pause = watchPause(hatchet);
   let running: RunningWorker | undefined;
   try {
@@ -105,6 +119,7 @@ async function main(): Promise<void> {
       timeoutWf,
       cancelWf,
       selfCancelWf,
+      refreshWf,
     ]);
     checks.check('worker registered', true);
 
@@ -173,6 +188,20 @@ async function main(): Promise<void> {
       'the silent server saw every connection closed by its client',
       await waitUntil(() => closedByClient >= 4, 5_000),
       `closed: ${closedByClient}`
+    );
+
+    log('running conf-ts-refresh (refreshes its 1 s timeout, finishes at 1.7 s)');
+    const refreshed = await refreshWf.runNoWait({});
+    let refreshResult: unknown;
+    try {
+      refreshResult = await refreshed.output;
+    } catch (e) {
+      refreshResult = { rejected: errorMessages(e) };
+    }
+    checks.expectEqual(
+      'a task that refreshed its timeout outlives its first deadline',
+      refreshResult,
+      { extend: { aborted: false } }
     );
   } catch (e) {
     log(e instanceof Error ? (e.stack ?? e.message) : describeError(e));

@@ -225,8 +225,48 @@ fn every_event_applies_only_from_its_guard_list() {
             if let Transition::To { to, .. } = t {
                 // A task released from a slot-holding status frees it; the wait reason
                 // exists exactly for the transitions into the queue.
-                assert_eq!(ev.wait_reason(to, 0, 1).is_some(), to == Queued, "{ev:?}");
+                let waits = to == Queued || (to == Pending && ev.restarts());
+                assert_eq!(ev.wait_reason(to, 0, 1).is_some(), waits, "{ev:?}");
             }
         }
     }
+}
+
+#[test]
+fn a_replay_restarts_only_a_finished_task() {
+    let replay = TaskEvent::Replay { pending_parents: 0 };
+    for status in TaskStatus::ALL {
+        let t = replay.apply(status, 4, 3, &policy(3));
+        if status.is_terminal() {
+            assert_eq!(
+                t,
+                Transition::To {
+                    to: Queued,
+                    next_attempt: true,
+                    count_failure: false,
+                    delay_ms: 0
+                },
+                "{status}"
+            );
+        } else {
+            assert!(
+                matches!(t, Transition::Ignore(_)),
+                "a replay of a {status} task"
+            );
+        }
+    }
+    let waiting = TaskEvent::Replay { pending_parents: 1 };
+    assert!(matches!(
+        waiting.apply(Cancelled, 0, 0, &policy(0)),
+        Transition::To {
+            to: Pending,
+            next_attempt: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        waiting.wait_reason(Pending, 0, 0),
+        Some(WaitReason::Parents)
+    );
+    assert!(replay.restarts() && !TaskEvent::Cancel.restarts());
 }

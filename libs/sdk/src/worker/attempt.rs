@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::events::EventSender;
-use crate::context::{Context, ContextParts};
+use crate::context::{Context, ContextParts, SlotHold};
 use crate::payload::ActionPayload;
 use crate::task::ErasedHandler;
 use crate::{Client, TaskError};
@@ -37,17 +37,19 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     pub(crate) async fn run(self) {
-        let _permit = tokio::select! {
+        let permit = tokio::select! {
             permit = self.slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
             () = self.cancel.cancelled() => return,
         };
+        // Held until the attempt ends, unless the handler releases it early.
+        let slot: SlotHold = Arc::new(std::sync::Mutex::new(Some(permit)));
         let events = EventSender::new(&self.client, &self.action, &self.worker_id);
         let run = async {
             tokio::select! {
-                outcome = self.execute() => Some(outcome),
+                outcome = self.execute(slot.clone()) => Some(outcome),
                 () = self.cancel.cancelled() => None,
             }
         };
@@ -75,7 +77,7 @@ impl Attempt {
         }
     }
 
-    async fn execute(&self) -> Result<String, TaskError> {
+    async fn execute(&self, slot: SlotHold) -> Result<String, TaskError> {
         let action = &self.action;
         let handler = self.handler.as_ref().ok_or_else(|| {
             TaskError::non_retryable(format!(
@@ -102,6 +104,7 @@ impl Attempt {
             parents: payload.parents,
             step_run_errors: payload.step_run_errors,
             cancellation: self.cancel.clone(),
+            slot,
         });
         // The call is inside the async block so a panic before the handler's first
         // await is caught too.

@@ -242,6 +242,20 @@ impl Dispatcher for FakeEngine {
             version: adze_proto::ENGINE_VERSION.into(),
         }))
     }
+
+    async fn refresh_timeout(
+        &self,
+        _: Request<RefreshTimeoutRequest>,
+    ) -> Result<Response<RefreshTimeoutResponse>, Status> {
+        Err(Status::unimplemented("the fake engine has no deadlines"))
+    }
+
+    async fn release_slot(
+        &self,
+        _: Request<ReleaseSlotRequest>,
+    ) -> Result<Response<ReleaseSlotResponse>, Status> {
+        Err(Status::unimplemented("the fake engine has no slots"))
+    }
 }
 
 #[tonic::async_trait]

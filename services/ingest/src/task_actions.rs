@@ -1,8 +1,10 @@
-//! `POST /api/v1/stable/tenants/{tenant}/tasks/cancel` (the SDKs' `runs.cancel`,
-//! `bulk_cancel` and a task's own `ctx.cancel()`): cancels tasks or whole runs by id,
-//! or the runs a filter matches. The request is accepted once the scheduler's event is
-//! durable in JetStream; the scheduler then cancels every unfinished task named, and
-//! tells the workers running any of them to stop.
+//! `POST /api/v1/stable/tenants/{tenant}/tasks/cancel` and `…/tasks/replay` (the SDKs'
+//! `runs.cancel`, `bulk_cancel`, a task's own `ctx.cancel()`, `runs.replay`): tasks or
+//! whole runs by id, or the runs a filter matches. A request is accepted once the
+//! scheduler's event is durable in JetStream. For a cancel the scheduler then cancels
+//! every unfinished task named and tells the workers running any of them to stop; for a
+//! replay it runs the named finished tasks (a run's failed and cancelled ones) again,
+//! with everything downstream of them.
 
 use adze_bus::Envelope;
 use adze_bus::messages::SchedulerEvent;
@@ -18,8 +20,9 @@ use uuid::Uuid;
 use crate::Deps;
 use crate::rest::{ApiError, api_error, caller_of};
 
-/// Most runs a filter may name (Hatchet's limit for cancel).
+/// Most runs a filter may name (Hatchet's limits for cancel and for replay).
 const MAX_FILTERED_RUNS: i64 = 20_000;
+const MAX_REPLAYED_RUNS: i64 = 1_000;
 /// Most task ids in one scheduler event.
 const CHUNK: usize = 1_000;
 /// The error text of a task cancelled on request.
@@ -27,7 +30,7 @@ pub(crate) const CANCELLED_BY_REQUEST: &str = "cancelled: by a request to cancel
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CancelRequest {
+pub(crate) struct TasksRequest {
     #[serde(default)]
     external_ids: Option<Vec<String>>,
     #[serde(default)]
@@ -48,8 +51,9 @@ pub(crate) struct TaskFilter {
     additional_metadata: Option<Vec<String>>,
 }
 
+/// `V1CancelledTasks` / `V1ReplayedTasks`: the ids a request named.
 #[derive(Debug, Serialize)]
-pub(crate) struct CancelledTasks {
+pub(crate) struct NamedTasks {
     ids: Vec<Uuid>,
 }
 
@@ -127,49 +131,110 @@ fn parse_ids(ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
         .collect()
 }
 
-pub(crate) async fn cancel(
-    State(deps): State<Deps>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: Result<Json<CancelRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<CancelledTasks>, ApiError> {
-    let tenant = caller_of(&deps, &headers, &tenant).await?;
-    let Json(req) = body.map_err(|e| bad(format!("invalid cancel request: {}", e.body_text())))?;
-    let named = match (&req.external_ids, &req.filter) {
-        (Some(ids), None) => parse_ids(ids)?,
+/// The ids a request names: its own, or the runs its filter matches (at most `limit`).
+async fn named(
+    deps: &Deps,
+    tenant: Uuid,
+    body: Result<Json<TasksRequest>, axum::extract::rejection::JsonRejection>,
+    what: &str,
+    limit: i64,
+) -> Result<Vec<Uuid>, ApiError> {
+    let Json(req) = body.map_err(|e| bad(format!("invalid {what} request: {}", e.body_text())))?;
+    match (&req.external_ids, &req.filter) {
+        (Some(ids), None) => parse_ids(ids),
         (None, Some(filter)) => {
             let filter = filter.to_run_filter()?;
-            selection::find_runs(&deps.pool, tenant, &filter, MAX_FILTERED_RUNS)
+            selection::find_runs(&deps.pool, tenant, &filter, limit)
                 .await
-                .map_err(unavailable)?
+                .map_err(unavailable)
         }
-        (Some(_), Some(_)) => return Err(bad("give either externalIds or filter, not both")),
-        (None, None) => return Err(bad("give externalIds or filter")),
-    };
-    let tasks = selection::unfinished_tasks(&deps.pool, tenant, &named)
-        .await
-        .map_err(unavailable)?;
-    for chunk in tasks.chunks(CHUNK) {
-        let event = SchedulerEvent::CancelTasks {
-            task_ids: chunk.to_vec(),
-            reason: CANCELLED_BY_REQUEST.to_string(),
-        };
-        let id = format!("cancel:{}", Uuid::new_v4());
+        (Some(_), Some(_)) => Err(bad("give either externalIds or filter, not both")),
+        (None, None) => Err(bad("give externalIds or filter")),
+    }
+}
+
+/// Queues `events` for the scheduler; none lost once this returns `Ok`.
+async fn queue(
+    deps: &Deps,
+    tenant: Uuid,
+    events: Vec<SchedulerEvent>,
+    what: &str,
+) -> Result<(), ApiError> {
+    for event in events {
+        let id = format!("{what}:{}", Uuid::new_v4());
         deps.bus
             .publish_event(&Envelope::new(tenant, event), &id)
             .await
             .map_err(|e| {
-                tracing::error!(error = %e, "cannot queue a cancellation");
+                tracing::error!(error = %e, "cannot queue a {what}");
                 api_error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "the cancellation could not be queued in full; try again (cancelling twice is harmless)",
+                    format!("the {what} could not be queued in full; try again (asking twice is harmless)"),
                 )
             })?;
     }
+    Ok(())
+}
+
+pub(crate) async fn cancel(
+    State(deps): State<Deps>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<TasksRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<NamedTasks>, ApiError> {
+    let tenant = caller_of(&deps, &headers, &tenant).await?;
+    let named = named(&deps, tenant, body, "cancel", MAX_FILTERED_RUNS).await?;
+    let tasks = selection::unfinished_tasks(&deps.pool, tenant, &named)
+        .await
+        .map_err(unavailable)?;
+    let events = tasks
+        .chunks(CHUNK)
+        .map(|chunk| SchedulerEvent::CancelTasks {
+            task_ids: chunk.to_vec(),
+            reason: CANCELLED_BY_REQUEST.to_string(),
+        })
+        .collect();
+    queue(&deps, tenant, events, "cancellation").await?;
     if !tasks.is_empty() {
         tracing::info!(tenant = %tenant, tasks = tasks.len(), "cancellation queued");
     }
-    Ok(Json(CancelledTasks { ids: named }))
+    Ok(Json(NamedTasks { ids: named }))
+}
+
+pub(crate) async fn replay(
+    State(deps): State<Deps>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<TasksRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<NamedTasks>, ApiError> {
+    let tenant = caller_of(&deps, &headers, &tenant).await?;
+    let named = named(&deps, tenant, body, "replay", MAX_REPLAYED_RUNS).await?;
+    // Only what has finished can run again: a task still queued or running is refused
+    // (and so is a run with one), rather than replayed halfway.
+    let busy = selection::unfinished_tasks(&deps.pool, tenant, &named)
+        .await
+        .map_err(unavailable)?;
+    if !busy.is_empty() {
+        let shown: Vec<String> = busy.iter().take(5).map(Uuid::to_string).collect();
+        return Err(bad(format!(
+            "cannot replay: {} task(s) named have not finished ({}{}); wait for them or cancel them first",
+            busy.len(),
+            shown.join(", "),
+            if busy.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        )));
+    }
+    let events = named
+        .chunks(CHUNK)
+        .map(|chunk| SchedulerEvent::ReplayTasks {
+            ids: chunk.to_vec(),
+        })
+        .collect();
+    queue(&deps, tenant, events, "replay").await?;
+    Ok(Json(NamedTasks { ids: named }))
 }
 
 fn unavailable(e: adze_store::Error) -> ApiError {
