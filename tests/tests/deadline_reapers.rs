@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const RUNS_PER_TIMEOUT: usize = 50;
-const TIMEOUTS_S: [u64; 4] = [2, 3, 4, 5];
+const TIMEOUTS_S: [u64; 4] = [2, 3, 4, 8];
 
 fn reaper(env: &TestEnv, name: &str) -> Proc {
     let mut e = env.child_env();

@@ -6,6 +6,8 @@
   execution timeout. The workflow's `@on_failure_task` handler runs exactly once, after
   both ended, and `ctx.task_run_errors` holds both errors; the run fails.
 - The same workflow with `{"calm": true}` succeeds and the handler never runs.
+- `hatchet.runs.replay(run_id)` of the failed run runs its failed tasks again; they fail
+  again, so the run fails again and its handler runs a second time (once per failure).
 Prints one `ADZE-RESULT <json>` line.
 """
 
@@ -74,7 +76,7 @@ def calls(run_id: str) -> list[dict[str, str]]:
         return [errors for run, errors in handled if run == run_id]
 
 
-def check_failing_run(checks: Checks) -> None:
+def check_failing_run(checks: Checks) -> str:
     log("running conf-py-on-failure (one task raises, one times out)")
     ref = wf.run(Mood(calm=False), wait_for_result=False)
     error: BaseException | None = None
@@ -103,6 +105,23 @@ def check_failing_run(checks: Checks) -> None:
     )
     time.sleep(1.5)
     checks.expect_equal("it still ran only once", len(calls(ref.workflow_run_id)), 1)
+    return ref.workflow_run_id
+
+
+def check_replay(checks: Checks, run_id: str) -> None:
+    log("replaying the failed run with hatchet.runs.replay")
+    hatchet.runs.replay(run_id)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(calls(run_id)) < 2:
+        time.sleep(0.1)
+    got = calls(run_id)
+    checks.expect_equal("after a replay that fails again, the handler ran once more", len(got), 2)
+    if len(got) == 2:
+        checks.check(
+            "the replayed failure's errors reach the handler",
+            "explode on purpose" in got[1].get("explode", ""),
+            str(got[1]),
+        )
 
 
 def check_calm_run(checks: Checks) -> None:
@@ -124,8 +143,9 @@ def main() -> int:
     try:
         checks.observe("worker_id", worker.wait_registered())
         checks.check("worker registered", True)
-        check_failing_run(checks)
+        failed_run = check_failing_run(checks)
         check_calm_run(checks)
+        check_replay(checks, failed_run)
     except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
         log(traceback.format_exc())
         checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")

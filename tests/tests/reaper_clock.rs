@@ -1,0 +1,110 @@
+//! The timeout-reaper on a manual clock: a deadline ten seconds away is not reported
+//! until the clock is moved past it, and then at once, without waiting in real time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adze_core::backoff::RetryPolicy;
+use adze_core::{TaskSpec, WorkflowSpec};
+use adze_runtime::clock::ManualClock;
+use adze_tests::{TestEnv, wait_for};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+async fn deadline_of(env: &TestEnv, task: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT execution_deadline FROM tasks WHERE id = $1")
+        .bind(task)
+        .fetch_one(&env.pool)
+        .await
+        .expect("task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_is_reported_when_the_clock_passes_it_and_not_before() {
+    let env = TestEnv::start_roles(&[]).await;
+    let spec = WorkflowSpec {
+        name: "clocked".into(),
+        tasks: vec![TaskSpec {
+            readable_id: "t".into(),
+            action_id: "clocked:t".into(),
+            parents: Vec::new(),
+            retry: RetryPolicy::default(),
+            execution_timeout_ms: Some(10_000),
+            schedule_timeout_ms: None,
+        }],
+        on_failure: None,
+    };
+    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
+        .await
+        .expect("workflow");
+    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "clocked")
+        .await
+        .expect("read")
+        .expect("exists");
+    adze_store::runs::create_runs(
+        &env.pool,
+        env.tenant_id,
+        &[adze_store::runs::NewRun {
+            version: &version,
+            input: json!({}),
+            additional_metadata: None,
+            traceparent: None,
+        }],
+    )
+    .await
+    .expect("run");
+    // Assigned to a worker: its execution deadline is ten seconds away.
+    env.active_worker(&["clocked:t"], 1).await;
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let mut book = adze_store::admission::SlotBook::load(&mut conn, 60_000)
+        .await
+        .expect("book");
+    let assigned = adze_store::admission::admit(&mut conn, &mut book, 10)
+        .await
+        .expect("admit");
+    assert_eq!(assigned.len(), 1);
+    let task = assigned[0].task_id;
+    let deadline = assigned[0].execution_deadline.expect("a deadline");
+    assert_eq!(deadline_of(&env, task).await, Some(deadline));
+
+    let clock = ManualClock::new(deadline - chrono::Duration::seconds(10));
+    let deps = adze_reaper::Deps {
+        clock: Arc::new(clock.clone()),
+        ..adze_reaper::Deps::new(env.pool.clone(), env.shared.bus.clone())
+    };
+    let mut config = adze_tests::fast_configs().reaper;
+    config.maintenance_every_ms = 0;
+    let stop = CancellationToken::new();
+    let reaper = tokio::spawn(adze_reaper::run(config, deps, stop.clone()));
+
+    // Real time passes; the reaper's does not: nothing is reported.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    clock.advance(Duration::from_secs(9));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        deadline_of(&env, task).await,
+        Some(deadline),
+        "reported early"
+    );
+
+    // Past the deadline: claimed, reported, cleared.
+    clock.advance(Duration::from_secs(2));
+    let pool = env.pool.clone();
+    wait_for("the deadline reported", Duration::from_secs(5), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "SELECT execution_deadline FROM tasks WHERE id = $1",
+            )
+            .bind(task)
+            .fetch_one(&pool)
+            .await
+            .is_ok_and(|d| d.is_none())
+        }
+    })
+    .await;
+    stop.cancel();
+    reaper.await.expect("join").expect("reaper stopped");
+    env.stop().await;
+}
