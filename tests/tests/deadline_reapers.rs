@@ -19,6 +19,11 @@ const TIMEOUTS_S: [u64; 4] = [2, 3, 4, 8];
 fn reaper(env: &TestEnv, name: &str) -> Proc {
     let mut e = env.child_env();
     e.push(("ADZE_LOG_JSON".into(), "1".into()));
+    // Each committed claim is a debug line of the deadline loop.
+    e.push((
+        "RUST_LOG".into(),
+        "info,adze_reaper::deadlines=debug".into(),
+    ));
     // Small claims, so the kill is likely to land between a claim and its commit.
     e.push(("ADZE_REAPER__DEADLINE_BATCH".into(), "7".into()));
     Proc::spawn_logged(name, &bin("adze-reaper"), &[], &adze_tests::repo_root(), &e)

@@ -527,8 +527,15 @@ async fn a_waiting_retry_says_why_and_when_in_runs_get() {
 
     // The CLI prints the same.
     let out = tokio::process::Command::new(adze_tests::bin("adze"))
-        .args(["runs", "get", run.run_id()])
-        .env("ADZE_TOKEN", &env.token)
+        .args([
+            "runs",
+            "get",
+            run.run_id(),
+            "--token",
+            &env.token,
+            "--host-port",
+        ])
+        .arg(env.addr.expect("addr").to_string())
         .output()
         .await
         .expect("adze runs get");

@@ -149,6 +149,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
     // `running`. One that did not succeed goes into the history (`task_attempts`); a
     // success stays described by the task row itself, its last attempt.
     let worker_id: Option<Uuid> = row.try_get("worker_id")?;
+    let slot_released: bool = row.try_get("slot_released")?;
     let releases = status.holds_slot() && !to.holds_slot();
     let stop = match worker_id {
         Some(worker_id) if releases && ev.event.stops_worker() => Some(StopAttempt {
@@ -194,8 +195,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         task_id: ev.task_id,
         to,
         // A slot released early (ReleaseSlot) was given back then.
-        released_worker: worker_id
-            .filter(|_| releases && !row.try_get::<bool, _>("slot_released").unwrap_or(false)),
+        released_worker: worker_id.filter(|_| releases && !slot_released),
         run_tasks: None,
         run_finished: None,
         stop,

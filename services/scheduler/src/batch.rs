@@ -49,10 +49,7 @@ pub(crate) struct Processor {
 /// What a committed batch must announce.
 #[derive(Default)]
 pub(crate) struct Outcome {
-    assignments: Vec<Assignment>,
-    /// Attempts on workers the batch ended (timed out, cancelled): their workers are
-    /// told to stop them.
-    stops: Vec<scheduling::Applied>,
+    orders: Orders,
     finished: Vec<FinishedRun>,
     /// Some transitions were committed without waiting for the WAL flush
     /// ([`adze_store::batch::apply_reports_fenced`]): the finished runs are announced,
@@ -64,6 +61,8 @@ pub(crate) struct Outcome {
 #[derive(Default)]
 pub(crate) struct Orders {
     assignments: Vec<Assignment>,
+    /// Attempts on workers the batch ended (timed out, cancelled): their workers are
+    /// told to stop them.
     stops: Vec<scheduling::Applied>,
 }
 
@@ -168,7 +167,7 @@ impl Processor {
                 acked = ack.len(),
                 held = self.hold.len(),
                 events = events.len(),
-                assigned = outcome.assignments.len(),
+                assigned = outcome.orders.assignments.len(),
                 finished = outcome.finished.len(),
                 tx_us = began.elapsed().as_micros() as u64,
                 oldest_event_age_us = oldest
@@ -180,11 +179,7 @@ impl Processor {
         // Announcing and acknowledging happen in order on other tasks, so the next
         // batch's transaction overlaps them. Assignments need no WAL flush (see
         // `assigner`); finished runs and acknowledgements may wait for one.
-        self.assign(Orders {
-            assignments: outcome.assignments,
-            stops: outcome.stops,
-        })
-        .await?;
+        self.assign(outcome.orders).await?;
         let results = Results {
             finished: outcome.finished,
             lazy: outcome.lazy,
@@ -275,8 +270,7 @@ impl Processor {
         self.slots = Some((book, loaded_at));
         let stops = applied.into_iter().filter(|a| a.stop.is_some()).collect();
         Ok(Outcome {
-            assignments,
-            stops,
+            orders: Orders { assignments, stops },
             finished,
             lazy: false,
         })
@@ -339,8 +333,10 @@ impl Processor {
         };
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
-            assignments,
-            stops: Vec::new(),
+            orders: Orders {
+                assignments,
+                ..Orders::default()
+            },
             finished,
             lazy: !rows.is_empty(),
         }))
@@ -371,7 +367,10 @@ impl Processor {
         };
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
-            assignments,
+            orders: Orders {
+                assignments,
+                ..Orders::default()
+            },
             ..Outcome::default()
         }))
     }
@@ -393,7 +392,8 @@ impl Processor {
         })
     }
 
-    /// Turns one bus event into the task events it implies.
+    /// Turns one bus event into the task events it implies. A replay also reopens its
+    /// runs here, in the batch's transaction, before its events apply.
     async fn expand(
         &self,
         conn: &mut PgConnection,
