@@ -1,5 +1,6 @@
 //! The timeout-reaper on a manual clock: a deadline ten seconds away is not reported
-//! until the clock is moved past it, and then at once, without waiting in real time.
+//! until the clock is moved past it, and then at once, without waiting in real time;
+//! the same for a retry waiting out its backoff (the scheduler is woken when it is due).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +105,125 @@ async fn a_deadline_is_reported_when_the_clock_passes_it_and_not_before() {
         }
     })
     .await;
+    stop.cancel();
+    reaper.await.expect("join").expect("reaper stopped");
+    env.stop().await;
+}
+
+/// The scheduler events published for `tenant` so far (a pull consumer of its subject;
+/// no scheduler runs in these tests).
+async fn events_of(env: &TestEnv, tenant: Uuid) -> Vec<adze_bus::messages::SchedulerEvent> {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+    let js = async_nats::jetstream::new(env.shared.bus.client().clone());
+    let subjects = env.shared.bus.subjects();
+    let stream = js
+        .get_stream(subjects.events_stream())
+        .await
+        .expect("stream");
+    let consumer = stream
+        .get_or_create_consumer(
+            "test-reader",
+            pull::Config {
+                durable_name: Some("test-reader".into()),
+                filter_subject: subjects.events(tenant),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("consumer");
+    let mut out = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_millis(300))
+        .messages()
+        .await
+        .expect("fetch");
+    while let Some(Ok(m)) = batch.next().await {
+        if let Ok(env) =
+            adze_bus::decode::<adze_bus::messages::SchedulerEvent>(m.headers.as_ref(), &m.payload)
+        {
+            out.push(env.body);
+        }
+        let _ = m.ack().await;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_wakes_the_scheduler_when_its_backoff_ends_and_not_before() {
+    let env = TestEnv::start_roles(&[]).await;
+    let spec = WorkflowSpec {
+        name: "backoff".into(),
+        tasks: vec![TaskSpec {
+            readable_id: "t".into(),
+            action_id: "backoff:t".into(),
+            parents: Vec::new(),
+            retry: RetryPolicy::default(),
+            execution_timeout_ms: None,
+            schedule_timeout_ms: None,
+        }],
+        on_failure: None,
+    };
+    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
+        .await
+        .expect("workflow");
+    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "backoff")
+        .await
+        .expect("read")
+        .expect("exists");
+    adze_store::runs::create_runs(
+        &env.pool,
+        env.tenant_id,
+        &[adze_store::runs::NewRun {
+            version: &version,
+            input: json!({}),
+            additional_metadata: None,
+            traceparent: None,
+        }],
+    )
+    .await
+    .expect("run");
+    // As a failed first attempt leaves it: queued again, due in 5 s.
+    let due: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "UPDATE tasks SET attempt = 1, not_before = now() + interval '5 seconds' RETURNING not_before",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .expect("backoff");
+    let clock = ManualClock::new(chrono::Utc::now());
+    let deps = adze_reaper::Deps {
+        clock: Arc::new(clock.clone()),
+        ..adze_reaper::Deps::new(env.pool.clone(), env.shared.bus.clone())
+    };
+    let mut config = adze_tests::fast_configs().reaper;
+    config.maintenance_every_ms = 0;
+    // Only the deadline loop may wake the scheduler in this test.
+    config.repair_after_ms = 3_600_000;
+    let stop = CancellationToken::new();
+    let reaper = tokio::spawn(adze_reaper::run(config, deps, stop.clone()));
+    let wakes = |events: &[adze_bus::messages::SchedulerEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, adze_bus::messages::SchedulerEvent::Wake))
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        wakes(&events_of(&env, env.tenant_id).await),
+        0,
+        "woken early"
+    );
+    clock.set(due + chrono::Duration::milliseconds(10));
+    let mut seen = 0;
+    for _ in 0..20 {
+        seen += wakes(&events_of(&env, env.tenant_id).await);
+        if seen > 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, 1, "one wake-up once the backoff ended");
     stop.cancel();
     reaper.await.expect("join").expect("reaper stopped");
     env.stop().await;

@@ -235,7 +235,7 @@ async fn the_partial_indexes_spell_cores_status_sets() {
         assert!(d.contains(&any), "{index}: {d} does not hold {any}");
     }
     let queued = format!("status = '{}'::text", TaskStatus::Queued.as_str());
-    for index in ["tasks_ready", "tasks_schedule_deadline"] {
+    for index in ["tasks_ready", "tasks_schedule_deadline", "tasks_retry_due"] {
         let d = def(index).await;
         assert!(d.contains(&queued), "{index}: {d} does not hold {queued}");
     }

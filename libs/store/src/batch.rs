@@ -166,6 +166,7 @@ fn to_applied(
                     r.try_get("worker_id")?
                 },
                 stop: None,
+                retry_at: None,
             })
         })
         .collect()

@@ -1,8 +1,9 @@
 //! Deadlines the timeout-reaper owns: execution deadlines of attempts on workers (read
 //! through the in-flight index `tasks_on_worker`, whose rows are bounded by the
-//! fleet's slots, so assignments pay no deadline index) and schedule deadlines of
-//! queued tasks (their own partial index; the queue is unbounded). See
-//! `migrations/0007_deadlines.sql`.
+//! fleet's slots, so assignments pay no deadline index), schedule deadlines of queued
+//! tasks (their own partial index; the queue is unbounded), and retries due after their
+//! backoff ([`next_retry`], [`retries_due`]: an index of retried tasks only). See
+//! `migrations/0007_deadlines.sql` and `0010_retry_due.sql`.
 //!
 //! Claiming is a transaction the reaper holds while it reports what it claimed:
 //! [`lock_due`] locks due rows with `SKIP LOCKED` (a second reaper takes other rows),
@@ -160,4 +161,38 @@ pub async fn extend(
         .fetch_optional(db)
         .await?;
     Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
+/// When the next retry now waiting out its backoff falls due, after `after`.
+pub async fn next_retry(
+    db: impl PgExecutor<'_>,
+    after: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    static NEXT: Sql = Sql::new(
+        r#"SELECT min(not_before) FROM tasks
+           WHERE status = {queued} AND attempt > 0 AND not_before > $1"#,
+    );
+    Ok(sqlx::query(NEXT.text())
+        .bind(after)
+        .fetch_one(db)
+        .await?
+        .try_get(0)?)
+}
+
+/// The tenants with a retry whose backoff ended in `(after, until]`.
+pub async fn retries_due(
+    db: impl PgExecutor<'_>,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<Uuid>> {
+    static DUE: Sql = Sql::new(
+        r#"SELECT DISTINCT tenant_id FROM tasks
+           WHERE status = {queued} AND attempt > 0 AND not_before > $1 AND not_before <= $2"#,
+    );
+    let rows = sqlx::query(DUE.text())
+        .bind(after)
+        .bind(until)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }

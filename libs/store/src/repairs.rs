@@ -1,7 +1,6 @@
 //! What the reaper's repair scans read: work a lost message or a lost worker left
 //! behind. Each is one indexed query in a bounded batch.
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
@@ -29,31 +28,6 @@ pub async fn expired_assignments(
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect()
-}
-
-/// A tenant with a retry whose backoff ended in `(after, until]` for an action some
-/// worker serves, if any.
-pub async fn retry_due(
-    db: impl PgExecutor<'_>,
-    after: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> Result<Option<Uuid>> {
-    // Per (tenant, action) a worker serves: one range of the ready-queue index each.
-    static DUE: Sql = Sql::new(
-        r#"SELECT k.tenant_id
-           FROM (SELECT DISTINCT tenant_id, unnest(actions) AS action_id FROM workers
-                 WHERE status <> {worker_inactive}) k
-           WHERE EXISTS (SELECT 1 FROM tasks t
-                         WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
-                           AND t.status = {queued} AND t.not_before > $1 AND t.not_before <= $2)
-           LIMIT 1"#,
-    );
-    let row = sqlx::query(DUE.text())
-        .bind(after)
-        .bind(until)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
 /// A tenant with a ready task queued longer than `repair_after_ms` for an action an

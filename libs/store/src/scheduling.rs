@@ -53,6 +53,9 @@ pub struct Applied {
     /// worker's slot because it timed out or was cancelled, not because the worker
     /// ended it.
     pub stop: Option<StopAttempt>,
+    /// When a task queued again after a backoff may start (about: read from this
+    /// process's clock), for waking the reaper.
+    pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An attempt a worker is running that must be stopped (`CANCEL_STEP_RUN`).
@@ -199,6 +202,8 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         run_tasks: None,
         run_finished: None,
         stop,
+        retry_at: (to == TaskStatus::Queued && delay_ms > 0)
+            .then(|| chrono::Utc::now() + chrono::Duration::milliseconds(delay_ms)),
     }))
 }
 

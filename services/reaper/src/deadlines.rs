@@ -42,10 +42,16 @@ impl DeadlineLoop {
         // Subscribed before the first read, so a deadline set after that read wakes it.
         let mut wake = bus.subscribe(bus.subjects().deadlines()).await?;
         let max_idle = chrono::Duration::milliseconds(self.config.deadline_max_idle_ms as i64);
+        // Retries due up to here have been announced. A reaper starting now leaves
+        // earlier ones to the scheduler's own periodic admission pass.
+        let mut retries_seen = self.clock.now();
         loop {
             let claimed = self.claim_due().await?;
+            retries_seen = self.wake_for_retries(retries_seen).await?;
             let now = self.clock.now();
-            let until = match deadlines::earliest(&self.deps.pool).await? {
+            let next = deadlines::earliest(&self.deps.pool).await?;
+            let next_retry = deadlines::next_retry(&self.deps.pool, retries_seen).await?;
+            let until = match next.into_iter().chain(next_retry).min() {
                 // Due, yet nothing was claimed: another reaper holds those rows.
                 Some(next) if next <= now && claimed == 0 => {
                     now + chrono::Duration::from_std(HELD_ELSEWHERE).unwrap_or_default()
@@ -62,6 +68,25 @@ impl DeadlineLoop {
                 },
             }
         }
+    }
+
+    /// Wakes the scheduler of each tenant with a retry whose backoff ended since
+    /// `seen`; returns the time up to which retries are now announced. Several reapers
+    /// may each announce one: a wake-up is only an admission pass.
+    async fn wake_for_retries(&self, seen: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+        let now = self.clock.now();
+        if now <= seen {
+            return Ok(seen);
+        }
+        let tenants = deadlines::retries_due(&self.deps.pool, seen, now).await?;
+        for tenant in tenants {
+            let id = format!("due:{tenant}:{}", now.timestamp_micros());
+            self.deps
+                .bus
+                .publish_event(&Envelope::new(tenant, SchedulerEvent::Wake), &id)
+                .await?;
+        }
+        Ok(now)
     }
 
     /// Claims, reports and clears one batch of due deadlines; returns how many.

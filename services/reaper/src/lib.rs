@@ -1,9 +1,9 @@
 //! The `reaper` service, the fleet's timeout-reaper: it owns the deadlines in Postgres
-//! and tells the scheduler when one passes. Execution and schedule timeouts are
-//! deadlines it sleeps until ([`deadlines`]). The repairs are still periodic scans
-//! ([`scans`]): lost workers (stream closed past a grace period, or silent),
-//! assignments nobody started, retries whose backoff has elapsed, and queued tasks a
-//! lost message left behind. It also keeps the hot tables vacuumed and analyzed
+//! and tells the scheduler when one passes. Execution and schedule timeouts and retries
+//! due after their backoff are deadlines it sleeps until ([`deadlines`]). The repairs
+//! are still periodic scans ([`scans`]): lost workers (stream closed past a grace
+//! period, or silent), assignments nobody started, and queued tasks a lost message
+//! left behind. It also keeps the hot tables vacuumed and analyzed
 //! ([`maintenance`]). Several reapers may run: deadline claims skip rows another
 //! reaper holds, scan claims are atomic updates, and events de-duplicate.
 

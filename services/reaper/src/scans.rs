@@ -4,8 +4,7 @@ use std::time::{Duration, Instant};
 
 use adze_bus::Envelope;
 use adze_bus::messages::SchedulerEvent;
-use chrono::{DateTime, Utc};
-use sqlx::Row;
+use chrono::Utc;
 use uuid::Uuid;
 
 use crate::{Config, Deps};
@@ -15,8 +14,6 @@ const BATCH: i64 = 500;
 pub(crate) struct Scanner {
     config: Config,
     deps: Deps,
-    /// Upper bound of the previous retry-due scan.
-    last_due_scan: DateTime<Utc>,
     last_repair: Instant,
 }
 
@@ -25,7 +22,6 @@ impl Scanner {
         Self {
             config,
             deps,
-            last_due_scan: Utc::now(),
             last_repair: Instant::now(),
         }
     }
@@ -33,7 +29,6 @@ impl Scanner {
     pub(crate) async fn scan(&mut self) -> anyhow::Result<()> {
         self.lost_workers().await?;
         self.expired_assignments().await?;
-        self.due_retries().await?;
         if self.last_repair.elapsed() >= Duration::from_millis(self.config.repair_after_ms as u64) {
             self.stranded_queue().await?;
             self.last_repair = Instant::now();
@@ -84,25 +79,6 @@ impl Scanner {
                     attempt,
                 },
                 format!("expired:{task}:{attempt}"),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Wakes the scheduler when a retry's backoff has elapsed.
-    async fn due_retries(&mut self) -> anyhow::Result<()> {
-        let now: DateTime<Utc> = sqlx::query("SELECT now()")
-            .fetch_one(&self.deps.pool)
-            .await?
-            .try_get(0)?;
-        let due = adze_store::repairs::retry_due(&self.deps.pool, self.last_due_scan, now).await?;
-        self.last_due_scan = now;
-        if let Some(tenant) = due {
-            self.publish(
-                tenant,
-                SchedulerEvent::Wake,
-                format!("due:{}", now.timestamp_micros()),
             )
             .await?;
         }

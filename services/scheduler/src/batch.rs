@@ -64,6 +64,9 @@ pub(crate) struct Orders {
     /// Attempts on workers the batch ended (timed out, cancelled): their workers are
     /// told to stop them.
     stops: Vec<scheduling::Applied>,
+    /// The earliest retry the batch queued after a backoff: the reapers are told, so
+    /// one wakes the scheduler when it is due.
+    retry_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A batch's finished runs and the messages to acknowledge after them.
@@ -193,7 +196,10 @@ impl Processor {
 
     /// Hands assignments and stops to the task that publishes them.
     async fn assign(&self, orders: Orders) -> anyhow::Result<()> {
-        let sent = if orders.assignments.is_empty() && orders.stops.is_empty() {
+        let sent = if orders.assignments.is_empty()
+            && orders.stops.is_empty()
+            && orders.retry_at.is_none()
+        {
             !self.assigner.is_closed()
         } else {
             self.assigner.send(orders).await.is_ok()
@@ -268,9 +274,14 @@ impl Processor {
         };
         tx.commit().await?;
         self.slots = Some((book, loaded_at));
+        let retry_at = applied.iter().filter_map(|a| a.retry_at).min();
         let stops = applied.into_iter().filter(|a| a.stop.is_some()).collect();
         Ok(Outcome {
-            orders: Orders { assignments, stops },
+            orders: Orders {
+                assignments,
+                stops,
+                retry_at,
+            },
             finished,
             lazy: false,
         })
@@ -641,7 +652,10 @@ impl Announcer {
         let me = Self { deps };
         let task = tokio::spawn(async move {
             while let Some(orders) = rx.recv().await {
-                let deadline = adze_store::admission::earliest_deadline(&orders.assignments);
+                let deadline = adze_store::admission::earliest_deadline(&orders.assignments)
+                    .into_iter()
+                    .chain(orders.retry_at)
+                    .min();
                 me.announce_stops(orders.stops).await;
                 me.announce_assignments(orders.assignments).await;
                 me.flush().await;
