@@ -53,6 +53,28 @@ pub fn fast_configs() -> RoleConfigs {
     c
 }
 
+/// A workflow `workflow` of one task `task` (action `<workflow>:<task>`, no parents).
+pub fn one_task_workflow(
+    workflow: &str,
+    task: &str,
+    retry: adze_core::backoff::RetryPolicy,
+    execution_timeout_ms: Option<i64>,
+    schedule_timeout_ms: Option<i64>,
+) -> adze_core::WorkflowSpec {
+    adze_core::WorkflowSpec {
+        name: workflow.into(),
+        tasks: vec![adze_core::TaskSpec {
+            readable_id: task.into(),
+            action_id: format!("{workflow}:{task}"),
+            parents: Vec::new(),
+            retry,
+            execution_timeout_ms,
+            schedule_timeout_ms,
+        }],
+        on_failure: None,
+    }
+}
+
 /// One isolated Adze deployment.
 pub struct TestEnv {
     /// Database name.
@@ -233,6 +255,33 @@ impl TestEnv {
             }
         })
         .await;
+    }
+
+    /// Registers `spec` for the default tenant, as `PutWorkflow` does.
+    pub async fn register(&self, spec: &adze_core::WorkflowSpec) {
+        adze_store::workflows::put_workflow(&self.pool, self.tenant_id, spec)
+            .await
+            .expect("register the workflow");
+    }
+
+    /// Creates `n` runs (input `{}`) of the latest version of `workflow` straight in
+    /// the store, as ingest's commit does; returns their ids in order.
+    pub async fn create_runs(&self, workflow: &str, n: usize) -> Vec<Uuid> {
+        let version = adze_store::workflows::latest_version(&self.pool, self.tenant_id, workflow)
+            .await
+            .expect("read the workflow")
+            .unwrap_or_else(|| panic!("workflow {workflow:?} is not registered"));
+        let runs: Vec<adze_store::runs::NewRun<'_>> = (0..n)
+            .map(|_| adze_store::runs::NewRun {
+                version: &version,
+                input: serde_json::json!({}),
+                additional_metadata: None,
+                traceparent: None,
+            })
+            .collect();
+        adze_store::runs::create_runs(&self.pool, self.tenant_id, &runs)
+            .await
+            .expect("create the runs")
     }
 
     /// Waits until run `run` (an id as the SDK gives it) has the stored status `status`.

@@ -125,25 +125,18 @@ async fn a_task_past_its_timeout_is_stopped_retried_and_fails_its_run() {
 async fn a_task_nobody_starts_in_time_fails_with_the_schedule_timeout() {
     let env = TestEnv::start().await;
     // Registered, but no worker serves it.
-    let spec = adze_core::WorkflowSpec {
-        name: "orphan".into(),
-        tasks: vec![adze_core::TaskSpec {
-            readable_id: "lonely".into(),
-            action_id: "orphan:lonely".into(),
-            parents: Vec::new(),
-            retry: adze_core::backoff::RetryPolicy {
-                max_retries: 3,
-                backoff_factor: None,
-                backoff_max_seconds: None,
-            },
-            execution_timeout_ms: Some(60_000),
-            schedule_timeout_ms: Some(1_000),
-        }],
-        on_failure: None,
+    let retry = adze_core::backoff::RetryPolicy {
+        max_retries: 3,
+        ..Default::default()
     };
-    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
-        .await
-        .expect("workflow");
+    env.register(&adze_tests::one_task_workflow(
+        "orphan",
+        "lonely",
+        retry,
+        Some(60_000),
+        Some(1_000),
+    ))
+    .await;
     let client = env.client();
     let run = client
         .run_no_wait("orphan", json!({}))

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 
 use adze_core::backoff::RetryPolicy;
-use adze_core::{TaskEvent, TaskSpec, TaskStatus, WorkflowSpec};
+use adze_core::{TaskEvent, TaskStatus};
 use adze_store::admission::SlotBook;
 use adze_store::scheduling::{TaskEventRow, finalize_applied};
-use adze_tests::TestEnv;
+use adze_tests::{TestEnv, one_task_workflow};
 use proptest::prelude::*;
 use serde_json::json;
 use uuid::Uuid;
@@ -53,25 +53,12 @@ struct World {
 
 async fn world() -> World {
     let env = TestEnv::start_roles(&[]).await;
-    let spec = WorkflowSpec {
-        name: "prop".into(),
-        tasks: vec![TaskSpec {
-            readable_id: "x".into(),
-            action_id: "prop:x".into(),
-            parents: Vec::new(),
-            retry: RetryPolicy {
-                max_retries: 1,
-                backoff_factor: None,
-                backoff_max_seconds: None,
-            },
-            execution_timeout_ms: Some(60_000),
-            schedule_timeout_ms: None,
-        }],
-        on_failure: None,
+    let retry = RetryPolicy {
+        max_retries: 1,
+        ..Default::default()
     };
-    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
-        .await
-        .expect("workflow");
+    env.register(&one_task_workflow("prop", "x", retry, Some(60_000), None))
+        .await;
     let worker = env.active_worker(&["prop:x"], 1_000).await;
     World { env, worker }
 }
@@ -134,21 +121,7 @@ async fn apply(w: &World, rows: &[TaskEventRow], book: &mut SlotBook, ledger: &m
 
 async fn case(w: &World, steps: Vec<(usize, Op, bool, bool)>) -> Result<(), TestCaseError> {
     let pool = &w.env.pool;
-    let version = adze_store::workflows::latest_version(pool, w.env.tenant_id, "prop")
-        .await
-        .expect("version")
-        .expect("exists");
-    let runs: Vec<adze_store::runs::NewRun<'_>> = (0..TASKS)
-        .map(|_| adze_store::runs::NewRun {
-            version: &version,
-            input: json!({}),
-            additional_metadata: None,
-            traceparent: None,
-        })
-        .collect();
-    let run_ids = adze_store::runs::create_runs(pool, w.env.tenant_id, &runs)
-        .await
-        .expect("runs");
+    let run_ids = w.env.create_runs("prop", TASKS).await;
     let tasks: Vec<(Uuid, Uuid)> =
         sqlx::query_as("SELECT id, run_id FROM tasks WHERE run_id = ANY($1) ORDER BY run_id")
             .bind(&run_ids)

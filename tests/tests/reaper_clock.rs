@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adze_core::backoff::RetryPolicy;
-use adze_core::{TaskSpec, WorkflowSpec};
 use adze_runtime::clock::ManualClock;
-use adze_tests::{TestEnv, wait_for};
-use serde_json::json;
+use adze_tests::{TestEnv, one_task_workflow, wait_for};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -24,37 +22,15 @@ async fn deadline_of(env: &TestEnv, task: Uuid) -> Option<chrono::DateTime<chron
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_is_reported_when_the_clock_passes_it_and_not_before() {
     let env = TestEnv::start_roles(&[]).await;
-    let spec = WorkflowSpec {
-        name: "clocked".into(),
-        tasks: vec![TaskSpec {
-            readable_id: "t".into(),
-            action_id: "clocked:t".into(),
-            parents: Vec::new(),
-            retry: RetryPolicy::default(),
-            execution_timeout_ms: Some(10_000),
-            schedule_timeout_ms: None,
-        }],
-        on_failure: None,
-    };
-    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
-        .await
-        .expect("workflow");
-    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "clocked")
-        .await
-        .expect("read")
-        .expect("exists");
-    adze_store::runs::create_runs(
-        &env.pool,
-        env.tenant_id,
-        &[adze_store::runs::NewRun {
-            version: &version,
-            input: json!({}),
-            additional_metadata: None,
-            traceparent: None,
-        }],
-    )
-    .await
-    .expect("run");
+    env.register(&one_task_workflow(
+        "clocked",
+        "t",
+        RetryPolicy::default(),
+        Some(10_000),
+        None,
+    ))
+    .await;
+    env.create_runs("clocked", 1).await;
     // Assigned to a worker: its execution deadline is ten seconds away.
     env.active_worker(&["clocked:t"], 1).await;
     let mut conn = env.pool.acquire().await.expect("conn");
@@ -154,37 +130,15 @@ async fn events_of(env: &TestEnv, tenant: Uuid) -> Vec<adze_bus::messages::Sched
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_wakes_the_scheduler_when_its_backoff_ends_and_not_before() {
     let env = TestEnv::start_roles(&[]).await;
-    let spec = WorkflowSpec {
-        name: "backoff".into(),
-        tasks: vec![TaskSpec {
-            readable_id: "t".into(),
-            action_id: "backoff:t".into(),
-            parents: Vec::new(),
-            retry: RetryPolicy::default(),
-            execution_timeout_ms: None,
-            schedule_timeout_ms: None,
-        }],
-        on_failure: None,
-    };
-    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
-        .await
-        .expect("workflow");
-    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "backoff")
-        .await
-        .expect("read")
-        .expect("exists");
-    adze_store::runs::create_runs(
-        &env.pool,
-        env.tenant_id,
-        &[adze_store::runs::NewRun {
-            version: &version,
-            input: json!({}),
-            additional_metadata: None,
-            traceparent: None,
-        }],
-    )
-    .await
-    .expect("run");
+    env.register(&one_task_workflow(
+        "backoff",
+        "t",
+        RetryPolicy::default(),
+        None,
+        None,
+    ))
+    .await;
+    env.create_runs("backoff", 1).await;
     // As a failed first attempt leaves it: queued again, due in 5 s.
     let due: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
         "UPDATE tasks SET attempt = 1, not_before = now() + interval '5 seconds' RETURNING not_before",

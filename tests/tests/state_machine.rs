@@ -5,9 +5,9 @@
 //! indexes of the migrations must spell core's status sets.
 
 use adze_core::backoff::RetryPolicy;
-use adze_core::{TaskEvent, TaskSpec, TaskStatus, Transition, WorkflowSpec};
+use adze_core::{TaskEvent, TaskStatus, Transition};
 use adze_store::scheduling::{Applied, TaskEventRow, apply_event};
-use adze_tests::TestEnv;
+use adze_tests::{TestEnv, one_task_workflow};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -34,21 +34,7 @@ struct Seen {
 
 /// `n` single-task runs; returns their task ids.
 async fn tasks(env: &TestEnv, n: usize) -> Vec<Uuid> {
-    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "sm")
-        .await
-        .expect("read")
-        .expect("exists");
-    let runs: Vec<adze_store::runs::NewRun<'_>> = (0..n)
-        .map(|_| adze_store::runs::NewRun {
-            version: &version,
-            input: json!({}),
-            additional_metadata: None,
-            traceparent: None,
-        })
-        .collect();
-    let ids = adze_store::runs::create_runs(&env.pool, env.tenant_id, &runs)
-        .await
-        .expect("runs");
+    let ids = env.create_runs("sm", n).await;
     sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = ANY($1) ORDER BY run_id")
         .bind(&ids)
         .fetch_all(&env.pool)
@@ -143,21 +129,14 @@ fn expected(event: &TaskEvent, status: TaskStatus) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_status_and_event_agrees_on_both_paths_and_with_core() {
     let env = TestEnv::start_roles(&[]).await;
-    let spec = WorkflowSpec {
-        name: "sm".into(),
-        tasks: vec![TaskSpec {
-            readable_id: "x".into(),
-            action_id: "sm:x".into(),
-            parents: Vec::new(),
-            retry: policy(),
-            execution_timeout_ms: Some(60_000),
-            schedule_timeout_ms: Some(300_000),
-        }],
-        on_failure: None,
-    };
-    adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
-        .await
-        .expect("workflow");
+    env.register(&one_task_workflow(
+        "sm",
+        "x",
+        policy(),
+        Some(60_000),
+        Some(300_000),
+    ))
+    .await;
     let worker = Uuid::new_v4();
     let mut cases = Vec::new();
     for status in TaskStatus::ALL {

@@ -293,3 +293,34 @@ def client(script: str) -> Hatchet:
             problem = f"cannot configure the Hatchet client from env: {type(e).__name__}: {e}"
     Stdout.claim()
     sys.exit(Checks(script).finish(problem))
+
+
+def run_with_worker(
+    script: str,
+    hatchet: Hatchet,
+    worker_name: str,
+    workflows: list[Any],
+    body: Callable[[Checks], None],
+    slots: int = 4,
+) -> int:
+    """A script's whole life: claim stdout, start an in-process worker serving
+    `workflows`, run `body`'s checks once it registered, stop the worker as on SIGTERM
+    and check that it stopped cleanly; every error becomes a failed check. Returns the
+    exit code, after printing the one ADZE-RESULT line."""
+    Stdout.claim()
+    checks = Checks(script)
+    sdk_logs = capture_sdk_logs()
+    worker = InProcessWorker(hatchet, worker_name, workflows, slots=slots)
+    start_deadline(checks, on_timeout=worker.kill)
+    worker.start()
+    try:
+        checks.observe("worker_id", worker.wait_registered())
+        checks.check("worker registered", True)
+        body(checks)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
+        log(traceback.format_exc())
+        checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")
+    finally:
+        log("stopping the worker")
+        check_clean_stop(checks, worker, worker.stop(), sdk_logs)
+    return checks.finish()

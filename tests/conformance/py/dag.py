@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import traceback
+
 from typing import Any
 
 from pydantic import BaseModel
 
 from _harness import (
     Checks,
-    InProcessWorker,
-    Stdout,
-    capture_sdk_logs,
-    check_clean_stop,
     client,
     log,
-    start_deadline,
+    run_with_worker,
 )
 from hatchet_sdk import Context
 
@@ -81,24 +77,16 @@ def run_checks(checks: Checks) -> None:
 
 
 def main() -> int:
-    Stdout.claim()
-    checks = Checks("py/dag.py")
-    sdk_logs = capture_sdk_logs()
-    worker = InProcessWorker(hatchet, f"{WORKFLOW}-worker", [dag], slots=4)
-    start_deadline(checks, on_timeout=worker.kill)
-    worker.start()
-    try:
-        worker_id = worker.wait_registered()
-        checks.observe("worker_id", worker_id)
-        checks.check("worker registered", True)
+    def checks_of(checks: Checks) -> None:
         run_checks(checks)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
-        log(traceback.format_exc())
-        checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")
-    finally:
-        log("stopping the worker")
-        check_clean_stop(checks, worker, worker.stop(), sdk_logs)
-    return checks.finish()
+
+    return run_with_worker(
+        "py/dag.py",
+        hatchet,
+        f"{WORKFLOW}-worker",
+        [dag],
+        checks_of,
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import asyncio
 import sys
 import threading
 import time
-import traceback
+
 from datetime import timedelta
 from typing import Any
 
@@ -25,13 +25,9 @@ from pydantic import BaseModel
 
 from _harness import (
     Checks,
-    InProcessWorker,
-    Stdout,
-    capture_sdk_logs,
-    check_clean_stop,
     client,
     log,
-    start_deadline,
+    run_with_worker,
 )
 from hatchet_sdk import Context
 from hatchet_sdk.exceptions import FailedTaskRunExceptionGroup
@@ -134,25 +130,18 @@ def check_calm_run(checks: Checks) -> None:
 
 
 def main() -> int:
-    Stdout.claim()
-    checks = Checks("py/on_failure.py")
-    sdk_logs = capture_sdk_logs()
-    worker = InProcessWorker(hatchet, "conf-py-on-failure-worker", [wf], slots=4)
-    start_deadline(checks, on_timeout=worker.kill)
-    worker.start()
-    try:
-        checks.observe("worker_id", worker.wait_registered())
-        checks.check("worker registered", True)
+    def checks_of(checks: Checks) -> None:
         failed_run = check_failing_run(checks)
         check_calm_run(checks)
         check_replay(checks, failed_run)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
-        log(traceback.format_exc())
-        checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")
-    finally:
-        log("stopping the worker")
-        check_clean_stop(checks, worker, worker.stop(), sdk_logs)
-    return checks.finish()
+
+    return run_with_worker(
+        "py/on_failure.py",
+        hatchet,
+        "conf-py-on-failure-worker",
+        [wf],
+        checks_of,
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import asyncio
 import sys
 import threading
 import time
-import traceback
+
 from collections import defaultdict
 from typing import Any
 
@@ -25,13 +25,9 @@ from pydantic import BaseModel
 
 from _harness import (
     Checks,
-    InProcessWorker,
-    Stdout,
-    capture_sdk_logs,
-    check_clean_stop,
     client,
     log,
-    start_deadline,
+    run_with_worker,
 )
 from hatchet_sdk import Context, EmptyModel, NonRetryableException
 from hatchet_sdk.exceptions import FailedTaskRunExceptionGroup, TaskRunError
@@ -162,26 +158,17 @@ def check_non_retryable(checks: Checks) -> None:
 
 
 def main() -> int:
-    Stdout.claim()
-    checks = Checks("py/retries.py")
-    sdk_logs = capture_sdk_logs()
-    worker = InProcessWorker(
-        hatchet, "conf-py-retries-worker", [retries_wf, non_retryable_wf], slots=4
-    )
-    start_deadline(checks, on_timeout=worker.kill)
-    worker.start()
-    try:
-        checks.observe("worker_id", worker.wait_registered())
-        checks.check("worker registered", True)
+    def checks_of(checks: Checks) -> None:
         check_retried_run(checks)
         check_non_retryable(checks)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
-        log(traceback.format_exc())
-        checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")
-    finally:
-        log("stopping the worker")
-        check_clean_stop(checks, worker, worker.stop(), sdk_logs)
-    return checks.finish()
+
+    return run_with_worker(
+        "py/retries.py",
+        hatchet,
+        "conf-py-retries-worker",
+        [retries_wf, non_retryable_wf],
+        checks_of,
+    )
 
 
 if __name__ == "__main__":

@@ -22,19 +22,15 @@ import asyncio
 import sys
 import threading
 import time
-import traceback
+
 from collections import defaultdict
 from datetime import timedelta
 
 from _harness import (
     Checks,
-    InProcessWorker,
-    Stdout,
-    capture_sdk_logs,
-    check_clean_stop,
     client,
     log,
-    start_deadline,
+    run_with_worker,
 )
 from hatchet_sdk import Context, EmptyModel
 from hatchet_sdk.exceptions import FailedTaskRunExceptionGroup
@@ -146,7 +142,9 @@ def check_external_cancel(checks: Checks) -> None:
     checks.check("the long task started", started)
     hatchet.runs.cancel(ref.workflow_run_id)
     stopped = wait_until(lambda: "cancelled" in notes(ref.workflow_run_id), 15)
-    checks.check("the running task saw asyncio.CancelledError", stopped, str(notes(ref.workflow_run_id)))
+    checks.check(
+        "the running task saw asyncio.CancelledError", stopped, str(notes(ref.workflow_run_id))
+    )
     error: BaseException | None = None
     try:
         ref.result()
@@ -191,31 +189,19 @@ def check_refresh(checks: Checks) -> None:
 
 
 def main() -> int:
-    Stdout.claim()
-    checks = Checks("py/timeouts.py")
-    sdk_logs = capture_sdk_logs()
-    worker = InProcessWorker(
-        hatchet,
-        "conf-py-timeouts-worker",
-        [timeout_wf, cancel_wf, self_cancel_wf, refresh_wf],
-        slots=4,
-    )
-    start_deadline(checks, on_timeout=worker.kill)
-    worker.start()
-    try:
-        checks.observe("worker_id", worker.wait_registered())
-        checks.check("worker registered", True)
+    def checks_of(checks: Checks) -> None:
         check_timeout(checks)
         check_external_cancel(checks)
         check_self_cancel(checks)
         check_refresh(checks)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a failed check
-        log(traceback.format_exc())
-        checks.check("no unexpected error", False, f"{type(e).__name__}: {e}")
-    finally:
-        log("stopping the worker")
-        check_clean_stop(checks, worker, worker.stop(), sdk_logs)
-    return checks.finish()
+
+    return run_with_worker(
+        "py/timeouts.py",
+        hatchet,
+        "conf-py-timeouts-worker",
+        [timeout_wf, cancel_wf, self_cancel_wf, refresh_wf],
+        checks_of,
+    )
 
 
 if __name__ == "__main__":
