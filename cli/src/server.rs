@@ -114,6 +114,8 @@ pub async fn serve_roles(
         tasks.spawn(adze_reaper::run(cfg, deps, shutdown.clone()));
     }
     let mut dispatcher = None;
+    // Ingest's background tasks (its trigger committer).
+    let ingest_tasks = adze_runtime::tasks::Tasks::new(shutdown.clone());
     if has("ingest") || has("dispatcher") {
         let mut builder = tonic::service::RoutesBuilder::default();
         let mut rest = axum::Router::new();
@@ -124,7 +126,7 @@ pub async fn serve_roles(
                 auth: shared.auth.clone(),
             };
             shared.bus.ensure_streams().await?;
-            adze_ingest::add_grpc(&mut builder, &deps, shutdown.clone());
+            adze_ingest::add_grpc(&mut builder, &deps, &ingest_tasks);
             rest = adze_ingest::rest_router(deps);
         }
         if has("dispatcher") {
@@ -159,6 +161,9 @@ pub async fn serve_roles(
     }
     if let Some(d) = dispatcher {
         d.stopped().await;
+    }
+    if let Err(e) = ingest_tasks.join().await {
+        first_error.get_or_insert(e);
     }
     first_error.map_or(Ok(()), Err)
 }

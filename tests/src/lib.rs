@@ -41,13 +41,13 @@ fn db_url(name: &str) -> String {
 /// Fast timings so failure paths resolve within a test's patience.
 pub fn fast_configs() -> RoleConfigs {
     let mut c = RoleConfigs::default();
-    c.scheduler.tick_ms = 200;
+    c.scheduler.slot_refresh_ms = 200;
+    c.scheduler.assignment_timeout_ms = 5_000;
     c.scheduler.lease_ms = 3_000;
-    c.reaper.tick_ms = 100;
     c.reaper.disconnect_grace_ms = 1_000;
     c.reaper.heartbeat_timeout_ms = 10_000;
-    c.reaper.assignment_timeout_ms = 5_000;
     c.reaper.repair_after_ms = 1_000;
+    c.reaper.deadline_max_idle_ms = 1_000;
     c.dispatcher.heartbeat_flush_ms = 200;
     c.dispatcher.result_poll_ms = 500;
     c

@@ -31,7 +31,7 @@ async fn python_retries_backoff_and_non_retryable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_timeouts_and_cancellation() {
+async fn python_timeouts_cancellation_refresh_and_release_slot() {
     python_script("timeouts.py").await;
 }
 
@@ -56,6 +56,6 @@ async fn typescript_timeouts_abort_in_flight_fetches_and_cancellation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typescript_on_failure_task() {
+async fn typescript_on_failure_task_and_replay() {
     ts_script("on_failure.ts").await;
 }

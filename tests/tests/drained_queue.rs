@@ -30,9 +30,9 @@ async fn status(env: &TestEnv, run_id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_waiting_for_a_full_worker_is_admitted_when_its_slot_frees() {
-    let mut configs = adze_tests::fast_configs();
-    // No periodic admission and no reaper: only the batches themselves admit.
-    configs.scheduler.tick_ms = 600_000;
+    let configs = adze_tests::fast_configs();
+    // No reaper (it would repair a missed admission): only the batches themselves
+    // admit.
     let env = TestEnv::start_with(&["ingest", "scheduler", "dispatcher"], configs).await;
     let client = env.client();
     let stop = CancellationToken::new();

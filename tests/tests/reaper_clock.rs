@@ -1,6 +1,8 @@
 //! The timeout-reaper on a manual clock: a deadline ten seconds away is not reported
 //! until the clock is moved past it, and then at once, without waiting in real time;
-//! the same for a retry waiting out its backoff (the scheduler is woken when it is due).
+//! the same for a retry waiting out its backoff (the scheduler is woken when it is due),
+//! an assignment not started in time, a silent worker, and a task a lost notice left
+//! behind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,22 @@ async fn deadline_of(env: &TestEnv, task: Uuid) -> Option<chrono::DateTime<chron
         .fetch_one(&env.pool)
         .await
         .expect("task")
+}
+
+/// Waits until the task's deadline `column` is cleared (the reaper's claim committed).
+async fn wait_cleared(env: &TestEnv, column: &str, task: Uuid) {
+    let sql = format!("SELECT {column} FROM tasks WHERE id = $1");
+    wait_for(&format!("{column} cleared"), Duration::from_secs(5), || {
+        let (pool, sql) = (env.pool.clone(), sql.clone());
+        async move {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(&sql)
+                .bind(task)
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|d| d.is_none())
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,20 +85,7 @@ async fn a_deadline_is_reported_when_the_clock_passes_it_and_not_before() {
 
     // Past the deadline: claimed, reported, cleared.
     clock.advance(Duration::from_secs(2));
-    let pool = env.pool.clone();
-    wait_for("the deadline reported", Duration::from_secs(5), || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
-                "SELECT execution_deadline FROM tasks WHERE id = $1",
-            )
-            .bind(task)
-            .fetch_one(&pool)
-            .await
-            .is_ok_and(|d| d.is_none())
-        }
-    })
-    .await;
+    wait_cleared(&env, "execution_deadline", task).await;
     stop.cancel();
     reaper.await.expect("join").expect("reaper stopped");
     env.stop().await;
@@ -178,6 +183,128 @@ async fn a_retry_wakes_the_scheduler_when_its_backoff_ends_and_not_before() {
         }
     }
     assert_eq!(seen, 1, "one wake-up once the backoff ended");
+    stop.cancel();
+    reaper.await.expect("join").expect("reaper stopped");
+    env.stop().await;
+}
+
+fn count(
+    events: &[adze_bus::messages::SchedulerEvent],
+    kind: impl Fn(&adze_bus::messages::SchedulerEvent) -> bool,
+) -> usize {
+    events.iter().filter(|e| kind(e)).count()
+}
+
+/// The events published from now until `kind` has been seen `want` times or two
+/// seconds have passed.
+async fn collect_until(
+    env: &TestEnv,
+    want: usize,
+    kind: impl Fn(&adze_bus::messages::SchedulerEvent) -> bool,
+) -> Vec<adze_bus::messages::SchedulerEvent> {
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.extend(events_of(env, env.tenant_id).await);
+        if count(&seen, &kind) >= want {
+            break;
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_work_is_found_at_its_deadline_and_not_before() {
+    use adze_bus::messages::SchedulerEvent;
+    let env = TestEnv::start_roles(&[]).await;
+    env.register(&one_task_workflow(
+        "lost",
+        "t",
+        RetryPolicy::default(),
+        None,
+        None,
+    ))
+    .await;
+    env.create_runs("lost", 2).await;
+    // One slot: one task is assigned (20 s to start it), the other waits for the slot.
+    let worker = env.active_worker(&["lost:t"], 1).await;
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let mut book = adze_store::admission::SlotBook::load(&mut conn, 60_000)
+        .await
+        .expect("book")
+        .starting_within(20_000);
+    let assigned = adze_store::admission::admit(&mut conn, &mut book, 10)
+        .await
+        .expect("admit");
+    assert_eq!(assigned.len(), 1);
+    let task = assigned[0].task_id;
+
+    let t0 = chrono::Utc::now();
+    let clock = ManualClock::new(t0);
+    let deps = adze_reaper::Deps {
+        clock: Arc::new(clock.clone()),
+        ..adze_reaper::Deps::new(env.pool.clone(), env.shared.bus.clone())
+    };
+    let mut config = adze_tests::fast_configs().reaper;
+    config.maintenance_every_ms = 0;
+    config.heartbeat_timeout_ms = 60_000;
+    config.repair_after_ms = 3_000;
+    config.deadline_max_idle_ms = 1_000;
+    let stop = CancellationToken::new();
+    let reaper = tokio::spawn(adze_reaper::run(config, deps, stop.clone()));
+    let expired = |e: &SchedulerEvent| matches!(e, SchedulerEvent::AssignmentExpired { .. });
+    let lost = |e: &SchedulerEvent| matches!(e, SchedulerEvent::WorkerLost { .. });
+    let wake = |e: &SchedulerEvent| matches!(e, SchedulerEvent::Wake);
+
+    // Nothing is due yet, however long real time runs.
+    let early = collect_until(&env, 1, |_| true).await;
+    assert!(early.is_empty(), "reported early: {early:?}");
+
+    // Past the start deadline: the assignment is reported once, and cleared. The queued
+    // task is not stranded: the worker's only slot is taken.
+    clock.set(t0 + chrono::Duration::seconds(21));
+    let seen = collect_until(&env, 1, expired).await;
+    assert_eq!(
+        seen,
+        vec![SchedulerEvent::AssignmentExpired {
+            task_id: task,
+            attempt: 0
+        }]
+    );
+    // Cleared when the claim commits, just after the report was acknowledged.
+    wait_cleared(&env, "start_deadline", task).await;
+
+    // The worker gets a second slot and the scheduler is not told (a lost notice): the
+    // queued task is stranded. The reaper finds it when it next looks and wakes the
+    // scheduler once; not again before the repair window has passed once more.
+    sqlx::query("UPDATE workers SET slots = 2 WHERE id = $1")
+        .bind(worker)
+        .execute(&env.pool)
+        .await
+        .expect("slots");
+    clock.advance(Duration::from_millis(1_500));
+    let seen = collect_until(&env, 1, wake).await;
+    assert_eq!(count(&seen, wake), 1, "{seen:?}");
+    clock.advance(Duration::from_millis(1_500));
+    let seen = collect_until(&env, 1, wake).await;
+    assert_eq!(count(&seen, wake), 0, "woken again too soon: {seen:?}");
+    clock.advance(Duration::from_millis(2_000));
+    let seen = collect_until(&env, 1, wake).await;
+    assert_eq!(count(&seen, wake), 1, "{seen:?}");
+    assert_eq!(count(&seen, lost), 0, "{seen:?}");
+
+    // Silent for a minute: the worker is lost, once.
+    clock.set(t0 + chrono::Duration::seconds(62));
+    let seen = collect_until(&env, 1, lost).await;
+    assert_eq!(count(&seen, lost), 1, "{seen:?}");
+    let status: String = sqlx::query_scalar("SELECT status FROM workers WHERE id = $1")
+        .bind(worker)
+        .fetch_one(&env.pool)
+        .await
+        .expect("worker");
+    assert_eq!(status, "inactive");
+    let seen = collect_until(&env, 1, lost).await;
+    assert_eq!(count(&seen, lost), 0, "lost twice: {seen:?}");
+
     stop.cancel();
     reaper.await.expect("join").expect("reaper stopped");
     env.stop().await;

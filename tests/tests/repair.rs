@@ -29,7 +29,7 @@ async fn run_status(env: &TestEnv, run: uuid::Uuid) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
     let mut configs = adze_tests::fast_configs();
-    configs.reaper.assignment_timeout_ms = 2_000;
+    configs.scheduler.assignment_timeout_ms = 2_000;
     let env = TestEnv::start_with(&["ingest", "scheduler", "dispatcher", "reaper"], configs).await;
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -67,7 +67,8 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
     .await;
 
     // 2. An assignment whose action message was lost: the task is marked assigned to the
-    //    live worker, but nothing was sent. The reaper expires it and it runs again.
+    //    live worker, with the start deadline the scheduler's assignment sets, but
+    //    nothing was sent. The reaper expires it and it runs again.
     //    Pausing the worker keeps the scheduler from admitting the task meanwhile.
     let paused: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE workers SET status = 'paused' WHERE status = 'active' RETURNING id",
@@ -115,6 +116,7 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
     .expect("run")[0];
     let claimed = sqlx::query(
         r#"UPDATE tasks SET status = 'assigned', assigned_at = now(),
+             start_deadline = now() + interval '2 seconds',
              worker_id = (SELECT id FROM workers WHERE status = 'paused' LIMIT 1)
            WHERE run_id = $1 AND status = 'queued'"#,
     )

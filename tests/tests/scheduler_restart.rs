@@ -37,7 +37,7 @@ async fn scheduler_killed_mid_load_loses_and_duplicates_nothing() {
     // Assignments expire only after the dead scheduler's unacknowledged events are
     // redelivered (ack wait 10 s), so no attempt is handed out twice.
     let mut configs = adze_tests::fast_configs();
-    configs.reaper.assignment_timeout_ms = 20_000;
+    configs.scheduler.assignment_timeout_ms = 20_000;
     let env = TestEnv::start_with(&["ingest", "dispatcher", "reaper"], configs).await;
     let mut sched = scheduler(&env, 1);
 

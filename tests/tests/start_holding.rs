@@ -28,9 +28,9 @@ fn slow() -> Workflow<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn starts_are_held_briefly_written_with_the_end_and_acknowledged() {
-    let mut configs = adze_tests::fast_configs();
-    // No periodic pass: only the hold deadline can apply a start on its own.
-    configs.scheduler.tick_ms = 60_000;
+    // The scheduler has no periodic pass: only the hold deadline can apply a start
+    // on its own.
+    let configs = adze_tests::fast_configs();
     let env = TestEnv::start_with(&["ingest", "scheduler", "dispatcher", "reaper"], configs).await;
     // Count every write of a task row, by the status it wrote.
     sqlx::raw_sql(

@@ -74,6 +74,17 @@ impl DeadlineHints {
     }
 }
 
+/// Wakes the reapers to read the earliest deadline again, when the caller changed one
+/// it cannot compute itself: a worker whose stream closed is lost a grace period later,
+/// and only the reapers' settings say how long that is. Best effort, like
+/// [`DeadlineHints::offer`].
+pub async fn wake_reapers(bus: &Bus) {
+    let env = Envelope::new(Uuid::nil(), DeadlineSet { at: Utc::now() });
+    if let Err(e) = bus.publish_core(bus.subjects().deadlines(), &env).await {
+        tracing::debug!(error = %e, "cannot wake the reapers; they will look on their own");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

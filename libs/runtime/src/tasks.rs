@@ -47,7 +47,7 @@ impl Tasks {
     {
         let me = self.clone();
         self.tracker.spawn(async move {
-            let result = task.await;
+            let result = caught(task).await;
             if me.shutdown.is_cancelled() {
                 if let Err(e) = result {
                     tracing::warn!(task = name, error = %e, "task failed while stopping");
@@ -73,7 +73,7 @@ impl Tasks {
         self.tracker.spawn(async move {
             let mut pause = Duration::from_millis(250);
             while !shutdown.is_cancelled() {
-                match start().await {
+                match caught(start()).await {
                     Ok(()) if shutdown.is_cancelled() => return,
                     Ok(()) => tracing::warn!(task = name, "task ended; starting it again"),
                     Err(e) => {
@@ -112,6 +112,17 @@ impl Tasks {
     }
 }
 
+/// Runs `task` on a task of its own, so that a panic in it is an error here.
+async fn caught<F>(task: F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    match tokio::spawn(task).await {
+        Ok(result) => result,
+        Err(e) => Err(anyhow::anyhow!("panicked: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +139,30 @@ mod tests {
         tasks.critical("fails", async { anyhow::bail!("boom") });
         let err = tasks.clone().join().await.unwrap_err();
         assert!(format!("{err:#}").contains("boom"), "{err:#}");
+        assert!(tasks.shutdown().is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_critical_task_stops_the_service_and_a_best_effort_one_restarts() {
+        let tasks = Tasks::new(CancellationToken::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (counted, stop) = (runs.clone(), tasks.shutdown().clone());
+        tasks.best_effort("panics", move || {
+            let (runs, stop) = (counted.clone(), stop.clone());
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("first run");
+                }
+                stop.cancelled().await;
+                Ok(())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "restarted after its panic");
+        assert!(!tasks.shutdown().is_cancelled());
+        tasks.critical("panics", async { panic!("critical boom") });
+        let err = tasks.clone().join().await.unwrap_err();
+        assert!(format!("{err:#}").contains("critical boom"), "{err:#}");
         assert!(tasks.shutdown().is_cancelled());
     }
 

@@ -73,16 +73,40 @@ struct WorkerSlots {
 /// ([`admit`]) and every transition that ends an attempt gives one back
 /// ([`SlotBook::release`]). The scheduler reloads it periodically and whenever
 /// workers come or go, and drops it when a transaction fails.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SlotBook {
     workers: Vec<WorkerSlots>,
     index: HashMap<Uuid, usize>,
+    /// How long a worker has to start what it is given ([`SlotBook::starting_within`]).
+    start_within_ms: i64,
     /// The last admission pass read every ready task of every action these workers
     /// serve (see [`SlotBook::drained`]).
     drained: bool,
 }
 
+/// How long a worker has to start an assignment unless the scheduler says otherwise.
+pub const DEFAULT_START_WITHIN_MS: i64 = 30_000;
+
+impl Default for SlotBook {
+    fn default() -> Self {
+        Self {
+            workers: Vec::new(),
+            index: HashMap::new(),
+            start_within_ms: DEFAULT_START_WITHIN_MS,
+            drained: false,
+        }
+    }
+}
+
 impl SlotBook {
+    /// Sets how long a worker has to start a task this book assigns it: the
+    /// assignment's start deadline, past which the timeout-reaper gives the task to
+    /// another worker (`adze_store::deadlines`).
+    pub fn starting_within(mut self, ms: i64) -> Self {
+        self.start_within_ms = ms;
+        self
+    }
+
     /// Workers that are active and recently heard from, with their free slots.
     pub async fn load(conn: &mut PgConnection, heartbeat_timeout_ms: i64) -> Result<Self> {
         static LOAD: Sql = Sql::new(
@@ -353,7 +377,7 @@ async fn assign_settled(
     matched: &[(Candidate, Uuid)],
     fence: Option<&Fence>,
 ) -> Result<Vec<Assignment>> {
-    let assigned = assign(conn, matched, fence).await?;
+    let assigned = assign(conn, matched, book.start_within_ms, fence).await?;
     if assigned.len() < matched.len() {
         let done: std::collections::HashSet<Uuid> = assigned.iter().map(|a| a.task_id).collect();
         for (c, worker) in matched {
@@ -369,7 +393,8 @@ async fn assign_settled(
 const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id) {fenced}),
            upd AS (
              UPDATE tasks t SET status = $4, worker_id = m.worker_id, assigned_at = now(), wait_reason = NULL,
-                 execution_deadline = now() + t.execution_timeout_ms * interval '1 millisecond'
+                 execution_deadline = now() + t.execution_timeout_ms * interval '1 millisecond',
+                 start_deadline = now() + $6 * interval '1 millisecond'
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
              RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors,
                        t.execution_deadline, t.on_failure)
@@ -393,11 +418,12 @@ const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[]
 /// ([`crate::fence`]): if Postgres crashes before the flush, the task is queued again
 /// and assigned anew (a worker that already got it may run it twice: tasks run at
 /// least once, as after a lost worker).
-static ASSIGN: Fenced = Fenced::new(ASSIGN_SQL, 6, true);
+static ASSIGN: Fenced = Fenced::new(ASSIGN_SQL, 7, true);
 
 async fn assign(
     conn: &mut PgConnection,
     matched: &[(Candidate, Uuid)],
+    start_within_ms: i64,
     fence: Option<&Fence>,
 ) -> Result<Vec<Assignment>> {
     if matched.is_empty() {
@@ -416,7 +442,8 @@ async fn assign(
         .bind(&tasks)
         .bind(&workers)
         .bind(TaskStatus::Assigned.as_str())
-        .bind(&allowed);
+        .bind(&allowed)
+        .bind(start_within_ms as f64);
     let rows = fence::bind(query, fence).fetch_all(conn).await?;
     rows.iter()
         .map(|r| {

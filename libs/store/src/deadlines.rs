@@ -1,9 +1,11 @@
-//! Deadlines the timeout-reaper owns: execution deadlines of attempts on workers (read
-//! through the in-flight index `tasks_on_worker`, whose rows are bounded by the
-//! fleet's slots, so assignments pay no deadline index), schedule deadlines of queued
-//! tasks (their own partial index; the queue is unbounded), and retries due after their
-//! backoff ([`next_retry`], [`retries_due`]: an index of retried tasks only). See
-//! `migrations/0007_deadlines.sql` and `0010_retry_due.sql`.
+//! Deadlines the timeout-reaper owns: execution deadlines of attempts on workers and
+//! start deadlines of assignments (both read through the in-flight index
+//! `tasks_on_worker`, whose rows are bounded by the fleet's slots, so assignments pay
+//! no deadline index), schedule deadlines of queued tasks (their own partial index;
+//! the queue is unbounded), retries due after their backoff ([`next_retry`],
+//! [`retries_due`]: an index of retried tasks only), and when each worker counts as
+//! lost ([`earliest`] reads it; `crate::workers::claim_lost` claims it). See
+//! `migrations/0007_deadlines.sql`, `0010_retry_due.sql` and `0011_start_deadline.sql`.
 //!
 //! Claiming is a transaction the reaper holds while it reports what it claimed:
 //! [`lock_due`] locks due rows with `SKIP LOCKED` (a second reaper takes other rows),
@@ -27,6 +29,18 @@ pub enum DeadlineKind {
     Execution,
     /// A queued task was not started within its schedule timeout.
     Schedule,
+    /// A worker did not start an assignment in time (its action message was lost, or
+    /// the worker is stuck): the task goes to another worker.
+    Start,
+}
+
+/// How long workers may stay silent before the reaper declares them lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerGrace {
+    /// After its stream closed, in milliseconds.
+    pub disconnected_ms: i64,
+    /// Without heartbeats while connected, in milliseconds.
+    pub silent_ms: i64,
 }
 
 /// A deadline that passed, locked by the claiming transaction.
@@ -46,16 +60,27 @@ pub struct Due {
     pub timeout_ms: i64,
 }
 
-/// The earliest deadline of either kind, passed or not.
-pub async fn earliest(db: impl PgExecutor<'_>) -> Result<Option<DateTime<Utc>>> {
+/// The earliest deadline of any kind, passed or not: of a task ([`DeadlineKind`]) or
+/// of a worker that would be lost then unless heard from.
+pub async fn earliest(
+    db: impl PgExecutor<'_>,
+    workers: WorkerGrace,
+) -> Result<Option<DateTime<Utc>>> {
+    // One pass over the in-flight rows for both of their deadlines.
     static EARLIEST: Sql = Sql::new(
         r#"SELECT least(
-             (SELECT min(execution_deadline) FROM tasks
-              WHERE status IN ({slot_holding}) AND execution_deadline IS NOT NULL),
+             (SELECT min(least(execution_deadline,
+                               CASE WHEN status = {assigned} THEN start_deadline END))
+              FROM tasks WHERE status IN ({slot_holding})),
              (SELECT min(schedule_deadline) FROM tasks
-              WHERE status = {queued} AND schedule_deadline IS NOT NULL))"#,
+              WHERE status = {queued} AND schedule_deadline IS NOT NULL),
+             (SELECT min(last_heartbeat_at + CASE WHEN status = {worker_disconnected}
+                                                  THEN $1 ELSE $2 END * interval '1 millisecond')
+              FROM workers WHERE status IN ({worker_present}) OR status = {worker_disconnected}))"#,
     );
     Ok(sqlx::query(EARLIEST.text())
+        .bind(workers.disconnected_ms as f64)
+        .bind(workers.silent_ms as f64)
         .fetch_one(db)
         .await?
         .try_get(0)?)
@@ -82,10 +107,20 @@ pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -
            LIMIT $2
            FOR UPDATE SKIP LOCKED"#,
     );
+    static START: Sql = Sql::new(
+        r#"SELECT tenant_id, id, attempt, start_deadline AS deadline,
+                  COALESCE((extract(epoch FROM start_deadline - assigned_at) * 1000)::bigint, 0) AS timeout_ms
+           FROM tasks
+           WHERE status = {assigned} AND start_deadline IS NOT NULL AND start_deadline <= $1
+           ORDER BY start_deadline
+           LIMIT $2
+           FOR UPDATE SKIP LOCKED"#,
+    );
     let mut due = Vec::new();
     for (sql, kind) in [
         (&EXECUTION, DeadlineKind::Execution),
         (&SCHEDULE, DeadlineKind::Schedule),
+        (&START, DeadlineKind::Start),
     ] {
         let rows = sqlx::query(sql.text())
             .bind(now)
@@ -108,7 +143,11 @@ pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -
 
 /// Removes the deadlines [`lock_due`] returned, once they have been reported.
 pub async fn clear(conn: &mut PgConnection, due: &[Due]) -> Result<()> {
-    for kind in [DeadlineKind::Execution, DeadlineKind::Schedule] {
+    for kind in [
+        DeadlineKind::Execution,
+        DeadlineKind::Schedule,
+        DeadlineKind::Start,
+    ] {
         let (tenants, ids): (Vec<Uuid>, Vec<Uuid>) = due
             .iter()
             .filter(|d| d.kind == kind)
@@ -125,6 +164,11 @@ pub async fn clear(conn: &mut PgConnection, due: &[Due]) -> Result<()> {
             }
             DeadlineKind::Schedule => {
                 r#"UPDATE tasks t SET schedule_deadline = NULL
+                   FROM UNNEST($1::uuid[], $2::uuid[]) AS d(tenant_id, id)
+                   WHERE t.tenant_id = d.tenant_id AND t.id = d.id"#
+            }
+            DeadlineKind::Start => {
+                r#"UPDATE tasks t SET start_deadline = NULL
                    FROM UNNEST($1::uuid[], $2::uuid[]) AS d(tenant_id, id)
                    WHERE t.tenant_id = d.tenant_id AND t.id = d.id"#
             }

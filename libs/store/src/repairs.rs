@@ -1,51 +1,41 @@
-//! What the reaper's repair scans read: work a lost message or a lost worker left
-//! behind. Each is one indexed query in a bounded batch.
+//! What the reaper reads to repair a lost notice: ready tasks nobody took although a
+//! worker could. Nothing announces such a loss (it is a lost message), so the reaper
+//! looks for it when it wakes; the query reads only index entries at the head of each
+//! served action's queue and the in-flight rows of active workers.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 use crate::Result;
 use crate::sql::Sql;
 
-/// Attempts assigned longer than `timeout_ms` ago that their worker never started:
-/// `(tenant, task, attempt)`, at most `limit`.
-pub async fn expired_assignments(
+/// The tenants with a task ready at `now` for an action served by an active worker
+/// with a free slot, each with the earliest `not_before` among such tasks (when the
+/// oldest of them became ready).
+pub async fn stranded(
     db: impl PgExecutor<'_>,
-    timeout_ms: i64,
-    limit: i64,
-) -> Result<Vec<(Uuid, Uuid, i32)>> {
-    // Served by the in-flight index `tasks_on_worker` (the slot-holding statuses).
-    static EXPIRED: Sql = Sql::new(
-        r#"SELECT tenant_id, id, attempt FROM tasks
-           WHERE status = {assigned} AND assigned_at < now() - make_interval(secs => $1 / 1000.0)
-           LIMIT $2"#,
-    );
-    let rows = sqlx::query(EXPIRED.text())
-        .bind(timeout_ms as f64)
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
-}
-
-/// A tenant with a ready task queued longer than `repair_after_ms` for an action an
-/// active worker serves (a lost notice), if any.
-pub async fn stranded(db: impl PgExecutor<'_>, repair_after_ms: i64) -> Result<Option<Uuid>> {
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
     static STRANDED: Sql = Sql::new(
-        r#"SELECT k.tenant_id
-           FROM (SELECT DISTINCT tenant_id, unnest(actions) AS action_id FROM workers
-                 WHERE status = {worker_active}) k
-           WHERE EXISTS (SELECT 1 FROM tasks t
-                         WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
-                           AND t.status = {queued}
-                           AND t.not_before <= now() - make_interval(secs => $1 / 1000.0))
-           LIMIT 1"#,
+        r#"WITH serving AS (
+             SELECT DISTINCT w.tenant_id, a.action_id
+             FROM workers w CROSS JOIN LATERAL unnest(w.actions) AS a(action_id)
+             WHERE w.status = {worker_active}
+               AND w.slots > (SELECT count(*) FROM tasks t
+                              WHERE t.tenant_id = w.tenant_id AND t.worker_id = w.id
+                                AND t.status IN ({slot_holding}) AND NOT t.slot_released))
+           SELECT s.tenant_id, min(q.not_before) AS oldest
+           FROM serving s CROSS JOIN LATERAL (
+             SELECT t.not_before FROM tasks t
+             WHERE t.tenant_id = s.tenant_id AND t.action_id = s.action_id
+               AND t.status = {queued} AND t.not_before <= $1
+             ORDER BY t.not_before, t.queued_at
+             LIMIT 1) q
+           GROUP BY s.tenant_id"#,
     );
-    let row = sqlx::query(STRANDED.text())
-        .bind(repair_after_ms as f64)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?)
+    let rows = sqlx::query(STRANDED.text()).bind(now).fetch_all(db).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }

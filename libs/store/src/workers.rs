@@ -108,24 +108,27 @@ pub async fn record_heartbeats(
     Ok(())
 }
 
-/// Workers that hold tasks but are gone: stream closed for longer than
-/// `disconnect_grace_ms`, or silent (no heartbeat) for longer than `heartbeat_timeout_ms`.
-/// Marks them `inactive` (so they get no more work) and returns them.
+/// Workers that are gone at `now`: stream closed for longer than the grace's
+/// `disconnected_ms`, or silent (no heartbeat) for longer than its `silent_ms`. Marks
+/// them `inactive` (so they get no more work) and returns them, `(tenant, worker)`.
+/// Atomic: of two reapers claiming at once, one gets each worker.
 pub async fn claim_lost(
     db: impl PgExecutor<'_>,
-    disconnect_grace_ms: i64,
-    heartbeat_timeout_ms: i64,
+    now: chrono::DateTime<chrono::Utc>,
+    grace: crate::deadlines::WorkerGrace,
 ) -> Result<Vec<(Uuid, Uuid)>> {
     static CLAIM: Sql = Sql::new(
         r#"UPDATE workers SET status = {worker_inactive}
-           WHERE (status = {worker_disconnected} AND last_heartbeat_at < now() - make_interval(secs => $1 / 1000.0))
+           WHERE (status = {worker_disconnected}
+                  AND last_heartbeat_at + $2 * interval '1 millisecond' <= $1)
               OR (status IN ({worker_present})
-                  AND last_heartbeat_at < now() - make_interval(secs => $2 / 1000.0))
+                  AND last_heartbeat_at + $3 * interval '1 millisecond' <= $1)
            RETURNING tenant_id, id"#,
     );
     let rows = sqlx::query(CLAIM.text())
-        .bind(disconnect_grace_ms as f64)
-        .bind(heartbeat_timeout_ms as f64)
+        .bind(now)
+        .bind(grace.disconnected_ms as f64)
+        .bind(grace.silent_ms as f64)
         .fetch_all(db)
         .await?;
     rows.iter()

@@ -121,7 +121,7 @@ impl Dispatcher {
                 Ok(())
             }
         });
-        let outbox = outbox::Outbox::start(deps.bus.clone());
+        let outbox = outbox::Outbox::start(deps.bus.clone(), &tasks);
         let svc = Arc::new(service::DispatcherApi {
             deps,
             registry,

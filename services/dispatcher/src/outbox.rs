@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 use adze_bus::messages::SchedulerEvent;
 use adze_bus::{Bus, Envelope};
+use adze_runtime::tasks::Tasks;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Most reports in one message.
@@ -38,10 +41,16 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the outbox; it ends when every handle is dropped and the queue drained.
-    pub(crate) fn start(bus: Bus) -> Self {
+    /// Starts the outbox, a critical task of the dispatcher: without it no report is
+    /// recorded. It stops when the service shuts down, after answering every report
+    /// handed to it.
+    pub(crate) fn start(bus: Bus, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(run(bus, rx));
+        let shutdown = tasks.shutdown().clone();
+        tasks.critical("report outbox", async move {
+            run(bus, rx, shutdown).await;
+            Ok(())
+        });
         Self { tx }
     }
 
@@ -68,16 +77,29 @@ impl Outbox {
     }
 }
 
-async fn run(bus: Bus, mut rx: mpsc::Receiver<Pending>) {
+async fn run(bus: Bus, mut rx: mpsc::Receiver<Pending>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut held: Option<Pending> = None;
+    // Messages awaiting their acks: awaited before the outbox ends.
+    let mut acking = JoinSet::new();
     loop {
+        while acking.try_join_next().is_some() {}
         let first = match held.take() {
             Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
+            None => {
+                let next = tokio::select! {
+                    p = rx.recv() => p,
+                    _ = shutdown.cancelled() => {
+                        // Refuse new reports; publish those already handed over.
+                        rx.close();
+                        rx.recv().await
+                    }
+                };
+                match next {
+                    Some(p) => p,
+                    None => break,
+                }
+            }
         };
         let mut bytes = first.size;
         let mut batch = vec![first];
@@ -95,7 +117,7 @@ async fn run(bus: Bus, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+            break;
         };
         let mut by_tenant: BTreeMap<Uuid, Vec<Pending>> = BTreeMap::new();
         for p in batch {
@@ -112,13 +134,14 @@ async fn run(bus: Bus, mut rx: mpsc::Receiver<Pending>) {
                 Err(e) => answer(replies, Err(e.to_string())),
             }
         }
-        tokio::spawn(async move {
+        acking.spawn(async move {
             for (ack, replies) in acks {
                 answer(replies, ack.await.map_err(|e| e.to_string()));
             }
             drop(permit);
         });
     }
+    while acking.join_next().await.is_some() {}
 }
 
 fn answer(replies: Vec<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {

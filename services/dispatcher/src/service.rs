@@ -227,6 +227,8 @@ impl DispatcherApi {
                 }
                 announce_unavailable(&bus, tenant_id, worker, &format!("closed:{generation}"))
                     .await;
+                // Its lost-deadline is now a grace period away, sooner than silence's.
+                adze_bus::hints::wake_reapers(&bus).await;
                 tracing::info!(%worker, "worker stream closed");
             }
         });

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use adze_bus::messages::{QueuedTask, SchedulerEvent};
 use adze_bus::{Bus, Envelope};
+use adze_runtime::tasks::Tasks;
 use adze_store::runs::NewRun;
 use adze_store::workflows::WorkflowVersion;
 use serde_json::Value;
@@ -62,10 +63,15 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer; it stops when `shutdown` is cancelled and the queue drains.
-    pub(crate) fn start(pool: PgPool, bus: Bus, shutdown: CancellationToken) -> Self {
+    /// Starts the committer, a critical task of ingest: without it nothing can be
+    /// triggered. It stops when the service shuts down and its queue has drained.
+    pub(crate) fn start(pool: PgPool, bus: Bus, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(pool, bus, rx, shutdown));
+        let shutdown = tasks.shutdown().clone();
+        tasks.critical("trigger committer", async move {
+            run(pool, bus, rx, shutdown).await;
+            Ok(())
+        });
         Self { tx }
     }
 

@@ -19,6 +19,7 @@ use adze_bus::Bus;
 use adze_proto::hatchet::events_service_server::EventsServiceServer;
 use adze_proto::hatchet::workflow_service_server::WorkflowServiceServer;
 use adze_proto::v1::admin_service_server::AdminServiceServer;
+use adze_runtime::tasks::Tasks;
 use adze_store::auth::Authenticator;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -56,14 +57,11 @@ pub struct Deps {
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
 /// Adds ingest's gRPC services to a route set (compose several roles on one port).
-/// Starts the trigger committer, which drains and stops on `shutdown`.
-pub fn add_grpc(
-    builder: &mut tonic::service::RoutesBuilder,
-    deps: &Deps,
-    shutdown: CancellationToken,
-) {
+/// Starts the trigger committer among `tasks`; it drains and stops when their shutdown
+/// token is cancelled.
+pub fn add_grpc(builder: &mut tonic::service::RoutesBuilder, deps: &Deps, tasks: &Tasks) {
     let versions = Arc::new(versions::VersionCache::default());
-    let committer = commit::Committer::start(deps.pool.clone(), deps.bus.clone(), shutdown);
+    let committer = commit::Committer::start(deps.pool.clone(), deps.bus.clone(), tasks);
     builder
         .add_service(
             WorkflowServiceServer::new(trigger::WorkflowApi::new(
@@ -91,10 +89,11 @@ pub fn rest_router(deps: Deps) -> axum::Router {
     rest::router(deps)
 }
 
-/// The ingest API alone: gRPC and REST on one port.
-pub fn router(deps: Deps, shutdown: CancellationToken) -> axum::Router {
+/// The ingest API alone: gRPC and REST on one port, its background tasks among
+/// `tasks`.
+pub fn router(deps: Deps, tasks: &Tasks) -> axum::Router {
     let mut builder = tonic::service::RoutesBuilder::default();
-    add_grpc(&mut builder, &deps, shutdown);
+    add_grpc(&mut builder, &deps, tasks);
     builder
         .routes()
         .into_axum_router()
@@ -106,5 +105,8 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
     deps.bus.ensure_streams().await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    adze_runtime::serve(listener, router(deps, shutdown.clone()), shutdown).await
+    let tasks = Tasks::new(shutdown.clone());
+    let served = adze_runtime::serve(listener, router(deps, &tasks), shutdown).await;
+    // A critical task's failure stopped the server: it is the reason.
+    tasks.join().await.and(served)
 }

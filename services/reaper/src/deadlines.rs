@@ -1,8 +1,14 @@
-//! The timeout-reaper's deadline loop: it sleeps until the earliest execution or
-//! schedule deadline in Postgres, or until a service announces an earlier one
-//! ([`adze_bus::DeadlineHints`]), then claims what is due
-//! ([`adze_store::deadlines`]) and reports it to the scheduler. Several reapers may
-//! run: claims skip rows another reaper holds, and every report is idempotent.
+//! The timeout-reaper's deadline loop: it sleeps until the earliest deadline in
+//! Postgres (an attempt's execution, a queued task's schedule, an assignment's start,
+//! a retry's backoff, a worker's last sign of life), until a service announces an
+//! earlier one ([`adze_bus::DeadlineHints`]), or until a stranded tenant's repair
+//! deadline ([`crate::stranded`]); then it claims what is due
+//! ([`adze_store::deadlines`], [`adze_store::workers::claim_lost`]) and reports it to
+//! the scheduler. Several reapers may run: claims skip rows another reaper holds or
+//! are atomic updates, and every report is idempotent.
+//!
+//! It also wakes at least every `deadline_max_idle_ms`: a safety net for a lost
+//! announcement, and the moment it looks for lost notices, which nothing announces.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +16,12 @@ use std::time::Duration;
 use adze_bus::Envelope;
 use adze_bus::messages::SchedulerEvent;
 use adze_runtime::clock::Clock;
-use adze_store::deadlines::{self, DeadlineKind, Due};
+use adze_store::deadlines::{self, DeadlineKind, Due, WorkerGrace};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::stranded::Stranded;
 use crate::{Config, Deps};
 
 /// How long to wait before looking again at deadlines that are due but held by
@@ -25,31 +32,46 @@ pub(crate) struct DeadlineLoop {
     config: Config,
     deps: Deps,
     clock: Arc<dyn Clock>,
+    stranded: Stranded,
 }
 
 impl DeadlineLoop {
     pub(crate) fn new(config: Config, deps: Deps, clock: Arc<dyn Clock>) -> Self {
         Self {
+            stranded: Stranded::new(config.repair_after_ms),
             config,
             deps,
             clock,
         }
     }
 
+    fn grace(&self) -> WorkerGrace {
+        WorkerGrace {
+            disconnected_ms: self.config.disconnect_grace_ms,
+            silent_ms: self.config.heartbeat_timeout_ms,
+        }
+    }
+
     /// Runs until `shutdown`; fails when Postgres or NATS does (the caller restarts it).
-    pub(crate) async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let bus = &self.deps.bus;
         // Subscribed before the first read, so a deadline set after that read wakes it.
         let mut wake = bus.subscribe(bus.subjects().deadlines()).await?;
         let max_idle = chrono::Duration::milliseconds(self.config.deadline_max_idle_ms as i64);
-        // Retries due up to here have been announced. A reaper starting now leaves
-        // earlier ones to the scheduler's own periodic admission pass.
+        // Retries due up to here have been announced. Earlier ones (due while no
+        // reaper ran) are found by the look for stranded tasks.
         let mut retries_seen = self.clock.now();
+        // When to look for stranded tasks next: at once, then at a tenant's repair
+        // deadline or after the longest idle time.
+        let mut look_at = self.clock.now();
         loop {
-            let claimed = self.claim_due().await?;
+            let claimed = self.claim_due().await? + self.lost_workers().await?;
             retries_seen = self.wake_for_retries(retries_seen).await?;
             let now = self.clock.now();
-            let next = deadlines::earliest(&self.deps.pool).await?;
+            if now >= look_at {
+                look_at = self.wake_stranded().await?.unwrap_or(now + max_idle);
+            }
+            let next = deadlines::earliest(&self.deps.pool, self.grace()).await?;
             let next_retry = deadlines::next_retry(&self.deps.pool, retries_seen).await?;
             let until = match next.into_iter().chain(next_retry).min() {
                 // Due, yet nothing was claimed: another reaper holds those rows.
@@ -57,8 +79,8 @@ impl DeadlineLoop {
                     now + chrono::Duration::from_std(HELD_ELSEWHERE).unwrap_or_default()
                 }
                 Some(next) if next <= now => continue,
-                Some(next) => next.min(now + max_idle),
-                None => now + max_idle,
+                Some(next) => next.min(look_at),
+                None => look_at,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -68,6 +90,38 @@ impl DeadlineLoop {
                 },
             }
         }
+    }
+
+    /// Declares lost the workers past their grace; returns how many.
+    async fn lost_workers(&self) -> anyhow::Result<usize> {
+        let now = self.clock.now();
+        let lost = adze_store::workers::claim_lost(&self.deps.pool, now, self.grace()).await?;
+        for &(tenant, worker) in &lost {
+            tracing::info!(%worker, "worker lost");
+            let env = Envelope::new(tenant, SchedulerEvent::WorkerLost { worker_id: worker });
+            self.deps
+                .bus
+                .publish_event(&env, &format!("lost:{worker}"))
+                .await?;
+        }
+        Ok(lost.len())
+    }
+
+    /// Wakes the scheduler of every tenant past its stranded-task deadline; returns
+    /// the next such deadline, if a tenant is stranded.
+    async fn wake_stranded(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let now = self.clock.now();
+        let found = adze_store::repairs::stranded(&self.deps.pool, now).await?;
+        let (wake, next) = self.stranded.due(&found, now);
+        for tenant in wake {
+            tracing::warn!(%tenant, "ready tasks left behind by a lost notice; waking the scheduler");
+            let id = format!("repair:{tenant}:{}", now.timestamp_micros());
+            self.deps
+                .bus
+                .publish_event(&Envelope::new(tenant, SchedulerEvent::Wake), &id)
+                .await?;
+        }
+        Ok(next)
     }
 
     /// Wakes the scheduler of each tenant with a retry whose backoff ended since
@@ -132,6 +186,13 @@ fn report(d: &Due) -> (SchedulerEvent, String) {
                 timeout_ms: d.timeout_ms,
             },
             format!("schedule-expired:{}:{}", d.task_id, d.attempt),
+        ),
+        DeadlineKind::Start => (
+            SchedulerEvent::AssignmentExpired {
+                task_id: d.task_id,
+                attempt: d.attempt,
+            },
+            format!("expired:{}:{}", d.task_id, d.attempt),
         ),
     }
 }

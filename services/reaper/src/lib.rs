@@ -1,18 +1,17 @@
 //! The `reaper` service, the fleet's timeout-reaper: it owns the deadlines in Postgres
-//! and tells the scheduler when one passes. Execution and schedule timeouts and retries
-//! due after their backoff are deadlines it sleeps until ([`deadlines`]). The repairs
-//! are still periodic scans ([`scans`]): lost workers (stream closed past a grace
-//! period, or silent), assignments nobody started, and queued tasks a lost message
-//! left behind. It also keeps the hot tables vacuumed and analyzed
-//! ([`maintenance`]). Several reapers may run: deadline claims skip rows another
-//! reaper holds, scan claims are atomic updates, and events de-duplicate.
+//! and tells the scheduler when one passes ([`deadlines`]): execution and schedule
+//! timeouts, retries due after their backoff, assignments a worker did not start in
+//! time, workers lost (stream closed past a grace period, or silent), and ready tasks
+//! a lost notice left behind ([`stranded`]). It sleeps until the earliest of them; no
+//! fixed-interval scan reads the task tables. It also keeps the hot tables vacuumed
+//! and analyzed ([`maintenance`]). Several reapers may run: deadline claims skip rows
+//! another reaper holds, worker claims are atomic updates, and events de-duplicate.
 
 mod deadlines;
 mod maintenance;
-mod scans;
+mod stranded;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use adze_bus::Bus;
 use adze_runtime::clock::{Clock, SystemClock};
@@ -25,15 +24,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Scan interval.
-    pub tick_ms: u64,
     /// A worker whose stream closed is declared lost after this long.
     pub disconnect_grace_ms: i64,
     /// A worker without heartbeats is declared lost after this long.
     pub heartbeat_timeout_ms: i64,
-    /// An assignment not started within this long is given to another worker.
-    pub assignment_timeout_ms: i64,
-    /// A ready task queued this long without a decision triggers an admission pass.
+    /// A task ready this long, while a worker serving its action has a free slot,
+    /// was left behind by a lost notice: the scheduler is woken for it.
     pub repair_after_ms: i64,
     /// How often the hot tables' counters are checked for vacuum and analyze
     /// (0: never; leave it to autovacuum).
@@ -44,18 +40,17 @@ pub struct Config {
     pub maintenance_share: f64,
     /// Most deadlines of each kind claimed in one transaction.
     pub deadline_batch: i64,
-    /// Longest the deadline loop sleeps without re-reading the earliest deadline
-    /// (a safety net for a lost wake-up notice).
+    /// Longest the deadline loop sleeps without re-reading the earliest deadline (a
+    /// safety net for a lost wake-up notice); also how long a lost notice may go
+    /// unnoticed beyond `repair_after_ms`.
     pub deadline_max_idle_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            tick_ms: 250,
             disconnect_grace_ms: 5_000,
             heartbeat_timeout_ms: 15_000,
-            assignment_timeout_ms: 30_000,
             repair_after_ms: 2_000,
             maintenance_every_ms: 1_000,
             maintenance_min_rows: 20_000,
@@ -106,26 +101,6 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
             Ok(())
         }
     });
-    let (c, d, stop) = (config.clone(), deps.clone(), shutdown.clone());
-    tasks.best_effort("repair scans", move || {
-        scan(c.clone(), d.clone(), stop.clone())
-    });
     tracing::info!("reaper started");
     tasks.join().await
-}
-
-/// The periodic repair scans, every `tick_ms`, until `shutdown`.
-async fn scan(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut scanner = scans::Scanner::new(config.clone(), deps);
-    let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = scanner.scan().await {
-            tracing::warn!(error = %e, "reaper scan failed; retrying next tick");
-        }
-    }
 }

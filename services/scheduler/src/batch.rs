@@ -12,13 +12,13 @@ use adze_bus::messages::{
 };
 use adze_bus::{Envelope, decode};
 use adze_core::{TaskEvent, TaskStatus};
+use adze_runtime::tasks::Tasks;
 use adze_store::admission::{Assignment, Fence, SlotBook};
 use adze_store::runs::ReadyTask;
 use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
 use async_nats::jetstream::Message;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::hold::StartHold;
@@ -38,10 +38,10 @@ pub(crate) struct Processor {
     /// Publishes assignments. They are the scheduler's own decisions and need no WAL
     /// flush, so they never wait behind the results' waits for one.
     assigner: mpsc::Sender<Orders>,
-    assigning: JoinHandle<()>,
     /// Announces finished runs and acknowledges events, once durable.
     announcer: mpsc::Sender<Results>,
-    announcing: JoinHandle<()>,
+    /// The announcers, critical for this tenure of the lease.
+    tenure: Tasks,
     /// STARTED reports held back until their task ends.
     hold: StartHold<Message>,
 }
@@ -89,9 +89,12 @@ fn row(tenant_id: Uuid, task_id: Uuid, event: TaskEvent) -> TaskEventRow {
 }
 
 impl Processor {
-    pub(crate) fn new(config: Config, deps: Deps, holder: String) -> Self {
-        let (assigner, assigning) = Announcer::start_assignments(deps.clone());
-        let (announcer, announcing) = Announcer::start_results(deps.clone());
+    /// A processor for one tenure of the lease. Its announcers are critical tasks of
+    /// `tenure`: if one fails, `tenure`'s token is cancelled and the tenure ends (the
+    /// scheduler then tries the lease again).
+    pub(crate) fn new(config: Config, deps: Deps, holder: String, tenure: Tasks) -> Self {
+        let assigner = Announcer::start_assignments(deps.clone(), &tenure);
+        let announcer = Announcer::start_results(deps.clone(), &tenure);
         Self {
             config,
             begin: lease::begin_statement(&holder).into(),
@@ -100,9 +103,8 @@ impl Processor {
                 holder,
             },
             assigner,
-            assigning,
             announcer,
-            announcing,
+            tenure,
             deps,
             slots: None,
             hold: StartHold::new(),
@@ -115,22 +117,21 @@ impl Processor {
     }
 
     /// Waits until everything committed so far has been announced. Held STARTED
-    /// reports stay unacknowledged and are redelivered to the next holder.
-    pub(crate) async fn finish(self) {
+    /// reports stay unacknowledged and are redelivered to the next holder. The error
+    /// is an announcer's failure, if one ended the tenure.
+    pub(crate) async fn finish(self) -> anyhow::Result<()> {
+        // The announcers end once their queues are drained and closed.
+        self.tenure.shutdown().cancel();
         drop(self.assigner);
         drop(self.announcer);
-        for announcing in [self.assigning, self.announcing] {
-            if let Err(e) = announcing.await {
-                tracing::error!(error = %e, "the announcer failed");
-            }
-        }
+        self.tenure.join().await
     }
 
-    /// Applies `msgs` (possibly none: a tick or a hold deadline) and acknowledges each
+    /// Applies `msgs` (possibly none: a hold deadline) and acknowledges each
     /// message once all its events are committed. STARTED reports are held back until
     /// their task ends ([`crate::hold`]).
     pub(crate) async fn process(&mut self, msgs: Vec<Message>) -> anyhow::Result<()> {
-        let tick = msgs.is_empty();
+        let timer = msgs.is_empty();
         let now = Instant::now();
         let mut events = Vec::with_capacity(msgs.len());
         let mut ack = Vec::with_capacity(msgs.len());
@@ -139,7 +140,7 @@ impl Processor {
             ack.extend(self.hold.take(m, decoded, now, &mut events));
         }
         let (released, receipt) = self.hold.release(&events, now);
-        if events.is_empty() && released.is_empty() && !tick {
+        if events.is_empty() && released.is_empty() && !timer {
             // Nothing but held starts (and undecodable messages): no transaction.
             let results = Results {
                 acks: ack,
@@ -354,7 +355,7 @@ impl Processor {
     }
 
     /// A batch with no transition to apply (new runs, wake-ups, workers coming or
-    /// going, a tick) only admits: no transaction, and the assignments are written by
+    /// going) only admits: no transaction, and the assignments are written by
     /// one fenced statement ([`adze_store::admission::admit_fenced`]). If the last pass
     /// left the queue drained and the batch lists every task queued since (`listed`),
     /// those are assigned without reading the queue
@@ -393,11 +394,13 @@ impl Processor {
         conn: &mut PgConnection,
         workers_changed: bool,
     ) -> Result<(SlotBook, Instant), adze_store::Error> {
-        let reload_every = Duration::from_millis(self.config.tick_ms);
+        let reload_every = Duration::from_millis(self.config.slot_refresh_ms);
         Ok(match self.slots.take() {
             Some((book, at)) if !workers_changed && at.elapsed() < reload_every => (book, at),
             _ => (
-                SlotBook::load(conn, self.config.heartbeat_timeout_ms).await?,
+                SlotBook::load(conn, self.config.heartbeat_timeout_ms)
+                    .await?
+                    .starting_within(self.config.assignment_timeout_ms),
                 Instant::now(),
             ),
         })
@@ -598,7 +601,9 @@ fn ended_all(applied: &[scheduling::Applied], finished: &[FinishedRun]) -> bool 
         .all(|a| ended.contains(&(a.tenant_id, a.run_id)))
 }
 
-/// Whether the workers' slots must be read again from Postgres.
+/// Whether the workers' slots must be read again from Postgres: workers came or went,
+/// or the reaper found a task waiting although Postgres shows a free slot for it (a
+/// wake-up), which the counts in memory may have missed.
 fn workers_changed(events: &[Envelope<SchedulerEvent>]) -> bool {
     events.iter().any(|e| {
         matches!(
@@ -606,6 +611,7 @@ fn workers_changed(events: &[Envelope<SchedulerEvent>]) -> bool {
             SchedulerEvent::WorkerReady { .. }
                 | SchedulerEvent::WorkerUnavailable { .. }
                 | SchedulerEvent::WorkerLost { .. }
+                | SchedulerEvent::Wake
         )
     })
 }
@@ -646,11 +652,11 @@ pub(crate) struct Announcer {
 impl Announcer {
     /// Starts the task that publishes assignments as they come; it ends when the
     /// processor's sender is dropped, after publishing everything it was given.
-    pub(crate) fn start_assignments(deps: Deps) -> (mpsc::Sender<Orders>, JoinHandle<()>) {
+    pub(crate) fn start_assignments(deps: Deps, tenure: &Tasks) -> mpsc::Sender<Orders> {
         let (tx, mut rx) = mpsc::channel::<Orders>(16);
         let hints = adze_bus::DeadlineHints::new(deps.bus.clone());
         let me = Self { deps };
-        let task = tokio::spawn(async move {
+        tenure.critical("assignment announcer", async move {
             while let Some(orders) = rx.recv().await {
                 let deadline = adze_store::admission::earliest_deadline(&orders.assignments)
                     .into_iter()
@@ -661,17 +667,18 @@ impl Announcer {
                 me.flush().await;
                 hints.offer(deadline).await;
             }
+            Ok(())
         });
-        (tx, task)
+        tx
     }
 
     /// Starts the task that announces finished runs and acknowledges events, in batch
     /// order; it ends when the processor's sender is dropped, after handling
     /// everything it was given.
-    pub(crate) fn start_results(deps: Deps) -> (mpsc::Sender<Results>, JoinHandle<()>) {
+    pub(crate) fn start_results(deps: Deps, tenure: &Tasks) -> mpsc::Sender<Results> {
         let (tx, mut rx) = mpsc::channel::<Results>(16);
         let me = Self { deps };
-        let task = tokio::spawn(async move {
+        tenure.critical("result announcer", async move {
             while let Some(first) = rx.recv().await {
                 // Everything queued meanwhile goes out together, behind one wait for
                 // the WAL flush when any of it needs one.
@@ -697,8 +704,9 @@ impl Announcer {
                     }
                 }
             }
+            Ok(())
         });
-        (tx, task)
+        tx
     }
 
     /// Waits until the lazily committed transitions so far are durable

@@ -37,8 +37,13 @@ pub struct Config {
     pub heartbeat_timeout_ms: i64,
     /// Partition lease length.
     pub lease_ms: u64,
-    /// Admission runs at least this often even without events.
-    pub tick_ms: u64,
+    /// The free slots counted in memory are read again from Postgres when a batch
+    /// finds them older than this. There is no admission without events: a task the
+    /// scheduler was never told of is found by the reaper, which wakes it.
+    pub slot_refresh_ms: u64,
+    /// How long a worker has to start a task given to it; then the reaper gives the
+    /// task to another worker.
+    pub assignment_timeout_ms: i64,
 }
 
 impl Default for Config {
@@ -48,7 +53,8 @@ impl Default for Config {
             admit_limit: 1024,
             heartbeat_timeout_ms: 15_000,
             lease_ms: 5_000,
-            tick_ms: 1_000,
+            slot_refresh_ms: 1_000,
+            assignment_timeout_ms: adze_store::admission::DEFAULT_START_WITHIN_MS,
         }
     }
 }
@@ -113,14 +119,19 @@ async fn consume(
         .await
         .map_err(|e| anyhow::anyhow!("cannot consume events: {e}"))?
         .ready_chunks(config.batch_size);
-    let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew = tokio::time::interval(lease.renew_every());
-    let mut processor =
-        batch::Processor::new(config.clone(), deps.clone(), lease.holder().to_string());
+    // This tenure's background tasks stop it when one fails.
+    let tenure = adze_runtime::tasks::Tasks::new(shutdown.child_token());
+    let ended = tenure.shutdown().clone();
+    let mut processor = batch::Processor::new(
+        config.clone(),
+        deps.clone(),
+        lease.holder().to_string(),
+        tenure,
+    );
     let result = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = ended.cancelled() => break Ok(()),
             _ = renew.tick() => {
                 match lease.try_acquire().await {
                     Ok(true) => {}
@@ -129,11 +140,6 @@ async fn consume(
                         break Ok(());
                     }
                     Err(e) => break Err(e.into()),
-                }
-            }
-            _ = tick.tick() => {
-                if let Err(e) = processor.process(Vec::new()).await {
-                    break Err(e);
                 }
             }
             // Held STARTED reports whose task has not ended are applied on time.
@@ -160,6 +166,6 @@ async fn consume(
         }
     };
     // What committed is announced even when the loop stops.
-    processor.finish().await;
-    result
+    let finished = processor.finish().await;
+    result.and(finished)
 }

@@ -13,6 +13,9 @@
 - `conf-py-refresh`: task `extend` (execution_timeout 1 s) calls
   `ctx.refresh_timeout(timedelta(seconds=2))` after 0.5 s and finishes at 1.7 s: the run
   succeeds, past its first deadline.
+- `conf-py-release`: task `hold` sleeps 2.5 s, first calling `ctx.aio_release_slot()`
+  when its input says so. Five runs on the worker's four slots: without the release the
+  fifth starts only when a slot frees (the control), with it all five start at once.
 Prints one `ADZE-RESULT <json>` line.
 """
 
@@ -34,6 +37,7 @@ from _harness import (
 )
 from hatchet_sdk import Context, EmptyModel
 from hatchet_sdk.exceptions import FailedTaskRunExceptionGroup
+from pydantic import BaseModel
 
 hatchet = client("py/timeouts.py")
 
@@ -56,6 +60,15 @@ timeout_wf = hatchet.workflow(name="conf-py-timeout")
 cancel_wf = hatchet.workflow(name="conf-py-cancel")
 self_cancel_wf = hatchet.workflow(name="conf-py-self-cancel")
 refresh_wf = hatchet.workflow(name="conf-py-refresh")
+
+
+class HoldInput(BaseModel):
+    release: bool = False
+
+
+release_wf = hatchet.workflow(name="conf-py-release", input_validator=HoldInput)
+# When each `hold` run started (monotonic seconds), per workflow run.
+hold_started: dict[str, float] = {}
 
 
 async def sleep_noting(ctx: Context, seconds: float) -> dict[str, str]:
@@ -94,6 +107,16 @@ async def extend(input: EmptyModel, ctx: Context) -> dict[str, str]:
     await asyncio.sleep(0.5)
     ctx.refresh_timeout(timedelta(seconds=2))
     return await sleep_noting(ctx, 1.2)
+
+
+@release_wf.task(execution_timeout=timedelta(seconds=60))
+async def hold(input: HoldInput, ctx: Context) -> dict[str, bool]:
+    with seen_lock:
+        hold_started[ctx.workflow_run_id] = time.monotonic()
+    if input.release:
+        await ctx.aio_release_slot()
+    await asyncio.sleep(2.5)
+    return {"released": input.release}
 
 
 def wait_until(predicate, seconds: float) -> bool:
@@ -188,18 +211,49 @@ def check_refresh(checks: Checks) -> None:
     checks.expect_equal("it was not stopped", notes(ref.workflow_run_id).count("cancelled"), 0)
 
 
+def start_spread(release: bool) -> float:
+    """Runs five `hold` runs on the four slots; seconds between the first and the
+    last start."""
+    refs = release_wf.run_many(
+        [release_wf.create_bulk_run_item(input=HoldInput(release=release)) for _ in range(5)],
+        wait_for_result=False,
+    )
+    for ref in refs:
+        ref.result()
+    with seen_lock:
+        starts = [hold_started[ref.workflow_run_id] for ref in refs]
+    return max(starts) - min(starts)
+
+
+def check_release_slot(checks: Checks) -> None:
+    log("running conf-py-release: five 2.5 s runs on four slots, without and with release")
+    held = start_spread(release=False)
+    checks.observe("start_spread_holding_s", round(held, 2))
+    checks.check(
+        "without a release the fifth run waits for a slot", held >= 2.0, f"spread {held:.2f} s"
+    )
+    released = start_spread(release=True)
+    checks.observe("start_spread_released_s", round(released, 2))
+    checks.check(
+        "after ctx.aio_release_slot() the fifth run starts at once",
+        released < 1.5,
+        f"spread {released:.2f} s",
+    )
+
+
 def main() -> int:
     def checks_of(checks: Checks) -> None:
         check_timeout(checks)
         check_external_cancel(checks)
         check_self_cancel(checks)
         check_refresh(checks)
+        check_release_slot(checks)
 
     return run_with_worker(
         "py/timeouts.py",
         hatchet,
         "conf-py-timeouts-worker",
-        [timeout_wf, cancel_wf, self_cancel_wf, refresh_wf],
+        [timeout_wf, cancel_wf, self_cancel_wf, refresh_wf, release_wf],
         checks_of,
     )
 

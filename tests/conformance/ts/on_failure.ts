@@ -6,6 +6,9 @@
  * - `conf-ts-on-failure`: task `explode` throws; the workflow's onFailure task runs
  *   exactly once, after the failure, and `ctx.errors()` holds explode's error; the run
  *   fails. With `{calm: true}` the run succeeds and onFailure never runs.
+ * - `conf-ts-replay`: a DAG first → flaky → last whose `flaky` fails the first time it
+ *   runs for a run; the run fails and `last` never runs. `hatchet.runs.replay({ids})`
+ *   runs flaky again and then last, with flaky's new output; first does not run again.
  * Prints one `ADZE-RESULT <json>` line.
  */
 import {
@@ -53,10 +56,45 @@ async function main(): Promise<void> {
     },
   });
 
+  // conf-ts-replay: calls per task name and run id.
+  const replayCalls = new Map<string, number>();
+  const called = (task: string, runId: string): number => {
+    const n = (replayCalls.get(`${task}:${runId}`) ?? 0) + 1;
+    replayCalls.set(`${task}:${runId}`, n);
+    return n;
+  };
+  const callCount = (task: string, runId: string) => replayCalls.get(`${task}:${runId}`) ?? 0;
+  const lastSaw = new Map<string, unknown>();
+  const dag = hatchet.workflow({ name: 'conf-ts-replay' });
+  const first = dag.task({
+    name: 'first',
+    fn: (_input, ctx) => ({ n: called('first', ctx.workflowRunId()) }),
+  });
+  const flaky = dag.task({
+    name: 'flaky',
+    parents: [first],
+    retries: 0,
+    fn: (_input, ctx) => {
+      const n = called('flaky', ctx.workflowRunId());
+      if (n === 1) throw new Error('conformance: flaky fails its first time');
+      return { attempt: n };
+    },
+  });
+  dag.task({
+    name: 'last',
+    parents: [flaky],
+    fn: async (_input, ctx) => {
+      const runId = ctx.workflowRunId();
+      called('last', runId);
+      lastSaw.set(runId, await ctx.parentOutput(flaky));
+      return { done: true };
+    },
+  });
+
   const pause = watchPause(hatchet);
   let running: RunningWorker | undefined;
   try {
-    running = await startWorker(hatchet, 'conf-ts-on-failure-worker', [wf]);
+    running = await startWorker(hatchet, 'conf-ts-on-failure-worker', [wf, dag]);
     checks.check('worker registered', true);
 
     log('running conf-ts-on-failure (explode throws)');
@@ -90,6 +128,28 @@ async function main(): Promise<void> {
     const calmId = await calm.getWorkflowRunId();
     await calm.output;
     checks.expectEqual('no onFailure for a run that succeeded', handled.get(calmId), undefined);
+
+    log('running conf-ts-replay (flaky fails once), then replaying it');
+    const replayed = await dag.runNoWait({});
+    const replayedId = await replayed.getWorkflowRunId();
+    let failure: unknown;
+    try {
+      await replayed.output;
+    } catch (e) {
+      failure = e;
+    }
+    checks.check('the DAG run fails at flaky', failure !== undefined, describeError(failure));
+    checks.expectEqual('last did not run', callCount('last', replayedId), 0);
+    await hatchet.runs.replay({ ids: [replayedId] });
+    for (let i = 0; i < 200 && callCount('last', replayedId) === 0; i++) await sleep(100);
+    checks.expectEqual('after the replay, last ran once', callCount('last', replayedId), 1);
+    checks.expectEqual('flaky ran twice', callCount('flaky', replayedId), 2);
+    checks.expectEqual('first did not run again', callCount('first', replayedId), 1);
+    checks.expectEqual(
+      "last read the replayed flaky's output",
+      lastSaw.get(replayedId),
+      { attempt: 2 }
+    );
   } catch (e) {
     log(e instanceof Error ? (e.stack ?? e.message) : describeError(e));
     checks.check('no unexpected error', false, describeError(e));
