@@ -60,12 +60,24 @@ pub struct Due {
     pub timeout_ms: i64,
 }
 
-/// The earliest deadline of any kind, passed or not: of a task ([`DeadlineKind`]) or
-/// of a worker that would be lost then unless heard from.
-pub async fn earliest(
-    db: impl PgExecutor<'_>,
-    workers: WorkerGrace,
-) -> Result<Option<DateTime<Utc>>> {
+/// The earliest deadlines, passed or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Earliest {
+    /// Of a task ([`DeadlineKind`]).
+    pub task: Option<DateTime<Utc>>,
+    /// When a worker would be lost unless heard from.
+    pub worker: Option<DateTime<Utc>>,
+}
+
+impl Earliest {
+    /// The earlier of the two.
+    pub fn any(&self) -> Option<DateTime<Utc>> {
+        self.task.into_iter().chain(self.worker).min()
+    }
+}
+
+/// The earliest deadline of each kind of thing, in one round trip.
+pub async fn earliest(db: impl PgExecutor<'_>, workers: WorkerGrace) -> Result<Earliest> {
     // One pass over the in-flight rows for both of their deadlines.
     static EARLIEST: Sql = Sql::new(
         r#"SELECT least(
@@ -73,28 +85,35 @@ pub async fn earliest(
                                CASE WHEN status = {assigned} THEN start_deadline END))
               FROM tasks WHERE status IN ({slot_holding})),
              (SELECT min(schedule_deadline) FROM tasks
-              WHERE status = {queued} AND schedule_deadline IS NOT NULL),
+              WHERE status = {queued} AND schedule_deadline IS NOT NULL)) AS task,
              (SELECT min(last_heartbeat_at + CASE WHEN status = {worker_disconnected}
                                                   THEN $1 ELSE $2 END * interval '1 millisecond')
-              FROM workers WHERE status IN ({worker_present}) OR status = {worker_disconnected}))"#,
+              FROM workers WHERE status IN ({worker_present}) OR status = {worker_disconnected}) AS worker"#,
     );
-    Ok(sqlx::query(EARLIEST.text())
+    let row = sqlx::query(EARLIEST.text())
         .bind(workers.disconnected_ms as f64)
         .bind(workers.silent_ms as f64)
         .fetch_one(db)
-        .await?
-        .try_get(0)?)
+        .await?;
+    Ok(Earliest {
+        task: row.try_get("task")?,
+        worker: row.try_get("worker")?,
+    })
 }
 
 /// Locks up to `limit` deadlines of each kind that are due at `now`, earliest first,
 /// skipping rows another transaction holds. Call inside a transaction; see the module.
 pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>> {
-    static EXECUTION: Sql = Sql::new(
-        r#"SELECT tenant_id, id, attempt, execution_deadline AS deadline,
-                  COALESCE(execution_timeout_ms, 0) AS timeout_ms
+    // Both deadlines of attempts on workers in one read of the in-flight rows.
+    static ON_WORKERS: Sql = Sql::new(
+        r#"SELECT tenant_id, id, attempt, execution_deadline,
+                  COALESCE(execution_timeout_ms, 0) AS execution_ms,
+                  CASE WHEN status = {assigned} THEN start_deadline END AS start_deadline,
+                  COALESCE((extract(epoch FROM start_deadline - assigned_at) * 1000)::bigint, 0) AS start_ms
            FROM tasks
-           WHERE status IN ({slot_holding}) AND execution_deadline IS NOT NULL AND execution_deadline <= $1
-           ORDER BY execution_deadline
+           WHERE status IN ({slot_holding})
+             AND (execution_deadline <= $1 OR (status = {assigned} AND start_deadline <= $1))
+           ORDER BY least(execution_deadline, CASE WHEN status = {assigned} THEN start_deadline END)
            LIMIT $2
            FOR UPDATE SKIP LOCKED"#,
     );
@@ -107,36 +126,50 @@ pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -
            LIMIT $2
            FOR UPDATE SKIP LOCKED"#,
     );
-    static START: Sql = Sql::new(
-        r#"SELECT tenant_id, id, attempt, start_deadline AS deadline,
-                  COALESCE((extract(epoch FROM start_deadline - assigned_at) * 1000)::bigint, 0) AS timeout_ms
-           FROM tasks
-           WHERE status = {assigned} AND start_deadline IS NOT NULL AND start_deadline <= $1
-           ORDER BY start_deadline
-           LIMIT $2
-           FOR UPDATE SKIP LOCKED"#,
-    );
     let mut due = Vec::new();
-    for (sql, kind) in [
-        (&EXECUTION, DeadlineKind::Execution),
-        (&SCHEDULE, DeadlineKind::Schedule),
-        (&START, DeadlineKind::Start),
-    ] {
-        let rows = sqlx::query(sql.text())
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?;
-        for r in rows {
-            due.push(Due {
-                tenant_id: r.try_get("tenant_id")?,
-                task_id: r.try_get("id")?,
-                attempt: r.try_get("attempt")?,
-                kind,
-                deadline: r.try_get("deadline")?,
-                timeout_ms: r.try_get("timeout_ms")?,
-            });
+    let rows = sqlx::query(ON_WORKERS.text())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    for r in rows {
+        let (tenant_id, task_id, attempt) = (
+            r.try_get("tenant_id")?,
+            r.try_get("id")?,
+            r.try_get("attempt")?,
+        );
+        let execution: Option<DateTime<Utc>> = r.try_get("execution_deadline")?;
+        let start: Option<DateTime<Utc>> = r.try_get("start_deadline")?;
+        for (deadline, kind, ms) in [
+            (execution, DeadlineKind::Execution, "execution_ms"),
+            (start, DeadlineKind::Start, "start_ms"),
+        ] {
+            if let Some(deadline) = deadline.filter(|d| *d <= now) {
+                due.push(Due {
+                    tenant_id,
+                    task_id,
+                    attempt,
+                    kind,
+                    deadline,
+                    timeout_ms: r.try_get(ms)?,
+                });
+            }
         }
+    }
+    let rows = sqlx::query(SCHEDULE.text())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    for r in rows {
+        due.push(Due {
+            tenant_id: r.try_get("tenant_id")?,
+            task_id: r.try_get("id")?,
+            attempt: r.try_get("attempt")?,
+            kind: DeadlineKind::Schedule,
+            deadline: r.try_get("deadline")?,
+            timeout_ms: r.try_get("timeout_ms")?,
+        });
     }
     Ok(due)
 }

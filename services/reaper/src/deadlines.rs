@@ -64,16 +64,22 @@ impl DeadlineLoop {
         // When to look for stranded tasks next: at once, then at a tenant's repair
         // deadline or after the longest idle time.
         let mut look_at = self.clock.now();
+        // When a worker may be lost next: checked at once, then as read.
+        let mut workers_due = Some(self.clock.now());
         loop {
-            let claimed = self.claim_due().await? + self.lost_workers().await?;
+            let mut claimed = self.claim_due().await?;
+            if workers_due.is_some_and(|at| at <= self.clock.now()) {
+                claimed += self.lost_workers().await?;
+            }
             retries_seen = self.wake_for_retries(retries_seen).await?;
             let now = self.clock.now();
             if now >= look_at {
                 look_at = self.wake_stranded().await?.unwrap_or(now + max_idle);
             }
-            let next = deadlines::earliest(&self.deps.pool, self.grace()).await?;
+            let earliest = deadlines::earliest(&self.deps.pool, self.grace()).await?;
+            workers_due = earliest.worker;
             let next_retry = deadlines::next_retry(&self.deps.pool, retries_seen).await?;
-            let until = match next.into_iter().chain(next_retry).min() {
+            let until = match earliest.any().into_iter().chain(next_retry).min() {
                 // Due, yet nothing was claimed: another reaper holds those rows.
                 Some(next) if next <= now && claimed == 0 => {
                     now + chrono::Duration::from_std(HELD_ELSEWHERE).unwrap_or_default()
