@@ -436,3 +436,38 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
         .to_path_buf()
 }
+
+/// Admission passes through the scheduler's pipeline with no stage, as the scheduler
+/// runs them, for tests that drive the store without a scheduler.
+pub mod admit {
+    use adze_scheduler::admission::{Pipeline, SlotBook, Source};
+    use adze_store::admission::{Assignment, Fence};
+    use adze_store::runs::ReadyTask;
+    use sqlx::PgConnection;
+
+    /// A pass over the queue: at most `limit` tasks, fenced when `fence` is given.
+    pub async fn queue(
+        conn: &mut PgConnection,
+        book: &mut SlotBook,
+        limit: i64,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Assignment>, adze_store::Error> {
+        let pass = Pipeline::new()
+            .admit(conn, book, Source::Queue { limit }, fence)
+            .await?;
+        Ok(pass.assignments)
+    }
+
+    /// A fenced pass over exactly `ready`, without reading the queue.
+    pub async fn listed(
+        conn: &mut PgConnection,
+        book: &mut SlotBook,
+        ready: &[ReadyTask],
+        fence: &Fence,
+    ) -> Result<Vec<Assignment>, adze_store::Error> {
+        let pass = Pipeline::new()
+            .admit(conn, book, Source::Listed(ready), Some(fence))
+            .await?;
+        Ok(pass.assignments)
+    }
+}

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use adze_core::backoff::RetryPolicy;
 use adze_core::{TaskEvent, TaskStatus};
-use adze_store::admission::SlotBook;
+use adze_scheduler::admission::SlotBook;
 use adze_store::scheduling::{TaskEventRow, finalize_applied};
 use adze_tests::{TestEnv, one_task_workflow};
 use proptest::prelude::*;
@@ -76,7 +76,7 @@ struct Ledger {
 
 async fn admit(w: &World, book: &mut SlotBook, ledger: &mut Ledger) {
     let mut conn = w.env.pool.acquire().await.expect("conn");
-    let assigned = adze_store::admission::admit(&mut conn, book, 1_000)
+    let assigned = adze_tests::admit::queue(&mut conn, book, 1_000, None)
         .await
         .expect("admit");
     for a in assigned {

@@ -52,10 +52,10 @@ async fn a_deadline_is_reported_when_the_clock_passes_it_and_not_before() {
     // Assigned to a worker: its execution deadline is ten seconds away.
     env.active_worker(&["clocked:t"], 1).await;
     let mut conn = env.pool.acquire().await.expect("conn");
-    let mut book = adze_store::admission::SlotBook::load(&mut conn, 60_000)
+    let mut book = adze_scheduler::admission::SlotBook::load(&mut conn, 60_000)
         .await
         .expect("book");
-    let assigned = adze_store::admission::admit(&mut conn, &mut book, 10)
+    let assigned = adze_tests::admit::queue(&mut conn, &mut book, 10, None)
         .await
         .expect("admit");
     assert_eq!(assigned.len(), 1);
@@ -228,11 +228,11 @@ async fn lost_work_is_found_at_its_deadline_and_not_before() {
     // One slot: one task is assigned (20 s to start it), the other waits for the slot.
     let worker = env.active_worker(&["lost:t"], 1).await;
     let mut conn = env.pool.acquire().await.expect("conn");
-    let mut book = adze_store::admission::SlotBook::load(&mut conn, 60_000)
+    let mut book = adze_scheduler::admission::SlotBook::load(&mut conn, 60_000)
         .await
         .expect("book")
         .starting_within(20_000);
-    let assigned = adze_store::admission::admit(&mut conn, &mut book, 10)
+    let assigned = adze_tests::admit::queue(&mut conn, &mut book, 10, None)
         .await
         .expect("admit");
     assert_eq!(assigned.len(), 1);

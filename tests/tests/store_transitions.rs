@@ -252,10 +252,10 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
 /// One admission pass with free slots read from Postgres, committed.
 async fn admit(env: &TestEnv) -> Vec<adze_store::admission::Assignment> {
     let mut tx = env.pool.begin().await.expect("tx");
-    let mut book = adze_store::admission::SlotBook::load(&mut tx, 60_000)
+    let mut book = adze_scheduler::admission::SlotBook::load(&mut tx, 60_000)
         .await
         .expect("slots");
-    let assigned = adze_store::admission::admit(&mut tx, &mut book, 10)
+    let assigned = adze_tests::admit::queue(&mut tx, &mut book, 10, None)
         .await
         .expect("admit");
     tx.commit().await.expect("commit");
@@ -311,7 +311,8 @@ async fn a_start_and_end_in_one_batch_are_written_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_admission_writes_only_under_the_lease() {
-    use adze_store::admission::{Fence, SlotBook, admit_fenced};
+    use adze_scheduler::admission::SlotBook;
+    use adze_store::admission::Fence;
     let (env, run) = env_with_run().await;
     let a: Uuid =
         sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1 AND readable_id = 'a'")
@@ -340,7 +341,7 @@ async fn a_fenced_admission_writes_only_under_the_lease() {
             .expect("lease");
             let mut conn = pool.acquire().await.expect("conn");
             let mut book = SlotBook::load(&mut conn, 60_000).await.expect("slots");
-            admit_fenced(&mut conn, &mut book, 10, &fence).await
+            adze_tests::admit::queue(&mut conn, &mut book, 10, Some(&fence)).await
         }
     };
     // Someone else holds the lease: the statement fails and writes nothing.
@@ -359,7 +360,7 @@ async fn a_fenced_admission_writes_only_under_the_lease() {
     // The slot is taken: nothing more to admit, and no lease check needed for that.
     let mut book = SlotBook::load(&mut conn, 60_000).await.expect("slots");
     assert!(
-        admit_fenced(&mut conn, &mut book, 10, &fence)
+        adze_tests::admit::queue(&mut conn, &mut book, 10, Some(&fence))
             .await
             .expect("admit")
             .is_empty()
@@ -456,7 +457,8 @@ async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_honest() {
-    use adze_store::admission::{Fence, SlotBook, admit_fenced, admit_listed};
+    use adze_scheduler::admission::SlotBook;
+    use adze_store::admission::Fence;
     use adze_store::runs::{NewRun, create_runs_multi};
     let (env, first) = env_with_run().await;
     let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
@@ -490,7 +492,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     let mut conn = env.pool.acquire().await.expect("conn");
     let mut book = SlotBook::load(&mut conn, 60_000).await.expect("slots");
     // A full pass: one task for two slots, so the queue is drained.
-    let assigned = admit_fenced(&mut conn, &mut book, 10, &fence)
+    let assigned = adze_tests::admit::queue(&mut conn, &mut book, 10, Some(&fence))
         .await
         .expect("admit");
     assert_eq!(assigned[0].task_id, root(first).await);
@@ -516,7 +518,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     assert!(created.ready.iter().all(|t| t.action_id == "fsm:a"));
 
     // Only the listed task is assigned, although two are queued: the queue is not read.
-    let assigned = admit_listed(&mut conn, &mut book, &created.ready[1..2], &fence)
+    let assigned = adze_tests::admit::listed(&mut conn, &mut book, &created.ready[1..2], &fence)
         .await
         .expect("listed");
     assert_eq!(assigned.len(), 1);
@@ -529,7 +531,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     assert_eq!(book.total_free(), 0);
 
     // The worker is full: the listed task stays queued and the queue is not drained.
-    let assigned = admit_listed(&mut conn, &mut book, &created.ready[2..], &fence)
+    let assigned = adze_tests::admit::listed(&mut conn, &mut book, &created.ready[2..], &fence)
         .await
         .expect("listed");
     assert!(assigned.is_empty());
@@ -539,7 +541,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     // A listed task no longer queued (a notice delivered twice) is not assigned again,
     // and the slot matched to it is given back.
     book.release(worker);
-    let assigned = admit_listed(&mut conn, &mut book, &created.ready[1..2], &fence)
+    let assigned = adze_tests::admit::listed(&mut conn, &mut book, &created.ready[1..2], &fence)
         .await
         .expect("listed");
     assert!(assigned.is_empty());
@@ -551,7 +553,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
         .execute(&env.pool)
         .await
         .expect("steal");
-    let err = admit_listed(&mut conn, &mut book, &created.ready[2..], &fence)
+    let err = adze_tests::admit::listed(&mut conn, &mut book, &created.ready[2..], &fence)
         .await
         .expect_err("fenced");
     assert!(matches!(err, adze_store::Error::Db(_)), "{err:?}");

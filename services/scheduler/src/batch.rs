@@ -13,7 +13,9 @@ use adze_bus::messages::{
 use adze_bus::{Envelope, decode};
 use adze_core::{TaskEvent, TaskStatus};
 use adze_runtime::tasks::Tasks;
-use adze_store::admission::{Assignment, Fence, SlotBook};
+use adze_store::admission::{Assignment, Fence};
+
+use crate::admission::{Pipeline, SlotBook, Source};
 use adze_store::runs::ReadyTask;
 use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
 use async_nats::jetstream::Message;
@@ -44,6 +46,8 @@ pub(crate) struct Processor {
     tenure: Tasks,
     /// STARTED reports held back until their task ends.
     hold: StartHold<Message>,
+    /// Admission: from ready tasks to assignments.
+    pipeline: Pipeline,
 }
 
 /// What a committed batch must announce.
@@ -108,6 +112,7 @@ impl Processor {
             deps,
             slots: None,
             hold: StartHold::new(),
+            pipeline: Pipeline::new(),
         }
     }
 
@@ -271,7 +276,14 @@ impl Processor {
         let assignments = if book.drained() && reports_only && ended_all(&applied, &finished) {
             Vec::new()
         } else {
-            adze_store::admission::admit(&mut tx, &mut book, self.config.admit_limit).await?
+            let source = Source::Queue {
+                limit: self.config.admit_limit,
+            };
+            let pass = self
+                .pipeline
+                .admit(&mut tx, &mut book, source, None)
+                .await?;
+            pass.assignments
         };
         tx.commit().await?;
         self.slots = Some((book, loaded_at));
@@ -291,7 +303,7 @@ impl Processor {
     /// While the queue is drained, a batch of worker reports (STARTED, COMPLETED: the
     /// hot path) and of new runs that list their ready tasks needs no transaction.
     /// The new tasks are assigned first, by one fenced statement without reading the
-    /// queue ([`adze_store::admission::admit_listed`]), and announced at once, before
+    /// queue ([`Source::Listed`]), and announced at once, before
     /// the reports are written: a trigger does not wait for the completions that
     /// arrived with it. The reports' transitions are then written by fenced
     /// statements, each its own transaction
@@ -306,11 +318,15 @@ impl Processor {
     ) -> Result<Option<Outcome>, adze_store::Error> {
         let (mut book, loaded_at) = self.slot_book(conn, false).await?;
         if !ready.is_empty() {
-            let admitted =
-                adze_store::admission::admit_listed(conn, &mut book, &ready, &self.fence).await;
-            let Some(assignments) = fenced(admitted)? else {
+            let source = Source::Listed(&ready);
+            let admitted = self
+                .pipeline
+                .admit(conn, &mut book, source, Some(&self.fence))
+                .await;
+            let Some(pass) = fenced(admitted)? else {
                 return Ok(None);
             };
+            let assignments = pass.assignments;
             // Committed: announced now, before the reports are written; the batch's
             // events are acknowledged with the rest of its outcome.
             let orders = Orders {
@@ -336,12 +352,15 @@ impl Processor {
             Vec::new()
         } else {
             let limit = self.config.admit_limit;
-            let admitted =
-                adze_store::admission::admit_fenced(conn, &mut book, limit, &self.fence).await;
-            let Some(assignments) = fenced(admitted)? else {
+            let source = Source::Queue { limit };
+            let admitted = self
+                .pipeline
+                .admit(conn, &mut book, source, Some(&self.fence))
+                .await;
+            let Some(pass) = fenced(admitted)? else {
                 return Ok(None);
             };
-            assignments
+            pass.assignments
         };
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
@@ -356,10 +375,10 @@ impl Processor {
 
     /// A batch with no transition to apply (new runs, wake-ups, workers coming or
     /// going) only admits: no transaction, and the assignments are written by
-    /// one fenced statement ([`adze_store::admission::admit_fenced`]). If the last pass
+    /// one fenced statement. If the last pass
     /// left the queue drained and the batch lists every task queued since (`listed`),
     /// those are assigned without reading the queue
-    /// ([`adze_store::admission::admit_listed`]). None when the lease is no longer held.
+    /// ([`Source::Listed`]). None when the lease is no longer held.
     async fn admit_only(
         &mut self,
         conn: &mut PgConnection,
@@ -368,15 +387,18 @@ impl Processor {
     ) -> Result<Option<Outcome>, adze_store::Error> {
         let (mut book, loaded_at) = self.slot_book(conn, workers_changed).await?;
         let limit = self.config.admit_limit;
-        let admitted = match listed {
-            Some(ready) if book.drained() && ready.len() as i64 <= limit => {
-                adze_store::admission::admit_listed(conn, &mut book, &ready, &self.fence).await
-            }
-            _ => adze_store::admission::admit_fenced(conn, &mut book, limit, &self.fence).await,
+        let source = match &listed {
+            Some(ready) if book.drained() && ready.len() as i64 <= limit => Source::Listed(ready),
+            _ => Source::Queue { limit },
         };
-        let Some(assignments) = fenced(admitted)? else {
+        let admitted = self
+            .pipeline
+            .admit(conn, &mut book, source, Some(&self.fence))
+            .await;
+        let Some(pass) = fenced(admitted)? else {
             return Ok(None);
         };
+        let assignments = pass.assignments;
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
             orders: Orders {

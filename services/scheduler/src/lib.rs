@@ -13,6 +13,7 @@
 //! (`adze_store::fence::wait_durable`), so nothing is acknowledged that a Postgres crash
 //! could still undo.
 
+pub mod admission;
 mod batch;
 mod hold;
 mod lease;

@@ -1,0 +1,322 @@
+//! Admission, the scheduler's pipeline from ready tasks to assignments:
+//!
+//! 1. **source**: the head of each (tenant, action) queue some worker with a free
+//!    slot serves ([`Source::Queue`]), or the tasks a batch of new runs listed, when
+//!    the last pass left the queue drained ([`Source::Listed`]: the queue is not
+//!    read);
+//! 2. **stages** ([`Stage`], one file each): each admits candidates or holds them back
+//!    with a typed [`WaitReason`];
+//! 3. **matchmake** ([`matchmake`]): each admitted candidate goes to a capable worker
+//!    with a free slot ([`SlotBook`]);
+//! 4. **assign**: one statement writes the assignments
+//!    ([`adze_store::admission::assign`]).
+//!
+//! When a stage holds back the head of a queue and its workers still have free
+//! slots, the queue is read again behind what was read, so held-back tasks never
+//! block runnable ones behind them. Whether the pass left the queue drained is
+//! decided at the end from what was read, held back and left unplaced. With no
+//! stage configured the candidates go straight to matchmaking: the common case costs
+//! what it cost before there were stages.
+
+mod matchmake;
+mod slots;
+mod stage;
+
+use std::collections::{HashMap, HashSet};
+
+use adze_core::WaitReason;
+use adze_store::admission::{Ask, Assignment, Candidate, Fence, Match, QueuePosition};
+use adze_store::runs::ReadyTask;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub use slots::SlotBook;
+pub use stage::{Stage, Verdict};
+
+use matchmake::matchmake;
+
+/// Most reads of the queue in one pass (the first, then behind held-back tasks).
+const MAX_ROUNDS: usize = 4;
+
+/// Where a pass takes its candidates from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// The ready queue: at most `limit` tasks, and no more per (tenant, action) than
+    /// the free slots of the workers serving it.
+    Queue {
+        /// Most tasks admitted in the pass.
+        limit: i64,
+    },
+    /// Exactly these tasks, in queue order: everything queued since a pass that left
+    /// the queue drained. The queue is not read.
+    Listed(&'a [ReadyTask]),
+}
+
+/// A task a stage held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferred {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Task.
+    pub task_id: Uuid,
+    /// Why it waits.
+    pub reason: WaitReason,
+}
+
+/// What one pass decided.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Written assignments, to announce once they are committed.
+    pub assignments: Vec<Assignment>,
+    /// Tasks held back by a stage.
+    pub deferred: Vec<Deferred>,
+}
+
+/// The admission pipeline: its stages, in order.
+#[derive(Default)]
+pub struct Pipeline {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.stages.iter().map(|s| s.name()).collect();
+        f.debug_struct("Pipeline").field("stages", &names).finish()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline with no stage: matchmaking only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a stage after the existing ones.
+    pub fn with_stage(mut self, stage: impl Stage + 'static) -> Self {
+        self.stages.push(Box::new(stage));
+        self
+    }
+
+    /// One admission pass: takes slots of `book` for what it assigns and records in it
+    /// whether the queue is left drained. Fenced, the assignments are one statement
+    /// that writes nothing unless `fence` holds the lease; without a fence, call it
+    /// inside a transaction and announce the assignments only after the commit. If it
+    /// fails, `book` is stale and must be reloaded.
+    pub async fn admit(
+        &self,
+        conn: &mut PgConnection,
+        book: &mut SlotBook,
+        source: Source<'_>,
+        fence: Option<&Fence>,
+    ) -> Result<Pass, adze_store::Error> {
+        book.drained = false;
+        match source {
+            Source::Queue { limit } => self.admit_queue(conn, book, limit, fence).await,
+            Source::Listed(ready) => self.admit_list(conn, book, ready, fence).await,
+        }
+    }
+
+    /// Runs the stages over `candidates`: what all of them admitted, and what one held
+    /// back.
+    async fn stages(
+        &self,
+        conn: &mut PgConnection,
+        candidates: Vec<Candidate>,
+    ) -> Result<Verdict, adze_store::Error> {
+        let mut verdict = Verdict {
+            admitted: candidates,
+            deferred: Vec::new(),
+        };
+        for stage in &self.stages {
+            if verdict.admitted.is_empty() {
+                break;
+            }
+            let next = stage.admit(conn, verdict.admitted).await?;
+            verdict.admitted = next.admitted;
+            verdict.deferred.extend(next.deferred);
+        }
+        Ok(verdict)
+    }
+
+    async fn admit_queue(
+        &self,
+        conn: &mut PgConnection,
+        book: &mut SlotBook,
+        limit: i64,
+        fence: Option<&Fence>,
+    ) -> Result<Pass, adze_store::Error> {
+        let total = book.total_free();
+        if total == 0 {
+            return Ok(Pass::default());
+        }
+        // Actions only full workers serve are not asked for: nothing is known of them.
+        let asked_all = book
+            .workers
+            .iter()
+            .all(|w| w.free > 0 || w.actions.iter().all(|a| free_for(book, w.tenant_id, a) > 0));
+        // Slots to fill in this pass: no read asks for more.
+        let mut budget = limit.min(total);
+        let mut wanted: HashMap<(Uuid, &str), i64> = HashMap::new();
+        for w in book.workers.iter().filter(|w| w.free > 0) {
+            for a in &w.actions {
+                *wanted.entry((w.tenant_id, a.as_str())).or_default() += w.free;
+            }
+        }
+        let mut asks: Vec<Ask> = wanted
+            .into_iter()
+            .map(|((tenant_id, action), n)| Ask {
+                tenant_id,
+                action_id: action.to_string(),
+                n: n.min(budget),
+                after: None,
+            })
+            .collect();
+        let mut pass = Pass::default();
+        let mut matched = Vec::new();
+        // Queues that may hold more ready tasks than were read from them.
+        let mut open: HashSet<(Uuid, String)> = HashSet::new();
+        let mut unplaced = false;
+        // Every task read so far: a queue read again skips them.
+        let mut seen: Vec<Uuid> = Vec::new();
+        for round in 1..=MAX_ROUNDS {
+            let read = adze_store::admission::candidates(conn, &asks, budget, &seen).await?;
+            // The pass's limit cut the read short: any queue may hold more.
+            let truncated = read.len() as i64 >= budget;
+            let mut got: HashMap<(Uuid, &str), (i64, Option<QueuePosition>)> = HashMap::new();
+            for c in &read {
+                let e = got.entry((c.tenant_id, c.action_id.as_str())).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(c.position);
+            }
+            let mut last = HashMap::new();
+            for a in &asks {
+                let (n, position) = got
+                    .get(&(a.tenant_id, a.action_id.as_str()))
+                    .copied()
+                    .unwrap_or_default();
+                let key = (a.tenant_id, a.action_id.clone());
+                // A queue that gave all that was asked of it may hold more.
+                if n >= a.n.min(budget) || truncated {
+                    open.insert(key.clone());
+                } else {
+                    open.remove(&key);
+                }
+                last.insert(key, position.or(a.after));
+            }
+            if !self.stages.is_empty() {
+                seen.extend(read.iter().map(|c| c.id));
+            }
+            let verdict = self.stages(conn, read).await?;
+            let (m, left) = matchmake(verdict.admitted, book);
+            budget -= m.len() as i64;
+            matched.extend(m);
+            unplaced |= !left.is_empty();
+            let held: HashSet<(Uuid, String)> = verdict
+                .deferred
+                .iter()
+                .map(|(c, _)| (c.tenant_id, c.action_id.clone()))
+                .collect();
+            pass.deferred
+                .extend(verdict.deferred.into_iter().map(deferred));
+            if round == MAX_ROUNDS || budget <= 0 || held.is_empty() {
+                break;
+            }
+            // Read again behind what was read, where a stage held tasks back and
+            // workers still have room.
+            asks = held
+                .into_iter()
+                .filter(|key| open.contains(key))
+                .filter_map(|(tenant_id, action_id)| {
+                    let n = free_for(book, tenant_id, &action_id).min(budget);
+                    let after = last.get(&(tenant_id, action_id.clone())).copied().flatten();
+                    (n > 0).then_some(Ask {
+                        tenant_id,
+                        action_id,
+                        n,
+                        after,
+                    })
+                })
+                .collect();
+            if asks.is_empty() {
+                break;
+            }
+        }
+        pass.assignments = assign_settled(conn, book, matched, fence).await?;
+        book.drained = asked_all && open.is_empty() && !unplaced && pass.deferred.is_empty();
+        Ok(pass)
+    }
+
+    async fn admit_list(
+        &self,
+        conn: &mut PgConnection,
+        book: &mut SlotBook,
+        ready: &[ReadyTask],
+        fence: Option<&Fence>,
+    ) -> Result<Pass, adze_store::Error> {
+        let serving: HashSet<(Uuid, &str)> = book
+            .workers
+            .iter()
+            .flat_map(|w| w.actions.iter().map(|a| (w.tenant_id, a.as_str())))
+            .collect();
+        let served = ready
+            .iter()
+            .filter(|t| serving.contains(&(t.tenant_id, t.action_id.as_str())))
+            .count();
+        let candidates = ready
+            .iter()
+            .map(|t| Candidate {
+                tenant_id: t.tenant_id,
+                id: t.task_id,
+                action_id: t.action_id.clone(),
+                position: None,
+            })
+            .collect();
+        let verdict = self.stages(conn, candidates).await?;
+        let (matched, _) = matchmake(verdict.admitted, book);
+        let assignments = assign_settled(conn, book, matched, fence).await?;
+        book.drained = assignments.len() == served && verdict.deferred.is_empty();
+        Ok(Pass {
+            assignments,
+            deferred: verdict.deferred.into_iter().map(deferred).collect(),
+        })
+    }
+}
+
+fn deferred((c, reason): (Candidate, WaitReason)) -> Deferred {
+    Deferred {
+        tenant_id: c.tenant_id,
+        task_id: c.id,
+        reason,
+    }
+}
+
+/// Free slots of the tenant's workers that serve `action`.
+fn free_for(book: &SlotBook, tenant_id: Uuid, action: &str) -> i64 {
+    book.workers
+        .iter()
+        .filter(|w| w.tenant_id == tenant_id && w.free > 0 && w.actions.iter().any(|a| a == action))
+        .map(|w| w.free)
+        .sum()
+}
+
+/// Writes `matched`, giving back to `book` the slot of every match the statement did
+/// not assign (its task was no longer queued).
+async fn assign_settled(
+    conn: &mut PgConnection,
+    book: &mut SlotBook,
+    matched: Vec<(Candidate, Match)>,
+    fence: Option<&Fence>,
+) -> Result<Vec<Assignment>, adze_store::Error> {
+    let matches: Vec<Match> = matched.into_iter().map(|(_, m)| m).collect();
+    let assigned =
+        adze_store::admission::assign(conn, &matches, book.start_within_ms, fence).await?;
+    if assigned.len() < matches.len() {
+        let done: HashSet<Uuid> = assigned.iter().map(|a| a.task_id).collect();
+        for m in &matches {
+            if !done.contains(&m.task_id) {
+                book.release(m.worker_id);
+            }
+        }
+    }
+    Ok(assigned)
+}
