@@ -336,3 +336,103 @@ async fn bad_input_is_refused_with_a_clear_message() {
 
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_control_mistakes_are_refused_at_registration() {
+    use adze_proto::v1::{Concurrency, CreateTaskRateLimit};
+    let env = TestEnv::start_roles(&["ingest"]).await;
+    let channel = Channel::from_shared(format!("http://{}", env.addr.expect("addr")))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut admin = AdminServiceClient::new(channel);
+    let t = env.token.as_str();
+    let keyed = |expression: &str, max_runs: i32, strategy: i32| Concurrency {
+        expression: expression.into(),
+        max_runs: Some(max_runs),
+        limit_strategy: Some(strategy),
+        ..Default::default()
+    };
+    let with_workflow_limit = |c: Concurrency| {
+        let mut w = workflow("limited", vec![task("a", &[])]);
+        w.concurrency_arr = vec![c];
+        w
+    };
+    let with_task_limit = |c: Option<Concurrency>, r: Option<CreateTaskRateLimit>| {
+        let mut a = task("a", &[]);
+        a.concurrency = c.into_iter().collect();
+        a.rate_limits = r.into_iter().collect();
+        workflow("limited", vec![a])
+    };
+    let cases = [
+        // An expression that does not parse: its text and where.
+        (
+            with_workflow_limit(keyed("input.user_id +", 5, 3)),
+            vec![
+                "concurrency",
+                "expression",
+                "\"input.user_id +\"",
+                "line 1, column",
+            ],
+        ),
+        // A variable a run does not carry.
+        (
+            with_task_limit(Some(keyed("inpt.user_id", 5, 3)), None),
+            vec!["task \"a\"", "inpt"],
+        ),
+        (
+            with_workflow_limit(keyed("input.user_id", 0, 3)),
+            vec!["max_runs: 0", "at least 1"],
+        ),
+        (
+            with_workflow_limit(keyed("input.user_id", 5, 42)),
+            vec!["unknown strategy 42"],
+        ),
+        (
+            with_task_limit(
+                None,
+                Some(CreateTaskRateLimit {
+                    key: "parser-api".into(),
+                    units: Some(0),
+                    ..Default::default()
+                }),
+            ),
+            vec!["rate limit \"parser-api\"", "units: 0"],
+        ),
+        (
+            with_task_limit(
+                None,
+                Some(CreateTaskRateLimit {
+                    key: "input.user_id".into(),
+                    key_expr: Some("input.user_id".into()),
+                    limit_values_expr: Some("10 *".into()),
+                    ..Default::default()
+                }),
+            ),
+            vec!["limit_values_expr", "\"10 *\""],
+        ),
+    ];
+    for (body, words) in cases {
+        let err = admin
+            .put_workflow(req(t, body))
+            .await
+            .expect_err("a flow-control mistake");
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        for w in words {
+            assert!(err.message().contains(w), "{w:?} in {}", err.message());
+        }
+    }
+    // Correct, it is refused only because the engine does not enforce it yet.
+    let err = admin
+        .put_workflow(req(t, with_workflow_limit(keyed("input.user_id", 5, 3))))
+        .await
+        .expect_err("not supported yet");
+    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM workflows WHERE name = 'limited'")
+        .fetch_one(&env.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
+    env.stop().await;
+}

@@ -11,6 +11,8 @@ pub enum WaitReason {
     Parents,
     /// Ready; no worker serving its action has a free slot yet.
     Slot,
+    /// Ready, but no worker that serves its action is registered.
+    NoWorker,
     /// Queued again after a failed attempt.
     Retry {
         /// Which retry this is (1-based).
@@ -35,6 +37,7 @@ impl WaitReason {
         match self {
             Self::Parents => Some("waiting for parents"),
             Self::Slot => Some("waiting for a worker slot"),
+            Self::NoWorker => Some("no worker registered for its action"),
             Self::WorkerLost => Some("requeued: its worker was lost"),
             Self::Retry { .. } | Self::RetryAfterTimeout { .. } => None,
         }
@@ -71,6 +74,7 @@ mod tests {
         for r in [
             WaitReason::Parents,
             WaitReason::Slot,
+            WaitReason::NoWorker,
             WaitReason::WorkerLost,
         ] {
             assert_eq!(r.fixed_text(), Some(r.to_string().as_str()));

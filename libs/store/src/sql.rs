@@ -8,7 +8,8 @@
 //!
 //! Placeholders: `{<task status>}` (`{queued}`, …), `{slot_holding}` (a list for
 //! `IN (…)`), `{run_open}`, `{worker_<worker status>}` (`{worker_active}`, …),
-//! `{worker_present}`, and `{wait_slot}` / `{wait_parents}` (wait reasons).
+//! `{worker_present}`, and `{wait_slot}` / `{wait_no_worker}` / `{wait_parents}` (wait
+//! reasons).
 
 use std::sync::OnceLock;
 
@@ -47,6 +48,7 @@ pub(crate) fn render(template: &str) -> String {
             list(&WorkerStatus::PRESENT, |s| s.as_str()),
         ),
         ("{wait_slot}", fixed(WaitReason::Slot)),
+        ("{wait_no_worker}", fixed(WaitReason::NoWorker)),
         ("{wait_parents}", fixed(WaitReason::Parents)),
     ] {
         out = out.replace(token, &text);

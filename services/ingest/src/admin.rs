@@ -51,6 +51,9 @@ fn parse_timeout(
 /// not implemented rather than silently ignoring them.
 pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec, Status> {
     let wf = req.name.as_str();
+    // A mistake in a flow-control field is reported as such, before its feature is
+    // refused as unsupported.
+    crate::flow_checks::check(req)?;
     if !req.event_triggers.is_empty() {
         return Err(unsupported(wf, "event triggers"));
     }

@@ -7,6 +7,7 @@ mod admin;
 mod commit;
 mod errors;
 mod events;
+mod flow_checks;
 mod rest;
 mod task_actions;
 mod trigger;
