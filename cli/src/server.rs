@@ -71,6 +71,8 @@ pub async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
 /// Settings of each role.
 #[derive(Debug, Clone, Default)]
 pub struct RoleConfigs {
+    /// Ingest settings (its listen address is the server's).
+    pub ingest: adze_ingest::Config,
     /// Scheduler settings.
     pub scheduler: adze_scheduler::Config,
     /// Reaper settings.
@@ -83,6 +85,7 @@ impl RoleConfigs {
     /// Reads each role's section.
     pub fn from_loaded(loaded: &Loaded) -> anyhow::Result<Self> {
         Ok(Self {
+            ingest: loaded.section("ingest")?,
             scheduler: loaded.section("scheduler")?,
             reaper: loaded.section("reaper")?,
             dispatcher: loaded.section("dispatcher")?,
@@ -124,6 +127,9 @@ pub async fn serve_roles(
                 pool: shared.pool.clone(),
                 bus: shared.bus.clone(),
                 auth: shared.auth.clone(),
+                budget: std::sync::Arc::new(adze_ingest::budget::RequestBudget::new(
+                    configs.ingest.request_budget,
+                )),
             };
             shared.bus.ensure_streams().await?;
             adze_ingest::add_grpc(&mut builder, &deps, &ingest_tasks);

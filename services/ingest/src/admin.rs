@@ -168,7 +168,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<CreateWorkflowVersionRequest>,
     ) -> Result<Response<CreateWorkflowVersionResponse>, Status> {
-        let who = authenticate(&self.deps.auth, &req).await?;
+        let who = authenticate(&self.deps, &req).await?;
         let spec = to_spec(req.get_ref())?;
         let (workflow_id, version_id) =
             adze_store::workflows::put_workflow(&self.deps.pool, who.tenant_id, &spec)
@@ -185,7 +185,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<GetRunDetailsRequest>,
     ) -> Result<Response<GetRunDetailsResponse>, Status> {
-        let who = authenticate(&self.deps.auth, &req).await?;
+        let who = authenticate(&self.deps, &req).await?;
         let run_id = parse_uuid("run id", &req.get_ref().external_id)?;
         let run = adze_store::runs::get_run(&self.deps.pool, who.tenant_id, run_id)
             .await

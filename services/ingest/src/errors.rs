@@ -1,19 +1,31 @@
 //! Mapping of internal errors onto gRPC statuses, and request authentication.
 
 use adze_core::token::TokenIdentity;
-use adze_store::auth::{AuthError, Authenticator};
+use adze_store::auth::AuthError;
 use tonic::{Request, Status};
 
-/// Authenticates a gRPC request by its `authorization` metadata.
+use crate::Deps;
+
+/// Authenticates a gRPC request by its `authorization` metadata; the call takes one
+/// request from its token's budget ([`crate::budget`]).
 pub(crate) async fn authenticate<T>(
-    auth: &Authenticator,
+    deps: &Deps,
     req: &Request<T>,
 ) -> Result<TokenIdentity, Status> {
     let header = req
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    auth.authenticate(header).await.map_err(auth_status)
+    let who = deps.auth.authenticate(header).await.map_err(auth_status)?;
+    deps.budget.take(&who).map_err(|over| {
+        let mut status = Status::resource_exhausted(over.to_string());
+        let hint = over.retry_after_secs().to_string();
+        if let Ok(v) = hint.parse() {
+            status.metadata_mut().insert("retry-after", v);
+        }
+        status
+    })?;
+    Ok(who)
 }
 
 pub(crate) fn auth_status(e: AuthError) -> Status {

@@ -26,7 +26,7 @@ impl EventsService for EventsApi {
         &self,
         req: Request<PutLogRequest>,
     ) -> Result<Response<PutLogResponse>, Status> {
-        let who = authenticate(&self.deps.auth, &req).await?;
+        let who = authenticate(&self.deps, &req).await?;
         let r = req.into_inner();
         let task_id = parse_uuid("task_run_external_id", &r.task_run_external_id)?;
         if r.message.len() > MAX_LOG_BYTES {

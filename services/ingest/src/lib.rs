@@ -4,6 +4,7 @@
 //! `EventsService.PutLog`; REST: the calls the SDKs make around a worker's life.
 
 mod admin;
+pub mod budget;
 mod commit;
 mod errors;
 mod events;
@@ -33,12 +34,15 @@ use tonic::codec::CompressionEncoding;
 pub struct Config {
     /// Address to serve gRPC and REST on (when run alone).
     pub listen: SocketAddr,
+    /// Requests each API token may make.
+    pub request_budget: budget::BudgetConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7078".parse().expect("static address"),
+            request_budget: budget::BudgetConfig::default(),
         }
     }
 }
@@ -52,6 +56,8 @@ pub struct Deps {
     pub bus: Bus,
     /// Token verification.
     pub auth: Arc<Authenticator>,
+    /// Each token's request budget.
+    pub budget: Arc<budget::RequestBudget>,
 }
 
 /// Largest gRPC message accepted (payload limit plus framing).

@@ -14,6 +14,9 @@ fn main() -> std::process::ExitCode {
             pool: shared.pool,
             bus: shared.bus,
             auth: shared.auth,
+            budget: std::sync::Arc::new(adze_ingest::budget::RequestBudget::new(
+                config.request_budget,
+            )),
         };
         adze_ingest::run(config, deps, shutdown).await
     })

@@ -32,17 +32,32 @@ pub(crate) fn router(deps: Deps) -> axum::Router {
         .with_state(deps)
 }
 
-/// An error answered in Hatchet's `APIErrors` shape.
-pub(crate) struct ApiError(StatusCode, String);
+/// An error answered in Hatchet's `APIErrors` shape, with a `Retry-After` header
+/// when the caller should come back later.
+pub(crate) struct ApiError(StatusCode, String, Option<u64>);
+
+impl ApiError {
+    fn over_budget(over: crate::budget::OverBudget) -> Self {
+        Self(
+            StatusCode::TOO_MANY_REQUESTS,
+            over.to_string(),
+            Some(over.retry_after_secs()),
+        )
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"errors": [{"description": self.1}]}))).into_response()
+        let body = Json(json!({"errors": [{"description": self.1}]}));
+        match self.2 {
+            Some(secs) => (self.0, [("retry-after", secs.to_string())], body).into_response(),
+            None => (self.0, body).into_response(),
+        }
     }
 }
 
 pub(crate) fn api_error(status: StatusCode, description: impl Into<String>) -> ApiError {
-    ApiError(status, description.into())
+    ApiError(status, description.into(), None)
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -54,7 +69,10 @@ impl From<sqlx::Error> for ApiError {
 async fn caller(deps: &Deps, headers: &HeaderMap) -> Result<Uuid, ApiError> {
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
     match deps.auth.authenticate(header).await {
-        Ok(id) => Ok(id.tenant_id),
+        Ok(id) => match deps.budget.take(&id) {
+            Ok(()) => Ok(id.tenant_id),
+            Err(over) => Err(ApiError::over_budget(over)),
+        },
         Err(adze_store::auth::AuthError::Store(e)) => {
             Err(api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
         }

@@ -109,7 +109,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<TriggerWorkflowRequest>,
     ) -> Result<Response<TriggerWorkflowResponse>, Status> {
-        let who = authenticate(&self.deps.auth, &req).await?;
+        let who = authenticate(&self.deps, &req).await?;
         let ids = self
             .trigger_many(who.tenant_id, std::slice::from_ref(req.get_ref()))
             .await?;
@@ -122,7 +122,7 @@ impl WorkflowService for WorkflowApi {
         &self,
         req: Request<BulkTriggerWorkflowRequest>,
     ) -> Result<Response<BulkTriggerWorkflowResponse>, Status> {
-        let who = authenticate(&self.deps.auth, &req).await?;
+        let who = authenticate(&self.deps, &req).await?;
         let reqs = &req.get_ref().workflows;
         if reqs.is_empty() {
             return Err(Status::invalid_argument(
