@@ -335,6 +335,16 @@ impl TestEnv {
         worker
     }
 
+    /// A gRPC channel to the engine's API (ingest must be running).
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        let addr = self.addr.expect("the engine's API address (start ingest)");
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     /// An SDK client of the default tenant.
     pub fn client(&self) -> adze_sdk::Client {
         self.client_with(&self.token)

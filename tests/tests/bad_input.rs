@@ -7,7 +7,6 @@ use adze_proto::v1::{
 };
 use adze_tests::TestEnv;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 fn req<T>(token: &str, body: T) -> Request<T> {
@@ -39,11 +38,7 @@ fn workflow(name: &str, tasks: Vec<CreateTaskOpts>) -> CreateWorkflowVersionRequ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_a_clear_message() {
     let env = TestEnv::start_roles(&["ingest"]).await;
-    let channel = Channel::from_shared(format!("http://{}", env.addr.expect("addr")))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = env.channel().await;
     let mut admin = AdminServiceClient::new(channel.clone());
     let mut wf = WorkflowServiceClient::new(channel);
     let t = env.token.as_str();
@@ -341,11 +336,7 @@ async fn bad_input_is_refused_with_a_clear_message() {
 async fn flow_control_mistakes_are_refused_at_registration() {
     use adze_proto::v1::{Concurrency, CreateTaskRateLimit};
     let env = TestEnv::start_roles(&["ingest"]).await;
-    let channel = Channel::from_shared(format!("http://{}", env.addr.expect("addr")))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = env.channel().await;
     let mut admin = AdminServiceClient::new(channel);
     let t = env.token.as_str();
     let keyed = |expression: &str, max_runs: i32, strategy: i32| Concurrency {

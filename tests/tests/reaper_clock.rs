@@ -273,6 +273,13 @@ async fn lost_work_is_found_at_its_deadline_and_not_before() {
     // Cleared when the claim commits, just after the report was acknowledged.
     wait_cleared(&env, "start_deadline", task).await;
 
+    // The queued task is not stranded while the worker's only slot is taken: the reaper
+    // looks (at least every second of its clock) and wakes nobody. Once it has, its
+    // next look is a second of its clock away.
+    clock.set(t0 + chrono::Duration::seconds(30));
+    let seen = collect_until(&env, 1, wake).await;
+    assert_eq!(count(&seen, wake), 0, "woken with no free slot: {seen:?}");
+
     // The worker gets a second slot and the scheduler is not told (a lost notice): the
     // queued task is stranded. The reaper finds it when it next looks and wakes the
     // scheduler once; not again before the repair window has passed once more.

@@ -8,7 +8,6 @@ use adze_proto::v1::GetRunDetailsRequest;
 use adze_proto::v1::admin_service_client::AdminServiceClient;
 use adze_tests::TestEnv;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 fn details(token: &str) -> Request<GetRunDetailsRequest> {
@@ -31,12 +30,7 @@ async fn a_token_over_its_budget_is_told_to_wait_and_others_are_not() {
     };
     let env = TestEnv::start_with(&["ingest"], configs).await;
     let addr = env.addr.expect("addr");
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut admin = AdminServiceClient::new(channel);
+    let mut admin = AdminServiceClient::new(env.channel().await);
     let token = env.token.clone();
     // The burst: each call gets past the budget (the run does not exist).
     for _ in 0..3 {
