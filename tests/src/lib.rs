@@ -481,3 +481,13 @@ pub mod admit {
         Ok(pass.assignments)
     }
 }
+
+/// A gRPC request carrying `token` as its bearer credentials.
+pub fn authorized<T>(token: &str, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    r.metadata_mut().insert(
+        "authorization",
+        tonic::metadata::MetadataValue::try_from(format!("bearer {token}")).expect("header"),
+    );
+    r
+}

@@ -6,16 +6,10 @@ use adze_proto::v1::{
     CreateTaskOpts, CreateWorkflowVersionRequest, GetRunDetailsRequest, TriggerWorkflowRequest,
 };
 use adze_tests::TestEnv;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
 fn req<T>(token: &str, body: T) -> Request<T> {
-    let mut r = Request::new(body);
-    r.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("bearer {token}")).expect("header"),
-    );
-    r
+    adze_tests::authorized(token, body)
 }
 
 fn task(name: &str, parents: &[&str]) -> CreateTaskOpts {

@@ -41,6 +41,11 @@ async fn python_on_failure_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_rate_limit_definitions_and_pauses() {
+    python_script("rate_limits.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }

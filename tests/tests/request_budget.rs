@@ -7,18 +7,13 @@ use std::time::Duration;
 use adze_proto::v1::GetRunDetailsRequest;
 use adze_proto::v1::admin_service_client::AdminServiceClient;
 use adze_tests::TestEnv;
-use tonic::metadata::MetadataValue;
-use tonic::{Code, Request};
+use tonic::Code;
 
-fn details(token: &str) -> Request<GetRunDetailsRequest> {
-    let mut r = Request::new(GetRunDetailsRequest {
+fn details(token: &str) -> tonic::Request<GetRunDetailsRequest> {
+    let body = GetRunDetailsRequest {
         external_id: uuid::Uuid::new_v4().to_string(),
-    });
-    r.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("bearer {token}")).expect("header"),
-    );
-    r
+    };
+    adze_tests::authorized(token, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod batch;
 pub mod deadlines;
 pub mod fence;
+pub mod rate_limits;
 pub mod repairs;
 pub mod replay;
 pub mod runs;

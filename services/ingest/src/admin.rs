@@ -51,9 +51,6 @@ fn parse_timeout(
 /// not implemented rather than silently ignoring them.
 pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec, Status> {
     let wf = req.name.as_str();
-    // A mistake in a flow-control field is reported as such, before its feature is
-    // refused as unsupported.
-    crate::flow_checks::check(req)?;
     if !req.event_triggers.is_empty() {
         return Err(unsupported(wf, "event triggers"));
     }
@@ -169,6 +166,10 @@ impl AdminService for AdminApi {
         req: Request<CreateWorkflowVersionRequest>,
     ) -> Result<Response<CreateWorkflowVersionResponse>, Status> {
         let who = authenticate(&self.deps, &req).await?;
+        // A mistake in a flow-control field is reported as such, before its feature is
+        // refused as unsupported.
+        crate::flow_checks::check(req.get_ref())?;
+        crate::flow_checks::check_definitions(&self.deps, who.tenant_id, req.get_ref()).await?;
         let spec = to_spec(req.get_ref())?;
         let (workflow_id, version_id) =
             adze_store::workflows::put_workflow(&self.deps.pool, who.tenant_id, &spec)

@@ -27,6 +27,40 @@ pub(crate) fn check(req: &CreateWorkflowVersionRequest) -> Result<(), Status> {
     Ok(())
 }
 
+/// Checks that every static rate-limit key `req` uses is defined for the tenant
+/// (`PutRateLimit`, the SDKs' `rate_limits.put`); a dynamic key takes its limit from its
+/// task's `limit_values_expr`.
+pub(crate) async fn check_definitions(
+    deps: &crate::Deps,
+    tenant_id: uuid::Uuid,
+    req: &CreateWorkflowVersionRequest,
+) -> Result<(), Status> {
+    let mut keys: Vec<&str> = req
+        .tasks
+        .iter()
+        .chain(&req.on_failure_task)
+        .flat_map(|t| &t.rate_limits)
+        .filter(|r| r.key_expr.is_none() && !r.key.is_empty())
+        .map(|r| r.key.as_str())
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let missing = adze_store::rate_limits::undefined(&deps.pool, tenant_id, &keys)
+        .await
+        .map_err(crate::errors::store_status)?;
+    match missing.first() {
+        None => Ok(()),
+        Some(key) => Err(Status::invalid_argument(format!(
+            "workflow {:?}: rate limit key {key:?} is not defined for this tenant; define it first \
+             (PutRateLimit, the SDKs' rate_limits.put)",
+            req.name
+        ))),
+    }
+}
+
 fn task(wf: &str, t: &CreateTaskOpts) -> Result<(), Status> {
     let at = format!("workflow {wf:?}: task {:?}", t.readable_id);
     for c in &t.concurrency {

@@ -9,6 +9,7 @@ mod commit;
 mod errors;
 mod events;
 mod flow_checks;
+mod rate_limits;
 mod rest;
 mod task_actions;
 mod trigger;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use adze_core::limits::{MAX_BULK_TRIGGER, MAX_PAYLOAD_BYTES};
 use adze_proto::hatchet::workflow_service_server::WorkflowService;
 use adze_proto::hatchet::{
-    BulkTriggerWorkflowRequest, BulkTriggerWorkflowResponse, TriggerWorkflowResponse,
+    BulkTriggerWorkflowRequest, BulkTriggerWorkflowResponse, PauseRateLimitRequest,
+    PauseRateLimitResponse, PutRateLimitRequest, PutRateLimitResponse, TriggerWorkflowResponse,
 };
 use adze_proto::v1::TriggerWorkflowRequest;
 use adze_store::workflows::WorkflowVersion;
@@ -116,6 +117,24 @@ impl WorkflowService for WorkflowApi {
         Ok(Response::new(TriggerWorkflowResponse {
             workflow_run_id: ids[0].to_string(),
         }))
+    }
+
+    async fn put_rate_limit(
+        &self,
+        req: Request<PutRateLimitRequest>,
+    ) -> Result<Response<PutRateLimitResponse>, Status> {
+        let who = authenticate(&self.deps, &req).await?;
+        crate::rate_limits::put(&self.deps, who.tenant_id, req.get_ref()).await?;
+        Ok(Response::new(PutRateLimitResponse {}))
+    }
+
+    async fn pause_rate_limit(
+        &self,
+        req: Request<PauseRateLimitRequest>,
+    ) -> Result<Response<PauseRateLimitResponse>, Status> {
+        let who = authenticate(&self.deps, &req).await?;
+        let answer = crate::rate_limits::pause(&self.deps, who.tenant_id, req.get_ref()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn bulk_trigger_workflow(

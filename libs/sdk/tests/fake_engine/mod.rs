@@ -278,6 +278,24 @@ impl AdminService for FakeEngine {
 
 #[tonic::async_trait]
 impl WorkflowService for FakeEngine {
+    async fn put_rate_limit(
+        &self,
+        _request: Request<PutRateLimitRequest>,
+    ) -> Result<Response<PutRateLimitResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake engine keeps no rate limits",
+        ))
+    }
+
+    async fn pause_rate_limit(
+        &self,
+        _request: Request<PauseRateLimitRequest>,
+    ) -> Result<Response<PauseRateLimitResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake engine keeps no rate limits",
+        ))
+    }
+
     async fn trigger_workflow(
         &self,
         request: Request<v1::TriggerWorkflowRequest>,
