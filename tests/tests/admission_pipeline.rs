@@ -46,6 +46,20 @@ impl Stage for HoldBack {
     }
 }
 
+/// An engine-less environment with workflow `pipe` (one task, action `pipe:t`).
+async fn pipe_env() -> TestEnv {
+    let env = TestEnv::start_roles(&[]).await;
+    env.register(&one_task_workflow(
+        "pipe",
+        "t",
+        RetryPolicy::default(),
+        None,
+        None,
+    ))
+    .await;
+    env
+}
+
 /// The queued tasks of workflow `pipe`, oldest first.
 async fn queued(env: &TestEnv) -> Vec<Uuid> {
     sqlx::query_scalar(
@@ -58,15 +72,7 @@ async fn queued(env: &TestEnv) -> Vec<Uuid> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_back_tasks_do_not_block_the_queue_behind_them() {
-    let env = TestEnv::start_roles(&[]).await;
-    env.register(&one_task_workflow(
-        "pipe",
-        "t",
-        RetryPolicy::default(),
-        None,
-        None,
-    ))
-    .await;
+    let env = pipe_env().await;
     // One run at a time, so the queue has a strict order.
     for _ in 0..6 {
         env.create_runs("pipe", 1).await;
@@ -130,15 +136,7 @@ async fn held_back_tasks_do_not_block_the_queue_behind_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_holding_everything_back_reads_each_task_once_and_assigns_nothing() {
-    let env = TestEnv::start_roles(&[]).await;
-    env.register(&one_task_workflow(
-        "pipe",
-        "t",
-        RetryPolicy::default(),
-        None,
-        None,
-    ))
-    .await;
+    let env = pipe_env().await;
     // Created together: queued at the same instant, in no particular order.
     env.create_runs("pipe", 5).await;
     let tasks = queued(&env).await;
@@ -172,15 +170,7 @@ async fn a_stage_holding_everything_back_reads_each_task_once_and_assigns_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listed_tasks_go_through_the_stages_too() {
-    let env = TestEnv::start_roles(&[]).await;
-    env.register(&one_task_workflow(
-        "pipe",
-        "t",
-        RetryPolicy::default(),
-        None,
-        None,
-    ))
-    .await;
+    let env = pipe_env().await;
     env.create_runs("pipe", 3).await;
     let tasks = queued(&env).await;
     env.active_worker(&["pipe:t"], 5).await;

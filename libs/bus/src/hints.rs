@@ -63,14 +63,15 @@ impl DeadlineHints {
         if !self.take(at, Utc::now()) {
             return;
         }
-        let env = Envelope::new(Uuid::nil(), DeadlineSet { at });
-        if let Err(e) = self
-            .bus
-            .publish_core(self.bus.subjects().deadlines(), &env)
-            .await
-        {
-            tracing::debug!(error = %e, "cannot announce a deadline; the reaper will find it");
-        }
+        announce(&self.bus, at).await;
+    }
+}
+
+/// Publishes `at` to the reapers, best effort: they also re-read on their own.
+async fn announce(bus: &Bus, at: DateTime<Utc>) {
+    let env = Envelope::new(Uuid::nil(), DeadlineSet { at });
+    if let Err(e) = bus.publish_core(bus.subjects().deadlines(), &env).await {
+        tracing::debug!(error = %e, "cannot announce a deadline; the reapers will look on their own");
     }
 }
 
@@ -79,10 +80,7 @@ impl DeadlineHints {
 /// and only the reapers' settings say how long that is. Best effort, like
 /// [`DeadlineHints::offer`].
 pub async fn wake_reapers(bus: &Bus) {
-    let env = Envelope::new(Uuid::nil(), DeadlineSet { at: Utc::now() });
-    if let Err(e) = bus.publish_core(bus.subjects().deadlines(), &env).await {
-        tracing::debug!(error = %e, "cannot wake the reapers; they will look on their own");
-    }
+    announce(bus, Utc::now()).await;
 }
 
 #[cfg(test)]

@@ -174,44 +174,44 @@ pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -
     Ok(due)
 }
 
-/// Removes the deadlines [`lock_due`] returned, once they have been reported.
+/// Removes the deadlines [`lock_due`] returned, once they have been reported: one
+/// statement, whatever their kinds.
 pub async fn clear(conn: &mut PgConnection, due: &[Due]) -> Result<()> {
-    for kind in [
-        DeadlineKind::Execution,
-        DeadlineKind::Schedule,
-        DeadlineKind::Start,
-    ] {
-        let (tenants, ids): (Vec<Uuid>, Vec<Uuid>) = due
-            .iter()
-            .filter(|d| d.kind == kind)
-            .map(|d| (d.tenant_id, d.task_id))
-            .unzip();
-        if ids.is_empty() {
-            continue;
-        }
-        let sql = match kind {
-            DeadlineKind::Execution => {
-                r#"UPDATE tasks t SET execution_deadline = NULL
-                   FROM UNNEST($1::uuid[], $2::uuid[]) AS d(tenant_id, id)
-                   WHERE t.tenant_id = d.tenant_id AND t.id = d.id"#
-            }
-            DeadlineKind::Schedule => {
-                r#"UPDATE tasks t SET schedule_deadline = NULL
-                   FROM UNNEST($1::uuid[], $2::uuid[]) AS d(tenant_id, id)
-                   WHERE t.tenant_id = d.tenant_id AND t.id = d.id"#
-            }
-            DeadlineKind::Start => {
-                r#"UPDATE tasks t SET start_deadline = NULL
-                   FROM UNNEST($1::uuid[], $2::uuid[]) AS d(tenant_id, id)
-                   WHERE t.tenant_id = d.tenant_id AND t.id = d.id"#
-            }
+    // Per task, which of its deadlines to clear (an attempt may be due twice).
+    let mut tasks: Vec<(Uuid, Uuid, [bool; 3])> = Vec::with_capacity(due.len());
+    let mut index = std::collections::HashMap::with_capacity(due.len());
+    for d in due {
+        let slot = match d.kind {
+            DeadlineKind::Execution => 0,
+            DeadlineKind::Schedule => 1,
+            DeadlineKind::Start => 2,
         };
-        sqlx::query(sql)
-            .bind(&tenants)
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
+        let i = *index.entry((d.tenant_id, d.task_id)).or_insert_with(|| {
+            tasks.push((d.tenant_id, d.task_id, [false; 3]));
+            tasks.len() - 1
+        });
+        tasks[i].2[slot] = true;
     }
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let column = |k: usize| tasks.iter().map(|t| t.2[k]).collect::<Vec<bool>>();
+    sqlx::query(
+        r#"UPDATE tasks t SET
+             execution_deadline = CASE WHEN d.execution THEN NULL ELSE t.execution_deadline END,
+             schedule_deadline = CASE WHEN d.schedule THEN NULL ELSE t.schedule_deadline END,
+             start_deadline = CASE WHEN d.start THEN NULL ELSE t.start_deadline END
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::bool[], $4::bool[], $5::bool[])
+                AS d(tenant_id, id, execution, schedule, start)
+           WHERE t.tenant_id = d.tenant_id AND t.id = d.id"#,
+    )
+    .bind(tasks.iter().map(|t| t.0).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.1).collect::<Vec<_>>())
+    .bind(column(0))
+    .bind(column(1))
+    .bind(column(2))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

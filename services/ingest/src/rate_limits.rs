@@ -15,7 +15,7 @@ use crate::errors::store_status;
 const MAX_KEY: usize = 255;
 
 /// The word a duration is stored as.
-pub(crate) fn duration_word(d: RateLimitDuration) -> &'static str {
+fn duration_word(d: RateLimitDuration) -> &'static str {
     match d {
         RateLimitDuration::Second => "second",
         RateLimitDuration::Minute => "minute",

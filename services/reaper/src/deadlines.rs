@@ -102,14 +102,17 @@ impl DeadlineLoop {
     async fn lost_workers(&self) -> anyhow::Result<usize> {
         let now = self.clock.now();
         let lost = adze_store::workers::claim_lost(&self.deps.pool, now, self.grace()).await?;
-        for &(tenant, worker) in &lost {
+        for (_, worker) in &lost {
             tracing::info!(%worker, "worker lost");
-            let env = Envelope::new(tenant, SchedulerEvent::WorkerLost { worker_id: worker });
-            self.deps
-                .bus
-                .publish_event(&env, &format!("lost:{worker}"))
-                .await?;
         }
+        let events = lost
+            .iter()
+            .map(|&(tenant, worker)| {
+                let event = SchedulerEvent::WorkerLost { worker_id: worker };
+                (tenant, event, format!("lost:{worker}"))
+            })
+            .collect();
+        self.publish(events).await?;
         Ok(lost.len())
     }
 
@@ -119,14 +122,10 @@ impl DeadlineLoop {
         let now = self.clock.now();
         let found = adze_store::repairs::stranded(&self.deps.pool, now).await?;
         let (wake, next) = self.stranded.due(&found, now);
-        for tenant in wake {
+        for tenant in &wake {
             tracing::warn!(%tenant, "ready tasks left behind by a lost notice; waking the scheduler");
-            let id = format!("repair:{tenant}:{}", now.timestamp_micros());
-            self.deps
-                .bus
-                .publish_event(&Envelope::new(tenant, SchedulerEvent::Wake), &id)
-                .await?;
         }
+        self.wake(wake, "repair", now).await?;
         Ok(next)
     }
 
@@ -139,14 +138,41 @@ impl DeadlineLoop {
             return Ok(seen);
         }
         let tenants = deadlines::retries_due(&self.deps.pool, seen, now).await?;
-        for tenant in tenants {
-            let id = format!("due:{tenant}:{}", now.timestamp_micros());
-            self.deps
-                .bus
-                .publish_event(&Envelope::new(tenant, SchedulerEvent::Wake), &id)
-                .await?;
-        }
+        self.wake(tenants, "due", now).await?;
         Ok(now)
+    }
+
+    /// Wakes the scheduler of each of `tenants` for an admission pass; `why` and `now`
+    /// make the de-duplication ids.
+    async fn wake(
+        &self,
+        tenants: Vec<uuid::Uuid>,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let at = now.timestamp_micros();
+        let events = tenants
+            .into_iter()
+            .map(|t| (t, SchedulerEvent::Wake, format!("{why}:{t}:{at}")))
+            .collect();
+        self.publish(events).await
+    }
+
+    /// Publishes `events` (tenant, event, de-duplication id), then waits for all their
+    /// acknowledgements: one round of waiting however many there are.
+    async fn publish(
+        &self,
+        events: Vec<(uuid::Uuid, SchedulerEvent, String)>,
+    ) -> anyhow::Result<()> {
+        let mut acks = Vec::new();
+        for (tenant, event, id) in events {
+            let env = Envelope::new(tenant, event);
+            acks.push(self.deps.bus.publish_event_deferred(&env, &id).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        Ok(())
     }
 
     /// Claims, reports and clears one batch of due deadlines; returns how many.
@@ -157,16 +183,14 @@ impl DeadlineLoop {
         if due.is_empty() {
             return Ok(0);
         }
-        // All published, then all acknowledged: one round of waiting per batch.
-        let mut acks = Vec::with_capacity(due.len());
-        for d in &due {
-            let (event, id) = report(d);
-            let env = Envelope::new(d.tenant_id, event);
-            acks.push(self.deps.bus.publish_event_deferred(&env, &id).await?);
-        }
-        for ack in acks {
-            ack.await?;
-        }
+        let events = due
+            .iter()
+            .map(|d| {
+                let (event, id) = report(d);
+                (d.tenant_id, event, id)
+            })
+            .collect();
+        self.publish(events).await?;
         deadlines::clear(&mut tx, &due).await?;
         tx.commit().await?;
         log_lateness(&due, now);

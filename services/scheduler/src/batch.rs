@@ -623,9 +623,9 @@ fn ended_all(applied: &[scheduling::Applied], finished: &[FinishedRun]) -> bool 
         .all(|a| ended.contains(&(a.tenant_id, a.run_id)))
 }
 
-/// Whether the workers' slots must be read again from Postgres: workers came or went,
-/// or the reaper found a task waiting although Postgres shows a free slot for it (a
-/// wake-up), which the counts in memory may have missed.
+/// Whether the workers' slots must be read again from Postgres now: workers came or
+/// went. (Counts that drifted otherwise are read again at the next batch after
+/// `slot_refresh_ms`, sooner than the reaper's repair of a task left waiting.)
 fn workers_changed(events: &[Envelope<SchedulerEvent>]) -> bool {
     events.iter().any(|e| {
         matches!(
@@ -633,7 +633,6 @@ fn workers_changed(events: &[Envelope<SchedulerEvent>]) -> bool {
             SchedulerEvent::WorkerReady { .. }
                 | SchedulerEvent::WorkerUnavailable { .. }
                 | SchedulerEvent::WorkerLost { .. }
-                | SchedulerEvent::Wake
         )
     })
 }

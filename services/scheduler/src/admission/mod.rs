@@ -188,7 +188,10 @@ impl Pipeline {
                 e.0 += 1;
                 e.1 = e.1.max(c.position);
             }
+            // Where each queue's read ended, for reading again behind it (only a stage
+            // can make that necessary).
             let mut last = HashMap::new();
+            let staged = !self.stages.is_empty();
             for a in &asks {
                 let (n, position) = got
                     .get(&(a.tenant_id, a.action_id.as_str()))
@@ -201,9 +204,11 @@ impl Pipeline {
                 } else {
                     open.remove(&key);
                 }
-                last.insert(key, position.or(a.after));
+                if staged {
+                    last.insert(key, position.or(a.after));
+                }
             }
-            if !self.stages.is_empty() {
+            if staged {
                 seen.extend(read.iter().map(|c| c.id));
             }
             let verdict = self.stages(conn, read).await?;
