@@ -70,8 +70,10 @@ pub fn one_task_workflow(
             retry,
             execution_timeout_ms,
             schedule_timeout_ms,
+            concurrency: Vec::new(),
         }],
         on_failure: None,
+        concurrency: Vec::new(),
     }
 }
 
@@ -277,6 +279,8 @@ impl TestEnv {
                 input: serde_json::json!({}),
                 additional_metadata: None,
                 traceparent: None,
+                concurrency: Vec::new(),
+                id: None,
             })
             .collect();
         adze_store::runs::create_runs(&self.pool, self.tenant_id, &runs)

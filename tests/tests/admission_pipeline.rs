@@ -100,7 +100,7 @@ async fn held_back_tasks_do_not_block_the_queue_behind_them() {
     let deferred: Vec<(Uuid, WaitReason)> = pass
         .deferred
         .iter()
-        .map(|d| (d.task_id, d.reason))
+        .map(|d| (d.task_id, d.reason.clone()))
         .collect();
     assert_eq!(
         deferred,
@@ -180,6 +180,7 @@ async fn listed_tasks_go_through_the_stages_too() {
             tenant_id: env.tenant_id,
             task_id,
             action_id: "pipe:t".into(),
+            keys: None,
         })
         .collect();
     let stage = HoldBack {

@@ -408,16 +408,29 @@ async fn flow_control_mistakes_are_refused_at_registration() {
             assert!(err.message().contains(w), "{w:?} in {}", err.message());
         }
     }
-    // Correct, it is refused only because the engine does not enforce it yet.
-    let err = admin
+    // Correct concurrency is accepted.
+    admin
         .put_workflow(req(t, with_workflow_limit(keyed("input.user_id", 5, 3))))
+        .await
+        .expect("a correct concurrency limit is registered");
+    // Correct rate limits are refused only because the engine does not enforce them yet.
+    let dynamic = CreateTaskRateLimit {
+        key: "input.user_id".into(),
+        key_expr: Some("input.user_id".into()),
+        limit_values_expr: Some("10".into()),
+        ..Default::default()
+    };
+    let mut rated = with_task_limit(None, Some(dynamic));
+    rated.name = "rated".into();
+    let err = admin
+        .put_workflow(req(t, rated))
         .await
         .expect_err("not supported yet");
     assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM workflows WHERE name = 'limited'")
-        .fetch_one(&env.pool)
+    let stored: Vec<String> = sqlx::query_scalar("SELECT name FROM workflows ORDER BY name")
+        .fetch_all(&env.pool)
         .await
-        .expect("count");
-    assert_eq!(stored, 0);
+        .expect("names");
+    assert_eq!(stored, vec!["limited".to_string()]);
     env.stop().await;
 }

@@ -28,8 +28,10 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             },
             execution_timeout_ms: None,
             schedule_timeout_ms: None,
+            concurrency: Vec::new(),
         }],
         on_failure: None,
+        concurrency: Vec::new(),
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
         .await
@@ -44,6 +46,8 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             input: json!({ "i": i }),
             additional_metadata: None,
             traceparent: None,
+            concurrency: Vec::new(),
+            id: None,
         })
         .collect();
     adze_store::runs::create_runs(&env.pool, env.tenant_id, &runs)

@@ -55,6 +55,8 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
             input: json!({"n": 1}),
             additional_metadata: None,
             traceparent: None,
+            concurrency: Vec::new(),
+            id: None,
         }],
     )
     .await
@@ -110,6 +112,8 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
             input: json!({"n": 2}),
             additional_metadata: None,
             traceparent: None,
+            concurrency: Vec::new(),
+            id: None,
         }],
     )
     .await

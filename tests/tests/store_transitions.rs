@@ -21,6 +21,7 @@ fn task(name: &str, parents: &[&str], retries: i32) -> TaskSpec {
         },
         execution_timeout_ms: None,
         schedule_timeout_ms: None,
+        concurrency: Vec::new(),
     }
 }
 
@@ -29,6 +30,7 @@ fn spec() -> WorkflowSpec {
         name: "fsm".into(),
         tasks: vec![task("a", &[], 1), task("b", &["a"], 0)],
         on_failure: None,
+        concurrency: Vec::new(),
     }
 }
 
@@ -42,6 +44,8 @@ async fn new_run(env: &TestEnv, version: &adze_store::workflows::WorkflowVersion
             input: json!({}),
             additional_metadata: None,
             traceparent: None,
+            concurrency: Vec::new(),
+            id: None,
         }],
     )
     .await
@@ -378,6 +382,7 @@ async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status()
         name: "pair".into(),
         tasks: vec![task("x", &[], 0), task("y", &[], 0)],
         on_failure: None,
+        concurrency: Vec::new(),
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &pair)
         .await
@@ -504,6 +509,8 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
         input: json!({}),
         additional_metadata: None,
         traceparent: None,
+        concurrency: Vec::new(),
+        id: None,
     };
     let created = create_runs_multi(&env.pool, &[(env.tenant_id, &new_run); 3])
         .await

@@ -124,6 +124,9 @@ pub struct QueuedTask {
     pub task_id: Uuid,
     /// Its action.
     pub action_id: String,
+    /// The concurrency keys it must hold, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<adze_core::TaskKeys>,
 }
 
 /// What a dispatcher should do with an action.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::RetryPolicy;
+use crate::concurrency::ConcurrencySpec;
 use crate::limits::MAX_TASKS_PER_WORKFLOW;
 
 /// One task of a workflow definition.
@@ -22,6 +23,9 @@ pub struct TaskSpec {
     pub execution_timeout_ms: Option<i64>,
     /// Schedule timeout in milliseconds, if any.
     pub schedule_timeout_ms: Option<i64>,
+    /// Concurrency entries held by each attempt while it is on a worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<ConcurrencySpec>,
 }
 
 /// A workflow definition: a named DAG of tasks.
@@ -35,6 +39,9 @@ pub struct WorkflowSpec {
     /// errors; it has no parents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<TaskSpec>,
+    /// Concurrency entries held by each run from its first admitted task to its end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<ConcurrencySpec>,
 }
 
 /// Why a workflow definition was rejected. Messages name the offending tasks.

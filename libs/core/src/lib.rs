@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod concurrency;
 pub mod dag;
 pub mod duration;
 pub mod limits;
@@ -11,6 +12,7 @@ pub mod token;
 pub mod wait;
 pub mod worker;
 
+pub use concurrency::{ConcurrencyKey, ConcurrencySpec, ConcurrencyStrategy, TaskKeys};
 pub use dag::{DagError, TaskSpec, WorkflowSpec};
 pub use state::{RunStatus, TaskEvent, TaskStatus, Transition};
 pub use wait::WaitReason;

@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Why a task waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitReason {
     /// Some parent has not succeeded yet.
     Parents,
@@ -29,17 +29,28 @@ pub enum WaitReason {
     },
     /// Queued again because the worker holding it was lost.
     WorkerLost,
+    /// Ready, but a concurrency key it needs has as many holders as it allows.
+    ConcurrencyKey {
+        /// The key's value (what the entry's expression gave).
+        value: String,
+        /// Runs or tasks holding it.
+        held: i64,
+        /// Most it allows.
+        max: i32,
+    },
 }
 
 impl WaitReason {
     /// The text of the reasons that carry no numbers (the ones statements bind).
-    pub const fn fixed_text(self) -> Option<&'static str> {
+    pub const fn fixed_text(&self) -> Option<&'static str> {
         match self {
             Self::Parents => Some("waiting for parents"),
             Self::Slot => Some("waiting for a worker slot"),
             Self::NoWorker => Some("no worker registered for its action"),
             Self::WorkerLost => Some("requeued: its worker was lost"),
-            Self::Retry { .. } | Self::RetryAfterTimeout { .. } => None,
+            Self::Retry { .. } | Self::RetryAfterTimeout { .. } | Self::ConcurrencyKey { .. } => {
+                None
+            }
         }
     }
 }
@@ -50,6 +61,9 @@ impl fmt::Display for WaitReason {
             Self::Retry { retry, of } => write!(f, "retry {retry} of {of} after failure"),
             Self::RetryAfterTimeout { retry, of } => {
                 write!(f, "retry {retry} of {of} after timing out")
+            }
+            Self::ConcurrencyKey { value, held, max } => {
+                write!(f, "concurrency key {value:?} at {held}/{max}")
             }
             other => f.write_str(other.fixed_text().unwrap_or_default()),
         }
@@ -70,6 +84,15 @@ mod tests {
         assert_eq!(
             WaitReason::RetryAfterTimeout { retry: 2, of: 2 }.to_string(),
             "retry 2 of 2 after timing out"
+        );
+        assert_eq!(
+            WaitReason::ConcurrencyKey {
+                value: "alice".into(),
+                held: 5,
+                max: 5
+            }
+            .to_string(),
+            "concurrency key \"alice\" at 5/5"
         );
         for r in [
             WaitReason::Parents,

@@ -33,6 +33,7 @@
 
 mod client;
 mod coalesce;
+mod concurrency;
 mod config;
 mod context;
 mod duration;
@@ -47,6 +48,7 @@ mod worker;
 mod workflow;
 
 pub use client::{Client, RunTarget, TriggerOptions};
+pub use concurrency::{Concurrency, Strategy as ConcurrencyStrategy};
 pub use config::{ClientConfig, TlsStrategy, TokenClaims};
 pub use context::Context;
 pub use duration::format_duration;

@@ -27,6 +27,7 @@ pub(crate) struct TaskOptions {
     pub backoff_max_seconds: Option<u32>,
     pub execution_timeout: Option<Duration>,
     pub schedule_timeout: Option<Duration>,
+    pub concurrency: Vec<crate::Concurrency>,
 }
 
 /// A task: a name, options and an async handler `Fn(I, Context) -> Result<O, TaskError>`.
@@ -139,6 +140,14 @@ impl<I, O> TaskDef<I, O> {
     #[must_use]
     pub fn execution_timeout(mut self, timeout: Duration) -> Self {
         self.options.execution_timeout = Some(timeout);
+        self
+    }
+
+    /// Limits how many attempts of this task run at once per key (each holds its key
+    /// while it is on a worker). Several limits may be set.
+    #[must_use]
+    pub fn concurrency(mut self, limit: crate::Concurrency) -> Self {
+        self.options.concurrency.push(limit);
         self
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct WorkflowDef {
     pub tasks: Vec<TaskEntry>,
     /// Run once when a run of the workflow fails.
     pub on_failure: Option<TaskEntry>,
+    /// Limits held by each run.
+    pub concurrency: Vec<crate::Concurrency>,
 }
 
 /// One task of a [`WorkflowDef`].
@@ -79,11 +81,19 @@ impl<I> Workflow<I> {
             description: String::new(),
             tasks: Vec::new(),
             on_failure: None,
+            concurrency: Vec::new(),
         };
         Workflow {
             def,
             _input: PhantomData,
         }
+    }
+
+    /// Limits how many runs are in progress at once per key: a run holds its key from
+    /// its first task's start to its end. Several limits may be set.
+    pub fn concurrency(mut self, limit: crate::Concurrency) -> Self {
+        self.def.concurrency.push(limit);
+        self
     }
 
     /// The workflow name.
@@ -222,6 +232,7 @@ impl WorkflowDef {
                 .on_failure
                 .as_ref()
                 .map(|task| create_task_opts(name, task)),
+            concurrency_arr: self.concurrency.iter().map(|c| c.to_proto()).collect(),
             ..Default::default()
         }
     }
@@ -241,6 +252,7 @@ fn create_task_opts(workflow_name: &str, task: &TaskEntry) -> CreateTaskOpts {
             .backoff_max_seconds
             .map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
         schedule_timeout: o.schedule_timeout.map(format_duration),
+        concurrency: o.concurrency.iter().map(|c| c.to_proto()).collect(),
         ..Default::default()
     }
 }

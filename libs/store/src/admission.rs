@@ -4,7 +4,7 @@
 //! worker, is the scheduler's pipeline (`adze_scheduler::admission`); no policy lives
 //! here.
 
-use adze_core::{TaskEvent, TaskStatus};
+use adze_core::{TaskEvent, TaskKeys, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
@@ -127,6 +127,8 @@ pub struct Candidate {
     /// Its place in the queue, when it was read from the queue (listed tasks have
     /// none).
     pub position: Option<QueuePosition>,
+    /// The concurrency keys it must hold, if any.
+    pub keys: Option<TaskKeys>,
 }
 
 /// What to read from one (tenant, action) queue: up to `n` ready tasks, from its head
@@ -155,12 +157,13 @@ pub async fn candidates(
 ) -> Result<Vec<Candidate>> {
     // From the head of each queue: the common case, and the hot one.
     static HEADS: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at FROM tasks t
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency
+             FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
-               AND t.status = {queued} AND t.not_before <= now()
+               AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
              ORDER BY t.not_before, t.queued_at
              LIMIT k.n) q
            ORDER BY q.not_before, q.queued_at
@@ -168,13 +171,14 @@ pub async fn candidates(
     );
     // Behind a position, for queues whose head a stage held back.
     static BEHIND: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $5::timestamptz[], $6::timestamptz[])
                 AS k(tenant_id, action_id, n, not_before, queued_at)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at FROM tasks t
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency
+             FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
-               AND t.status = {queued} AND t.not_before <= now()
+               AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
                AND (t.not_before, t.queued_at) >= (k.not_before, k.queued_at)
                AND t.id <> ALL($7::uuid[])
              ORDER BY t.not_before, t.queued_at
@@ -214,19 +218,29 @@ pub async fn candidates(
             .fetch_all(conn)
             .await?
     };
-    rows.iter()
-        .map(|r| {
-            Ok(Candidate {
-                tenant_id: r.try_get("tenant_id")?,
-                id: r.try_get("id")?,
-                action_id: r.try_get("action_id")?,
-                position: Some(QueuePosition {
-                    not_before: r.try_get("not_before")?,
-                    queued_at: r.try_get("queued_at")?,
-                }),
-            })
-        })
-        .collect()
+    rows.iter().map(candidate).collect()
+}
+
+/// A candidate read from a row of `tasks` (with its run id and concurrency keys).
+pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
+    let keys: Option<Value> = r.try_get("concurrency")?;
+    let keys = match keys {
+        Some(k) => Some(TaskKeys {
+            run_id: r.try_get("run_id")?,
+            keys: serde_json::from_value(k).map_err(|e| crate::Error::Corrupt(e.to_string()))?,
+        }),
+        None => None,
+    };
+    Ok(Candidate {
+        tenant_id: r.try_get("tenant_id")?,
+        id: r.try_get("id")?,
+        action_id: r.try_get("action_id")?,
+        position: Some(QueuePosition {
+            not_before: r.try_get("not_before")?,
+            queued_at: r.try_get("queued_at")?,
+        }),
+        keys,
+    })
 }
 
 /// A candidate matched to a worker.
@@ -244,12 +258,24 @@ pub struct Match {
 const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id) {fenced}),
            upd AS (
              UPDATE tasks t SET status = $4, worker_id = m.worker_id, assigned_at = now(), wait_reason = NULL,
+                 key_blocked = NULL,
                  execution_deadline = now() + t.execution_timeout_ms * interval '1 millisecond',
                  start_deadline = now() + $6 * interval '1 millisecond'
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
              RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors,
-                       t.execution_deadline, t.on_failure)
-           SELECT upd.*, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
+                       t.execution_deadline, t.on_failure, t.concurrency),
+           -- Concurrency keys: the run (a workflow entry) or the task holds each from
+           -- now on, for as long as its own status says (see migration 0013).
+           holds AS (
+             INSERT INTO concurrency_holds (tenant_id, key, holder_id, run_id, run_level)
+             SELECT upd.tenant_id, k.e ->> 'k',
+                    CASE WHEN (k.e ->> 'r')::bool THEN upd.run_id ELSE upd.id END,
+                    upd.run_id, (k.e ->> 'r')::bool
+             FROM upd CROSS JOIN LATERAL jsonb_array_elements(upd.concurrency) AS k(e)
+             WHERE upd.concurrency IS NOT NULL
+             ON CONFLICT DO NOTHING)
+           SELECT upd.tenant_id, upd.id, upd.run_id, upd.readable_id, upd.action_id, upd.attempt,
+             upd.worker_id, upd.ancestors, upd.execution_deadline, upd.on_failure, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
              CASE WHEN cardinality(upd.ancestors) > 0 THEN
                (SELECT jsonb_object_agg(a.readable_id,
                   CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)

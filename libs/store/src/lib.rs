@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod auth;
 pub mod batch;
+pub mod concurrency;
 pub mod deadlines;
 pub mod fence;
 pub mod rate_limits;

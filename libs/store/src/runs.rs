@@ -1,6 +1,6 @@
 //! Runs and their tasks as clients see them: creation (ingest) and reads.
 
-use adze_core::{RunStatus, TaskStatus};
+use adze_core::{ConcurrencyKey, RunStatus, TaskKeys, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool, Row};
@@ -21,6 +21,12 @@ pub struct NewRun<'a> {
     pub additional_metadata: Option<Value>,
     /// W3C trace context of the run.
     pub traceparent: Option<String>,
+    /// The run's id when the caller chose it (expressions evaluated at trigger read
+    /// it); otherwise a new one.
+    pub id: Option<Uuid>,
+    /// The concurrency keys of each of the version's tasks, in its order (evaluated
+    /// from the workflow's and the tasks' entries); empty when it has none.
+    pub concurrency: Vec<Vec<ConcurrencyKey>>,
 }
 
 /// Inserts runs and all their tasks in one transaction (roots `queued`, others
@@ -39,6 +45,8 @@ pub struct ReadyTask {
     pub task_id: Uuid,
     /// Its action.
     pub action_id: String,
+    /// The concurrency keys it must hold, if any.
+    pub keys: Option<TaskKeys>,
 }
 
 /// What [`create_runs_multi`] wrote.
@@ -68,7 +76,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
     let mut r_on_failure = Vec::with_capacity(n);
     let mut t = TaskColumns::default();
     for (tenant_id, run) in runs {
-        let run_id = Uuid::now_v7();
+        let run_id = run.id.unwrap_or_else(Uuid::now_v7);
         let v = run.version;
         r_tenant.push(*tenant_id);
         r_id.push(run_id);
@@ -79,8 +87,9 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         r_meta.push(run.additional_metadata.clone());
         r_trace.push(run.traceparent.as_deref());
         r_on_failure.push(v.on_failure.is_some());
-        for task in &v.tasks {
-            t.push(*tenant_id, run_id, task);
+        for (i, task) in v.tasks.iter().enumerate() {
+            let keys = run.concurrency.get(i).filter(|k| !k.is_empty());
+            t.push(*tenant_id, run_id, task, keys);
         }
     }
     sqlx::query(CREATE_RUNS.text())
@@ -107,6 +116,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         .bind(&r_meta)
         .bind(&r_trace)
         .bind(&r_on_failure)
+        .bind(&t.concurrency)
         .execute(pool)
         .await?;
     let ready = t.ready();
@@ -134,18 +144,20 @@ static CREATE_RUNS: Sql = Sql::new(
          RETURNING 1)
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
-             execution_timeout_ms, schedule_timeout_ms, schedule_deadline)
+             execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency)
        SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
               CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
               u.pending,
               ARRAY(SELECT jsonb_array_elements_text(u.parents)),
               ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
-              CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END
+              CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
+              u.concurrency
        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
-                   $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[])
+                   $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
+                   $24::jsonb[])
          AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
-              exec_timeout, sched_timeout)"#,
+              exec_timeout, sched_timeout, concurrency)"#,
 );
 
 /// Column arrays of the tasks to insert.
@@ -165,6 +177,9 @@ struct TaskColumns<'a> {
     cap: Vec<Option<i32>>,
     exec_timeout: Vec<Option<i64>>,
     sched_timeout: Vec<Option<i64>>,
+    concurrency: Vec<Option<Value>>,
+    /// Per task, its keys when it has some (for the ready list).
+    keys: Vec<Option<&'a [ConcurrencyKey]>>,
 }
 
 impl<'a> TaskColumns<'a> {
@@ -177,11 +192,24 @@ impl<'a> TaskColumns<'a> {
                 tenant_id: self.tenant[i],
                 task_id: self.id[i],
                 action_id: self.action[i].to_owned(),
+                keys: self.keys[i].map(|k| TaskKeys {
+                    run_id: self.run[i],
+                    keys: k.to_vec(),
+                }),
             })
             .collect()
     }
 
-    fn push(&mut self, tenant: Uuid, run: Uuid, t: &'a crate::workflows::TaskDef) {
+    fn push(
+        &mut self,
+        tenant: Uuid,
+        run: Uuid,
+        t: &'a crate::workflows::TaskDef,
+        keys: Option<&'a Vec<ConcurrencyKey>>,
+    ) {
+        self.concurrency
+            .push(keys.map(|k| serde_json::to_value(k).unwrap_or(Value::Null)));
+        self.keys.push(keys.map(Vec::as_slice));
         self.tenant.push(tenant);
         self.id.push(Uuid::now_v7());
         self.run.push(run);

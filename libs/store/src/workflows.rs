@@ -1,8 +1,8 @@
 //! Workflows and their versions. Registration is idempotent: an unchanged definition
 //! returns the current version instead of creating a new one.
 
-use adze_core::WorkflowSpec;
 use adze_core::backoff::RetryPolicy;
+use adze_core::{ConcurrencySpec, WorkflowSpec};
 use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
@@ -25,6 +25,8 @@ pub struct TaskDef {
     pub execution_timeout_ms: Option<i64>,
     /// Schedule timeout in milliseconds, counted from each time the task is queued.
     pub schedule_timeout_ms: Option<i64>,
+    /// Concurrency entries held by each attempt.
+    pub concurrency: Vec<ConcurrencySpec>,
 }
 
 /// A workflow's current version with its tasks, in declaration order.
@@ -40,6 +42,15 @@ pub struct WorkflowVersion {
     pub tasks: Vec<TaskDef>,
     /// The on-failure task, created in a run only when the run fails.
     pub on_failure: Option<TaskDef>,
+    /// Concurrency entries held by each run.
+    pub concurrency: Vec<ConcurrencySpec>,
+}
+
+impl WorkflowVersion {
+    /// Whether any entry of the workflow or of its tasks limits concurrency.
+    pub fn has_concurrency(&self) -> bool {
+        !self.concurrency.is_empty() || self.tasks.iter().any(|t| !t.concurrency.is_empty())
+    }
 }
 
 /// Registers `spec` (already validated) for the tenant. Returns the workflow and
@@ -145,12 +156,12 @@ pub async fn latest_version(
 ) -> Result<Option<WorkflowVersion>> {
     let rows = sqlx::query(
         r#"WITH v AS (
-             SELECT w.id AS workflow_id, wv.id AS version_id
+             SELECT w.id AS workflow_id, wv.id AS version_id, wv.definition
              FROM workflows w JOIN workflow_versions wv
                ON wv.tenant_id = w.tenant_id AND wv.workflow_id = w.id
              WHERE w.tenant_id = $1 AND w.name = $2
              ORDER BY wv.version DESC LIMIT 1)
-           SELECT v.workflow_id, v.version_id, t.readable_id, t.action_id, t.parents, t.ancestors,
+           SELECT v.workflow_id, v.version_id, v.definition, t.readable_id, t.action_id, t.parents, t.ancestors,
                   t.max_retries, t.backoff_factor, t.backoff_max_seconds,
                   t.execution_timeout_ms, t.schedule_timeout_ms, t.on_failure
            FROM v JOIN workflow_tasks t
@@ -164,12 +175,25 @@ pub async fn latest_version(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
+    // Concurrency entries live only in the definition.
+    let definition: serde_json::Value = first.try_get("definition")?;
+    let spec: WorkflowSpec =
+        serde_json::from_value(definition).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let entries_of = |name: &str| {
+        spec.tasks
+            .iter()
+            .chain(&spec.on_failure)
+            .find(|t| t.readable_id == name)
+            .map(|t| t.concurrency.clone())
+            .unwrap_or_default()
+    };
     let mut version = WorkflowVersion {
         workflow_id: first.try_get("workflow_id")?,
         version_id: first.try_get("version_id")?,
         name: name.to_string(),
         tasks: Vec::with_capacity(rows.len()),
         on_failure: None,
+        concurrency: spec.concurrency.clone(),
     };
     for r in &rows {
         let task = TaskDef {
@@ -184,6 +208,11 @@ pub async fn latest_version(
             },
             execution_timeout_ms: r.try_get("execution_timeout_ms")?,
             schedule_timeout_ms: r.try_get("schedule_timeout_ms")?,
+            concurrency: Vec::new(),
+        };
+        let task = TaskDef {
+            concurrency: entries_of(&task.readable_id),
+            ..task
         };
         if r.try_get("on_failure")? {
             version.on_failure = Some(task);

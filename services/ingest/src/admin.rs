@@ -57,14 +57,6 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
     if !req.cron_triggers.is_empty() {
         return Err(unsupported(wf, "cron triggers"));
     }
-    if req
-        .concurrency
-        .as_ref()
-        .is_some_and(|c| !c.expression.is_empty())
-        || !req.concurrency_arr.is_empty()
-    {
-        return Err(unsupported(wf, "concurrency limits"));
-    }
     let tasks = req
         .tasks
         .iter()
@@ -79,6 +71,10 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
         name: req.name.clone(),
         tasks,
         on_failure,
+        concurrency: crate::concurrency::workflow_specs(
+            req.concurrency.as_ref(),
+            &req.concurrency_arr,
+        ),
     };
     spec.validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -90,9 +86,6 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
     let name = t.readable_id.as_str();
     if !t.rate_limits.is_empty() {
         return Err(unsupported(wf, "rate limits"));
-    }
-    if !t.concurrency.is_empty() {
-        return Err(unsupported(wf, "task concurrency limits"));
     }
     if t.is_durable {
         return Err(unsupported(wf, "durable tasks"));
@@ -131,6 +124,7 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
             "schedule_timeout",
             t.schedule_timeout.as_deref().unwrap_or(""),
         )?,
+        concurrency: t.concurrency.iter().map(crate::concurrency::spec).collect(),
     })
 }
 

@@ -48,6 +48,10 @@ pub(crate) struct PendingRun {
     pub(crate) input: Value,
     pub(crate) additional_metadata: Option<Value>,
     pub(crate) traceparent: Option<String>,
+    /// The run's id, when it was chosen before the commit (see [`NewRun::id`]).
+    pub(crate) id: Option<Uuid>,
+    /// Per task of the version, its concurrency keys (empty: none at all).
+    pub(crate) concurrency: Vec<Vec<adze_core::ConcurrencyKey>>,
 }
 
 struct Request {
@@ -148,6 +152,8 @@ async fn commit(
                         input: p.input.clone(),
                         additional_metadata: p.additional_metadata.clone(),
                         traceparent: p.traceparent.clone(),
+                        id: p.id,
+                        concurrency: p.concurrency.clone(),
                     },
                 )
             })
@@ -178,6 +184,7 @@ async fn commit(
             .push(QueuedTask {
                 task_id: t.task_id,
                 action_id: t.action_id,
+                keys: t.keys,
             });
     }
     let mut offset = 0;

@@ -6,6 +6,7 @@
 mod admin;
 pub mod budget;
 mod commit;
+mod concurrency;
 mod errors;
 mod events;
 mod flow_checks;

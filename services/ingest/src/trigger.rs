@@ -25,6 +25,7 @@ pub(crate) struct WorkflowApi {
     deps: Deps,
     versions: Arc<VersionCache>,
     committer: Committer,
+    keys: crate::concurrency::KeyExprs,
 }
 
 impl WorkflowApi {
@@ -33,6 +34,7 @@ impl WorkflowApi {
             deps,
             versions,
             committer,
+            keys: Default::default(),
         }
     }
 }
@@ -89,11 +91,23 @@ impl WorkflowApi {
                     .filter(|v| !v.is_null()),
                 None => None,
             };
+            let version = versions[r.name.as_str()].clone();
+            // Concurrency keys are evaluated now, once per run, from what it was given.
+            let (id, concurrency) = match self.keys.of(tenant_id, &version)? {
+                Some(exprs) => {
+                    let id = Uuid::now_v7();
+                    let keys = exprs.keys(&version.name, id, &input, meta.as_ref())?;
+                    (Some(id), keys)
+                }
+                None => (None, Vec::new()),
+            };
             runs.push(PendingRun {
-                version: versions[r.name.as_str()].clone(),
+                version,
                 input,
                 additional_metadata: meta,
                 traceparent: Some(adze_telemetry::new_traceparent()),
+                id,
+                concurrency,
             });
         }
         self.committer

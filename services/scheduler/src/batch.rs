@@ -15,7 +15,7 @@ use adze_core::{TaskEvent, TaskStatus};
 use adze_runtime::tasks::Tasks;
 use adze_store::admission::{Assignment, Fence};
 
-use crate::admission::{Pipeline, SlotBook, Source};
+use crate::admission::{CancelOrder, Pipeline, SlotBook, Source};
 use adze_store::runs::ReadyTask;
 use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
 use async_nats::jetstream::Message;
@@ -71,6 +71,8 @@ pub(crate) struct Orders {
     /// The earliest retry the batch queued after a backoff: the reapers are told, so
     /// one wakes the scheduler when it is due.
     retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Tasks the concurrency stage cancelled: sent to the scheduler's own events.
+    cancels: Vec<CancelOrder>,
 }
 
 /// A batch's finished runs and the messages to acknowledge after them.
@@ -112,7 +114,7 @@ impl Processor {
             deps,
             slots: None,
             hold: StartHold::new(),
-            pipeline: Pipeline::new(),
+            pipeline: Pipeline::new().with_stage(crate::admission::stages::Concurrency::new()),
         }
     }
 
@@ -205,6 +207,7 @@ impl Processor {
         let sent = if orders.assignments.is_empty()
             && orders.stops.is_empty()
             && orders.retry_at.is_none()
+            && orders.cancels.is_empty()
         {
             !self.assigner.is_closed()
         } else {
@@ -273,18 +276,19 @@ impl Processor {
         release_early_slots(&mut tx, &mut book, events).await?;
         let finished = scheduling::finalize_applied(&mut tx, &applied).await?;
         let reports_only = events.iter().all(|e| is_report(&e.body));
-        let assignments = if book.drained() && reports_only && ended_all(&applied, &finished) {
-            Vec::new()
-        } else {
-            let source = Source::Queue {
-                limit: self.config.admit_limit,
+        let (assignments, cancels) =
+            if book.drained() && reports_only && ended_all(&applied, &finished) {
+                Default::default()
+            } else {
+                let source = Source::Queue {
+                    limit: self.config.admit_limit,
+                };
+                let pass = self
+                    .pipeline
+                    .admit(&mut tx, &mut book, source, None)
+                    .await?;
+                (pass.assignments, pass.cancels)
             };
-            let pass = self
-                .pipeline
-                .admit(&mut tx, &mut book, source, None)
-                .await?;
-            pass.assignments
-        };
         tx.commit().await?;
         self.slots = Some((book, loaded_at));
         let retry_at = applied.iter().filter_map(|a| a.retry_at).min();
@@ -294,6 +298,7 @@ impl Processor {
                 assignments,
                 stops,
                 retry_at,
+                cancels,
             },
             finished,
             lazy: false,
@@ -326,11 +331,11 @@ impl Processor {
             let Some(pass) = fenced(admitted)? else {
                 return Ok(None);
             };
-            let assignments = pass.assignments;
             // Committed: announced now, before the reports are written; the batch's
             // events are acknowledged with the rest of its outcome.
             let orders = Orders {
-                assignments,
+                assignments: pass.assignments,
+                cancels: pass.cancels,
                 ..Orders::default()
             };
             if self.assign(orders).await.is_err() {
@@ -348,8 +353,8 @@ impl Processor {
         };
         release_slots(&mut book, &applied);
         let finished = scheduling::finalize_applied(conn, &applied).await?;
-        let assignments = if book.drained() && ended_all(&applied, &finished) {
-            Vec::new()
+        let (assignments, cancels) = if book.drained() && ended_all(&applied, &finished) {
+            Default::default()
         } else {
             let limit = self.config.admit_limit;
             let source = Source::Queue { limit };
@@ -360,12 +365,13 @@ impl Processor {
             let Some(pass) = fenced(admitted)? else {
                 return Ok(None);
             };
-            pass.assignments
+            (pass.assignments, pass.cancels)
         };
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
             orders: Orders {
                 assignments,
+                cancels,
                 ..Orders::default()
             },
             finished,
@@ -398,11 +404,11 @@ impl Processor {
         let Some(pass) = fenced(admitted)? else {
             return Ok(None);
         };
-        let assignments = pass.assignments;
         self.slots = Some((book, loaded_at));
         Ok(Some(Outcome {
             orders: Orders {
-                assignments,
+                assignments: pass.assignments,
+                cancels: pass.cancels,
                 ..Orders::default()
             },
             ..Outcome::default()
@@ -607,6 +613,7 @@ fn listed<'a>(
             tenant_id: e.tenant_id,
             task_id: t.task_id,
             action_id: t.action_id.clone(),
+            keys: t.keys.clone(),
         }));
     }
     any.then_some(out)
@@ -685,6 +692,7 @@ impl Announcer {
                     .min();
                 me.announce_stops(orders.stops).await;
                 me.announce_assignments(orders.assignments).await;
+                me.announce_cancels(orders.cancels).await;
                 me.flush().await;
                 hints.offer(deadline).await;
             }
@@ -780,6 +788,28 @@ impl Announcer {
         }
         for (worker, (tenant, actions)) in per_worker {
             self.send_actions(tenant, worker, actions).await;
+        }
+    }
+
+    /// Sends the cancellations admission decided to the scheduler's own events (as a
+    /// client's cancel would be), to be applied by a following batch. A lost one is
+    /// decided again by a later pass.
+    async fn announce_cancels(&self, cancels: Vec<CancelOrder>) {
+        for order in cancels {
+            for ids in order.ids.chunks(1_000) {
+                tracing::info!(tasks = ids.len(), reason = %order.reason, "cancelling for a concurrency key");
+                let env = Envelope::new(
+                    order.tenant_id,
+                    SchedulerEvent::CancelTasks {
+                        task_ids: ids.to_vec(),
+                        reason: order.reason.clone(),
+                    },
+                );
+                let id = format!("concurrency-cancel:{}", ids[0]);
+                if let Err(e) = self.deps.bus.publish_event(&env, &id).await {
+                    tracing::warn!(error = %e, "cannot send a concurrency cancellation; a later pass decides it again");
+                }
+            }
         }
     }
 

@@ -13,9 +13,11 @@ fn spec(edges: &[(&str, &[&str])]) -> WorkflowSpec {
                 retry: RetryPolicy::default(),
                 execution_timeout_ms: None,
                 schedule_timeout_ms: None,
+                concurrency: Vec::new(),
             })
             .collect(),
         on_failure: None,
+        concurrency: Vec::new(),
     }
 }
 
@@ -77,9 +79,9 @@ proptest! {
                 if x >> 61 == 0 { parents.push(earlier.clone()); }
             }
             TaskSpec { readable_id: names[i].clone(), action_id: String::new(), parents,
-                retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None }
+                retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new() }
         }).collect();
-        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None };
+        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new() };
         prop_assert_eq!(s.validate(), Ok(()));
     }
 
@@ -90,10 +92,10 @@ proptest! {
         let mut tasks: Vec<TaskSpec> = (0..n).map(|i| TaskSpec {
             readable_id: format!("t{i}"), action_id: String::new(),
             parents: if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] },
-            retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None,
+            retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(),
         }).collect();
         tasks[k].parents.push(format!("t{}", n - 1));
-        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None };
+        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new() };
         prop_assert!(matches!(s.validate(), Err(DagError::Cycle { .. })), "expected cycle");
     }
 }

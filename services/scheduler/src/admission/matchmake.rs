@@ -77,6 +77,7 @@ mod tests {
             id: Uuid::new_v4(),
             action_id: action.into(),
             position: None,
+            keys: None,
         }
     }
 

@@ -21,6 +21,7 @@
 mod matchmake;
 mod slots;
 mod stage;
+pub mod stages;
 
 use std::collections::{HashMap, HashSet};
 
@@ -31,7 +32,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use slots::SlotBook;
-pub use stage::{Stage, Verdict};
+pub use stage::{CancelOrder, Stage, Verdict};
 
 use matchmake::matchmake;
 
@@ -61,6 +62,8 @@ pub struct Deferred {
     pub task_id: Uuid,
     /// Why it waits.
     pub reason: WaitReason,
+    /// The key it waits under, off the ready queue, if a full key holds it.
+    pub waits_under: Option<String>,
 }
 
 /// What one pass decided.
@@ -70,6 +73,9 @@ pub struct Pass {
     pub assignments: Vec<Assignment>,
     /// Tasks held back by a stage.
     pub deferred: Vec<Deferred>,
+    /// Tasks a stage cancelled (a concurrency strategy), to send to the scheduler's
+    /// own events once the pass is committed.
+    pub cancels: Vec<CancelOrder>,
 }
 
 /// The admission pipeline: its stages, in order.
@@ -110,10 +116,47 @@ impl Pipeline {
         fence: Option<&Fence>,
     ) -> Result<Pass, adze_store::Error> {
         book.drained = false;
-        match source {
-            Source::Queue { limit } => self.admit_queue(conn, book, limit, fence).await,
-            Source::Listed(ready) => self.admit_list(conn, book, ready, fence).await,
+        for stage in &self.stages {
+            stage.begin();
         }
+        let mut pass = match source {
+            Source::Queue { limit } => self.admit_queue(conn, book, limit, fence).await?,
+            Source::Listed(ready) => self.admit_list(conn, book, ready, fence).await?,
+        };
+        if self.stages.iter().any(|s| s.has_waiting()) {
+            book.drained = false;
+        }
+        self.settle(conn, &mut pass).await?;
+        Ok(pass)
+    }
+
+    /// Writes why each held-back task waits (and the key it waits under), and turns
+    /// the stages' cancellations of runs into the runs' unfinished tasks.
+    async fn settle(
+        &self,
+        conn: &mut PgConnection,
+        pass: &mut Pass,
+    ) -> Result<(), adze_store::Error> {
+        if !pass.deferred.is_empty() {
+            let held: Vec<adze_store::concurrency::HeldBack> = pass
+                .deferred
+                .iter()
+                .map(|d| adze_store::concurrency::HeldBack {
+                    tenant_id: d.tenant_id,
+                    task_id: d.task_id,
+                    reason: d.reason.to_string(),
+                    key: d.waits_under.clone(),
+                })
+                .collect();
+            adze_store::concurrency::hold_back(conn, &held).await?;
+        }
+        for order in &mut pass.cancels {
+            order.ids =
+                adze_store::selection::unfinished_tasks(&mut *conn, order.tenant_id, &order.ids)
+                    .await?;
+        }
+        pass.cancels.retain(|o| !o.ids.is_empty());
+        Ok(())
     }
 
     /// Runs the stages over `candidates`: what all of them admitted, and what one held
@@ -125,7 +168,7 @@ impl Pipeline {
     ) -> Result<Verdict, adze_store::Error> {
         let mut verdict = Verdict {
             admitted: candidates,
-            deferred: Vec::new(),
+            ..Verdict::default()
         };
         for stage in &self.stages {
             if verdict.admitted.is_empty() {
@@ -134,6 +177,8 @@ impl Pipeline {
             let next = stage.admit(conn, verdict.admitted).await?;
             verdict.admitted = next.admitted;
             verdict.deferred.extend(next.deferred);
+            verdict.waits_under.extend(next.waits_under);
+            verdict.cancels.extend(next.cancels);
         }
         Ok(verdict)
     }
@@ -178,8 +223,13 @@ impl Pipeline {
         let mut unplaced = false;
         // Every task read so far: a queue read again skips them.
         let mut seen: Vec<Uuid> = Vec::new();
+        // Tasks the stages held back under keys that now have room join the first read.
+        let mut waiting = Vec::new();
+        for stage in &self.stages {
+            waiting.extend(stage.waiting(conn).await?);
+        }
         for round in 1..=MAX_ROUNDS {
-            let read = adze_store::admission::candidates(conn, &asks, budget, &seen).await?;
+            let mut read = adze_store::admission::candidates(conn, &asks, budget, &seen).await?;
             // The pass's limit cut the read short: any queue may hold more.
             let truncated = read.len() as i64 >= budget;
             let mut got: HashMap<(Uuid, &str), (i64, Option<QueuePosition>)> = HashMap::new();
@@ -211,6 +261,10 @@ impl Pipeline {
             if staged {
                 seen.extend(read.iter().map(|c| c.id));
             }
+            if !waiting.is_empty() {
+                read.append(&mut waiting);
+                read.sort_by_key(|c| c.position);
+            }
             let verdict = self.stages(conn, read).await?;
             let (m, left) = matchmake(verdict.admitted, book);
             budget -= m.len() as i64;
@@ -221,8 +275,10 @@ impl Pipeline {
                 .iter()
                 .map(|(c, _)| (c.tenant_id, c.action_id.clone()))
                 .collect();
+            pass.cancels.extend(verdict.cancels);
+            let under = verdict.waits_under;
             pass.deferred
-                .extend(verdict.deferred.into_iter().map(deferred));
+                .extend(verdict.deferred.into_iter().map(|d| deferred(d, &under)));
             if round == MAX_ROUNDS || budget <= 0 || held.is_empty() {
                 break;
             }
@@ -274,24 +330,32 @@ impl Pipeline {
                 id: t.task_id,
                 action_id: t.action_id.clone(),
                 position: None,
+                keys: t.keys.clone(),
             })
             .collect();
         let verdict = self.stages(conn, candidates).await?;
         let (matched, _) = matchmake(verdict.admitted, book);
         let assignments = assign_settled(conn, book, matched, fence).await?;
         book.drained = assignments.len() == served && verdict.deferred.is_empty();
+        let under = verdict.waits_under;
         Ok(Pass {
             assignments,
-            deferred: verdict.deferred.into_iter().map(deferred).collect(),
+            deferred: verdict
+                .deferred
+                .into_iter()
+                .map(|d| deferred(d, &under))
+                .collect(),
+            cancels: verdict.cancels,
         })
     }
 }
 
-fn deferred((c, reason): (Candidate, WaitReason)) -> Deferred {
+fn deferred((c, reason): (Candidate, WaitReason), under: &HashMap<Uuid, String>) -> Deferred {
     Deferred {
         tenant_id: c.tenant_id,
         task_id: c.id,
         reason,
+        waits_under: under.get(&c.id).cloned(),
     }
 }
 

@@ -1,0 +1,217 @@
+//! Concurrency entries: converted from a registration into the workflow's spec, and
+//! evaluated for each run at trigger into the keys its tasks carry. Expressions are
+//! compiled once per workflow version and kept ([`KeyExprs`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use adze_core::{ConcurrencyKey, ConcurrencySpec, ConcurrencyStrategy};
+use adze_expr::{Expr, Vars};
+use adze_proto::v1::{Concurrency, ConcurrencyLimitStrategy};
+use adze_store::workflows::WorkflowVersion;
+use serde_json::Value;
+use tonic::Status;
+use uuid::Uuid;
+
+/// The spec of one registered entry (already checked by `flow_checks`). Without a
+/// strategy an entry queues (GROUP_ROUND_ROBIN); without `max_runs`, one at a time.
+pub(crate) fn spec(c: &Concurrency) -> ConcurrencySpec {
+    let strategy = match c
+        .limit_strategy
+        .and_then(|s| ConcurrencyLimitStrategy::try_from(s).ok())
+    {
+        Some(ConcurrencyLimitStrategy::CancelInProgress) => ConcurrencyStrategy::CancelInProgress,
+        Some(ConcurrencyLimitStrategy::DropNewest) => ConcurrencyStrategy::DropNewest,
+        Some(ConcurrencyLimitStrategy::QueueNewest) => ConcurrencyStrategy::QueueNewest,
+        Some(ConcurrencyLimitStrategy::CancelNewest) => ConcurrencyStrategy::CancelNewest,
+        Some(ConcurrencyLimitStrategy::CancelQueuedExceptNewest) => {
+            ConcurrencyStrategy::CancelQueuedExceptNewest
+        }
+        Some(ConcurrencyLimitStrategy::CancelQueuedExceptOldest) => {
+            ConcurrencyStrategy::CancelQueuedExceptOldest
+        }
+        Some(ConcurrencyLimitStrategy::GroupRoundRobin) | None => {
+            ConcurrencyStrategy::GroupRoundRobin
+        }
+    };
+    ConcurrencySpec {
+        expression: c.expression.clone(),
+        max_runs: c.max_runs.unwrap_or(1),
+        max_runs_expression: c.max_runs_expression.clone(),
+        strategy,
+        tenant_scope: c
+            .is_tenant_scoped
+            .unwrap_or(false)
+            .then(|| c.name.clone().unwrap_or_else(|| c.expression.clone())),
+    }
+}
+
+/// The workflow-level entries of a registration: the SDKs send the legacy single
+/// entry empty when there is none.
+pub(crate) fn workflow_specs(
+    single: Option<&Concurrency>,
+    many: &[Concurrency],
+) -> Vec<ConcurrencySpec> {
+    single
+        .into_iter()
+        .chain(many)
+        .filter(|c| !c.expression.is_empty())
+        .map(spec)
+        .collect()
+}
+
+/// One entry compiled, with the scope its keys are stored under.
+struct Compiled {
+    scope: String,
+    key: Expr,
+    max_runs: i32,
+    max_runs_expr: Option<Expr>,
+    strategy: ConcurrencyStrategy,
+    run_level: bool,
+}
+
+/// A version's entries compiled: the workflow's, then each task's.
+pub(crate) struct VersionExprs {
+    workflow: Vec<Compiled>,
+    tasks: Vec<Vec<Compiled>>,
+}
+
+impl VersionExprs {
+    fn compile(tenant_id: Uuid, v: &WorkflowVersion) -> Result<Self, Status> {
+        let compile = |scope: String, c: &ConcurrencySpec, run_level: bool| {
+            let expr = |e: &str| {
+                Expr::compile_with(e, adze_expr::RUN_VARIABLES).map_err(|err| {
+                    Status::failed_precondition(format!(
+                        "workflow {:?}: stored concurrency expression does not compile: {err}",
+                        v.name
+                    ))
+                })
+            };
+            Ok::<_, Status>(Compiled {
+                scope: match &c.tenant_scope {
+                    Some(name) => format!("tenant:{tenant_id}:{name}"),
+                    None => scope,
+                },
+                key: expr(&c.expression)?,
+                max_runs: c.max_runs,
+                max_runs_expr: c.max_runs_expression.as_deref().map(expr).transpose()?,
+                strategy: c.strategy,
+                run_level,
+            })
+        };
+        let workflow = v
+            .concurrency
+            .iter()
+            .enumerate()
+            .map(|(i, c)| compile(format!("{}:w{i}", v.workflow_id), c, true))
+            .collect::<Result<_, _>>()?;
+        let tasks = v
+            .tasks
+            .iter()
+            .map(|t| {
+                t.concurrency
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        compile(format!("{}:{}:{i}", v.workflow_id, t.readable_id), c, false)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { workflow, tasks })
+    }
+
+    /// The keys of each task of one run, evaluated from its input and metadata; a key
+    /// that does not evaluate is the trigger's error, naming the expression.
+    pub(crate) fn keys(
+        &self,
+        workflow: &str,
+        run_id: Uuid,
+        input: &Value,
+        metadata: Option<&Value>,
+    ) -> Result<Vec<Vec<ConcurrencyKey>>, Status> {
+        let empty = Value::Object(Default::default());
+        let vars = Vars::new()
+            .input(input)
+            .additional_metadata(metadata.unwrap_or(&empty))
+            .workflow_run_id(run_id.to_string());
+        let eval = |c: &Compiled| -> Result<ConcurrencyKey, Status> {
+            let bad = |e: adze_expr::EvalError| {
+                Status::invalid_argument(format!(
+                    "workflow {workflow:?}: concurrency: {e} (check the run's input and additional metadata)"
+                ))
+            };
+            let value = c.key.eval_string(&vars).map_err(bad)?;
+            let max_runs = match &c.max_runs_expr {
+                Some(e) => {
+                    let n = e.eval_int(&vars).map_err(bad)?;
+                    i32::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "workflow {workflow:?}: concurrency: max_runs_expression {:?} gave {n}; it must be between 1 and {}",
+                            e.source(),
+                            i32::MAX
+                        ))
+                    })?
+                }
+                None => c.max_runs,
+            };
+            Ok(ConcurrencyKey {
+                key: ConcurrencyKey::scoped(&c.scope, &value),
+                value,
+                max_runs,
+                strategy: c.strategy,
+                run_level: c.run_level,
+            })
+        };
+        let run_keys = self
+            .workflow
+            .iter()
+            .map(eval)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.tasks
+            .iter()
+            .map(|entries| {
+                let mut keys = run_keys.clone();
+                for c in entries {
+                    keys.push(eval(c)?);
+                }
+                Ok(keys)
+            })
+            .collect()
+    }
+}
+
+/// Compiled entries of the versions triggered lately, by version id.
+#[derive(Default)]
+pub(crate) struct KeyExprs {
+    entries: Mutex<HashMap<Uuid, Arc<VersionExprs>>>,
+}
+
+impl KeyExprs {
+    /// The compiled entries of `v` (None when it has none).
+    pub(crate) fn of(
+        &self,
+        tenant_id: Uuid,
+        v: &WorkflowVersion,
+    ) -> Result<Option<Arc<VersionExprs>>, Status> {
+        if !v.has_concurrency() {
+            return Ok(None);
+        }
+        if let Some(e) = self
+            .entries
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&v.version_id).cloned())
+        {
+            return Ok(Some(e));
+        }
+        let compiled = Arc::new(VersionExprs::compile(tenant_id, v)?);
+        if let Ok(mut m) = self.entries.lock() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(v.version_id, compiled.clone());
+        }
+        Ok(Some(compiled))
+    }
+}

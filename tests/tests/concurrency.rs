@@ -1,0 +1,359 @@
+//! Concurrency keys against the real fleet with the Rust SDK: a per-user limit holds
+//! while another user's runs start at once, CANCEL_IN_PROGRESS keeps only the newest,
+//! CANCEL_NEWEST keeps what holds, a busy key does not starve another, task-level keys,
+//! and every terminal path gives the key's place back. "Running" is read from the
+//! engine's own records (tasks on workers), sampled while the runs go.
+
+use std::time::Duration;
+
+use adze_sdk::{Concurrency, ConcurrencyStrategy, Context, TaskDef, TaskError, Worker, Workflow};
+use adze_tests::{TestEnv, wait_for};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A one-task workflow whose task sleeps `ms` (or `input.ms`) and fails when told.
+fn sleeper(name: &str, ms: u64, limit: Concurrency) -> Workflow<Value> {
+    Workflow::<Value>::new(name)
+        .concurrency(limit)
+        .task(TaskDef::new(
+            "work",
+            move |i: Value, _c: Context| async move {
+                let ms = i["ms"].as_u64().unwrap_or(ms);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                if i["fail"] == true {
+                    return Err(TaskError::non_retryable("failed on purpose"));
+                }
+                Ok::<_, TaskError>(json!({"user": i["user"]}))
+            },
+        ))
+}
+
+/// Starts a worker with `slots` slots serving `workflows`; returns its stop token.
+async fn worker(env: &TestEnv, slots: usize, workflows: Vec<Workflow<Value>>) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let mut b = Worker::builder(env.client()).name("conc").slots(slots);
+    let names: Vec<String> = workflows.iter().map(|w| w.name().to_string()).collect();
+    for w in workflows {
+        b = b.workflow(w);
+    }
+    let w = b.build().expect("worker");
+    let s = stop.clone();
+    tokio::spawn(w.run(async move { s.cancelled().await }));
+    for n in names {
+        env.wait_workflow(&n).await;
+    }
+    stop
+}
+
+/// Tasks of `workflow` on a worker now, per `input.user`.
+async fn running_of(env: &TestEnv, workflow: &str, user: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM tasks t JOIN runs r ON r.tenant_id = t.tenant_id AND r.id = t.run_id
+         WHERE r.workflow_name = $1 AND r.input->>'user' = $2 AND t.status IN ('assigned', 'running')",
+    )
+    .bind(workflow)
+    .bind(user)
+    .fetch_one(&env.pool)
+    .await
+    .expect("count")
+}
+
+async fn statuses(env: &TestEnv, runs: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in runs {
+        let s: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+            .bind(Uuid::parse_str(r).expect("id"))
+            .fetch_one(&env.pool)
+            .await
+            .expect("run");
+        out.push(s);
+    }
+    out
+}
+
+async fn wait_all_final(env: &TestEnv, runs: &[String]) {
+    wait_for("every run finished", Duration::from_secs(60), || async {
+        statuses(env, runs).await.iter().all(|s| s != "queued")
+    })
+    .await;
+}
+
+/// Live holders of every key, as the concurrency stage counts them.
+async fn live_holders(env: &TestEnv) -> usize {
+    let keys: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT DISTINCT tenant_id, key FROM concurrency_holds")
+            .fetch_all(&env.pool)
+            .await
+            .expect("keys");
+    let mut conn = env.pool.acquire().await.expect("conn");
+    adze_store::concurrency::holders(&mut conn, &keys)
+        .await
+        .expect("holders")
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alice_never_has_more_than_five_and_bob_starts_at_once() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let wf = sleeper("per-user", 1_500, Concurrency::new("input.user", 5));
+    let stop = worker(&env, 20, vec![wf]).await;
+
+    let alice: Vec<Value> = (0..10).map(|i| json!({"user": "alice", "i": i})).collect();
+    let bob: Vec<Value> = (0..5).map(|i| json!({"user": "bob", "i": i})).collect();
+    let mut runs: Vec<String> = client
+        .bulk_run_no_wait("per-user", alice)
+        .await
+        .expect("alice")
+        .iter()
+        .map(|h| h.run_id().to_string())
+        .collect();
+    runs.extend(
+        client
+            .bulk_run_no_wait("per-user", bob)
+            .await
+            .expect("bob")
+            .iter()
+            .map(|h| h.run_id().to_string()),
+    );
+    let (mut alice_max, mut bob_max) = (0, 0);
+    let started = std::time::Instant::now();
+    while statuses(&env, &runs).await.iter().any(|s| s == "queued") {
+        alice_max = alice_max.max(running_of(&env, "per-user", "alice").await);
+        bob_max = bob_max.max(running_of(&env, "per-user", "bob").await);
+        assert!(alice_max <= 5, "alice had {alice_max} running");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "runs did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(alice_max, 5, "alice ran 5 at a time");
+    assert_eq!(bob_max, 5, "all of bob's runs ran at once");
+    assert!(statuses(&env, &runs).await.iter().all(|s| s == "succeeded"));
+    // Alice's later runs waited under her key, and said so.
+    let waited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE wait_reason IS NULL AND status = 'succeeded'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .expect("count");
+    assert_eq!(waited, 15);
+    assert_eq!(live_holders(&env).await, 0, "every place was given back");
+    stop.cancel();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_in_progress_keeps_only_the_newest() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let wf = sleeper(
+        "sync",
+        3_000,
+        Concurrency::new("input.user", 1).strategy(ConcurrencyStrategy::CancelInProgress),
+    );
+    let stop = worker(&env, 5, vec![wf]).await;
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let h = client
+            .run_no_wait("sync", json!({"user": "u", "i": i}))
+            .await
+            .expect("trigger");
+        runs.push(h.run_id().to_string());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_all_final(&env, &runs).await;
+    assert_eq!(
+        statuses(&env, &runs).await,
+        vec!["cancelled", "cancelled", "succeeded"]
+    );
+    let error: String = sqlx::query_scalar("SELECT error FROM tasks WHERE run_id = $1")
+        .bind(Uuid::parse_str(&runs[0]).expect("id"))
+        .fetch_one(&env.pool)
+        .await
+        .expect("error");
+    assert!(error.contains("CANCEL_IN_PROGRESS"), "{error}");
+    assert_eq!(live_holders(&env).await, 0);
+    stop.cancel();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_newest_keeps_what_holds_the_key() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let wf = sleeper(
+        "once",
+        1_500,
+        Concurrency::new("input.user", 1).strategy(ConcurrencyStrategy::CancelNewest),
+    );
+    let stop = worker(&env, 5, vec![wf]).await;
+    let first = client
+        .run_no_wait("once", json!({"user": "u"}))
+        .await
+        .expect("first");
+    wait_for(
+        "the first run holds its key",
+        Duration::from_secs(10),
+        || async { running_of(&env, "once", "u").await == 1 },
+    )
+    .await;
+    let second = client
+        .run_no_wait("once", json!({"user": "u"}))
+        .await
+        .expect("second");
+    let other = client
+        .run_no_wait("once", json!({"user": "v"}))
+        .await
+        .expect("other key");
+    let runs = vec![
+        first.run_id().to_string(),
+        second.run_id().to_string(),
+        other.run_id().to_string(),
+    ];
+    wait_all_final(&env, &runs).await;
+    assert_eq!(
+        statuses(&env, &runs).await,
+        vec!["succeeded", "cancelled", "succeeded"]
+    );
+    stop.cancel();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_key_does_not_starve_another() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let wf = sleeper("fair", 20, Concurrency::new("input.user", 1));
+    // Key A: 1,000 runs queued, then 10 of key B.
+    let a: Vec<Value> = (0..1_000).map(|i| json!({"user": "A", "i": i})).collect();
+    let mut a_runs = Vec::new();
+    let stop = worker(&env, 4, vec![wf]).await;
+    for chunk in a.chunks(500) {
+        for h in client
+            .bulk_run_no_wait("fair", chunk.to_vec())
+            .await
+            .expect("A")
+        {
+            a_runs.push(h.run_id().to_string());
+        }
+    }
+    let b: Vec<String> = client
+        .bulk_run_no_wait(
+            "fair",
+            (0..10).map(|i| json!({"user": "B", "i": i})).collect(),
+        )
+        .await
+        .expect("B")
+        .iter()
+        .map(|h| h.run_id().to_string())
+        .collect();
+    wait_all_final(&env, &b).await;
+    let a_done: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runs WHERE workflow_name = 'fair' AND input->>'user' = 'A' AND status <> 'queued'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .expect("count");
+    // B's ten runs (one at a time, 20 ms each) finished while A's backlog, served one
+    // at a time too, had barely moved.
+    assert!(a_done < 100, "B waited behind {a_done} of A's runs");
+    assert!(statuses(&env, &b).await.iter().all(|s| s == "succeeded"));
+    stop.cancel();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_terminal_path_gives_the_place_back() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    // Task-level key, max 1: failures, timeouts and cancellations must each free it.
+    let wf = Workflow::<Value>::new("paths").task(
+        TaskDef::new("work", |i: Value, _c: Context| async move {
+            let ms = i["ms"].as_u64().unwrap_or(50);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if i["fail"] == true {
+                return Err(TaskError::non_retryable("failed on purpose"));
+            }
+            Ok::<_, TaskError>(json!("ok"))
+        })
+        .execution_timeout(Duration::from_secs(1))
+        .concurrency(Concurrency::new("'one'", 1)),
+    );
+    let stop = worker(&env, 4, vec![wf]).await;
+    let inputs = vec![
+        json!({"fail": true}),
+        json!({"ms": 5_000}),
+        json!({}),
+        json!({"ms": 10_000}),
+        json!({}),
+    ];
+    let mut runs = Vec::new();
+    for input in inputs {
+        runs.push(
+            client
+                .run_no_wait("paths", input)
+                .await
+                .expect("trigger")
+                .run_id()
+                .to_string(),
+        );
+    }
+    // The fourth run is cancelled while it runs or waits.
+    wait_for(
+        "the fourth run started",
+        Duration::from_secs(30),
+        || async {
+            let s: String = sqlx::query_scalar("SELECT status FROM tasks WHERE run_id = $1")
+                .bind(Uuid::parse_str(&runs[3]).expect("id"))
+                .fetch_one(&env.pool)
+                .await
+                .expect("status");
+            s == "running"
+        },
+    )
+    .await;
+    client.cancel(&[runs[3].as_str()]).await.expect("cancel");
+    wait_all_final(&env, &runs).await;
+    assert_eq!(
+        statuses(&env, &runs).await,
+        vec!["failed", "failed", "succeeded", "cancelled", "succeeded"]
+    );
+    assert_eq!(live_holders(&env).await, 0);
+    // The key still admits: nothing leaked.
+    let last: Result<Value, _> = client.run("paths", json!({})).await;
+    assert!(last.is_ok(), "{last:?}");
+    stop.cancel();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_evaluate_refuses_the_trigger() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let wf = sleeper("strict", 10, Concurrency::new("input.user", 2));
+    let stop = worker(&env, 2, vec![wf]).await;
+    let err = client
+        .run_no_wait("strict", json!({"name": "no user field"}))
+        .await
+        .expect_err("no key");
+    let text = err.to_string();
+    assert!(
+        text.contains("input.user") && text.contains("InvalidArgument"),
+        "{text}"
+    );
+    let err = client
+        .run_no_wait("strict", json!({"user": 7}))
+        .await
+        .expect_err("a number is not a key");
+    assert!(err.to_string().contains("expected a string"), "{err}");
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&env.pool)
+        .await
+        .expect("count");
+    assert_eq!(runs, 0, "nothing was created");
+    stop.cancel();
+    env.stop().await;
+}
