@@ -118,8 +118,15 @@ async fn alice_never_has_more_than_five_and_bob_starts_at_once() {
             .map(|h| h.run_id().to_string()),
     );
     let (mut alice_max, mut bob_max) = (0, 0);
+    let mut reasons = std::collections::BTreeSet::new();
     let started = std::time::Instant::now();
     while statuses(&env, &runs).await.iter().any(|s| s == "queued") {
+        let waiting: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT wait_reason FROM tasks WHERE status = 'queued'")
+                .fetch_all(&env.pool)
+                .await
+                .expect("reasons");
+        reasons.extend(waiting.into_iter().flatten());
         alice_max = alice_max.max(running_of(&env, "per-user", "alice").await);
         bob_max = bob_max.max(running_of(&env, "per-user", "bob").await);
         assert!(alice_max <= 5, "alice had {alice_max} running");
@@ -130,9 +137,14 @@ async fn alice_never_has_more_than_five_and_bob_starts_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(alice_max, 5, "alice ran 5 at a time");
+    // Alice's runs over the limit said why they waited.
+    assert!(
+        reasons.contains("concurrency key \"alice\" at 5/5"),
+        "{reasons:?}"
+    );
     assert_eq!(bob_max, 5, "all of bob's runs ran at once");
     assert!(statuses(&env, &runs).await.iter().all(|s| s == "succeeded"));
-    // Alice's later runs waited under her key, and said so.
+    // A task that went on has no wait reason left.
     let waited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM tasks WHERE wait_reason IS NULL AND status = 'succeeded'",
     )

@@ -46,6 +46,11 @@ async fn python_rate_limit_definitions_and_pauses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_concurrency_per_user_and_cancel_in_progress() {
+    python_script("concurrency.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }
