@@ -22,11 +22,14 @@ pub enum Scenario {
     /// Runs with 1 s execution timeouts, half of which time out: how late the
     /// timeout-reaper applies them.
     Timeouts,
+    /// `noop` whose workflow has a concurrency key per run, 10,000 distinct keys with
+    /// max_runs 1: what the concurrency stage costs when every task carries a key.
+    Keyed,
 }
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
@@ -34,6 +37,7 @@ impl Scenario {
         Scenario::Backlog,
         Scenario::Wire,
         Scenario::Timeouts,
+        Scenario::Keyed,
     ];
 
     /// The name used in file names and JSON.
@@ -46,6 +50,7 @@ impl Scenario {
             Scenario::Backlog => "backlog",
             Scenario::Wire => "wire",
             Scenario::Timeouts => "timeouts",
+            Scenario::Keyed => "keyed",
         }
     }
 }

@@ -23,6 +23,7 @@ pub struct SeqInput {
 pub const NOOP: &str = "bench-noop";
 pub const PROBE: &str = "bench-probe";
 pub const DAG3: &str = "bench-dag3";
+pub const KEYED: &str = "bench-keyed";
 pub const FANOUT: &str = "bench-fanout";
 pub const TIMEOUTS: &str = "bench-timeouts";
 /// The action of the `timeouts` scenario's task.

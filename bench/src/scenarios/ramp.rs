@@ -17,19 +17,21 @@ pub enum Shape {
     Noop,
     /// `s1 → s2 → s3`.
     Dag3,
+    /// One task per run, each run with its own concurrency key of 10,000 (max_runs 1).
+    Keyed,
 }
 
 impl Shape {
     fn steps(self) -> usize {
         match self {
-            Shape::Noop => 1,
+            Shape::Noop | Shape::Keyed => 1,
             Shape::Dag3 => 3,
         }
     }
 
     fn rates(self, scale: &crate::args::Scale) -> &[u32] {
         match self {
-            Shape::Noop => &scale.rates,
+            Shape::Noop | Shape::Keyed => &scale.rates,
             Shape::Dag3 => &scale.dag3_rates,
         }
     }
@@ -38,6 +40,7 @@ impl Shape {
         match self {
             Shape::Noop => "noop",
             Shape::Dag3 => "dag3",
+            Shape::Keyed => "keyed",
         }
     }
 }
@@ -49,6 +52,12 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
             workers::single(workers::NOOP, &ctx.hub, ctx.task_sleep()),
         ),
         Shape::Dag3 => (workers::DAG3, workers::dag3(&ctx.hub, ctx.task_sleep())),
+        Shape::Keyed => (
+            workers::KEYED,
+            workers::single(workers::KEYED, &ctx.hub, ctx.task_sleep()).concurrency(
+                adze_sdk::Concurrency::new("string(int(input.seq) % 10000)", 1),
+            ),
+        ),
     };
     let steps = shape.steps();
     let scale = &ctx.scale;
