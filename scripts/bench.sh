@@ -26,7 +26,7 @@ main() {
   mkdir -p "$ADZE_LOG_DIR"
   say "cargo build --release (log: $build_log)"
   cargo build --release -p adze-cli -p adze-ingest -p adze-dispatcher -p adze-scheduler \
-    -p adze-reaper -p adze-bench >"$build_log" 2>&1 || die "cargo build --release failed" "$build_log"
+    -p adze-reaper -p adze-ratelimit -p adze-bench >"$build_log" 2>&1 || die "cargo build --release failed" "$build_log"
   ok "built"
   [[ -x .adze/venv/bin/python ]] ||
     warn "no .adze/venv: the wire scenario needs hatchet-sdk==1.43.1 there (scripts/test.sh installs it)"

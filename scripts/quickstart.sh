@@ -17,10 +17,11 @@ REST_ADDR=127.0.0.1:7080
 REST_URL="http://$REST_ADDR"
 INGEST_ADDR=127.0.0.1:7078
 DISPATCHER_ADDR=127.0.0.1:7079
-# scheduler and reaper take no client traffic; distinct addresses keep any listener they
+# scheduler, reaper and ratelimit take no client traffic; distinct addresses keep any listener they
 # open (metrics) from colliding with each other or with the ports above.
 SCHEDULER_ADDR=127.0.0.1:7081
 REAPER_ADDR=127.0.0.1:7082
+RATELIMIT_ADDR=127.0.0.1:7083
 WORKFLOW=document-pipeline
 ADZE="$ADZE_BIN_DIR/adze"
 CLI_LOG="$ADZE_LOG_DIR/cli.log"
@@ -145,7 +146,7 @@ main() {
   write_quickstart_env
   ok "tenant $TENANT_ID"
 
-  step "services: ingest $INGEST_ADDR, dispatcher $DISPATCHER_ADDR, scheduler, reaper (logs: $ADZE_LOG_DIR)"
+  step "services: ingest $INGEST_ADDR, dispatcher $DISPATCHER_ADDR, scheduler, reaper, ratelimit (logs: $ADZE_LOG_DIR)"
   fleet_stop >/dev/null # whatever a previous quickstart left running
   ensure_ports_free "$GRPC_ADDR" "$REST_ADDR" "$INGEST_ADDR" "$DISPATCHER_ADDR"
   export ADZE_PREFIX=adze
@@ -156,10 +157,11 @@ main() {
   start_service dispatcher "$DISPATCHER_ADDR"
   start_service scheduler "$SCHEDULER_ADDR"
   start_service reaper "$REAPER_ADDR"
+  start_service ratelimit "$RATELIMIT_ADDR"
   wait_listening ingest "$INGEST_ADDR"
   wait_listening dispatcher "$DISPATCHER_ADDR"
   local svc
-  for svc in scheduler reaper; do
+  for svc in scheduler reaper ratelimit; do
     pid_alive "$ADZE_RUN_DIR/$svc.pid" "$ADZE_BIN_DIR/" || die "$svc exited during startup" "$ADZE_LOG_DIR/$svc.log"
   done
   ok "services up"
@@ -201,7 +203,7 @@ Adze is running: gRPC for the SDKs at $GRPC_ADDR (h2c), REST at $REST_URL.
   Token       $TOKEN
               (source .adze/env to get it as HATCHET_CLIENT_TOKEN / ADZE_TOKEN, with the
               dependencies' addresses and HATCHET_CLIENT_TLS_STRATEGY=none)
-  Logs        $ADZE_LOG_DIR/{ingest,dispatcher,scheduler,reaper,worker,nginx,cli}.log
+  Logs        $ADZE_LOG_DIR/{ingest,dispatcher,scheduler,reaper,ratelimit,worker,nginx,cli}.log
   A run       source .adze/env && target/debug/adze runs get ${run_id:-<run-id>}
   Trigger     source .adze/env && target/debug/adze trigger $WORKFLOW --input '{"documentId":"doc-2"}' --wait
   Python      python3 -m venv .adze/venv && .adze/venv/bin/pip install -r examples/python/requirements.txt

@@ -8,7 +8,7 @@ use adze_runtime::{Loaded, Shared};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-const ALL_ROLES: [&str; 4] = ["ingest", "scheduler", "dispatcher", "reaper"];
+const ALL_ROLES: [&str; 5] = ["ingest", "scheduler", "dispatcher", "reaper", "ratelimit"];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,scheduler,dispatcher,reaper"
+        default_value = "ingest,scheduler,dispatcher,reaper,ratelimit"
     )]
     roles: Vec<String>,
     /// Listen address for the API roles (default 127.0.0.1:7077).
@@ -79,6 +79,8 @@ pub struct RoleConfigs {
     pub reaper: adze_reaper::Config,
     /// Dispatcher settings.
     pub dispatcher: adze_dispatcher::Config,
+    /// Ratelimit settings.
+    pub ratelimit: adze_ratelimit::Config,
 }
 
 impl RoleConfigs {
@@ -89,6 +91,7 @@ impl RoleConfigs {
             scheduler: loaded.section("scheduler")?,
             reaper: loaded.section("reaper")?,
             dispatcher: loaded.section("dispatcher")?,
+            ratelimit: loaded.section("ratelimit")?,
         })
     }
 }
@@ -115,6 +118,15 @@ pub async fn serve_roles(
         let cfg = configs.reaper.clone();
         let deps = adze_reaper::Deps::new(shared.pool.clone(), shared.bus.clone());
         tasks.spawn(adze_reaper::run(cfg, deps, shutdown.clone()));
+    }
+    if has("ratelimit") {
+        let cfg = configs.ratelimit.clone();
+        let deps = adze_ratelimit::Deps::new(
+            shared.pool.clone(),
+            shared.bus.clone(),
+            shared.redis_url.clone(),
+        );
+        tasks.spawn(adze_ratelimit::run(cfg, deps, shutdown.clone()));
     }
     let mut dispatcher = None;
     // Ingest's background tasks (its trigger committer).

@@ -5,7 +5,7 @@
 # Every fleet process runs a binary from this directory; stop_pidfile checks a pid's command
 # line for it, so a recycled pid that now belongs to something else is never signalled.
 ADZE_BIN_DIR="$ADZE_REPO/target/debug"
-ADZE_SERVICES=(ingest dispatcher scheduler reaper)
+ADZE_SERVICES=(ingest dispatcher scheduler reaper ratelimit)
 
 # Stop the worker first (so it does not spin on reconnects), then the proxy, then the services.
 fleet_stop() {

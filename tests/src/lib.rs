@@ -23,6 +23,11 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// Redis URL for tests (each test's keys are under its own prefix).
+pub fn redis_url() -> String {
+    std::env::var("ADZE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 /// NATS URL for tests.
 pub fn nats_url() -> String {
     std::env::var("ADZE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -71,6 +76,7 @@ pub fn one_task_workflow(
             execution_timeout_ms,
             schedule_timeout_ms,
             concurrency: Vec::new(),
+            rate_limits: Vec::new(),
         }],
         on_failure: None,
         concurrency: Vec::new(),
@@ -104,7 +110,7 @@ pub struct TestEnv {
 impl TestEnv {
     /// All roles in-process.
     pub async fn start() -> Self {
-        Self::start_roles(&["ingest", "scheduler", "dispatcher", "reaper"]).await
+        Self::start_roles(&["ingest", "scheduler", "dispatcher", "reaper", "ratelimit"]).await
     }
 
     /// The given roles in-process; others can be started as child processes.
@@ -132,6 +138,7 @@ impl TestEnv {
         let common = Common {
             database_url: database_url.clone(),
             nats_url: nats_url(),
+            redis_url: redis_url(),
             prefix: prefix.clone(),
             db_max_connections: 12,
             auth: adze_runtime::Auth {
@@ -371,6 +378,7 @@ impl TestEnv {
         vec![
             ("ADZE_DATABASE_URL".into(), c.database_url.clone()),
             ("ADZE_NATS_URL".into(), c.nats_url.clone()),
+            ("ADZE_REDIS_URL".into(), c.redis_url.clone()),
             ("ADZE_PREFIX".into(), c.prefix.clone()),
             ("ADZE_AUTH__SECRET".into(), c.auth.secret.clone()),
             ("HATCHET_CLIENT_TOKEN".into(), self.token.clone()),

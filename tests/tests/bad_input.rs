@@ -397,6 +397,18 @@ async fn flow_control_mistakes_are_refused_at_registration() {
             ),
             vec!["limit_values_expr", "\"10 *\""],
         ),
+        // A dynamic key without a limit.
+        (
+            with_task_limit(
+                None,
+                Some(CreateTaskRateLimit {
+                    key: "input.user_id".into(),
+                    key_expr: Some("input.user_id".into()),
+                    ..Default::default()
+                }),
+            ),
+            vec!["key_expr", "needs limit_values_expr"],
+        ),
     ];
     for (body, words) in cases {
         let err = admin
@@ -413,7 +425,7 @@ async fn flow_control_mistakes_are_refused_at_registration() {
         .put_workflow(req(t, with_workflow_limit(keyed("input.user_id", 5, 3))))
         .await
         .expect("a correct concurrency limit is registered");
-    // Correct rate limits are refused only because the engine does not enforce them yet.
+    // A correct dynamic rate limit is accepted too.
     let dynamic = CreateTaskRateLimit {
         key: "input.user_id".into(),
         key_expr: Some("input.user_id".into()),
@@ -422,15 +434,14 @@ async fn flow_control_mistakes_are_refused_at_registration() {
     };
     let mut rated = with_task_limit(None, Some(dynamic));
     rated.name = "rated".into();
-    let err = admin
+    admin
         .put_workflow(req(t, rated))
         .await
-        .expect_err("not supported yet");
-    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+        .expect("a correct dynamic rate limit is registered");
     let stored: Vec<String> = sqlx::query_scalar("SELECT name FROM workflows ORDER BY name")
         .fetch_all(&env.pool)
         .await
         .expect("names");
-    assert_eq!(stored, vec!["limited".to_string()]);
+    assert_eq!(stored, vec!["limited".to_string(), "rated".to_string()]);
     env.stop().await;
 }

@@ -101,7 +101,10 @@ async fn arrive(w: &World, keys: &[&str]) -> Vec<(Uuid, Uuid)> {
             additional_metadata: None,
             traceparent: None,
             id: None,
-            concurrency: vec![keys_of(k)],
+            concurrency: vec![adze_core::TaskLimits {
+                keys: keys_of(k),
+                rate_limits: Vec::new(),
+            }],
         })
         .collect();
     let ids = adze_store::runs::create_runs(&w.env.pool, w.env.tenant_id, &runs)

@@ -51,6 +51,11 @@ async fn python_concurrency_per_user_and_cancel_in_progress() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_static_and_dynamic_rate_limits_on_tasks() {
+    python_script("rate_limited.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }

@@ -29,6 +29,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             execution_timeout_ms: None,
             schedule_timeout_ms: None,
             concurrency: Vec::new(),
+            rate_limits: Vec::new(),
         }],
         on_failure: None,
         concurrency: Vec::new(),

@@ -22,6 +22,7 @@ fn task(name: &str, parents: &[&str], retries: i32) -> TaskSpec {
         execution_timeout_ms: None,
         schedule_timeout_ms: None,
         concurrency: Vec::new(),
+        rate_limits: Vec::new(),
     }
 }
 

@@ -206,6 +206,75 @@ pub struct RunsFinished {
     pub runs: Vec<RunFinished>,
 }
 
+/// One task asking the `ratelimit` service for everything it needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcquireItem {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Task.
+    pub task_id: Uuid,
+    /// What it takes from each key: all of it or nothing.
+    pub needs: Vec<adze_core::RateLimitNeed>,
+}
+
+/// A batch of tasks asking for their rate-limit units, in queue order: earlier items
+/// are served first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcquireRequest {
+    /// The tasks.
+    pub items: Vec<AcquireItem>,
+}
+
+/// What the `ratelimit` service decided for one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Grant {
+    /// Every unit was taken, in the windows current at `at_ms` (Unix ms).
+    Granted {
+        /// When.
+        at_ms: i64,
+    },
+    /// Not now: `key` has too few units (or is paused) until `until_ms` (Unix ms).
+    Wait {
+        /// The key that is short.
+        key: String,
+        /// When it may have enough.
+        until_ms: i64,
+        /// Why, in words (paused, not defined, more units than the limit...).
+        reason: String,
+    },
+    /// The service cannot decide (Redis or Postgres is not answering).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The answer to an [`AcquireRequest`]: one grant per item, in its order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcquireReply {
+    /// Per item.
+    pub grants: Vec<Grant>,
+}
+
+/// Units granted to a task that was not assigned after all, to give back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundItem {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// What was granted.
+    pub needs: Vec<adze_core::RateLimitNeed>,
+    /// When it was granted (units go back only while that window lasts).
+    pub at_ms: i64,
+}
+
+/// Units to give back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// The grants to undo.
+    pub items: Vec<RefundItem>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

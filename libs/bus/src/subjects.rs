@@ -54,6 +54,22 @@ impl Subjects {
         format!("{}.deadlines", self.prefix)
     }
 
+    /// Core request/reply subject of the `ratelimit` service: a batch of tasks asks
+    /// for its rate-limit units ([`crate::messages::AcquireRequest`]). The service's
+    /// replicas share it as a queue group ([`Subjects::RATELIMIT_GROUP`]).
+    pub fn ratelimit_acquire(&self) -> String {
+        format!("{}.ratelimit.acquire", self.prefix)
+    }
+
+    /// Core subject on which units granted to tasks that were not assigned after all
+    /// are given back ([`crate::messages::RefundRequest`]).
+    pub fn ratelimit_refund(&self) -> String {
+        format!("{}.ratelimit.refund", self.prefix)
+    }
+
+    /// The queue group of the `ratelimit` service's replicas.
+    pub const RATELIMIT_GROUP: &'static str = "ratelimit";
+
     /// All finished-run notices.
     pub fn runs_finished_wildcard(&self) -> String {
         format!("{}.runs.finished.*", self.prefix)

@@ -126,13 +126,33 @@ impl ConcurrencyKey {
     }
 }
 
-/// The keys a task must hold, with its run (a run-level key is held by the run).
+/// What admission must find room for before a task runs, with its run (a run-level
+/// key is held by the run): concurrency keys and rate-limit units.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskKeys {
     /// The task's run; runs are ordered by their time-ordered ids.
     pub run_id: uuid::Uuid,
-    /// Its keys, workflow entries first.
+    /// Its concurrency keys, workflow entries first.
     pub keys: Vec<ConcurrencyKey>,
+    /// The rate-limit units each attempt takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<crate::RateLimitNeed>,
+}
+
+/// What one task of a new run carries into admission (evaluated at trigger).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskLimits {
+    /// Concurrency keys.
+    pub keys: Vec<ConcurrencyKey>,
+    /// Rate-limit units.
+    pub rate_limits: Vec<crate::RateLimitNeed>,
+}
+
+impl TaskLimits {
+    /// Whether the task is limited at all.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.rate_limits.is_empty()
+    }
 }
 
 #[cfg(test)]

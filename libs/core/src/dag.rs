@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::backoff::RetryPolicy;
 use crate::concurrency::ConcurrencySpec;
 use crate::limits::MAX_TASKS_PER_WORKFLOW;
+use crate::rate_limit::RateLimitSpec;
 
 /// One task of a workflow definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,9 @@ pub struct TaskSpec {
     /// Concurrency entries held by each attempt while it is on a worker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub concurrency: Vec<ConcurrencySpec>,
+    /// Rate limits each attempt takes units of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitSpec>,
 }
 
 /// A workflow definition: a named DAG of tasks.

@@ -7,13 +7,15 @@ pub mod concurrency;
 pub mod dag;
 pub mod duration;
 pub mod limits;
+pub mod rate_limit;
 pub mod state;
 pub mod token;
 pub mod wait;
 pub mod worker;
 
-pub use concurrency::{ConcurrencyKey, ConcurrencySpec, ConcurrencyStrategy, TaskKeys};
+pub use concurrency::{ConcurrencyKey, ConcurrencySpec, ConcurrencyStrategy, TaskKeys, TaskLimits};
 pub use dag::{DagError, TaskSpec, WorkflowSpec};
+pub use rate_limit::{RateLimitNeed, RateLimitSpec, RateLimitWindow};
 pub use state::{RunStatus, TaskEvent, TaskStatus, Transition};
 pub use wait::WaitReason;
 pub use worker::WorkerStatus;

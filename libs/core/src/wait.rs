@@ -29,6 +29,20 @@ pub enum WaitReason {
     },
     /// Queued again because the worker holding it was lost.
     WorkerLost,
+    /// Ready, but a rate-limit key it takes units of has too few until `until_ms`.
+    RateLimit {
+        /// The key.
+        key: String,
+        /// When it may have enough (Unix ms).
+        until_ms: i64,
+        /// Why, in words (no units left in this window, paused, not defined...).
+        detail: String,
+    },
+    /// Ready, but the rate limiter could not say whether it may go.
+    RateLimiterUnavailable {
+        /// What did not answer.
+        reason: String,
+    },
     /// Ready, but a concurrency key it needs has as many holders as it allows.
     ConcurrencyKey {
         /// The key's value (what the entry's expression gave).
@@ -48,9 +62,11 @@ impl WaitReason {
             Self::Slot => Some("waiting for a worker slot"),
             Self::NoWorker => Some("no worker registered for its action"),
             Self::WorkerLost => Some("requeued: its worker was lost"),
-            Self::Retry { .. } | Self::RetryAfterTimeout { .. } | Self::ConcurrencyKey { .. } => {
-                None
-            }
+            Self::Retry { .. }
+            | Self::RetryAfterTimeout { .. }
+            | Self::ConcurrencyKey { .. }
+            | Self::RateLimit { .. }
+            | Self::RateLimiterUnavailable { .. } => None,
         }
     }
 }
@@ -64,6 +80,19 @@ impl fmt::Display for WaitReason {
             }
             Self::ConcurrencyKey { value, held, max } => {
                 write!(f, "concurrency key {value:?} at {held}/{max}")
+            }
+            Self::RateLimit {
+                key,
+                until_ms,
+                detail,
+            } => {
+                let until = chrono::DateTime::from_timestamp_millis(*until_ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_else(|| until_ms.to_string());
+                write!(f, "rate limit {key:?} until {until}: {detail}")
+            }
+            Self::RateLimiterUnavailable { reason } => {
+                write!(f, "waiting for the rate limiter: {reason}")
             }
             other => f.write_str(other.fixed_text().unwrap_or_default()),
         }
@@ -93,6 +122,15 @@ mod tests {
             }
             .to_string(),
             "concurrency key \"alice\" at 5/5"
+        );
+        assert_eq!(
+            WaitReason::RateLimit {
+                key: "parser-api".into(),
+                until_ms: 0,
+                detail: "no units left in this window".into()
+            }
+            .to_string(),
+            "rate limit \"parser-api\" until 1970-01-01T00:00:00.000Z: no units left in this window"
         );
         for r in [
             WaitReason::Parents,

@@ -176,6 +176,8 @@ pub struct Shared {
     pub bus: Bus,
     /// Token verification.
     pub auth: Arc<Authenticator>,
+    /// Redis URL (the `ratelimit` service's buckets).
+    pub redis_url: String,
 }
 
 /// The token keys from the configured secret, with a clear error when it is missing.
@@ -204,7 +206,12 @@ pub async fn connect(common: &Common) -> anyhow::Result<Shared> {
     })?;
     let bus = Bus::connect(&common.nats_url, &common.prefix).await?;
     let auth = Arc::new(Authenticator::new(token_keys(common)?, pool.clone()));
-    Ok(Shared { pool, bus, auth })
+    Ok(Shared {
+        pool,
+        bus,
+        auth,
+        redis_url: common.redis_url.clone(),
+    })
 }
 
 fn redact(url: &str) -> String {

@@ -1,5 +1,5 @@
-//! Concurrency limits of a workflow (held by each run) or a task (held by each
-//! attempt while it runs).
+//! Flow control a workflow or task declares: concurrency limits (held by each run, or
+//! by each attempt while it runs) and rate limits (units each attempt takes).
 
 use adze_proto::v1::{self, ConcurrencyLimitStrategy};
 
@@ -60,6 +60,79 @@ impl Concurrency {
             max_runs: Some(self.max_runs),
             limit_strategy: Some(strategy as i32),
             ..Default::default()
+        }
+    }
+}
+
+/// The window of a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitWindow {
+    /// One second.
+    Second,
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+    /// One day.
+    Day,
+}
+
+/// Units a task's attempt takes from a rate-limit key: a static key (defined on the
+/// engine with `PutRateLimit`) or a dynamic one, whose key and limit CEL expressions
+/// give per run (`input.user_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    key: String,
+    dynamic: Option<(String, RateLimitWindow)>,
+    units: i32,
+}
+
+impl RateLimit {
+    /// `units` of the static key `key` per attempt.
+    pub fn key(key: impl Into<String>, units: i32) -> Self {
+        Self {
+            key: key.into(),
+            dynamic: None,
+            units,
+        }
+    }
+
+    /// `units` per attempt of the key `key_expr` gives, each such key allowing what
+    /// `limit_expr` gives per `window`.
+    pub fn dynamic(
+        key_expr: impl Into<String>,
+        units: i32,
+        limit_expr: impl Into<String>,
+        window: RateLimitWindow,
+    ) -> Self {
+        let key_expr = key_expr.into();
+        Self {
+            key: key_expr,
+            dynamic: Some((limit_expr.into(), window)),
+            units,
+        }
+    }
+
+    pub(crate) fn to_proto(&self) -> v1::CreateTaskRateLimit {
+        match &self.dynamic {
+            None => v1::CreateTaskRateLimit {
+                key: self.key.clone(),
+                units: Some(self.units),
+                ..Default::default()
+            },
+            Some((limit, window)) => v1::CreateTaskRateLimit {
+                key: self.key.clone(),
+                key_expr: Some(self.key.clone()),
+                units: Some(self.units),
+                limit_values_expr: Some(limit.clone()),
+                duration: Some(match window {
+                    RateLimitWindow::Second => v1::RateLimitDuration::Second,
+                    RateLimitWindow::Minute => v1::RateLimitDuration::Minute,
+                    RateLimitWindow::Hour => v1::RateLimitDuration::Hour,
+                    RateLimitWindow::Day => v1::RateLimitDuration::Day,
+                } as i32),
+                ..Default::default()
+            },
         }
     }
 }

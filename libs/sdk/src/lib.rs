@@ -48,7 +48,7 @@ mod worker;
 mod workflow;
 
 pub use client::{Client, RunTarget, TriggerOptions};
-pub use concurrency::{Concurrency, Strategy as ConcurrencyStrategy};
+pub use concurrency::{Concurrency, RateLimit, RateLimitWindow, Strategy as ConcurrencyStrategy};
 pub use config::{ClientConfig, TlsStrategy, TokenClaims};
 pub use context::Context;
 pub use duration::format_duration;

@@ -28,6 +28,7 @@ pub(crate) struct TaskOptions {
     pub execution_timeout: Option<Duration>,
     pub schedule_timeout: Option<Duration>,
     pub concurrency: Vec<crate::Concurrency>,
+    pub rate_limits: Vec<crate::RateLimit>,
 }
 
 /// A task: a name, options and an async handler `Fn(I, Context) -> Result<O, TaskError>`.
@@ -148,6 +149,14 @@ impl<I, O> TaskDef<I, O> {
     #[must_use]
     pub fn concurrency(mut self, limit: crate::Concurrency) -> Self {
         self.options.concurrency.push(limit);
+        self
+    }
+
+    /// Units each attempt takes from a rate limit; several may be set, and an attempt
+    /// starts only once it has all of them.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: crate::RateLimit) -> Self {
+        self.options.rate_limits.push(limit);
         self
     }
 

@@ -253,6 +253,7 @@ fn create_task_opts(workflow_name: &str, task: &TaskEntry) -> CreateTaskOpts {
             .map(|s| i32::try_from(s).unwrap_or(i32::MAX)),
         schedule_timeout: o.schedule_timeout.map(format_duration),
         concurrency: o.concurrency.iter().map(|c| c.to_proto()).collect(),
+        rate_limits: o.rate_limits.iter().map(|r| r.to_proto()).collect(),
         ..Default::default()
     }
 }

@@ -157,10 +157,10 @@ pub async fn candidates(
 ) -> Result<Vec<Candidate>> {
     // From the head of each queue: the common case, and the hot one.
     static HEADS: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency, q.rate_limits
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
@@ -171,11 +171,11 @@ pub async fn candidates(
     );
     // Behind a position, for queues whose head a stage held back.
     static BEHIND: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency, q.rate_limits
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $5::timestamptz[], $6::timestamptz[])
                 AS k(tenant_id, action_id, n, not_before, queued_at)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
@@ -224,12 +224,20 @@ pub async fn candidates(
 /// A candidate read from a row of `tasks` (with its run id and concurrency keys).
 pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
     let keys: Option<Value> = r.try_get("concurrency")?;
-    let keys = match keys {
-        Some(k) => Some(TaskKeys {
+    let limits: Option<Value> = r.try_get("rate_limits")?;
+    fn parse<T: serde::de::DeserializeOwned + Default>(v: Option<Value>) -> Result<T> {
+        v.map(serde_json::from_value)
+            .transpose()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| crate::Error::Corrupt(e.to_string()))
+    }
+    let keys = match (keys, limits) {
+        (None, None) => None,
+        (keys, limits) => Some(TaskKeys {
             run_id: r.try_get("run_id")?,
-            keys: serde_json::from_value(k).map_err(|e| crate::Error::Corrupt(e.to_string()))?,
+            keys: parse(keys)?,
+            rate_limits: parse(limits)?,
         }),
-        None => None,
     };
     Ok(Candidate {
         tenant_id: r.try_get("tenant_id")?,

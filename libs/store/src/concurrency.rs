@@ -83,6 +83,8 @@ pub struct HeldBack {
     pub reason: String,
     /// The full key it waits under (off the ready queue), if any.
     pub key: Option<String>,
+    /// The earliest it may start, if later than it may now (a rate limit's window).
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Writes each held-back task's wait reason and key, where either changed and the
@@ -90,10 +92,13 @@ pub struct HeldBack {
 /// admission takes it from that key's own queue ([`waiting_heads`]).
 pub async fn hold_back(conn: &mut PgConnection, held: &[HeldBack]) -> Result<u64> {
     static HOLD: Sql = Sql::new(
-        r#"UPDATE tasks t SET wait_reason = u.reason, key_blocked = u.key
-           FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[]) AS u(tenant_id, id, reason, key)
+        r#"UPDATE tasks t SET wait_reason = u.reason, key_blocked = u.key,
+               not_before = greatest(t.not_before, COALESCE(u.not_before, t.not_before))
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
+             AS u(tenant_id, id, reason, key, not_before)
            WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.status = {queued}
-             AND (t.wait_reason IS DISTINCT FROM u.reason OR t.key_blocked IS DISTINCT FROM u.key)"#,
+             AND (t.wait_reason IS DISTINCT FROM u.reason OR t.key_blocked IS DISTINCT FROM u.key
+                  OR u.not_before > t.not_before)"#,
     );
     if held.is_empty() {
         return Ok(0);
@@ -102,11 +107,14 @@ pub async fn hold_back(conn: &mut PgConnection, held: &[HeldBack]) -> Result<u64
     let ids: Vec<Uuid> = held.iter().map(|h| h.task_id).collect();
     let reasons: Vec<&str> = held.iter().map(|h| h.reason.as_str()).collect();
     let keys: Vec<Option<&str>> = held.iter().map(|h| h.key.as_deref()).collect();
+    let after: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        held.iter().map(|h| h.not_before).collect();
     let done = sqlx::query(HOLD.text())
         .bind(&tenants)
         .bind(&ids)
         .bind(&reasons)
         .bind(&keys)
+        .bind(&after)
         .execute(conn)
         .await?;
     Ok(done.rows_affected())
@@ -137,7 +145,7 @@ pub async fn waiting_keys(conn: &mut PgConnection) -> Result<Vec<WaitingKey>> {
                  AND (t.tenant_id, t.key_blocked) > (k.tenant_id, k.key_blocked)
                ORDER BY t.tenant_id, t.key_blocked LIMIT 1) n)
            SELECT h.* FROM k CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency,
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits,
                     t.key_blocked
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.key_blocked = k.key_blocked AND t.status = {queued}
@@ -163,7 +171,7 @@ pub async fn waiting_heads(
     static HEADS: Sql = Sql::new(
         r#"SELECT q.* FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, key, n)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.key_blocked = k.key AND t.status = {queued}
                AND t.not_before <= now()

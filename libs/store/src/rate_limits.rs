@@ -66,6 +66,33 @@ pub struct RateLimit {
     pub paused_until: Option<DateTime<Utc>>,
 }
 
+/// The definitions of those of `keys` the tenant has, by key.
+pub async fn many(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, RateLimit>> {
+    let rows = sqlx::query(
+        "SELECT key, limit_value, duration, paused_until FROM rate_limits WHERE tenant_id = $1 AND key = ANY($2)",
+    )
+    .bind(tenant_id)
+    .bind(keys)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("key")?,
+                RateLimit {
+                    limit: r.try_get("limit_value")?,
+                    duration: r.try_get("duration")?,
+                    paused_until: r.try_get("paused_until")?,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The definition of `key`, if any.
 pub async fn get(db: impl PgExecutor<'_>, tenant_id: Uuid, key: &str) -> Result<Option<RateLimit>> {
     let row = sqlx::query(

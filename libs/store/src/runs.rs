@@ -1,6 +1,6 @@
 //! Runs and their tasks as clients see them: creation (ingest) and reads.
 
-use adze_core::{ConcurrencyKey, RunStatus, TaskKeys, TaskStatus};
+use adze_core::{RunStatus, TaskKeys, TaskLimits, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool, Row};
@@ -24,9 +24,10 @@ pub struct NewRun<'a> {
     /// The run's id when the caller chose it (expressions evaluated at trigger read
     /// it); otherwise a new one.
     pub id: Option<Uuid>,
-    /// The concurrency keys of each of the version's tasks, in its order (evaluated
-    /// from the workflow's and the tasks' entries); empty when it has none.
-    pub concurrency: Vec<Vec<ConcurrencyKey>>,
+    /// The concurrency keys and rate-limit units of each of the version's tasks, in
+    /// its order (evaluated from the workflow's and the tasks' entries); empty when it
+    /// has none.
+    pub concurrency: Vec<TaskLimits>,
 }
 
 /// Inserts runs and all their tasks in one transaction (roots `queued`, others
@@ -45,7 +46,7 @@ pub struct ReadyTask {
     pub task_id: Uuid,
     /// Its action.
     pub action_id: String,
-    /// The concurrency keys it must hold, if any.
+    /// The concurrency keys and rate-limit units it needs, if any.
     pub keys: Option<TaskKeys>,
 }
 
@@ -117,6 +118,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         .bind(&r_trace)
         .bind(&r_on_failure)
         .bind(&t.concurrency)
+        .bind(&t.rate_limits)
         .execute(pool)
         .await?;
     let ready = t.ready();
@@ -144,7 +146,7 @@ static CREATE_RUNS: Sql = Sql::new(
          RETURNING 1)
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
-             execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency)
+             execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits)
        SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
               CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
               u.pending,
@@ -152,12 +154,12 @@ static CREATE_RUNS: Sql = Sql::new(
               ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
               CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
-              u.concurrency
+              u.concurrency, u.rate_limits
        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
                    $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
-                   $24::jsonb[])
+                   $24::jsonb[], $25::jsonb[])
          AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
-              exec_timeout, sched_timeout, concurrency)"#,
+              exec_timeout, sched_timeout, concurrency, rate_limits)"#,
 );
 
 /// Column arrays of the tasks to insert.
@@ -178,8 +180,9 @@ struct TaskColumns<'a> {
     exec_timeout: Vec<Option<i64>>,
     sched_timeout: Vec<Option<i64>>,
     concurrency: Vec<Option<Value>>,
-    /// Per task, its keys when it has some (for the ready list).
-    keys: Vec<Option<&'a [ConcurrencyKey]>>,
+    rate_limits: Vec<Option<Value>>,
+    /// Per task, what limits it, when something does (for the ready list).
+    keys: Vec<Option<&'a TaskLimits>>,
 }
 
 impl<'a> TaskColumns<'a> {
@@ -194,7 +197,8 @@ impl<'a> TaskColumns<'a> {
                 action_id: self.action[i].to_owned(),
                 keys: self.keys[i].map(|k| TaskKeys {
                     run_id: self.run[i],
-                    keys: k.to_vec(),
+                    keys: k.keys.clone(),
+                    rate_limits: k.rate_limits.clone(),
                 }),
             })
             .collect()
@@ -205,11 +209,17 @@ impl<'a> TaskColumns<'a> {
         tenant: Uuid,
         run: Uuid,
         t: &'a crate::workflows::TaskDef,
-        keys: Option<&'a Vec<ConcurrencyKey>>,
+        keys: Option<&'a TaskLimits>,
     ) {
-        self.concurrency
-            .push(keys.map(|k| serde_json::to_value(k).unwrap_or(Value::Null)));
-        self.keys.push(keys.map(Vec::as_slice));
+        self.concurrency.push(
+            keys.filter(|k| !k.keys.is_empty())
+                .map(|k| serde_json::to_value(&k.keys).unwrap_or(Value::Null)),
+        );
+        self.rate_limits.push(
+            keys.filter(|k| !k.rate_limits.is_empty())
+                .map(|k| serde_json::to_value(&k.rate_limits).unwrap_or(Value::Null)),
+        );
+        self.keys.push(keys);
         self.tenant.push(tenant);
         self.id.push(Uuid::now_v7());
         self.run.push(run);

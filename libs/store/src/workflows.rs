@@ -2,7 +2,7 @@
 //! returns the current version instead of creating a new one.
 
 use adze_core::backoff::RetryPolicy;
-use adze_core::{ConcurrencySpec, WorkflowSpec};
+use adze_core::{ConcurrencySpec, RateLimitSpec, WorkflowSpec};
 use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
@@ -27,6 +27,8 @@ pub struct TaskDef {
     pub schedule_timeout_ms: Option<i64>,
     /// Concurrency entries held by each attempt.
     pub concurrency: Vec<ConcurrencySpec>,
+    /// Rate limits each attempt takes units of.
+    pub rate_limits: Vec<RateLimitSpec>,
 }
 
 /// A workflow's current version with its tasks, in declaration order.
@@ -47,9 +49,13 @@ pub struct WorkflowVersion {
 }
 
 impl WorkflowVersion {
-    /// Whether any entry of the workflow or of its tasks limits concurrency.
-    pub fn has_concurrency(&self) -> bool {
-        !self.concurrency.is_empty() || self.tasks.iter().any(|t| !t.concurrency.is_empty())
+    /// Whether any entry of the workflow or of its tasks limits concurrency or rate.
+    pub fn has_limits(&self) -> bool {
+        !self.concurrency.is_empty()
+            || self
+                .tasks
+                .iter()
+                .any(|t| !t.concurrency.is_empty() || !t.rate_limits.is_empty())
     }
 }
 
@@ -184,7 +190,7 @@ pub async fn latest_version(
             .iter()
             .chain(&spec.on_failure)
             .find(|t| t.readable_id == name)
-            .map(|t| t.concurrency.clone())
+            .map(|t| (t.concurrency.clone(), t.rate_limits.clone()))
             .unwrap_or_default()
     };
     let mut version = WorkflowVersion {
@@ -209,9 +215,12 @@ pub async fn latest_version(
             execution_timeout_ms: r.try_get("execution_timeout_ms")?,
             schedule_timeout_ms: r.try_get("schedule_timeout_ms")?,
             concurrency: Vec::new(),
+            rate_limits: Vec::new(),
         };
+        let (concurrency, rate_limits) = entries_of(&task.readable_id);
         let task = TaskDef {
-            concurrency: entries_of(&task.readable_id),
+            concurrency,
+            rate_limits,
             ..task
         };
         if r.try_get("on_failure")? {

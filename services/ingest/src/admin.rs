@@ -84,9 +84,6 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
 /// One task of a registration, refusing the features not implemented.
 fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
     let name = t.readable_id.as_str();
-    if !t.rate_limits.is_empty() {
-        return Err(unsupported(wf, "rate limits"));
-    }
     if t.is_durable {
         return Err(unsupported(wf, "durable tasks"));
     }
@@ -125,6 +122,11 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
             t.schedule_timeout.as_deref().unwrap_or(""),
         )?,
         concurrency: t.concurrency.iter().map(crate::concurrency::spec).collect(),
+        rate_limits: t
+            .rate_limits
+            .iter()
+            .map(crate::concurrency::rate_limit_spec)
+            .collect(),
     })
 }
 

@@ -51,7 +51,7 @@ pub(crate) struct PendingRun {
     /// The run's id, when it was chosen before the commit (see [`NewRun::id`]).
     pub(crate) id: Option<Uuid>,
     /// Per task of the version, its concurrency keys (empty: none at all).
-    pub(crate) concurrency: Vec<Vec<adze_core::ConcurrencyKey>>,
+    pub(crate) concurrency: Vec<adze_core::TaskLimits>,
 }
 
 struct Request {

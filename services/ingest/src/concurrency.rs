@@ -1,13 +1,19 @@
-//! Concurrency entries: converted from a registration into the workflow's spec, and
-//! evaluated for each run at trigger into the keys its tasks carry. Expressions are
-//! compiled once per workflow version and kept ([`KeyExprs`]).
+//! Concurrency entries and rate limits: converted from a registration into the
+//! workflow's spec, and evaluated for each run at trigger into the keys and units its
+//! tasks carry. Expressions are compiled once per workflow version and kept
+//! ([`KeyExprs`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use adze_core::{ConcurrencyKey, ConcurrencySpec, ConcurrencyStrategy};
+use adze_core::{
+    ConcurrencyKey, ConcurrencySpec, ConcurrencyStrategy, RateLimitNeed, RateLimitSpec,
+    RateLimitWindow, TaskLimits,
+};
 use adze_expr::{Expr, Vars};
-use adze_proto::v1::{Concurrency, ConcurrencyLimitStrategy};
+use adze_proto::v1::{
+    Concurrency, ConcurrencyLimitStrategy, CreateTaskRateLimit, RateLimitDuration,
+};
 use adze_store::workflows::WorkflowVersion;
 use serde_json::Value;
 use tonic::Status;
@@ -46,6 +52,31 @@ pub(crate) fn spec(c: &Concurrency) -> ConcurrencySpec {
     }
 }
 
+/// The spec of one registered rate limit (already checked by `flow_checks`).
+pub(crate) fn rate_limit_spec(r: &CreateTaskRateLimit) -> RateLimitSpec {
+    let window = r
+        .duration
+        .and_then(|d| RateLimitDuration::try_from(d).ok())
+        .map(|d| match d {
+            RateLimitDuration::Second => RateLimitWindow::Second,
+            RateLimitDuration::Minute => RateLimitWindow::Minute,
+            RateLimitDuration::Hour => RateLimitWindow::Hour,
+            RateLimitDuration::Day => RateLimitWindow::Day,
+            RateLimitDuration::Week => RateLimitWindow::Week,
+            RateLimitDuration::Month => RateLimitWindow::Month,
+            RateLimitDuration::Year => RateLimitWindow::Year,
+        });
+    RateLimitSpec {
+        key: r.key.clone(),
+        units: r.units.unwrap_or(1),
+        key_expr: r.key_expr.clone(),
+        units_expr: r.units_expr.clone(),
+        // A static key's limit is its definition's (the Python SDK sends "-1" here).
+        limit_expr: r.key_expr.as_ref().and(r.limit_values_expr.clone()),
+        window,
+    }
+}
+
 /// The workflow-level entries of a registration: the SDKs send the legacy single
 /// entry empty when there is none.
 pub(crate) fn workflow_specs(
@@ -70,23 +101,33 @@ struct Compiled {
     run_level: bool,
 }
 
-/// A version's entries compiled: the workflow's, then each task's.
+/// One rate limit compiled.
+struct CompiledLimit {
+    key: Result<String, Expr>,
+    units: Result<i32, Expr>,
+    limit: Option<Expr>,
+    window_ms: i64,
+}
+
+/// A version's entries compiled: the workflow's, then each task's; each task's rate
+/// limits.
 pub(crate) struct VersionExprs {
     workflow: Vec<Compiled>,
     tasks: Vec<Vec<Compiled>>,
+    limits: Vec<Vec<CompiledLimit>>,
 }
 
 impl VersionExprs {
     fn compile(tenant_id: Uuid, v: &WorkflowVersion) -> Result<Self, Status> {
+        let expr = |e: &str| {
+            Expr::compile_with(e, adze_expr::RUN_VARIABLES).map_err(|err| {
+                Status::failed_precondition(format!(
+                    "workflow {:?}: stored expression does not compile: {err}",
+                    v.name
+                ))
+            })
+        };
         let compile = |scope: String, c: &ConcurrencySpec, run_level: bool| {
-            let expr = |e: &str| {
-                Expr::compile_with(e, adze_expr::RUN_VARIABLES).map_err(|err| {
-                    Status::failed_precondition(format!(
-                        "workflow {:?}: stored concurrency expression does not compile: {err}",
-                        v.name
-                    ))
-                })
-            };
             Ok::<_, Status>(Compiled {
                 scope: match &c.tenant_scope {
                     Some(name) => format!("tenant:{tenant_id}:{name}"),
@@ -118,7 +159,34 @@ impl VersionExprs {
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { workflow, tasks })
+        let limits = v
+            .tasks
+            .iter()
+            .map(|t| {
+                t.rate_limits
+                    .iter()
+                    .map(|r| {
+                        Ok::<_, Status>(CompiledLimit {
+                            key: match &r.key_expr {
+                                Some(e) => Err(expr(e)?),
+                                None => Ok(r.key.clone()),
+                            },
+                            units: match &r.units_expr {
+                                Some(e) => Err(expr(e)?),
+                                None => Ok(r.units),
+                            },
+                            limit: r.limit_expr.as_deref().map(expr).transpose()?,
+                            window_ms: r.window.unwrap_or(RateLimitWindow::Minute).millis(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            workflow,
+            tasks,
+            limits,
+        })
     }
 
     /// The keys of each task of one run, evaluated from its input and metadata; a key
@@ -129,7 +197,7 @@ impl VersionExprs {
         run_id: Uuid,
         input: &Value,
         metadata: Option<&Value>,
-    ) -> Result<Vec<Vec<ConcurrencyKey>>, Status> {
+    ) -> Result<Vec<TaskLimits>, Status> {
         let empty = Value::Object(Default::default());
         let vars = Vars::new()
             .input(input)
@@ -168,14 +236,58 @@ impl VersionExprs {
             .iter()
             .map(eval)
             .collect::<Result<Vec<_>, _>>()?;
+        let bad = |what: &str, e: adze_expr::EvalError| {
+            Status::invalid_argument(format!(
+                "workflow {workflow:?}: rate limit {what}: {e} (check the run's input and additional metadata)"
+            ))
+        };
+        let positive = |what: &str, source: &str, n: i64| {
+            i32::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "workflow {workflow:?}: rate limit {what} {source:?} gave {n}; it must be between 1 and {}",
+                    i32::MAX
+                ))
+            })
+        };
+        let need = |l: &CompiledLimit| -> Result<RateLimitNeed, Status> {
+            let key = match &l.key {
+                Ok(k) => k.clone(),
+                Err(e) => e.eval_string(&vars).map_err(|err| bad("key_expr", err))?,
+            };
+            let units = match &l.units {
+                Ok(u) => *u,
+                Err(e) => positive(
+                    "units_expr",
+                    e.source(),
+                    e.eval_int(&vars).map_err(|err| bad("units_expr", err))?,
+                )?,
+            };
+            let limit = match &l.limit {
+                Some(e) => Some(positive(
+                    "limit_values_expr",
+                    e.source(),
+                    e.eval_int(&vars)
+                        .map_err(|err| bad("limit_values_expr", err))?,
+                )?),
+                None => None,
+            };
+            Ok(RateLimitNeed {
+                key,
+                units,
+                window_ms: limit.map(|_| l.window_ms),
+                limit,
+            })
+        };
         self.tasks
             .iter()
-            .map(|entries| {
+            .zip(&self.limits)
+            .map(|(entries, limits)| {
                 let mut keys = run_keys.clone();
                 for c in entries {
                     keys.push(eval(c)?);
                 }
-                Ok(keys)
+                let rate_limits = limits.iter().map(need).collect::<Result<_, _>>()?;
+                Ok(TaskLimits { keys, rate_limits })
             })
             .collect()
     }
@@ -194,7 +306,7 @@ impl KeyExprs {
         tenant_id: Uuid,
         v: &WorkflowVersion,
     ) -> Result<Option<Arc<VersionExprs>>, Status> {
-        if !v.has_concurrency() {
+        if !v.has_limits() {
             return Ok(None);
         }
         if let Some(e) = self

@@ -122,6 +122,12 @@ fn rate_limit(at: &str, r: &CreateTaskRateLimit) -> Result<(), Status> {
             expression(&at, field, source)?;
         }
     }
+    if r.key_expr.is_some() && r.limit_values_expr.is_none() {
+        return Err(invalid(
+            &at,
+            "a dynamic key (key_expr) needs limit_values_expr, the limit of each key it gives",
+        ));
+    }
     if let Some(u) = r.units.filter(|&u| u < 1) {
         return Err(invalid(
             &at,

@@ -99,6 +99,14 @@ impl Processor {
     /// `tenure`: if one fails, `tenure`'s token is cancelled and the tenure ends (the
     /// scheduler then tries the lease again).
     pub(crate) fn new(config: Config, deps: Deps, holder: String, tenure: Tasks) -> Self {
+        // Concurrency first: units of a rate limit are not taken for a task that then
+        // waits for its key.
+        let pipeline = Pipeline::new()
+            .with_stage(crate::admission::stages::Concurrency::new())
+            .with_stage(crate::admission::stages::RateLimits::new(
+                deps.bus.clone(),
+                Duration::from_millis(config.rate_limit_timeout_ms),
+            ));
         let assigner = Announcer::start_assignments(deps.clone(), &tenure);
         let announcer = Announcer::start_results(deps.clone(), &tenure);
         Self {
@@ -114,13 +122,21 @@ impl Processor {
             deps,
             slots: None,
             hold: StartHold::new(),
-            pipeline: Pipeline::new().with_stage(crate::admission::stages::Concurrency::new()),
+            pipeline,
         }
     }
 
-    /// When the oldest held STARTED report is due to be applied anyway.
+    /// When the oldest held STARTED report is due to be applied anyway, or a task a
+    /// stage held back until then (a rate limit's next window) may start.
     pub(crate) fn hold_deadline(&self) -> Option<Instant> {
-        self.hold.deadline()
+        let wake = self.pipeline.wake_at().map(|at| {
+            let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            Instant::now() + wait
+        });
+        match (self.hold.deadline(), wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Waits until everything committed so far has been announced. Held STARTED
@@ -139,6 +155,7 @@ impl Processor {
     /// their task ends ([`crate::hold`]).
     pub(crate) async fn process(&mut self, msgs: Vec<Message>) -> anyhow::Result<()> {
         let timer = msgs.is_empty();
+        self.pipeline.take_due(chrono::Utc::now());
         let now = Instant::now();
         let mut events = Vec::with_capacity(msgs.len());
         let mut ack = Vec::with_capacity(msgs.len());

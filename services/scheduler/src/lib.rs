@@ -45,6 +45,9 @@ pub struct Config {
     /// How long a worker has to start a task given to it; then the reaper gives the
     /// task to another worker.
     pub assignment_timeout_ms: i64,
+    /// Longest admission waits for the `ratelimit` service's answer; then the
+    /// rate-limited tasks of the pass wait a moment (and say why) while the rest go on.
+    pub rate_limit_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             lease_ms: 5_000,
             slot_refresh_ms: 1_000,
             assignment_timeout_ms: adze_store::admission::DEFAULT_START_WITHIN_MS,
+            rate_limit_timeout_ms: 1_000,
         }
     }
 }

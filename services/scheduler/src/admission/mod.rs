@@ -64,6 +64,8 @@ pub struct Deferred {
     pub reason: WaitReason,
     /// The key it waits under, off the ready queue, if a full key holds it.
     pub waits_under: Option<String>,
+    /// The earliest it may start, if a stage said (a rate limit's next window).
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What one pass decided.
@@ -76,12 +78,18 @@ pub struct Pass {
     /// Tasks a stage cancelled (a concurrency strategy), to send to the scheduler's
     /// own events once the pass is committed.
     pub cancels: Vec<CancelOrder>,
+    /// The earliest time a task held back until then may start: the scheduler looks
+    /// at the queue again at that time.
+    pub wake_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The admission pipeline: its stages, in order.
 #[derive(Default)]
 pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
+    /// The earliest time a held-back task may start ([`Pass::wake_at`] of the passes
+    /// so far), until [`Pipeline::take_due`] clears it.
+    wake: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -127,7 +135,25 @@ impl Pipeline {
             book.drained = false;
         }
         self.settle(conn, &mut pass).await?;
+        if let Some(at) = pass.wake_at {
+            let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+            *wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
         Ok(pass)
+    }
+
+    /// When the queue must be looked at again for a task a stage held back until
+    /// then, if any.
+    pub fn wake_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        *self.wake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the wake-up time once it has passed (the pass about to run looks).
+    pub fn take_due(&self, now: chrono::DateTime<chrono::Utc>) {
+        let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        if wake.is_some_and(|w| w <= now) {
+            *wake = None;
+        }
     }
 
     /// Writes why each held-back task waits (and the key it waits under), and turns
@@ -146,8 +172,10 @@ impl Pipeline {
                     task_id: d.task_id,
                     reason: d.reason.to_string(),
                     key: d.waits_under.clone(),
+                    not_before: d.not_before,
                 })
                 .collect();
+            pass.wake_at = pass.deferred.iter().filter_map(|d| d.not_before).min();
             adze_store::concurrency::hold_back(conn, &held).await?;
         }
         for order in &mut pass.cancels {
@@ -157,6 +185,16 @@ impl Pipeline {
         }
         pass.cancels.retain(|o| !o.ids.is_empty());
         Ok(())
+    }
+
+    /// Tells the stages which candidates they admitted were not assigned.
+    async fn returned(&self, candidates: &[Candidate]) {
+        if candidates.is_empty() {
+            return;
+        }
+        for stage in &self.stages {
+            stage.returned(candidates).await;
+        }
     }
 
     /// Runs the stages over `candidates`: what all of them admitted, and what one held
@@ -179,6 +217,7 @@ impl Pipeline {
             verdict.deferred.extend(next.deferred);
             verdict.waits_under.extend(next.waits_under);
             verdict.cancels.extend(next.cancels);
+            verdict.not_before.extend(next.not_before);
         }
         Ok(verdict)
     }
@@ -270,15 +309,20 @@ impl Pipeline {
             budget -= m.len() as i64;
             matched.extend(m);
             unplaced |= !left.is_empty();
+            self.returned(&left).await;
             let held: HashSet<(Uuid, String)> = verdict
                 .deferred
                 .iter()
                 .map(|(c, _)| (c.tenant_id, c.action_id.clone()))
                 .collect();
             pass.cancels.extend(verdict.cancels);
-            let under = verdict.waits_under;
-            pass.deferred
-                .extend(verdict.deferred.into_iter().map(|d| deferred(d, &under)));
+            let (under, after) = (verdict.waits_under, verdict.not_before);
+            pass.deferred.extend(
+                verdict
+                    .deferred
+                    .into_iter()
+                    .map(|d| deferred(d, &under, &after)),
+            );
             if round == MAX_ROUNDS || budget <= 0 || held.is_empty() {
                 break;
             }
@@ -302,7 +346,9 @@ impl Pipeline {
                 break;
             }
         }
-        pass.assignments = assign_settled(conn, book, matched, fence).await?;
+        let (assignments, stale) = assign_settled(conn, book, matched, fence).await?;
+        pass.assignments = assignments;
+        self.returned(&stale).await;
         book.drained = asked_all && open.is_empty() && !unplaced && pass.deferred.is_empty();
         Ok(pass)
     }
@@ -334,28 +380,36 @@ impl Pipeline {
             })
             .collect();
         let verdict = self.stages(conn, candidates).await?;
-        let (matched, _) = matchmake(verdict.admitted, book);
-        let assignments = assign_settled(conn, book, matched, fence).await?;
+        let (matched, left) = matchmake(verdict.admitted, book);
+        self.returned(&left).await;
+        let (assignments, stale) = assign_settled(conn, book, matched, fence).await?;
+        self.returned(&stale).await;
         book.drained = assignments.len() == served && verdict.deferred.is_empty();
-        let under = verdict.waits_under;
+        let (under, after) = (verdict.waits_under, verdict.not_before);
         Ok(Pass {
             assignments,
             deferred: verdict
                 .deferred
                 .into_iter()
-                .map(|d| deferred(d, &under))
+                .map(|d| deferred(d, &under, &after))
                 .collect(),
             cancels: verdict.cancels,
+            wake_at: None,
         })
     }
 }
 
-fn deferred((c, reason): (Candidate, WaitReason), under: &HashMap<Uuid, String>) -> Deferred {
+fn deferred(
+    (c, reason): (Candidate, WaitReason),
+    under: &HashMap<Uuid, String>,
+    after: &HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
+) -> Deferred {
     Deferred {
         tenant_id: c.tenant_id,
         task_id: c.id,
         reason,
         waits_under: under.get(&c.id).cloned(),
+        not_before: after.get(&c.id).copied(),
     }
 }
 
@@ -369,23 +423,26 @@ fn free_for(book: &SlotBook, tenant_id: Uuid, action: &str) -> i64 {
 }
 
 /// Writes `matched`, giving back to `book` the slot of every match the statement did
-/// not assign (its task was no longer queued).
+/// not assign (its task was no longer queued); returns the assignments and the
+/// candidates not assigned.
 async fn assign_settled(
     conn: &mut PgConnection,
     book: &mut SlotBook,
     matched: Vec<(Candidate, Match)>,
     fence: Option<&Fence>,
-) -> Result<Vec<Assignment>, adze_store::Error> {
-    let matches: Vec<Match> = matched.into_iter().map(|(_, m)| m).collect();
+) -> Result<(Vec<Assignment>, Vec<Candidate>), adze_store::Error> {
+    let matches: Vec<Match> = matched.iter().map(|(_, m)| *m).collect();
     let assigned =
         adze_store::admission::assign(conn, &matches, book.start_within_ms, fence).await?;
+    let mut stale = Vec::new();
     if assigned.len() < matches.len() {
         let done: HashSet<Uuid> = assigned.iter().map(|a| a.task_id).collect();
-        for m in &matches {
+        for (c, m) in matched {
             if !done.contains(&m.task_id) {
                 book.release(m.worker_id);
+                stale.push(c);
             }
         }
     }
-    Ok(assigned)
+    Ok((assigned, stale))
 }

@@ -24,6 +24,9 @@ pub struct Verdict {
     pub waits_under: HashMap<Uuid, String>,
     /// Runs and tasks to cancel.
     pub cancels: Vec<CancelOrder>,
+    /// Of the held-back tasks, those that may not start before a time (a rate limit's
+    /// next window): task id → when. They leave the queue until then.
+    pub not_before: HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
 }
 
 /// Runs or tasks a stage has cancelled, with why.
@@ -59,6 +62,13 @@ pub trait Stage: Send + Sync {
     /// drained, so each pass looks whether they may go.
     fn has_waiting(&self) -> bool {
         false
+    }
+
+    /// Candidates this stage admitted that were not assigned after all (no worker had
+    /// room, or the task changed meanwhile): what the stage took for them can be given
+    /// back.
+    fn returned<'a>(&'a self, _candidates: &'a [Candidate]) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
 
     /// Decides about `candidates` (oldest first). It may read Postgres on `conn`

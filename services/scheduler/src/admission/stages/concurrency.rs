@@ -224,7 +224,10 @@ impl Stage for Concurrency {
         candidates: Vec<Candidate>,
     ) -> BoxFuture<'a, Result<Verdict, adze_store::Error>> {
         Box::pin(async move {
-            if candidates.iter().all(|c| c.keys.is_none()) {
+            if candidates
+                .iter()
+                .all(|c| c.keys.as_ref().is_none_or(|t| t.keys.is_empty()))
+            {
                 return Ok(Verdict {
                     admitted: candidates,
                     ..Verdict::default()
@@ -338,7 +341,7 @@ impl Concurrency {
         }
         let mut verdict = Verdict::default();
         for c in candidates {
-            let Some(t) = c.keys.clone() else {
+            let Some(t) = c.keys.clone().filter(|t| !t.keys.is_empty()) else {
                 verdict.admitted.push(c);
                 continue;
             };
