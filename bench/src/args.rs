@@ -25,11 +25,14 @@ pub enum Scenario {
     /// `noop` whose workflow has a concurrency key per run, 10,000 distinct keys with
     /// max_runs 1: what the concurrency stage costs when every task carries a key.
     Keyed,
+    /// `noop` with a rate limit on every task (100 dynamic keys whose limit is never
+    /// reached): what asking the `ratelimit` service costs.
+    Limited,
 }
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
@@ -38,6 +41,7 @@ impl Scenario {
         Scenario::Wire,
         Scenario::Timeouts,
         Scenario::Keyed,
+        Scenario::Limited,
     ];
 
     /// The name used in file names and JSON.
@@ -51,6 +55,7 @@ impl Scenario {
             Scenario::Wire => "wire",
             Scenario::Timeouts => "timeouts",
             Scenario::Keyed => "keyed",
+            Scenario::Limited => "limited",
         }
     }
 }

@@ -207,6 +207,11 @@ impl Fleet {
             scheduler,
         ));
         services.push(("reaper", bin_dir.join("adze-reaper"), vec![], reaper));
+        // Builds from before the ratelimit service have no binary for it.
+        let ratelimit = bin_dir.join("adze-ratelimit");
+        if ratelimit.exists() {
+            services.push(("ratelimit", ratelimit, vec![], free_addr()?));
+        }
         for (name, program, args, listen) in &services {
             let mut env = env.clone();
             env.push(("ADZE_SERVER__LISTEN".to_owned(), listen.clone()));

@@ -24,6 +24,7 @@ pub const NOOP: &str = "bench-noop";
 pub const PROBE: &str = "bench-probe";
 pub const DAG3: &str = "bench-dag3";
 pub const KEYED: &str = "bench-keyed";
+pub const LIMITED: &str = "bench-limited";
 pub const FANOUT: &str = "bench-fanout";
 pub const TIMEOUTS: &str = "bench-timeouts";
 /// The action of the `timeouts` scenario's task.
@@ -67,6 +68,16 @@ fn recording_task(
 /// One task (`noop` or the backlog's `probe`).
 pub fn single(name: &str, hub: &Arc<Hub>, sleep: Duration) -> Workflow<SeqInput> {
     Workflow::new(name).task(recording_task("run".into(), 0, hub.clone(), sleep))
+}
+
+/// One task taking units of `limit`.
+pub fn single_with(
+    name: &str,
+    hub: &Arc<Hub>,
+    sleep: Duration,
+    limit: adze_sdk::RateLimit,
+) -> Workflow<SeqInput> {
+    Workflow::new(name).task(recording_task("run".into(), 0, hub.clone(), sleep).rate_limit(limit))
 }
 
 /// `s1 → s2 → s3`.

@@ -445,3 +445,80 @@ async fn flow_control_mistakes_are_refused_at_registration() {
     assert_eq!(stored, vec!["limited".to_string(), "rated".to_string()]);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_worker_affinity_is_refused_not_ignored() {
+    use adze_proto::v1::{DesiredWorkerLabels, StickyStrategy, TriggerWorkflowRequest};
+    let env = TestEnv::start_roles(&["ingest"]).await;
+    let channel = env.channel().await;
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let mut trigger = WorkflowServiceClient::new(channel);
+    let t = env.token.as_str();
+    let required = DesiredWorkerLabels {
+        str_value: Some("gpu".into()),
+        required: Some(true),
+        ..Default::default()
+    };
+    let mut labelled = task("a", &[]);
+    labelled
+        .worker_labels
+        .insert("model".into(), required.clone());
+    let err = admin
+        .put_workflow(req(t, workflow("labelled", vec![labelled])))
+        .await
+        .expect_err("a required label");
+    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+    assert!(err.message().contains("\"model\""), "{}", err.message());
+    let mut sticky = workflow("sticky", vec![task("a", &[])]);
+    sticky.sticky = Some(StickyStrategy::Hard as i32);
+    let err = admin
+        .put_workflow(req(t, sticky))
+        .await
+        .expect_err("HARD sticky");
+    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+    // A preference is accepted: a label with a weight, SOFT stickiness.
+    let mut preferring = task("a", &[]);
+    preferring.worker_labels.insert(
+        "model".into(),
+        DesiredWorkerLabels {
+            weight: Some(10),
+            ..required.clone()
+        }
+        .clone(),
+    );
+    preferring
+        .worker_labels
+        .get_mut("model")
+        .expect("label")
+        .required = Some(false);
+    let mut soft = workflow("plain", vec![preferring]);
+    soft.sticky = Some(StickyStrategy::Soft as i32);
+    admin
+        .put_workflow(req(t, soft))
+        .await
+        .expect("preferences are accepted");
+    // At trigger: a run bound to a worker, or requiring a label, is refused.
+    let mut bound = TriggerWorkflowRequest {
+        name: "plain".into(),
+        desired_worker_id: Some(uuid::Uuid::new_v4().to_string()),
+        ..Default::default()
+    };
+    let err = trigger
+        .trigger_workflow(req(t, bound.clone()))
+        .await
+        .expect_err("bound to a worker");
+    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+    bound.desired_worker_id = None;
+    bound.desired_worker_labels.insert("model".into(), required);
+    let err = trigger
+        .trigger_workflow(req(t, bound))
+        .await
+        .expect_err("a required label");
+    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&env.pool)
+        .await
+        .expect("count");
+    assert_eq!(runs, 0);
+    env.stop().await;
+}

@@ -61,6 +61,11 @@ async fn typescript_dag_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_concurrency_per_user_and_the_default_strategy() {
+    ts_script("concurrency.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_retries_and_non_retryable() {
     ts_script("retries.ts").await;
 }

@@ -19,19 +19,21 @@ pub enum Shape {
     Dag3,
     /// One task per run, each run with its own concurrency key of 10,000 (max_runs 1).
     Keyed,
+    /// One task per run, each taking a unit of one of 100 rate-limit keys.
+    Limited,
 }
 
 impl Shape {
     fn steps(self) -> usize {
         match self {
-            Shape::Noop | Shape::Keyed => 1,
+            Shape::Noop | Shape::Keyed | Shape::Limited => 1,
             Shape::Dag3 => 3,
         }
     }
 
     fn rates(self, scale: &crate::args::Scale) -> &[u32] {
         match self {
-            Shape::Noop | Shape::Keyed => &scale.rates,
+            Shape::Noop | Shape::Keyed | Shape::Limited => &scale.rates,
             Shape::Dag3 => &scale.dag3_rates,
         }
     }
@@ -41,6 +43,7 @@ impl Shape {
             Shape::Noop => "noop",
             Shape::Dag3 => "dag3",
             Shape::Keyed => "keyed",
+            Shape::Limited => "limited",
         }
     }
 }
@@ -56,6 +59,20 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
             workers::KEYED,
             workers::single(workers::KEYED, &ctx.hub, ctx.task_sleep()).concurrency(
                 adze_sdk::Concurrency::new("string(int(input.seq) % 10000)", 1),
+            ),
+        ),
+        Shape::Limited => (
+            workers::LIMITED,
+            workers::single_with(
+                workers::LIMITED,
+                &ctx.hub,
+                ctx.task_sleep(),
+                adze_sdk::RateLimit::dynamic(
+                    "string(int(input.seq) % 100)",
+                    1,
+                    "1000000",
+                    adze_sdk::RateLimitWindow::Second,
+                ),
             ),
         ),
     };

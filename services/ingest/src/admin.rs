@@ -57,6 +57,12 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
     if !req.cron_triggers.is_empty() {
         return Err(unsupported(wf, "cron triggers"));
     }
+    // Preferences (SOFT stickiness, priority, label weights) only change where or when
+    // a task runs, and are accepted; a HARD requirement the engine cannot honour yet is
+    // refused rather than broken.
+    if req.sticky == Some(v1::StickyStrategy::Hard as i32) {
+        return Err(unsupported(wf, "HARD sticky assignment"));
+    }
     let tasks = req
         .tasks
         .iter()
@@ -84,6 +90,16 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
 /// One task of a registration, refusing the features not implemented.
 fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
     let name = t.readable_id.as_str();
+    if let Some((label, _)) = t
+        .worker_labels
+        .iter()
+        .find(|(_, l)| l.required.unwrap_or(false))
+    {
+        return Err(unsupported(
+            wf,
+            &format!("a required worker label ({label:?} on task {name:?})"),
+        ));
+    }
     if t.is_durable {
         return Err(unsupported(wf, "durable tasks"));
     }

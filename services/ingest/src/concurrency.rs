@@ -20,13 +20,16 @@ use tonic::Status;
 use uuid::Uuid;
 
 /// The spec of one registered entry (already checked by `flow_checks`). Without a
-/// strategy an entry queues (GROUP_ROUND_ROBIN); without `max_runs`, one at a time.
+/// strategy an entry is CANCEL_IN_PROGRESS, the default the TypeScript SDK documents
+/// (it sends none then; Python always names one); without `max_runs`, one at a time.
 pub(crate) fn spec(c: &Concurrency) -> ConcurrencySpec {
     let strategy = match c
         .limit_strategy
         .and_then(|s| ConcurrencyLimitStrategy::try_from(s).ok())
     {
-        Some(ConcurrencyLimitStrategy::CancelInProgress) => ConcurrencyStrategy::CancelInProgress,
+        Some(ConcurrencyLimitStrategy::CancelInProgress) | None => {
+            ConcurrencyStrategy::CancelInProgress
+        }
         Some(ConcurrencyLimitStrategy::DropNewest) => ConcurrencyStrategy::DropNewest,
         Some(ConcurrencyLimitStrategy::QueueNewest) => ConcurrencyStrategy::QueueNewest,
         Some(ConcurrencyLimitStrategy::CancelNewest) => ConcurrencyStrategy::CancelNewest,
@@ -36,9 +39,7 @@ pub(crate) fn spec(c: &Concurrency) -> ConcurrencySpec {
         Some(ConcurrencyLimitStrategy::CancelQueuedExceptOldest) => {
             ConcurrencyStrategy::CancelQueuedExceptOldest
         }
-        Some(ConcurrencyLimitStrategy::GroupRoundRobin) | None => {
-            ConcurrencyStrategy::GroupRoundRobin
-        }
+        Some(ConcurrencyLimitStrategy::GroupRoundRobin) => ConcurrencyStrategy::GroupRoundRobin,
     };
     ConcurrencySpec {
         expression: c.expression.clone(),

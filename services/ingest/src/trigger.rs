@@ -63,6 +63,23 @@ impl WorkflowApi {
     ) -> Result<Vec<Uuid>, Status> {
         let mut versions: HashMap<&str, Arc<WorkflowVersion>> = HashMap::new();
         for r in reqs {
+            if r.desired_worker_id
+                .as_deref()
+                .is_some_and(|w| !w.is_empty())
+            {
+                return Err(Status::unimplemented(
+                    "runs bound to one worker (desired_worker_id, sticky child runs) are not supported by this Adze version yet",
+                ));
+            }
+            if let Some((label, _)) = r
+                .desired_worker_labels
+                .iter()
+                .find(|(_, l)| l.required.unwrap_or(false))
+            {
+                return Err(Status::unimplemented(format!(
+                    "required worker labels ({label:?}) are not supported by this Adze version yet"
+                )));
+            }
             if r.parent_id.as_deref().is_some_and(|p| !p.is_empty()) {
                 return Err(Status::unimplemented(
                     "child workflow runs (parent_id) are not supported by this Adze version yet",
