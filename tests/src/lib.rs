@@ -77,6 +77,7 @@ pub fn one_task_workflow(
             schedule_timeout_ms,
             concurrency: Vec::new(),
             rate_limits: Vec::new(),
+            worker_labels: Vec::new(),
         }],
         on_failure: None,
         concurrency: Vec::new(),
@@ -330,6 +331,7 @@ impl TestEnv {
                 slots,
                 dispatcher_id: "d",
                 sdk: None,
+                labels: &Default::default(),
             },
         )
         .await

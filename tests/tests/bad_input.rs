@@ -447,7 +447,7 @@ async fn flow_control_mistakes_are_refused_at_registration() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hard_worker_affinity_is_refused_not_ignored() {
+async fn hard_stickiness_is_refused_and_labels_are_checked() {
     use adze_proto::v1::{DesiredWorkerLabels, StickyStrategy, TriggerWorkflowRequest};
     let env = TestEnv::start_roles(&["ingest"]).await;
     let channel = env.channel().await;
@@ -459,15 +459,20 @@ async fn hard_worker_affinity_is_refused_not_ignored() {
         required: Some(true),
         ..Default::default()
     };
-    let mut labelled = task("a", &[]);
-    labelled
-        .worker_labels
-        .insert("model".into(), required.clone());
+    // A label with no value is refused, naming it.
+    let mut valueless = task("a", &[]);
+    valueless.worker_labels.insert(
+        "model".into(),
+        DesiredWorkerLabels {
+            required: Some(true),
+            ..Default::default()
+        },
+    );
     let err = admin
-        .put_workflow(req(t, workflow("labelled", vec![labelled])))
+        .put_workflow(req(t, workflow("valueless", vec![valueless])))
         .await
-        .expect_err("a required label");
-    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+        .expect_err("a label without a value");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     assert!(err.message().contains("\"model\""), "{}", err.message());
     let mut sticky = workflow("sticky", vec![task("a", &[])]);
     sticky.sticky = Some(StickyStrategy::Hard as i32);
@@ -476,7 +481,7 @@ async fn hard_worker_affinity_is_refused_not_ignored() {
         .await
         .expect_err("HARD sticky");
     assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
-    // A preference is accepted: a label with a weight, SOFT stickiness.
+    // Labels, required or preferred, and SOFT stickiness are accepted.
     let mut preferring = task("a", &[]);
     preferring.worker_labels.insert(
         "model".into(),
@@ -497,7 +502,7 @@ async fn hard_worker_affinity_is_refused_not_ignored() {
         .put_workflow(req(t, soft))
         .await
         .expect("preferences are accepted");
-    // At trigger: a run bound to a worker, or requiring a label, is refused.
+    // At trigger: a run bound to a worker is refused.
     let mut bound = TriggerWorkflowRequest {
         name: "plain".into(),
         desired_worker_id: Some(uuid::Uuid::new_v4().to_string()),
@@ -509,12 +514,18 @@ async fn hard_worker_affinity_is_refused_not_ignored() {
         .expect_err("bound to a worker");
     assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
     bound.desired_worker_id = None;
-    bound.desired_worker_labels.insert("model".into(), required);
+    bound.desired_worker_labels.insert(
+        "model".into(),
+        DesiredWorkerLabels {
+            required: Some(true),
+            ..Default::default()
+        },
+    );
     let err = trigger
         .trigger_workflow(req(t, bound))
         .await
-        .expect_err("a required label");
-    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+        .expect_err("a label without a value");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
         .fetch_one(&env.pool)
         .await

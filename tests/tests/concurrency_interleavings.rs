@@ -104,6 +104,7 @@ async fn arrive(w: &World, keys: &[&str]) -> Vec<(Uuid, Uuid)> {
             concurrency: vec![adze_core::TaskLimits {
                 keys: keys_of(k),
                 rate_limits: Vec::new(),
+                labels: Vec::new(),
             }],
         })
         .collect();

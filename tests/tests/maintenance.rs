@@ -30,6 +30,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             schedule_timeout_ms: None,
             concurrency: Vec::new(),
             rate_limits: Vec::new(),
+            worker_labels: Vec::new(),
         }],
         on_failure: None,
         concurrency: Vec::new(),

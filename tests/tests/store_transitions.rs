@@ -23,6 +23,7 @@ fn task(name: &str, parents: &[&str], retries: i32) -> TaskSpec {
         schedule_timeout_ms: None,
         concurrency: Vec::new(),
         rate_limits: Vec::new(),
+        worker_labels: Vec::new(),
     }
 }
 

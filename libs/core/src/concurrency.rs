@@ -137,6 +137,9 @@ pub struct TaskKeys {
     /// The rate-limit units each attempt takes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<crate::RateLimitNeed>,
+    /// The labels it wants of its worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<crate::labels::DesiredLabel>,
 }
 
 /// What one task of a new run carries into admission (evaluated at trigger).
@@ -146,12 +149,14 @@ pub struct TaskLimits {
     pub keys: Vec<ConcurrencyKey>,
     /// Rate-limit units.
     pub rate_limits: Vec<crate::RateLimitNeed>,
+    /// Labels it wants of its worker.
+    pub labels: Vec<crate::labels::DesiredLabel>,
 }
 
 impl TaskLimits {
     /// Whether the task is limited at all.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.rate_limits.is_empty()
+        self.keys.is_empty() && self.rate_limits.is_empty() && self.labels.is_empty()
     }
 }
 

@@ -30,6 +30,9 @@ pub struct TaskSpec {
     /// Rate limits each attempt takes units of.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimitSpec>,
+    /// Labels it wants of its worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_labels: Vec<crate::labels::DesiredLabel>,
 }
 
 /// A workflow definition: a named DAG of tasks.

@@ -43,6 +43,11 @@ pub enum WaitReason {
         /// What did not answer.
         reason: String,
     },
+    /// Ready, but no worker serving its action has a label it requires (with room).
+    WorkerLabel {
+        /// The label, as `model = "gpu"`.
+        label: String,
+    },
     /// Ready, but a concurrency key it needs has as many holders as it allows.
     ConcurrencyKey {
         /// The key's value (what the entry's expression gave).
@@ -66,7 +71,8 @@ impl WaitReason {
             | Self::RetryAfterTimeout { .. }
             | Self::ConcurrencyKey { .. }
             | Self::RateLimit { .. }
-            | Self::RateLimiterUnavailable { .. } => None,
+            | Self::RateLimiterUnavailable { .. }
+            | Self::WorkerLabel { .. } => None,
         }
     }
 }
@@ -93,6 +99,9 @@ impl fmt::Display for WaitReason {
             }
             Self::RateLimiterUnavailable { reason } => {
                 write!(f, "waiting for the rate limiter: {reason}")
+            }
+            Self::WorkerLabel { label } => {
+                write!(f, "no worker with a free slot has the label {label}")
             }
             other => f.write_str(other.fixed_text().unwrap_or_default()),
         }

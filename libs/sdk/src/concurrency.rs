@@ -136,3 +136,128 @@ impl RateLimit {
         }
     }
 }
+
+/// A worker label's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelValue {
+    /// A string.
+    Str(String),
+    /// An integer (compared as a number).
+    Int(i32),
+}
+
+impl From<&str> for LabelValue {
+    fn from(s: &str) -> Self {
+        Self::Str(s.to_owned())
+    }
+}
+
+impl From<String> for LabelValue {
+    fn from(s: String) -> Self {
+        Self::Str(s)
+    }
+}
+
+impl From<i32> for LabelValue {
+    fn from(i: i32) -> Self {
+        Self::Int(i)
+    }
+}
+
+impl LabelValue {
+    pub(crate) fn to_worker_proto(&self) -> adze_proto::hatchet::WorkerLabels {
+        match self {
+            Self::Str(s) => adze_proto::hatchet::WorkerLabels {
+                str_value: Some(s.clone()),
+                int_value: None,
+            },
+            Self::Int(i) => adze_proto::hatchet::WorkerLabels {
+                str_value: None,
+                int_value: Some(*i),
+            },
+        }
+    }
+}
+
+/// How a desired label's value is compared with the worker's (`worker <op> value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LabelComparator {
+    /// Equal.
+    #[default]
+    Equal,
+    /// Not equal.
+    NotEqual,
+    /// The worker's is greater.
+    GreaterThan,
+    /// The worker's is greater or equal.
+    GreaterThanOrEqual,
+    /// The worker's is less.
+    LessThan,
+    /// The worker's is less or equal.
+    LessThanOrEqual,
+}
+
+/// A label a task wants of the worker that runs it: required (it runs nowhere else) or
+/// preferred with a weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredLabel {
+    key: String,
+    value: LabelValue,
+    required: bool,
+    weight: i32,
+    comparator: LabelComparator,
+}
+
+impl DesiredLabel {
+    /// Only a worker whose label `key` is `value` runs the task.
+    pub fn required(key: impl Into<String>, value: impl Into<LabelValue>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            required: true,
+            weight: 0,
+            comparator: LabelComparator::Equal,
+        }
+    }
+
+    /// A worker whose label `key` is `value` is preferred, by `weight`.
+    pub fn preferred(key: impl Into<String>, value: impl Into<LabelValue>, weight: i32) -> Self {
+        Self {
+            required: false,
+            weight,
+            ..Self::required(key, value)
+        }
+    }
+
+    /// Compares with `comparator` instead of equality.
+    pub fn comparator(mut self, comparator: LabelComparator) -> Self {
+        self.comparator = comparator;
+        self
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn to_proto(&self) -> v1::DesiredWorkerLabels {
+        let (str_value, int_value) = match &self.value {
+            LabelValue::Str(s) => (Some(s.clone()), None),
+            LabelValue::Int(i) => (None, Some(*i)),
+        };
+        let comparator = match self.comparator {
+            LabelComparator::Equal => v1::WorkerLabelComparator::Equal,
+            LabelComparator::NotEqual => v1::WorkerLabelComparator::NotEqual,
+            LabelComparator::GreaterThan => v1::WorkerLabelComparator::GreaterThan,
+            LabelComparator::GreaterThanOrEqual => v1::WorkerLabelComparator::GreaterThanOrEqual,
+            LabelComparator::LessThan => v1::WorkerLabelComparator::LessThan,
+            LabelComparator::LessThanOrEqual => v1::WorkerLabelComparator::LessThanOrEqual,
+        };
+        v1::DesiredWorkerLabels {
+            str_value,
+            int_value,
+            required: Some(self.required),
+            comparator: Some(comparator as i32),
+            weight: Some(self.weight),
+        }
+    }
+}

@@ -48,7 +48,10 @@ mod worker;
 mod workflow;
 
 pub use client::{Client, RunTarget, TriggerOptions};
-pub use concurrency::{Concurrency, RateLimit, RateLimitWindow, Strategy as ConcurrencyStrategy};
+pub use concurrency::{
+    Concurrency, DesiredLabel, LabelComparator, LabelValue, RateLimit, RateLimitWindow,
+    Strategy as ConcurrencyStrategy,
+};
 pub use config::{ClientConfig, TlsStrategy, TokenClaims};
 pub use context::Context;
 pub use duration::format_duration;

@@ -29,6 +29,7 @@ pub(crate) struct TaskOptions {
     pub schedule_timeout: Option<Duration>,
     pub concurrency: Vec<crate::Concurrency>,
     pub rate_limits: Vec<crate::RateLimit>,
+    pub worker_labels: Vec<crate::DesiredLabel>,
 }
 
 /// A task: a name, options and an async handler `Fn(I, Context) -> Result<O, TaskError>`.
@@ -157,6 +158,13 @@ impl<I, O> TaskDef<I, O> {
     #[must_use]
     pub fn rate_limit(mut self, limit: crate::RateLimit) -> Self {
         self.options.rate_limits.push(limit);
+        self
+    }
+
+    /// A label the worker running this task must have (or should have, by weight).
+    #[must_use]
+    pub fn worker_label(mut self, label: crate::DesiredLabel) -> Self {
+        self.options.worker_labels.push(label);
         self
     }
 

@@ -254,6 +254,11 @@ fn create_task_opts(workflow_name: &str, task: &TaskEntry) -> CreateTaskOpts {
         schedule_timeout: o.schedule_timeout.map(format_duration),
         concurrency: o.concurrency.iter().map(|c| c.to_proto()).collect(),
         rate_limits: o.rate_limits.iter().map(|r| r.to_proto()).collect(),
+        worker_labels: o
+            .worker_labels
+            .iter()
+            .map(|l| (l.key().to_owned(), l.to_proto()))
+            .collect(),
         ..Default::default()
     }
 }

@@ -70,6 +70,8 @@ pub struct WorkerSlots {
     pub actions: Vec<String>,
     /// Slots it has minus the slot-holding attempts it runs.
     pub free: i64,
+    /// Its labels.
+    pub labels: adze_core::labels::WorkerLabels,
 }
 
 /// Workers that are active and heard from within `heartbeat_timeout_ms`, with their
@@ -79,7 +81,7 @@ pub async fn load_slots(
     heartbeat_timeout_ms: i64,
 ) -> Result<Vec<WorkerSlots>> {
     static LOAD: Sql = Sql::new(
-        r#"SELECT w.tenant_id, w.id, w.actions, w.slots - COALESCE(u.used, 0) AS free
+        r#"SELECT w.tenant_id, w.id, w.actions, w.slots - COALESCE(u.used, 0) AS free, w.labels
            FROM workers w
            LEFT JOIN LATERAL (
              SELECT count(*) AS used FROM tasks t
@@ -100,6 +102,11 @@ pub async fn load_slots(
                 id: r.try_get("id")?,
                 actions: r.try_get("actions")?,
                 free: r.try_get("free")?,
+                labels: match r.try_get::<Option<Value>, _>("labels")? {
+                    Some(v) => serde_json::from_value(v)
+                        .map_err(|e| crate::Error::Corrupt(e.to_string()))?,
+                    None => Default::default(),
+                },
             })
         })
         .collect()
@@ -157,10 +164,10 @@ pub async fn candidates(
 ) -> Result<Vec<Candidate>> {
     // From the head of each queue: the common case, and the hot one.
     static HEADS: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency, q.rate_limits
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency, q.rate_limits, q.desired_labels
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits, t.desired_labels
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
@@ -171,11 +178,11 @@ pub async fn candidates(
     );
     // Behind a position, for queues whose head a stage held back.
     static BEHIND: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency, q.rate_limits
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency, q.rate_limits, q.desired_labels
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $5::timestamptz[], $6::timestamptz[])
                 AS k(tenant_id, action_id, n, not_before, queued_at)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits, t.desired_labels
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
@@ -225,18 +232,20 @@ pub async fn candidates(
 pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
     let keys: Option<Value> = r.try_get("concurrency")?;
     let limits: Option<Value> = r.try_get("rate_limits")?;
+    let labels: Option<Value> = r.try_get("desired_labels")?;
     fn parse<T: serde::de::DeserializeOwned + Default>(v: Option<Value>) -> Result<T> {
         v.map(serde_json::from_value)
             .transpose()
             .map(Option::unwrap_or_default)
             .map_err(|e| crate::Error::Corrupt(e.to_string()))
     }
-    let keys = match (keys, limits) {
-        (None, None) => None,
-        (keys, limits) => Some(TaskKeys {
+    let keys = match (keys, limits, labels) {
+        (None, None, None) => None,
+        (keys, limits, labels) => Some(TaskKeys {
             run_id: r.try_get("run_id")?,
             keys: parse(keys)?,
             rate_limits: parse(limits)?,
+            labels: parse(labels)?,
         }),
     };
     Ok(Candidate {

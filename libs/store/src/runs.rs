@@ -119,6 +119,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         .bind(&r_on_failure)
         .bind(&t.concurrency)
         .bind(&t.rate_limits)
+        .bind(&t.labels)
         .execute(pool)
         .await?;
     let ready = t.ready();
@@ -146,7 +147,8 @@ static CREATE_RUNS: Sql = Sql::new(
          RETURNING 1)
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
-             execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits)
+             execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
+             desired_labels)
        SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
               CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
               u.pending,
@@ -154,12 +156,12 @@ static CREATE_RUNS: Sql = Sql::new(
               ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
               CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
-              u.concurrency, u.rate_limits
+              u.concurrency, u.rate_limits, u.desired_labels
        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
                    $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
-                   $24::jsonb[], $25::jsonb[])
+                   $24::jsonb[], $25::jsonb[], $26::jsonb[])
          AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
-              exec_timeout, sched_timeout, concurrency, rate_limits)"#,
+              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels)"#,
 );
 
 /// Column arrays of the tasks to insert.
@@ -181,6 +183,7 @@ struct TaskColumns<'a> {
     sched_timeout: Vec<Option<i64>>,
     concurrency: Vec<Option<Value>>,
     rate_limits: Vec<Option<Value>>,
+    labels: Vec<Option<Value>>,
     /// Per task, what limits it, when something does (for the ready list).
     keys: Vec<Option<&'a TaskLimits>>,
 }
@@ -199,6 +202,7 @@ impl<'a> TaskColumns<'a> {
                     run_id: self.run[i],
                     keys: k.keys.clone(),
                     rate_limits: k.rate_limits.clone(),
+                    labels: k.labels.clone(),
                 }),
             })
             .collect()
@@ -218,6 +222,10 @@ impl<'a> TaskColumns<'a> {
         self.rate_limits.push(
             keys.filter(|k| !k.rate_limits.is_empty())
                 .map(|k| serde_json::to_value(&k.rate_limits).unwrap_or(Value::Null)),
+        );
+        self.labels.push(
+            keys.filter(|k| !k.labels.is_empty())
+                .map(|k| serde_json::to_value(&k.labels).unwrap_or(Value::Null)),
         );
         self.keys.push(keys);
         self.tenant.push(tenant);

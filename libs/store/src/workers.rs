@@ -22,14 +22,16 @@ pub struct NewWorker<'a> {
     pub dispatcher_id: &'a str,
     /// SDK description, for humans.
     pub sdk: Option<&'a str>,
+    /// Its labels.
+    pub labels: &'a adze_core::labels::WorkerLabels,
 }
 
 /// Registers a worker (status `registered` until its listen stream opens).
 pub async fn register(db: impl PgExecutor<'_>, w: &NewWorker<'_>) -> Result<Uuid> {
     let id = Uuid::new_v4();
     static REGISTER: Sql = Sql::new(
-        r#"INSERT INTO workers (tenant_id, id, name, actions, slots, status, dispatcher_id, sdk)
-           VALUES ($1, $2, $3, $4, $5, {worker_registered}, $6, $7)"#,
+        r#"INSERT INTO workers (tenant_id, id, name, actions, slots, status, dispatcher_id, sdk, labels)
+           VALUES ($1, $2, $3, $4, $5, {worker_registered}, $6, $7, $8)"#,
     );
     sqlx::query(REGISTER.text())
         .bind(w.tenant_id)
@@ -39,9 +41,33 @@ pub async fn register(db: impl PgExecutor<'_>, w: &NewWorker<'_>) -> Result<Uuid
         .bind(w.slots)
         .bind(w.dispatcher_id)
         .bind(w.sdk)
+        .bind(labels_json(w.labels))
         .execute(db)
         .await?;
     Ok(id)
+}
+
+fn labels_json(labels: &adze_core::labels::WorkerLabels) -> Option<serde_json::Value> {
+    (!labels.is_empty()).then(|| serde_json::to_value(labels).unwrap_or_default())
+}
+
+/// Sets (adds or replaces) labels of a worker; false for an unknown worker.
+pub async fn upsert_labels(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    worker_id: Uuid,
+    labels: &adze_core::labels::WorkerLabels,
+) -> Result<bool> {
+    let res = sqlx::query(
+        r#"UPDATE workers SET labels = COALESCE(labels, '{}'::jsonb) || $3
+           WHERE tenant_id = $1 AND id = $2"#,
+    )
+    .bind(tenant_id)
+    .bind(worker_id)
+    .bind(serde_json::to_value(labels).unwrap_or_default())
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
 }
 
 /// Sets a worker's status (`active` when its listen stream is open, `disconnected`

@@ -29,6 +29,8 @@ pub struct TaskDef {
     pub concurrency: Vec<ConcurrencySpec>,
     /// Rate limits each attempt takes units of.
     pub rate_limits: Vec<RateLimitSpec>,
+    /// Labels it wants of its worker.
+    pub worker_labels: Vec<adze_core::labels::DesiredLabel>,
 }
 
 /// A workflow's current version with its tasks, in declaration order.
@@ -190,7 +192,13 @@ pub async fn latest_version(
             .iter()
             .chain(&spec.on_failure)
             .find(|t| t.readable_id == name)
-            .map(|t| (t.concurrency.clone(), t.rate_limits.clone()))
+            .map(|t| {
+                (
+                    t.concurrency.clone(),
+                    t.rate_limits.clone(),
+                    t.worker_labels.clone(),
+                )
+            })
             .unwrap_or_default()
     };
     let mut version = WorkflowVersion {
@@ -216,11 +224,13 @@ pub async fn latest_version(
             schedule_timeout_ms: r.try_get("schedule_timeout_ms")?,
             concurrency: Vec::new(),
             rate_limits: Vec::new(),
+            worker_labels: Vec::new(),
         };
-        let (concurrency, rate_limits) = entries_of(&task.readable_id);
+        let (concurrency, rate_limits, worker_labels) = entries_of(&task.readable_id);
         let task = TaskDef {
             concurrency,
             rate_limits,
+            worker_labels,
             ..task
         };
         if r.try_get("on_failure")? {

@@ -267,6 +267,7 @@ impl Dispatcher for DispatcherApi {
                 i.sdk_version.clone().unwrap_or_default()
             )
         });
+        let labels = worker_labels(&r.labels)?;
         let id = adze_store::workers::register(
             &self.deps.pool,
             &adze_store::workers::NewWorker {
@@ -276,6 +277,7 @@ impl Dispatcher for DispatcherApi {
                 slots,
                 dispatcher_id: self.registry.id(),
                 sdk: sdk.as_deref(),
+                labels: &labels,
             },
         )
         .await
@@ -459,6 +461,64 @@ impl Dispatcher for DispatcherApi {
         .await?;
         Ok(Response::new(ReleaseSlotResponse {}))
     }
+
+    async fn upsert_worker_labels(
+        &self,
+        req: Request<UpsertWorkerLabelsRequest>,
+    ) -> Result<Response<UpsertWorkerLabelsResponse>, Status> {
+        let who = self.who(&req).await?;
+        let r = req.into_inner();
+        let worker = Uuid::parse_str(&r.worker_id).map_err(|_| {
+            Status::invalid_argument(format!(
+                "worker_id {:?} is not a worker id (a UUID)",
+                r.worker_id
+            ))
+        })?;
+        let labels = worker_labels(&r.labels)?;
+        let known =
+            adze_store::workers::upsert_labels(&self.deps.pool, who.tenant_id, worker, &labels)
+                .await
+                .map_err(store_status)?;
+        if !known {
+            return Err(Status::not_found(format!("worker {worker} not found")));
+        }
+        // The scheduler reads the workers again: tasks waiting for a label may go now.
+        let ready = Envelope::new(
+            who.tenant_id,
+            SchedulerEvent::WorkerReady { worker_id: worker },
+        );
+        let id = format!("labels:{worker}:{}", Uuid::new_v4());
+        if let Err(e) = self.deps.bus.publish_event(&ready, &id).await {
+            tracing::warn!(error = %e, "could not announce new worker labels; the scheduler reads them within a second");
+        }
+        Ok(Response::new(UpsertWorkerLabelsResponse {
+            tenant_id: who.tenant_id.to_string(),
+            worker_id: worker.to_string(),
+        }))
+    }
+}
+
+/// The labels of a registration or an upsert, refusing one with neither a string nor
+/// an integer.
+fn worker_labels(
+    labels: &std::collections::HashMap<String, WorkerLabels>,
+) -> Result<adze_core::labels::WorkerLabels, Status> {
+    use adze_core::labels::LabelValue;
+    labels
+        .iter()
+        .map(|(k, v)| {
+            let value = match (&v.str_value, v.int_value) {
+                (Some(s), _) => LabelValue::Str(s.clone()),
+                (None, Some(i)) => LabelValue::Int(i64::from(i)),
+                (None, None) => {
+                    return Err(Status::invalid_argument(format!(
+                        "worker label {k:?} has neither a string nor an integer value"
+                    )));
+                }
+            };
+            Ok((k.clone(), value))
+        })
+        .collect()
 }
 
 fn parse_task(s: &str) -> Result<Uuid, Status> {

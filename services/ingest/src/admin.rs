@@ -90,16 +90,6 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
 /// One task of a registration, refusing the features not implemented.
 fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
     let name = t.readable_id.as_str();
-    if let Some((label, _)) = t
-        .worker_labels
-        .iter()
-        .find(|(_, l)| l.required.unwrap_or(false))
-    {
-        return Err(unsupported(
-            wf,
-            &format!("a required worker label ({label:?} on task {name:?})"),
-        ));
-    }
     if t.is_durable {
         return Err(unsupported(wf, "durable tasks"));
     }
@@ -143,6 +133,9 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
             .iter()
             .map(crate::concurrency::rate_limit_spec)
             .collect(),
+        worker_labels: crate::concurrency::desired_labels(&t.worker_labels).map_err(|e| {
+            Status::invalid_argument(format!("workflow {wf:?}: task {name:?}: {e}"))
+        })?,
     })
 }
 

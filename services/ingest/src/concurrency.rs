@@ -78,6 +78,61 @@ pub(crate) fn rate_limit_spec(r: &CreateTaskRateLimit) -> RateLimitSpec {
     }
 }
 
+/// The labels a task wants of its worker, from a registration or a trigger, in name
+/// order; an error names a label with no value.
+pub(crate) fn desired_labels(
+    labels: &std::collections::HashMap<String, adze_proto::v1::DesiredWorkerLabels>,
+) -> Result<Vec<adze_core::labels::DesiredLabel>, String> {
+    use adze_core::labels::{Comparator, DesiredLabel, LabelValue};
+    use adze_proto::v1::WorkerLabelComparator as C;
+    let mut out: Vec<DesiredLabel> = labels
+        .iter()
+        .map(|(key, l)| {
+            let value = match (&l.str_value, l.int_value) {
+                (Some(s), _) => LabelValue::Str(s.clone()),
+                (None, Some(i)) => LabelValue::Int(i64::from(i)),
+                (None, None) => {
+                    return Err(format!(
+                        "worker label {key:?}: neither str_value nor int_value is set"
+                    ));
+                }
+            };
+            let comparator = match l.comparator.and_then(|c| C::try_from(c).ok()) {
+                None | Some(C::Equal) => Comparator::Equal,
+                Some(C::NotEqual) => Comparator::NotEqual,
+                Some(C::GreaterThan) => Comparator::GreaterThan,
+                Some(C::GreaterThanOrEqual) => Comparator::GreaterThanOrEqual,
+                Some(C::LessThan) => Comparator::LessThan,
+                Some(C::LessThanOrEqual) => Comparator::LessThanOrEqual,
+            };
+            Ok(DesiredLabel {
+                key: key.clone(),
+                value,
+                required: l.required.unwrap_or(false),
+                comparator,
+                weight: l.weight.unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+/// The labels of one task of a run: its own, with the trigger's in place of any of
+/// the same name.
+pub(crate) fn merge_labels(
+    task: &[adze_core::labels::DesiredLabel],
+    trigger: &[adze_core::labels::DesiredLabel],
+) -> Vec<adze_core::labels::DesiredLabel> {
+    let mut out: Vec<_> = task
+        .iter()
+        .filter(|l| !trigger.iter().any(|t| t.key == l.key))
+        .cloned()
+        .collect();
+    out.extend(trigger.iter().cloned());
+    out
+}
+
 /// The workflow-level entries of a registration: the SDKs send the legacy single
 /// entry empty when there is none.
 pub(crate) fn workflow_specs(
@@ -288,7 +343,11 @@ impl VersionExprs {
                     keys.push(eval(c)?);
                 }
                 let rate_limits = limits.iter().map(need).collect::<Result<_, _>>()?;
-                Ok(TaskLimits { keys, rate_limits })
+                Ok(TaskLimits {
+                    keys,
+                    rate_limits,
+                    labels: Vec::new(),
+                })
             })
             .collect()
     }

@@ -71,15 +71,6 @@ impl WorkflowApi {
                     "runs bound to one worker (desired_worker_id, sticky child runs) are not supported by this Adze version yet",
                 ));
             }
-            if let Some((label, _)) = r
-                .desired_worker_labels
-                .iter()
-                .find(|(_, l)| l.required.unwrap_or(false))
-            {
-                return Err(Status::unimplemented(format!(
-                    "required worker labels ({label:?}) are not supported by this Adze version yet"
-                )));
-            }
             if r.parent_id.as_deref().is_some_and(|p| !p.is_empty()) {
                 return Err(Status::unimplemented(
                     "child workflow runs (parent_id) are not supported by this Adze version yet",
@@ -110,7 +101,7 @@ impl WorkflowApi {
             };
             let version = versions[r.name.as_str()].clone();
             // Concurrency keys are evaluated now, once per run, from what it was given.
-            let (id, concurrency) = match self.keys.of(tenant_id, &version)? {
+            let (id, mut concurrency) = match self.keys.of(tenant_id, &version)? {
                 Some(exprs) => {
                     let id = Uuid::now_v7();
                     let keys = exprs.keys(&version.name, id, &input, meta.as_ref())?;
@@ -118,6 +109,14 @@ impl WorkflowApi {
                 }
                 None => (None, Vec::new()),
             };
+            let wanted = crate::concurrency::desired_labels(&r.desired_worker_labels)
+                .map_err(Status::invalid_argument)?;
+            if !wanted.is_empty() || version.tasks.iter().any(|t| !t.worker_labels.is_empty()) {
+                concurrency.resize(version.tasks.len(), Default::default());
+                for (limits, task) in concurrency.iter_mut().zip(&version.tasks) {
+                    limits.labels = crate::concurrency::merge_labels(&task.worker_labels, &wanted);
+                }
+            }
             runs.push(PendingRun {
                 version,
                 input,

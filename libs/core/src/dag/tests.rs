@@ -15,6 +15,7 @@ fn spec(edges: &[(&str, &[&str])]) -> WorkflowSpec {
                 schedule_timeout_ms: None,
                 concurrency: Vec::new(),
                 rate_limits: Vec::new(),
+                worker_labels: Vec::new(),
             })
             .collect(),
         on_failure: None,
@@ -80,7 +81,7 @@ proptest! {
                 if x >> 61 == 0 { parents.push(earlier.clone()); }
             }
             TaskSpec { readable_id: names[i].clone(), action_id: String::new(), parents,
-                retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new() }
+                retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new() }
         }).collect();
         let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new() };
         prop_assert_eq!(s.validate(), Ok(()));
@@ -93,7 +94,7 @@ proptest! {
         let mut tasks: Vec<TaskSpec> = (0..n).map(|i| TaskSpec {
             readable_id: format!("t{i}"), action_id: String::new(),
             parents: if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] },
-            retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(),
+            retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new(),
         }).collect();
         tasks[k].parents.push(format!("t{}", n - 1));
         let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new() };

@@ -37,15 +37,23 @@ pub(crate) struct Connection {
     name: String,
     actions: Vec<String>,
     slots: i32,
+    labels: std::collections::HashMap<String, adze_proto::hatchet::WorkerLabels>,
 }
 
 impl Connection {
-    pub(crate) fn new(client: Client, name: String, actions: Vec<String>, slots: i32) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        name: String,
+        actions: Vec<String>,
+        slots: i32,
+        labels: std::collections::HashMap<String, adze_proto::hatchet::WorkerLabels>,
+    ) -> Self {
         Connection {
             client,
             name,
             actions,
             slots,
+            labels,
         }
     }
 
@@ -55,6 +63,7 @@ impl Connection {
             worker_name: self.name.clone(),
             actions: self.actions.clone(),
             slots: Some(self.slots),
+            labels: self.labels.clone(),
             runtime_info: Some(RuntimeInfo {
                 sdk_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
                 os: Some(std::env::consts::OS.to_owned()),

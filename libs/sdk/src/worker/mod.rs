@@ -38,9 +38,17 @@ pub struct WorkerBuilder {
     slots: usize,
     shutdown_timeout: Duration,
     workflows: Vec<WorkflowDef>,
+    labels: HashMap<String, crate::LabelValue>,
 }
 
 impl WorkerBuilder {
+    /// A label of this worker (`model` = `"gpu"`, `memory` = 64): tasks that require
+    /// or prefer it are placed here.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<crate::LabelValue>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
     /// The worker name shown in the dashboard (default `"worker"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -105,6 +113,7 @@ impl WorkerBuilder {
         Ok(Worker {
             client: self.client,
             name: self.name,
+            labels: self.labels,
             slots: self.slots,
             shutdown_timeout: self.shutdown_timeout,
             workflows,
@@ -118,6 +127,7 @@ impl WorkerBuilder {
 pub struct Worker {
     client: Client,
     name: String,
+    labels: HashMap<String, crate::LabelValue>,
     slots: usize,
     shutdown_timeout: Duration,
     /// Namespaced name and definition.
@@ -145,6 +155,7 @@ impl Worker {
             slots: DEFAULT_SLOTS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             workflows: Vec::new(),
+            labels: HashMap::new(),
         }
     }
 
@@ -190,6 +201,10 @@ impl Worker {
             self.name.clone(),
             self.actions(),
             slots,
+            self.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_worker_proto()))
+                .collect(),
         );
         let worker_id = connection.register().await?;
         tracing::info!(%worker_id, slots, "worker registered");

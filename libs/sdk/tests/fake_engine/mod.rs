@@ -256,6 +256,13 @@ impl Dispatcher for FakeEngine {
     ) -> Result<Response<ReleaseSlotResponse>, Status> {
         Err(Status::unimplemented("the fake engine has no slots"))
     }
+
+    async fn upsert_worker_labels(
+        &self,
+        _: Request<UpsertWorkerLabelsRequest>,
+    ) -> Result<Response<UpsertWorkerLabelsResponse>, Status> {
+        Err(Status::unimplemented("the fake engine keeps no labels"))
+    }
 }
 
 #[tonic::async_trait]

@@ -1,19 +1,29 @@
 //! The last stage of admission: each admitted candidate goes to the capable worker
-//! with the most free slots, which loses one.
+//! with the most free slots, which loses one. A candidate that wants labels goes only to
+//! a worker satisfying every label it requires, the one with the most weight of the
+//! labels it prefers first; when workers serving its action have room but none has a
+//! required label, it waits for one, saying which label.
 
 use std::collections::HashMap;
 
+use adze_core::WaitReason;
+use adze_core::labels::suitability;
 use adze_store::admission::{Candidate, Match};
 use uuid::Uuid;
 
 use super::SlotBook;
 
+/// What matchmaking decided.
+pub(super) type Matched = (
+    Vec<(Candidate, Match)>,
+    Vec<Candidate>,
+    Vec<(Candidate, WaitReason)>,
+);
+
 /// Matches `candidates`, in order, to workers of `book` and takes their slots; returns
-/// the matches and the candidates no worker could take.
-pub(super) fn matchmake(
-    candidates: Vec<Candidate>,
-    book: &mut SlotBook,
-) -> (Vec<(Candidate, Match)>, Vec<Candidate>) {
+/// the matches, the candidates no worker had room for, and those that wait for a
+/// worker with a label they require.
+pub(super) fn matchmake(candidates: Vec<Candidate>, book: &mut SlotBook) -> Matched {
     let mut by_action: HashMap<(Uuid, &str), Vec<usize>> = HashMap::new();
     for (i, w) in book.workers.iter().enumerate() {
         for a in &w.actions {
@@ -24,16 +34,50 @@ pub(super) fn matchmake(
         }
     }
     let mut free: Vec<i64> = book.workers.iter().map(|w| w.free).collect();
-    let (mut matched, mut unplaced) = (Vec::new(), Vec::new());
+    let (mut matched, mut unplaced, mut labelled) = (Vec::new(), Vec::new(), Vec::new());
     for c in candidates {
-        let best = by_action
-            .get(&(c.tenant_id, c.action_id.as_str()))
-            .and_then(|idxs| {
+        let capable = by_action.get(&(c.tenant_id, c.action_id.as_str()));
+        let wants = c
+            .keys
+            .as_ref()
+            .map(|k| k.labels.as_slice())
+            .filter(|l| !l.is_empty());
+        let best = match wants {
+            None => capable.and_then(|idxs| {
                 idxs.iter()
                     .copied()
                     .filter(|&i| free[i] > 0)
                     .max_by_key(|&i| free[i])
-            });
+            }),
+            Some(labels) => {
+                let with_room: Vec<usize> = capable
+                    .map(|idxs| idxs.iter().copied().filter(|&i| free[i] > 0).collect())
+                    .unwrap_or_default();
+                let best = with_room
+                    .iter()
+                    .filter_map(|&i| {
+                        suitability(labels, &book.workers[i].labels).map(|s| (s, free[i], i))
+                    })
+                    .max()
+                    .map(|(_, _, i)| i);
+                if best.is_none() && !with_room.is_empty() {
+                    // Room, but not on a worker with what it requires.
+                    let missing = labels
+                        .iter()
+                        .filter(|l| l.required)
+                        .find(|l| {
+                            !with_room
+                                .iter()
+                                .any(|&i| l.satisfied_by(&book.workers[i].labels))
+                        })
+                        .or_else(|| labels.iter().find(|l| l.required));
+                    let label = missing.map(|l| l.to_string()).unwrap_or_default();
+                    labelled.push((c, WaitReason::WorkerLabel { label }));
+                    continue;
+                }
+                best
+            }
+        };
         match best {
             Some(i) => {
                 free[i] -= 1;
@@ -50,7 +94,7 @@ pub(super) fn matchmake(
     for (w, f) in book.workers.iter_mut().zip(free) {
         w.free = f;
     }
-    (matched, unplaced)
+    (matched, unplaced, labelled)
 }
 
 #[cfg(test)]
@@ -66,6 +110,7 @@ mod tests {
                 id: Uuid::new_v4(),
                 actions: actions.iter().map(|s| s.to_string()).collect(),
                 free: *free,
+                labels: Default::default(),
             });
         }
         b
@@ -85,7 +130,7 @@ mod tests {
     fn never_exceeds_free_slots_and_spreads_load() {
         let mut b = book(&[(2, &["a"]), (2, &["a"])]);
         let ids: Vec<Uuid> = b.workers.iter().map(|w| w.id).collect();
-        let (m, unplaced) = matchmake((0..10).map(|_| c("a")).collect(), &mut b);
+        let (m, unplaced, _) = matchmake((0..10).map(|_| c("a")).collect(), &mut b);
         assert_eq!((m.len(), unplaced.len()), (4, 6));
         for id in &ids {
             assert_eq!(m.iter().filter(|(_, m)| m.worker_id == *id).count(), 2);
@@ -99,7 +144,7 @@ mod tests {
         let mut b = book(&[(5, &["a"])]);
         let mut other_tenant = c("a");
         other_tenant.tenant_id = Uuid::new_v4();
-        let (m, unplaced) = matchmake(vec![c("b"), other_tenant, c("a")], &mut b);
+        let (m, unplaced, _) = matchmake(vec![c("b"), other_tenant, c("a")], &mut b);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].0.action_id, "a");
         assert_eq!(m[0].0.tenant_id, Uuid::nil());

@@ -304,12 +304,15 @@ impl Pipeline {
                 read.append(&mut waiting);
                 read.sort_by_key(|c| c.position);
             }
-            let verdict = self.stages(conn, read).await?;
-            let (m, left) = matchmake(verdict.admitted, book);
+            let mut verdict = self.stages(conn, read).await?;
+            let (m, left, labelled) = matchmake(std::mem::take(&mut verdict.admitted), book);
             budget -= m.len() as i64;
             matched.extend(m);
             unplaced |= !left.is_empty();
             self.returned(&left).await;
+            let labelled_back: Vec<Candidate> = labelled.iter().map(|(c, _)| c.clone()).collect();
+            self.returned(&labelled_back).await;
+            verdict.deferred.extend(labelled);
             let held: HashSet<(Uuid, String)> = verdict
                 .deferred
                 .iter()
@@ -379,9 +382,12 @@ impl Pipeline {
                 keys: t.keys.clone(),
             })
             .collect();
-        let verdict = self.stages(conn, candidates).await?;
-        let (matched, left) = matchmake(verdict.admitted, book);
+        let mut verdict = self.stages(conn, candidates).await?;
+        let (matched, left, labelled) = matchmake(std::mem::take(&mut verdict.admitted), book);
         self.returned(&left).await;
+        let labelled_back: Vec<Candidate> = labelled.iter().map(|(c, _)| c.clone()).collect();
+        self.returned(&labelled_back).await;
+        verdict.deferred.extend(labelled);
         let (assignments, stale) = assign_settled(conn, book, matched, fence).await?;
         self.returned(&stale).await;
         book.drained = assignments.len() == served && verdict.deferred.is_empty();
