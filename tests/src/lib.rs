@@ -81,6 +81,7 @@ pub fn one_task_workflow(
         }],
         on_failure: None,
         concurrency: Vec::new(),
+        default_priority: None,
     }
 }
 
@@ -289,6 +290,7 @@ impl TestEnv {
                 traceparent: None,
                 concurrency: Vec::new(),
                 id: None,
+                priority: None,
             })
             .collect();
         adze_store::runs::create_runs(&self.pool, self.tenant_id, &runs)

@@ -101,6 +101,7 @@ async fn arrive(w: &World, keys: &[&str]) -> Vec<(Uuid, Uuid)> {
             additional_metadata: None,
             traceparent: None,
             id: None,
+            priority: None,
             concurrency: vec![adze_core::TaskLimits {
                 keys: keys_of(k),
                 rate_limits: Vec::new(),

@@ -34,6 +34,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
         }],
         on_failure: None,
         concurrency: Vec::new(),
+        default_priority: None,
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
         .await
@@ -50,6 +51,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             traceparent: None,
             concurrency: Vec::new(),
             id: None,
+            priority: None,
         })
         .collect();
     adze_store::runs::create_runs(&env.pool, env.tenant_id, &runs)

@@ -57,6 +57,7 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
             traceparent: None,
             concurrency: Vec::new(),
             id: None,
+            priority: None,
         }],
     )
     .await
@@ -114,6 +115,7 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
             traceparent: None,
             concurrency: Vec::new(),
             id: None,
+            priority: None,
         }],
     )
     .await

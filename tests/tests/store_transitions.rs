@@ -33,6 +33,7 @@ fn spec() -> WorkflowSpec {
         tasks: vec![task("a", &[], 1), task("b", &["a"], 0)],
         on_failure: None,
         concurrency: Vec::new(),
+        default_priority: None,
     }
 }
 
@@ -48,6 +49,7 @@ async fn new_run(env: &TestEnv, version: &adze_store::workflows::WorkflowVersion
             traceparent: None,
             concurrency: Vec::new(),
             id: None,
+            priority: None,
         }],
     )
     .await
@@ -385,6 +387,7 @@ async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status()
         tasks: vec![task("x", &[], 0), task("y", &[], 0)],
         on_failure: None,
         concurrency: Vec::new(),
+        default_priority: None,
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &pair)
         .await
@@ -513,6 +516,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
         traceparent: None,
         concurrency: Vec::new(),
         id: None,
+        priority: None,
     };
     let created = create_runs_multi(&env.pool, &[(env.tenant_id, &new_run); 3])
         .await

@@ -49,6 +49,9 @@ pub struct WorkflowSpec {
     /// Concurrency entries held by each run from its first admitted task to its end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub concurrency: Vec<ConcurrencySpec>,
+    /// The priority of runs triggered without one (1 to 3; 1 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_priority: Option<i16>,
 }
 
 /// Why a workflow definition was rejected. Messages name the offending tasks.

@@ -112,14 +112,37 @@ pub async fn load_slots(
         .collect()
 }
 
-/// Where a task stands in its queue: queues are served in this order (tasks queued at
-/// the same instant in any order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Where a task stands in its queue: queues are served in this order, higher priority
+/// first, then oldest first (tasks queued at the same instant in any order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueuePosition {
+    /// Its run's priority (1 to 3).
+    pub priority: i16,
     /// When it became ready.
     pub not_before: DateTime<Utc>,
     /// When it was queued.
     pub queued_at: DateTime<Utc>,
+}
+
+impl Ord for QueuePosition {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (
+            std::cmp::Reverse(self.priority),
+            self.not_before,
+            self.queued_at,
+        )
+            .cmp(&(
+                std::cmp::Reverse(other.priority),
+                other.not_before,
+                other.queued_at,
+            ))
+    }
+}
+
+impl PartialOrd for QueuePosition {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// A ready task that admission may give to a worker.
@@ -164,33 +187,36 @@ pub async fn candidates(
 ) -> Result<Vec<Candidate>> {
     // From the head of each queue: the common case, and the hot one.
     static HEADS: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency, q.rate_limits, q.desired_labels
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.priority, q.run_id, q.concurrency, q.rate_limits, q.desired_labels
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits, t.desired_labels
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id, t.concurrency, t.rate_limits, t.desired_labels
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
-             ORDER BY t.not_before, t.queued_at
+             ORDER BY t.priority DESC, t.not_before, t.queued_at
              LIMIT k.n) q
-           ORDER BY q.not_before, q.queued_at
+           ORDER BY q.priority DESC, q.not_before, q.queued_at
            LIMIT $4"#,
     );
     // Behind a position, for queues whose head a stage held back.
     static BEHIND: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.run_id, q.concurrency, q.rate_limits, q.desired_labels
-           FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $5::timestamptz[], $6::timestamptz[])
-                AS k(tenant_id, action_id, n, not_before, queued_at)
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.priority, q.run_id, q.concurrency, q.rate_limits, q.desired_labels
+           FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $5::timestamptz[], $6::timestamptz[],
+                       $8::int2[])
+                AS k(tenant_id, action_id, n, not_before, queued_at, priority)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.run_id, t.concurrency, t.rate_limits, t.desired_labels
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id, t.concurrency, t.rate_limits, t.desired_labels
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
-               AND (t.not_before, t.queued_at) >= (k.not_before, k.queued_at)
+               AND (t.priority < k.priority
+                    OR (t.priority = k.priority
+                        AND (t.not_before, t.queued_at) >= (k.not_before, k.queued_at)))
                AND t.id <> ALL($7::uuid[])
-             ORDER BY t.not_before, t.queued_at
+             ORDER BY t.priority DESC, t.not_before, t.queued_at
              LIMIT k.n) q
-           ORDER BY q.not_before, q.queued_at
+           ORDER BY q.priority DESC, q.not_before, q.queued_at
            LIMIT $4"#,
     );
     if asks.is_empty() {
@@ -210,6 +236,7 @@ pub async fn candidates(
     } else {
         // A queue read from its head is read behind the earliest possible position.
         let start = QueuePosition {
+            priority: i16::MAX,
             not_before: DateTime::<Utc>::MIN_UTC,
             queued_at: DateTime::<Utc>::MIN_UTC,
         };
@@ -222,6 +249,7 @@ pub async fn candidates(
             .bind(after.iter().map(|p| p.not_before).collect::<Vec<_>>())
             .bind(after.iter().map(|p| p.queued_at).collect::<Vec<_>>())
             .bind(read)
+            .bind(after.iter().map(|p| p.priority).collect::<Vec<_>>())
             .fetch_all(conn)
             .await?
     };
@@ -253,6 +281,7 @@ pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
         id: r.try_get("id")?,
         action_id: r.try_get("action_id")?,
         position: Some(QueuePosition {
+            priority: r.try_get("priority")?,
             not_before: r.try_get("not_before")?,
             queued_at: r.try_get("queued_at")?,
         }),

@@ -30,7 +30,7 @@ pub async fn stranded(
              SELECT t.not_before FROM tasks t
              WHERE t.tenant_id = s.tenant_id AND t.action_id = s.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= $1
-             ORDER BY t.not_before, t.queued_at
+             ORDER BY t.priority DESC, t.not_before, t.queued_at
              LIMIT 1) q
            GROUP BY s.tenant_id"#,
     );

@@ -21,6 +21,8 @@ pub struct NewRun<'a> {
     pub additional_metadata: Option<Value>,
     /// W3C trace context of the run.
     pub traceparent: Option<String>,
+    /// The run's priority (1 to 3, higher first; default 1), given to all its tasks.
+    pub priority: Option<i16>,
     /// The run's id when the caller chose it (expressions evaluated at trigger read
     /// it); otherwise a new one.
     pub id: Option<Uuid>,
@@ -91,6 +93,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         for (i, task) in v.tasks.iter().enumerate() {
             let keys = run.concurrency.get(i).filter(|k| !k.is_empty());
             t.push(*tenant_id, run_id, task, keys);
+            t.priority.push(run.priority.unwrap_or(1));
         }
     }
     sqlx::query(CREATE_RUNS.text())
@@ -120,6 +123,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         .bind(&t.concurrency)
         .bind(&t.rate_limits)
         .bind(&t.labels)
+        .bind(&t.priority)
         .execute(pool)
         .await?;
     let ready = t.ready();
@@ -148,7 +152,7 @@ static CREATE_RUNS: Sql = Sql::new(
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
              execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
-             desired_labels)
+             desired_labels, priority)
        SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
               CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
               u.pending,
@@ -156,12 +160,12 @@ static CREATE_RUNS: Sql = Sql::new(
               ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
               CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
-              u.concurrency, u.rate_limits, u.desired_labels
+              u.concurrency, u.rate_limits, u.desired_labels, u.priority
        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
                    $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
-                   $24::jsonb[], $25::jsonb[], $26::jsonb[])
+                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[])
          AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
-              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels)"#,
+              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels, priority)"#,
 );
 
 /// Column arrays of the tasks to insert.
@@ -184,6 +188,7 @@ struct TaskColumns<'a> {
     concurrency: Vec<Option<Value>>,
     rate_limits: Vec<Option<Value>>,
     labels: Vec<Option<Value>>,
+    priority: Vec<i16>,
     /// Per task, what limits it, when something does (for the ready list).
     keys: Vec<Option<&'a TaskLimits>>,
 }

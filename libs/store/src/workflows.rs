@@ -48,6 +48,8 @@ pub struct WorkflowVersion {
     pub on_failure: Option<TaskDef>,
     /// Concurrency entries held by each run.
     pub concurrency: Vec<ConcurrencySpec>,
+    /// The priority of runs triggered without one.
+    pub default_priority: Option<i16>,
 }
 
 impl WorkflowVersion {
@@ -208,6 +210,7 @@ pub async fn latest_version(
         tasks: Vec::with_capacity(rows.len()),
         on_failure: None,
         concurrency: spec.concurrency.clone(),
+        default_priority: spec.default_priority,
     };
     for r in &rows {
         let task = TaskDef {

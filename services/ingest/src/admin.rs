@@ -81,6 +81,14 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
             req.concurrency.as_ref(),
             &req.concurrency_arr,
         ),
+        default_priority: req
+            .default_priority
+            .map(|p| {
+                crate::trigger::priority(p).map_err(|e| {
+                    Status::invalid_argument(format!("workflow {wf:?}: default_priority: {e}"))
+                })
+            })
+            .transpose()?,
     };
     spec.validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -48,6 +48,8 @@ pub(crate) struct PendingRun {
     pub(crate) input: Value,
     pub(crate) additional_metadata: Option<Value>,
     pub(crate) traceparent: Option<String>,
+    /// The run's priority, when it has one.
+    pub(crate) priority: Option<i16>,
     /// The run's id, when it was chosen before the commit (see [`NewRun::id`]).
     pub(crate) id: Option<Uuid>,
     /// Per task of the version, its concurrency keys (empty: none at all).
@@ -153,6 +155,7 @@ async fn commit(
                         additional_metadata: p.additional_metadata.clone(),
                         traceparent: p.traceparent.clone(),
                         id: p.id,
+                        priority: p.priority,
                         concurrency: p.concurrency.clone(),
                     },
                 )

@@ -39,6 +39,16 @@ impl WorkflowApi {
     }
 }
 
+/// A priority as the protocol gives it: 1 (the default) to 3, higher first.
+pub(crate) fn priority(p: i32) -> Result<i16, String> {
+    match p {
+        1..=3 => Ok(p as i16),
+        _ => Err(format!(
+            "priority {p} is out of range; it is 1, 2 or 3 (higher runs first)"
+        )),
+    }
+}
+
 /// Parses a JSON payload field, enforcing the size limit. Empty means `default`.
 pub(crate) fn parse_payload(field: &str, text: &str, default: Value) -> Result<Value, Status> {
     if text.len() > MAX_PAYLOAD_BYTES {
@@ -117,7 +127,12 @@ impl WorkflowApi {
                     limits.labels = crate::concurrency::merge_labels(&task.worker_labels, &wanted);
                 }
             }
+            let priority = match r.priority {
+                Some(p) => Some(priority(p).map_err(Status::invalid_argument)?),
+                None => version.default_priority,
+            };
             runs.push(PendingRun {
+                priority,
                 version,
                 input,
                 additional_metadata: meta,
