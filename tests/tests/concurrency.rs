@@ -369,3 +369,43 @@ async fn a_key_that_does_not_evaluate_refuses_the_trigger() {
     stop.cancel();
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_cancelled_while_waiting_for_its_key_runs_when_replayed() {
+    let env = TestEnv::start().await;
+    let client = env.client();
+    let wf = sleeper("one-at-a-time", 1_000, Concurrency::new("'k'", 1));
+    let stop = worker(&env, 4, vec![wf]).await;
+    let first = client
+        .run_no_wait("one-at-a-time", json!({}))
+        .await
+        .expect("first");
+    let second = client
+        .run_no_wait("one-at-a-time", json!({}))
+        .await
+        .expect("second");
+    let second_id = Uuid::parse_str(second.run_id()).expect("id");
+    wait_for(
+        "the second run waits under the key",
+        Duration::from_secs(10),
+        || async {
+            let blocked: Option<String> =
+                sqlx::query_scalar("SELECT key_blocked FROM tasks WHERE run_id = $1")
+                    .bind(second_id)
+                    .fetch_one(&env.pool)
+                    .await
+                    .expect("task");
+            blocked.is_some()
+        },
+    )
+    .await;
+    client.cancel(&[second.run_id()]).await.expect("cancel");
+    env.wait_run_status(second.run_id(), "cancelled").await;
+    first.outputs().await.expect("the first run succeeds");
+    // Long after the key was free, the cancelled run is replayed: it runs.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    client.replay(&[second.run_id()]).await.expect("replay");
+    env.wait_run_status(second.run_id(), "succeeded").await;
+    stop.cancel();
+    env.stop().await;
+}

@@ -509,3 +509,52 @@ async fn buckets_on_a_manual_clock_all_or_nothing_and_no_second_window_after_red
     redis.down().await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_limiters_asking_at_once_never_grant_more_than_the_limit() {
+    use adze_bus::messages::{AcquireItem, AcquireRequest, Grant};
+    use adze_core::RateLimitNeed;
+
+    let env = TestEnv::start_roles(&[]).await;
+    // Two replicas of the service (as two schedulers' requests would reach them).
+    let deps = adze_ratelimit::Deps::new(
+        env.pool.clone(),
+        env.shared.bus.clone(),
+        adze_tests::redis_url(),
+    );
+    let config = adze_ratelimit::Config::default();
+    let a = Arc::new(adze_ratelimit::Limiter::new(&config, &deps, &env.prefix));
+    let b = Arc::new(adze_ratelimit::Limiter::new(&config, &deps, &env.prefix));
+    let tenant = env.tenant_id;
+    let batch = move || AcquireRequest {
+        items: (0..25)
+            .map(|_| AcquireItem {
+                tenant_id: tenant,
+                task_id: uuid::Uuid::new_v4(),
+                needs: vec![RateLimitNeed {
+                    key: "shared".into(),
+                    units: 1,
+                    limit: Some(30),
+                    window_ms: Some(60_000),
+                }],
+            })
+            .collect(),
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let req = batch();
+        calls.spawn(async move { limiter.acquire(&req).await });
+    }
+    let mut granted = 0;
+    while let Some(reply) = calls.join_next().await {
+        granted += reply
+            .expect("call")
+            .grants
+            .iter()
+            .filter(|g| matches!(g, Grant::Granted { .. }))
+            .count();
+    }
+    assert_eq!(granted, 30, "200 asked at once of a limit of 30");
+    env.stop().await;
+}

@@ -251,6 +251,9 @@ static APPLY_EVENT: Sql = Sql::new(
          output = CASE WHEN $13 THEN NULL ELSE COALESCE($7, output) END,
          error = CASE WHEN $13 THEN NULL WHEN $8::text IS NULL THEN error ELSE $8 END,
          wait_reason = $9,
+         -- Whatever happens to it, a task leaves the concurrency key it waited under
+         -- (a replayed one competes again from the ready queue).
+         key_blocked = NULL,
          worker_id = CASE WHEN $3 = {queued} OR $13 THEN NULL ELSE worker_id END,
          assigned_at = CASE WHEN $13 THEN NULL ELSE assigned_at END,
          slot_released = CASE WHEN $3 = {queued} THEN false ELSE slot_released END,
