@@ -187,10 +187,12 @@ pub async fn candidates(
 ) -> Result<Vec<Candidate>> {
     // From the head of each queue: the common case, and the hot one.
     static HEADS: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.priority, q.run_id, q.concurrency, q.rate_limits, q.desired_labels
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.priority, q.run_id,
+                  q.concurrency, q.rate_limits, q.desired_labels
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id, t.concurrency, t.rate_limits, t.desired_labels
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id,
+                    t.concurrency, t.rate_limits, t.desired_labels
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
@@ -201,12 +203,14 @@ pub async fn candidates(
     );
     // Behind a position, for queues whose head a stage held back.
     static BEHIND: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.priority, q.run_id, q.concurrency, q.rate_limits, q.desired_labels
+        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.priority, q.run_id,
+                  q.concurrency, q.rate_limits, q.desired_labels
            FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $5::timestamptz[], $6::timestamptz[],
                        $8::int2[])
                 AS k(tenant_id, action_id, n, not_before, queued_at, priority)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id, t.concurrency, t.rate_limits, t.desired_labels
+             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id,
+                    t.concurrency, t.rate_limits, t.desired_labels
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()

@@ -67,14 +67,10 @@ impl Concurrency {
     }
 }
 
-/// The holder a candidate's key is held by: its run for a workflow entry.
+/// What holds `k` for a candidate, and what a strategy cancels in its place: its run
+/// for a workflow entry, the task itself for a task entry.
 fn holder_of(c: &Candidate, k: &ConcurrencyKey, run_id: Uuid) -> Uuid {
     if k.run_level { run_id } else { c.id }
-}
-
-/// What cancels a waiting or candidate task for `k`: its run for a workflow entry.
-fn target_of(c: &Candidate, k: &ConcurrencyKey, run_id: Uuid) -> Uuid {
-    holder_of(c, k, run_id)
 }
 
 fn reason(k: &ConcurrencyKey, held: usize) -> WaitReason {
@@ -275,7 +271,7 @@ impl Stage for Concurrency {
                     if see_all.contains(&id) {
                         waiting.entry(id).or_default().push(Contender {
                             run_id: t.run_id,
-                            target: target_of(&w, k, t.run_id),
+                            target: holder_of(&w, k, t.run_id),
                         });
                     }
                 }
@@ -320,7 +316,7 @@ impl Concurrency {
                 }
                 contenders.entry(id).or_default().push(Contender {
                     run_id: t.run_id,
-                    target: target_of(c, k, t.run_id),
+                    target: holder_of(c, k, t.run_id),
                 });
             }
         }
@@ -348,7 +344,7 @@ impl Concurrency {
             let doomed = t
                 .keys
                 .iter()
-                .find(|k| cancelled.contains_key(&target_of(&c, k, t.run_id)));
+                .find(|k| cancelled.contains_key(&holder_of(&c, k, t.run_id)));
             let mut full = None;
             let mut takes = Vec::new();
             for k in &t.keys {
