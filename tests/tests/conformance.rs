@@ -56,6 +56,11 @@ async fn python_static_and_dynamic_rate_limits_on_tasks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_worker_labels_and_desired_labels() {
+    python_script("worker_labels.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }

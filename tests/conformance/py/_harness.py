@@ -176,6 +176,7 @@ class InProcessWorker:
         name: str,
         workflows: list[Any],
         slots: int = 4,
+        labels: dict[str, str | int] | None = None,
     ) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.worker_id: str | None = None
@@ -188,7 +189,9 @@ class InProcessWorker:
             self._loop = asyncio.get_running_loop()
             yield None
 
-        self.worker = hatchet.worker(name, slots=slots, workflows=workflows, lifespan=lifespan)
+        self.worker = hatchet.worker(
+            name, slots=slots, workflows=workflows, lifespan=lifespan, labels=labels
+        )
         self._thread = threading.Thread(target=self._run, name="hatchet-worker", daemon=True)
 
     def _run(self) -> None:
@@ -302,6 +305,7 @@ def run_with_worker(
     workflows: list[Any],
     body: Callable[[Checks], None],
     slots: int = 4,
+    labels: dict[str, str | int] | None = None,
 ) -> int:
     """A script's whole life: claim stdout, start an in-process worker serving
     `workflows`, run `body`'s checks once it registered, stop the worker as on SIGTERM
@@ -310,7 +314,7 @@ def run_with_worker(
     Stdout.claim()
     checks = Checks(script)
     sdk_logs = capture_sdk_logs()
-    worker = InProcessWorker(hatchet, worker_name, workflows, slots=slots)
+    worker = InProcessWorker(hatchet, worker_name, workflows, slots=slots, labels=labels)
     start_deadline(checks, on_timeout=worker.kill)
     worker.start()
     try:
