@@ -179,3 +179,99 @@ fn undefined(need: &adze_core::RateLimitNeed, now: DateTime<Utc>) -> Resolved {
         reason: "not defined (define it with PutRateLimit, the SDKs' rate_limits.put)".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adze_core::RateLimitNeed;
+
+    fn item(needs: Vec<RateLimitNeed>) -> AcquireItem {
+        AcquireItem {
+            tenant_id: Uuid::nil(),
+            task_id: Uuid::nil(),
+            needs,
+        }
+    }
+
+    fn need(key: &str, limit: Option<i32>) -> RateLimitNeed {
+        RateLimitNeed {
+            key: key.into(),
+            units: 2,
+            limit,
+            window_ms: limit.map(|_| 1_000),
+        }
+    }
+
+    fn defined(limit: i32, duration: &str, paused_until: Option<DateTime<Utc>>) -> RateLimit {
+        RateLimit {
+            limit: Some(limit),
+            duration: Some(duration.into()),
+            paused_until,
+        }
+    }
+
+    #[test]
+    fn static_keys_take_their_definition_and_dynamic_keys_their_own_limit() {
+        let now = Utc::now();
+        let r = resolve_one(
+            &item(vec![need("api", None), need("alice", Some(3))]),
+            now,
+            |k| (k == "api").then(|| defined(100, "minute", None)),
+        );
+        assert_eq!(
+            r,
+            Resolved::Take(vec![
+                Take {
+                    tenant_id: Uuid::nil(),
+                    key: "api".into(),
+                    units: 2,
+                    limit: 100,
+                    window_ms: 60_000
+                },
+                Take {
+                    tenant_id: Uuid::nil(),
+                    key: "alice".into(),
+                    units: 2,
+                    limit: 3,
+                    window_ms: 1_000
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_pause_or_a_missing_definition_makes_the_task_wait() {
+        let now = Utc::now();
+        let later = now + chrono::Duration::minutes(5);
+        let paused = resolve_one(&item(vec![need("api", None)]), now, |_| {
+            Some(defined(100, "minute", Some(later)))
+        });
+        assert!(
+            matches!(&paused, Resolved::Decided(Grant::Wait { until_ms, reason, .. })
+                if *until_ms == later.timestamp_millis() && reason == "paused"),
+            "{paused:?}"
+        );
+        // A pause that has passed holds nothing.
+        let over = resolve_one(&item(vec![need("api", None)]), later, |_| {
+            Some(defined(100, "minute", Some(now)))
+        });
+        assert!(matches!(over, Resolved::Take(_)), "{over:?}");
+        // A dynamic key can be paused too.
+        let dynamic = resolve_one(&item(vec![need("alice", Some(3))]), now, |_| {
+            Some(RateLimit {
+                limit: None,
+                duration: None,
+                paused_until: Some(later),
+            })
+        });
+        assert!(
+            matches!(dynamic, Resolved::Decided(Grant::Wait { .. })),
+            "{dynamic:?}"
+        );
+        let undefined = resolve_one(&item(vec![need("nope", None)]), now, |_| None);
+        assert!(
+            matches!(&undefined, Resolved::Decided(Grant::Wait { reason, .. }) if reason.starts_with("not defined")),
+            "{undefined:?}"
+        );
+    }
+}
