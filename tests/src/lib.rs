@@ -298,6 +298,31 @@ impl TestEnv {
             .expect("create the runs")
     }
 
+    /// Starts an in-process Rust SDK worker named `name` with `slots` slots serving
+    /// `workflows`, and waits until each is registered; cancel the token to stop it.
+    pub async fn start_worker(
+        &self,
+        name: &str,
+        slots: usize,
+        workflows: Vec<adze_sdk::Workflow<serde_json::Value>>,
+    ) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let names: Vec<String> = workflows.iter().map(|w| w.name().to_string()).collect();
+        let mut builder = adze_sdk::Worker::builder(self.client())
+            .name(name)
+            .slots(slots);
+        for w in workflows {
+            builder = builder.workflow(w);
+        }
+        let worker = builder.build().expect("worker");
+        let s = stop.clone();
+        tokio::spawn(worker.run(async move { s.cancelled().await }));
+        for n in names {
+            self.wait_workflow(&n).await;
+        }
+        stop
+    }
+
     /// Waits until run `run` (an id as the SDK gives it) has the stored status `status`.
     pub async fn wait_run_status(&self, run: &str, status: &str) {
         let pool = self.pool.clone();
@@ -506,4 +531,67 @@ pub fn authorized<T>(token: &str, body: T) -> tonic::Request<T> {
         tonic::metadata::MetadataValue::try_from(format!("bearer {token}")).expect("header"),
     );
     r
+}
+
+/// Worker reports and engine events as a property test draws them, for tests that
+/// drive the store's transitions directly.
+pub mod ops {
+    use adze_core::TaskEvent;
+    use adze_store::scheduling::TaskEventRow;
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    /// What happens to a task's attempt.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Op {
+        /// The worker started it.
+        Started,
+        /// It succeeded.
+        Completed,
+        /// It failed (retryable).
+        Failed,
+        /// It ran past its timeout.
+        TimedOut,
+        /// Its worker was lost.
+        Lost,
+        /// It was cancelled.
+        Cancel,
+    }
+
+    /// Any [`Op`], equally likely.
+    pub fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Started),
+            Just(Op::Completed),
+            Just(Op::Failed),
+            Just(Op::TimedOut),
+            Just(Op::Lost),
+            Just(Op::Cancel),
+        ]
+    }
+
+    impl Op {
+        /// The event for `attempt` of a task, as the scheduler applies it.
+        pub fn row(self, tenant_id: Uuid, task_id: Uuid, attempt: i32) -> TaskEventRow {
+            let event = match self {
+                Op::Started => TaskEvent::Started { attempt },
+                Op::Completed => TaskEvent::Completed { attempt },
+                Op::Failed => TaskEvent::Failed {
+                    attempt,
+                    non_retryable: false,
+                    retry_after_ms: None,
+                },
+                Op::TimedOut => TaskEvent::TimedOut { attempt },
+                Op::Lost => TaskEvent::WorkerLost { attempt },
+                Op::Cancel => TaskEvent::Cancel,
+            };
+            TaskEventRow {
+                tenant_id,
+                task_id,
+                event,
+                output: Some(serde_json::json!(1)),
+                error: Some("e".into()),
+            }
+        }
+    }
 }

@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-use adze_sdk::{Concurrency, ConcurrencyStrategy, Context, TaskDef, TaskError, Worker, Workflow};
+use adze_sdk::{Concurrency, ConcurrencyStrategy, Context, TaskDef, TaskError, Workflow};
 use adze_tests::{TestEnv, wait_for};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// A one-task workflow whose task sleeps `ms` (or `input.ms`) and fails when told.
@@ -28,24 +27,6 @@ fn sleeper(name: &str, ms: u64, limit: Concurrency) -> Workflow<Value> {
             },
         ))
 }
-
-/// Starts a worker with `slots` slots serving `workflows`; returns its stop token.
-async fn worker(env: &TestEnv, slots: usize, workflows: Vec<Workflow<Value>>) -> CancellationToken {
-    let stop = CancellationToken::new();
-    let mut b = Worker::builder(env.client()).name("conc").slots(slots);
-    let names: Vec<String> = workflows.iter().map(|w| w.name().to_string()).collect();
-    for w in workflows {
-        b = b.workflow(w);
-    }
-    let w = b.build().expect("worker");
-    let s = stop.clone();
-    tokio::spawn(w.run(async move { s.cancelled().await }));
-    for n in names {
-        env.wait_workflow(&n).await;
-    }
-    stop
-}
-
 /// Tasks of `workflow` on a worker now, per `input.user`.
 async fn running_of(env: &TestEnv, workflow: &str, user: &str) -> i64 {
     sqlx::query_scalar(
@@ -98,7 +79,7 @@ async fn alice_never_has_more_than_five_and_bob_starts_at_once() {
     let env = TestEnv::start().await;
     let client = env.client();
     let wf = sleeper("per-user", 1_500, Concurrency::new("input.user", 5));
-    let stop = worker(&env, 20, vec![wf]).await;
+    let stop = env.start_worker("conc", 20, vec![wf]).await;
 
     let alice: Vec<Value> = (0..10).map(|i| json!({"user": "alice", "i": i})).collect();
     let bob: Vec<Value> = (0..5).map(|i| json!({"user": "bob", "i": i})).collect();
@@ -166,7 +147,7 @@ async fn cancel_in_progress_keeps_only_the_newest() {
         3_000,
         Concurrency::new("input.user", 1).strategy(ConcurrencyStrategy::CancelInProgress),
     );
-    let stop = worker(&env, 5, vec![wf]).await;
+    let stop = env.start_worker("conc", 5, vec![wf]).await;
     let mut runs = Vec::new();
     for i in 0..3 {
         let h = client
@@ -201,7 +182,7 @@ async fn cancel_newest_keeps_what_holds_the_key() {
         1_500,
         Concurrency::new("input.user", 1).strategy(ConcurrencyStrategy::CancelNewest),
     );
-    let stop = worker(&env, 5, vec![wf]).await;
+    let stop = env.start_worker("conc", 5, vec![wf]).await;
     let first = client
         .run_no_wait("once", json!({"user": "u"}))
         .await
@@ -242,7 +223,7 @@ async fn a_busy_key_does_not_starve_another() {
     // Key A: 1,000 runs queued, then 10 of key B.
     let a: Vec<Value> = (0..1_000).map(|i| json!({"user": "A", "i": i})).collect();
     let mut a_runs = Vec::new();
-    let stop = worker(&env, 4, vec![wf]).await;
+    let stop = env.start_worker("conc", 4, vec![wf]).await;
     for chunk in a.chunks(500) {
         for h in client
             .bulk_run_no_wait("fair", chunk.to_vec())
@@ -294,7 +275,7 @@ async fn every_terminal_path_gives_the_place_back() {
         .execution_timeout(Duration::from_secs(1))
         .concurrency(Concurrency::new("'one'", 1)),
     );
-    let stop = worker(&env, 4, vec![wf]).await;
+    let stop = env.start_worker("conc", 4, vec![wf]).await;
     let inputs = vec![
         json!({"fail": true}),
         json!({"ms": 5_000}),
@@ -346,7 +327,7 @@ async fn a_key_that_does_not_evaluate_refuses_the_trigger() {
     let env = TestEnv::start().await;
     let client = env.client();
     let wf = sleeper("strict", 10, Concurrency::new("input.user", 2));
-    let stop = worker(&env, 2, vec![wf]).await;
+    let stop = env.start_worker("conc", 2, vec![wf]).await;
     let err = client
         .run_no_wait("strict", json!({"name": "no user field"}))
         .await
@@ -375,7 +356,7 @@ async fn a_run_cancelled_while_waiting_for_its_key_runs_when_replayed() {
     let env = TestEnv::start().await;
     let client = env.client();
     let wf = sleeper("one-at-a-time", 1_000, Concurrency::new("'k'", 1));
-    let stop = worker(&env, 4, vec![wf]).await;
+    let stop = env.start_worker("conc", 4, vec![wf]).await;
     let first = client
         .run_no_wait("one-at-a-time", json!({}))
         .await

@@ -12,6 +12,7 @@ use adze_core::{ConcurrencyKey, ConcurrencyStrategy, TaskEvent};
 use adze_scheduler::admission::stages::Concurrency;
 use adze_scheduler::admission::{Pipeline, SlotBook, Source};
 use adze_store::scheduling::{TaskEventRow, finalize_applied};
+use adze_tests::ops::{Op, op};
 use adze_tests::{TestEnv, one_task_workflow};
 use proptest::prelude::*;
 use serde_json::json;
@@ -23,33 +24,14 @@ const RUN_KEYS: [&str; 2] = ["k0", "k1"];
 const RUN_MAX: i64 = 2;
 const TASK_MAX: i64 = 3;
 
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    Arrive,
-    Started,
-    Completed,
-    Failed,
-    TimedOut,
-    Lost,
-    Cancel,
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        Just(Op::Arrive),
-        Just(Op::Started),
-        Just(Op::Completed),
-        Just(Op::Completed),
-        Just(Op::Failed),
-        Just(Op::TimedOut),
-        Just(Op::Lost),
-        Just(Op::Cancel),
-    ]
+/// An arrival (a new run) or what happens to an existing task.
+fn step() -> impl Strategy<Value = Option<Op>> {
+    prop_oneof![1 => Just(None), 7 => op().prop_map(Some)]
 }
 
 /// (task index (mod the tasks so far), op, ends a batch?)
-fn steps() -> impl Strategy<Value = Vec<(usize, Op, bool)>> {
-    prop::collection::vec((0..64usize, op(), any::<bool>()), 1..40)
+fn steps() -> impl Strategy<Value = Vec<(usize, Option<Op>, bool)>> {
+    prop::collection::vec((0..64usize, step(), any::<bool>()), 1..40)
 }
 
 fn keys_of(run_key: &str) -> Vec<ConcurrencyKey> {
@@ -181,7 +163,7 @@ async fn apply(w: &World, rows: &[TaskEventRow], book: &mut SlotBook) {
     tx.commit().await.expect("commit");
 }
 
-async fn case(w: &World, steps: Vec<(usize, Op, bool)>) -> Result<(), TestCaseError> {
+async fn case(w: &World, steps: Vec<(usize, Option<Op>, bool)>) -> Result<(), TestCaseError> {
     let pool = &w.env.pool;
     let start: Vec<&str> = (0..START_RUNS).map(|i| RUN_KEYS[i % 2]).collect();
     let mut tasks = arrive(w, &start).await;
@@ -192,36 +174,17 @@ async fn case(w: &World, steps: Vec<(usize, Op, bool)>) -> Result<(), TestCaseEr
     admit(w, &pipeline, &mut book).await?;
     let mut batch: Vec<TaskEventRow> = Vec::new();
     for (n, (i, op, ends_batch)) in steps.into_iter().enumerate() {
-        if let Op::Arrive = op {
+        let Some(op) = op else {
             tasks.extend(arrive(w, &[RUN_KEYS[n % 2]]).await);
             continue;
-        }
+        };
         let task = tasks[i % tasks.len()].0;
         let attempt: i32 = sqlx::query_scalar("SELECT attempt FROM tasks WHERE id = $1")
             .bind(task)
             .fetch_one(pool)
             .await
             .expect("attempt");
-        let event = match op {
-            Op::Arrive => unreachable!(),
-            Op::Started => TaskEvent::Started { attempt },
-            Op::Completed => TaskEvent::Completed { attempt },
-            Op::Failed => TaskEvent::Failed {
-                attempt,
-                non_retryable: false,
-                retry_after_ms: None,
-            },
-            Op::TimedOut => TaskEvent::TimedOut { attempt },
-            Op::Lost => TaskEvent::WorkerLost { attempt },
-            Op::Cancel => TaskEvent::Cancel,
-        };
-        batch.push(TaskEventRow {
-            tenant_id: w.env.tenant_id,
-            task_id: task,
-            event,
-            output: Some(json!(1)),
-            error: Some("e".into()),
-        });
+        batch.push(op.row(w.env.tenant_id, task, attempt));
         if ends_batch {
             apply(w, &std::mem::take(&mut batch), &mut book).await;
             admit(w, &pipeline, &mut book).await?;

@@ -10,33 +10,12 @@ use adze_core::backoff::RetryPolicy;
 use adze_core::{TaskEvent, TaskStatus};
 use adze_scheduler::admission::SlotBook;
 use adze_store::scheduling::{TaskEventRow, finalize_applied};
+use adze_tests::ops::{Op, op};
 use adze_tests::{TestEnv, one_task_workflow};
 use proptest::prelude::*;
-use serde_json::json;
 use uuid::Uuid;
 
 const TASKS: usize = 4;
-
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    Started,
-    Completed,
-    Failed,
-    TimedOut,
-    Lost,
-    Cancel,
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        Just(Op::Started),
-        Just(Op::Completed),
-        Just(Op::Failed),
-        Just(Op::TimedOut),
-        Just(Op::Lost),
-        Just(Op::Cancel),
-    ]
-}
 
 /// (task, op, stale attempt?, ends a batch?)
 fn steps() -> impl Strategy<Value = Vec<(usize, Op, bool, bool)>> {
@@ -142,25 +121,7 @@ async fn case(w: &World, steps: Vec<(usize, Op, bool, bool)>) -> Result<(), Test
             .await
             .expect("attempt");
         let attempt = if stale { attempt - 1 } else { attempt };
-        let event = match op {
-            Op::Started => TaskEvent::Started { attempt },
-            Op::Completed => TaskEvent::Completed { attempt },
-            Op::Failed => TaskEvent::Failed {
-                attempt,
-                non_retryable: false,
-                retry_after_ms: None,
-            },
-            Op::TimedOut => TaskEvent::TimedOut { attempt },
-            Op::Lost => TaskEvent::WorkerLost { attempt },
-            Op::Cancel => TaskEvent::Cancel,
-        };
-        batch.push(TaskEventRow {
-            tenant_id: w.env.tenant_id,
-            task_id: task,
-            event,
-            output: Some(json!(1)),
-            error: Some("e".into()),
-        });
+        batch.push(op.row(w.env.tenant_id, task, attempt));
         if ends_batch {
             apply(w, &std::mem::take(&mut batch), &mut book, &mut ledger).await;
             admit(w, &mut book, &mut ledger).await;

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use adze_proto::hatchet::PutRateLimitRequest;
 use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
-use adze_sdk::{Context, RateLimit, RateLimitWindow, TaskDef, TaskError, Worker, Workflow};
+use adze_sdk::{Context, RateLimit, RateLimitWindow, TaskDef, TaskError, Workflow};
 use adze_tests::process::Proc;
 use adze_tests::{TestEnv, authorized, bin, wait_for};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 /// When each task started (monotonic), with its input's `user`.
 type Starts = Arc<Mutex<Vec<(Instant, String)>>>;
@@ -48,23 +47,6 @@ async fn define(env: &TestEnv, key: &str, limit: i32, duration: i32) {
         .await
         .expect("put rate limit");
 }
-
-async fn worker(env: &TestEnv, slots: usize, workflows: Vec<Workflow<Value>>) -> CancellationToken {
-    let stop = CancellationToken::new();
-    let mut b = Worker::builder(env.client()).name("rl").slots(slots);
-    let names: Vec<String> = workflows.iter().map(|w| w.name().to_string()).collect();
-    for w in workflows {
-        b = b.workflow(w);
-    }
-    let w = b.build().expect("worker");
-    let s = stop.clone();
-    tokio::spawn(w.run(async move { s.cancelled().await }));
-    for n in names {
-        env.wait_workflow(&n).await;
-    }
-    stop
-}
-
 async fn trigger(env: &TestEnv, workflow: &str, inputs: Vec<Value>) -> Vec<String> {
     let mut ids = Vec::new();
     for chunk in inputs.chunks(500) {
@@ -100,7 +82,7 @@ async fn a_static_limit_of_100_per_minute_lets_100_start_then_the_rest_after_the
     define(&env, "parser-api", 100, 1).await; // 1 = MINUTE
     let starts: Starts = Arc::default();
     let wf = recording("parse", starts.clone(), RateLimit::key("parser-api", 1));
-    let stop = worker(&env, 200, vec![wf]).await;
+    let stop = env.start_worker("rl", 200, vec![wf]).await;
     let began = Instant::now();
     trigger(&env, "parse", (0..150).map(|i| json!({"i": i})).collect()).await;
     wait_for("100 started", Duration::from_secs(30), || async {
@@ -148,7 +130,7 @@ async fn a_dynamic_per_user_limit_throttles_alice_and_not_bob() {
         starts.clone(),
         RateLimit::dynamic("input.user", 1, "3", RateLimitWindow::Second),
     );
-    let stop = worker(&env, 50, vec![wf]).await;
+    let stop = env.start_worker("rl", 50, vec![wf]).await;
     let mut inputs: Vec<Value> = (0..9).map(|i| json!({"user": "alice", "i": i})).collect();
     inputs.extend((0..3).map(|i| json!({"user": "bob", "i": i})));
     trigger(&env, "per-user-api", inputs).await;
@@ -191,7 +173,7 @@ async fn a_task_needing_more_than_the_limit_waits_and_says_why() {
     define(&env, "tiny", 2, 0).await; // 0 = SECOND
     let starts: Starts = Arc::default();
     let big = recording("big", starts.clone(), RateLimit::key("tiny", 5));
-    let stop = worker(&env, 5, vec![big]).await;
+    let stop = env.start_worker("rl", 5, vec![big]).await;
     trigger(&env, "big", vec![json!({})]).await;
     wait_for(
         "the task says why it waits",
@@ -346,7 +328,7 @@ async fn redis_and_the_service_going_down_lose_nothing_and_grant_no_more_than_th
             }
         }
     }));
-    let stop = worker(&env, 100, vec![limited, plain]).await;
+    let stop = env.start_worker("rl", 100, vec![limited, plain]).await;
     let total = 40;
     trigger(
         &env,

@@ -126,13 +126,12 @@ impl ConcurrencyKey {
     }
 }
 
-/// What admission must find room for before a task runs, with its run (a run-level
-/// key is held by the run): concurrency keys and rate-limit units.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskKeys {
-    /// The task's run; runs are ordered by their time-ordered ids.
-    pub run_id: uuid::Uuid,
-    /// Its concurrency keys, workflow entries first.
+/// What admission must find room for before a task runs (evaluated at trigger):
+/// concurrency keys, rate-limit units, worker labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLimits {
+    /// Concurrency keys, workflow entries first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<ConcurrencyKey>,
     /// The rate-limit units each attempt takes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -142,15 +141,22 @@ pub struct TaskKeys {
     pub labels: Vec<crate::labels::DesiredLabel>,
 }
 
-/// What one task of a new run carries into admission (evaluated at trigger).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskLimits {
-    /// Concurrency keys.
-    pub keys: Vec<ConcurrencyKey>,
-    /// Rate-limit units.
-    pub rate_limits: Vec<crate::RateLimitNeed>,
-    /// Labels it wants of its worker.
-    pub labels: Vec<crate::labels::DesiredLabel>,
+/// A queued task's [`TaskLimits`] with its run (a run-level key is held by the run);
+/// it reads as its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskKeys {
+    /// The task's run; runs are ordered by their time-ordered ids.
+    pub run_id: uuid::Uuid,
+    /// What it needs.
+    #[serde(flatten)]
+    pub limits: TaskLimits,
+}
+
+impl std::ops::Deref for TaskKeys {
+    type Target = TaskLimits;
+    fn deref(&self) -> &TaskLimits {
+        &self.limits
+    }
 }
 
 impl TaskLimits {

@@ -33,11 +33,11 @@
 
 mod client;
 mod coalesce;
-mod concurrency;
 mod config;
 mod context;
 mod duration;
 mod error;
+mod limits;
 mod payload;
 mod rest;
 mod run;
@@ -48,14 +48,14 @@ mod worker;
 mod workflow;
 
 pub use client::{Client, RunTarget, TriggerOptions};
-pub use concurrency::{
-    Concurrency, DesiredLabel, LabelComparator, LabelValue, RateLimit, RateLimitWindow,
-    Strategy as ConcurrencyStrategy,
-};
 pub use config::{ClientConfig, TlsStrategy, TokenClaims};
 pub use context::Context;
 pub use duration::format_duration;
 pub use error::{SdkError, TaskError, TaskErrorKind};
+pub use limits::{
+    Concurrency, DesiredLabel, LabelComparator, LabelValue, RateLimit, RateLimitWindow,
+    Strategy as ConcurrencyStrategy,
+};
 pub use run::{RunDetails, RunHandle, RunStatus, TaskRunDetails};
 pub use task::{TaskDef, TaskRef};
 pub use tokio_util::sync::CancellationToken;

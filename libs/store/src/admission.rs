@@ -4,7 +4,7 @@
 //! worker, is the scheduler's pipeline (`adze_scheduler::admission`); no policy lives
 //! here.
 
-use adze_core::{TaskEvent, TaskKeys, TaskStatus};
+use adze_core::{TaskEvent, TaskKeys, TaskLimits, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
@@ -275,9 +275,11 @@ pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
         (None, None, None) => None,
         (keys, limits, labels) => Some(TaskKeys {
             run_id: r.try_get("run_id")?,
-            keys: parse(keys)?,
-            rate_limits: parse(limits)?,
-            labels: parse(labels)?,
+            limits: TaskLimits {
+                keys: parse(keys)?,
+                rate_limits: parse(limits)?,
+                labels: parse(labels)?,
+            },
         }),
     };
     Ok(Candidate {

@@ -205,9 +205,7 @@ impl<'a> TaskColumns<'a> {
                 action_id: self.action[i].to_owned(),
                 keys: self.keys[i].map(|k| TaskKeys {
                     run_id: self.run[i],
-                    keys: k.keys.clone(),
-                    rate_limits: k.rate_limits.clone(),
-                    labels: k.labels.clone(),
+                    limits: k.clone(),
                 }),
             })
             .collect()

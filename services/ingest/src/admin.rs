@@ -77,10 +77,7 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
         name: req.name.clone(),
         tasks,
         on_failure,
-        concurrency: crate::concurrency::workflow_specs(
-            req.concurrency.as_ref(),
-            &req.concurrency_arr,
-        ),
+        concurrency: crate::limits::workflow_specs(req.concurrency.as_ref(), &req.concurrency_arr),
         default_priority: req
             .default_priority
             .map(|p| {
@@ -135,13 +132,13 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
             "schedule_timeout",
             t.schedule_timeout.as_deref().unwrap_or(""),
         )?,
-        concurrency: t.concurrency.iter().map(crate::concurrency::spec).collect(),
+        concurrency: t.concurrency.iter().map(crate::limits::spec).collect(),
         rate_limits: t
             .rate_limits
             .iter()
-            .map(crate::concurrency::rate_limit_spec)
+            .map(crate::limits::rate_limit_spec)
             .collect(),
-        worker_labels: crate::concurrency::desired_labels(&t.worker_labels).map_err(|e| {
+        worker_labels: crate::limits::desired_labels(&t.worker_labels).map_err(|e| {
             Status::invalid_argument(format!("workflow {wf:?}: task {name:?}: {e}"))
         })?,
     })

@@ -6,10 +6,10 @@
 mod admin;
 pub mod budget;
 mod commit;
-mod concurrency;
 mod errors;
 mod events;
 mod flow_checks;
+mod limits;
 mod rate_limits;
 mod rest;
 mod task_actions;

@@ -25,7 +25,7 @@ pub(crate) struct WorkflowApi {
     deps: Deps,
     versions: Arc<VersionCache>,
     committer: Committer,
-    keys: crate::concurrency::KeyExprs,
+    keys: crate::limits::KeyExprs,
 }
 
 impl WorkflowApi {
@@ -119,12 +119,12 @@ impl WorkflowApi {
                 }
                 None => (None, Vec::new()),
             };
-            let wanted = crate::concurrency::desired_labels(&r.desired_worker_labels)
+            let wanted = crate::limits::desired_labels(&r.desired_worker_labels)
                 .map_err(Status::invalid_argument)?;
             if !wanted.is_empty() || version.tasks.iter().any(|t| !t.worker_labels.is_empty()) {
                 concurrency.resize(version.tasks.len(), Default::default());
                 for (limits, task) in concurrency.iter_mut().zip(&version.tasks) {
-                    limits.labels = crate::concurrency::merge_labels(&task.worker_labels, &wanted);
+                    limits.labels = crate::limits::merge_labels(&task.worker_labels, &wanted);
                 }
             }
             let priority = match r.priority {

@@ -32,16 +32,10 @@ const MAX_HEADS_PER_KEY: i64 = 256;
 
 type KeyId = (Uuid, String);
 
-/// A key's limit, as the tasks carrying it say.
-#[derive(Debug, Clone, Copy)]
-struct Limit {
-    max_runs: i32,
-}
-
 #[derive(Debug, Default)]
 struct State {
-    /// Keys tasks wait under, with their limits.
-    waiting: HashMap<KeyId, Limit>,
+    /// Keys tasks wait under, with their `max_runs` (as the tasks carrying them say).
+    waiting: HashMap<KeyId, i32>,
     waiting_loaded: Option<Instant>,
     /// Live holders counted this pass, with what the pass admitted: key → (holder,
     /// its run).
@@ -182,9 +176,7 @@ impl Stage for Concurrency {
                         .keys
                         .as_ref()
                         .and_then(|t| t.keys.iter().find(|k| k.key == w.key))
-                        .map(|k| Limit {
-                            max_runs: k.max_runs,
-                        });
+                        .map(|k| k.max_runs);
                     if let Some(limit) = limit {
                         s.waiting.insert((w.tenant_id, w.key), limit);
                     }
@@ -201,9 +193,9 @@ impl Stage for Concurrency {
                 record(&mut s, &keys, live);
                 keys.iter()
                     .filter_map(|k| {
-                        let limit = s.waiting.get(k)?;
+                        let max_runs = *s.waiting.get(k)?;
                         let held = s.holders.get(k).map_or(0, Vec::len) as i64;
-                        let room = (i64::from(limit.max_runs) - held).min(MAX_HEADS_PER_KEY);
+                        let room = (i64::from(max_runs) - held).min(MAX_HEADS_PER_KEY);
                         // A key that may cancel waiting tasks sees its whole queue in
                         // `admit`; one with no room has nothing to offer.
                         (room > 0).then(|| (k.0, k.1.clone(), room))
@@ -374,9 +366,7 @@ impl Concurrency {
                         state
                             .waiting
                             .entry((c.tenant_id, k.key.clone()))
-                            .or_insert(Limit {
-                                max_runs: k.max_runs,
-                            });
+                            .or_insert(k.max_runs);
                     }
                     verdict.deferred.push((c, reason(k, held)));
                 }

@@ -141,17 +141,12 @@ impl Stage for RateLimits {
                         .unwrap_or_default(),
                 })
                 .collect();
-            let answer = self.ask(items.clone()).await;
-            let mut grants = match answer {
+            let asked = items.len();
+            let mut grants = match self.ask(items).await {
                 Ok(g) => g,
                 Err(reason) => {
                     tracing::warn!(%reason, "rate-limited tasks wait for the rate limiter");
-                    items
-                        .iter()
-                        .map(|_| Grant::Unavailable {
-                            reason: reason.clone(),
-                        })
-                        .collect()
+                    vec![Grant::Unavailable { reason }; asked]
                 }
             }
             .into_iter();
