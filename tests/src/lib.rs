@@ -82,6 +82,7 @@ pub fn one_task_workflow(
         on_failure: None,
         concurrency: Vec::new(),
         default_priority: None,
+        sticky: None,
     }
 }
 
@@ -321,6 +322,26 @@ impl TestEnv {
             self.wait_workflow(&n).await;
         }
         stop
+    }
+
+    /// The id of the active worker named `name`, once it is listening.
+    pub async fn worker_named(&self, name: &str) -> Uuid {
+        let find = || async {
+            sqlx::query_scalar::<_, Uuid>(
+                "SELECT id FROM workers WHERE name = $1 AND status = 'active'",
+            )
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .expect("worker")
+        };
+        wait_for(
+            &format!("worker {name} is listening"),
+            Duration::from_secs(15),
+            || async { find().await.is_some() },
+        )
+        .await;
+        find().await.expect("id")
     }
 
     /// Waits until run `run` (an id as the SDK gives it) has the stored status `status`.

@@ -447,7 +447,7 @@ async fn flow_control_mistakes_are_refused_at_registration() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hard_stickiness_is_refused_and_labels_are_checked() {
+async fn stickiness_and_labels_are_checked() {
     use adze_proto::v1::{DesiredWorkerLabels, StickyStrategy, TriggerWorkflowRequest};
     let env = TestEnv::start_roles(&["ingest"]).await;
     let channel = env.channel().await;
@@ -474,13 +474,24 @@ async fn hard_stickiness_is_refused_and_labels_are_checked() {
         .expect_err("a label without a value");
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     assert!(err.message().contains("\"model\""), "{}", err.message());
+    // A sticky strategy the protocol does not have is refused, naming it.
     let mut sticky = workflow("sticky", vec![task("a", &[])]);
-    sticky.sticky = Some(StickyStrategy::Hard as i32);
+    sticky.sticky = Some(7);
     let err = admin
+        .put_workflow(req(t, sticky.clone()))
+        .await
+        .expect_err("an unknown sticky strategy");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("sticky") && err.message().contains('7'),
+        "{}",
+        err.message()
+    );
+    sticky.sticky = Some(StickyStrategy::Hard as i32);
+    admin
         .put_workflow(req(t, sticky))
         .await
-        .expect_err("HARD sticky");
-    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+        .expect("HARD stickiness is accepted");
     // Labels, required or preferred, and SOFT stickiness are accepted.
     let mut preferring = task("a", &[]);
     preferring.worker_labels.insert(
@@ -502,17 +513,18 @@ async fn hard_stickiness_is_refused_and_labels_are_checked() {
         .put_workflow(req(t, soft))
         .await
         .expect("preferences are accepted");
-    // At trigger: a run bound to a worker is refused.
+    // At trigger: a worker id that is not one is refused, naming it.
     let mut bound = TriggerWorkflowRequest {
         name: "plain".into(),
-        desired_worker_id: Some(uuid::Uuid::new_v4().to_string()),
+        desired_worker_id: Some("worker-7".into()),
         ..Default::default()
     };
     let err = trigger
         .trigger_workflow(req(t, bound.clone()))
         .await
-        .expect_err("bound to a worker");
-    assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+        .expect_err("not a worker id");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("\"worker-7\""), "{}", err.message());
     bound.desired_worker_id = None;
     bound.desired_worker_labels.insert(
         "model".into(),

@@ -86,8 +86,7 @@ async fn arrive(w: &World, keys: &[&str]) -> Vec<(Uuid, Uuid)> {
             priority: None,
             concurrency: vec![adze_core::TaskLimits {
                 keys: keys_of(k),
-                rate_limits: Vec::new(),
-                labels: Vec::new(),
+                ..Default::default()
             }],
         })
         .collect();

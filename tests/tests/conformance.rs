@@ -61,6 +61,11 @@ async fn python_worker_labels_and_desired_labels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sticky_soft_and_hard() {
+    python_script("sticky.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }

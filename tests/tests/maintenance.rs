@@ -35,6 +35,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
         on_failure: None,
         concurrency: Vec::new(),
         default_priority: None,
+        sticky: None,
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
         .await

@@ -34,6 +34,7 @@ fn spec() -> WorkflowSpec {
         on_failure: None,
         concurrency: Vec::new(),
         default_priority: None,
+        sticky: None,
     }
 }
 
@@ -388,6 +389,7 @@ async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status()
         on_failure: None,
         concurrency: Vec::new(),
         default_priority: None,
+        sticky: None,
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &pair)
         .await

@@ -44,25 +44,6 @@ fn worker(
     tokio::spawn(w.run(async move { s.cancelled().await }));
 }
 
-async fn worker_id(env: &TestEnv, name: &str) -> Uuid {
-    let find = || async {
-        sqlx::query_scalar::<_, Uuid>(
-            "SELECT id FROM workers WHERE name = $1 AND status = 'active'",
-        )
-        .bind(name)
-        .fetch_optional(&env.pool)
-        .await
-        .expect("worker")
-    };
-    wait_for(
-        "the worker is listening",
-        Duration::from_secs(15),
-        || async { find().await.is_some() },
-    )
-    .await;
-    find().await.expect("id")
-}
-
 /// The names of the workers the runs' tasks ran on.
 async fn ran_on(env: &TestEnv, runs: &[String]) -> Vec<String> {
     let ids: Vec<Uuid> = runs
@@ -121,8 +102,8 @@ async fn required_labels_place_tasks_only_where_they_may_run() {
         &stop,
     );
     env.wait_workflow("gpu-job").await;
-    worker_id(&env, "w-gpu").await;
-    let cpu = worker_id(&env, "w-cpu").await;
+    env.worker_named("w-gpu").await;
+    let cpu = env.worker_named("w-cpu").await;
 
     // Required: every gpu job on the gpu worker, though the other has room.
     let runs = run_all(&env, "gpu-job", 8).await;

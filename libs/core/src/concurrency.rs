@@ -139,6 +139,9 @@ pub struct TaskLimits {
     /// The labels it wants of its worker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<crate::labels::DesiredLabel>,
+    /// Its run's stickiness to one worker, if the run is sticky.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<crate::Sticky>,
 }
 
 /// A queued task's [`TaskLimits`] with its run (a run-level key is held by the run);
@@ -162,7 +165,10 @@ impl std::ops::Deref for TaskKeys {
 impl TaskLimits {
     /// Whether the task is limited at all.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.rate_limits.is_empty() && self.labels.is_empty()
+        self.keys.is_empty()
+            && self.rate_limits.is_empty()
+            && self.labels.is_empty()
+            && self.sticky.is_none()
     }
 }
 

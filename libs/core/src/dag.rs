@@ -52,6 +52,9 @@ pub struct WorkflowSpec {
     /// The priority of runs triggered without one (1 to 3; 1 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_priority: Option<i16>,
+    /// Whether its runs keep to one worker, and how strongly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<crate::StickyStrategy>,
 }
 
 /// Why a workflow definition was rejected. Messages name the offending tasks.

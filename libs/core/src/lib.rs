@@ -10,6 +10,7 @@ pub mod labels;
 pub mod limits;
 pub mod rate_limit;
 pub mod state;
+pub mod sticky;
 pub mod token;
 pub mod wait;
 pub mod worker;
@@ -18,5 +19,6 @@ pub use concurrency::{ConcurrencyKey, ConcurrencySpec, ConcurrencyStrategy, Task
 pub use dag::{DagError, TaskSpec, WorkflowSpec};
 pub use rate_limit::{RateLimitNeed, RateLimitSpec, RateLimitWindow};
 pub use state::{RunStatus, TaskEvent, TaskStatus, Transition};
+pub use sticky::{Sticky, StickyStrategy};
 pub use wait::WaitReason;
 pub use worker::WorkerStatus;

@@ -57,6 +57,14 @@ pub enum WaitReason {
         /// Most it allows.
         max: i32,
     },
+    /// Ready, but its run keeps HARD to a worker that cannot take it now.
+    StickyWorker {
+        /// The run's sticky worker.
+        worker: uuid::Uuid,
+        /// Why that worker cannot take it ("has no free slot", "is not connected",
+        /// "does not serve its action", "lacks a label it requires").
+        detail: &'static str,
+    },
 }
 
 impl WaitReason {
@@ -72,7 +80,8 @@ impl WaitReason {
             | Self::ConcurrencyKey { .. }
             | Self::RateLimit { .. }
             | Self::RateLimiterUnavailable { .. }
-            | Self::WorkerLabel { .. } => None,
+            | Self::WorkerLabel { .. }
+            | Self::StickyWorker { .. } => None,
         }
     }
 }
@@ -102,6 +111,12 @@ impl fmt::Display for WaitReason {
             }
             Self::WorkerLabel { label } => {
                 write!(f, "no worker with a free slot has the label {label}")
+            }
+            Self::StickyWorker { worker, detail } => {
+                write!(
+                    f,
+                    "waiting for its sticky worker {worker} (HARD), which {detail}"
+                )
             }
             other => f.write_str(other.fixed_text().unwrap_or_default()),
         }
@@ -140,6 +155,14 @@ mod tests {
             }
             .to_string(),
             "rate limit \"parser-api\" until 1970-01-01T00:00:00.000Z: no units left in this window"
+        );
+        assert_eq!(
+            WaitReason::StickyWorker {
+                worker: uuid::Uuid::nil(),
+                detail: "has no free slot"
+            }
+            .to_string(),
+            "waiting for its sticky worker 00000000-0000-0000-0000-000000000000 (HARD), which has no free slot"
         );
         for r in [
             WaitReason::Parents,

@@ -81,6 +81,10 @@ pub struct TriggerOptions {
     pub additional_metadata: Option<serde_json::Value>,
     /// Run priority (1 = low, 3 = high).
     pub priority: Option<i32>,
+    /// The worker the run's tasks keep to ([`Context::worker_id`](crate::Context) of a
+    /// running task, say): preferred, or required when the workflow is
+    /// [`Sticky::Hard`](crate::Sticky).
+    pub desired_worker_id: Option<String>,
 }
 
 impl Client {
@@ -247,6 +251,7 @@ impl Client {
             input,
             additional_metadata,
             priority: options.priority,
+            desired_worker_id: options.desired_worker_id.clone(),
             ..Default::default()
         })
     }

@@ -53,7 +53,7 @@ pub use context::Context;
 pub use duration::format_duration;
 pub use error::{SdkError, TaskError, TaskErrorKind};
 pub use limits::{
-    Concurrency, DesiredLabel, LabelComparator, LabelValue, RateLimit, RateLimitWindow,
+    Concurrency, DesiredLabel, LabelComparator, LabelValue, RateLimit, RateLimitWindow, Sticky,
     Strategy as ConcurrencyStrategy,
 };
 pub use run::{RunDetails, RunHandle, RunStatus, TaskRunDetails};

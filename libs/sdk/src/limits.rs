@@ -18,6 +18,25 @@ pub enum Strategy {
     CancelQueuedExceptOldest,
 }
 
+/// How a workflow's runs keep to one worker: the one its first task went to (or the
+/// one a trigger names with [`TriggerOptions::desired_worker_id`](crate::TriggerOptions)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sticky {
+    /// Prefer that worker; another when it has no room or is gone.
+    Soft,
+    /// Only that worker: its tasks wait for it.
+    Hard,
+}
+
+impl Sticky {
+    pub(crate) fn to_proto(self) -> v1::StickyStrategy {
+        match self {
+            Sticky::Soft => v1::StickyStrategy::Soft,
+            Sticky::Hard => v1::StickyStrategy::Hard,
+        }
+    }
+}
+
 /// A concurrency limit: at most `max_runs` at once per value of the CEL `expression`
 /// (`input.user_id`, `additional_metadata.tenant`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,6 +44,8 @@ pub(crate) struct WorkflowDef {
     pub on_failure: Option<TaskEntry>,
     /// Limits held by each run.
     pub concurrency: Vec<crate::Concurrency>,
+    /// Whether runs keep to one worker.
+    pub sticky: Option<crate::Sticky>,
 }
 
 /// One task of a [`WorkflowDef`].
@@ -82,6 +84,7 @@ impl<I> Workflow<I> {
             tasks: Vec::new(),
             on_failure: None,
             concurrency: Vec::new(),
+            sticky: None,
         };
         Workflow {
             def,
@@ -93,6 +96,14 @@ impl<I> Workflow<I> {
     /// its first task's start to its end. Several limits may be set.
     pub fn concurrency(mut self, limit: crate::Concurrency) -> Self {
         self.def.concurrency.push(limit);
+        self
+    }
+
+    /// Keeps each run's tasks on one worker: the one its first task went to, or the one
+    /// its trigger names ([`TriggerOptions::desired_worker_id`](crate::TriggerOptions)).
+    #[must_use]
+    pub fn sticky(mut self, sticky: crate::Sticky) -> Self {
+        self.def.sticky = Some(sticky);
         self
     }
 
@@ -233,6 +244,7 @@ impl WorkflowDef {
                 .as_ref()
                 .map(|task| create_task_opts(name, task)),
             concurrency_arr: self.concurrency.iter().map(|c| c.to_proto()).collect(),
+            sticky: self.sticky.map(|s| s.to_proto() as i32),
             ..Default::default()
         }
     }

@@ -4,7 +4,7 @@
 //! worker, is the scheduler's pipeline (`adze_scheduler::admission`); no policy lives
 //! here.
 
-use adze_core::{TaskEvent, TaskKeys, TaskLimits, TaskStatus};
+use adze_core::{Sticky, TaskEvent, TaskKeys, TaskLimits, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
@@ -187,12 +187,9 @@ pub async fn candidates(
 ) -> Result<Vec<Candidate>> {
     // From the head of each queue: the common case, and the hot one.
     static HEADS: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.priority, q.run_id,
-                  q.concurrency, q.rate_limits, q.desired_labels
-           FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
+        r#"SELECT q.* FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, action_id, n)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id,
-                    t.concurrency, t.rate_limits, t.desired_labels
+             SELECT {candidate}
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
@@ -203,14 +200,11 @@ pub async fn candidates(
     );
     // Behind a position, for queues whose head a stage held back.
     static BEHIND: Sql = Sql::new(
-        r#"SELECT q.tenant_id, q.id, q.action_id, q.not_before, q.queued_at, q.priority, q.run_id,
-                  q.concurrency, q.rate_limits, q.desired_labels
-           FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $5::timestamptz[], $6::timestamptz[],
+        r#"SELECT q.* FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $5::timestamptz[], $6::timestamptz[],
                        $8::int2[])
                 AS k(tenant_id, action_id, n, not_before, queued_at, priority)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id,
-                    t.concurrency, t.rate_limits, t.desired_labels
+             SELECT {candidate}
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.action_id = k.action_id
                AND t.status = {queued} AND t.key_blocked IS NULL AND t.not_before <= now()
@@ -260,7 +254,7 @@ pub async fn candidates(
     rows.iter().map(candidate).collect()
 }
 
-/// A candidate read from a row of `tasks` (with its run id and concurrency keys).
+/// A candidate read from a row of `tasks` selected as `{candidate}` ([`crate::sql`]).
 pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
     let keys: Option<Value> = r.try_get("concurrency")?;
     let limits: Option<Value> = r.try_get("rate_limits")?;
@@ -271,14 +265,24 @@ pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
             .map(Option::unwrap_or_default)
             .map_err(|e| crate::Error::Corrupt(e.to_string()))
     }
-    let keys = match (keys, limits, labels) {
-        (None, None, None) => None,
-        (keys, limits, labels) => Some(TaskKeys {
+    let sticky = r
+        .try_get::<Option<&str>, _>("sticky")?
+        .map(|s| -> Result<Sticky> {
+            Ok(Sticky {
+                strategy: s.parse().map_err(crate::Error::Corrupt)?,
+                worker: r.try_get("sticky_worker")?,
+            })
+        })
+        .transpose()?;
+    let keys = match (keys, limits, labels, sticky) {
+        (None, None, None, None) => None,
+        (keys, limits, labels, sticky) => Some(TaskKeys {
             run_id: r.try_get("run_id")?,
             limits: TaskLimits {
                 keys: parse(keys)?,
                 rate_limits: parse(limits)?,
                 labels: parse(labels)?,
+                sticky,
             },
         }),
     };
@@ -304,10 +308,17 @@ pub struct Match {
     pub task_id: Uuid,
     /// Worker.
     pub worker_id: Uuid,
+    /// Whether its run is sticky: the first such match of a run without a sticky
+    /// worker makes its worker the run's.
+    pub sticky: bool,
 }
 
-/// The assignment statement (see [`Fenced`]).
-const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id) {fenced}),
+/// The assignment statement (see [`Fenced`]), with `$pin` (`, <CTE>` or nothing) after
+/// its CTEs.
+macro_rules! assign_sql {
+    ($pin:literal) => {
+        concat!(
+            r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(tenant_id, id, worker_id) {fenced}),
            upd AS (
              UPDATE tasks t SET status = $4, worker_id = m.worker_id, assigned_at = now(), wait_reason = NULL,
                  key_blocked = NULL,
@@ -315,7 +326,7 @@ const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[]
                  start_deadline = now() + $6 * interval '1 millisecond'
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
              RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors,
-                       t.execution_deadline, t.on_failure, t.concurrency),
+                       t.execution_deadline, t.on_failure, t.concurrency, t.sticky),
            -- Concurrency keys: the run (a workflow entry) or the task holds each from
            -- now on, for as long as its own status says (see migration 0013).
            holds AS (
@@ -325,7 +336,9 @@ const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[]
                     upd.run_id, (k.e ->> 'r')::bool
              FROM upd CROSS JOIN LATERAL jsonb_array_elements(upd.concurrency) AS k(e)
              WHERE upd.concurrency IS NOT NULL
-             ON CONFLICT DO NOTHING)
+             ON CONFLICT DO NOTHING)"#,
+            $pin,
+            r#"
            SELECT upd.tenant_id, upd.id, upd.run_id, upd.readable_id, upd.action_id, upd.attempt,
              upd.worker_id, upd.ancestors, upd.execution_deadline, upd.on_failure, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
              CASE WHEN cardinality(upd.ancestors) > 0 THEN
@@ -341,13 +354,32 @@ const ASSIGN_SQL: &str = r#"WITH {fence} m AS (SELECT m.* FROM UNNEST($1::uuid[]
                 WHERE e.tenant_id = upd.tenant_id AND e.run_id = upd.run_id AND e.status = {failed}
                   AND NOT e.on_failure AND e.error IS NOT NULL)
              END AS step_run_errors
-           FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#;
+           FROM upd JOIN runs r ON r.tenant_id = upd.tenant_id AND r.id = upd.run_id"#
+        )
+    };
+}
+
+/// The assignment statement.
+const ASSIGN_SQL: &str = assign_sql!("");
+
+/// The assignment statement when some task is sticky: the first assigned task of a
+/// sticky run without a sticky worker makes its worker the run's (one per run when
+/// several are assigned at once; admission put them on one worker when it could).
+const ASSIGN_STICKY_SQL: &str = assign_sql!(
+    r#",
+           pin AS (
+             UPDATE runs r SET sticky_worker = p.worker_id
+             FROM (SELECT DISTINCT ON (tenant_id, run_id) tenant_id, run_id, worker_id FROM upd
+                   WHERE sticky IS NOT NULL ORDER BY tenant_id, run_id, id) p
+             WHERE r.tenant_id = p.tenant_id AND r.id = p.run_id AND r.sticky_worker IS NULL)"#
+);
 
 /// Fenced, the assignment commits without waiting for the WAL flush
 /// ([`crate::fence`]): if Postgres crashes before the flush, the task is queued again
 /// and assigned anew (a worker that already got it may run it twice: tasks run at
 /// least once, as after a lost worker).
 static ASSIGN: Fenced = Fenced::new(ASSIGN_SQL, 7, true);
+static ASSIGN_STICKY: Fenced = Fenced::new(ASSIGN_STICKY_SQL, 7, true);
 
 /// Assigns each match's task to its worker, if the task is still queued, setting the
 /// attempt's execution deadline and a start deadline `start_within_ms` away; returns
@@ -372,7 +404,12 @@ pub async fn assign(
         .iter()
         .map(|s| s.as_str())
         .collect();
-    let query = sqlx::query(ASSIGN.sql(fence.is_some()))
+    let statement = if matched.iter().any(|m| m.sticky) {
+        &ASSIGN_STICKY
+    } else {
+        &ASSIGN
+    };
+    let query = sqlx::query(statement.sql(fence.is_some()))
         .bind(&tenants)
         .bind(&tasks)
         .bind(&workers)

@@ -145,9 +145,7 @@ pub async fn waiting_keys(conn: &mut PgConnection) -> Result<Vec<WaitingKey>> {
                  AND (t.tenant_id, t.key_blocked) > (k.tenant_id, k.key_blocked)
                ORDER BY t.tenant_id, t.key_blocked LIMIT 1) n)
            SELECT h.* FROM k CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id,
-                    t.concurrency, t.rate_limits, t.desired_labels,
-                    t.key_blocked
+             SELECT {candidate}, t.key_blocked
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.key_blocked = k.key_blocked AND t.status = {queued}
              ORDER BY t.priority DESC, t.not_before, t.queued_at LIMIT 1) h"#,
@@ -172,8 +170,7 @@ pub async fn waiting_heads(
     static HEADS: Sql = Sql::new(
         r#"SELECT q.* FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, key, n)
            CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, t.run_id,
-                    t.concurrency, t.rate_limits, t.desired_labels
+             SELECT {candidate}
              FROM tasks t
              WHERE t.tenant_id = k.tenant_id AND t.key_blocked = k.key AND t.status = {queued}
                AND t.not_before <= now()

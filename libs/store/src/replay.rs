@@ -67,14 +67,15 @@ pub async fn plan(
 
 /// Makes these finished runs open again for a replay: their final status is cleared,
 /// and a finished on-failure task goes into the history and out of the run, so that a
-/// new failure runs it again.
+/// new failure runs it again. A sticky run picks its sticky worker anew (the one it
+/// had may be the reason it failed).
 pub async fn reopen_runs(conn: &mut PgConnection, tenant_id: Uuid, runs: &[Uuid]) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
     }
     static REOPEN: Sql = Sql::new(
         r#"WITH r AS (
-             UPDATE runs SET status = {queued}, finished_at = NULL,
+             UPDATE runs SET status = {queued}, finished_at = NULL, sticky_worker = NULL,
                on_failure_pending = EXISTS (
                  SELECT 1 FROM workflow_tasks w
                  WHERE w.tenant_id = runs.tenant_id AND w.workflow_version_id = runs.workflow_version_id

@@ -77,6 +77,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
     let mut r_meta = Vec::with_capacity(n);
     let mut r_trace = Vec::with_capacity(n);
     let mut r_on_failure = Vec::with_capacity(n);
+    let mut r_sticky_worker = Vec::with_capacity(n);
     let mut t = TaskColumns::default();
     for (tenant_id, run) in runs {
         let run_id = run.id.unwrap_or_else(Uuid::now_v7);
@@ -90,6 +91,12 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         r_meta.push(run.additional_metadata.clone());
         r_trace.push(run.traceparent.as_deref());
         r_on_failure.push(v.on_failure.is_some());
+        // The worker the trigger named, if the run is sticky to one from the start.
+        r_sticky_worker.push(
+            run.concurrency
+                .iter()
+                .find_map(|k| k.sticky.and_then(|s| s.worker)),
+        );
         for (i, task) in v.tasks.iter().enumerate() {
             let keys = run.concurrency.get(i).filter(|k| !k.is_empty());
             t.push(*tenant_id, run_id, task, keys);
@@ -124,6 +131,8 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         .bind(&t.rate_limits)
         .bind(&t.labels)
         .bind(&t.priority)
+        .bind(&t.sticky)
+        .bind(&r_sticky_worker)
         .execute(pool)
         .await?;
     let ready = t.ready();
@@ -145,14 +154,14 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
 static CREATE_RUNS: Sql = Sql::new(
     r#"WITH new_runs AS (
          INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
-                           additional_metadata, traceparent, on_failure_pending)
+                           additional_metadata, traceparent, on_failure_pending, sticky_worker)
          SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::jsonb[],
-                              $21::jsonb[], $22::text[], $23::bool[])
+                              $21::jsonb[], $22::text[], $23::bool[], $29::uuid[])
          RETURNING 1)
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
              execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
-             desired_labels, priority)
+             desired_labels, priority, sticky)
        SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
               CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
               u.pending,
@@ -160,12 +169,12 @@ static CREATE_RUNS: Sql = Sql::new(
               ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
               CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
-              u.concurrency, u.rate_limits, u.desired_labels, u.priority
+              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky
        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
                    $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
-                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[])
+                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[], $28::text[])
          AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
-              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels, priority)"#,
+              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels, priority, sticky)"#,
 );
 
 /// Column arrays of the tasks to insert.
@@ -189,6 +198,7 @@ struct TaskColumns<'a> {
     rate_limits: Vec<Option<Value>>,
     labels: Vec<Option<Value>>,
     priority: Vec<i16>,
+    sticky: Vec<Option<&'static str>>,
     /// Per task, what limits it, when something does (for the ready list).
     keys: Vec<Option<&'a TaskLimits>>,
 }
@@ -230,6 +240,8 @@ impl<'a> TaskColumns<'a> {
             keys.filter(|k| !k.labels.is_empty())
                 .map(|k| serde_json::to_value(&k.labels).unwrap_or(Value::Null)),
         );
+        self.sticky
+            .push(keys.and_then(|k| k.sticky).map(|s| s.strategy.as_str()));
         self.keys.push(keys);
         self.tenant.push(tenant);
         self.id.push(Uuid::now_v7());

@@ -8,8 +8,9 @@
 //!
 //! Placeholders: `{<task status>}` (`{queued}`, …), `{slot_holding}` (a list for
 //! `IN (…)`), `{run_open}`, `{worker_<worker status>}` (`{worker_active}`, …),
-//! `{worker_present}`, and `{wait_slot}` / `{wait_no_worker}` / `{wait_parents}` (wait
-//! reasons).
+//! `{worker_present}`, `{wait_slot}` / `{wait_no_worker}` / `{wait_parents}` (wait
+//! reasons), and `{candidate}` (the select list of a queued task `t` as
+//! `admission::candidate` reads it).
 
 use std::sync::OnceLock;
 
@@ -26,6 +27,14 @@ fn list<T>(items: &[T], word: impl Fn(&T) -> &str) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// What admission reads of a queued task `t`: its sticky run's worker only when it is
+/// sticky (a scalar subquery in a `CASE` runs only when its branch is taken).
+const CANDIDATE: &str = "t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, \
+     t.run_id, t.concurrency, t.rate_limits, t.desired_labels, t.sticky, \
+     CASE WHEN t.sticky IS NOT NULL THEN \
+       (SELECT r.sticky_worker FROM runs r WHERE r.tenant_id = t.tenant_id AND r.id = t.run_id) \
+     END AS sticky_worker";
 
 /// Replaces every placeholder in `template` with its literal.
 pub(crate) fn render(template: &str) -> String {
@@ -50,6 +59,7 @@ pub(crate) fn render(template: &str) -> String {
         ("{wait_slot}", fixed(WaitReason::Slot)),
         ("{wait_no_worker}", fixed(WaitReason::NoWorker)),
         ("{wait_parents}", fixed(WaitReason::Parents)),
+        ("{candidate}", CANDIDATE.to_string()),
     ] {
         out = out.replace(token, &text);
     }

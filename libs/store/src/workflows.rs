@@ -50,6 +50,8 @@ pub struct WorkflowVersion {
     pub concurrency: Vec<ConcurrencySpec>,
     /// The priority of runs triggered without one.
     pub default_priority: Option<i16>,
+    /// Whether its runs keep to one worker, and how strongly.
+    pub sticky: Option<adze_core::StickyStrategy>,
 }
 
 impl WorkflowVersion {
@@ -211,6 +213,7 @@ pub async fn latest_version(
         on_failure: None,
         concurrency: spec.concurrency.clone(),
         default_priority: spec.default_priority,
+        sticky: spec.sticky,
     };
     for r in &rows {
         let task = TaskDef {

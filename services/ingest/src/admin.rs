@@ -57,12 +57,17 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
     if !req.cron_triggers.is_empty() {
         return Err(unsupported(wf, "cron triggers"));
     }
-    // Preferences (SOFT stickiness, priority, label weights) only change where or when
-    // a task runs, and are accepted; a HARD requirement the engine cannot honour yet is
-    // refused rather than broken.
-    if req.sticky == Some(v1::StickyStrategy::Hard as i32) {
-        return Err(unsupported(wf, "HARD sticky assignment"));
-    }
+    let sticky = match req.sticky.map(v1::StickyStrategy::try_from) {
+        None => None,
+        Some(Ok(v1::StickyStrategy::Soft)) => Some(adze_core::StickyStrategy::Soft),
+        Some(Ok(v1::StickyStrategy::Hard)) => Some(adze_core::StickyStrategy::Hard),
+        Some(Err(_)) => {
+            return Err(Status::invalid_argument(format!(
+                "workflow {wf:?}: sticky: unknown strategy {} (SOFT = 0 or HARD = 1)",
+                req.sticky.unwrap_or_default()
+            )));
+        }
+    };
     let tasks = req
         .tasks
         .iter()
@@ -86,6 +91,7 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
                 })
             })
             .transpose()?,
+        sticky,
     };
     spec.validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -346,7 +346,7 @@ impl VersionExprs {
                 Ok(TaskLimits {
                     keys,
                     rate_limits,
-                    labels: Vec::new(),
+                    ..Default::default()
                 })
             })
             .collect()

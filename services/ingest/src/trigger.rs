@@ -28,6 +28,30 @@ pub(crate) struct WorkflowApi {
     keys: crate::limits::KeyExprs,
 }
 
+/// The worker a trigger asks its run to keep to (`desired_worker_id`, as the SDKs send
+/// for sticky child runs), if it names one.
+fn desired_worker(id: Option<&str>) -> Result<Option<Uuid>, Status> {
+    match id.filter(|w| !w.is_empty()) {
+        None => Ok(None),
+        Some(w) => Uuid::parse_str(w).map(Some).map_err(|_| {
+            Status::invalid_argument(format!(
+                "desired_worker_id {w:?} is not a worker id (a UUID)"
+            ))
+        }),
+    }
+}
+
+/// How a run keeps to one worker: as its workflow says, or, for a run of a workflow
+/// that is not sticky whose trigger names a worker, as a preference (`SOFT`).
+fn sticky_strategy(
+    version: &WorkflowVersion,
+    worker: Option<Uuid>,
+) -> Option<adze_core::StickyStrategy> {
+    version
+        .sticky
+        .or(worker.map(|_| adze_core::StickyStrategy::Soft))
+}
+
 impl WorkflowApi {
     pub(crate) fn new(deps: Deps, versions: Arc<VersionCache>, committer: Committer) -> Self {
         Self {
@@ -73,14 +97,6 @@ impl WorkflowApi {
     ) -> Result<Vec<Uuid>, Status> {
         let mut versions: HashMap<&str, Arc<WorkflowVersion>> = HashMap::new();
         for r in reqs {
-            if r.desired_worker_id
-                .as_deref()
-                .is_some_and(|w| !w.is_empty())
-            {
-                return Err(Status::unimplemented(
-                    "runs bound to one worker (desired_worker_id, sticky child runs) are not supported by this Adze version yet",
-                ));
-            }
             if r.parent_id.as_deref().is_some_and(|p| !p.is_empty()) {
                 return Err(Status::unimplemented(
                     "child workflow runs (parent_id) are not supported by this Adze version yet",
@@ -125,6 +141,13 @@ impl WorkflowApi {
                 concurrency.resize(version.tasks.len(), Default::default());
                 for (limits, task) in concurrency.iter_mut().zip(&version.tasks) {
                     limits.labels = crate::limits::merge_labels(&task.worker_labels, &wanted);
+                }
+            }
+            let worker = desired_worker(r.desired_worker_id.as_deref())?;
+            if let Some(strategy) = sticky_strategy(&version, worker) {
+                concurrency.resize(version.tasks.len(), Default::default());
+                for limits in &mut concurrency {
+                    limits.sticky = Some(adze_core::Sticky { strategy, worker });
                 }
             }
             let priority = match r.priority {

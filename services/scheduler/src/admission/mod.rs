@@ -197,6 +197,22 @@ impl Pipeline {
         }
     }
 
+    /// Matches what the stages admitted to workers: the matches, and whether some
+    /// found no worker with room. What found no worker, or waits for a particular one
+    /// (added to the verdict's deferred), goes back to the stages.
+    async fn place(
+        &self,
+        verdict: &mut Verdict,
+        book: &mut SlotBook,
+    ) -> (Vec<(Candidate, Match)>, bool) {
+        let (matched, left, waiting) = matchmake(std::mem::take(&mut verdict.admitted), book);
+        self.returned(&left).await;
+        let back: Vec<Candidate> = waiting.iter().map(|(c, _)| c.clone()).collect();
+        self.returned(&back).await;
+        verdict.deferred.extend(waiting);
+        (matched, !left.is_empty())
+    }
+
     /// Runs the stages over `candidates`: what all of them admitted, and what one held
     /// back.
     async fn stages(
@@ -305,14 +321,10 @@ impl Pipeline {
                 read.sort_by_key(|c| c.position);
             }
             let mut verdict = self.stages(conn, read).await?;
-            let (m, left, labelled) = matchmake(std::mem::take(&mut verdict.admitted), book);
+            let (m, left) = self.place(&mut verdict, book).await;
             budget -= m.len() as i64;
             matched.extend(m);
-            unplaced |= !left.is_empty();
-            self.returned(&left).await;
-            let labelled_back: Vec<Candidate> = labelled.iter().map(|(c, _)| c.clone()).collect();
-            self.returned(&labelled_back).await;
-            verdict.deferred.extend(labelled);
+            unplaced |= left;
             let held: HashSet<(Uuid, String)> = verdict
                 .deferred
                 .iter()
@@ -383,11 +395,7 @@ impl Pipeline {
             })
             .collect();
         let mut verdict = self.stages(conn, candidates).await?;
-        let (matched, left, labelled) = matchmake(std::mem::take(&mut verdict.admitted), book);
-        self.returned(&left).await;
-        let labelled_back: Vec<Candidate> = labelled.iter().map(|(c, _)| c.clone()).collect();
-        self.returned(&labelled_back).await;
-        verdict.deferred.extend(labelled);
+        let (matched, _) = self.place(&mut verdict, book).await;
         let (assignments, stale) = assign_settled(conn, book, matched, fence).await?;
         self.returned(&stale).await;
         book.drained = assignments.len() == served && verdict.deferred.is_empty();
