@@ -28,11 +28,13 @@ pub enum Scenario {
     /// `noop` with a rate limit on every task (100 dynamic keys whose limit is never
     /// reached): what asking the `ratelimit` service costs.
     Limited,
+    /// `dag3` as a SOFT-sticky workflow (run it with `--workers 2` or more).
+    Sticky,
 }
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
@@ -42,6 +44,7 @@ impl Scenario {
         Scenario::Timeouts,
         Scenario::Keyed,
         Scenario::Limited,
+        Scenario::Sticky,
     ];
 
     /// The name used in file names and JSON.
@@ -56,6 +59,7 @@ impl Scenario {
             Scenario::Timeouts => "timeouts",
             Scenario::Keyed => "keyed",
             Scenario::Limited => "limited",
+            Scenario::Sticky => "sticky",
         }
     }
 }

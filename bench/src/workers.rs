@@ -25,6 +25,7 @@ pub const PROBE: &str = "bench-probe";
 pub const DAG3: &str = "bench-dag3";
 pub const KEYED: &str = "bench-keyed";
 pub const LIMITED: &str = "bench-limited";
+pub const STICKY: &str = "bench-sticky";
 pub const FANOUT: &str = "bench-fanout";
 pub const TIMEOUTS: &str = "bench-timeouts";
 /// The action of the `timeouts` scenario's task.
@@ -80,9 +81,9 @@ pub fn single_with(
     Workflow::new(name).task(recording_task("run".into(), 0, hub.clone(), sleep).rate_limit(limit))
 }
 
-/// `s1 → s2 → s3`.
-pub fn dag3(hub: &Arc<Hub>, sleep: Duration) -> Workflow<SeqInput> {
-    let mut wf = Workflow::new(DAG3);
+/// `s1 → s2 → s3`, named `name`.
+pub fn dag3(name: &str, hub: &Arc<Hub>, sleep: Duration) -> Workflow<SeqInput> {
+    let mut wf = Workflow::new(name);
     let s1 = wf.add_task(recording_task("s1".into(), 0, hub.clone(), sleep));
     let s2 = wf.add_task(recording_task("s2".into(), 1, hub.clone(), sleep).parent(&s1));
     wf.add_task(recording_task("s3".into(), 2, hub.clone(), sleep).parent(&s2));

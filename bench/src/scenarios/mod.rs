@@ -171,5 +171,6 @@ pub async fn run(scenario: Scenario, ctx: &Ctx, fleet: &mut Fleet) -> anyhow::Re
         Scenario::Timeouts => timeouts::run(ctx).await,
         Scenario::Keyed => ramp::run(ctx, ramp::Shape::Keyed).await,
         Scenario::Limited => ramp::run(ctx, ramp::Shape::Limited).await,
+        Scenario::Sticky => ramp::run(ctx, ramp::Shape::Sticky).await,
     }
 }

@@ -1,4 +1,4 @@
-//! `noop` and `dag3`: ramp the offered rate until completions stop keeping up, then hold
+//! `noop`, `dag3` and their variants with flow control or stickiness: ramp the offered rate until completions stop keeping up, then hold
 //! the best rate that kept up for the sustained run (the headline figures).
 
 use std::time::Duration;
@@ -21,20 +21,22 @@ pub enum Shape {
     Keyed,
     /// One task per run, each taking a unit of one of 100 rate-limit keys.
     Limited,
+    /// `dag3` whose runs keep to one worker (SOFT).
+    Sticky,
 }
 
 impl Shape {
     fn steps(self) -> usize {
         match self {
             Shape::Noop | Shape::Keyed | Shape::Limited => 1,
-            Shape::Dag3 => 3,
+            Shape::Dag3 | Shape::Sticky => 3,
         }
     }
 
     fn rates(self, scale: &crate::args::Scale) -> &[u32] {
         match self {
             Shape::Noop | Shape::Keyed | Shape::Limited => &scale.rates,
-            Shape::Dag3 => &scale.dag3_rates,
+            Shape::Dag3 | Shape::Sticky => &scale.dag3_rates,
         }
     }
 
@@ -44,6 +46,7 @@ impl Shape {
             Shape::Dag3 => "dag3",
             Shape::Keyed => "keyed",
             Shape::Limited => "limited",
+            Shape::Sticky => "sticky",
         }
     }
 }
@@ -54,7 +57,15 @@ pub async fn run(ctx: &Ctx, shape: Shape) -> anyhow::Result<Report> {
             workers::NOOP,
             workers::single(workers::NOOP, &ctx.hub, ctx.task_sleep()),
         ),
-        Shape::Dag3 => (workers::DAG3, workers::dag3(&ctx.hub, ctx.task_sleep())),
+        Shape::Dag3 => (
+            workers::DAG3,
+            workers::dag3(workers::DAG3, &ctx.hub, ctx.task_sleep()),
+        ),
+        Shape::Sticky => (
+            workers::STICKY,
+            workers::dag3(workers::STICKY, &ctx.hub, ctx.task_sleep())
+                .sticky(adze_sdk::Sticky::Soft),
+        ),
         Shape::Keyed => (
             workers::KEYED,
             workers::single(workers::KEYED, &ctx.hub, ctx.task_sleep()).concurrency(
