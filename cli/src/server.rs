@@ -144,8 +144,9 @@ pub async fn serve_roles(
                 )),
             };
             shared.bus.ensure_streams().await?;
-            adze_ingest::add_grpc(&mut builder, &deps, &ingest_tasks);
-            rest = adze_ingest::rest_router(deps);
+            let ingest = adze_ingest::Ingest::start(deps, &ingest_tasks);
+            ingest.add_grpc(&mut builder);
+            rest = ingest.rest_router();
         }
         if has("dispatcher") {
             let cfg = configs.dispatcher.clone();

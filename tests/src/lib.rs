@@ -83,6 +83,7 @@ pub fn one_task_workflow(
         concurrency: Vec::new(),
         default_priority: None,
         sticky: None,
+        ..Default::default()
     }
 }
 
@@ -220,6 +221,20 @@ impl TestEnv {
         .await
         .expect("token");
         (tenant, token)
+    }
+
+    /// A token of the default tenant that has been revoked.
+    pub async fn revoked_token(&self) -> String {
+        let keys = adze_runtime::token_keys(&self.common).expect("keys");
+        let (_, token) = self.tenant("default").await;
+        let id = keys.verify(&token).expect("a valid token");
+        assert!(
+            adze_store::tenants::revoke_token(&self.pool, id.tenant_id, id.token_id)
+                .await
+                .expect("revoke"),
+            "the token was live"
+        );
+        token
     }
 
     /// Waits until a worker has registered `workflow` for the default tenant.
@@ -447,9 +462,14 @@ impl TestEnv {
             .await
             .map(async_nats::jetstream::new)
         {
-            let _ = js
-                .delete_stream(self.shared.bus.subjects().events_stream())
-                .await;
+            let subjects = self.shared.bus.subjects();
+            for stream in [
+                subjects.events_stream(),
+                subjects.intake_stream(),
+                subjects.dead_letter_stream(),
+            ] {
+                let _ = js.delete_stream(stream).await;
+            }
         }
         if let Ok(admin) = PgPool::connect(&admin_url()).await {
             let _ = sqlx::query(&format!(

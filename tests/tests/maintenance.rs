@@ -36,6 +36,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
         concurrency: Vec::new(),
         default_priority: None,
         sticky: None,
+        ..Default::default()
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
         .await

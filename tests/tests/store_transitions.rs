@@ -35,6 +35,7 @@ fn spec() -> WorkflowSpec {
         concurrency: Vec::new(),
         default_priority: None,
         sticky: None,
+        ..Default::default()
     }
 }
 
@@ -390,6 +391,7 @@ async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status()
         concurrency: Vec::new(),
         default_priority: None,
         sticky: None,
+        ..Default::default()
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &pair)
         .await

@@ -65,6 +65,18 @@ pub struct Bus {
 /// How long the scheduler has to acknowledge an event before it is redelivered.
 pub const EVENTS_ACK_WAIT: Duration = Duration::from_secs(10);
 
+/// How long ingest has to commit and acknowledge a trigger event before it is
+/// redelivered (a redelivery after a commit starts nothing: see `events.dedupe_key`).
+pub const INTAKE_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The window in which JetStream drops a trigger event published again with the same
+/// `Nats-Msg-Id`; Postgres keeps the message id for good, so a later copy starts
+/// nothing either.
+pub const INTAKE_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// How long refused trigger events are kept for inspection.
+pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl Bus {
     /// Connects to NATS.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
@@ -100,20 +112,83 @@ impl Bus {
         &self.client
     }
 
-    /// Creates the streams if missing. Idempotent; every service calls it at start.
+    /// Creates the streams if missing, and brings an existing stream's subjects up to
+    /// date (the scheduler events' stream once took every `events.>` subject; it now
+    /// leaves the trigger-event subjects to the intake stream). Idempotent; every
+    /// service calls it at start.
     pub async fn ensure_streams(&self) -> Result<()> {
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: self.subjects.events_stream(),
-                subjects: vec![self.subjects.events_wildcard()],
+        let s = &self.subjects;
+        let configs = [
+            stream::Config {
+                name: s.events_stream(),
+                subjects: vec![s.events_wildcard()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
-            })
+            },
+            stream::Config {
+                name: s.intake_stream(),
+                subjects: vec![s.intake_wildcard()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                duplicate_window: INTAKE_DUPLICATE_WINDOW,
+                ..Default::default()
+            },
+            stream::Config {
+                name: s.dead_letter_stream(),
+                subjects: vec![s.dead_letter()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                max_age: DEAD_LETTER_MAX_AGE,
+                ..Default::default()
+            },
+        ];
+        for config in configs {
+            let mut existing = self
+                .js
+                .get_or_create_stream(config.clone())
+                .await
+                .map_err(nats_err)?;
+            let info = existing.info().await.map_err(nats_err)?;
+            if info.config.subjects != config.subjects {
+                let mut updated = info.config.clone();
+                updated.subjects = config.subjects.clone();
+                self.js.update_stream(updated).await.map_err(nats_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The JetStream context (for the intake consumer and dead letters).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Ingest's durable pull consumer on the intake stream, shared by its replicas.
+    pub async fn intake_consumer(
+        &self,
+    ) -> Result<(jetstream::consumer::Consumer<pull::Config>, stream::Info)> {
+        let mut stream = self
+            .js
+            .get_stream(self.subjects.intake_stream())
             .await
             .map_err(nats_err)?;
-        Ok(())
+        let info = stream.info().await.map_err(nats_err)?.clone();
+        let consumer = stream
+            .get_or_create_consumer(
+                "ingest",
+                pull::Config {
+                    durable_name: Some("ingest".into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: INTAKE_ACK_WAIT,
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats_err)?;
+        Ok((consumer, info))
     }
 
     /// Publishes a scheduler event durably and waits for the stream's ack.

@@ -34,9 +34,53 @@ impl Subjects {
         format!("{}.events.{tenant}", self.prefix)
     }
 
-    /// All scheduler events.
+    /// All scheduler events: one token after `events` (the tenant), so that the trigger
+    /// events published under [`Subjects::intake`] (more tokens) are not among them.
     pub fn events_wildcard(&self) -> String {
-        format!("{}.events.>", self.prefix)
+        format!("{}.events.*", self.prefix)
+    }
+
+    /// JetStream stream of trigger events published by users' services (limits
+    /// retention, acknowledged by ingest once committed to Postgres).
+    pub fn intake_stream(&self) -> String {
+        format!(
+            "{}_INTAKE",
+            self.prefix.replace(['.', '-'], "_").to_uppercase()
+        )
+    }
+
+    /// The documented subject a service publishes a trigger event to:
+    /// `<prefix>.events.<tenant>.<key>` (a key with dots spans several tokens).
+    pub fn intake(&self, tenant: Uuid, key: &str) -> String {
+        format!("{}.events.{tenant}.{key}", self.prefix)
+    }
+
+    /// Every intake subject (two or more tokens after `events`).
+    pub fn intake_wildcard(&self) -> String {
+        format!("{}.events.*.>", self.prefix)
+    }
+
+    /// Splits an intake subject into its tenant token and its key; `None` when it is
+    /// not one.
+    pub fn parse_intake<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".events.")?;
+        let (tenant, key) = rest.split_once('.')?;
+        (!key.is_empty()).then_some((tenant, key))
+    }
+
+    /// JetStream stream keeping the trigger events ingest refused, with the reason.
+    pub fn dead_letter_stream(&self) -> String {
+        format!(
+            "{}_DEADLETTER",
+            self.prefix.replace(['.', '-'], "_").to_uppercase()
+        )
+    }
+
+    /// Subject of refused trigger events.
+    pub fn dead_letter(&self) -> String {
+        format!("{}.deadletter.events", self.prefix)
     }
 
     /// Core subject carrying actions for one worker; its dispatcher subscribes.
@@ -85,6 +129,15 @@ mod tests {
         let s = Subjects::new("t-abc.1");
         assert_eq!(s.events_stream(), "T_ABC_1_EVENTS");
         assert!(s.events(Uuid::nil()).starts_with("t-abc.1.events."));
-        assert!(s.events_wildcard().ends_with(".>"));
+        assert!(s.events_wildcard().ends_with(".events.*"));
+        let tenant = Uuid::nil();
+        let intake = s.intake(tenant, "orders.eu:created");
+        assert_eq!(
+            s.parse_intake(&intake),
+            Some((tenant.to_string().as_str(), "orders.eu:created"))
+        );
+        assert_eq!(s.parse_intake(&s.events(tenant)), None);
+        assert_eq!(s.parse_intake("other.events.x.y"), None);
+        assert_eq!(s.intake_stream(), "T_ABC_1_INTAKE");
     }
 }

@@ -36,7 +36,7 @@ pub struct TaskSpec {
 }
 
 /// A workflow definition: a named DAG of tasks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowSpec {
     /// Workflow name, looked up exactly as registered.
     pub name: String,
@@ -55,6 +55,25 @@ pub struct WorkflowSpec {
     /// Whether its runs keep to one worker, and how strongly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<crate::StickyStrategy>,
+    /// Event keys (or `*` patterns, see [`crate::events`]) that start a run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_triggers: Vec<String>,
+    /// Event filters declared with the workflow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_filters: Vec<DefaultFilter>,
+}
+
+/// An event filter declared with a workflow: for events pushed in `scope`, a run
+/// starts only when `expression` holds (see [`crate::events`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefaultFilter {
+    /// CEL over the event (`input`, `additional_metadata`, `payload`, `event_key`, …).
+    pub expression: String,
+    /// The scope it applies in.
+    pub scope: String,
+    /// A JSON object handed to the runs it lets through.
+    #[serde(default)]
+    pub payload: serde_json::Value,
 }
 
 /// Why a workflow definition was rejected. Messages name the offending tasks.

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod concurrency;
 pub mod dag;
 pub mod duration;
+pub mod events;
 pub mod labels;
 pub mod limits;
 pub mod rate_limit;

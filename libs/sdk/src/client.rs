@@ -6,7 +6,9 @@ use std::sync::Arc;
 use adze_proto::hatchet::dispatcher_client::DispatcherClient;
 use adze_proto::hatchet::events_service_client::EventsServiceClient;
 use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
-use adze_proto::hatchet::{BulkTriggerWorkflowRequest, PutLogRequest, StepActionEvent};
+use adze_proto::hatchet::{
+    BulkTriggerWorkflowRequest, PushEventRequest, PutLogRequest, StepActionEvent,
+};
 use adze_proto::v1;
 use adze_proto::v1::admin_service_client::AdminServiceClient;
 use serde::Serialize;
@@ -85,6 +87,25 @@ pub struct TriggerOptions {
     /// running task, say): preferred, or required when the workflow is
     /// [`Sticky::Hard`](crate::Sticky).
     pub desired_worker_id: Option<String>,
+}
+
+/// `value` as JSON text; `what` names it in the error.
+fn json_text<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<String, SdkError> {
+    serde_json::to_string(value).map_err(|source| SdkError::Encode {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// Optional settings of a pushed event.
+#[derive(Debug, Clone, Default)]
+pub struct EventOptions {
+    /// Free-form metadata carried to the runs it starts (a JSON object).
+    pub additional_metadata: Option<serde_json::Value>,
+    /// Priority of the runs it starts (1 = low, 3 = high).
+    pub priority: Option<i32>,
+    /// Scope: the workflows' event filters of this scope decide which runs start.
+    pub scope: Option<String>,
 }
 
 impl Client {
@@ -220,6 +241,35 @@ impl Client {
         RunDetails::from_proto(response.into_inner())
     }
 
+    /// Pushes an event (`EventsService.Push`): every workflow whose
+    /// [`on_event`](crate::Workflow::on_event) matches `key` starts a run with `payload`
+    /// as its input. Returns the event's id once it and its runs are committed.
+    pub async fn push_event<P: Serialize>(
+        &self,
+        key: &str,
+        payload: &P,
+        options: EventOptions,
+    ) -> Result<String, SdkError> {
+        let request = PushEventRequest {
+            key: self.namespaced(key),
+            payload: json_text("event payload", payload)?,
+            additional_metadata: options
+                .additional_metadata
+                .as_ref()
+                .map(|m| json_text("additional metadata", m))
+                .transpose()?,
+            event_timestamp: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            priority: options.priority,
+            scope: options.scope,
+        };
+        let event = self
+            .events()
+            .push(request)
+            .await
+            .map_err(|s| SdkError::rpc("EventsService.Push", s))?;
+        Ok(event.into_inner().event_id)
+    }
+
     /// Sends a log line for a task run (`EventsService.PutLog`).
     pub(crate) async fn put_log(&self, request: PutLogRequest) -> Result<(), SdkError> {
         self.events()
@@ -235,17 +285,12 @@ impl Client {
         input: &I,
         options: &TriggerOptions,
     ) -> Result<v1::TriggerWorkflowRequest, SdkError> {
-        let encode = |what: &str, source| SdkError::Encode {
-            what: what.to_owned(),
-            source,
-        };
-        let input = serde_json::to_string(input).map_err(|e| encode("workflow input", e))?;
-        let additional_metadata = match &options.additional_metadata {
-            Some(meta) => {
-                Some(serde_json::to_string(meta).map_err(|e| encode("additional metadata", e))?)
-            }
-            None => None,
-        };
+        let input = json_text("workflow input", input)?;
+        let additional_metadata = options
+            .additional_metadata
+            .as_ref()
+            .map(|m| json_text("additional metadata", m))
+            .transpose()?;
         Ok(v1::TriggerWorkflowRequest {
             name: self.namespaced(name),
             input,

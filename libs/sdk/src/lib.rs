@@ -47,7 +47,7 @@ mod transport;
 mod worker;
 mod workflow;
 
-pub use client::{Client, RunTarget, TriggerOptions};
+pub use client::{Client, EventOptions, RunTarget, TriggerOptions};
 pub use config::{ClientConfig, TlsStrategy, TokenClaims};
 pub use context::Context;
 pub use duration::format_duration;

@@ -46,6 +46,8 @@ pub(crate) struct WorkflowDef {
     pub concurrency: Vec<crate::Concurrency>,
     /// Whether runs keep to one worker.
     pub sticky: Option<crate::Sticky>,
+    /// Event keys (or `*` patterns) that start a run.
+    pub on_events: Vec<String>,
 }
 
 /// One task of a [`WorkflowDef`].
@@ -85,6 +87,7 @@ impl<I> Workflow<I> {
             on_failure: None,
             concurrency: Vec::new(),
             sticky: None,
+            on_events: Vec::new(),
         };
         Workflow {
             def,
@@ -104,6 +107,16 @@ impl<I> Workflow<I> {
     #[must_use]
     pub fn sticky(mut self, sticky: crate::Sticky) -> Self {
         self.def.sticky = Some(sticky);
+        self
+    }
+
+    /// Starts a run whenever an event with this key is pushed
+    /// ([`Client::push_event`](crate::Client::push_event), or published to NATS); `*`
+    /// stands for any run of characters (`"subscription:*"`). The run's input is the
+    /// event's payload. Several keys may be given.
+    #[must_use]
+    pub fn on_event(mut self, key: impl Into<String>) -> Self {
+        self.def.on_events.push(key.into());
         self
     }
 
@@ -245,6 +258,7 @@ impl WorkflowDef {
                 .map(|task| create_task_opts(name, task)),
             concurrency_arr: self.concurrency.iter().map(|c| c.to_proto()).collect(),
             sticky: self.sticky.map(|s| s.to_proto() as i32),
+            event_triggers: self.on_events.clone(),
             ..Default::default()
         }
     }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod batch;
 pub mod concurrency;
 pub mod deadlines;
+pub mod events;
 pub mod fence;
 pub mod rate_limits;
 pub mod repairs;

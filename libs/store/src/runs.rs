@@ -66,7 +66,10 @@ pub struct Created {
 
 /// Inserts runs of any tenants in one set-based statement (the
 /// ingest group commit).
-pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> Result<Created> {
+pub async fn create_runs_multi(
+    db: impl PgExecutor<'_>,
+    runs: &[(Uuid, &NewRun<'_>)],
+) -> Result<Created> {
     let n = runs.len();
     let mut r_tenant = Vec::with_capacity(n);
     let mut r_id = Vec::with_capacity(n);
@@ -133,7 +136,7 @@ pub async fn create_runs_multi(pool: &PgPool, runs: &[(Uuid, &NewRun<'_>)]) -> R
         .bind(&t.priority)
         .bind(&t.sticky)
         .bind(&r_sticky_worker)
-        .execute(pool)
+        .execute(db)
         .await?;
     let ready = t.ready();
     let queued = TaskStatus::Queued.as_str();

@@ -156,6 +156,14 @@ pub async fn put_workflow(
         .execute(&mut *tx)
         .await?;
     }
+    crate::events::replace_triggers(
+        &mut tx,
+        tenant_id,
+        workflow_id,
+        &spec.event_triggers,
+        &spec.default_filters,
+    )
+    .await?;
     tx.commit().await?;
     Ok((workflow_id, version_id))
 }

@@ -15,11 +15,20 @@ use crate::errors::{authenticate, parse_uuid, store_status};
 pub(crate) struct AdminApi {
     deps: Deps,
     versions: std::sync::Arc<crate::versions::VersionCache>,
+    triggers: std::sync::Arc<crate::event_triggers::TriggerCache>,
 }
 
 impl AdminApi {
-    pub(crate) fn new(deps: Deps, versions: std::sync::Arc<crate::versions::VersionCache>) -> Self {
-        Self { deps, versions }
+    pub(crate) fn new(
+        deps: Deps,
+        versions: std::sync::Arc<crate::versions::VersionCache>,
+        triggers: std::sync::Arc<crate::event_triggers::TriggerCache>,
+    ) -> Self {
+        Self {
+            deps,
+            versions,
+            triggers,
+        }
     }
 }
 
@@ -51,9 +60,8 @@ fn parse_timeout(
 /// not implemented rather than silently ignoring them.
 pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec, Status> {
     let wf = req.name.as_str();
-    if !req.event_triggers.is_empty() {
-        return Err(unsupported(wf, "event triggers"));
-    }
+    let event_triggers = crate::event_triggers::patterns(wf, &req.event_triggers)?;
+    let default_filters = crate::event_triggers::default_filters(wf, &req.default_filters)?;
     if !req.cron_triggers.is_empty() {
         return Err(unsupported(wf, "cron triggers"));
     }
@@ -92,6 +100,8 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
             })
             .transpose()?,
         sticky,
+        event_triggers,
+        default_filters,
     };
     spec.validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -192,6 +202,7 @@ impl AdminService for AdminApi {
                 .await
                 .map_err(store_status)?;
         self.versions.invalidate(who.tenant_id, &spec.name);
+        self.triggers.invalidate(who.tenant_id);
         Ok(Response::new(CreateWorkflowVersionResponse {
             id: version_id.to_string(),
             workflow_id: workflow_id.to_string(),

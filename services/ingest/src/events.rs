@@ -1,27 +1,129 @@
-//! `EventsService`: task logs (events as triggers come with a later issue).
+//! `EventsService`: events pushed as triggers (`Push`, `BulkPush`) and task logs.
 
+use std::sync::Arc;
+
+use adze_core::events::MAX_BULK_PUSH;
 use adze_proto::hatchet::events_service_server::EventsService;
-use adze_proto::hatchet::{PutLogRequest, PutLogResponse};
+use adze_proto::hatchet::{
+    BulkPushEventRequest, Event, Events, PushEventRequest, PutLogRequest, PutLogResponse,
+};
+use adze_store::events::Source;
 use tonic::{Request, Response, Status};
 
 use crate::Deps;
 use crate::errors::{authenticate, parse_uuid, store_status};
+use crate::event_intake::{EventIntake, Incoming};
 
 /// Largest log line kept.
 const MAX_LOG_BYTES: usize = 64 * 1024;
 
 pub(crate) struct EventsApi {
     deps: Deps,
+    intake: Arc<EventIntake>,
 }
 
 impl EventsApi {
-    pub(crate) fn new(deps: Deps) -> Self {
-        Self { deps }
+    pub(crate) fn new(deps: Deps, intake: Arc<EventIntake>) -> Self {
+        Self { deps, intake }
     }
+
+    /// Checks, matches and commits pushed events; answers them in request order.
+    async fn push_many(
+        &self,
+        tenant_id: uuid::Uuid,
+        reqs: &[PushEventRequest],
+        traceparent: Option<&str>,
+    ) -> Result<Vec<Event>, Status> {
+        let mut pending = Vec::with_capacity(reqs.len());
+        for (i, r) in reqs.iter().enumerate() {
+            let incoming = Incoming {
+                key: &r.key,
+                payload: &r.payload,
+                additional_metadata: r.additional_metadata.as_deref(),
+                scope: r.scope.as_deref(),
+                priority: r.priority,
+                source: Source::Grpc,
+                dedupe_key: None,
+                traceparent,
+            };
+            let p = self
+                .intake
+                .prepare(tenant_id, incoming)
+                .await
+                .map_err(|e| {
+                    if reqs.len() > 1 {
+                        Status::new(e.code(), format!("event {i}: {}", e.message()))
+                    } else {
+                        e
+                    }
+                })?;
+            pending.push(p);
+        }
+        let mut answers: Vec<Event> = pending
+            .iter()
+            .map(|p| Event {
+                tenant_id: tenant_id.to_string(),
+                event_id: p.event.id.to_string(),
+                key: p.event.key.clone(),
+                payload: p.event.payload.to_string(),
+                event_timestamp: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+                additional_metadata: p.event.additional_metadata.as_ref().map(|m| m.to_string()),
+                scope: p.event.scope.clone(),
+            })
+            .collect();
+        let committed = self.intake.commit(tenant_id, pending).await?;
+        for (answer, c) in answers.iter_mut().zip(committed) {
+            answer.event_id = c.id.to_string();
+        }
+        Ok(answers)
+    }
+}
+
+/// The caller's W3C trace context, when its OpenTelemetry instrumentation sent one.
+fn traceparent<T>(req: &Request<T>) -> Option<&str> {
+    req.metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
 }
 
 #[tonic::async_trait]
 impl EventsService for EventsApi {
+    #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
+    async fn push(&self, req: Request<PushEventRequest>) -> Result<Response<Event>, Status> {
+        let who = authenticate(&self.deps, &req).await?;
+        let mut events = self
+            .push_many(
+                who.tenant_id,
+                std::slice::from_ref(req.get_ref()),
+                traceparent(&req),
+            )
+            .await?;
+        Ok(Response::new(events.remove(0)))
+    }
+
+    async fn bulk_push(
+        &self,
+        req: Request<BulkPushEventRequest>,
+    ) -> Result<Response<Events>, Status> {
+        let who = authenticate(&self.deps, &req).await?;
+        let reqs = &req.get_ref().events;
+        if reqs.is_empty() {
+            return Err(Status::invalid_argument(
+                "bulk push needs at least one event",
+            ));
+        }
+        if reqs.len() > MAX_BULK_PUSH {
+            return Err(Status::invalid_argument(format!(
+                "bulk push of {} events; the limit is {MAX_BULK_PUSH}",
+                reqs.len()
+            )));
+        }
+        let events = self
+            .push_many(who.tenant_id, reqs, traceparent(&req))
+            .await?;
+        Ok(Response::new(Events { events }))
+    }
+
     async fn put_log(
         &self,
         req: Request<PutLogRequest>,

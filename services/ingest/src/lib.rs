@@ -7,11 +7,15 @@ mod admin;
 pub mod budget;
 mod commit;
 mod errors;
+mod event_intake;
+mod event_triggers;
 mod events;
 mod flow_checks;
 mod limits;
+pub mod nats_intake;
 mod rate_limits;
 mod rest;
+mod rest_events;
 mod task_actions;
 mod trigger;
 mod versions;
@@ -65,48 +69,101 @@ pub struct Deps {
 /// Largest gRPC message accepted (payload limit plus framing).
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 
-/// Adds ingest's gRPC services to a route set (compose several roles on one port).
-/// Starts the trigger committer among `tasks`; it drains and stops when their shutdown
-/// token is cancelled.
-pub fn add_grpc(builder: &mut tonic::service::RoutesBuilder, deps: &Deps, tasks: &Tasks) {
-    let versions = Arc::new(versions::VersionCache::default());
-    let committer = commit::Committer::start(deps.pool.clone(), deps.bus.clone(), tasks);
-    builder
-        .add_service(
-            WorkflowServiceServer::new(trigger::WorkflowApi::new(
-                deps.clone(),
-                versions.clone(),
-                committer,
-            ))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            AdminServiceServer::new(admin::AdminApi::new(deps.clone(), versions))
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            EventsServiceServer::new(events::EventsApi::new(deps.clone()))
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(MAX_MESSAGE),
+/// Ingest's APIs with their shared state: the trigger committer and the intake
+/// consumer of trigger events published to NATS run among the [`Tasks`] it was started
+/// with, and drain and stop when their shutdown token is cancelled.
+pub struct Ingest {
+    deps: Deps,
+    runs: Arc<trigger::RunFactory>,
+    triggers: Arc<event_triggers::TriggerCache>,
+    committer: commit::Committer,
+    intake: Arc<event_intake::EventIntake>,
+    dead_letters: Arc<nats_intake::DeadLetters>,
+}
+
+impl Ingest {
+    /// Starts ingest's background tasks among `tasks`.
+    pub fn start(deps: Deps, tasks: &Tasks) -> Self {
+        let versions = Arc::new(versions::VersionCache::default());
+        let runs = Arc::new(trigger::RunFactory::new(versions));
+        let triggers = Arc::new(event_triggers::TriggerCache::default());
+        let committer = commit::Committer::start(deps.pool.clone(), deps.bus.clone(), tasks);
+        let intake = Arc::new(event_intake::EventIntake {
+            deps: deps.clone(),
+            runs: runs.clone(),
+            triggers: triggers.clone(),
+            committer: committer.clone(),
+        });
+        let dead_letters = Arc::new(nats_intake::DeadLetters::default());
+        // Without it, events published to NATS wait in their stream (nothing is lost);
+        // a failure restarts it.
+        let (bus, i, d, shutdown) = (
+            deps.bus.clone(),
+            intake.clone(),
+            dead_letters.clone(),
+            tasks.shutdown().clone(),
         );
-}
+        tasks.best_effort("nats event intake", move || {
+            nats_intake::run(bus.clone(), i.clone(), d.clone(), shutdown.clone())
+        });
+        Self {
+            deps,
+            runs,
+            triggers,
+            committer,
+            intake,
+            dead_letters,
+        }
+    }
 
-/// Ingest's REST routes (no fallback, so it merges with a gRPC router).
-pub fn rest_router(deps: Deps) -> axum::Router {
-    rest::router(deps)
-}
+    /// Trigger events refused since this process started.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.count()
+    }
 
-/// The ingest API alone: gRPC and REST on one port, its background tasks among
-/// `tasks`.
-pub fn router(deps: Deps, tasks: &Tasks) -> axum::Router {
-    let mut builder = tonic::service::RoutesBuilder::default();
-    add_grpc(&mut builder, &deps, tasks);
-    builder
-        .routes()
-        .into_axum_router()
-        .merge(rest::router(deps))
+    /// Adds ingest's gRPC services to a route set (compose several roles on one port).
+    pub fn add_grpc(&self, builder: &mut tonic::service::RoutesBuilder) {
+        let deps = &self.deps;
+        builder
+            .add_service(
+                WorkflowServiceServer::new(trigger::WorkflowApi::new(
+                    deps.clone(),
+                    self.runs.clone(),
+                    self.committer.clone(),
+                ))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                AdminServiceServer::new(admin::AdminApi::new(
+                    deps.clone(),
+                    self.runs.versions.clone(),
+                    self.triggers.clone(),
+                ))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                EventsServiceServer::new(events::EventsApi::new(deps.clone(), self.intake.clone()))
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .max_decoding_message_size(MAX_MESSAGE),
+            );
+    }
+
+    /// Ingest's REST routes (no fallback, so they merge with a gRPC router).
+    pub fn rest_router(&self) -> axum::Router {
+        rest::router(self.deps.clone(), self.triggers.clone())
+    }
+
+    /// The ingest API alone: gRPC and REST on one port.
+    pub fn router(&self) -> axum::Router {
+        let mut builder = tonic::service::RoutesBuilder::default();
+        self.add_grpc(&mut builder);
+        builder
+            .routes()
+            .into_axum_router()
+            .merge(self.rest_router())
+    }
 }
 
 /// Runs ingest alone on `config.listen` until `shutdown`.
@@ -115,7 +172,8 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
     let tasks = Tasks::new(shutdown.clone());
-    let served = adze_runtime::serve(listener, router(deps, &tasks), shutdown).await;
+    let ingest = Ingest::start(deps, &tasks);
+    let served = adze_runtime::serve(listener, ingest.router(), shutdown).await;
     // A critical task's failure stopped the server: it is the reason.
     tasks.join().await.and(served)
 }

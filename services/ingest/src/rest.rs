@@ -17,7 +17,11 @@ use uuid::Uuid;
 
 use crate::Deps;
 
-pub(crate) fn router(deps: Deps) -> axum::Router {
+pub(crate) fn router(
+    deps: Deps,
+    triggers: std::sync::Arc<crate::event_triggers::TriggerCache>,
+) -> axum::Router {
+    let events = crate::rest_events::router(deps.clone(), triggers);
     axum::Router::new()
         .route("/api/v1/tenants/{tenant}", get(get_tenant))
         .route("/api/v1/workers/{worker}", patch(patch_worker))
@@ -30,6 +34,7 @@ pub(crate) fn router(deps: Deps) -> axum::Router {
             post(crate::task_actions::replay),
         )
         .with_state(deps)
+        .merge(events)
 }
 
 /// An error answered in Hatchet's `APIErrors` shape, with a `Retry-After` header

@@ -23,9 +23,8 @@ use crate::versions::VersionCache;
 
 pub(crate) struct WorkflowApi {
     deps: Deps,
-    versions: Arc<VersionCache>,
+    runs: Arc<RunFactory>,
     committer: Committer,
-    keys: crate::limits::KeyExprs,
 }
 
 /// The worker a trigger asks its run to keep to (`desired_worker_id`, as the SDKs send
@@ -53,12 +52,11 @@ fn sticky_strategy(
 }
 
 impl WorkflowApi {
-    pub(crate) fn new(deps: Deps, versions: Arc<VersionCache>, committer: Committer) -> Self {
+    pub(crate) fn new(deps: Deps, runs: Arc<RunFactory>, committer: Committer) -> Self {
         Self {
             deps,
-            versions,
+            runs,
             committer,
-            keys: Default::default(),
         }
     }
 }
@@ -88,6 +86,108 @@ pub(crate) fn parse_payload(field: &str, text: &str, default: Value) -> Result<V
         .map_err(|e| Status::invalid_argument(format!("{field} is not valid JSON: {e}")))
 }
 
+/// What a new run is made of, before its keys and labels are worked out.
+pub(crate) struct RunRequest<'a> {
+    pub(crate) version: Arc<WorkflowVersion>,
+    pub(crate) input: Value,
+    pub(crate) additional_metadata: Option<Value>,
+    /// The priority asked for (1 to 3), if any.
+    pub(crate) priority: Option<i32>,
+    pub(crate) desired_labels: Option<&'a HashMap<String, adze_proto::v1::DesiredWorkerLabels>>,
+    pub(crate) desired_worker_id: Option<&'a str>,
+}
+
+/// Makes runs ready for the committer: the workflow's latest version, its concurrency
+/// keys and rate-limit units evaluated from what the run is given, labels, stickiness
+/// and priority. Shared by direct triggers and events.
+pub(crate) struct RunFactory {
+    pub(crate) versions: Arc<VersionCache>,
+    keys: crate::limits::KeyExprs,
+}
+
+impl RunFactory {
+    pub(crate) fn new(versions: Arc<VersionCache>) -> Self {
+        Self {
+            versions,
+            keys: Default::default(),
+        }
+    }
+
+    /// The latest version of `name`, or INVALID_ARGUMENT when the tenant has none.
+    pub(crate) async fn version(
+        &self,
+        pool: &sqlx::PgPool,
+        tenant_id: Uuid,
+        name: &str,
+    ) -> Result<Arc<WorkflowVersion>, Status> {
+        self.versions
+            .get(pool, tenant_id, name)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "workflow {name:?} is not registered for this tenant (register it by starting a worker that serves it)"
+                ))
+            })
+    }
+
+    /// One run, its id chosen now when `id` says so or its keys need it.
+    pub(crate) fn build(
+        &self,
+        tenant_id: Uuid,
+        r: RunRequest<'_>,
+        id: Option<Uuid>,
+    ) -> Result<PendingRun, Status> {
+        let RunRequest {
+            version,
+            input,
+            additional_metadata: meta,
+            ..
+        } = r;
+        // Concurrency keys are evaluated now, once per run, from what it was given.
+        let (id, mut concurrency) = match self.keys.of(tenant_id, &version)? {
+            Some(exprs) => {
+                let id = id.unwrap_or_else(Uuid::now_v7);
+                let keys = exprs.keys(&version.name, id, &input, meta.as_ref())?;
+                (Some(id), keys)
+            }
+            None => (id, Vec::new()),
+        };
+        let wanted = match r.desired_labels {
+            Some(labels) => {
+                crate::limits::desired_labels(labels).map_err(Status::invalid_argument)?
+            }
+            None => Vec::new(),
+        };
+        if !wanted.is_empty() || version.tasks.iter().any(|t| !t.worker_labels.is_empty()) {
+            concurrency.resize(version.tasks.len(), Default::default());
+            for (limits, task) in concurrency.iter_mut().zip(&version.tasks) {
+                limits.labels = crate::limits::merge_labels(&task.worker_labels, &wanted);
+            }
+        }
+        let worker = desired_worker(r.desired_worker_id)?;
+        if let Some(strategy) = sticky_strategy(&version, worker) {
+            concurrency.resize(version.tasks.len(), Default::default());
+            for limits in &mut concurrency {
+                limits.sticky = Some(adze_core::Sticky { strategy, worker });
+            }
+        }
+        let priority = match r.priority {
+            Some(p) => Some(priority(p).map_err(Status::invalid_argument)?),
+            None => version.default_priority,
+        };
+        Ok(PendingRun {
+            priority,
+            version,
+            input,
+            additional_metadata: meta,
+            traceparent: Some(adze_telemetry::new_traceparent()),
+            id,
+            concurrency,
+        })
+    }
+}
+
 impl WorkflowApi {
     /// Validates and creates runs; ids in request order, answered after the commit.
     async fn trigger_many(
@@ -104,65 +204,29 @@ impl WorkflowApi {
             }
             if !versions.contains_key(r.name.as_str()) {
                 let v = self
-                    .versions
-                    .get(&self.deps.pool, tenant_id, &r.name)
-                    .await
-                    .map_err(store_status)?
-                    .ok_or_else(|| {
-                        Status::invalid_argument(format!(
-                            "workflow {:?} is not registered for this tenant (register it by starting a worker that serves it)",
-                            r.name
-                        ))
-                    })?;
+                    .runs
+                    .version(&self.deps.pool, tenant_id, &r.name)
+                    .await?;
                 versions.insert(r.name.as_str(), v);
             }
         }
         let mut runs = Vec::with_capacity(reqs.len());
         for r in reqs {
             let input = parse_payload("input", &r.input, Value::Object(Default::default()))?;
-            let meta = match r.additional_metadata.as_deref() {
+            let additional_metadata = match r.additional_metadata.as_deref() {
                 Some(m) => Some(parse_payload("additional_metadata", m, Value::Null)?)
                     .filter(|v| !v.is_null()),
                 None => None,
             };
-            let version = versions[r.name.as_str()].clone();
-            // Concurrency keys are evaluated now, once per run, from what it was given.
-            let (id, mut concurrency) = match self.keys.of(tenant_id, &version)? {
-                Some(exprs) => {
-                    let id = Uuid::now_v7();
-                    let keys = exprs.keys(&version.name, id, &input, meta.as_ref())?;
-                    (Some(id), keys)
-                }
-                None => (None, Vec::new()),
-            };
-            let wanted = crate::limits::desired_labels(&r.desired_worker_labels)
-                .map_err(Status::invalid_argument)?;
-            if !wanted.is_empty() || version.tasks.iter().any(|t| !t.worker_labels.is_empty()) {
-                concurrency.resize(version.tasks.len(), Default::default());
-                for (limits, task) in concurrency.iter_mut().zip(&version.tasks) {
-                    limits.labels = crate::limits::merge_labels(&task.worker_labels, &wanted);
-                }
-            }
-            let worker = desired_worker(r.desired_worker_id.as_deref())?;
-            if let Some(strategy) = sticky_strategy(&version, worker) {
-                concurrency.resize(version.tasks.len(), Default::default());
-                for limits in &mut concurrency {
-                    limits.sticky = Some(adze_core::Sticky { strategy, worker });
-                }
-            }
-            let priority = match r.priority {
-                Some(p) => Some(priority(p).map_err(Status::invalid_argument)?),
-                None => version.default_priority,
-            };
-            runs.push(PendingRun {
-                priority,
-                version,
+            let request = RunRequest {
+                version: versions[r.name.as_str()].clone(),
                 input,
-                additional_metadata: meta,
-                traceparent: Some(adze_telemetry::new_traceparent()),
-                id,
-                concurrency,
-            });
+                additional_metadata,
+                priority: r.priority,
+                desired_labels: Some(&r.desired_worker_labels),
+                desired_worker_id: r.desired_worker_id.as_deref(),
+            };
+            runs.push(self.runs.build(tenant_id, request, None)?);
         }
         self.committer
             .submit(tenant_id, runs)

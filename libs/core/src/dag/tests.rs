@@ -22,6 +22,7 @@ fn spec(edges: &[(&str, &[&str])]) -> WorkflowSpec {
         concurrency: Vec::new(),
         default_priority: None,
         sticky: None,
+        ..Default::default()
     }
 }
 
@@ -85,7 +86,7 @@ proptest! {
             TaskSpec { readable_id: names[i].clone(), action_id: String::new(), parents,
                 retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new() }
         }).collect();
-        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new(), default_priority: None, sticky: None };
+        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new(), default_priority: None, sticky: None, ..Default::default() };
         prop_assert_eq!(s.validate(), Ok(()));
     }
 
@@ -99,7 +100,7 @@ proptest! {
             retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new(),
         }).collect();
         tasks[k].parents.push(format!("t{}", n - 1));
-        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new(), default_priority: None, sticky: None };
+        let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new(), default_priority: None, sticky: None, ..Default::default() };
         prop_assert!(matches!(s.validate(), Err(DagError::Cycle { .. })), "expected cycle");
     }
 }
