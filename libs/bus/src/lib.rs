@@ -67,7 +67,7 @@ pub const EVENTS_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long ingest has to commit and acknowledge a trigger event before it is
 /// redelivered (a redelivery after a commit starts nothing: see `events.dedupe_key`).
-pub const INTAKE_ACK_WAIT: Duration = Duration::from_secs(30);
+pub const INTAKE_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// The window in which JetStream drops a trigger event published again with the same
 /// `Nats-Msg-Id`; Postgres keeps the message id for good, so a later copy starts
