@@ -38,6 +38,9 @@ enum Command {
     /// Inspect runs.
     #[command(subcommand)]
     Runs(client::RunsCmd),
+    /// Push and list events.
+    #[command(subcommand)]
+    Events(client::EventsCmd),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Command::Token(cmd) => admin::token(config, cmd).await,
             Command::Trigger(args) => client::trigger(args).await,
             Command::Runs(cmd) => client::runs(cmd).await,
+            Command::Events(cmd) => client::events(cmd).await,
         }
     });
     match result {

@@ -66,6 +66,11 @@ async fn python_sticky_soft_and_hard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_events_trigger_workflows() {
+    python_script("events.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }
@@ -88,4 +93,9 @@ async fn typescript_timeouts_abort_in_flight_fetches_and_cancellation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_on_failure_task_and_replay() {
     ts_script("on_failure.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_events_trigger_workflows() {
+    ts_script("events.ts").await;
 }

@@ -443,3 +443,49 @@ async fn bad_events_are_refused_with_what_is_wrong() {
     assert!(err.message().contains("event trigger"), "{}", err.message());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_pushes_and_lists_events() {
+    let env = TestEnv::start_roles(&["ingest"]).await;
+    let mut spec = one_task_workflow("cli-events", "t", Default::default(), None, None);
+    spec.event_triggers = vec!["cli:*".into()];
+    env.register(&spec).await;
+    let adze = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(adze_tests::bin("adze"));
+        cmd.args(args)
+            .envs(env.child_env())
+            .env_remove("ADZE_HOST_PORT");
+        cmd
+    };
+    let out = adze(&["events", "push", "cli:hello", "--payload", r#"{"a": 1}"#])
+        .output()
+        .await
+        .expect("adze events push");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = pushed["event_id"].as_str().expect("an id").to_string();
+    let out = adze(&["events", "push", "cli:bad", "--payload", "{nope"])
+        .output()
+        .await
+        .expect("adze events push");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--payload is not valid JSON"));
+    let out = adze(&["events", "list", "--key", "cli:hello"])
+        .output()
+        .await
+        .expect("adze events list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(rows[0]["id"], json!(id));
+    assert_eq!(rows[0]["runs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rows[0]["queued"], json!(1), "no worker: its run is queued");
+    env.stop().await;
+}

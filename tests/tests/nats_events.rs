@@ -375,3 +375,38 @@ async fn js_consumer(env: &TestEnv) -> consumer::PullConsumer {
         .await
         .expect("ingest's consumer")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rust_example_publishes_an_event_that_starts_a_run() {
+    let env = TestEnv::start_roles(&["ingest"]).await;
+    let mut spec = one_task_workflow("greet", "hello", Default::default(), None, None);
+    spec.event_triggers = vec!["user:create".into()];
+    env.register(&spec).await;
+    let out = tokio::process::Command::new(bin("publish-event"))
+        .args(["user:create", r#"{"user": "anna"}"#, "example-1"])
+        .envs(env.child_env())
+        .output()
+        .await
+        .expect("run the example");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains(".events."), "{said}");
+    let pool = env.pool.clone();
+    wait_for("the event's run exists", Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Value>(
+                "SELECT r.input FROM events e JOIN event_runs er ON er.event_id = e.id JOIN runs r ON r.id = er.run_id WHERE e.dedupe_key = 'msg:example-1'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .is_ok_and(|i| i == Some(json!({"user": "anna"})))
+        }
+    })
+    .await;
+    env.stop().await;
+}

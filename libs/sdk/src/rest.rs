@@ -1,9 +1,70 @@
 //! The engine's REST calls the SDK makes (the same ones the official SDKs make):
-//! cancelling and replaying tasks and runs.
+//! cancelling and replaying tasks and runs, listing events.
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{Client, SdkError};
+
+/// A stored event with the runs it started (`GET …/events`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSummary {
+    /// Id, creation time.
+    pub metadata: EventMeta,
+    /// Key.
+    pub key: String,
+    /// Payload.
+    #[serde(default)]
+    pub payload: Value,
+    /// Additional metadata.
+    #[serde(default)]
+    pub additional_metadata: Option<Value>,
+    /// Scope it was pushed with.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The runs it started.
+    #[serde(default)]
+    pub triggered_runs: Vec<TriggeredRun>,
+    /// How many of those runs are in each status.
+    pub workflow_run_summary: RunCounts,
+}
+
+/// An event's id and time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMeta {
+    /// Event id.
+    pub id: String,
+    /// When it was stored (RFC 3339).
+    pub created_at: String,
+}
+
+/// A run an event started.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggeredRun {
+    /// The run.
+    pub workflow_run_id: String,
+    /// The filter that let it through, if one did.
+    #[serde(default)]
+    pub filter_id: Option<String>,
+}
+
+/// Runs per status.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RunCounts {
+    /// Not started.
+    pub queued: i64,
+    /// Started, not finished.
+    pub running: i64,
+    /// Succeeded.
+    pub succeeded: i64,
+    /// Failed.
+    pub failed: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+}
 
 impl Client {
     /// Cancels tasks or whole runs, each given by its id (a run id cancels every task of
@@ -23,9 +84,38 @@ impl Client {
         self.tasks_action("replay", ids).await
     }
 
+    /// The tenant's latest events, newest first: at most `limit`, of the given keys only
+    /// when `keys` is not empty.
+    pub async fn list_events(
+        &self,
+        keys: &[&str],
+        limit: usize,
+    ) -> Result<Vec<EventSummary>, SdkError> {
+        let mut path = format!(
+            "/api/v1/stable/tenants/{}/events?limit={limit}",
+            self.tenant_id()
+        );
+        for k in keys {
+            path.push_str("&keys=");
+            path.push_str(&form_urlencoded::byte_serialize(k.as_bytes()).collect::<String>());
+        }
+        let answer = self.request(reqwest::Method::GET, &path, None).await?;
+        serde_json::from_value(answer["rows"].clone()).map_err(|e| SdkError::Rest {
+            call: format!("GET {path}"),
+            status: None,
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+
     async fn tasks_action(&self, action: &str, ids: &[&str]) -> Result<Vec<String>, SdkError> {
         let path = format!("/api/v1/stable/tenants/{}/tasks/{action}", self.tenant_id());
-        let answer = self.post(&path, json!({ "externalIds": ids })).await?;
+        let answer = self
+            .request(
+                reqwest::Method::POST,
+                &path,
+                Some(json!({ "externalIds": ids })),
+            )
+            .await?;
         Ok(answer["ids"]
             .as_array()
             .map(|ids| {
@@ -36,8 +126,13 @@ impl Client {
             .unwrap_or_default())
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Value, SdkError> {
-        let call = format!("POST {path}");
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, SdkError> {
+        let call = format!("{method} {path}");
         let base = self.server_url().ok_or_else(|| SdkError::Rest {
             call: call.clone(),
             status: None,
@@ -48,10 +143,13 @@ impl Client {
             status,
             message,
         };
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", base.trim_end_matches('/')))
-            .bearer_auth(&self.inner.config.token)
-            .json(&body)
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", base.trim_end_matches('/')))
+            .bearer_auth(&self.inner.config.token);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| failed(None, e.to_string()))?;
