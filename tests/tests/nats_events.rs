@@ -168,7 +168,9 @@ async fn refused_trigger_events_are_dead_lettered_with_their_reasons() {
     let subjects = env.shared.bus.subjects();
     let mine = subjects.intake(env.tenant_id, "user:create");
     let bearer = |t: &str| format!("Bearer {t}");
-    let cases: Vec<(&str, String, Vec<(&str, String)>, &str, &str)> = vec![
+    // (case, subject, headers, body, what the reason says)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, &'a str, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("unsigned", mine.clone(), vec![], "{}", "unsigned"),
         (
             "garbage",

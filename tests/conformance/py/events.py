@@ -286,13 +286,14 @@ def filters(checks: Checks) -> None:
         50 not in amounts and 6 not in amounts,
         str(amounts),
     )
-    # What the SDK's Context exposes for event-started runs (reported, not checked here).
+    # What the SDK's Context exposes for event-started runs: observed and logged, not
+    # checked (Hatchet hands the matching filter's payload to ctx.filter_payload).
     runs = {"shop-1": big[0][0] if big else None, "vip": gold[0][0] if gold else None}
+    fields = ("filter_payload", "was_triggered_by_event")
     with lock:
-        checks.observe(
-            "ctx_for_filtered_runs",
-            {k: {f: seen.get(v, {}).get(f) for f in ("filter_payload", "was_triggered_by_event")} for k, v in runs.items()},
-        )
+        ctx_seen = {k: {f: seen.get(v, {}).get(f) for f in fields} for k, v in runs.items()}
+    checks.observe("ctx_for_filtered_runs", ctx_seen)
+    log(f"ctx.filter_payload / ctx.was_triggered_by_event as the tasks saw them: {ctx_seen}")
 
 
 def main() -> int:
