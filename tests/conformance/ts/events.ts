@@ -72,7 +72,8 @@ async function main(): Promise<void> {
 
   const oneRun = async (name: string, eventId: string): Promise<string | undefined> => {
     const runs = await triggered(eventId);
-    return checks.expectEqual(`${name}: the event started one run`, runs.length, 1) ? runs[0] : undefined;
+    const ok = checks.expectEqual(`${name}: the event started one run`, runs.length, 1);
+    return ok ? runs[0] : undefined;
   };
 
   const checkRun = async (
@@ -85,7 +86,9 @@ async function main(): Promise<void> {
       return;
     }
     const output = await hatchet.runs.runRef<{ echo: Payload }>(runId).output;
-    checks.expectEqual(`${name}: the run completed with the payload as its input`, output, { echo: payload });
+    checks.expectEqual(`${name}: the run completed with the payload as its input`, output, {
+      echo: payload,
+    });
     const details = await hatchet.runs.getDetails(runId);
     checks.expectEqual(`${name}: GetRunDetails input is the payload`, details.input, payload);
     const saw = seen.get(runId);
@@ -126,7 +129,11 @@ async function main(): Promise<void> {
     log('keys no one listens to');
     const near = await hatchet.events.push('user:created', { user: 'bo' });
     const nobody = await hatchet.events.push('nobody:listens', { x: 1 });
-    checks.expectEqual('user:created (not an exact match) starts nothing', await triggered(near.eventId), []);
+    checks.expectEqual(
+      'user:created (not an exact match) starts nothing',
+      await triggered(near.eventId),
+      []
+    );
     checks.expectEqual('nobody:listens starts nothing', await triggered(nobody.eventId), []);
 
     log('bulkPush of two subscription:bulk events');
@@ -155,15 +162,22 @@ async function main(): Promise<void> {
 
     const listed = await hatchet.events.list({ keys: ['user:create'] });
     const row = (listed.rows ?? []).find((r) => r.metadata.id === created.eventId);
-    if (checks.check('events.list by key finds user:create', row !== undefined, JSON.stringify(listed.rows))) {
-      checks.expectEqual('its additional metadata', row?.additionalMetadata, { source: 'signup-form' });
+    const found = row !== undefined;
+    if (checks.check('events.list by key finds user:create', found, JSON.stringify(listed.rows))) {
+      checks.expectEqual('its additional metadata', row?.additionalMetadata, {
+        source: 'signup-form',
+      });
       checks.expectEqual('its payload', row?.payload, { user: 'anna' });
       checks.expectEqual(
         'its triggered runs',
         (row?.triggeredRuns ?? []).map((r) => r.workflowRunId),
-        createdRun ? [createdRun] : []
+        [createdRun]
       );
-      checks.expectEqual('its run summary counts one succeeded', row?.workflowRunSummary.succeeded, 1);
+      checks.expectEqual(
+        'its run summary counts one succeeded',
+        row?.workflowRunSummary.succeeded,
+        1
+      );
     }
   } catch (e) {
     log(e instanceof Error ? (e.stack ?? e.message) : describeError(e));
