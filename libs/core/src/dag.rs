@@ -61,6 +61,23 @@ pub struct WorkflowSpec {
     /// Event filters declared with the workflow.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub default_filters: Vec<DefaultFilter>,
+    /// How a trigger is recognised as one already made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<IdempotencySpec>,
+}
+
+/// A workflow's idempotency: runs whose `expression` (CEL over the trigger's input and
+/// metadata) gives the same key are one run while the key is held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencySpec {
+    /// CEL giving the key.
+    pub expression: String,
+    /// How long a key is held at most, in milliseconds.
+    pub ttl_ms: i64,
+    /// Held only while its run is open (Hatchet's `STATUS` method), else for the whole
+    /// TTL (`TTL`).
+    #[serde(default)]
+    pub until_finished: bool,
 }
 
 /// An event filter declared with a workflow: for events pushed in `scope`, a run

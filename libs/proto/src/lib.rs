@@ -32,3 +32,21 @@ pub mod hatchet {
 /// The engine version reported by `Dispatcher.GetVersion`. The SDKs choose their
 /// protocol from it; see HATCHET-WIRE.md ("Version gate").
 pub const ENGINE_VERSION: &str = "v0.79.9";
+
+/// `google.rpc.Status`: the rich error detail a gRPC status carries in its
+/// `grpc-status-details-bin` trailer (`tonic::Status::details`).
+pub mod rpc {
+    /// The status with its typed details.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Status {
+        /// The gRPC code.
+        #[prost(int32, tag = "1")]
+        pub code: i32,
+        /// The message.
+        #[prost(string, tag = "2")]
+        pub message: String,
+        /// Typed details (`type.googleapis.com/<full message name>`).
+        #[prost(message, repeated, tag = "3")]
+        pub details: Vec<prost_types::Any>,
+    }
+}

@@ -97,6 +97,26 @@ impl SdkError {
         }
     }
 
+    /// The run already holding the idempotency key of a trigger the engine answered
+    /// "idempotency key collision" (`ALREADY_EXISTS`), if this is that error.
+    pub fn existing_run_id(&self) -> Option<String> {
+        use prost::Message;
+        let status = self.status()?;
+        if status.code() != tonic::Code::AlreadyExists {
+            return None;
+        }
+        let rich = adze_proto::rpc::Status::decode(status.details()).ok()?;
+        rich.details.iter().find_map(|d| {
+            if d.type_url.ends_with("/v1.IdempotencyCollisionError") {
+                adze_proto::v1::IdempotencyCollisionError::decode(d.value.as_slice())
+                    .ok()
+                    .map(|c| c.existing_run_external_id)
+            } else {
+                None
+            }
+        })
+    }
+
     /// The gRPC status of an [`SdkError::Rpc`] error.
     pub fn status(&self) -> Option<&tonic::Status> {
         match self {

@@ -48,6 +48,8 @@ pub(crate) struct WorkflowDef {
     pub sticky: Option<crate::Sticky>,
     /// Event keys (or `*` patterns) that start a run.
     pub on_events: Vec<String>,
+    /// How a trigger is recognised as one already made.
+    pub idempotency: Option<adze_proto::v1::IdempotencyConfig>,
 }
 
 /// One task of a [`WorkflowDef`].
@@ -88,6 +90,7 @@ impl<I> Workflow<I> {
             concurrency: Vec::new(),
             sticky: None,
             on_events: Vec::new(),
+            idempotency: None,
         };
         Workflow {
             def,
@@ -117,6 +120,32 @@ impl<I> Workflow<I> {
     #[must_use]
     pub fn on_event(mut self, key: impl Into<String>) -> Self {
         self.def.on_events.push(key.into());
+        self
+    }
+
+    /// Makes triggers idempotent: `key_expression` (CEL over `input` and
+    /// `additional_metadata`) gives each run a key, and while a key is held a trigger
+    /// with the same key creates nothing: it fails with an error whose
+    /// [`SdkError::existing_run_id`](crate::SdkError::existing_run_id) is the run that
+    /// holds it. A key is held for `ttl`, or with `until_finished` only while its run
+    /// is open (and at most `ttl`).
+    #[must_use]
+    pub fn idempotency(
+        mut self,
+        key_expression: impl Into<String>,
+        ttl: Duration,
+        until_finished: bool,
+    ) -> Self {
+        let method = if until_finished {
+            adze_proto::v1::IdempotencyMethod::Status
+        } else {
+            adze_proto::v1::IdempotencyMethod::Ttl
+        };
+        self.def.idempotency = Some(adze_proto::v1::IdempotencyConfig {
+            expression: key_expression.into(),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            method: Some(method as i32),
+        });
         self
     }
 
@@ -259,6 +288,7 @@ impl WorkflowDef {
             concurrency_arr: self.concurrency.iter().map(|c| c.to_proto()).collect(),
             sticky: self.sticky.map(|s| s.to_proto() as i32),
             event_triggers: self.on_events.clone(),
+            idempotency: self.idempotency.clone(),
             ..Default::default()
         }
     }

@@ -9,6 +9,7 @@ pub mod concurrency;
 pub mod deadlines;
 pub mod events;
 pub mod fence;
+pub mod idempotency;
 pub mod rate_limits;
 pub mod repairs;
 pub mod replay;

@@ -52,6 +52,8 @@ pub struct WorkflowVersion {
     pub default_priority: Option<i16>,
     /// Whether its runs keep to one worker, and how strongly.
     pub sticky: Option<adze_core::StickyStrategy>,
+    /// How a trigger is recognised as one already made.
+    pub idempotency: Option<adze_core::dag::IdempotencySpec>,
 }
 
 impl WorkflowVersion {
@@ -222,6 +224,7 @@ pub async fn latest_version(
         concurrency: spec.concurrency.clone(),
         default_priority: spec.default_priority,
         sticky: spec.sticky,
+        idempotency: spec.idempotency.clone(),
     };
     for r in &rows {
         let task = TaskDef {

@@ -61,6 +61,11 @@ fn parse_timeout(
 pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec, Status> {
     let wf = req.name.as_str();
     let event_triggers = crate::event_triggers::patterns(wf, &req.event_triggers)?;
+    let idempotency = req
+        .idempotency
+        .as_ref()
+        .map(|i| crate::idempotency::spec(wf, i))
+        .transpose()?;
     let default_filters = crate::event_triggers::default_filters(wf, &req.default_filters)?;
     if !req.cron_triggers.is_empty() {
         return Err(unsupported(wf, "cron triggers"));
@@ -102,6 +107,7 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
         sticky,
         event_triggers,
         default_filters,
+        idempotency,
     };
     spec.validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -5,7 +5,7 @@
 //! answers every caller only after the commit, then tells the scheduler in one message
 //! per tenant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use adze_bus::messages::{QueuedTask, SchedulerEvent};
@@ -71,6 +71,26 @@ pub(crate) struct PendingRun {
     pub(crate) id: Option<Uuid>,
     /// Per task of the version, its concurrency keys (empty: none at all).
     pub(crate) concurrency: Vec<adze_core::TaskLimits>,
+    /// The idempotency key it claims (its id is then chosen).
+    pub(crate) idempotency: Option<crate::idempotency::RunKey>,
+}
+
+/// What became of a run asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunOutcome {
+    /// Created with this id.
+    Created(Uuid),
+    /// Not created: its idempotency key is held by this run.
+    Exists(Uuid),
+}
+
+impl RunOutcome {
+    /// The run the caller gets: the new one, or the one holding its key.
+    pub(crate) fn run_id(self) -> Uuid {
+        match self {
+            RunOutcome::Created(id) | RunOutcome::Exists(id) => id,
+        }
+    }
 }
 
 struct Request {
@@ -82,7 +102,7 @@ struct Request {
 
 /// The answer to one request.
 struct Answer {
-    run_ids: Vec<Uuid>,
+    runs: Vec<RunOutcome>,
     events: Vec<CommittedEvent>,
 }
 
@@ -105,13 +125,14 @@ impl Committer {
         Self { tx }
     }
 
-    /// Commits the runs; returns their ids in order once they are durable.
+    /// Commits the runs; answers what became of each, in order, once they are
+    /// durable (a run whose idempotency key is held is not created).
     pub(crate) async fn submit(
         &self,
         tenant_id: Uuid,
         runs: Vec<PendingRun>,
-    ) -> Result<Vec<Uuid>, String> {
-        Ok(self.request(tenant_id, runs, Vec::new()).await?.run_ids)
+    ) -> Result<Vec<RunOutcome>, String> {
+        Ok(self.request(tenant_id, runs, Vec::new()).await?.runs)
     }
 
     /// Commits the events with the runs they start, in one transaction; an event
@@ -200,25 +221,96 @@ fn new_run(p: &PendingRun) -> NewRun<'_> {
     }
 }
 
-/// Writes a batch that holds events: the events first (finding those already
-/// stored), then the runs of the plain triggers and of the new events, then which
-/// event started which run, in one transaction. Returns what was created and, per
-/// event in batch order, the id of the event stored earlier under its dedupe key.
-async fn write_with_events(
+/// A plain run's part in its batch's idempotency claims.
+#[derive(Clone, Copy)]
+enum KeyRole {
+    /// It has no key.
+    None,
+    /// It makes claim `n`.
+    Claim(usize),
+    /// An earlier run of the batch makes claim `n` for its key.
+    SameAs(usize),
+}
+
+/// What a batch written in one transaction did.
+struct Written {
+    created: Created,
+    /// Per event in batch order, the event stored earlier under its dedupe key.
+    earlier: Vec<Option<Uuid>>,
+    /// Per plain run in batch order, what became of it.
+    runs: Vec<RunOutcome>,
+}
+
+/// Writes a batch that holds events or idempotency keys, in one transaction: the events
+/// (finding those already stored) and the keys (finding those already held) first, then
+/// the runs of the plain triggers whose keys were free and of the new events, then
+/// which event started which run.
+async fn write_in_transaction(
     pool: &PgPool,
     batch: &[Request],
-) -> Result<(Created, Vec<Option<Uuid>>), adze_store::Error> {
+) -> Result<Written, adze_store::Error> {
     let events: Vec<NewEvent> = batch
         .iter()
         .flat_map(|r| r.events.iter().map(|e| e.event.clone()))
         .collect();
+    // Every plain run gets its id now, so the answers do not depend on row order.
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|r| r.runs.iter().map(|p| p.id.unwrap_or_else(Uuid::now_v7)))
+        .collect();
+    let plain: Vec<(Uuid, &PendingRun)> = batch
+        .iter()
+        .flat_map(|r| r.runs.iter().map(move |p| (r.tenant_id, p)))
+        .collect();
+    // One claim per key; a later run of the batch with the same key gets the answer of
+    // the first: the run that held the key already, or the first itself.
+    let mut claims: Vec<adze_store::idempotency::Claim> = Vec::new();
+    let mut roles: Vec<KeyRole> = Vec::with_capacity(plain.len());
+    let mut first: HashMap<(Uuid, Uuid, &str), usize> = HashMap::new();
+    for (i, (tenant_id, p)) in plain.iter().enumerate() {
+        let Some(k) = &p.idempotency else {
+            roles.push(KeyRole::None);
+            continue;
+        };
+        let at = (*tenant_id, p.version.workflow_id, k.key.as_str());
+        if let Some(&c) = first.get(&at) {
+            roles.push(KeyRole::SameAs(c));
+            continue;
+        }
+        first.insert(at, claims.len());
+        roles.push(KeyRole::Claim(claims.len()));
+        claims.push(adze_store::idempotency::Claim {
+            tenant_id: *tenant_id,
+            workflow_id: p.version.workflow_id,
+            key: k.key.clone(),
+            run_id: ids[i],
+            until_finished: k.until_finished,
+            ttl_ms: k.ttl_ms,
+        });
+    }
     let mut tx = pool.begin().await?;
     let earlier = adze_store::events::insert(&mut tx, &events).await?;
+    let held = adze_store::idempotency::claim(&mut tx, &claims).await?;
+    let outcomes: Vec<RunOutcome> = roles
+        .iter()
+        .enumerate()
+        .map(|(i, role)| match *role {
+            KeyRole::None => RunOutcome::Created(ids[i]),
+            KeyRole::Claim(c) => held[c].map_or(RunOutcome::Created(ids[i]), RunOutcome::Exists),
+            KeyRole::SameAs(c) => RunOutcome::Exists(held[c].unwrap_or(claims[c].run_id)),
+        })
+        .collect();
     let mut rows: Vec<(Uuid, NewRun<'_>)> = Vec::new();
+    for (i, (tenant_id, p)) in plain.iter().enumerate() {
+        if let RunOutcome::Created(id) = outcomes[i] {
+            let mut row = new_run(p);
+            row.id = Some(id);
+            rows.push((*tenant_id, row));
+        }
+    }
     let mut links = Vec::new();
     let mut e = 0;
     for r in batch {
-        rows.extend(r.runs.iter().map(|p| (r.tenant_id, new_run(p))));
         for pending in &r.events {
             if earlier[e].is_none() {
                 for (run, filter_id) in &pending.runs {
@@ -238,7 +330,11 @@ async fn write_with_events(
     let created = adze_store::runs::create_runs_multi(&mut *tx, &keyed).await?;
     adze_store::events::link_runs(&mut *tx, &links).await?;
     tx.commit().await?;
-    Ok((created, earlier))
+    Ok(Written {
+        created,
+        earlier,
+        runs: outcomes,
+    })
 }
 
 async fn commit(
@@ -248,9 +344,11 @@ async fn commit(
     batch: Vec<Request>,
     permit: OwnedSemaphorePermit,
 ) {
-    let with_events = batch.iter().any(|r| !r.events.is_empty());
-    let result = if with_events {
-        write_with_events(pool, &batch).await
+    let transactional = batch
+        .iter()
+        .any(|r| !r.events.is_empty() || r.runs.iter().any(|p| p.idempotency.is_some()));
+    let result = if transactional {
+        write_in_transaction(pool, &batch).await
     } else {
         let rows: Vec<(Uuid, NewRun<'_>)> = batch
             .iter()
@@ -259,10 +357,24 @@ async fn commit(
         let keyed: Vec<(Uuid, &NewRun<'_>)> = rows.iter().map(|(t, r)| (*t, r)).collect();
         adze_store::runs::create_runs_multi(pool, &keyed)
             .await
-            .map(|c| (c, Vec::new()))
+            .map(|created| Written {
+                // Plain runs only: ids in row order.
+                runs: created
+                    .run_ids
+                    .iter()
+                    .copied()
+                    .map(RunOutcome::Created)
+                    .collect(),
+                created,
+                earlier: Vec::new(),
+            })
     };
-    let (created, earlier) = match result {
-        Ok(c) => c,
+    let Written {
+        created,
+        earlier,
+        runs,
+    } = match result {
+        Ok(w) => w,
         Err(e) => {
             let runs: usize = batch.iter().map(Request::size).sum();
             tracing::error!(error = %e, runs, "trigger commit failed");
@@ -274,7 +386,6 @@ async fn commit(
     };
     // Durable now: answer the callers, then notify the scheduler. A lost notice is
     // repaired by the reaper's scan of the queue.
-    let ids = created.run_ids;
     let mut per_tenant: BTreeMap<Uuid, Notice> = BTreeMap::new();
     for t in created.ready {
         per_tenant
@@ -287,14 +398,15 @@ async fn commit(
                 keys: t.keys,
             });
     }
-    // Run ids come back in row order: each request's plain runs, then its new events'
-    // runs (whose ids were chosen before).
-    let mut offset = 0;
+    let mut runs = runs.into_iter();
     let mut earlier = earlier.into_iter();
     for r in batch {
-        let start = offset;
-        let mine = ids[start..start + r.runs.len()].to_vec();
-        offset += r.runs.len();
+        let mine: Vec<RunOutcome> = runs.by_ref().take(r.runs.len()).collect();
+        let notice = per_tenant.entry(r.tenant_id).or_default();
+        notice.run_ids.extend(mine.iter().filter_map(|o| match o {
+            RunOutcome::Created(id) => Some(*id),
+            RunOutcome::Exists(_) => None,
+        }));
         let events: Vec<CommittedEvent> = r
             .events
             .iter()
@@ -304,7 +416,9 @@ async fn commit(
                     duplicate: true,
                 },
                 None => {
-                    offset += p.runs.len();
+                    notice
+                        .run_ids
+                        .extend(p.runs.iter().filter_map(|(run, _)| run.id));
                     CommittedEvent {
                         id: p.event.id,
                         duplicate: false,
@@ -312,8 +426,6 @@ async fn commit(
                 }
             })
             .collect();
-        let notice = per_tenant.entry(r.tenant_id).or_default();
-        notice.run_ids.extend_from_slice(&ids[start..offset]);
         if notice.trace.is_none() {
             notice.trace = r
                 .runs
@@ -321,10 +433,7 @@ async fn commit(
                 .chain(r.events.iter().flat_map(|e| e.runs.iter().map(|(p, _)| p)))
                 .find_map(|p| p.traceparent.clone());
         }
-        let _ = r.reply.send(Ok(Answer {
-            run_ids: mine,
-            events,
-        }));
+        let _ = r.reply.send(Ok(Answer { runs: mine, events }));
     }
     drop(permit);
     hints.offer(created.schedule_deadline).await;

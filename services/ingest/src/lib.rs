@@ -11,6 +11,7 @@ mod event_intake;
 mod event_triggers;
 mod events;
 mod flow_checks;
+mod idempotency;
 mod limits;
 pub mod nats_intake;
 mod rate_limits;

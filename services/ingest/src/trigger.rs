@@ -17,8 +17,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::Deps;
-use crate::commit::{Committer, PendingRun};
+use crate::commit::{Committer, PendingRun, RunOutcome};
 use crate::errors::{authenticate, store_status};
+use crate::idempotency;
 use crate::versions::VersionCache;
 
 pub(crate) struct WorkflowApi {
@@ -103,6 +104,7 @@ pub(crate) struct RunRequest<'a> {
 pub(crate) struct RunFactory {
     pub(crate) versions: Arc<VersionCache>,
     keys: crate::limits::KeyExprs,
+    idempotency: crate::idempotency::KeyCache,
 }
 
 impl RunFactory {
@@ -110,6 +112,7 @@ impl RunFactory {
         Self {
             versions,
             keys: Default::default(),
+            idempotency: Default::default(),
         }
     }
 
@@ -144,6 +147,11 @@ impl RunFactory {
             additional_metadata: meta,
             ..
         } = r;
+        // A run with an idempotency key claims it under its own id, chosen now.
+        let id = match version.idempotency {
+            Some(_) => Some(id.unwrap_or_else(Uuid::now_v7)),
+            None => id,
+        };
         // Concurrency keys are evaluated now, once per run, from what it was given.
         let (id, mut concurrency) = match self.keys.of(tenant_id, &version)? {
             Some(exprs) => {
@@ -176,8 +184,19 @@ impl RunFactory {
             Some(p) => Some(priority(p).map_err(Status::invalid_argument)?),
             None => version.default_priority,
         };
+        let idempotency = match (&version.idempotency, id) {
+            (Some(spec), Some(run_id)) => Some(self.idempotency.key(
+                version.version_id,
+                spec,
+                run_id,
+                &input,
+                meta.as_ref(),
+            )?),
+            _ => None,
+        };
         Ok(PendingRun {
             priority,
+            idempotency,
             version,
             input,
             additional_metadata: meta,
@@ -228,10 +247,35 @@ impl WorkflowApi {
             };
             runs.push(self.runs.build(tenant_id, request, None)?);
         }
-        self.committer
+        // A run with an idempotency key has its id already: it names the collision.
+        let chosen: Vec<Option<Uuid>> = runs.iter().map(|r| r.id).collect();
+        let outcomes = self
+            .committer
             .submit(tenant_id, runs)
             .await
-            .map_err(Status::unavailable)
+            .map_err(Status::unavailable)?;
+        let collisions: Vec<(Uuid, Uuid)> = outcomes
+            .iter()
+            .zip(&chosen)
+            .filter_map(|(o, c)| match o {
+                RunOutcome::Exists(holder) => Some((*holder, c.unwrap_or_default())),
+                RunOutcome::Created(_) => None,
+            })
+            .collect();
+        match (reqs.len(), collisions.first()) {
+            (_, None) => Ok(outcomes.iter().map(|o| o.run_id()).collect()),
+            (1, Some((holder, colliding))) => Err(idempotency::collision(*holder, *colliding)),
+            (_, Some(_)) => {
+                let created: Vec<Uuid> = outcomes
+                    .iter()
+                    .filter_map(|o| match o {
+                        RunOutcome::Created(id) => Some(*id),
+                        RunOutcome::Exists(_) => None,
+                    })
+                    .collect();
+                Err(idempotency::bulk_collision(&created, &collisions))
+            }
+        }
     }
 }
 
