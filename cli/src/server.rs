@@ -159,7 +159,10 @@ pub async fn serve_roles(
             d.add_grpc(&mut builder);
             dispatcher = Some(d);
         }
-        let router = builder.routes().into_axum_router().merge(rest);
+        let mut router = builder.routes().into_axum_router().merge(rest);
+        if has("ingest") {
+            router = adze_ingest::with_fallback(router);
+        }
         let listener = listener
             .ok_or_else(|| anyhow::anyhow!("the ingest and dispatcher roles need a listener"))?;
         tracing::info!(addr = %listener.local_addr()?, roles = ?roles, "adze server listening");

@@ -441,6 +441,27 @@ async fn bad_events_are_refused_with_what_is_wrong() {
         .expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("event trigger"), "{}", err.message());
+    // A REST path that is not served is a 404 in APIErrors shape (not a gRPC answer);
+    // a gRPC service that is not served stays UNIMPLEMENTED.
+    let (status, body) = rest_get(
+        &env,
+        &format!("/api/v1/tenants/{}/no-such-thing", env.tenant_id),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["errors"][0]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("no such endpoint")),
+        "{body}"
+    );
+    let mut dispatcher =
+        adze_proto::hatchet::dispatcher_client::DispatcherClient::new(env.channel().await);
+    let err = dispatcher
+        .get_version(authorized(&env.token, Default::default()))
+        .await
+        .expect_err("the dispatcher is not served by ingest alone");
+    assert_eq!(err.code(), Code::Unimplemented);
     env.stop().await;
 }
 

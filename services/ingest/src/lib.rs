@@ -160,11 +160,20 @@ impl Ingest {
     pub fn router(&self) -> axum::Router {
         let mut builder = tonic::service::RoutesBuilder::default();
         self.add_grpc(&mut builder);
-        builder
-            .routes()
-            .into_axum_router()
-            .merge(self.rest_router())
+        with_fallback(
+            builder
+                .routes()
+                .into_axum_router()
+                .merge(self.rest_router()),
+        )
     }
+}
+
+/// Answers a request no route took: a gRPC call with UNIMPLEMENTED (as tonic does), any
+/// other with 404 in Hatchet's `APIErrors` shape, so a REST client is told the endpoint
+/// does not exist instead of receiving a gRPC answer it cannot read.
+pub fn with_fallback(router: axum::Router) -> axum::Router {
+    router.fallback(rest::no_route)
 }
 
 /// Runs ingest alone on `config.listen` until `shutdown`.

@@ -37,6 +37,27 @@ pub(crate) fn router(
         .merge(events)
 }
 
+/// A request no route took (see [`crate::with_fallback`]).
+pub(crate) async fn no_route(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let grpc = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(format!("{} is not served here", uri.path()))
+            .into_http::<axum::body::Body>();
+    }
+    api_error(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
+    .into_response()
+}
+
 /// An error answered in Hatchet's `APIErrors` shape, with a `Retry-After` header
 /// when the caller should come back later.
 pub(crate) struct ApiError(StatusCode, String, Option<u64>);
