@@ -300,6 +300,7 @@ impl TestEnv {
             .unwrap_or_else(|| panic!("workflow {workflow:?} is not registered"));
         let runs: Vec<adze_store::runs::NewRun<'_>> = (0..n)
             .map(|_| adze_store::runs::NewRun {
+                triggers: None,
                 version: &version,
                 input: serde_json::json!({}),
                 additional_metadata: None,

@@ -78,6 +78,7 @@ async fn arrive(w: &World, keys: &[&str]) -> Vec<(Uuid, Uuid)> {
     let runs: Vec<adze_store::runs::NewRun<'_>> = keys
         .iter()
         .map(|k| adze_store::runs::NewRun {
+            triggers: None,
             version: &version,
             input: json!({}),
             additional_metadata: None,

@@ -47,6 +47,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
         .expect("exists");
     let runs: Vec<_> = (0..100)
         .map(|i| adze_store::runs::NewRun {
+            triggers: None,
             version: &version,
             input: json!({ "i": i }),
             additional_metadata: None,

@@ -51,6 +51,7 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
         &env.pool,
         env.tenant_id,
         &[adze_store::runs::NewRun {
+            triggers: None,
             version: &version,
             input: json!({"n": 1}),
             additional_metadata: None,
@@ -109,6 +110,7 @@ async fn lost_trigger_notice_and_lost_assignment_are_repaired() {
         &env.pool,
         env.tenant_id,
         &[adze_store::runs::NewRun {
+            triggers: None,
             version: &version,
             input: json!({"n": 2}),
             additional_metadata: None,

@@ -45,6 +45,7 @@ async fn new_run(env: &TestEnv, version: &adze_store::workflows::WorkflowVersion
         &env.pool,
         env.tenant_id,
         &[adze_store::runs::NewRun {
+            triggers: None,
             version,
             input: json!({}),
             additional_metadata: None,
@@ -514,6 +515,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
 
     // New runs list their roots only (`b` waits for its parent).
     let new_run = NewRun {
+        triggers: None,
         version: &version,
         input: json!({}),
         additional_metadata: None,

@@ -340,7 +340,7 @@ macro_rules! assign_sql {
             $pin,
             r#"
            SELECT upd.tenant_id, upd.id, upd.run_id, upd.readable_id, upd.action_id, upd.attempt,
-             upd.worker_id, upd.ancestors, upd.execution_deadline, upd.on_failure, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
+             upd.worker_id, upd.ancestors, upd.execution_deadline, upd.on_failure, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id, r.triggers,
              CASE WHEN cardinality(upd.ancestors) > 0 THEN
                (SELECT jsonb_object_agg(a.readable_id,
                   CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)
@@ -423,6 +423,7 @@ pub async fn assign(
             let metadata: Option<Value> = r.try_get("additional_metadata")?;
             let parents: Option<Value> = r.try_get("parents")?;
             let errors: Option<Value> = r.try_get("step_run_errors")?;
+            let triggers: Option<Value> = r.try_get("triggers")?;
             Ok(Assignment {
                 tenant_id: r.try_get("tenant_id")?,
                 worker_id: r.try_get("worker_id")?,
@@ -437,9 +438,9 @@ pub async fn assign(
                 payload: {
                     let mut payload = json!({
                         "input": input,
-                        "triggered_by": "manual",
+                        "triggered_by": if triggers.is_some() { "event" } else { "manual" },
                         "parents": parents.unwrap_or_else(|| json!({})),
-                        "triggers": {},
+                        "triggers": triggers.unwrap_or_else(|| json!({})),
                         "user_data": {},
                         "overrides": {},
                     });

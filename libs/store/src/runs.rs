@@ -30,6 +30,9 @@ pub struct NewRun<'a> {
     /// its order (evaluated from the workflow's and the tasks' entries); empty when it
     /// has none.
     pub concurrency: Vec<TaskLimits>,
+    /// What started it other than a direct trigger (an event: its id, key and the
+    /// filter's payload), as its tasks' action payloads carry it.
+    pub triggers: Option<Value>,
 }
 
 /// Inserts runs and all their tasks in one transaction (roots `queued`, others
@@ -81,6 +84,7 @@ pub async fn create_runs_multi(
     let mut r_trace = Vec::with_capacity(n);
     let mut r_on_failure = Vec::with_capacity(n);
     let mut r_sticky_worker = Vec::with_capacity(n);
+    let mut r_triggers = Vec::with_capacity(n);
     let mut t = TaskColumns::default();
     for (tenant_id, run) in runs {
         let run_id = run.id.unwrap_or_else(Uuid::now_v7);
@@ -94,6 +98,7 @@ pub async fn create_runs_multi(
         r_meta.push(run.additional_metadata.clone());
         r_trace.push(run.traceparent.as_deref());
         r_on_failure.push(v.on_failure.is_some());
+        r_triggers.push(run.triggers.as_ref());
         // The worker the trigger named, if the run is sticky to one from the start.
         r_sticky_worker.push(
             run.concurrency
@@ -136,6 +141,7 @@ pub async fn create_runs_multi(
         .bind(&t.priority)
         .bind(&t.sticky)
         .bind(&r_sticky_worker)
+        .bind(&r_triggers)
         .execute(db)
         .await?;
     let ready = t.ready();
@@ -157,9 +163,9 @@ pub async fn create_runs_multi(
 static CREATE_RUNS: Sql = Sql::new(
     r#"WITH new_runs AS (
          INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
-                           additional_metadata, traceparent, on_failure_pending, sticky_worker)
+                           additional_metadata, traceparent, on_failure_pending, sticky_worker, triggers)
          SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::jsonb[],
-                              $21::jsonb[], $22::text[], $23::bool[], $29::uuid[])
+                              $21::jsonb[], $22::text[], $23::bool[], $29::uuid[], $30::jsonb[])
          RETURNING 1)
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,

@@ -55,7 +55,13 @@ fn to_assigned(tenant_id: Uuid, a: ActionMessage) -> AssignedAction {
         ActionKind::Start => ActionType::StartStepRun,
         ActionKind::Cancel => ActionType::CancelStepRun,
     };
+    // A run an event started names it (the SDKs' telemetry reads these).
+    let event = |field: &str| a.payload["triggers"][field].as_str().map(str::to_string);
+    let (triggering_event_external_id, triggering_event_key) =
+        (event("event_id"), event("event_key"));
     AssignedAction {
+        triggering_event_external_id,
+        triggering_event_key,
         tenant_id: tenant_id.to_string(),
         workflow_run_id: a.run_id.to_string(),
         job_id: a.workflow_version_id.to_string(),

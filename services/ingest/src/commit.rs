@@ -73,6 +73,8 @@ pub(crate) struct PendingRun {
     pub(crate) concurrency: Vec<adze_core::TaskLimits>,
     /// The idempotency key it claims (its id is then chosen).
     pub(crate) idempotency: Option<crate::idempotency::RunKey>,
+    /// What started it, for its tasks' action payloads (see [`NewRun::triggers`]).
+    pub(crate) triggers: Option<Value>,
 }
 
 /// What became of a run asked for.
@@ -218,6 +220,7 @@ fn new_run(p: &PendingRun) -> NewRun<'_> {
         id: p.id,
         priority: p.priority,
         concurrency: p.concurrency.clone(),
+        triggers: p.triggers.clone(),
     }
 }
 

@@ -96,6 +96,12 @@ impl EventIntake {
                 desired_worker_id: None,
             };
             let mut run = self.runs.build(tenant_id, request, Some(Uuid::now_v7()))?;
+            // What the SDKs read as `ctx.filter_payload` and the triggering event.
+            run.triggers = Some(serde_json::json!({
+                "event_id": id.to_string(),
+                "event_key": e.key,
+                "filter_payload": m.filter_payload,
+            }));
             if let Some(trace) = e.traceparent.and_then(adze_telemetry::child_traceparent) {
                 run.traceparent = Some(trace);
             }

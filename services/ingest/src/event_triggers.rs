@@ -113,6 +113,8 @@ pub(crate) struct EventFacts<'a> {
 pub(crate) struct Match {
     pub(crate) workflow: String,
     pub(crate) filter_id: Option<Uuid>,
+    /// The payload of the filter that let it through (`{}` without one).
+    pub(crate) filter_payload: Value,
 }
 
 /// The tenants' triggers and filters, read lately.
@@ -207,6 +209,7 @@ impl TriggerCache {
                 None => out.push(Match {
                     workflow: name.to_string(),
                     filter_id: None,
+                    filter_payload: Value::Object(Default::default()),
                 }),
                 Some(filters) => {
                     for f in filters {
@@ -214,6 +217,7 @@ impl TriggerCache {
                             out.push(Match {
                                 workflow: name.to_string(),
                                 filter_id: Some(f.id),
+                                filter_payload: f.payload.clone(),
                             });
                         }
                     }

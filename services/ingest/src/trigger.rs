@@ -197,6 +197,7 @@ impl RunFactory {
         Ok(PendingRun {
             priority,
             idempotency,
+            triggers: None,
             version,
             input,
             additional_metadata: meta,

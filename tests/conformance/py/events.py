@@ -22,7 +22,8 @@ Workflows (each one task returning its input and noting what it saw):
    `additional_metadata.tier == 'gold'` in scope `vip`. In `shop-1` amount 50 is held
    back and 150 runs (the run names the filter); in `vip` gold runs and silver is held
    back; an unscoped event is not filtered; once the `vip` filter is deleted, silver runs.
-   What the filtered runs' tasks read from `ctx.filter_payload` is observed, not checked.
+   Each filtered run's task reads its filter's payload as `ctx.filter_payload`; an
+   unfiltered one reads `{}`.
 Prints one `ADZE-RESULT <json>` line.
 """
 
@@ -329,13 +330,14 @@ def filters(checks: Checks) -> None:
         50 not in amounts and 6 not in amounts,
         str(amounts),
     )
-    # Observed and logged, not checked: Hatchet hands the matching filter's payload to
-    # the task (ctx.filter_payload reads the action payload's triggers.filter_payload).
-    runs = {"shop-1": run_of(big), "vip": run_of(gold)}
+    # The task reads the payload of the filter that let its run through
+    # (ctx.filter_payload: the action payload's triggers.filter_payload).
+    runs = {"shop-1": run_of(big), "vip": run_of(gold), "unscoped": run_of(unscoped)}
     with lock:
         ctx_seen = {k: seen.get(v, {}).get("filter_payload") for k, v in runs.items()}
-    checks.observe("ctx_filter_payload", ctx_seen)
-    log(f"ctx.filter_payload as the filtered runs' tasks saw it: {ctx_seen}")
+    checks.expect_equal("shop-1: ctx.filter_payload", ctx_seen["shop-1"], {"min": 100})
+    checks.expect_equal("vip: ctx.filter_payload", ctx_seen["vip"], {"perk": "lounge"})
+    checks.expect_equal("unscoped: ctx.filter_payload", ctx_seen["unscoped"], {})
 
 
 def main() -> int:
