@@ -71,6 +71,11 @@ async fn python_events_trigger_workflows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_idempotent_triggers() {
+    python_script("idempotency.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }
@@ -98,4 +103,9 @@ async fn typescript_on_failure_task_and_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_events_trigger_workflows() {
     ts_script("events.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_idempotent_triggers() {
+    ts_script("idempotency.ts").await;
 }
