@@ -198,6 +198,20 @@ pub struct RunFinished {
     pub status: String,
 }
 
+/// A chunk a task streamed, stored (core NATS, on [`crate::Subjects::run_stream`];
+/// subscribers read what they missed from Postgres, by `id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamChunk {
+    /// Its place in the run's stream.
+    pub id: i64,
+    /// The task that put it.
+    pub task_id: Uuid,
+    /// The index the SDK gave it.
+    pub event_index: Option<i64>,
+    /// The chunk (UTF-8; other bytes replaced).
+    pub payload: String,
+}
+
 /// Runs of one tenant that a scheduler batch finished (core NATS notice, one per
 /// tenant per batch; waiters re-check Postgres, so a lost notice only delays them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -114,6 +114,11 @@ impl Subjects {
     /// The queue group of the `ratelimit` service's replicas.
     pub const RATELIMIT_GROUP: &'static str = "ratelimit";
 
+    /// Core subject carrying the chunks a run's tasks stream, as they are stored.
+    pub fn run_stream(&self, tenant: Uuid, run: Uuid) -> String {
+        format!("{}.streams.{tenant}.{run}", self.prefix)
+    }
+
     /// All finished-run notices.
     pub fn runs_finished_wildcard(&self) -> String {
         format!("{}.runs.finished.*", self.prefix)

@@ -270,6 +270,51 @@ impl Client {
         Ok(event.into_inner().event_id)
     }
 
+    /// Stores a stream chunk of a task run (`EventsService.PutStreamEvent`).
+    pub(crate) async fn put_stream_event(
+        &self,
+        request: adze_proto::hatchet::PutStreamEventRequest,
+    ) -> Result<(), SdkError> {
+        self.events()
+            .put_stream_event(request)
+            .await
+            .map_err(|s| SdkError::rpc("EventsService.PutStreamEvent", s))?;
+        Ok(())
+    }
+
+    /// The chunks a run's tasks stream ([`Context::put_stream`](crate::Context::put_stream)),
+    /// in order: those put before this call first, then the live ones; the stream ends
+    /// when the run has ended (`Dispatcher.SubscribeToWorkflowEvents`).
+    pub async fn subscribe_to_stream(
+        &self,
+        run_id: &str,
+    ) -> Result<impl futures::Stream<Item = Result<String, SdkError>> + use<>, SdkError> {
+        use futures::StreamExt;
+        let request = adze_proto::hatchet::SubscribeToWorkflowEventsRequest {
+            workflow_run_id: Some(run_id.to_owned()),
+            ..Default::default()
+        };
+        let events = self
+            .dispatcher()
+            .subscribe_to_workflow_events(request)
+            .await
+            .map_err(|s| SdkError::rpc("Dispatcher.SubscribeToWorkflowEvents", s))?
+            .into_inner();
+        let stream_type = adze_proto::hatchet::ResourceEventType::Stream as i32;
+        Ok(events
+            .take_while(|e| std::future::ready(e.as_ref().map_or(true, |e| !e.hangup)))
+            .filter_map(move |e| {
+                std::future::ready(match e {
+                    Ok(e) if e.event_type == stream_type => Some(Ok(e.event_payload)),
+                    Ok(_) => None,
+                    Err(s) => Some(Err(SdkError::rpc(
+                        "Dispatcher.SubscribeToWorkflowEvents",
+                        s,
+                    ))),
+                })
+            }))
+    }
+
     /// Sends a log line for a task run (`EventsService.PutLog`).
     pub(crate) async fn put_log(&self, request: PutLogRequest) -> Result<(), SdkError> {
         self.events()

@@ -29,6 +29,8 @@ pub(crate) struct ContextParts {
     pub parents: HashMap<String, Value>,
     pub step_run_errors: HashMap<String, String>,
     pub cancellation: CancellationToken,
+    /// The index of this attempt's next stream chunk.
+    pub stream_index: Arc<std::sync::atomic::AtomicI64>,
     /// The worker-side slot this attempt holds, given up by [`Context::release_slot`].
     pub slot: SlotHold,
 }
@@ -192,6 +194,25 @@ impl Context {
     /// A client for triggering other runs from inside a task.
     pub fn client(&self) -> &Client {
         &self.inner.parts.client
+    }
+
+    /// Streams a chunk to the run's subscribers
+    /// ([`Client::subscribe_to_stream`](crate::Client::subscribe_to_stream)); chunks
+    /// reach them in the order they were put, and one that subscribes late reads the
+    /// earlier ones first. Returns once the engine has stored it.
+    pub async fn put_stream(&self, chunk: impl Into<Vec<u8>>) -> Result<(), SdkError> {
+        let p = &self.inner.parts;
+        let index = p
+            .stream_index
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = adze_proto::hatchet::PutStreamEventRequest {
+            task_run_external_id: p.task_run_id.clone(),
+            created_at: Some(SystemTime::now().into()),
+            message: chunk.into(),
+            metadata: String::new(),
+            event_index: Some(index),
+        };
+        p.client.put_stream_event(request).await
     }
 
     /// Sends a log line to the engine for this task run (`EventsService.PutLog`).

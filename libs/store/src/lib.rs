@@ -17,6 +17,7 @@ pub mod runs;
 pub mod scheduling;
 pub mod selection;
 mod sql;
+pub mod streams;
 pub mod tenants;
 pub mod workers;
 pub mod workflows;

@@ -426,3 +426,21 @@ pub async fn put_log(
     .await?;
     Ok(res.rows_affected() == 1)
 }
+
+/// A run's stored status (final, or `queued` while it is open); `None` if the tenant
+/// has no such run.
+pub async fn stored_status(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    run_id: Uuid,
+) -> Result<Option<RunStatus>> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(run_id)
+            .fetch_optional(db)
+            .await?;
+    status
+        .map(|s| s.parse().map_err(|e| Error::Corrupt(format!("{e}"))))
+        .transpose()
+}

@@ -11,6 +11,7 @@ mod registry;
 mod reports;
 mod results;
 mod service;
+mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -370,6 +370,39 @@ impl Dispatcher for DispatcherApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    type SubscribeToWorkflowEventsStream = BoxStream<WorkflowEvent>;
+
+    async fn subscribe_to_workflow_events(
+        &self,
+        req: Request<SubscribeToWorkflowEventsRequest>,
+    ) -> Result<Response<Self::SubscribeToWorkflowEventsStream>, Status> {
+        let who = self.who(&req).await?;
+        let r = req.into_inner();
+        let Some(run) = r.workflow_run_id.filter(|id| !id.is_empty()) else {
+            return Err(Status::unimplemented(
+                "subscribing to workflow events by additional metadata is not supported yet; subscribe by workflow_run_id",
+            ));
+        };
+        let run = Uuid::parse_str(&run).map_err(|_| {
+            Status::invalid_argument(format!("workflow_run_id {run:?} is not a UUID"))
+        })?;
+        if adze_store::runs::stored_status(&self.deps.pool, who.tenant_id, run)
+            .await
+            .map_err(store_status)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!("run {run} not found")));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(crate::streams::follow(
+            self.deps.clone(),
+            who.tenant_id,
+            run,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     async fn send_step_action_event(
         &self,
         req: Request<StepActionEvent>,

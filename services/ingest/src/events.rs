@@ -6,6 +6,7 @@ use adze_core::events::MAX_BULK_PUSH;
 use adze_proto::hatchet::events_service_server::EventsService;
 use adze_proto::hatchet::{
     BulkPushEventRequest, Event, Events, PushEventRequest, PutLogRequest, PutLogResponse,
+    PutStreamEventRequest, PutStreamEventResponse,
 };
 use adze_store::events::Source;
 use tonic::{Request, Response, Status};
@@ -13,6 +14,9 @@ use tonic::{Request, Response, Status};
 use crate::Deps;
 use crate::errors::{authenticate, parse_uuid, store_status};
 use crate::event_intake::{EventIntake, Incoming};
+
+/// Largest stream chunk kept.
+const MAX_STREAM_BYTES: usize = 256 * 1024;
 
 /// Largest log line kept.
 const MAX_LOG_BYTES: usize = 64 * 1024;
@@ -122,6 +126,49 @@ impl EventsService for EventsApi {
             .push_many(who.tenant_id, reqs, traceparent(&req))
             .await?;
         Ok(Response::new(Events { events }))
+    }
+
+    /// Stores a chunk a task streams, then tells the run's subscribers (a lost notice
+    /// is read from Postgres by the next chunk or the run's end).
+    async fn put_stream_event(
+        &self,
+        req: Request<PutStreamEventRequest>,
+    ) -> Result<Response<PutStreamEventResponse>, Status> {
+        let who = authenticate(&self.deps, &req).await?;
+        let r = req.into_inner();
+        let task_id = parse_uuid("task_run_external_id", &r.task_run_external_id)?;
+        if r.message.len() > MAX_STREAM_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "stream chunk is {} bytes; the limit is {MAX_STREAM_BYTES}",
+                r.message.len()
+            )));
+        }
+        let chunk = adze_store::streams::put(
+            &self.deps.pool,
+            who.tenant_id,
+            task_id,
+            r.event_index,
+            &r.message,
+        )
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| Status::not_found(format!("task {task_id} not found")))?;
+        let notice = adze_bus::messages::StreamChunk {
+            id: chunk.id,
+            task_id,
+            event_index: chunk.event_index,
+            payload: String::from_utf8_lossy(&chunk.message).into_owned(),
+        };
+        let subject = self
+            .deps
+            .bus
+            .subjects()
+            .run_stream(who.tenant_id, chunk.run_id);
+        let env = adze_bus::Envelope::new(who.tenant_id, notice);
+        if let Err(e) = self.deps.bus.publish_core(subject, &env).await {
+            tracing::warn!(error = %e, "could not announce a stream chunk; subscribers read it later");
+        }
+        Ok(Response::new(PutStreamEventResponse {}))
     }
 
     async fn put_log(

@@ -104,6 +104,7 @@ impl Attempt {
             parents: payload.parents,
             step_run_errors: payload.step_run_errors,
             cancellation: self.cancel.clone(),
+            stream_index: Default::default(),
             slot,
         });
         // The call is inside the async block so a panic before the handler's first

@@ -186,6 +186,14 @@ impl Dispatcher for FakeEngine {
         }
     }
 
+    type SubscribeToWorkflowEventsStream = Stream<WorkflowEvent>;
+    async fn subscribe_to_workflow_events(
+        &self,
+        _request: Request<SubscribeToWorkflowEventsRequest>,
+    ) -> Result<Response<Self::SubscribeToWorkflowEventsStream>, Status> {
+        Err(Status::unimplemented("the fake engine keeps no streams"))
+    }
+
     type SubscribeToWorkflowRunsStream = Stream<WorkflowRunEvent>;
     async fn subscribe_to_workflow_runs(
         &self,

@@ -1,0 +1,89 @@
+//! Streaming against the real fleet: a client reads a task's chunks while it runs, in
+//! order, then the stream ends with the run; one that subscribes after the run ended
+//! still reads them all; an unknown run is NOT_FOUND.
+
+use std::time::Duration;
+
+use adze_sdk::{Context, TaskDef, TaskError, Workflow};
+use adze_tests::TestEnv;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_reads_a_tasks_chunks_in_order_while_it_runs() {
+    let env = TestEnv::start().await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = gate.clone();
+    let wf = Workflow::<Value>::new("talker").task(TaskDef::new(
+        "speak",
+        move |_i: Value, ctx: Context| {
+            let gate = gate.clone();
+            async move {
+                for i in 0..5 {
+                    ctx.put_stream(format!("chunk-{i}"))
+                        .await
+                        .map_err(|e| TaskError::retryable(format!("put_stream: {e}")))?;
+                }
+                // The rest only once the client has read the first five: they are
+                // read while the task runs.
+                gate.notified().await;
+                for i in 5..50 {
+                    ctx.put_stream(format!("chunk-{i}"))
+                        .await
+                        .map_err(|e| TaskError::retryable(format!("put_stream: {e}")))?;
+                }
+                Ok::<_, TaskError>(json!({"said": 50}))
+            }
+        },
+    ));
+    let stop = env.start_worker("talker", 2, vec![wf]).await;
+    let client = env.client();
+    let run = client
+        .run_no_wait("talker", json!({}))
+        .await
+        .expect("trigger");
+    let mut stream = client
+        .subscribe_to_stream(run.run_id())
+        .await
+        .expect("subscribe");
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("a chunk in time")
+            .expect("the stream goes on")
+            .expect("a chunk");
+        got.push(chunk);
+    }
+    let details = client.get_run(run.run_id()).await.expect("details");
+    assert!(!details.done, "the first chunks arrive while the task runs");
+    release.notify_one();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("the stream ends in time")
+    {
+        got.push(chunk.expect("a chunk"));
+    }
+    let expected: Vec<String> = (0..50).map(|i| format!("chunk-{i}")).collect();
+    assert_eq!(got, expected, "every chunk once, in order, then the end");
+    run.outputs().await.expect("the run succeeds");
+
+    // Subscribing after the run ended: the stored chunks, then the end.
+    let late: Vec<String> = client
+        .subscribe_to_stream(run.run_id())
+        .await
+        .expect("subscribe")
+        .map(|c| c.expect("a chunk"))
+        .collect()
+        .await;
+    assert_eq!(late, expected);
+
+    let err = client
+        .subscribe_to_stream(&uuid::Uuid::new_v4().to_string())
+        .await
+        .err()
+        .expect("an unknown run");
+    assert_eq!(err.status().map(|s| s.code()), Some(tonic::Code::NotFound));
+    stop.cancel();
+    env.stop().await;
+}
