@@ -188,6 +188,14 @@ impl Client {
         I: Serialize,
     {
         let request = self.trigger_request(workflow.workflow_name(), &input, &options)?;
+        self.submit_trigger(request).await
+    }
+
+    /// Sends a trigger (alone or with others of this client) and returns its run.
+    pub(crate) async fn submit_trigger(
+        &self,
+        request: v1::TriggerWorkflowRequest,
+    ) -> Result<RunHandle, SdkError> {
         let triggers = self
             .inner
             .triggers
@@ -324,7 +332,7 @@ impl Client {
         Ok(())
     }
 
-    fn trigger_request<I: Serialize>(
+    pub(crate) fn trigger_request<I: Serialize>(
         &self,
         name: &str,
         input: &I,

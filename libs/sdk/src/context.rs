@@ -29,6 +29,8 @@ pub(crate) struct ContextParts {
     pub parents: HashMap<String, Value>,
     pub step_run_errors: HashMap<String, String>,
     pub cancellation: CancellationToken,
+    /// The index of this attempt's next child run without a key.
+    pub child_index: Arc<std::sync::atomic::AtomicI32>,
     /// The index of this attempt's next stream chunk.
     pub stream_index: Arc<std::sync::atomic::AtomicI64>,
     /// The worker-side slot this attempt holds, given up by [`Context::release_slot`].
@@ -194,6 +196,41 @@ impl Context {
     /// A client for triggering other runs from inside a task.
     pub fn client(&self) -> &Client {
         &self.inner.parts.client
+    }
+
+    /// Spawns a run of `workflow` as a child of this task and returns its handle (wait
+    /// for it with [`RunHandle::result`](crate::RunHandle::result)). A child is known by
+    /// its `key`, or else by its place among this attempt's keyless children (the first
+    /// is 0): a retried task spawning its children again in the same order (or with the
+    /// same keys) gets the same runs back instead of new ones. Cancelling this task's
+    /// run cancels its children.
+    pub async fn spawn_child<W, I>(
+        &self,
+        workflow: &W,
+        input: I,
+        key: Option<&str>,
+        options: crate::TriggerOptions,
+    ) -> Result<crate::RunHandle, SdkError>
+    where
+        W: crate::RunTarget<I> + ?Sized,
+        I: serde::Serialize,
+    {
+        let p = &self.inner.parts;
+        let mut request = p
+            .client
+            .trigger_request(workflow.workflow_name(), &input, &options)?;
+        request.parent_id = Some(p.workflow_run_id.clone());
+        request.parent_task_run_external_id = Some(p.task_run_id.clone());
+        match key {
+            Some(k) => request.child_key = Some(k.to_owned()),
+            None => {
+                request.child_index = Some(
+                    p.child_index
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                );
+            }
+        }
+        p.client.submit_trigger(request).await
     }
 
     /// Streams a chunk to the run's subscribers

@@ -444,3 +444,65 @@ pub async fn stored_status(
         .map(|s| s.parse().map_err(|e| Error::Corrupt(format!("{e}"))))
         .transpose()
 }
+
+/// A child run's place in its family.
+#[derive(Debug, Clone)]
+pub struct ChildOf {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its parent run.
+    pub parent_run_id: Uuid,
+    /// The task that spawned it.
+    pub parent_task_id: Uuid,
+    /// Its index or key among that task's children.
+    pub child_key: String,
+}
+
+/// Records child runs (in the transaction that creates them).
+pub async fn record_children(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    children: &[ChildOf],
+) -> Result<()> {
+    if children.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        r#"INSERT INTO run_parents (tenant_id, run_id, parent_run_id, parent_task_id, child_key)
+           SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[])
+           ON CONFLICT DO NOTHING"#,
+    )
+    .bind(tenant_id)
+    .bind(children.iter().map(|c| c.run_id).collect::<Vec<_>>())
+    .bind(children.iter().map(|c| c.parent_run_id).collect::<Vec<_>>())
+    .bind(
+        children
+            .iter()
+            .map(|c| c.parent_task_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        children
+            .iter()
+            .map(|c| c.child_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The run a task of the tenant belongs to; `None` if there is no such task.
+pub async fn run_of_task(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    task_id: Uuid,
+) -> Result<Option<Uuid>> {
+    Ok(
+        sqlx::query_scalar("SELECT run_id FROM tasks WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(task_id)
+            .fetch_optional(db)
+            .await?,
+    )
+}

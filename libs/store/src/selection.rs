@@ -70,15 +70,25 @@ pub async fn find_runs(
 }
 
 /// The unfinished tasks of the tenant among `ids`, each the id of a task or of a run
-/// (all its tasks). Unknown ids are ignored.
+/// (all its tasks), with those of every run they spawned, and of theirs. Unknown ids
+/// are ignored.
 pub async fn unfinished_tasks(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
     ids: &[Uuid],
 ) -> Result<Vec<Uuid>> {
+    // The runs spawned by a named task (or a task of a named run) go too, and theirs.
     static UNFINISHED: Sql = Sql::new(
-        r#"SELECT t.id FROM tasks t
-           WHERE t.tenant_id = $1 AND (t.id = ANY($2) OR t.run_id = ANY($2))
+        r#"WITH RECURSIVE descendants(run_id) AS (
+             SELECT p.run_id FROM run_parents p
+             JOIN tasks t ON t.tenant_id = p.tenant_id AND t.id = p.parent_task_id
+             WHERE p.tenant_id = $1 AND (t.id = ANY($2) OR t.run_id = ANY($2))
+             UNION
+             SELECT p.run_id FROM descendants d
+             JOIN run_parents p ON p.tenant_id = $1 AND p.parent_run_id = d.run_id)
+           SELECT t.id FROM tasks t
+           WHERE t.tenant_id = $1
+             AND (t.id = ANY($2) OR t.run_id = ANY($2) OR t.run_id IN (SELECT run_id FROM descendants))
              AND t.status NOT IN ({succeeded}, {failed}, {cancelled})
            ORDER BY t.id"#,
     );

@@ -75,6 +75,9 @@ pub(crate) struct PendingRun {
     pub(crate) idempotency: Option<crate::idempotency::RunKey>,
     /// What started it, for its tasks' action payloads (see [`NewRun::triggers`]).
     pub(crate) triggers: Option<Value>,
+    /// The task that spawned it, when it is a child run (its key among that task's
+    /// children is its idempotency key).
+    pub(crate) parent: Option<(Uuid, Uuid, String)>,
 }
 
 /// What became of a run asked for.
@@ -332,6 +335,19 @@ async fn write_in_transaction(
     let keyed: Vec<(Uuid, &NewRun<'_>)> = rows.iter().map(|(t, r)| (*t, r)).collect();
     let created = adze_store::runs::create_runs_multi(&mut *tx, &keyed).await?;
     adze_store::events::link_runs(&mut *tx, &links).await?;
+    for (i, (tenant_id, p)) in plain.iter().enumerate() {
+        if let (Some((parent_run_id, parent_task_id, key)), RunOutcome::Created(run_id)) =
+            (&p.parent, outcomes[i])
+        {
+            let child = adze_store::runs::ChildOf {
+                run_id,
+                parent_run_id: *parent_run_id,
+                parent_task_id: *parent_task_id,
+                child_key: key.clone(),
+            };
+            adze_store::runs::record_children(&mut *tx, *tenant_id, &[child]).await?;
+        }
+    }
     tx.commit().await?;
     Ok(Written {
         created,
@@ -350,6 +366,7 @@ async fn commit(
     let transactional = batch
         .iter()
         .any(|r| !r.events.is_empty() || r.runs.iter().any(|p| p.idempotency.is_some()));
+    // (Child runs always have an idempotency key: see `trigger::child_key`.)
     let result = if transactional {
         write_in_transaction(pool, &batch).await
     } else {

@@ -87,6 +87,51 @@ pub(crate) fn parse_payload(field: &str, text: &str, default: Value) -> Result<V
         .map_err(|e| Status::invalid_argument(format!("{field} is not valid JSON: {e}")))
 }
 
+/// How long a child's key is held: for good, so a parent retried any time later
+/// re-attaches (a hundred years).
+const CHILD_KEY_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+fn is_child(r: &TriggerWorkflowRequest) -> bool {
+    r.parent_id.as_deref().is_some_and(|p| !p.is_empty())
+}
+
+/// The parent run, parent task and the child's key among that task's children, when the
+/// trigger spawns a child run (`parent_id`); the task must be one of that run's.
+async fn child_of(
+    deps: &Deps,
+    tenant_id: Uuid,
+    r: &TriggerWorkflowRequest,
+) -> Result<Option<(Uuid, Uuid, String)>, Status> {
+    if !is_child(r) {
+        // Python sends child_index 0 for top-level runs too: ignored without a parent.
+        return Ok(None);
+    }
+    let parent_run = crate::errors::parse_uuid("parent_id", r.parent_id.as_deref().unwrap_or(""))?;
+    let task = r
+        .parent_task_run_external_id
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Status::invalid_argument(
+                "a child run (parent_id) needs the spawning task's parent_task_run_external_id",
+            )
+        })?;
+    let parent_task = crate::errors::parse_uuid("parent_task_run_external_id", task)?;
+    let run = adze_store::runs::run_of_task(&deps.pool, tenant_id, parent_task)
+        .await
+        .map_err(store_status)?;
+    if run != Some(parent_run) {
+        return Err(Status::not_found(format!(
+            "parent task {parent_task} of run {parent_run} not found"
+        )));
+    }
+    let key = match r.child_key.as_deref().filter(|k| !k.is_empty()) {
+        Some(k) => format!("key:{k}"),
+        None => format!("index:{}", r.child_index.unwrap_or(0)),
+    };
+    Ok(Some((parent_run, parent_task, key)))
+}
+
 /// What a new run is made of, before its keys and labels are worked out.
 pub(crate) struct RunRequest<'a> {
     pub(crate) version: Arc<WorkflowVersion>,
@@ -198,6 +243,7 @@ impl RunFactory {
             priority,
             idempotency,
             triggers: None,
+            parent: None,
             version,
             input,
             additional_metadata: meta,
@@ -217,11 +263,6 @@ impl WorkflowApi {
     ) -> Result<Vec<Uuid>, Status> {
         let mut versions: HashMap<&str, Arc<WorkflowVersion>> = HashMap::new();
         for r in reqs {
-            if r.parent_id.as_deref().is_some_and(|p| !p.is_empty()) {
-                return Err(Status::unimplemented(
-                    "child workflow runs (parent_id) are not supported by this Adze version yet",
-                ));
-            }
             if !versions.contains_key(r.name.as_str()) {
                 let v = self
                     .runs
@@ -246,7 +287,21 @@ impl WorkflowApi {
                 desired_labels: Some(&r.desired_worker_labels),
                 desired_worker_id: r.desired_worker_id.as_deref(),
             };
-            runs.push(self.runs.build(tenant_id, request, None)?);
+            let parent = child_of(&self.deps, tenant_id, r).await?;
+            let mut run =
+                self.runs
+                    .build(tenant_id, request, parent.as_ref().map(|_| Uuid::now_v7()))?;
+            if let Some((parent_run, parent_task, key)) = parent {
+                // Keyed by its parent task and its place among that task's children: a
+                // retried parent spawning it again gets the same run back.
+                run.idempotency = Some(idempotency::RunKey {
+                    key: format!("child:{parent_task}:{key}"),
+                    until_finished: false,
+                    ttl_ms: CHILD_KEY_TTL_MS,
+                });
+                run.parent = Some((parent_run, parent_task, key));
+            }
+            runs.push(run);
         }
         // A run with an idempotency key has its id already: it names the collision.
         let chosen: Vec<Option<Uuid>> = runs.iter().map(|r| r.id).collect();
@@ -255,6 +310,15 @@ impl WorkflowApi {
             .submit(tenant_id, runs)
             .await
             .map_err(Status::unavailable)?;
+        // A child spawned again is its run, found again: not a collision.
+        let outcomes: Vec<RunOutcome> = outcomes
+            .into_iter()
+            .zip(reqs)
+            .map(|(o, r)| match o {
+                RunOutcome::Exists(id) if is_child(r) => RunOutcome::Created(id),
+                other => other,
+            })
+            .collect();
         let collisions: Vec<(Uuid, Uuid)> = outcomes
             .iter()
             .zip(&chosen)

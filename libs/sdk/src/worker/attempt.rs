@@ -105,6 +105,7 @@ impl Attempt {
             step_run_errors: payload.step_run_errors,
             cancellation: self.cancel.clone(),
             stream_index: Default::default(),
+            child_index: Default::default(),
             slot,
         });
         // The call is inside the async block so a panic before the handler's first
