@@ -30,11 +30,34 @@ pub enum Scenario {
     Limited,
     /// `dag3` as a SOFT-sticky workflow (run it with `--workers 2` or more).
     Sticky,
+    /// Events as triggers: each event (pushed over gRPC, or published to NATS) starts
+    /// a one-task run; events/s kept up with and publish → start percentiles per path.
+    Events,
+}
+
+/// How the `events` scenario sends its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventPath {
+    /// `EventsService.Push` through the Rust SDK (`Client::push_event`).
+    Grpc,
+    /// Published straight to JetStream on `<prefix>.events.<tenant>.<key>`.
+    Nats,
+}
+
+impl EventPath {
+    /// The name used in JSON and summary lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventPath::Grpc => "grpc",
+            EventPath::Nats => "nats",
+        }
+    }
 }
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
@@ -45,6 +68,7 @@ impl Scenario {
         Scenario::Keyed,
         Scenario::Limited,
         Scenario::Sticky,
+        Scenario::Events,
     ];
 
     /// The name used in file names and JSON.
@@ -60,6 +84,7 @@ impl Scenario {
             Scenario::Keyed => "keyed",
             Scenario::Limited => "limited",
             Scenario::Sticky => "sticky",
+            Scenario::Events => "events",
         }
     }
 }
@@ -192,6 +217,19 @@ pub struct Args {
     /// Offered rate of the timeouts scenario, per second.
     #[arg(long)]
     pub timeout_rate: Option<u32>,
+    /// Offered events/s of the events scenario, each rate on each path.
+    #[arg(long, value_delimiter = ',')]
+    pub event_rates: Option<Vec<u32>>,
+    /// Seconds per rate and path of the events scenario.
+    #[arg(long)]
+    pub event_secs: Option<u64>,
+    /// Paths of the events scenario, in order (default: grpc,nats).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub event_paths: Option<Vec<EventPath>>,
+    /// Publish NATS events without a `Nats-Msg-Id` header (ingest then dedupes them by
+    /// their place in the intake stream).
+    #[arg(long)]
+    pub event_no_msg_id: bool,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -231,6 +269,10 @@ pub struct Scale {
     pub wire_rate: u32,
     pub timeout_tasks: usize,
     pub timeout_rate: u32,
+    pub event_rates: Vec<u32>,
+    pub event_secs: u64,
+    pub event_paths: Vec<EventPath>,
+    pub event_msg_id: bool,
     pub slots: usize,
     pub workers: usize,
     pub task_sleep_ms: u64,
@@ -277,6 +319,16 @@ impl Scale {
             wire_rate: a.wire_rate.unwrap_or(if q { 100 } else { 500 }),
             timeout_tasks: a.timeout_tasks.unwrap_or(if q { 2_000 } else { 10_000 }),
             timeout_rate: a.timeout_rate.unwrap_or(if q { 500 } else { 1_000 }),
+            event_rates: a
+                .event_rates
+                .clone()
+                .unwrap_or_else(|| if q { vec![200, 500] } else { vec![500, 1000] }),
+            event_secs: a.event_secs.unwrap_or(if q { 4 } else { 10 }),
+            event_paths: a
+                .event_paths
+                .clone()
+                .unwrap_or_else(|| vec![EventPath::Grpc, EventPath::Nats]),
+            event_msg_id: !a.event_no_msg_id,
             slots: a.slots.max(1),
             workers: a.workers.max(1),
             task_sleep_ms: a.task_sleep_ms,

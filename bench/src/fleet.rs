@@ -254,7 +254,7 @@ impl Fleet {
         self.procs.iter_mut().try_for_each(Proc::ensure_running)
     }
 
-    /// Stops the processes (extras first), deletes the JetStream stream and drops the
+    /// Stops the processes (extras first), deletes the JetStream streams and drops the
     /// database, when the bench created them.
     pub async fn stop(mut self) {
         while let Some(mut proc) = self.procs.pop() {
@@ -263,11 +263,14 @@ impl Fleet {
         let Some(admin_url) = self.admin_url.take() else {
             return;
         };
-        let stream = format!("{}_EVENTS", self.target.prefix.to_uppercase());
+        // Every service creates the scheduler events', the trigger events' intake and
+        // the dead letters' streams under the prefix (named as `adze_bus::Subjects` does).
+        let stream_prefix = self.target.prefix.replace(['.', '-'], "_").to_uppercase();
         if let Ok(client) = async_nats::connect(&self.target.nats_url).await {
-            let _ = async_nats::jetstream::new(client)
-                .delete_stream(&stream)
-                .await;
+            let js = async_nats::jetstream::new(client);
+            for kind in ["EVENTS", "INTAKE", "DEADLETTER"] {
+                let _ = js.delete_stream(format!("{stream_prefix}_{kind}")).await;
+            }
         }
         if let (true, Some((_, db, true))) = (self.keep_database, &self.target.database) {
             eprintln!("[bench] kept database {db} (--keep-database)");

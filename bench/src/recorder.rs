@@ -77,9 +77,10 @@ impl Recorder {
         set_once(self.acked.get(seq as usize), ns);
     }
 
-    /// A handler of run `seq` started step `step`.
-    pub fn started(&self, seq: u32, step: usize, ns: u64) {
-        set_once(self.started.get(seq as usize * self.steps + step), ns);
+    /// A handler of run `seq` started step `step`; false if a start was recorded
+    /// already (a retry, or a second run of the same input).
+    pub fn started(&self, seq: u32, step: usize, ns: u64) -> bool {
+        set_once(self.started.get(seq as usize * self.steps + step), ns)
     }
 
     /// A handler of run `seq` returned from step `step`.
@@ -204,7 +205,8 @@ impl Hub {
         phases.get(&phase).cloned()
     }
 
-    /// Associates a run id (from the trigger response) with its sequence number.
+    /// Associates a run id (from the trigger response, or for runs an event started,
+    /// from the handler's context when it starts) with its sequence number.
     pub fn bind(&self, recorder: &Recorder, seq: u32, run_id: &str) {
         let Ok(id) = uuid::Uuid::parse_str(run_id) else {
             recorder.error(format!(

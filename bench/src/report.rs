@@ -133,7 +133,7 @@ impl Report {
 }
 
 /// CPU µs per task of each group and their total; empty without tasks.
-fn cpu_per_task(cpu_s: &BTreeMap<String, f64>, tasks: u64) -> BTreeMap<String, f64> {
+pub fn cpu_per_task(cpu_s: &BTreeMap<String, f64>, tasks: u64) -> BTreeMap<String, f64> {
     if tasks == 0 {
         return BTreeMap::new();
     }

@@ -28,6 +28,9 @@ pub const LIMITED: &str = "bench-limited";
 pub const STICKY: &str = "bench-sticky";
 pub const FANOUT: &str = "bench-fanout";
 pub const TIMEOUTS: &str = "bench-timeouts";
+/// The workflow the `events` scenario's events start, and its event key.
+pub const EVENTS: &str = "bench-events";
+pub const EVENT_KEY: &str = "bench:event";
 /// The action of the `timeouts` scenario's task.
 pub const TIMEOUTS_ACTION: &str = "bench-timeouts:maybe";
 
@@ -49,10 +52,26 @@ fn recording_task(
     hub: Arc<Hub>,
     sleep: Duration,
 ) -> TaskDef<SeqInput, ()> {
-    TaskDef::new(name, move |input: SeqInput, _ctx: Context| {
+    handler(name, step, hub, sleep, false)
+}
+
+/// [`recording_task`]; with `bind_run` the first start of a `seq` also binds its run id
+/// to it, for runs whose trigger answered no run id (events), so that their finished
+/// notices count.
+fn handler(
+    name: String,
+    step: usize,
+    hub: Arc<Hub>,
+    sleep: Duration,
+    bind_run: bool,
+) -> TaskDef<SeqInput, ()> {
+    TaskDef::new(name, move |input: SeqInput, ctx: Context| {
         let recorder = hub.recorder(input.phase);
-        if let Some(r) = &recorder {
-            r.started(input.seq, step, now_ns());
+        if let Some(r) = &recorder
+            && r.started(input.seq, step, now_ns())
+            && bind_run
+        {
+            hub.bind(r, input.seq, ctx.workflow_run_id());
         }
         async move {
             if !sleep.is_zero() {
@@ -69,6 +88,13 @@ fn recording_task(
 /// One task (`noop` or the backlog's `probe`).
 pub fn single(name: &str, hub: &Arc<Hub>, sleep: Duration) -> Workflow<SeqInput> {
     Workflow::new(name).task(recording_task("run".into(), 0, hub.clone(), sleep))
+}
+
+/// One task, started by events with key `key` (their payload is its input).
+pub fn on_event(name: &str, key: &str, hub: &Arc<Hub>, sleep: Duration) -> Workflow<SeqInput> {
+    Workflow::new(name)
+        .on_event(key)
+        .task(handler("run".into(), 0, hub.clone(), sleep, true))
 }
 
 /// One task taking units of `limit`.

@@ -1,6 +1,7 @@
 //! The scenarios, and the context they share: the fleet's address, clients, observers.
 
 mod backlog;
+mod events;
 mod fanout;
 mod latency;
 mod phase;
@@ -8,7 +9,7 @@ mod ramp;
 mod timeouts;
 mod wire;
 
-pub use phase::{Phase, open_loop_phase, settle, wait_done, warmup};
+pub use phase::{Phase, open_loop_phase, open_loop_phase_with, settle, wait_done, warmup};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -172,5 +173,6 @@ pub async fn run(scenario: Scenario, ctx: &Ctx, fleet: &mut Fleet) -> anyhow::Re
         Scenario::Keyed => ramp::run(ctx, ramp::Shape::Keyed).await,
         Scenario::Limited => ramp::run(ctx, ramp::Shape::Limited).await,
         Scenario::Sticky => ramp::run(ctx, ramp::Shape::Sticky).await,
+        Scenario::Events => events::run(ctx).await,
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::load::{self, LoadOutcome, Offered};
+use crate::load::{self, LoadOutcome};
 use crate::probe::{Probe, Resources};
 use crate::recorder::Recorder;
 use crate::scenarios::Ctx;
@@ -84,16 +84,32 @@ pub async fn open_loop_phase(
     secs: u64,
     steps: usize,
 ) -> Phase {
+    let sender = load::Triggers {
+        clients: ctx.clients.clone(),
+        workflow: workflow.to_owned(),
+    };
+    open_loop_phase_with(ctx, &sender, workflow, rate, secs, steps).await
+}
+
+/// Offers `rate`/s through `sender` for `secs`, then waits for the runs to finish;
+/// `label` names the phase in the progress lines.
+pub async fn open_loop_phase_with(
+    ctx: &Ctx,
+    sender: &dyn load::Sender,
+    label: &str,
+    rate: u32,
+    secs: u64,
+    steps: usize,
+) -> Phase {
     let offered = f64::from(rate.max(1));
     let rec = ctx.hub.begin((offered * secs as f64) as usize + 1, steps);
     let probe = Probe::start(ctx).await;
-    let offer = Offered {
-        workflow,
+    let pace = load::Pace {
         rate: offered,
         duration: Duration::from_secs(secs),
         max_in_flight: ctx.scale.max_in_flight,
     };
-    let load = load::open_loop(&ctx.clients, &ctx.hub, &rec, offer).await;
+    let load = load::open_loop_with(sender, &ctx.hub, &rec, pace).await;
     let expected = u64::from(load.sent).saturating_sub(rec.errors());
     // Long enough for a backlog left by an overloaded step to clear before the next one.
     let drained = wait_done(
@@ -107,7 +123,7 @@ pub async fn open_loop_phase(
     let stats = PhaseStats::compute(&rec, load.sent as usize, load.t0, load.t1);
     ctx.hub.end(rec.phase);
     eprintln!(
-        "[bench]   {workflow} offered {rate}/s for {secs}s: {} completed/s in window (keep-up {:.2}), start {}, result {}{}",
+        "[bench]   {label} offered {rate}/s for {secs}s: {} completed/s in window (keep-up {:.2}), start {}, result {}{}",
         stats.runs_per_s_window,
         stats.keep_up_ratio,
         stats.start.short(),

@@ -40,8 +40,8 @@ impl Subjects {
         format!("{}.events.*", self.prefix)
     }
 
-    /// JetStream stream of trigger events published by users' services (limits
-    /// retention, acknowledged by ingest once committed to Postgres).
+    /// JetStream stream of trigger events published by users' services (work-queue
+    /// retention: a message goes once ingest acknowledges it, after its commit).
     pub fn intake_stream(&self) -> String {
         format!(
             "{}_INTAKE",
