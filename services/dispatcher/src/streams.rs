@@ -1,14 +1,17 @@
 //! `SubscribeToWorkflowEvents` for a run: the chunks its tasks stream (`PutStreamEvent`),
-//! in the order they were stored, then a hang-up once the run has ended. A subscriber
+//! each task's in the order of the SDK's indexes (a chunk that came early waits a moment
+//! for the ones before it), then a hang-up once the run has ended. A subscriber
 //! gets the chunks stored before it came, then the live ones: every notice makes it
 //! read from Postgres what it has not sent yet, so a lost notice reorders or loses
 //! nothing, and the run's end is read from Postgres too before the hang-up.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use adze_bus::messages::RunsFinished;
 use adze_core::RunStatus;
 use adze_proto::hatchet::{ResourceEventType, ResourceType, WorkflowEvent};
+use adze_store::streams::Chunk;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -25,32 +28,105 @@ fn now() -> Option<prost_types::Timestamp> {
     Some(std::time::SystemTime::now().into())
 }
 
-/// Sends the run's chunks stored after `last`; returns the new `last`, or `None` when
+/// How long a chunk that came before an earlier one of its task (by the SDK's index) is
+/// held back waiting for it; the TypeScript SDK sends chunks without waiting for each.
+const REORDER_WAIT: Duration = Duration::from_millis(500);
+
+/// Puts each task's chunks back in the order of their indexes: a chunk is sent when it
+/// is its task's next one, or once it has waited [`REORDER_WAIT`] for those before it.
+#[derive(Default)]
+struct Reorder {
+    /// Per task, the index expected next.
+    next: HashMap<Uuid, i64>,
+    /// Chunks held back, by task and index, with when they were read.
+    held: BTreeMap<(Uuid, i64), (Chunk, Instant)>,
+}
+
+impl Reorder {
+    /// The chunks that can go now, in order, after taking `c` in.
+    fn take(&mut self, c: Chunk) -> Vec<Chunk> {
+        let Some(index) = c.event_index else {
+            return vec![c];
+        };
+        let next = self.next.entry(c.task_id).or_insert(0);
+        if index < *next {
+            // Late (after its wait) or sent again: it goes as it is.
+            return vec![c];
+        }
+        let task = c.task_id;
+        self.held.insert((task, index), (c, Instant::now()));
+        self.release(task, false)
+    }
+
+    /// A task's held chunks that are next in line (all of them when `all`).
+    fn release(&mut self, task: Uuid, all: bool) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        loop {
+            let next = *self.next.get(&task).unwrap_or(&0);
+            let first = self
+                .held
+                .range((task, i64::MIN)..=(task, i64::MAX))
+                .next()
+                .map(|(k, (_, at))| (*k, *at));
+            match first {
+                Some(((_, index), at)) if index == next || all || at.elapsed() >= REORDER_WAIT => {
+                    if let Some((c, _)) = self.held.remove(&(task, index)) {
+                        self.next.insert(task, index + 1);
+                        out.push(c);
+                    }
+                }
+                _ => return out,
+            }
+        }
+    }
+
+    /// Everything whose wait is over (or everything, when `all`), task by task.
+    fn due(&mut self, all: bool) -> Vec<Chunk> {
+        let tasks: Vec<Uuid> = self.held.keys().map(|(t, _)| *t).collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.extend(self.release(t, all));
+        }
+        out
+    }
+}
+
+fn stream_event(run: Uuid, c: Chunk) -> WorkflowEvent {
+    WorkflowEvent {
+        workflow_run_id: run.to_string(),
+        resource_type: ResourceType::StepRun as i32,
+        event_type: ResourceEventType::Stream as i32,
+        resource_id: c.task_id.to_string(),
+        event_timestamp: Some(std::time::SystemTime::from(c.created_at).into()),
+        event_payload: String::from_utf8_lossy(&c.message).into_owned(),
+        hangup: false,
+        event_index: c.event_index,
+        ..Default::default()
+    }
+}
+
+/// Sends the run's chunks stored after `last` that are due (and those held back whose
+/// wait is over, or all of them when `flush`); returns the new `last`, or `None` when
 /// the subscriber has gone.
 async fn send_stored(
     deps: &Deps,
-    tenant: Uuid,
-    run: Uuid,
+    (tenant, run): (Uuid, Uuid),
     last: i64,
+    order: &mut Reorder,
+    flush: bool,
     tx: &Sink,
 ) -> Result<Option<i64>, adze_store::Error> {
     let mut last = last;
+    let mut out = Vec::new();
     for c in adze_store::streams::after(&deps.pool, tenant, run, last).await? {
-        let event = WorkflowEvent {
-            workflow_run_id: run.to_string(),
-            resource_type: ResourceType::StepRun as i32,
-            event_type: ResourceEventType::Stream as i32,
-            resource_id: c.task_id.to_string(),
-            event_timestamp: Some(std::time::SystemTime::from(c.created_at).into()),
-            event_payload: String::from_utf8_lossy(&c.message).into_owned(),
-            hangup: false,
-            event_index: c.event_index,
-            ..Default::default()
-        };
-        if tx.send(Ok(event)).await.is_err() {
+        last = c.id;
+        out.extend(order.take(c));
+    }
+    out.extend(order.due(flush));
+    for c in out {
+        if tx.send(Ok(stream_event(run, c))).await.is_err() {
             return Ok(None);
         }
-        last = c.id;
     }
     Ok(Some(last))
 }
@@ -107,9 +183,10 @@ async fn follow_inner(
         }
     };
     let mut last = 0;
+    let mut order = Reorder::default();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
-        let Some(l) = send_stored(deps, tenant, run, last, tx).await? else {
+        let Some(l) = send_stored(deps, (tenant, run), last, &mut order, false, tx).await? else {
             return Ok(());
         };
         last = l;
@@ -124,16 +201,70 @@ async fn follow_inner(
                 }
             },
             _ = tick.tick() => {}
+            _ = tokio::time::sleep(REORDER_WAIT), if !order.held.is_empty() => {}
             _ = tx.closed() => return Ok(()),
         }
         // The run's end, from Postgres (a notice may be lost): the chunks stored before
         // it ended go out first, then the hang-up.
         let status = adze_store::runs::stored_status(&deps.pool, tenant, run).await?;
         if ended || status.is_some_and(RunStatus::is_terminal) {
-            if send_stored(deps, tenant, run, last, tx).await?.is_some() {
+            if send_stored(deps, (tenant, run), last, &mut order, true, tx)
+                .await?
+                .is_some()
+            {
                 hang_up(run, status.unwrap_or(RunStatus::Succeeded), tx).await;
             }
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(task: Uuid, id: i64, index: Option<i64>) -> Chunk {
+        Chunk {
+            id,
+            run_id: Uuid::nil(),
+            task_id: task,
+            event_index: index,
+            message: format!("{id}").into_bytes(),
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn ids(chunks: Vec<Chunk>) -> Vec<i64> {
+        chunks.into_iter().map(|c| c.id).collect()
+    }
+
+    #[test]
+    fn early_chunks_wait_for_those_before_them() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut r = Reorder::default();
+        assert_eq!(ids(r.take(chunk(a, 1, Some(0)))), [1]);
+        assert!(
+            r.take(chunk(a, 2, Some(2))).is_empty(),
+            "index 2 before 1 waits"
+        );
+        assert_eq!(
+            ids(r.take(chunk(b, 3, Some(0)))),
+            [3],
+            "another task goes on"
+        );
+        assert_eq!(
+            ids(r.take(chunk(a, 4, Some(1)))),
+            [4, 2],
+            "1, then the held 2"
+        );
+        assert_eq!(ids(r.take(chunk(a, 5, None))), [5], "no index: as it comes");
+        assert!(r.take(chunk(a, 6, Some(5))).is_empty());
+        assert!(r.due(false).is_empty(), "not yet waited long enough");
+        assert_eq!(ids(r.due(true)), [6], "flushed at the end");
+        assert_eq!(
+            ids(r.take(chunk(a, 7, Some(4)))),
+            [7],
+            "a late one goes as it is"
+        );
     }
 }
