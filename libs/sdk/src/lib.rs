@@ -56,7 +56,7 @@ pub use limits::{
     Concurrency, DesiredLabel, LabelComparator, LabelValue, RateLimit, RateLimitWindow, Sticky,
     Strategy as ConcurrencyStrategy,
 };
-pub use rest::{EventMeta, EventSummary, RunCounts, TriggeredRun};
+pub use rest::{EventMeta, EventSummary, LogLine, LogPage, LogQuery, RunCounts, TriggeredRun};
 pub use run::{RunDetails, RunHandle, RunStatus, TaskRunDetails};
 pub use task::{TaskDef, TaskRef};
 pub use tokio_util::sync::CancellationToken;

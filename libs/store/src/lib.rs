@@ -10,6 +10,7 @@ pub mod deadlines;
 pub mod events;
 pub mod fence;
 pub mod idempotency;
+pub mod logs;
 pub mod rate_limits;
 pub mod repairs;
 pub mod replay;

@@ -17,6 +17,8 @@ pub mod nats_intake;
 mod rate_limits;
 mod rest;
 mod rest_events;
+mod rest_logs;
+mod rest_query;
 mod task_actions;
 mod trigger;
 mod versions;

@@ -33,6 +33,7 @@ pub(crate) fn router(
             "/api/v1/stable/tenants/{tenant}/tasks/replay",
             post(crate::task_actions::replay),
         )
+        .merge(crate::rest_logs::router())
         .with_state(deps)
         .merge(events)
 }
@@ -92,7 +93,7 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-async fn caller(deps: &Deps, headers: &HeaderMap) -> Result<Uuid, ApiError> {
+pub(crate) async fn caller(deps: &Deps, headers: &HeaderMap) -> Result<Uuid, ApiError> {
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
     match deps.auth.authenticate(header).await {
         Ok(id) => match deps.budget.take(&id) {

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::Deps;
 use crate::event_triggers::{TriggerCache, compile_filter, filter_payload};
 use crate::rest::{ApiError, api_error, caller_of};
+use crate::rest_query::{all, bad, one, pairs, time};
 
 #[derive(Clone)]
 struct EventsState {
@@ -189,29 +190,6 @@ impl From<Filter> for FilterOut {
     }
 }
 
-/// A query string's pairs (repeated keys kept, as the SDKs send lists).
-fn pairs(raw: Option<String>) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
-fn all<'a>(pairs: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    pairs
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
-fn one<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    all(pairs, name).pop()
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    api_error(StatusCode::BAD_REQUEST, msg)
-}
-
 fn int(pairs: &[(String, String)], name: &str, default: i64) -> Result<i64, ApiError> {
     match one(pairs, name) {
         None => Ok(default),
@@ -239,16 +217,6 @@ fn uuids(pairs: &[(String, String)], name: &str) -> Result<Vec<Uuid>, ApiError> 
         .into_iter()
         .map(|v| Uuid::parse_str(v).map_err(|_| bad(format!("{name}: {v:?} is not a UUID"))))
         .collect()
-}
-
-fn time(pairs: &[(String, String)], name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    one(pairs, name)
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| bad(format!("{name} {v:?} is not an RFC 3339 time: {e}")))
-        })
-        .transpose()
 }
 
 /// `k:v` pairs as one JSON object the metadata must contain.
