@@ -76,6 +76,16 @@ async fn python_idempotent_triggers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_child_workflows() {
+    python_script("children.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_streaming_and_logs() {
+    python_script("streaming.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_dag_run() {
     ts_script("dag.ts").await;
 }
@@ -108,4 +118,14 @@ async fn typescript_events_trigger_workflows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_idempotent_triggers() {
     ts_script("idempotency.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_child_workflows() {
+    ts_script("children.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_streaming() {
+    ts_script("streaming.ts").await;
 }

@@ -438,7 +438,7 @@ pub async fn assign(
                 payload: {
                     let mut payload = json!({
                         "input": input,
-                        "triggered_by": if triggers.is_some() { "event" } else { "manual" },
+                        "triggered_by": if triggers.as_ref().is_some_and(|t| t.get("event_key").is_some()) { "event" } else { "manual" },
                         "parents": parents.unwrap_or_else(|| json!({})),
                         "triggers": triggers.unwrap_or_else(|| json!({})),
                         "user_data": {},

@@ -59,9 +59,16 @@ fn to_assigned(tenant_id: Uuid, a: ActionMessage) -> AssignedAction {
     let event = |field: &str| a.payload["triggers"][field].as_str().map(str::to_string);
     let (triggering_event_external_id, triggering_event_key) =
         (event("event_id"), event("event_key"));
+    // A child run names its parent and its place among the parent task's children.
+    let child_workflow_index = a.payload["triggers"]["child_index"]
+        .as_i64()
+        .and_then(|i| i32::try_from(i).ok());
     AssignedAction {
         triggering_event_external_id,
         triggering_event_key,
+        parent_workflow_run_id: event("parent_workflow_run_id"),
+        child_workflow_key: event("child_key"),
+        child_workflow_index,
         tenant_id: tenant_id.to_string(),
         workflow_run_id: a.run_id.to_string(),
         job_id: a.workflow_version_id.to_string(),

@@ -299,6 +299,13 @@ impl WorkflowApi {
                     until_finished: false,
                     ttl_ms: CHILD_KEY_TTL_MS,
                 });
+                // What the child's tasks read as ctx.parent_workflow_run_id,
+                // child_index and child_key.
+                run.triggers = Some(serde_json::json!({
+                    "parent_workflow_run_id": parent_run.to_string(),
+                    "child_index": r.child_index,
+                    "child_key": r.child_key.as_deref().filter(|k| !k.is_empty()),
+                }));
                 run.parent = Some((parent_run, parent_task, key));
             }
             runs.push(run);
