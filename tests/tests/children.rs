@@ -162,6 +162,31 @@ async fn cancelling_a_parent_cancels_its_running_child() {
         .expect("cancel the parent");
     env.wait_run_status(run.run_id(), "cancelled").await;
     env.wait_run_status(&child.to_string(), "cancelled").await;
+    // The SDKs' runs.get_status reads it over REST as a bare string.
+    let addr = env.addr.expect("api");
+    let status = |run: String| {
+        let token = env.token.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .get(format!(
+                    "http://{addr}/api/v1/stable/workflow-runs/{run}/status"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("GET status");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    assert_eq!(
+        status(child.to_string()).await,
+        (200, "\"CANCELLED\"".to_string())
+    );
+    assert_eq!(status(uuid::Uuid::new_v4().to_string()).await.0, 404);
+    assert_eq!(status("nope".into()).await.0, 400);
     stop.cancel();
     env.stop().await;
 }

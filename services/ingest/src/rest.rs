@@ -26,6 +26,10 @@ pub(crate) fn router(
         .route("/api/v1/tenants/{tenant}", get(get_tenant))
         .route("/api/v1/workers/{worker}", patch(patch_worker))
         .route(
+            "/api/v1/stable/workflow-runs/{run}/status",
+            get(get_run_status),
+        )
+        .route(
             "/api/v1/stable/tenants/{tenant}/tasks/cancel",
             post(crate::task_actions::cancel),
         )
@@ -160,6 +164,28 @@ async fn get_tenant(
         "slug": name,
         "version": "V1",
     })))
+}
+
+/// `GET /api/v1/stable/workflow-runs/{run}/status` (the SDKs' `runs.get_status`): the
+/// run's `V1TaskStatus` as a bare JSON string.
+async fn get_run_status(
+    State(deps): State<Deps>,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<&'static str>, ApiError> {
+    let run = parse_id("workflow run", &run)?;
+    let me = caller(&deps, &headers).await?;
+    let view = adze_store::runs::get_run(&deps.pool, me, run)
+        .await
+        .map_err(|e| api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not found"))?;
+    Ok(Json(match view.status {
+        adze_core::RunStatus::Queued => "QUEUED",
+        adze_core::RunStatus::Running => "RUNNING",
+        adze_core::RunStatus::Succeeded => "COMPLETED",
+        adze_core::RunStatus::Failed => "FAILED",
+        adze_core::RunStatus::Cancelled => "CANCELLED",
+    }))
 }
 
 #[derive(Deserialize)]
