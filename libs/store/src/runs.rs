@@ -448,6 +448,8 @@ pub async fn stored_status(
 /// A child run's place in its family.
 #[derive(Debug, Clone)]
 pub struct ChildOf {
+    /// Tenant.
+    pub tenant_id: Uuid,
     /// The run.
     pub run_id: Uuid,
     /// Its parent run.
@@ -458,21 +460,18 @@ pub struct ChildOf {
     pub child_key: String,
 }
 
-/// Records child runs (in the transaction that creates them).
-pub async fn record_children(
-    db: impl PgExecutor<'_>,
-    tenant_id: Uuid,
-    children: &[ChildOf],
-) -> Result<()> {
+/// Records child runs, of any tenants, in one statement (in the transaction that
+/// creates them).
+pub async fn record_children(db: impl PgExecutor<'_>, children: &[ChildOf]) -> Result<()> {
     if children.is_empty() {
         return Ok(());
     }
     sqlx::query(
         r#"INSERT INTO run_parents (tenant_id, run_id, parent_run_id, parent_task_id, child_key)
-           SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[])
+           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[])
            ON CONFLICT DO NOTHING"#,
     )
-    .bind(tenant_id)
+    .bind(children.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
     .bind(children.iter().map(|c| c.run_id).collect::<Vec<_>>())
     .bind(children.iter().map(|c| c.parent_run_id).collect::<Vec<_>>())
     .bind(
@@ -492,17 +491,21 @@ pub async fn record_children(
     Ok(())
 }
 
-/// The run a task of the tenant belongs to; `None` if there is no such task.
-pub async fn run_of_task(
+/// The runs the tenant's tasks among `task_ids` belong to, as (task, run); unknown
+/// tasks are left out.
+pub async fn runs_of_tasks(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
-    task_id: Uuid,
-) -> Result<Option<Uuid>> {
+    task_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid)>> {
+    if task_ids.is_empty() {
+        return Ok(Vec::new());
+    }
     Ok(
-        sqlx::query_scalar("SELECT run_id FROM tasks WHERE tenant_id = $1 AND id = $2")
+        sqlx::query_as("SELECT id, run_id FROM tasks WHERE tenant_id = $1 AND id = ANY($2)")
             .bind(tenant_id)
-            .bind(task_id)
-            .fetch_optional(db)
+            .bind(task_ids)
+            .fetch_all(db)
             .await?,
     )
 }

@@ -335,19 +335,23 @@ async fn write_in_transaction(
     let keyed: Vec<(Uuid, &NewRun<'_>)> = rows.iter().map(|(t, r)| (*t, r)).collect();
     let created = adze_store::runs::create_runs_multi(&mut *tx, &keyed).await?;
     adze_store::events::link_runs(&mut *tx, &links).await?;
-    for (i, (tenant_id, p)) in plain.iter().enumerate() {
-        if let (Some((parent_run_id, parent_task_id, key)), RunOutcome::Created(run_id)) =
-            (&p.parent, outcomes[i])
-        {
-            let child = adze_store::runs::ChildOf {
-                run_id,
-                parent_run_id: *parent_run_id,
-                parent_task_id: *parent_task_id,
-                child_key: key.clone(),
-            };
-            adze_store::runs::record_children(&mut *tx, *tenant_id, &[child]).await?;
-        }
-    }
+    let children: Vec<adze_store::runs::ChildOf> = plain
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|((tenant_id, p), o)| match (&p.parent, o) {
+            (Some((parent_run_id, parent_task_id, key)), RunOutcome::Created(run_id)) => {
+                Some(adze_store::runs::ChildOf {
+                    tenant_id: *tenant_id,
+                    run_id: *run_id,
+                    parent_run_id: *parent_run_id,
+                    parent_task_id: *parent_task_id,
+                    child_key: key.clone(),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    adze_store::runs::record_children(&mut *tx, &children).await?;
     tx.commit().await?;
     Ok(Written {
         created,

@@ -96,12 +96,9 @@ fn is_child(r: &TriggerWorkflowRequest) -> bool {
 }
 
 /// The parent run, parent task and the child's key among that task's children, when the
-/// trigger spawns a child run (`parent_id`); the task must be one of that run's.
-async fn child_of(
-    deps: &Deps,
-    tenant_id: Uuid,
-    r: &TriggerWorkflowRequest,
-) -> Result<Option<(Uuid, Uuid, String)>, Status> {
+/// trigger spawns a child run (`parent_id`); [`check_parents`] then checks the task is
+/// one of that run's.
+fn child_of(r: &TriggerWorkflowRequest) -> Result<Option<(Uuid, Uuid, String)>, Status> {
     if !is_child(r) {
         // Python sends child_index 0 for top-level runs too: ignored without a parent.
         return Ok(None);
@@ -117,19 +114,33 @@ async fn child_of(
             )
         })?;
     let parent_task = crate::errors::parse_uuid("parent_task_run_external_id", task)?;
-    let run = adze_store::runs::run_of_task(&deps.pool, tenant_id, parent_task)
-        .await
-        .map_err(store_status)?;
-    if run != Some(parent_run) {
-        return Err(Status::not_found(format!(
-            "parent task {parent_task} of run {parent_run} not found"
-        )));
-    }
     let key = match r.child_key.as_deref().filter(|k| !k.is_empty()) {
         Some(k) => format!("key:{k}"),
         None => format!("index:{}", r.child_index.unwrap_or(0)),
     };
     Ok(Some((parent_run, parent_task, key)))
+}
+
+/// Checks, in one read, that each child's parent task is one of its parent run's.
+async fn check_parents(
+    deps: &Deps,
+    tenant_id: Uuid,
+    parents: &[Option<(Uuid, Uuid, String)>],
+) -> Result<(), Status> {
+    let tasks: Vec<Uuid> = parents.iter().flatten().map(|(_, t, _)| *t).collect();
+    let known: HashMap<Uuid, Uuid> = adze_store::runs::runs_of_tasks(&deps.pool, tenant_id, &tasks)
+        .await
+        .map_err(store_status)?
+        .into_iter()
+        .collect();
+    for (parent_run, parent_task, _) in parents.iter().flatten() {
+        if known.get(parent_task) != Some(parent_run) {
+            return Err(Status::not_found(format!(
+                "parent task {parent_task} of run {parent_run} not found"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a new run is made of, before its keys and labels are worked out.
@@ -271,8 +282,10 @@ impl WorkflowApi {
                 versions.insert(r.name.as_str(), v);
             }
         }
+        let parents = reqs.iter().map(child_of).collect::<Result<Vec<_>, _>>()?;
+        check_parents(&self.deps, tenant_id, &parents).await?;
         let mut runs = Vec::with_capacity(reqs.len());
-        for r in reqs {
+        for (r, parent) in reqs.iter().zip(parents) {
             let input = parse_payload("input", &r.input, Value::Object(Default::default()))?;
             let additional_metadata = match r.additional_metadata.as_deref() {
                 Some(m) => Some(parse_payload("additional_metadata", m, Value::Null)?)
@@ -287,7 +300,6 @@ impl WorkflowApi {
                 desired_labels: Some(&r.desired_worker_labels),
                 desired_worker_id: r.desired_worker_id.as_deref(),
             };
-            let parent = child_of(&self.deps, tenant_id, r).await?;
             let mut run =
                 self.runs
                     .build(tenant_id, request, parent.as_ref().map(|_| Uuid::now_v7()))?;
