@@ -29,8 +29,10 @@ fn now() -> Option<prost_types::Timestamp> {
 }
 
 /// How long a chunk that came before an earlier one of its task (by the SDK's index) is
-/// held back waiting for it; the TypeScript SDK sends chunks without waiting for each.
-const REORDER_WAIT: Duration = Duration::from_millis(500);
+/// held back waiting for it; the TypeScript SDK sends chunks without waiting for each,
+/// so a burst of them is stored in whatever order their requests got a connection,
+/// which on a loaded machine can take longer than half a second.
+const REORDER_WAIT: Duration = Duration::from_secs(2);
 
 /// Puts each task's chunks back in the order of their indexes: a chunk is sent when it
 /// is its task's next one, or once it has waited [`REORDER_WAIT`] for those before it.

@@ -5,8 +5,10 @@
 Two workers in this process serve `conf-py-sticky-soft` and `conf-py-sticky-hard`, each
 two roots and a child returning `ctx.worker_id`. Six runs of each: every run's three
 tasks ran on one worker, one of the two registered (without stickiness the two roots
-of a run go one to each worker, the one with the most room first). The workers have room
-for every root at once: a SOFT run whose worker is full goes elsewhere by design.
+of a run go one to each worker, the one with the most room first). Each worker has room
+for every root at once: a SOFT run whose worker is full goes elsewhere by design, and the
+SDK reports a worker registered before its action stream is open, so the first runs may
+all be placed on the one worker the scheduler knows so far.
 Prints one `ADZE-RESULT <json>` line.
 """
 
@@ -93,8 +95,8 @@ def main() -> int:
     Stdout.claim()
     checks = Checks("py/sticky.py")
     sdk_logs = capture_sdk_logs()
-    one = InProcessWorker(hatchet, "conf-py-sticky-one", [soft, hard], slots=8)
-    two = InProcessWorker(hatchet, "conf-py-sticky-two", [soft, hard], slots=8)
+    one = InProcessWorker(hatchet, "conf-py-sticky-one", [soft, hard], slots=12)
+    two = InProcessWorker(hatchet, "conf-py-sticky-two", [soft, hard], slots=12)
 
     def kill() -> None:
         one.kill()
