@@ -129,3 +129,13 @@ async fn typescript_child_workflows() {
 async fn typescript_streaming() {
     ts_script("streaming.ts").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_crons_and_scheduled_runs() {
+    python_script("timers.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_crons_and_scheduled_runs() {
+    ts_script("timers.ts").await;
+}

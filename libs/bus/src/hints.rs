@@ -83,6 +83,16 @@ pub async fn wake_reapers(bus: &Bus) {
     announce(bus, Utc::now()).await;
 }
 
+/// Wakes the reapers' timer loops to read the earliest cron tick and schedule again,
+/// after one was created or moved. Best effort: they also look on their own at least
+/// every `deadline_max_idle_ms`.
+pub async fn wake_timers(bus: &Bus) {
+    let env = Envelope::new(Uuid::nil(), DeadlineSet { at: Utc::now() });
+    if let Err(e) = bus.publish_core(bus.subjects().timers(), &env).await {
+        tracing::debug!(error = %e, "cannot wake the reapers' timers; they will look on their own");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

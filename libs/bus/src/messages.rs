@@ -289,6 +289,52 @@ pub struct RefundRequest {
     pub items: Vec<RefundItem>,
 }
 
+/// A timer asking ingest for its run (the reaper, for a due cron tick or schedule):
+/// ingest creates it under `key`, an idempotency key of the workflow, so asking again
+/// for the same tick or schedule answers the run it already started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FireRequest {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// Workflow name (its latest version runs).
+    pub workflow: String,
+    /// Input.
+    pub input: Value,
+    /// Additional metadata.
+    pub additional_metadata: Value,
+    /// Priority.
+    pub priority: Option<i16>,
+    /// The idempotency key (`cron:<id>:<tick>` or `schedule:<id>`).
+    pub key: String,
+    /// What started it, for its tasks' action payloads.
+    pub triggers: Value,
+    /// The task whose child it is: its run, itself, and its key among its children.
+    pub parent: Option<(Uuid, Uuid, String)>,
+    /// How long `key` is held, in milliseconds.
+    pub key_ttl_ms: i64,
+}
+
+/// What ingest did with a [`FireRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FireReply {
+    /// The run (new, or the one the key already named).
+    Run {
+        /// Run.
+        run_id: Uuid,
+    },
+    /// Refused for good (no such workflow, parent gone): firing again gives the same.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Not now (Postgres is not answering): fire again later.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

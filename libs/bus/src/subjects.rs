@@ -119,6 +119,21 @@ impl Subjects {
         format!("{}.streams.{tenant}.{run}", self.prefix)
     }
 
+    /// Core subject on which a new or moved cron or schedule wakes the reapers.
+    pub fn timers(&self) -> String {
+        format!("{}.timers", self.prefix)
+    }
+
+    /// Core request/reply subject on which a reaper asks ingest for a timer's run
+    /// ([`crate::messages::FireRequest`]); ingest's replicas share it as a queue group
+    /// ([`Subjects::INGEST_GROUP`]).
+    pub fn ingest_fire(&self) -> String {
+        format!("{}.ingest.fire", self.prefix)
+    }
+
+    /// The queue group of ingest's replicas.
+    pub const INGEST_GROUP: &'static str = "ingest";
+
     /// All finished-run notices.
     pub fn runs_finished_wildcard(&self) -> String {
         format!("{}.runs.finished.*", self.prefix)

@@ -64,6 +64,12 @@ pub struct WorkflowSpec {
     /// How a trigger is recognised as one already made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<IdempotencySpec>,
+    /// Cron expressions (see [`crate::cron`]) that start a run at each tick.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crons: Vec<String>,
+    /// The input of the runs its crons start (an empty object when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_input: Option<serde_json::Value>,
 }
 
 /// A workflow's idempotency: runs whose `expression` (CEL over the trigger's input and

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod concurrency;
+pub mod cron;
 pub mod dag;
 pub mod duration;
 pub mod events;

@@ -438,7 +438,7 @@ pub async fn assign(
                 payload: {
                     let mut payload = json!({
                         "input": input,
-                        "triggered_by": if triggers.as_ref().is_some_and(|t| t.get("event_key").is_some()) { "event" } else { "manual" },
+                        "triggered_by": triggered_by(triggers.as_ref()),
                         "parents": parents.unwrap_or_else(|| json!({})),
                         "triggers": triggers.unwrap_or_else(|| json!({})),
                         "user_data": {},
@@ -456,4 +456,19 @@ pub async fn assign(
             })
         })
         .collect()
+}
+
+/// What started a run, as the action payload's `triggered_by` says it: an event, a
+/// cron tick, a schedule, or a direct trigger (`manual`).
+fn triggered_by(triggers: Option<&Value>) -> &'static str {
+    let has = |k: &str| triggers.is_some_and(|t| t.get(k).is_some());
+    if has("event_key") {
+        "event"
+    } else if has("cron_id") {
+        "cron"
+    } else if has("scheduled_id") {
+        "schedule"
+    } else {
+        "manual"
+    }
 }

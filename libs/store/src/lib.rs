@@ -20,6 +20,7 @@ pub mod selection;
 mod sql;
 pub mod streams;
 pub mod tenants;
+pub mod timers;
 pub mod workers;
 pub mod workflows;
 

@@ -166,6 +166,19 @@ pub async fn put_workflow(
         &spec.default_filters,
     )
     .await?;
+    let cron_input = spec
+        .cron_input
+        .clone()
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    crate::timers::replace_declared(
+        &mut tx,
+        tenant_id,
+        workflow_id,
+        &spec.crons,
+        &cron_input,
+        chrono::Utc::now(),
+    )
+    .await?;
     tx.commit().await?;
     Ok((workflow_id, version_id))
 }
@@ -257,4 +270,61 @@ pub async fn latest_version(
         }
     }
     Ok(Some(version))
+}
+
+/// A workflow as listed: id, name, when it was first registered and when its latest
+/// version was.
+#[derive(Debug, Clone)]
+pub struct WorkflowRow {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// First registered.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Latest version registered.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The tenant's workflows whose name contains `name` (any case), the exact name first,
+/// then by name; with the total that matched.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    name: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<WorkflowRow>, i64)> {
+    let rows = sqlx::query(
+        r#"SELECT w.id, w.name, w.created_at,
+                  COALESCE((SELECT max(v.created_at) FROM workflow_versions v
+                            WHERE v.tenant_id = w.tenant_id AND v.workflow_id = w.id), w.created_at) AS updated_at,
+                  count(*) OVER () AS total
+           FROM workflows w
+           WHERE w.tenant_id = $1
+             AND ($2::text IS NULL OR strpos(lower(w.name), lower($2)) > 0)
+           ORDER BY (w.name = $2) DESC, w.name, w.id OFFSET $3 LIMIT $4"#,
+    )
+    .bind(tenant_id)
+    .bind(name)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let total = match rows.first() {
+        Some(r) => r.try_get("total")?,
+        None => 0,
+    };
+    let rows = rows
+        .iter()
+        .map(|r| {
+            Ok(WorkflowRow {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((rows, total))
 }

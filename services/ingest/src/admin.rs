@@ -7,6 +7,7 @@ use adze_proto::v1::{
     self, CreateWorkflowVersionRequest, CreateWorkflowVersionResponse, GetRunDetailsRequest,
     GetRunDetailsResponse, TaskRunDetail,
 };
+use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use crate::Deps;
@@ -67,9 +68,34 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
         .map(|i| crate::idempotency::spec(wf, i))
         .transpose()?;
     let default_filters = crate::event_triggers::default_filters(wf, &req.default_filters)?;
-    if !req.cron_triggers.is_empty() {
-        return Err(unsupported(wf, "cron triggers"));
-    }
+    let crons = req
+        .cron_triggers
+        .iter()
+        .map(|c| {
+            adze_core::cron::CronExpr::parse(c)
+                .map(|e| e.as_str().to_string())
+                .map_err(|e| {
+                    Status::invalid_argument(format!("workflow {wf:?}: cron trigger: {e}"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cron_input = match req.cron_input.as_deref().filter(|i| !i.trim().is_empty()) {
+        None => None,
+        Some(text) => match crate::trigger::parse_payload("cron_input", text, Value::Null) {
+            Ok(v @ Value::Object(_)) => Some(v),
+            Ok(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "workflow {wf:?}: cron_input must be a JSON object"
+                )));
+            }
+            Err(e) => {
+                return Err(Status::invalid_argument(format!(
+                    "workflow {wf:?}: {}",
+                    e.message()
+                )));
+            }
+        },
+    };
     let sticky = match req.sticky.map(v1::StickyStrategy::try_from) {
         None => None,
         Some(Ok(v1::StickyStrategy::Soft)) => Some(adze_core::StickyStrategy::Soft),
@@ -108,6 +134,8 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
         event_triggers,
         default_filters,
         idempotency,
+        crons,
+        cron_input,
     };
     spec.validate()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

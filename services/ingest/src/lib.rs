@@ -10,6 +10,7 @@ mod errors;
 mod event_intake;
 mod event_triggers;
 mod events;
+mod fire;
 mod flow_checks;
 mod idempotency;
 mod limits;
@@ -19,6 +20,8 @@ mod rest;
 mod rest_events;
 mod rest_logs;
 mod rest_query;
+mod rest_timers;
+mod rest_workflows;
 mod task_actions;
 mod trigger;
 mod versions;
@@ -108,6 +111,17 @@ impl Ingest {
         );
         tasks.best_effort("nats event intake", move || {
             nats_intake::run(bus.clone(), i.clone(), d.clone(), shutdown.clone())
+        });
+        // Without it, due crons and schedules wait (the reapers ask again); a failure
+        // restarts it.
+        let firing = Arc::new(fire::Firing {
+            pool: deps.pool.clone(),
+            runs: runs.clone(),
+            committer: committer.clone(),
+        });
+        let (bus, shutdown) = (deps.bus.clone(), tasks.shutdown().clone());
+        tasks.best_effort("timer firing", move || {
+            fire::run(bus.clone(), firing.clone(), shutdown.clone())
         });
         Self {
             deps,

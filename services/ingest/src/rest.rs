@@ -38,8 +38,10 @@ pub(crate) fn router(
             post(crate::task_actions::replay),
         )
         .merge(crate::rest_logs::router())
-        .with_state(deps)
+        .with_state(deps.clone())
         .merge(events)
+        .merge(crate::rest_timers::router(deps.clone()))
+        .merge(crate::rest_workflows::router(deps))
 }
 
 /// A request no route took (see [`crate::with_fallback`]).

@@ -50,21 +50,21 @@ const MAX_LIMIT: i64 = 1_000;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ResourceMeta {
-    id: Uuid,
-    created_at: String,
-    updated_at: String,
+pub(crate) struct ResourceMeta {
+    pub(crate) id: Uuid,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
 }
 
 #[derive(Serialize)]
-struct Pagination {
+pub(crate) struct Pagination {
     current_page: i64,
     next_page: i64,
     num_pages: i64,
 }
 
 impl Pagination {
-    fn new(offset: i64, limit: i64, total: i64) -> Self {
+    pub(crate) fn new(offset: i64, limit: i64, total: i64) -> Self {
         let current_page = offset / limit + 1;
         Self {
             current_page,
@@ -131,7 +131,7 @@ struct FilterList {
     rows: Vec<FilterOut>,
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
@@ -201,7 +201,7 @@ fn int(pairs: &[(String, String)], name: &str, default: i64) -> Result<i64, ApiE
     }
 }
 
-fn page(pairs: &[(String, String)]) -> Result<(i64, i64), ApiError> {
+pub(crate) fn page(pairs: &[(String, String)]) -> Result<(i64, i64), ApiError> {
     let offset = int(pairs, "offset", 0)?;
     let limit = int(pairs, "limit", DEFAULT_LIMIT)?;
     if limit == 0 || limit > MAX_LIMIT {
@@ -220,7 +220,7 @@ fn uuids(pairs: &[(String, String)], name: &str) -> Result<Vec<Uuid>, ApiError> 
 }
 
 /// `k:v` pairs as one JSON object the metadata must contain.
-fn metadata(pairs: &[(String, String)]) -> Result<Option<Value>, ApiError> {
+pub(crate) fn metadata(pairs: &[(String, String)]) -> Result<Option<Value>, ApiError> {
     let mut map = serde_json::Map::new();
     for kv in all(pairs, "additionalMetadata") {
         let (k, v) = kv
@@ -231,7 +231,7 @@ fn metadata(pairs: &[(String, String)]) -> Result<Option<Value>, ApiError> {
     Ok((!map.is_empty()).then_some(Value::Object(map)))
 }
 
-fn store_error(e: adze_store::Error) -> ApiError {
+pub(crate) fn store_error(e: adze_store::Error) -> ApiError {
     api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
@@ -307,7 +307,9 @@ fn check_expression(expression: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn body<T>(
+    b: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
     b.map(|Json(b)| b)
         .map_err(|e| bad(format!("bad request body: {}", e.body_text())))
 }

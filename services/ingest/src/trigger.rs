@@ -8,7 +8,8 @@ use adze_core::limits::{MAX_BULK_TRIGGER, MAX_PAYLOAD_BYTES};
 use adze_proto::hatchet::workflow_service_server::WorkflowService;
 use adze_proto::hatchet::{
     BulkTriggerWorkflowRequest, BulkTriggerWorkflowResponse, PauseRateLimitRequest,
-    PauseRateLimitResponse, PutRateLimitRequest, PutRateLimitResponse, TriggerWorkflowResponse,
+    PauseRateLimitResponse, PutRateLimitRequest, PutRateLimitResponse, ScheduleWorkflowRequest,
+    ScheduledWorkflow, TriggerWorkflowResponse, WorkflowVersion as WorkflowVersionProto,
 };
 use adze_proto::v1::TriggerWorkflowRequest;
 use adze_store::workflows::WorkflowVersion;
@@ -99,24 +100,35 @@ fn is_child(r: &TriggerWorkflowRequest) -> bool {
 /// trigger spawns a child run (`parent_id`); [`check_parents`] then checks the task is
 /// one of that run's.
 fn child_of(r: &TriggerWorkflowRequest) -> Result<Option<(Uuid, Uuid, String)>, Status> {
-    if !is_child(r) {
+    child_of_parts(
+        r.parent_id.as_deref(),
+        r.parent_task_run_external_id.as_deref(),
+        r.child_index,
+        r.child_key.as_deref(),
+    )
+}
+
+/// [`child_of`] from the fields a trigger or a schedule carries.
+fn child_of_parts(
+    parent_id: Option<&str>,
+    parent_task: Option<&str>,
+    child_index: Option<i32>,
+    child_key: Option<&str>,
+) -> Result<Option<(Uuid, Uuid, String)>, Status> {
+    let Some(parent_id) = parent_id.filter(|p| !p.is_empty()) else {
         // Python sends child_index 0 for top-level runs too: ignored without a parent.
         return Ok(None);
-    }
-    let parent_run = crate::errors::parse_uuid("parent_id", r.parent_id.as_deref().unwrap_or(""))?;
-    let task = r
-        .parent_task_run_external_id
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            Status::invalid_argument(
-                "a child run (parent_id) needs the spawning task's parent_task_run_external_id",
-            )
-        })?;
+    };
+    let parent_run = crate::errors::parse_uuid("parent_id", parent_id)?;
+    let task = parent_task.filter(|t| !t.is_empty()).ok_or_else(|| {
+        Status::invalid_argument(
+            "a child run (parent_id) needs the spawning task's parent_task_run_external_id",
+        )
+    })?;
     let parent_task = crate::errors::parse_uuid("parent_task_run_external_id", task)?;
-    let key = match r.child_key.as_deref().filter(|k| !k.is_empty()) {
+    let key = match child_key.filter(|k| !k.is_empty()) {
         Some(k) => format!("key:{k}"),
-        None => format!("index:{}", r.child_index.unwrap_or(0)),
+        None => format!("index:{}", child_index.unwrap_or(0)),
     };
     Ok(Some((parent_run, parent_task, key)))
 }
@@ -363,6 +375,125 @@ impl WorkflowApi {
     }
 }
 
+/// Most times one ScheduleWorkflow call may schedule.
+const MAX_SCHEDULES: usize = 1_000;
+
+fn timestamp(t: &prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>, Status> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|n| chrono::DateTime::from_timestamp(t.seconds, n))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "schedule {}s {}ns is not a valid time",
+                t.seconds, t.nanos
+            ))
+        })
+}
+
+fn to_timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+impl WorkflowApi {
+    /// `ScheduleWorkflow`: stores one schedule per time given (a time passed fires at
+    /// once) and wakes the reapers; a schedule made from inside a task (`parent_id`)
+    /// starts a child run of that task when it fires.
+    async fn schedule(
+        &self,
+        tenant_id: Uuid,
+        r: &ScheduleWorkflowRequest,
+    ) -> Result<WorkflowVersionProto, Status> {
+        let version = self
+            .runs
+            .version(&self.deps.pool, tenant_id, &r.name)
+            .await?;
+        if r.schedules.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "schedule of {:?} gives no time to run it at",
+                r.name
+            )));
+        }
+        if r.schedules.len() > MAX_SCHEDULES {
+            return Err(Status::invalid_argument(format!(
+                "schedule of {} times; the limit is {MAX_SCHEDULES}",
+                r.schedules.len()
+            )));
+        }
+        let input = parse_payload("input", &r.input, Value::Object(Default::default()))?;
+        let additional_metadata = match r.additional_metadata.as_deref() {
+            Some(m) => parse_payload("additional_metadata", m, Value::Null)?,
+            None => Value::Null,
+        };
+        let additional_metadata = match additional_metadata {
+            Value::Null => Value::Object(Default::default()),
+            m @ Value::Object(_) => m,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "additional_metadata must be a JSON object",
+                ));
+            }
+        };
+        let priority = r
+            .priority
+            .map(|p| priority(p).map_err(Status::invalid_argument))
+            .transpose()?;
+        let parent = child_of_parts(
+            r.parent_id.as_deref(),
+            r.parent_task_run_external_id.as_deref(),
+            r.child_index,
+            r.child_key.as_deref(),
+        )?;
+        check_parents(&self.deps, tenant_id, std::slice::from_ref(&parent)).await?;
+        let items = r
+            .schedules
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                Ok(adze_store::timers::NewScheduled {
+                    workflow_id: version.workflow_id,
+                    trigger_at: timestamp(t)?,
+                    input: input.clone(),
+                    additional_metadata: additional_metadata.clone(),
+                    priority,
+                    method: adze_store::timers::METHOD_DEFAULT,
+                    // Several times from one call: each its own child of the task.
+                    parent: parent.as_ref().map(|(run, task, key)| {
+                        let key = if i == 0 {
+                            key.clone()
+                        } else {
+                            format!("{key}#{i}")
+                        };
+                        (*run, *task, key)
+                    }),
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let stored = adze_store::timers::create_scheduled(&self.deps.pool, tenant_id, &items)
+            .await
+            .map_err(store_status)?;
+        adze_bus::hints::wake_timers(&self.deps.bus).await;
+        let now = to_timestamp(chrono::Utc::now());
+        Ok(WorkflowVersionProto {
+            id: version.version_id.to_string(),
+            created_at: Some(now),
+            updated_at: Some(now),
+            version: String::new(),
+            order: 0,
+            workflow_id: version.workflow_id.to_string(),
+            scheduled_workflows: stored
+                .iter()
+                .map(|s| ScheduledWorkflow {
+                    id: s.id.to_string(),
+                    trigger_at: Some(to_timestamp(s.trigger_at)),
+                })
+                .collect(),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl WorkflowService for WorkflowApi {
     #[tracing::instrument(skip_all, fields(workflow = %req.get_ref().name))]
@@ -377,6 +508,16 @@ impl WorkflowService for WorkflowApi {
         Ok(Response::new(TriggerWorkflowResponse {
             workflow_run_id: ids[0].to_string(),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(workflow = %req.get_ref().name))]
+    async fn schedule_workflow(
+        &self,
+        req: Request<ScheduleWorkflowRequest>,
+    ) -> Result<Response<WorkflowVersionProto>, Status> {
+        let who = authenticate(&self.deps, &req).await?;
+        let answer = self.schedule(who.tenant_id, req.get_ref()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn put_rate_limit(

@@ -3,13 +3,15 @@
 //! timeouts, retries due after their backoff, assignments a worker did not start in
 //! time, workers lost (stream closed past a grace period, or silent), and ready tasks
 //! a lost notice left behind ([`stranded`]). It sleeps until the earliest of them; no
-//! fixed-interval scan reads the task tables. It also keeps the hot tables vacuumed
+//! fixed-interval scan reads the task tables. It fires crons and scheduled runs
+//! ([`timers`]), each tick or schedule once. It also keeps the hot tables vacuumed
 //! and analyzed ([`maintenance`]). Several reapers may run: deadline claims skip rows
 //! another reaper holds, worker claims are atomic updates, and events de-duplicate.
 
 mod deadlines;
 mod maintenance;
 mod stranded;
+mod timers;
 
 use std::sync::Arc;
 
@@ -91,6 +93,10 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
     tasks.best_effort("deadlines", move || {
         let deadlines = deadlines::DeadlineLoop::new(c.clone(), d.clone(), d.clock.clone());
         deadlines.run(stop.clone())
+    });
+    let (c, d, stop) = (config.clone(), deps.clone(), shutdown.clone());
+    tasks.best_effort("timers", move || {
+        timers::TimerLoop::new(c.clone(), d.clone()).run(stop.clone())
     });
     let (c, pool, stop) = (config.clone(), deps.pool.clone(), shutdown.clone());
     tasks.best_effort("maintenance", move || {
