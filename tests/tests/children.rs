@@ -1,7 +1,8 @@
 //! Child runs against the real fleet: a task spawns runs of other workflows and waits
 //! for them; a retried parent re-attaches to the children it already has instead of
 //! spawning them twice; cancelling a parent run cancels its running child; a spawn
-//! naming a task that is not its run's is refused.
+//! naming a task that is not its run's is refused; a parent waits for more children at
+//! once than its worker's connection has HTTP/2 streams.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -232,5 +233,49 @@ async fn a_spawn_must_name_its_parent_task() {
         assert_eq!(err.code(), code, "{err:?}");
         assert!(err.message().contains(says), "{}", err.message());
     }
+    env.stop().await;
+}
+
+/// 300 children waited for at once by a parent, through its worker's own client: the
+/// waits share one stream, so the worker's connection (200 streams, as the services
+/// allow) keeps room for the children's reports. With a stream per wait, the worker
+/// stalled and nothing finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parent_waits_for_more_children_than_its_connection_has_streams() {
+    const CHILDREN: i64 = 300;
+    let env = TestEnv::start().await;
+    let child_runs = Arc::new(AtomicUsize::new(0));
+    let parent = Workflow::<Value>::new("wide").task(
+        TaskDef::new("fan-out", |_i: Value, ctx: Context| async move {
+            let spawns = (0..CHILDREN).map(|n| {
+                ctx.spawn_child("child", json!({"n": n}), None, TriggerOptions::default())
+            });
+            let handles = futures::future::try_join_all(spawns)
+                .await
+                .map_err(|e| TaskError::non_retryable(format!("spawn: {e}")))?;
+            let outputs = futures::future::try_join_all(handles.iter().map(|h| h.outputs()))
+                .await
+                .map_err(|e| TaskError::non_retryable(format!("child: {e}")))?;
+            let sum: i64 = outputs
+                .iter()
+                .map(|o| o["double"]["twice"].as_i64().unwrap_or(0))
+                .sum();
+            Ok::<_, TaskError>(json!({"sum": sum}))
+        })
+        .execution_timeout(Duration::from_secs(120)),
+    );
+    let stop = env
+        .start_worker("wide", 320, vec![parent, child(child_runs.clone())])
+        .await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        env.client().run::<_, _, Value>("wide", json!({})),
+    )
+    .await
+    .expect("the parent finished (its worker did not stall)")
+    .expect("the parent succeeded");
+    assert_eq!(out["fan-out"]["sum"], json!(CHILDREN * (CHILDREN - 1)));
+    assert_eq!(child_runs.load(Ordering::SeqCst), CHILDREN as usize);
+    stop.cancel();
     env.stop().await;
 }

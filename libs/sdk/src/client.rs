@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     triggers: std::sync::OnceLock<Coalescer<Triggers>>,
     /// A worker's task reports, coalesced the same way.
     reports: std::sync::OnceLock<Coalescer<Reports>>,
+    /// Waits for run results, on one shared stream; started on first use.
+    runs: std::sync::OnceLock<crate::subscribe::RunListener>,
 }
 
 impl fmt::Debug for Client {
@@ -126,6 +128,7 @@ impl Client {
                 dispatcher_channel,
                 triggers: std::sync::OnceLock::new(),
                 reports: std::sync::OnceLock::new(),
+                runs: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -361,6 +364,13 @@ impl Client {
             .reports
             .get_or_init(|| Coalescer::start(Reports(self.inner.dispatcher_channel.clone())));
         reports.call(event).await
+    }
+
+    /// The client's shared wait for run results ([`crate::subscribe`]).
+    pub(crate) fn run_listener(&self) -> &crate::subscribe::RunListener {
+        self.inner
+            .runs
+            .get_or_init(|| crate::subscribe::RunListener::start(self))
     }
 
     pub(crate) fn dispatcher(&self) -> DispatcherClient<AuthChannel> {

@@ -293,6 +293,13 @@ impl AdminService for FakeEngine {
 
 #[tonic::async_trait]
 impl WorkflowService for FakeEngine {
+    async fn schedule_workflow(
+        &self,
+        _request: Request<adze_proto::hatchet::ScheduleWorkflowRequest>,
+    ) -> Result<Response<adze_proto::hatchet::WorkflowVersion>, Status> {
+        Err(Status::unimplemented("the fake engine schedules nothing"))
+    }
+
     async fn put_rate_limit(
         &self,
         _request: Request<PutRateLimitRequest>,
