@@ -6,7 +6,8 @@
 #   scripts/bench.sh --quick               every scenario, small (< 3 minutes), a smoke test
 #   scripts/bench.sh noop --rates 2000,4000 --sustain-secs 30    any adze-bench flag
 #
-# Scenarios: noop dag3 latency fanout backlog wire timeouts keyed limited sticky. Each one starts its own fleet (a fresh
+# Scenarios: noop dag3 latency fanout backlog wire timeouts keyed limited sticky events
+# children. Each one starts its own fleet (a fresh
 # database adze_bench_*, NATS prefix, secret and free ports; the four release service
 # binaries as child processes), prints one summary line on stdout and writes
 # bench/results/<scenario>-<timestamp>.json; service logs go to bench/results/logs/.

@@ -33,6 +33,9 @@ pub enum Scenario {
     /// Events as triggers: each event (pushed over gRPC, or published to NATS) starts
     /// a one-task run; events/s kept up with and publish → start percentiles per path.
     Events,
+    /// Parents triggered together, each spawning child runs (of a one-task workflow)
+    /// from inside its task and waiting for them: children/s and spawn → child start.
+    Children,
 }
 
 /// How the `events` scenario sends its events.
@@ -57,7 +60,7 @@ impl EventPath {
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
@@ -69,6 +72,7 @@ impl Scenario {
         Scenario::Limited,
         Scenario::Sticky,
         Scenario::Events,
+        Scenario::Children,
     ];
 
     /// The name used in file names and JSON.
@@ -85,6 +89,7 @@ impl Scenario {
             Scenario::Limited => "limited",
             Scenario::Sticky => "sticky",
             Scenario::Events => "events",
+            Scenario::Children => "children",
         }
     }
 }
@@ -230,6 +235,17 @@ pub struct Args {
     /// their place in the intake stream).
     #[arg(long)]
     pub event_no_msg_id: bool,
+    /// Parents of the children scenario, triggered together in one bulk call.
+    #[arg(long)]
+    pub children_parents: Option<usize>,
+    /// Child runs each parent spawns from its task, and waits for, in the children scenario.
+    #[arg(long)]
+    pub children_per_parent: Option<usize>,
+    /// In the children scenario, parents give their worker slot back (`ReleaseSlot`)
+    /// before spawning, instead of holding it while they wait (then the workers get
+    /// `--slots` slots rather than `--slots` + parents).
+    #[arg(long)]
+    pub children_release_slot: bool,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -273,6 +289,9 @@ pub struct Scale {
     pub event_secs: u64,
     pub event_paths: Vec<EventPath>,
     pub event_msg_id: bool,
+    pub children_parents: usize,
+    pub children_per_parent: usize,
+    pub children_release_slot: bool,
     pub slots: usize,
     pub workers: usize,
     pub task_sleep_ms: u64,
@@ -329,6 +348,12 @@ impl Scale {
                 .clone()
                 .unwrap_or_else(|| vec![EventPath::Grpc, EventPath::Nats]),
             event_msg_id: !a.event_no_msg_id,
+            children_parents: a.children_parents.unwrap_or(if q { 10 } else { 50 }).max(1),
+            children_per_parent: a
+                .children_per_parent
+                .unwrap_or(if q { 50 } else { 100 })
+                .max(1),
+            children_release_slot: a.children_release_slot,
             slots: a.slots.max(1),
             workers: a.workers.max(1),
             task_sleep_ms: a.task_sleep_ms,

@@ -4,7 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use adze_sdk::{Client, ClientConfig, Context, TaskDef, TaskError, TlsStrategy, Worker, Workflow};
+use adze_sdk::{
+    Client, ClientConfig, Context, RunHandle, SdkError, TaskDef, TaskError, TlsStrategy,
+    TriggerOptions, Worker, Workflow,
+};
+use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +35,9 @@ pub const TIMEOUTS: &str = "bench-timeouts";
 /// The workflow the `events` scenario's events start, and its event key.
 pub const EVENTS: &str = "bench-events";
 pub const EVENT_KEY: &str = "bench:event";
+/// The `children` scenario's parent workflow, and the workflow of its children.
+pub const CHILDREN_PARENT: &str = "bench-children-parent";
+pub const CHILDREN_CHILD: &str = "bench-children-child";
 /// The action of the `timeouts` scenario's task.
 pub const TIMEOUTS_ACTION: &str = "bench-timeouts:maybe";
 
@@ -155,6 +162,94 @@ pub fn timeouts(hub: &Arc<Hub>) -> Workflow<SeqInput> {
     })
     .execution_timeout(Duration::from_secs(1));
     Workflow::new(TIMEOUTS).task(task)
+}
+
+/// The shape of the `children` scenario: how many parents, how many children each, and
+/// whether a parent gives its slot back while it waits.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub parents: usize,
+    pub per_parent: usize,
+    pub release_slot: bool,
+}
+
+impl Family {
+    /// The sequence number of child `i` of parent `parent` in the phase's recorder: the
+    /// parents are `0 … parents-1`, their children follow, parent by parent.
+    pub fn child_seq(&self, parent: u32, i: usize) -> u32 {
+        u32::try_from(self.parents + parent as usize * self.per_parent + i).unwrap_or(u32::MAX)
+    }
+
+    /// Sequence numbers a phase needs: every parent and every child.
+    pub fn capacity(&self) -> usize {
+        self.parents * (1 + self.per_parent)
+    }
+}
+
+/// The parent of `children`: one task, `spawn`, that spawns `per_parent` child runs of
+/// [`CHILDREN_CHILD`] at once (each its own `spawn_child` call; the SDK coalesces
+/// concurrent ones into bulk triggers), records when each was asked for and answered
+/// and binds its run id, then waits for every child's result at once, through its
+/// worker's own client as a handler does. With `release_slot` it first gives its worker
+/// slot back. It fails if a spawn or a child fails.
+pub fn children_parent(hub: &Arc<Hub>, family: Family) -> Workflow<SeqInput> {
+    let hub = hub.clone();
+    let task = TaskDef::new("spawn", move |input: SeqInput, ctx: Context| {
+        let hub = hub.clone();
+        async move {
+            let recorder = hub.recorder(input.phase);
+            if let Some(r) = &recorder {
+                r.started(input.seq, 0, now_ns());
+            }
+            if family.release_slot {
+                ctx.release_slot()
+                    .await
+                    .map_err(|e| TaskError::retryable(format!("release slot: {e}")))?;
+            }
+            let spawns = (0..family.per_parent).map(|i| {
+                let seq = family.child_seq(input.seq, i);
+                let (ctx, hub, recorder) = (&ctx, &hub, &recorder);
+                async move {
+                    if let Some(r) = recorder {
+                        r.sent(seq, now_ns());
+                    }
+                    let child = SeqInput {
+                        phase: input.phase,
+                        seq,
+                    };
+                    let handle = ctx
+                        .spawn_child(CHILDREN_CHILD, child, None, TriggerOptions::default())
+                        .await?;
+                    if let Some(r) = recorder {
+                        r.acked(seq, now_ns());
+                        hub.bind(r, seq, handle.run_id());
+                    }
+                    Ok::<RunHandle, SdkError>(handle)
+                }
+            });
+            let handles = join_all(spawns)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TaskError::non_retryable(format!("spawn a child: {e}")))?;
+            let results = join_all(handles.iter().map(RunHandle::outputs)).await;
+            let failed: Vec<SdkError> = results.into_iter().filter_map(Result::err).collect();
+            if let Some(first) = failed.first() {
+                return Err(TaskError::non_retryable(format!(
+                    "{} of {} children failed; the first: {first}",
+                    failed.len(),
+                    handles.len()
+                )));
+            }
+            if let Some(r) = &recorder {
+                r.ended(input.seq, 0, now_ns());
+            }
+            Ok::<(), TaskError>(())
+        }
+    })
+    // Longer than the default minute: a parent waits for all its children.
+    .execution_timeout(Duration::from_secs(900));
+    Workflow::new(CHILDREN_PARENT).task(task)
 }
 
 /// Running worker instances.

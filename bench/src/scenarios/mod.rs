@@ -1,6 +1,7 @@
 //! The scenarios, and the context they share: the fleet's address, clients, observers.
 
 mod backlog;
+mod children;
 mod events;
 mod fanout;
 mod latency;
@@ -174,5 +175,6 @@ pub async fn run(scenario: Scenario, ctx: &Ctx, fleet: &mut Fleet) -> anyhow::Re
         Scenario::Limited => ramp::run(ctx, ramp::Shape::Limited).await,
         Scenario::Sticky => ramp::run(ctx, ramp::Shape::Sticky).await,
         Scenario::Events => events::run(ctx).await,
+        Scenario::Children => children::run(ctx).await,
     }
 }
