@@ -78,6 +78,7 @@ pub fn one_task_workflow(
             concurrency: Vec::new(),
             rate_limits: Vec::new(),
             worker_labels: Vec::new(),
+            conditions: None,
         }],
         on_failure: None,
         concurrency: Vec::new(),

@@ -139,3 +139,8 @@ async fn python_crons_and_scheduled_runs() {
 async fn typescript_crons_and_scheduled_runs() {
     ts_script("timers.ts").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_task_conditions() {
+    python_script("conditions.py").await;
+}

@@ -31,6 +31,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             concurrency: Vec::new(),
             rate_limits: Vec::new(),
             worker_labels: Vec::new(),
+            conditions: None,
         }],
         on_failure: None,
         concurrency: Vec::new(),

@@ -24,6 +24,7 @@ fn task(name: &str, parents: &[&str], retries: i32) -> TaskSpec {
         concurrency: Vec::new(),
         rate_limits: Vec::new(),
         worker_labels: Vec::new(),
+        conditions: None,
     }
 }
 

@@ -109,6 +109,14 @@ pub enum SchedulerEvent {
         /// Why, for the tasks' error text.
         reason: String,
     },
+    /// Skip these queued tasks of the tenant (the scheduler's conditions stage): they
+    /// succeed without running, with the output `{"skipped": true}`.
+    SkipTasks {
+        /// Tasks.
+        task_ids: Vec<Uuid>,
+        /// Why, for the log.
+        reason: String,
+    },
     /// Several worker reports of one tenant, in the order they arrived (a dispatcher
     /// publishes what its workers sent in the meantime as one message).
     Reports {

@@ -142,6 +142,10 @@ pub struct TaskLimits {
     /// Its run's stickiness to one worker, if the run is sticky.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<crate::Sticky>,
+    /// It has conditions (wait_for / skip_if / cancel_if) to settle before it may go
+    /// (see [`crate::conditions`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gated: bool,
 }
 
 /// A queued task's [`TaskLimits`] with its run (a run-level key is held by the run);
@@ -169,6 +173,7 @@ impl TaskLimits {
             && self.rate_limits.is_empty()
             && self.labels.is_empty()
             && self.sticky.is_none()
+            && !self.gated
     }
 }
 

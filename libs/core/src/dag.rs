@@ -33,6 +33,10 @@ pub struct TaskSpec {
     /// Labels it wants of its worker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub worker_labels: Vec<crate::labels::DesiredLabel>,
+    /// When it may be queued once its parents are done, or is skipped or cancelled
+    /// instead (see [`crate::conditions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<crate::conditions::TaskConditions>,
 }
 
 /// A workflow definition: a named DAG of tasks.

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod concurrency;
+pub mod conditions;
 pub mod cron;
 pub mod dag;
 pub mod duration;

@@ -230,6 +230,9 @@ pub enum TaskEvent {
     /// Someone cancelled the task (or its run): it ends whatever attempt it is on, and
     /// a worker running it is told to stop.
     Cancel,
+    /// Its conditions skip it (`skip_if`, or every parent skipped): it succeeds
+    /// without running, with the output `{"skipped": true}`, and its children go on.
+    Skip,
     /// Someone replayed the finished task (or a task upstream of it): it runs again
     /// as a new attempt with its retries back, waiting first for `pending_parents` of
     /// its parents that are replayed too (or did not succeed).
@@ -272,6 +275,7 @@ impl TaskEvent {
             | Self::TimedOut { .. } => &TaskStatus::SLOT_HOLDING,
             Self::ScheduleExpired { .. } => &[Queued],
             Self::Cancel => &[Pending, Queued, Assigned, Running],
+            Self::Skip => &[Queued],
             Self::Replay { .. } => &TaskStatus::FINAL,
         }
     }
@@ -304,6 +308,7 @@ impl TaskEvent {
             Self::TimedOut { attempt: 0 },
             Self::ScheduleExpired { attempt: 0 },
             Self::Cancel,
+            Self::Skip,
             Self::Replay { pending_parents: 0 },
             Self::Replay { pending_parents: 2 },
         ]
@@ -405,6 +410,7 @@ impl TaskEvent {
             Self::WorkerLost { .. } => to(TaskStatus::Queued, true, false, 0),
             Self::ScheduleExpired { .. } => to(TaskStatus::Failed, false, false, 0),
             Self::Cancel => to(TaskStatus::Cancelled, false, false, 0),
+            Self::Skip => to(TaskStatus::Succeeded, false, false, 0),
             Self::Replay { pending_parents } if *pending_parents > 0 => {
                 to(TaskStatus::Pending, true, false, 0)
             }

@@ -57,6 +57,12 @@ pub enum WaitReason {
         /// Most it allows.
         max: i32,
     },
+    /// Its parents are done, but its conditions (wait_for / skip_if / cancel_if) have
+    /// not decided yet.
+    Conditions {
+        /// What it waits for, in words.
+        waiting_for: String,
+    },
     /// Ready, but its run keeps HARD to a worker that cannot take it now.
     StickyWorker {
         /// The run's sticky worker.
@@ -81,6 +87,7 @@ impl WaitReason {
             | Self::RateLimit { .. }
             | Self::RateLimiterUnavailable { .. }
             | Self::WorkerLabel { .. }
+            | Self::Conditions { .. }
             | Self::StickyWorker { .. } => None,
         }
     }
@@ -111,6 +118,9 @@ impl fmt::Display for WaitReason {
             }
             Self::WorkerLabel { label } => {
                 write!(f, "no worker with a free slot has the label {label}")
+            }
+            Self::Conditions { waiting_for } => {
+                write!(f, "waiting for its conditions: {waiting_for}")
             }
             Self::StickyWorker { worker, detail } => {
                 write!(

@@ -28,6 +28,7 @@ pub(crate) struct ContextParts {
     pub additional_metadata: Value,
     pub parents: HashMap<String, Value>,
     pub step_run_errors: HashMap<String, String>,
+    pub triggers: Value,
     pub cancellation: CancellationToken,
     /// The index of this attempt's next child run without a key.
     pub child_index: Arc<std::sync::atomic::AtomicI32>,
@@ -114,7 +115,24 @@ impl Context {
         self.task_output(task.name())
     }
 
-    /// Whether ancestor `task` produced an output (a skipped task has none).
+    /// What started the run (an event's key, a cron, a schedule, the parent of a child
+    /// run) and what met this task's conditions, by condition key (`{}` if nothing).
+    pub fn triggers(&self) -> &Value {
+        &self.inner.parts.triggers
+    }
+
+    /// Whether the parent (or ancestor) task `task` was skipped by its conditions
+    /// (its output is then `{"skipped": true}`).
+    pub fn was_skipped(&self, task: &str) -> bool {
+        self.inner
+            .parts
+            .parents
+            .get(task)
+            .is_some_and(|o| o.get("skipped") == Some(&Value::Bool(true)))
+    }
+
+    /// Whether ancestor `task` produced an output (a skipped one's is
+    /// `{"skipped": true}`: see [`Context::was_skipped`]).
     pub fn has_output(&self, task: &str) -> bool {
         self.inner.parts.parents.contains_key(task)
     }

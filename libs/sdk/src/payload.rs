@@ -16,6 +16,8 @@ pub(crate) struct ActionPayload {
     pub step_run_errors: HashMap<String, String>,
     /// `manual`, `event`, `cron`... when the engine sends it.
     pub triggered_by: Option<String>,
+    /// What started the run and what met the task's conditions (`{}` if nothing).
+    pub triggers: Value,
 }
 
 /// The wire shape; every field may be missing or `null`.
@@ -29,6 +31,8 @@ struct Wire {
     step_run_errors: Option<HashMap<String, String>>,
     #[serde(default)]
     triggered_by: Option<String>,
+    #[serde(default)]
+    triggers: Option<Value>,
 }
 
 impl ActionPayload {
@@ -43,6 +47,10 @@ impl ActionPayload {
             parents: wire.parents.unwrap_or_default(),
             step_run_errors: wire.step_run_errors.unwrap_or_default(),
             triggered_by: wire.triggered_by,
+            triggers: wire
+                .triggers
+                .filter(|t| !t.is_null())
+                .unwrap_or_else(|| Value::Object(Default::default())),
         })
     }
 }

@@ -274,15 +274,17 @@ pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
             })
         })
         .transpose()?;
-    let keys = match (keys, limits, labels, sticky) {
-        (None, None, None, None) => None,
-        (keys, limits, labels, sticky) => Some(TaskKeys {
+    let gated: bool = r.try_get("gated")?;
+    let keys = match (keys, limits, labels, sticky, gated) {
+        (None, None, None, None, false) => None,
+        (keys, limits, labels, sticky, gated) => Some(TaskKeys {
             run_id: r.try_get("run_id")?,
             limits: TaskLimits {
                 keys: parse(keys)?,
                 rate_limits: parse(limits)?,
                 labels: parse(labels)?,
                 sticky,
+                gated,
             },
         }),
     };
@@ -326,7 +328,7 @@ macro_rules! assign_sql {
                  start_deadline = now() + $6 * interval '1 millisecond'
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
              RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors,
-                       t.execution_deadline, t.on_failure, t.concurrency, t.sticky),
+                       t.execution_deadline, t.on_failure, t.concurrency, t.sticky, t.condition_data),
            -- Concurrency keys: the run (a workflow entry) or the task holds each from
            -- now on, for as long as its own status says (see migration 0013).
            holds AS (
@@ -340,7 +342,10 @@ macro_rules! assign_sql {
             $pin,
             r#"
            SELECT upd.tenant_id, upd.id, upd.run_id, upd.readable_id, upd.action_id, upd.attempt,
-             upd.worker_id, upd.ancestors, upd.execution_deadline, upd.on_failure, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id, r.triggers,
+             upd.worker_id, upd.ancestors, upd.execution_deadline, upd.on_failure, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
+             -- What met the task's conditions joins what started its run.
+             CASE WHEN upd.condition_data IS NULL THEN r.triggers
+                  ELSE COALESCE(r.triggers, '{}'::jsonb) || upd.condition_data END AS triggers,
              CASE WHEN cardinality(upd.ancestors) > 0 THEN
                (SELECT jsonb_object_agg(a.readable_id,
                   CASE WHEN a.output IS NULL OR a.output = 'null'::jsonb THEN '{}'::jsonb ELSE a.output END)

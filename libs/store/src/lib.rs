@@ -6,6 +6,7 @@ pub mod admission;
 pub mod auth;
 pub mod batch;
 pub mod concurrency;
+pub mod conditions;
 pub mod deadlines;
 pub mod events;
 pub mod fence;

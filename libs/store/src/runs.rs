@@ -142,6 +142,10 @@ pub async fn create_runs_multi(
         .bind(&t.sticky)
         .bind(&r_sticky_worker)
         .bind(&r_triggers)
+        .bind(&t.conditions)
+        .bind(&t.wait_tenant)
+        .bind(&t.wait_key)
+        .bind(&t.wait_task)
         .execute(db)
         .await?;
     let ready = t.ready();
@@ -166,11 +170,16 @@ static CREATE_RUNS: Sql = Sql::new(
                            additional_metadata, traceparent, on_failure_pending, sticky_worker, triggers)
          SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::jsonb[],
                               $21::jsonb[], $22::text[], $23::bool[], $29::uuid[], $30::jsonb[])
+         RETURNING 1),
+       -- The event keys of tasks with conditions (see migration 0024).
+       event_waits AS (
+         INSERT INTO task_event_waits (tenant_id, event_key, task_id)
+         SELECT * FROM UNNEST($32::uuid[], $33::text[], $34::uuid[]) ON CONFLICT DO NOTHING
          RETURNING 1)
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
              execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
-             desired_labels, priority, sticky)
+             desired_labels, priority, sticky, conditions)
        SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
               CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
               u.pending,
@@ -178,12 +187,13 @@ static CREATE_RUNS: Sql = Sql::new(
               ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
               CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
-              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky
+              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky, u.conditions
        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
                    $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
-                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[], $28::text[])
+                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[], $28::text[], $31::jsonb[])
          AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
-              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels, priority, sticky)"#,
+              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels, priority, sticky,
+              conditions)"#,
 );
 
 /// Column arrays of the tasks to insert.
@@ -208,6 +218,12 @@ struct TaskColumns<'a> {
     labels: Vec<Option<Value>>,
     priority: Vec<i16>,
     sticky: Vec<Option<&'static str>>,
+    /// Per task, its conditions, when it has some.
+    conditions: Vec<Option<Value>>,
+    /// The event keys tasks with conditions listen for: tenant, key, task.
+    wait_tenant: Vec<Uuid>,
+    wait_key: Vec<&'a str>,
+    wait_task: Vec<Uuid>,
     /// Per task, what limits it, when something does (for the ready list).
     keys: Vec<Option<&'a TaskLimits>>,
 }
@@ -252,8 +268,19 @@ impl<'a> TaskColumns<'a> {
         self.sticky
             .push(keys.and_then(|k| k.sticky).map(|s| s.strategy.as_str()));
         self.keys.push(keys);
+        let id = Uuid::now_v7();
         self.tenant.push(tenant);
-        self.id.push(Uuid::now_v7());
+        self.id.push(id);
+        self.conditions.push(
+            t.conditions
+                .as_ref()
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+        );
+        for key in t.conditions.iter().flat_map(|c| c.event_keys()) {
+            self.wait_tenant.push(tenant);
+            self.wait_key.push(key);
+            self.wait_task.push(id);
+        }
         self.run.push(run);
         self.name.push(&t.readable_id);
         self.action.push(&t.action_id);
@@ -271,7 +298,11 @@ impl<'a> TaskColumns<'a> {
         self.factor.push(t.retry.backoff_factor);
         self.cap.push(t.retry.backoff_max_seconds);
         self.exec_timeout.push(t.execution_timeout_ms);
-        self.sched_timeout.push(t.schedule_timeout_ms);
+        // A task with conditions starts its schedule timeout once they let it queue.
+        self.sched_timeout.push(match t.conditions {
+            Some(_) => None,
+            None => t.schedule_timeout_ms,
+        });
     }
 }
 

@@ -186,6 +186,12 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         .await?;
     }
     match to {
+        TaskStatus::Succeeded if ev.event == TaskEvent::Skip => {
+            release_children(conn, ev.tenant_id, run_id, &readable_id).await?;
+            // Its children are looked at by the conditions stage before they go: one
+            // all of whose parents were skipped is skipped too.
+            crate::conditions::gate_children(conn, ev.tenant_id, run_id, &readable_id).await?;
+        }
         TaskStatus::Succeeded => release_children(conn, ev.tenant_id, run_id, &readable_id).await?,
         TaskStatus::Failed | TaskStatus::Cancelled => {
             cancel_descendants(conn, ev.tenant_id, run_id, &readable_id, to).await?

@@ -31,6 +31,8 @@ pub struct TaskDef {
     pub rate_limits: Vec<RateLimitSpec>,
     /// Labels it wants of its worker.
     pub worker_labels: Vec<adze_core::labels::DesiredLabel>,
+    /// Its conditions (wait_for / skip_if / cancel_if), if it has any.
+    pub conditions: Option<adze_core::conditions::TaskConditions>,
 }
 
 /// A workflow's current version with its tasks, in declaration order.
@@ -224,6 +226,7 @@ pub async fn latest_version(
                     t.concurrency.clone(),
                     t.rate_limits.clone(),
                     t.worker_labels.clone(),
+                    t.conditions.clone(),
                 )
             })
             .unwrap_or_default()
@@ -255,12 +258,14 @@ pub async fn latest_version(
             concurrency: Vec::new(),
             rate_limits: Vec::new(),
             worker_labels: Vec::new(),
+            conditions: None,
         };
-        let (concurrency, rate_limits, worker_labels) = entries_of(&task.readable_id);
+        let (concurrency, rate_limits, worker_labels, conditions) = entries_of(&task.readable_id);
         let task = TaskDef {
             concurrency,
             rate_limits,
             worker_labels,
+            conditions,
             ..task
         };
         if r.try_get("on_failure")? {

@@ -151,20 +151,22 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
     if t.batch.is_some() {
         return Err(unsupported(wf, "batched tasks"));
     }
-    if t.conditions.as_ref().is_some_and(|c| {
-        !c.parent_override_conditions.is_empty()
-            || !c.sleep_conditions.is_empty()
-            || !c.user_event_conditions.is_empty()
-    }) {
-        return Err(unsupported(
-            wf,
-            "task conditions (wait_for/skip_if/cancel_if)",
-        ));
-    }
     let action_id = if t.action.is_empty() {
         format!("{}:{name}", wf.to_lowercase())
     } else {
         t.action.clone()
+    };
+    let schedule_timeout_ms = parse_timeout(
+        wf,
+        name,
+        "schedule_timeout",
+        t.schedule_timeout.as_deref().unwrap_or(""),
+    )?;
+    let conditions = match &t.conditions {
+        Some(c) => {
+            crate::conditions::task_conditions(wf, name, &t.parents, c, schedule_timeout_ms)?
+        }
+        None => None,
     };
     Ok(TaskSpec {
         readable_id: t.readable_id.clone(),
@@ -176,12 +178,7 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
             backoff_max_seconds: t.backoff_max_seconds,
         },
         execution_timeout_ms: parse_timeout(wf, name, "timeout", &t.timeout)?,
-        schedule_timeout_ms: parse_timeout(
-            wf,
-            name,
-            "schedule_timeout",
-            t.schedule_timeout.as_deref().unwrap_or(""),
-        )?,
+        schedule_timeout_ms,
         concurrency: t.concurrency.iter().map(crate::limits::spec).collect(),
         rate_limits: t
             .rate_limits
@@ -191,6 +188,7 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
         worker_labels: crate::limits::desired_labels(&t.worker_labels).map_err(|e| {
             Status::invalid_argument(format!("workflow {wf:?}: task {name:?}: {e}"))
         })?,
+        conditions,
     })
 }
 

@@ -176,6 +176,7 @@ impl Committer {
 async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let hints = Arc::new(adze_bus::DeadlineHints::new(bus.clone()));
+    let exprs = Arc::new(crate::conditions::EventExprs::default());
     // The commits in flight (at most IN_FLIGHT): awaited before the committer ends, so
     // no accepted trigger is left unanswered.
     let mut commits = tokio::task::JoinSet::new();
@@ -201,8 +202,8 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
                 Err(_) => break,
             }
         }
-        let (pool, bus, hints) = (pool.clone(), bus.clone(), hints.clone());
-        commits.spawn(async move { commit(&pool, &bus, &hints, batch, permit).await });
+        let (pool, bus, hints, exprs) = (pool.clone(), bus.clone(), hints.clone(), exprs.clone());
+        commits.spawn(async move { commit(&pool, &bus, &hints, &exprs, batch, permit).await });
     }
     while commits.join_next().await.is_some() {}
 }
@@ -245,6 +246,8 @@ struct Written {
     earlier: Vec<Option<Uuid>>,
     /// Per plain run in batch order, what became of it.
     runs: Vec<RunOutcome>,
+    /// Tenants with queued tasks whose event conditions the batch's events met.
+    woken: Vec<Uuid>,
 }
 
 /// Writes a batch that holds events or idempotency keys, in one transaction: the events
@@ -253,6 +256,7 @@ struct Written {
 /// which event started which run.
 async fn write_in_transaction(
     pool: &PgPool,
+    exprs: &crate::conditions::EventExprs,
     batch: &[Request],
 ) -> Result<Written, adze_store::Error> {
     let events: Vec<NewEvent> = batch
@@ -296,6 +300,17 @@ async fn write_in_transaction(
     }
     let mut tx = pool.begin().await?;
     let earlier = adze_store::events::insert(&mut tx, &events).await?;
+    // New events may meet the event conditions of queued tasks (`wait_for` ...).
+    let new: Vec<&NewEvent> = events
+        .iter()
+        .zip(&earlier)
+        .filter_map(|(e, seen)| seen.is_none().then_some(e))
+        .collect();
+    let woken = if new.is_empty() {
+        Vec::new()
+    } else {
+        exprs.record(&mut tx, &new).await?
+    };
     let held = adze_store::idempotency::claim(&mut tx, &claims).await?;
     let outcomes: Vec<RunOutcome> = roles
         .iter()
@@ -357,6 +372,7 @@ async fn write_in_transaction(
         created,
         earlier,
         runs: outcomes,
+        woken,
     })
 }
 
@@ -364,6 +380,7 @@ async fn commit(
     pool: &PgPool,
     bus: &Bus,
     hints: &adze_bus::DeadlineHints,
+    exprs: &crate::conditions::EventExprs,
     batch: Vec<Request>,
     permit: OwnedSemaphorePermit,
 ) {
@@ -372,7 +389,7 @@ async fn commit(
         .any(|r| !r.events.is_empty() || r.runs.iter().any(|p| p.idempotency.is_some()));
     // (Child runs always have an idempotency key: see `trigger::child_key`.)
     let result = if transactional {
-        write_in_transaction(pool, &batch).await
+        write_in_transaction(pool, exprs, &batch).await
     } else {
         let rows: Vec<(Uuid, NewRun<'_>)> = batch
             .iter()
@@ -391,12 +408,14 @@ async fn commit(
                     .collect(),
                 created,
                 earlier: Vec::new(),
+                woken: Vec::new(),
             })
     };
     let Written {
         created,
         earlier,
         runs,
+        woken,
     } = match result {
         Ok(w) => w,
         Err(e) => {
@@ -461,6 +480,14 @@ async fn commit(
     }
     drop(permit);
     hints.offer(created.schedule_deadline).await;
+    // Tasks an event let go are due now; a lost wake-up is repaired like a lost notice.
+    for tenant_id in woken {
+        let env = Envelope::new(tenant_id, SchedulerEvent::Wake);
+        let msg_id = format!("conditions-met:{}", Uuid::now_v7());
+        if let Err(e) = bus.publish_event(&env, &msg_id).await {
+            tracing::warn!(error = %e, "could not wake the scheduler for met conditions; the reaper will repair");
+        }
+    }
     for (tenant_id, notice) in per_tenant {
         let Notice {
             run_ids,

@@ -6,6 +6,7 @@
 mod admin;
 pub mod budget;
 mod commit;
+mod conditions;
 mod errors;
 mod event_intake;
 mod event_triggers;

@@ -241,6 +241,13 @@ impl RunFactory {
                 limits.labels = crate::limits::merge_labels(&task.worker_labels, &wanted);
             }
         }
+        // Tasks with conditions are settled by the scheduler's conditions stage first.
+        if version.tasks.iter().any(|t| t.conditions.is_some()) {
+            concurrency.resize(version.tasks.len(), Default::default());
+            for (limits, task) in concurrency.iter_mut().zip(&version.tasks) {
+                limits.gated = task.conditions.is_some();
+            }
+        }
         let worker = desired_worker(r.desired_worker_id)?;
         if let Some(strategy) = sticky_strategy(&version, worker) {
             concurrency.resize(version.tasks.len(), Default::default());

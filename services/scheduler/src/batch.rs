@@ -15,7 +15,7 @@ use adze_core::{TaskEvent, TaskStatus};
 use adze_runtime::tasks::Tasks;
 use adze_store::admission::{Assignment, Fence};
 
-use crate::admission::{CancelOrder, Pipeline, SlotBook, Source};
+use crate::admission::{CancelOrder, Ending, Pipeline, SlotBook, Source};
 use adze_store::runs::ReadyTask;
 use adze_store::scheduling::{self, FinishedRun, TaskEventRow};
 use async_nats::jetstream::Message;
@@ -99,9 +99,11 @@ impl Processor {
     /// `tenure`: if one fails, `tenure`'s token is cancelled and the tenure ends (the
     /// scheduler then tries the lease again).
     pub(crate) fn new(config: Config, deps: Deps, holder: String, tenure: Tasks) -> Self {
-        // Concurrency first: units of a rate limit are not taken for a task that then
-        // waits for its key.
+        // Conditions first: a task they hold back takes no key and no units. Then
+        // concurrency: units of a rate limit are not taken for a task that then waits
+        // for its key.
         let pipeline = Pipeline::new()
+            .with_stage(crate::admission::stages::Conditions::new())
             .with_stage(crate::admission::stages::Concurrency::new())
             .with_stage(crate::admission::stages::RateLimits::new(
                 deps.bus.clone(),
@@ -536,6 +538,16 @@ impl Processor {
                     ..row(t, *task_id, TaskEvent::Cancel)
                 })
                 .collect(),
+            SchedulerEvent::SkipTasks { task_ids, reason } => {
+                tracing::info!(tasks = task_ids.len(), %reason, "skipping tasks");
+                task_ids
+                    .iter()
+                    .map(|task_id| TaskEventRow {
+                        output: Some(adze_core::conditions::skipped_output()),
+                        ..row(t, *task_id, TaskEvent::Skip)
+                    })
+                    .collect()
+            }
             SchedulerEvent::WorkerLost { worker_id } => {
                 let rows = scheduling::tasks_of_worker(conn, t, *worker_id).await?;
                 if !rows.is_empty() {
@@ -814,15 +826,24 @@ impl Announcer {
     async fn announce_cancels(&self, cancels: Vec<CancelOrder>) {
         for order in cancels {
             for ids in order.ids.chunks(1_000) {
-                tracing::info!(tasks = ids.len(), reason = %order.reason, "cancelling for a concurrency key");
-                let env = Envelope::new(
-                    order.tenant_id,
-                    SchedulerEvent::CancelTasks {
-                        task_ids: ids.to_vec(),
-                        reason: order.reason.clone(),
-                    },
-                );
-                let id = format!("concurrency-cancel:{}", ids[0]);
+                let (event, id) = match order.ending {
+                    Ending::Cancel => {
+                        tracing::info!(tasks = ids.len(), reason = %order.reason, "cancelling tasks admission ended");
+                        let event = SchedulerEvent::CancelTasks {
+                            task_ids: ids.to_vec(),
+                            reason: order.reason.clone(),
+                        };
+                        (event, format!("concurrency-cancel:{}", ids[0]))
+                    }
+                    Ending::Skip => {
+                        let event = SchedulerEvent::SkipTasks {
+                            task_ids: ids.to_vec(),
+                            reason: order.reason.clone(),
+                        };
+                        (event, format!("conditions-skip:{}", ids[0]))
+                    }
+                };
+                let env = Envelope::new(order.tenant_id, event);
                 if let Err(e) = self.deps.bus.publish_event(&env, &id).await {
                     tracing::warn!(error = %e, "cannot send a concurrency cancellation; a later pass decides it again");
                 }

@@ -16,6 +16,7 @@ fn spec(edges: &[(&str, &[&str])]) -> WorkflowSpec {
                 concurrency: Vec::new(),
                 rate_limits: Vec::new(),
                 worker_labels: Vec::new(),
+                conditions: None,
             })
             .collect(),
         on_failure: None,
@@ -84,7 +85,7 @@ proptest! {
                 if x >> 61 == 0 { parents.push(earlier.clone()); }
             }
             TaskSpec { readable_id: names[i].clone(), action_id: String::new(), parents,
-                retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new() }
+                retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new(), conditions: None }
         }).collect();
         let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new(), default_priority: None, sticky: None, ..Default::default() };
         prop_assert_eq!(s.validate(), Ok(()));
@@ -98,6 +99,7 @@ proptest! {
             readable_id: format!("t{i}"), action_id: String::new(),
             parents: if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] },
             retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new(),
+        conditions: None,
         }).collect();
         tasks[k].parents.push(format!("t{}", n - 1));
         let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new(), default_priority: None, sticky: None, ..Default::default() };

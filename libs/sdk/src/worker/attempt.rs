@@ -103,6 +103,7 @@ impl Attempt {
             additional_metadata,
             parents: payload.parents,
             step_run_errors: payload.step_run_errors,
+            triggers: payload.triggers,
             cancellation: self.cancel.clone(),
             stream_index: Default::default(),
             child_index: Default::default(),

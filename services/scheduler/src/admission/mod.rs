@@ -32,7 +32,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use slots::SlotBook;
-pub use stage::{CancelOrder, Stage, Verdict};
+pub use stage::{CancelOrder, Ending, Stage, Verdict};
 
 use matchmake::matchmake;
 

@@ -29,7 +29,7 @@ pub struct Verdict {
     pub not_before: HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
 }
 
-/// Runs or tasks a stage has cancelled, with why.
+/// Runs or tasks a stage has ended, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelOrder {
     /// Tenant.
@@ -38,6 +38,17 @@ pub struct CancelOrder {
     pub ids: Vec<Uuid>,
     /// Why, as the tasks' error reads.
     pub reason: String,
+    /// How they end.
+    pub ending: Ending,
+}
+
+/// How a stage ends the tasks of a [`CancelOrder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ending {
+    /// Cancelled (a concurrency strategy, a `cancel_if`).
+    Cancel,
+    /// Skipped (a `skip_if`): they succeed without running; only queued tasks.
+    Skip,
 }
 
 /// One stage of admission.

@@ -397,6 +397,7 @@ impl Concurrency {
         verdict.cancels = orders
             .into_iter()
             .map(|((tenant_id, reason), ids)| CancelOrder {
+                ending: crate::admission::Ending::Cancel,
                 tenant_id,
                 ids,
                 reason,
