@@ -92,7 +92,7 @@ pub struct TriggerOptions {
 }
 
 /// `value` as JSON text; `what` names it in the error.
-fn json_text<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<String, SdkError> {
+pub(crate) fn json_text<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<String, SdkError> {
     serde_json::to_string(value).map_err(|source| SdkError::Encode {
         what: what.to_owned(),
         source,
@@ -381,7 +381,7 @@ impl Client {
         AdminServiceClient::new(self.inner.channel.clone()).accept_compressed(Gzip)
     }
 
-    fn workflows(&self) -> WorkflowServiceClient<AuthChannel> {
+    pub(crate) fn workflows(&self) -> WorkflowServiceClient<AuthChannel> {
         WorkflowServiceClient::new(self.inner.channel.clone()).accept_compressed(Gzip)
     }
 

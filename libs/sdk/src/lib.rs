@@ -33,6 +33,7 @@
 
 mod client;
 mod coalesce;
+mod conditions;
 mod config;
 mod context;
 mod duration;
@@ -43,11 +44,13 @@ mod rest;
 mod run;
 mod subscribe;
 mod task;
+mod timers;
 mod transport;
 mod worker;
 mod workflow;
 
 pub use client::{Client, EventOptions, RunTarget, TriggerOptions};
+pub use conditions::{Condition, OrGroup};
 pub use config::{ClientConfig, TlsStrategy, TokenClaims};
 pub use context::Context;
 pub use duration::format_duration;
@@ -59,6 +62,7 @@ pub use limits::{
 pub use rest::{EventMeta, EventSummary, LogLine, LogPage, LogQuery, RunCounts, TriggeredRun};
 pub use run::{RunDetails, RunHandle, RunStatus, TaskRunDetails};
 pub use task::{TaskDef, TaskRef};
+pub use timers::{CronQuery, CronTrigger, ScheduleOptions, ScheduledRun};
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{Worker, WorkerBuilder};
 pub use workflow::Workflow;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// What a task attempt receives: the workflow input and the outputs of its ancestors.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ActionPayload {
     /// The workflow input (`null` if absent).
     pub input: Value,
@@ -18,6 +18,19 @@ pub(crate) struct ActionPayload {
     pub triggered_by: Option<String>,
     /// What started the run and what met the task's conditions (`{}` if nothing).
     pub triggers: Value,
+}
+
+impl Default for ActionPayload {
+    /// An empty payload: no input, parents or errors, and `{}` as its triggers.
+    fn default() -> Self {
+        ActionPayload {
+            input: Value::Null,
+            parents: HashMap::new(),
+            step_run_errors: HashMap::new(),
+            triggered_by: None,
+            triggers: Value::Object(Default::default()),
+        }
+    }
 }
 
 /// The wire shape; every field may be missing or `null`.

@@ -231,7 +231,10 @@ impl Client {
             .unwrap_or_default())
     }
 
-    async fn request(
+    /// Makes a REST call to the engine (at the token's `server_url`) and returns its
+    /// JSON answer (`null` when it has no body), or the engine's description of why it
+    /// refused it.
+    pub(crate) async fn request(
         &self,
         method: reqwest::Method,
         path: &str,

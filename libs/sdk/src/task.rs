@@ -30,6 +30,8 @@ pub(crate) struct TaskOptions {
     pub concurrency: Vec<crate::Concurrency>,
     pub rate_limits: Vec<crate::RateLimit>,
     pub worker_labels: Vec<crate::DesiredLabel>,
+    /// `wait_for`, `skip_if` and `cancel_if` groups, in the order given.
+    pub conditions: crate::conditions::Gates,
 }
 
 /// A task: a name, options and an async handler `Fn(I, Context) -> Result<O, TaskError>`.
@@ -168,10 +170,67 @@ impl<I, O> TaskDef<I, O> {
         self
     }
 
-    /// How long the task may wait in the queue before it is cancelled.
+    /// How long the task may wait in the queue before it is cancelled. A task with
+    /// conditions starts counting once they let it queue.
     #[must_use]
     pub fn schedule_timeout(mut self, timeout: Duration) -> Self {
         self.options.schedule_timeout = Some(timeout);
+        self
+    }
+
+    /// Holds the task back, once its parents are done, until `conditions` are met: a
+    /// [`Condition`](crate::Condition), or a [`Condition::or`](crate::Condition::or)
+    /// group met by any one of its members. Every `wait_for` group must be met. What
+    /// met them reaches the task in [`Context::triggers`], by condition key.
+    ///
+    /// ```no_run
+    /// # use adze_sdk::{Condition, Context, TaskDef, TaskError};
+    /// # use std::time::Duration;
+    /// let ship = TaskDef::new("ship", |_i: serde_json::Value, ctx: Context| async move {
+    ///     Ok::<_, TaskError>(ctx.triggers()["order:approved"].clone())
+    /// })
+    /// .wait_for(Condition::or([
+    ///     Condition::sleep(Duration::from_secs(3600)),
+    ///     Condition::event("order:approved").expression("input.amount < 100"),
+    /// ]));
+    /// ```
+    #[must_use]
+    pub fn wait_for(mut self, conditions: impl Into<crate::OrGroup>) -> Self {
+        self.options
+            .conditions
+            .push((crate::conditions::Gate::WaitFor, conditions.into()));
+        self
+    }
+
+    /// Skips the task when `conditions` are met (any `skip_if` group is enough): it
+    /// does not run and succeeds with the output `{"skipped": true}`, which its
+    /// children see with [`Context::was_skipped`]. A task whose parents were all
+    /// skipped is skipped too.
+    ///
+    /// ```no_run
+    /// # use adze_sdk::{Condition, Context, TaskDef, TaskError};
+    /// # let count = adze_sdk::TaskRef::<serde_json::Value>::new("count");
+    /// let big = TaskDef::new("big", |_i: serde_json::Value, _ctx: Context| async move {
+    ///     Ok::<_, TaskError>("large batch")
+    /// })
+    /// .parent(&count)
+    /// .skip_if(Condition::parent(&count, "output.n < 1000"));
+    /// ```
+    #[must_use]
+    pub fn skip_if(mut self, conditions: impl Into<crate::OrGroup>) -> Self {
+        self.options
+            .conditions
+            .push((crate::conditions::Gate::SkipIf, conditions.into()));
+        self
+    }
+
+    /// Cancels the task, and what follows it, when `conditions` are met (any
+    /// `cancel_if` group is enough) before it starts.
+    #[must_use]
+    pub fn cancel_if(mut self, conditions: impl Into<crate::OrGroup>) -> Self {
+        self.options
+            .conditions
+            .push((crate::conditions::Gate::CancelIf, conditions.into()));
         self
     }
 }

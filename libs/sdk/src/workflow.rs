@@ -50,6 +50,10 @@ pub(crate) struct WorkflowDef {
     pub on_events: Vec<String>,
     /// How a trigger is recognised as one already made.
     pub idempotency: Option<adze_proto::v1::IdempotencyConfig>,
+    /// Cron expressions that start a run at each tick.
+    pub crons: Vec<String>,
+    /// The input of the runs the crons start (JSON), or why it could not be encoded.
+    pub cron_input: Option<Result<serde_json::Value, String>>,
 }
 
 /// One task of a [`WorkflowDef`].
@@ -91,6 +95,8 @@ impl<I> Workflow<I> {
             sticky: None,
             on_events: Vec::new(),
             idempotency: None,
+            crons: Vec::new(),
+            cron_input: None,
         };
         Workflow {
             def,
@@ -116,10 +122,38 @@ impl<I> Workflow<I> {
     /// Starts a run whenever an event with this key is pushed
     /// ([`Client::push_event`](crate::Client::push_event), or published to NATS); `*`
     /// stands for any run of characters (`"subscription:*"`). The run's input is the
-    /// event's payload. Several keys may be given.
+    /// event's payload. Several keys may be given. The client's namespace, if any, is
+    /// put before the key at registration, as before the keys it pushes.
     #[must_use]
     pub fn on_event(mut self, key: impl Into<String>) -> Self {
         self.def.on_events.push(key.into());
+        self
+    }
+
+    /// Starts a run at every tick of the cron expression `expression`, in UTC: five
+    /// fields (`"*/5 * * * *"`), six with seconds first (`"*/10 * * * * *"`), or
+    /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`. Several may be given. The
+    /// engine keeps them with the workflow's latest version: a registration that no
+    /// longer declares one removes it, one still declared keeps its schedule. The
+    /// runs' input is [`cron_input`](Self::cron_input) (`{}` without one). A bad
+    /// expression is refused when the worker registers the workflow.
+    #[must_use]
+    pub fn on_cron(mut self, expression: impl Into<String>) -> Self {
+        let expression = expression.into();
+        if !self.def.crons.contains(&expression) {
+            self.def.crons.push(expression);
+        }
+        self
+    }
+
+    /// The input of the runs [`on_cron`](Self::on_cron) starts; it must encode as a
+    /// JSON object.
+    #[must_use]
+    pub fn cron_input(mut self, input: I) -> Self
+    where
+        I: serde::Serialize,
+    {
+        self.def.cron_input = Some(serde_json::to_value(&input).map_err(|e| e.to_string()));
         self
     }
 
@@ -200,7 +234,7 @@ impl<I> Workflow<I> {
         self.def.tasks.iter().map(|t| t.name.as_str())
     }
 
-    /// Checks names, parents and that the tasks form a DAG.
+    /// Checks names, parents, that the tasks form a DAG, task conditions and crons.
     pub fn validate(&self) -> Result<(), SdkError> {
         self.def.validate()
     }
@@ -262,6 +296,31 @@ impl WorkflowDef {
                 cycle.join(" -> ")
             ));
         }
+        for task in self.tasks.iter().chain(&self.on_failure) {
+            crate::conditions::check(&task.name, &task.options.parents, &task.options.conditions)
+                .or_else(|problem| invalid(format!("workflow \"{}\": {problem}", self.name)))?;
+        }
+        if self.crons.iter().any(|c| c.trim().is_empty()) {
+            return invalid(format!(
+                "workflow \"{}\": a cron expression is empty",
+                self.name
+            ));
+        }
+        match &self.cron_input {
+            Some(Err(e)) => {
+                return invalid(format!(
+                    "workflow \"{}\": cannot encode the cron input as JSON: {e}",
+                    self.name
+                ));
+            }
+            Some(Ok(input)) if !input.is_object() => {
+                return invalid(format!(
+                    "workflow \"{}\": the cron input must be a JSON object, not {input}",
+                    self.name
+                ));
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -270,12 +329,18 @@ impl WorkflowDef {
         format!("{}:{task}", workflow_name.to_lowercase())
     }
 
-    /// The `v1.AdminService.PutWorkflow` request, `name` being the namespaced name.
-    pub(crate) fn create_request(&self, name: &str) -> CreateWorkflowVersionRequest {
+    /// The `v1.AdminService.PutWorkflow` request, `name` being the namespaced name and
+    /// `namespace` applying the namespace to event keys (of `on_event` and of task
+    /// conditions).
+    pub(crate) fn create_request(
+        &self,
+        name: &str,
+        namespace: &dyn Fn(&str) -> String,
+    ) -> CreateWorkflowVersionRequest {
         let tasks = self
             .tasks
             .iter()
-            .map(|task| create_task_opts(name, task))
+            .map(|task| create_task_opts(name, task, namespace))
             .collect();
         CreateWorkflowVersionRequest {
             name: name.to_owned(),
@@ -284,21 +349,33 @@ impl WorkflowDef {
             on_failure_task: self
                 .on_failure
                 .as_ref()
-                .map(|task| create_task_opts(name, task)),
+                .map(|task| create_task_opts(name, task, namespace)),
             concurrency_arr: self.concurrency.iter().map(|c| c.to_proto()).collect(),
             sticky: self.sticky.map(|s| s.to_proto() as i32),
-            event_triggers: self.on_events.clone(),
+            // Namespaced as pushed events' keys are.
+            event_triggers: self.on_events.iter().map(|key| namespace(key)).collect(),
             idempotency: self.idempotency.clone(),
+            cron_triggers: self.crons.clone(),
+            cron_input: match &self.cron_input {
+                Some(Ok(input)) => Some(input.to_string()),
+                _ => None,
+            },
             ..Default::default()
         }
     }
 }
 
-fn create_task_opts(workflow_name: &str, task: &TaskEntry) -> CreateTaskOpts {
+fn create_task_opts(
+    workflow_name: &str,
+    task: &TaskEntry,
+    namespace: &dyn Fn(&str) -> String,
+) -> CreateTaskOpts {
     let o = &task.options;
+    let action = WorkflowDef::action_id(workflow_name, &task.name);
     CreateTaskOpts {
         readable_id: task.name.clone(),
-        action: WorkflowDef::action_id(workflow_name, &task.name),
+        conditions: crate::conditions::to_proto(&action, &o.conditions, namespace),
+        action,
         timeout: format_duration(o.execution_timeout.unwrap_or(DEFAULT_EXECUTION_TIMEOUT)),
         inputs: "{}".to_owned(),
         parents: o.parents.clone(),

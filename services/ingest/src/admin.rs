@@ -235,6 +235,10 @@ impl AdminService for AdminApi {
                 .map_err(store_status)?;
         self.versions.invalidate(who.tenant_id, &spec.name);
         self.triggers.invalidate(who.tenant_id);
+        if !spec.crons.is_empty() {
+            // A declared cron's first tick may come before the reapers' next look.
+            adze_bus::hints::wake_timers(&self.deps.bus).await;
+        }
         Ok(Response::new(CreateWorkflowVersionResponse {
             id: version_id.to_string(),
             workflow_id: workflow_id.to_string(),

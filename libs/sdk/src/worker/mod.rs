@@ -190,7 +190,7 @@ impl Worker {
         for (name, def) in &self.workflows {
             self.client
                 .admin()
-                .put_workflow(def.create_request(name))
+                .put_workflow(def.create_request(name, &|key| self.client.namespaced(key)))
                 .await
                 .map_err(|s| SdkError::rpc("AdminService.PutWorkflow", s))?;
             tracing::info!(workflow = %name, tasks = def.tasks.len(), "workflow registered");

@@ -29,7 +29,9 @@ fn builds_the_put_workflow_request() {
     );
     wf.validate().unwrap();
 
-    let req = wf.into_def().create_request("Document-Pipeline");
+    let req = wf
+        .into_def()
+        .create_request("Document-Pipeline", &str::to_owned);
     assert_eq!(req.name, "Document-Pipeline");
     assert_eq!(req.tasks.len(), 3);
     let fetch = &req.tasks[0];
@@ -81,4 +83,71 @@ fn task_refs_are_typed_names() {
     let r: TaskRef<Value> = wf.add_task(task("x"));
     assert_eq!(r.name(), "x");
     assert_eq!(wf.task_names().collect::<Vec<_>>(), vec!["x"]);
+}
+
+#[test]
+fn declared_crons_and_their_input_are_registered() {
+    let wf = Workflow::<Value>::new("reports")
+        .task(task("run"))
+        .on_cron("*/5 * * * *")
+        .on_cron("0 3 * * * *")
+        // The same expression twice is one cron.
+        .on_cron("*/5 * * * *")
+        .cron_input(serde_json::json!({"full": true}));
+    wf.validate().unwrap();
+    let req = wf.into_def().create_request("reports", &str::to_owned);
+    assert_eq!(req.cron_triggers, ["*/5 * * * *", "0 3 * * * *"]);
+    let input: Value = serde_json::from_str(req.cron_input.as_deref().unwrap()).unwrap();
+    assert_eq!(input, serde_json::json!({"full": true}));
+
+    // Without crons or input, neither is sent.
+    let req = Workflow::<Value>::new("plain")
+        .task(task("run"))
+        .into_def()
+        .create_request("plain", &str::to_owned);
+    assert!(req.cron_triggers.is_empty());
+    assert_eq!(req.cron_input, None);
+}
+
+#[test]
+fn a_typed_cron_input_is_encoded_and_must_be_an_object() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Report {
+        days: u32,
+    }
+    let wf = Workflow::<Report>::new("typed")
+        .task(TaskDef::new("run", |r: Report, _ctx: Context| async move {
+            Ok::<_, TaskError>(r.days)
+        }))
+        .on_cron("@daily")
+        .cron_input(Report { days: 7 });
+    wf.validate().unwrap();
+    let req = wf.into_def().create_request("typed", &str::to_owned);
+    assert_eq!(req.cron_input.as_deref(), Some(r#"{"days":7}"#));
+
+    let wf = Workflow::<Value>::new("scalar")
+        .task(task("run"))
+        .on_cron("@daily")
+        .cron_input(Value::from(3));
+    let err = wf.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("workflow \"scalar\": the cron input must be a JSON object, not 3"),
+        "{err}"
+    );
+
+    let wf = Workflow::<Value>::new("blank")
+        .task(task("run"))
+        .on_cron("  ");
+    let err = wf.validate().unwrap_err().to_string();
+    assert!(err.contains("a cron expression is empty"), "{err}");
+}
+
+#[test]
+fn event_triggers_are_namespaced_as_pushed_events_are() {
+    let wf = Workflow::<Value>::new("flow")
+        .task(task("run"))
+        .on_event("user:created");
+    let ns = |k: &str| format!("ns_{k}");
+    let req = wf.into_def().create_request("ns_flow", &ns);
+    assert_eq!(req.event_triggers, ["ns_user:created"]);
 }
