@@ -144,3 +144,8 @@ async fn typescript_crons_and_scheduled_runs() {
 async fn python_task_conditions() {
     python_script("conditions.py").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_task_conditions() {
+    ts_script("conditions.ts").await;
+}
