@@ -1,7 +1,7 @@
 //! Task conditions against the real fleet, beyond what the Python conformance script
 //! shows: a root task's `wait_for` sleep (the path of a new run's listed tasks); a task
 //! waiting for an event is not cancelled by its schedule timeout meanwhile, says what
-//! it waits for, and ignores an event pushed before its parents were done; a
+//! it waits for, and ignores an event pushed while its parents ran; a
 //! `cancel_if` on an event cancels it and its children; a `wait_for` on a parent's
 //! output that can no longer be met skips the task instead of leaving it waiting.
 
@@ -147,14 +147,16 @@ async fn a_root_sleeps_and_a_waiting_task_outlives_its_schedule_timeout() {
     // After the worker's own registration (which has no conditions): the latest version.
     env.register(&spec).await;
     let client = env.client();
-    // An event before the task listens counts for nothing.
+    let began = Instant::now();
+    let run = client.run_no_wait(wf, json!({})).await.unwrap();
+    let id = run.run_id().to_string();
+    // While root sleeps, gate's parents are not done: it does not listen yet, and an
+    // event meeting its condition now counts for nothing.
+    assert_eq!(status_of(&env, &id, "gate").await, "pending");
     client
         .push_event("go", &json!({"ok": true}), Default::default())
         .await
         .unwrap();
-    let began = Instant::now();
-    let run = client.run_no_wait(wf, json!({})).await.unwrap();
-    let id = run.run_id().to_string();
     wait_for("root ran", Duration::from_secs(10), || {
         let runs = runs.clone();
         async move { runs.lock().unwrap().contains(&"root".to_string()) }

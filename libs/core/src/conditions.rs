@@ -6,7 +6,8 @@
 //! an action fires when every one of its groups has at least one condition met (OR
 //! within a group, AND across groups). When several could fire, skip wins over cancel,
 //! and cancel over queue. A task with no queue group queues as soon as nothing skips
-//! or cancels it. Sleeps count from the moment the task's parents were all done (its
+//! or cancels it; one with a queue group made only of parent conditions, none of them
+//! met, is skipped (nothing can meet it any more). Sleeps count from the moment the task's parents were all done (its
 //! creation, for a root task); only events pushed from then on count.
 //!
 //! A skipped task succeeds with the output `{"skipped": true}`; a task all of whose
@@ -247,6 +248,15 @@ pub fn decide(
             .collect();
         return Decision::Queue(data);
     }
+    // A wait_for group made only of parent conditions, none met, can never be met now
+    // that the parents are done: skipped rather than left waiting for good (Hatchet
+    // leaves it waiting).
+    if let Some(group) = hopeless_queue_group(conds, |c| met(c).is_some()) {
+        return Decision::Skip(format!(
+            "its wait_for on its parents' outputs can no longer be met ({})",
+            describe(&group)
+        ));
+    }
     // Waiting: for the unmet conditions of every action's groups.
     let unmet: Vec<&ConditionSpec> = conds
         .conditions
@@ -266,6 +276,30 @@ pub fn decide(
         waiting_for: describe(&unmet),
         until,
     }
+}
+
+/// The members of a `wait_for` group made only of parent conditions none of which is
+/// met, if the task has one.
+fn hopeless_queue_group(
+    conds: &TaskConditions,
+    is_met: impl Fn(&ConditionSpec) -> bool,
+) -> Option<Vec<&ConditionSpec>> {
+    let queue: Vec<&ConditionSpec> = conds
+        .conditions
+        .iter()
+        .filter(|c| c.action == ConditionAction::Queue)
+        .collect();
+    queue.iter().find_map(|first| {
+        let group: Vec<&ConditionSpec> = queue
+            .iter()
+            .copied()
+            .filter(|c| c.group == first.group)
+            .collect();
+        let hopeless = group
+            .iter()
+            .all(|c| matches!(c.kind, ConditionKind::Parent { .. }) && !is_met(c));
+        hopeless.then_some(group)
+    })
 }
 
 /// A condition in words: `wait_for sleep 10s`, `skip_if event "approve"`,

@@ -31,6 +31,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cache;
 mod check;
 mod convert;
 mod env;
@@ -41,6 +42,7 @@ use std::sync::Arc;
 
 use cel::{Context, Program, Value};
 
+pub use cache::Cache;
 pub use vars::Vars;
 
 /// Variables of the expressions a run carries: concurrency keys,

@@ -178,34 +178,6 @@ pub async fn delete_cron(db: impl PgExecutor<'_>, tenant_id: Uuid, id: Uuid) -> 
     Ok(n > 0)
 }
 
-/// Turns a cron on or off; `None` when the tenant has no such cron. Turned on, it fires
-/// next at the first tick after `now` (the ticks it was off for are not fired).
-pub async fn set_cron_enabled(
-    db: impl PgExecutor<'_> + Copy,
-    tenant_id: Uuid,
-    id: Uuid,
-    enabled: bool,
-    now: DateTime<Utc>,
-) -> Result<Option<Cron>> {
-    let Some(c) = get_cron(db, tenant_id, id).await? else {
-        return Ok(None);
-    };
-    let expr = CronExpr::parse(&c.expression).map_err(Error::Corrupt)?;
-    let next = expr.next_after(now).unwrap_or(c.next_tick);
-    sqlx::query(
-        r#"UPDATE cron_triggers SET enabled = $3, updated_at = now(),
-               next_tick = CASE WHEN $3 AND NOT enabled THEN $4 ELSE next_tick END
-           WHERE tenant_id = $1 AND id = $2"#,
-    )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(enabled)
-    .bind(next)
-    .execute(db)
-    .await?;
-    get_cron(db, tenant_id, id).await
-}
-
 /// How crons are listed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum CronOrder {

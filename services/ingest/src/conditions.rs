@@ -234,32 +234,26 @@ fn claim_key(keys: &mut HashMap<String, String>, key: &str, what: &str) -> Resul
     Ok(())
 }
 
-/// Compiled event-condition expressions, by source (an event condition's expression
-/// sees the event's payload as `input`).
-#[derive(Default)]
+/// Event-condition expressions, compiled once (an event condition's expression sees
+/// the event's payload as `input`).
 pub(crate) struct EventExprs {
-    exprs: std::sync::Mutex<HashMap<String, Option<Expr>>>,
+    exprs: adze_expr::Cache,
+}
+
+impl Default for EventExprs {
+    fn default() -> Self {
+        Self {
+            exprs: adze_expr::Cache::new(CONDITION_VARIABLES),
+        }
+    }
 }
 
 impl EventExprs {
     fn holds(&self, source: &str, payload: &serde_json::Value) -> bool {
-        if source.trim().is_empty() {
-            return true;
-        }
-        let expr = {
-            let mut exprs = self.exprs.lock().unwrap_or_else(|e| e.into_inner());
-            if exprs.len() > 10_000 {
-                exprs.clear();
-            }
-            exprs
-                .entry(source.to_string())
-                .or_insert_with(|| Expr::compile_with(source, CONDITION_VARIABLES).ok())
-                .clone()
-        };
         let vars = adze_expr::Vars::new()
             .input(payload)
             .with("output", &serde_json::json!({}));
-        expr.is_some_and(|e| e.eval_bool(&vars).unwrap_or(false))
+        self.exprs.holds(source, &vars)
     }
 
     /// Records, in the events' transaction, the events that meet conditions of queued

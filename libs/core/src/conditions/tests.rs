@@ -393,3 +393,29 @@ fn conditions_round_trip_through_json() {
         "only event conditions listen for events"
     );
 }
+
+#[test]
+fn a_wait_for_on_parents_alone_that_fails_skips() {
+    let c = conds(vec![parent(Queue, "g", "a", "no")]);
+    assert_eq!(
+        decide_at(&c, &[done("a", json!({}))], json!({}), 0),
+        Decision::Skip(
+            "its wait_for on its parents' outputs can no longer be met (wait_for parent \"a\" (no))"
+                .into()
+        )
+    );
+    let c = conds(vec![parent(Queue, "g", "a", "yes")]);
+    assert_eq!(
+        decide_at(&c, &[done("a", json!({}))], json!({}), 0),
+        queued(json!({}))
+    );
+    // A sleep in the same group can still meet it.
+    let c = conds(vec![
+        parent(Queue, "g", "a", "no"),
+        sleep(Queue, "g", "1s", 1_000),
+    ]);
+    assert!(matches!(
+        decide_at(&c, &[done("a", json!({}))], json!({}), 0),
+        Decision::Wait { .. }
+    ));
+}

@@ -6,19 +6,12 @@
 //! ([`Ending`]). One they hold back waits off the queue until its next sleep ends, or
 //! for [`RECHECK`] when it waits for an event only (ingest makes it due at once when
 //! the event comes), saying what it waits for.
-//!
-//! A `wait_for` group made only of parent conditions, none of them met, can never be
-//! met once the parents are done: the task is skipped rather than left waiting for good
-//! (Hatchet leaves it waiting).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use adze_core::WaitReason;
-use adze_core::conditions::{
-    ConditionAction, ConditionKind, Decision, Facts, TaskConditions, decide,
-};
-use adze_expr::{CONDITION_VARIABLES, Expr, Vars};
+use adze_core::conditions::{Decision, Facts, decide};
+use adze_expr::{CONDITION_VARIABLES, Cache, Vars};
 use adze_store::admission::Candidate;
 use adze_store::conditions::{Gated, Settled};
 use chrono::{DateTime, Utc};
@@ -34,10 +27,17 @@ use crate::admission::stage::{CancelOrder, Ending, Stage, Verdict};
 const RECHECK: chrono::Duration = chrono::Duration::hours(1);
 
 /// The conditions stage.
-#[derive(Default)]
 pub struct Conditions {
-    /// Compiled parent-condition expressions, by source.
-    exprs: Mutex<HashMap<String, Option<Expr>>>,
+    /// Parent-condition expressions, compiled once.
+    exprs: Cache,
+}
+
+impl Default for Conditions {
+    fn default() -> Self {
+        Self {
+            exprs: Cache::new(CONDITION_VARIABLES),
+        }
+    }
 }
 
 impl std::fmt::Debug for Conditions {
@@ -52,45 +52,12 @@ impl Conditions {
         Self::default()
     }
 
-    /// Whether a parent condition's expression holds on the parent's `output` (an
-    /// empty one does; one that does not compile or evaluate does not).
+    /// Whether a parent condition's expression holds on the parent's `output` (with
+    /// `input` `{}`, as in Hatchet).
     fn holds(&self, source: &str, output: &Value) -> bool {
-        if source.trim().is_empty() {
-            return true;
-        }
-        let expr = {
-            let mut exprs = self.exprs.lock().unwrap_or_else(|e| e.into_inner());
-            if exprs.len() > 10_000 {
-                exprs.clear();
-            }
-            exprs
-                .entry(source.to_string())
-                .or_insert_with(|| Expr::compile_with(source, CONDITION_VARIABLES).ok())
-                .clone()
-        };
         let vars = Vars::new().input(&json!({})).with("output", output);
-        expr.is_some_and(|e| e.eval_bool(&vars).unwrap_or(false))
+        self.exprs.holds(source, &vars)
     }
-}
-
-/// Whether some `wait_for` group is made only of parent conditions, none of them met:
-/// with the parents done, nothing can meet it any more.
-fn queue_is_hopeless(c: &TaskConditions, met: impl Fn(&str, &str) -> bool) -> bool {
-    let mut groups: HashMap<&str, (bool, bool)> = HashMap::new();
-    for cond in c
-        .conditions
-        .iter()
-        .filter(|c| c.action == ConditionAction::Queue)
-    {
-        let entry = groups.entry(cond.group.as_str()).or_insert((true, false));
-        match &cond.kind {
-            ConditionKind::Parent { parent } => entry.1 |= met(parent, &cond.expression),
-            _ => entry.0 = false,
-        }
-    }
-    groups
-        .values()
-        .any(|(only_parents, any_met)| *only_parents && !any_met)
 }
 
 impl Conditions {
@@ -101,24 +68,7 @@ impl Conditions {
             armed_at: g.armed_at,
             now,
         };
-        let decision = decide(&g.conditions, &facts, |e, o| self.holds(e, o));
-        match decision {
-            Decision::Wait { waiting_for, until } => {
-                let met = |parent: &str, expr: &str| {
-                    g.parents
-                        .iter()
-                        .any(|p| p.name == parent && self.holds(expr, &p.output))
-                };
-                if queue_is_hopeless(&g.conditions, met) {
-                    Decision::Skip(format!(
-                        "its wait_for on its parents' outputs can no longer be met ({waiting_for})"
-                    ))
-                } else {
-                    Decision::Wait { waiting_for, until }
-                }
-            }
-            other => other,
-        }
+        decide(&g.conditions, &facts, |e, o| self.holds(e, o))
     }
 }
 
@@ -210,49 +160,6 @@ impl Stage for Conditions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adze_core::conditions::ConditionSpec;
-
-    fn parent_cond(group: &str, parent: &str, expr: &str) -> ConditionSpec {
-        ConditionSpec {
-            action: ConditionAction::Queue,
-            group: group.into(),
-            key: parent.into(),
-            kind: ConditionKind::Parent {
-                parent: parent.into(),
-            },
-            expression: expr.into(),
-        }
-    }
-
-    #[test]
-    fn a_wait_for_on_parents_alone_that_failed_is_hopeless() {
-        let c = TaskConditions {
-            conditions: vec![parent_cond("g", "a", "no")],
-            schedule_timeout_ms: None,
-        };
-        assert!(queue_is_hopeless(&c, |_, e| e == "yes"));
-        let c = TaskConditions {
-            conditions: vec![parent_cond("g", "a", "yes")],
-            schedule_timeout_ms: None,
-        };
-        assert!(!queue_is_hopeless(&c, |_, e| e == "yes"));
-        // A sleep in the same group can still meet it.
-        let mut c = TaskConditions {
-            conditions: vec![parent_cond("g", "a", "no")],
-            schedule_timeout_ms: None,
-        };
-        c.conditions.push(ConditionSpec {
-            action: ConditionAction::Queue,
-            group: "g".into(),
-            key: "sleep:1s".into(),
-            kind: ConditionKind::Sleep {
-                ms: 1_000,
-                text: "1s".into(),
-            },
-            expression: String::new(),
-        });
-        assert!(!queue_is_hopeless(&c, |_, e| e == "yes"));
-    }
 
     #[test]
     fn parent_expressions_see_the_output() {
