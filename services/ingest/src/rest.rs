@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;
@@ -137,7 +137,8 @@ fn parse_id(what: &str, s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| api_error(StatusCode::BAD_REQUEST, format!("invalid {what} id")))
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+/// A time as the REST API answers it: RFC 3339 in UTC, microseconds.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
@@ -238,4 +239,45 @@ async fn patch_worker(
         "actions": w.actions,
         "slotConfig": {"default": {"available": w.slots, "limit": w.slots}},
     })))
+}
+
+/// A resource's id and times, as every REST answer carries them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ResourceMeta {
+    pub(crate) id: Uuid,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+}
+
+/// Where a page of a list stands.
+#[derive(Serialize)]
+pub(crate) struct Pagination {
+    current_page: i64,
+    next_page: i64,
+    num_pages: i64,
+}
+
+impl Pagination {
+    pub(crate) fn new(offset: i64, limit: i64, total: i64) -> Self {
+        let current_page = offset / limit + 1;
+        Self {
+            current_page,
+            next_page: current_page + 1,
+            num_pages: (total + limit - 1) / limit,
+        }
+    }
+}
+
+/// A JSON body, or 400 saying what is wrong with it.
+pub(crate) fn body<T>(
+    b: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    b.map(|Json(b)| b)
+        .map_err(|e| crate::rest_query::bad(format!("bad request body: {}", e.body_text())))
+}
+
+/// A storage failure, as 503.
+pub(crate) fn store_error(e: adze_store::Error) -> ApiError {
+    api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }

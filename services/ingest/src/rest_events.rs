@@ -9,15 +9,16 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::Deps;
 use crate::event_triggers::{TriggerCache, compile_filter, filter_payload};
-use crate::rest::{ApiError, api_error, caller_of};
-use crate::rest_query::{all, bad, one, pairs, time};
+use crate::rest::{
+    ApiError, Pagination, ResourceMeta, api_error, body, caller_of, store_error, ts,
+};
+use crate::rest_query::{all, bad, count, metadata, page, pairs, time};
 
 #[derive(Clone)]
 struct EventsState {
@@ -41,37 +42,6 @@ pub(crate) fn router(deps: Deps, triggers: Arc<TriggerCache>) -> axum::Router {
             get(get_filter).patch(update_filter).delete(delete_filter),
         )
         .with_state(EventsState { deps, triggers })
-}
-
-/// Default page size, as Hatchet's.
-const DEFAULT_LIMIT: i64 = 50;
-/// Largest page.
-const MAX_LIMIT: i64 = 1_000;
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ResourceMeta {
-    pub(crate) id: Uuid,
-    pub(crate) created_at: String,
-    pub(crate) updated_at: String,
-}
-
-#[derive(Serialize)]
-pub(crate) struct Pagination {
-    current_page: i64,
-    next_page: i64,
-    num_pages: i64,
-}
-
-impl Pagination {
-    pub(crate) fn new(offset: i64, limit: i64, total: i64) -> Self {
-        let current_page = offset / limit + 1;
-        Self {
-            current_page,
-            next_page: current_page + 1,
-            num_pages: (total + limit - 1) / limit,
-        }
-    }
 }
 
 #[derive(Serialize, Default)]
@@ -131,10 +101,6 @@ struct FilterList {
     rows: Vec<FilterOut>,
 }
 
-pub(crate) fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 impl From<EventView> for EventOut {
     fn from(e: EventView) -> Self {
         let mut summary = RunSummary::default();
@@ -190,49 +156,11 @@ impl From<Filter> for FilterOut {
     }
 }
 
-fn int(pairs: &[(String, String)], name: &str, default: i64) -> Result<i64, ApiError> {
-    match one(pairs, name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| bad(format!("{name} {v:?} is not a non-negative integer"))),
-    }
-}
-
-pub(crate) fn page(pairs: &[(String, String)]) -> Result<(i64, i64), ApiError> {
-    let offset = int(pairs, "offset", 0)?;
-    let limit = int(pairs, "limit", DEFAULT_LIMIT)?;
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(bad(format!(
-            "limit {limit} is out of range (1 to {MAX_LIMIT})"
-        )));
-    }
-    Ok((offset, limit))
-}
-
 fn uuids(pairs: &[(String, String)], name: &str) -> Result<Vec<Uuid>, ApiError> {
     all(pairs, name)
         .into_iter()
         .map(|v| Uuid::parse_str(v).map_err(|_| bad(format!("{name}: {v:?} is not a UUID"))))
         .collect()
-}
-
-/// `k:v` pairs as one JSON object the metadata must contain.
-pub(crate) fn metadata(pairs: &[(String, String)]) -> Result<Option<Value>, ApiError> {
-    let mut map = serde_json::Map::new();
-    for kv in all(pairs, "additionalMetadata") {
-        let (k, v) = kv
-            .split_once(':')
-            .ok_or_else(|| bad(format!("additionalMetadata {kv:?} is not key:value")))?;
-        map.insert(k.to_string(), Value::from(v));
-    }
-    Ok((!map.is_empty()).then_some(Value::Object(map)))
-}
-
-pub(crate) fn store_error(e: adze_store::Error) -> ApiError {
-    api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 async fn list_events(
@@ -307,13 +235,6 @@ fn check_expression(expression: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(crate) fn body<T>(
-    b: Result<Json<T>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, ApiError> {
-    b.map(|Json(b)| b)
-        .map_err(|e| bad(format!("bad request body: {}", e.body_text())))
-}
-
 async fn create_filter(
     State(s): State<EventsState>,
     Path(tenant): Path<String>,
@@ -352,8 +273,8 @@ async fn list_filters(
 ) -> Result<Json<FilterList>, ApiError> {
     let tenant = caller_of(&s.deps, &headers, &tenant).await?;
     let q = pairs(raw);
-    let offset = int(&q, "offset", 0)?;
-    let limit = int(&q, "limit", 20_000)?.max(1);
+    let offset = count(&q, "offset", 0)?;
+    let limit = count(&q, "limit", 20_000)?.max(1);
     let scopes: Vec<String> = all(&q, "scopes").into_iter().map(str::to_string).collect();
     let (rows, total) = adze_store::events::list_filters(
         &s.deps.pool,

@@ -27,8 +27,10 @@ use uuid::Uuid;
 
 use crate::Deps;
 use crate::rest::{ApiError, api_error, caller_of};
-use crate::rest_events::{Pagination, ResourceMeta, body, metadata, page, store_error, ts};
-use crate::rest_query::{all, bad, one, pairs, time};
+use crate::rest::{Pagination, ResourceMeta, body, store_error, ts};
+use crate::rest_query::{
+    all, ascending, bad, choice, metadata, page, pairs, text_param, time, uuid_param,
+};
 
 /// Most ids (or updates) one bulk call takes, as Hatchet's.
 const MAX_BULK: usize = 500;
@@ -329,51 +331,6 @@ async fn workflow_id(deps: &Deps, tenant: Uuid, name: &str) -> Result<Uuid, ApiE
             names.join(", ")
         ))),
     }
-}
-
-/// An optional UUID query parameter.
-fn uuid_param(q: &[(String, String)], name: &str) -> Result<Option<Uuid>, ApiError> {
-    match one(q, name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => Uuid::parse_str(v)
-            .map(Some)
-            .map_err(|_| bad(format!("{name}: {v:?} is not a UUID"))),
-    }
-}
-
-/// An optional non-empty text query parameter.
-fn text_param(q: &[(String, String)], name: &str) -> Option<String> {
-    one(q, name).filter(|v| !v.is_empty()).map(str::to_string)
-}
-
-/// An enum query parameter: one of `options`, `default` when absent or empty.
-fn choice<T: Copy>(
-    q: &[(String, String)],
-    name: &str,
-    options: &[(&str, T)],
-    default: T,
-) -> Result<T, ApiError> {
-    let Some(v) = one(q, name).filter(|v| !v.is_empty()) else {
-        return Ok(default);
-    };
-    options
-        .iter()
-        .find(|(k, _)| *k == v)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(k, _)| *k).collect();
-            bad(format!("{name} {v:?} is not one of {}", names.join(", ")))
-        })
-}
-
-/// `orderByDirection`: ascending or not (the default, `DESC`).
-fn ascending(q: &[(String, String)]) -> Result<bool, ApiError> {
-    choice(
-        q,
-        "orderByDirection",
-        &[("ASC", true), ("DESC", false)],
-        false,
-    )
 }
 
 /// A cron id from the path.

@@ -11,9 +11,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::Deps;
-use crate::rest::{ApiError, caller_of};
-use crate::rest_events::{Pagination, ResourceMeta, page, store_error, ts};
-use crate::rest_query::{one, pairs};
+use crate::rest::{ApiError, Pagination, ResourceMeta, caller_of, store_error, ts};
+use crate::rest_query::{one, page, pairs};
 
 pub(crate) fn router(deps: Deps) -> axum::Router {
     axum::Router::new()
