@@ -400,10 +400,7 @@ pub async fn list_filters(
     .bind(limit)
     .fetch_all(db)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
+    let total = crate::total(&rows)?;
     Ok((rows.iter().map(filter_row).collect::<Result<_>>()?, total))
 }
 
@@ -490,10 +487,7 @@ pub async fn list(
     .bind(q.limit)
     .fetch_all(db)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
+    let total = crate::total(&rows)?;
     let mut events = rows
         .iter()
         .map(|r| {

@@ -65,6 +65,16 @@ impl From<sqlx::Error> for Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The `count(*) OVER () AS total` a paged list selects with each row: how many rows
+/// matched in all (0 when the page is empty).
+pub(crate) fn total(rows: &[sqlx::postgres::PgRow]) -> Result<i64> {
+    use sqlx::Row;
+    match rows.first() {
+        Some(r) => Ok(r.try_get("total")?),
+        None => Ok(0),
+    }
+}
+
 /// How Postgres plans the prepared statements of a pool (`plan_cache_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -127,10 +127,7 @@ pub async fn list(
     .bind(query.limit)
     .fetch_all(pool)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
+    let total = crate::total(&rows)?;
     let lines = rows
         .iter()
         .map(|r| {

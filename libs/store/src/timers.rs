@@ -240,10 +240,7 @@ pub async fn list_crons(
     .bind(q.limit)
     .fetch_all(db)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
+    let total = crate::total(&rows)?;
     Ok((rows.iter().map(cron_row).collect::<Result<_>>()?, total))
 }
 
@@ -563,10 +560,7 @@ pub async fn list_scheduled(
     .bind(q.limit)
     .fetch_all(db)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
+    let total = crate::total(&rows)?;
     Ok((
         rows.iter().map(scheduled_row).collect::<Result<_>>()?,
         total,

@@ -316,10 +316,7 @@ pub async fn list(
     .bind(limit)
     .fetch_all(db)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
+    let total = crate::total(&rows)?;
     let rows = rows
         .iter()
         .map(|r| {
