@@ -87,3 +87,73 @@ async fn a_client_reads_a_tasks_chunks_in_order_while_it_runs() {
     stop.cancel();
     env.stop().await;
 }
+
+/// Two puts of one run racing, the first slow to commit after its id was drawn (a
+/// trigger makes it sleep, as a loaded machine would), while a reader follows the run
+/// the way a subscriber does, reading what comes after the last id it saw: it reads
+/// both, the first not skipped because the second's higher id became visible first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_misses_no_chunk_of_racing_puts() {
+    let env = TestEnv::start_roles(&[]).await;
+    let spec = adze_tests::one_task_workflow(
+        "racing",
+        "t",
+        adze_core::backoff::RetryPolicy::default(),
+        None,
+        None,
+    );
+    env.register(&spec).await;
+    let run = env.create_runs("racing", 1).await[0];
+    let task: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1")
+        .bind(run)
+        .fetch_one(&env.pool)
+        .await
+        .expect("the run's task");
+    // The identity is drawn before BEFORE triggers run: index 0 holds its id unseen.
+    sqlx::raw_sql(
+        r#"CREATE FUNCTION slow_first_chunk() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.event_index = 0 THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$;
+           CREATE TRIGGER slow_first_chunk BEFORE INSERT ON task_streams
+           FOR EACH ROW EXECUTE FUNCTION slow_first_chunk();"#,
+    )
+    .execute(&env.pool)
+    .await
+    .expect("the slow trigger");
+
+    let put = |index: i64| {
+        let (pool, tenant) = (env.pool.clone(), env.tenant_id);
+        tokio::spawn(async move {
+            adze_store::streams::put(&pool, tenant, task, Some(index), b"x")
+                .await
+                .expect("put")
+                .expect("the tenant's task")
+        })
+    };
+    let first = put(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = put(1);
+    let mut read = Vec::new();
+    let mut last = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(first.is_finished() && second.is_finished()) && std::time::Instant::now() < deadline {
+        for c in adze_store::streams::after(&env.pool, env.tenant_id, run, last)
+            .await
+            .expect("read")
+        {
+            last = c.id;
+            read.push(c.event_index);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.await.expect("the first put");
+    second.await.expect("the second put");
+    for c in adze_store::streams::after(&env.pool, env.tenant_id, run, last)
+        .await
+        .expect("read")
+    {
+        read.push(c.event_index);
+    }
+    read.sort();
+    assert_eq!(read, [Some(0), Some(1)], "the follower read both chunks");
+    env.stop().await;
+}

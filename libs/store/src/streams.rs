@@ -24,13 +24,32 @@ pub struct Chunk {
 }
 
 /// Appends a chunk of a task of the tenant; `None` if the task is not the tenant's.
+///
+/// A run's chunks get their ids in the order they become visible: each put holds a
+/// lock on its run (a transaction-scoped advisory lock) from before its id is drawn
+/// until it has committed. Without it, two puts of one run racing (the TypeScript SDK
+/// does not wait for one chunk before sending the next) could commit the higher id
+/// first, and a subscriber that had read it would skip the lower one for good, since
+/// it reads what comes after the last id it saw.
 pub async fn put(
-    db: impl PgExecutor<'_>,
+    pool: &sqlx::PgPool,
     tenant_id: Uuid,
     task_id: Uuid,
     event_index: Option<i64>,
     message: &[u8],
 ) -> Result<Option<Chunk>> {
+    let mut tx = pool.begin().await?;
+    let locked = sqlx::query(
+        r#"SELECT pg_advisory_xact_lock(hashtextextended(t.run_id::text, 0))
+           FROM tasks t WHERE t.tenant_id = $1 AND t.id = $2"#,
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if locked.is_none() {
+        return Ok(None);
+    }
     let row = sqlx::query(
         r#"INSERT INTO task_streams (tenant_id, run_id, task_id, event_index, message)
            SELECT t.tenant_id, t.run_id, t.id, $3, $4 FROM tasks t WHERE t.tenant_id = $1 AND t.id = $2
@@ -40,8 +59,9 @@ pub async fn put(
     .bind(task_id)
     .bind(event_index)
     .bind(message)
-    .fetch_optional(db)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     row.as_ref().map(chunk).transpose()
 }
 
