@@ -581,3 +581,107 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     drop(conn);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_task_gives_its_slot_back_and_is_restored_as_its_next_attempt() {
+    let (env, run) = env_with_run().await;
+    let worker = Uuid::new_v4();
+    let a: Uuid = sqlx::query_scalar(
+        "UPDATE tasks SET status = 'running', worker_id = $2, assigned_at = now(), started_at = now()
+         WHERE run_id = $1 AND readable_id = 'a' RETURNING id",
+    )
+    .bind(run)
+    .bind(worker)
+    .fetch_one(&env.pool)
+    .await
+    .expect("running");
+    let evict = |attempt| TaskEvent::Evict {
+        attempt,
+        reason: "Worker at capacity while waiting on spawn_child(c)".into(),
+    };
+    let ev = |env: &TestEnv, task, event| TaskEventRow {
+        output: None,
+        error: None,
+        ..ev(env, task, event)
+    };
+    let mut conn = env.pool.acquire().await.expect("conn");
+    assert!(
+        apply_event(&mut conn, &ev(&env, a, evict(1)))
+            .await
+            .expect("stale")
+            .is_none(),
+        "another attempt's eviction is dropped"
+    );
+    let applied = apply_event(&mut conn, &ev(&env, a, evict(0)))
+        .await
+        .expect("evict")
+        .expect("applied");
+    assert_eq!(applied.to, TaskStatus::Evicted);
+    assert_eq!(
+        applied.released_worker,
+        Some(worker),
+        "its slot is given back"
+    );
+    assert_eq!(status(&env, a).await, (TaskStatus::Evicted, 0));
+    let (outcome, reason, error): (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT h.status, t.wait_reason, t.error FROM tasks t
+         JOIN task_attempts h ON h.task_id = t.id AND h.attempt = 0 WHERE t.id = $1",
+    )
+    .bind(a)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("history");
+    assert_eq!(
+        outcome, "evicted",
+        "the invocation is in the attempt history"
+    );
+    assert_eq!(
+        reason.as_deref(),
+        Some("evicted from its worker: Worker at capacity while waiting on spawn_child(c)")
+    );
+    assert_eq!(error, None, "an eviction is no error");
+    let view = adze_store::runs::get_run(&env.pool, env.tenant_id, run)
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(
+        view.status,
+        RunStatus::Running,
+        "an evicted task's run runs"
+    );
+    // Its late report (the evicted invocation's) reaches nothing.
+    assert!(
+        apply_event(&mut conn, &ev(&env, a, TaskEvent::Completed { attempt: 0 }))
+            .await
+            .expect("late")
+            .is_none()
+    );
+
+    let restored = apply_event(&mut conn, &ev(&env, a, TaskEvent::Restore))
+        .await
+        .expect("restore")
+        .expect("applied");
+    assert_eq!(restored.to, TaskStatus::Queued);
+    assert_eq!(restored.released_worker, None);
+    assert_eq!(status(&env, a).await, (TaskStatus::Queued, 1));
+    assert!(
+        apply_event(&mut conn, &ev(&env, a, TaskEvent::Restore))
+            .await
+            .expect("again")
+            .is_none(),
+        "a second restore is a no-op"
+    );
+    let (reason, failures): (Option<String>, i32) =
+        sqlx::query_as("SELECT wait_reason, failures FROM tasks WHERE id = $1")
+            .bind(a)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("task");
+    assert_eq!(
+        reason.as_deref(),
+        Some("resuming: what its durable task waited for has come")
+    );
+    assert_eq!(failures, 0, "no retry spent");
+    drop(conn);
+    env.stop().await;
+}

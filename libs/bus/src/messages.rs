@@ -117,6 +117,22 @@ pub enum SchedulerEvent {
         /// Why, for the log.
         reason: String,
     },
+    /// A durable task's worker evicted an attempt while it waits (`evict_invocation`):
+    /// the task gives its slot back and waits off any worker.
+    TaskEvicted {
+        /// Task.
+        task_id: Uuid,
+        /// The attempt evicted.
+        attempt: i32,
+        /// The worker's reason.
+        reason: String,
+    },
+    /// Queue these evicted durable tasks of the tenant again (what they wait for has
+    /// come, or someone restored them); each runs as its next attempt.
+    RestoreTasks {
+        /// Tasks.
+        task_ids: Vec<Uuid>,
+    },
     /// Several worker reports of one tenant, in the order they arrived (a dispatcher
     /// publishes what its workers sent in the meantime as one message).
     Reports {

@@ -9,7 +9,13 @@
 //!                             |  +--schedule expired--> failed
 //!                             |          assigned|running --failed / timed out (final)--> failed
 //!    any non-final status --cancel--> cancelled
+//!
+//! durable tasks:  assigned|running --evict--> evicted --restore--> queued (next attempt)
 //! ```
+//!
+//! A durable task that waits (for children, a sleep, an event) can be evicted: it gives
+//! its slot back and leaves its worker, and is queued again as a new attempt (the next
+//! invocation, replaying its durable log) once what it waits for has come.
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,11 +40,14 @@ pub enum TaskStatus {
     Failed,
     /// Will not run (an upstream task failed, or it was cancelled).
     Cancelled,
+    /// A durable task that left its worker (and slot) while it waits; it is queued
+    /// again when what it waits for has come.
+    Evicted,
 }
 
 impl TaskStatus {
     /// All statuses.
-    pub const ALL: [TaskStatus; 7] = [
+    pub const ALL: [TaskStatus; 8] = [
         Self::Pending,
         Self::Queued,
         Self::Assigned,
@@ -46,6 +55,7 @@ impl TaskStatus {
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
+        Self::Evicted,
     ];
 
     /// Database spelling.
@@ -58,6 +68,7 @@ impl TaskStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Evicted => "evicted",
         }
     }
 
@@ -233,6 +244,17 @@ pub enum TaskEvent {
     /// Its conditions skip it (`skip_if`, or every parent skipped): it succeeds
     /// without running, with the output `{"skipped": true}`, and its children go on.
     Skip,
+    /// A durable task's worker evicted the attempt while it waits: the task gives its
+    /// slot back and waits off any worker.
+    Evict {
+        /// Attempt the worker evicted.
+        attempt: i32,
+        /// The worker's reason, for the task's wait reason.
+        reason: String,
+    },
+    /// What an evicted durable task waits for has come (or someone restored it): it is
+    /// queued again as a new attempt, which replays its durable log.
+    Restore,
     /// Someone replayed the finished task (or a task upstream of it): it runs again
     /// as a new attempt with its retries back, waiting first for `pending_parents` of
     /// its parents that are replayed too (or did not succeed).
@@ -274,8 +296,10 @@ impl TaskEvent {
             | Self::WorkerLost { .. }
             | Self::TimedOut { .. } => &TaskStatus::SLOT_HOLDING,
             Self::ScheduleExpired { .. } => &[Queued],
-            Self::Cancel => &[Pending, Queued, Assigned, Running],
+            Self::Cancel => &[Pending, Queued, Assigned, Running, Evicted],
             Self::Skip => &[Queued],
+            Self::Evict { .. } => &TaskStatus::SLOT_HOLDING,
+            Self::Restore => &[Evicted],
             Self::Replay { .. } => &TaskStatus::FINAL,
         }
     }
@@ -309,6 +333,11 @@ impl TaskEvent {
             Self::ScheduleExpired { attempt: 0 },
             Self::Cancel,
             Self::Skip,
+            Self::Evict {
+                attempt: 0,
+                reason: String::new(),
+            },
+            Self::Restore,
             Self::Replay { pending_parents: 0 },
             Self::Replay { pending_parents: 2 },
         ]
@@ -333,6 +362,7 @@ impl TaskEvent {
             Self::WorkerLost { .. } => "lost",
             Self::TimedOut { .. } => "timed_out",
             Self::Failed { .. } => "failed",
+            Self::Evict { .. } => "evicted",
             _ => to.as_str(),
         }
     }
@@ -344,10 +374,15 @@ impl TaskEvent {
         failures: i32,
         max_retries: i32,
     ) -> Option<WaitReason> {
-        match to {
-            TaskStatus::Queued => {}
+        match (to, self) {
+            (TaskStatus::Evicted, Self::Evict { reason, .. }) => {
+                return Some(WaitReason::Evicted {
+                    reason: reason.clone(),
+                });
+            }
+            (TaskStatus::Queued, _) => {}
             // A replayed task waiting for replayed parents.
-            TaskStatus::Pending if self.restarts() => return Some(WaitReason::Parents),
+            (TaskStatus::Pending, _) if self.restarts() => return Some(WaitReason::Parents),
             _ => return None,
         }
         Some(match self {
@@ -360,6 +395,7 @@ impl TaskEvent {
                 retry: failures + 1,
                 of: max_retries,
             },
+            Self::Restore => WaitReason::Resumed,
             _ => WaitReason::Slot,
         })
     }
@@ -372,7 +408,8 @@ impl TaskEvent {
             | Self::Failed { attempt, .. }
             | Self::WorkerLost { attempt }
             | Self::TimedOut { attempt }
-            | Self::ScheduleExpired { attempt } => Some(*attempt),
+            | Self::ScheduleExpired { attempt }
+            | Self::Evict { attempt, .. } => Some(*attempt),
             _ => None,
         }
     }
@@ -411,6 +448,8 @@ impl TaskEvent {
             Self::ScheduleExpired { .. } => to(TaskStatus::Failed, false, false, 0),
             Self::Cancel => to(TaskStatus::Cancelled, false, false, 0),
             Self::Skip => to(TaskStatus::Succeeded, false, false, 0),
+            Self::Evict { .. } => to(TaskStatus::Evicted, false, false, 0),
+            Self::Restore => to(TaskStatus::Queued, true, false, 0),
             Self::Replay { pending_parents } if *pending_parents > 0 => {
                 to(TaskStatus::Pending, true, false, 0)
             }

@@ -29,6 +29,15 @@ pub enum WaitReason {
     },
     /// Queued again because the worker holding it was lost.
     WorkerLost,
+    /// A durable task off its worker (evicted) while it waits, with the worker's
+    /// reason (`"Worker at capacity while waiting on spawn_child(child)"`).
+    Evicted {
+        /// The worker's reason.
+        reason: String,
+    },
+    /// A durable task queued again once what it waited for came: its next attempt
+    /// replays its durable log.
+    Resumed,
     /// Ready, but a rate-limit key it takes units of has too few until `until_ms`.
     RateLimit {
         /// The key.
@@ -81,7 +90,9 @@ impl WaitReason {
             Self::Slot => Some("waiting for a worker slot"),
             Self::NoWorker => Some("no worker registered for its action"),
             Self::WorkerLost => Some("requeued: its worker was lost"),
+            Self::Resumed => Some("resuming: what its durable task waited for has come"),
             Self::Retry { .. }
+            | Self::Evicted { .. }
             | Self::RetryAfterTimeout { .. }
             | Self::ConcurrencyKey { .. }
             | Self::RateLimit { .. }
@@ -113,6 +124,7 @@ impl fmt::Display for WaitReason {
                     .unwrap_or_else(|| until_ms.to_string());
                 write!(f, "rate limit {key:?} until {until}: {detail}")
             }
+            Self::Evicted { reason } => write!(f, "evicted from its worker: {reason}"),
             Self::RateLimiterUnavailable { reason } => {
                 write!(f, "waiting for the rate limiter: {reason}")
             }
@@ -179,6 +191,7 @@ mod tests {
             WaitReason::Slot,
             WaitReason::NoWorker,
             WaitReason::WorkerLost,
+            WaitReason::Resumed,
         ] {
             assert_eq!(r.fixed_text(), Some(r.to_string().as_str()));
         }

@@ -205,7 +205,9 @@ fn run_status(s: RunStatus) -> v1::RunStatus {
 fn task_status(s: TaskStatus) -> v1::RunStatus {
     match s {
         TaskStatus::Pending | TaskStatus::Queued => v1::RunStatus::Queued,
-        TaskStatus::Assigned | TaskStatus::Running => v1::RunStatus::Running,
+        // Evicted reads as running: the Python SDK's results fail on EVICTED
+        // (DURABLE-WIRE.md P1); `is_evicted` says it.
+        TaskStatus::Assigned | TaskStatus::Running | TaskStatus::Evicted => v1::RunStatus::Running,
         TaskStatus::Succeeded => v1::RunStatus::Completed,
         TaskStatus::Failed => v1::RunStatus::Failed,
         TaskStatus::Cancelled => v1::RunStatus::Cancelled,
@@ -269,9 +271,12 @@ impl AdminService for AdminApi {
                         }),
                         output: t.output.as_ref().map(json_bytes),
                         readable_id: t.readable_id.clone(),
-                        is_evicted: false,
+                        is_evicted: t.status == TaskStatus::Evicted,
                         adze_wait_reason: t.wait_reason.clone().filter(|_| {
-                            matches!(t.status, TaskStatus::Pending | TaskStatus::Queued)
+                            matches!(
+                                t.status,
+                                TaskStatus::Pending | TaskStatus::Queued | TaskStatus::Evicted
+                            )
                         }),
                         adze_not_before_unix_ms: (t.status == TaskStatus::Queued
                             && t.not_before > chrono::Utc::now())
@@ -291,7 +296,8 @@ impl AdminService for AdminApi {
                 .as_ref()
                 .map(json_bytes)
                 .unwrap_or_else(|| b"{}".to_vec()),
-            is_evicted: false,
+            // The run's single task is evicted (as Hatchet's engine says it).
+            is_evicted: run.tasks.len() == 1 && run.tasks[0].status == TaskStatus::Evicted,
         }))
     }
 }

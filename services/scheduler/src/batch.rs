@@ -548,6 +548,22 @@ impl Processor {
                     })
                     .collect()
             }
+            SchedulerEvent::TaskEvicted {
+                task_id,
+                attempt,
+                reason,
+            } => vec![row(
+                t,
+                *task_id,
+                TaskEvent::Evict {
+                    attempt: *attempt,
+                    reason: reason.clone(),
+                },
+            )],
+            SchedulerEvent::RestoreTasks { task_ids } => task_ids
+                .iter()
+                .map(|task_id| row(t, *task_id, TaskEvent::Restore))
+                .collect(),
             SchedulerEvent::WorkerLost { worker_id } => {
                 let rows = scheduling::tasks_of_worker(conn, t, *worker_id).await?;
                 if !rows.is_empty() {

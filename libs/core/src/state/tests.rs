@@ -226,8 +226,8 @@ fn every_event_applies_only_from_its_guard_list() {
             );
             if let Transition::To { to, .. } = t {
                 // A task released from a slot-holding status frees it; the wait reason
-                // exists exactly for the transitions into the queue.
-                let waits = to == Queued || (to == Pending && ev.restarts());
+                // exists exactly for the transitions into the queue and off a worker.
+                let waits = to == Queued || to == Evicted || (to == Pending && ev.restarts());
                 assert_eq!(ev.wait_reason(to, 0, 1).is_some(), waits, "{ev:?}");
             }
         }
@@ -271,4 +271,78 @@ fn a_replay_restarts_only_a_finished_task() {
         Some(WaitReason::Parents)
     );
     assert!(replay.restarts() && !TaskEvent::Cancel.restarts());
+}
+
+#[test]
+fn an_evicted_durable_task_leaves_its_slot_and_comes_back_as_a_new_attempt() {
+    let evict = |attempt| TaskEvent::Evict {
+        attempt,
+        reason: "Worker at capacity while waiting on spawn_child(c)".into(),
+    };
+    for from in [Assigned, Running] {
+        assert_eq!(
+            evict(3).apply(from, 3, 1, &policy(2)),
+            Transition::To {
+                to: Evicted,
+                next_attempt: false,
+                count_failure: false,
+                delay_ms: 0
+            }
+        );
+    }
+    assert!(!Evicted.holds_slot(), "an evicted task holds no slot");
+    assert!(!Evicted.is_terminal());
+    assert_eq!(
+        evict(2).apply(Running, 3, 0, &policy(0)),
+        Transition::Ignore("stale attempt"),
+        "a stale invocation's eviction leaves the current one alone"
+    );
+    assert!(matches!(
+        evict(3).apply(Evicted, 3, 0, &policy(0)),
+        Transition::Ignore(_)
+    ));
+    assert_eq!(
+        evict(3).wait_reason(Evicted, 0, 0).map(|r| r.to_string()),
+        Some("evicted from its worker: Worker at capacity while waiting on spawn_child(c)".into())
+    );
+    assert_eq!(
+        TaskEvent::Restore.apply(Evicted, 3, 1, &policy(2)),
+        Transition::To {
+            to: Queued,
+            next_attempt: true,
+            count_failure: false,
+            delay_ms: 0
+        },
+        "restored as the next attempt, no retry spent"
+    );
+    assert_eq!(
+        TaskEvent::Restore.wait_reason(Queued, 1, 2),
+        Some(WaitReason::Resumed)
+    );
+    for from in [
+        Pending, Queued, Assigned, Running, Succeeded, Failed, Cancelled,
+    ] {
+        assert!(
+            matches!(
+                TaskEvent::Restore.apply(from, 0, 0, &policy(0)),
+                Transition::Ignore(_)
+            ),
+            "restore from {from}"
+        );
+    }
+    assert!(matches!(
+        TaskEvent::Cancel.apply(Evicted, 3, 0, &policy(0)),
+        Transition::To { to: Cancelled, .. }
+    ));
+    for ev in [
+        TaskEvent::Completed { attempt: 3 },
+        TaskEvent::TimedOut { attempt: 3 },
+        TaskEvent::WorkerLost { attempt: 3 },
+    ] {
+        assert!(
+            matches!(ev.apply(Evicted, 3, 0, &policy(1)), Transition::Ignore(_)),
+            "{ev:?} does not reach an evicted task"
+        );
+    }
+    assert_eq!(RunStatus::derive([Succeeded, Evicted]), RunStatus::Running);
 }
