@@ -79,6 +79,7 @@ pub fn one_task_workflow(
             rate_limits: Vec::new(),
             worker_labels: Vec::new(),
             conditions: None,
+            durable: false,
         }],
         on_failure: None,
         concurrency: Vec::new(),
@@ -386,6 +387,16 @@ impl TestEnv {
     /// Registers a worker of the default tenant serving `actions` and marks it active
     /// (as its listen stream opening would), without any process behind it.
     pub async fn active_worker(&self, actions: &[&str], slots: i32) -> Uuid {
+        self.active_worker_with(actions, slots, 0).await
+    }
+
+    /// [`TestEnv::active_worker`] with `durable_slots` durable slots as well.
+    pub async fn active_worker_with(
+        &self,
+        actions: &[&str],
+        slots: i32,
+        durable_slots: i32,
+    ) -> Uuid {
         let actions: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
         let worker = adze_store::workers::register(
             &self.pool,
@@ -394,6 +405,7 @@ impl TestEnv {
                 name: "w",
                 actions: &actions,
                 slots,
+                durable_slots,
                 dispatcher_id: "d",
                 sdk: None,
                 labels: &Default::default(),

@@ -117,7 +117,7 @@ async fn held_back_tasks_do_not_block_the_queue_behind_them() {
     assert_eq!(queued(&env).await, [&tasks[..3], &tasks[5..]].concat());
 
     // Without the stage, a pass with one free slot takes the oldest.
-    book.release(worker);
+    book.release(worker, false);
     let pass = Pipeline::new()
         .admit(&mut conn, &mut book, Source::Queue { limit: 100 }, None)
         .await

@@ -156,7 +156,7 @@ async fn apply(w: &World, rows: &[TaskEventRow], book: &mut SlotBook) {
         .expect("apply");
     for a in &applied {
         if let Some(worker) = a.released_worker {
-            book.release(worker);
+            book.release(worker, a.durable);
         }
     }
     finalize_applied(&mut tx, &applied).await.expect("finalize");

@@ -32,6 +32,7 @@ fn task(wf: &str, name: &str, parents: &[&str], conditions: Vec<ConditionSpec>) 
             conditions,
             schedule_timeout_ms: Some(1_000),
         }),
+        durable: false,
     }
 }
 

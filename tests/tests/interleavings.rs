@@ -81,7 +81,7 @@ async fn apply(w: &World, rows: &[TaskEventRow], book: &mut SlotBook, ledger: &m
         .expect("apply");
     for a in &applied {
         if let Some(worker) = a.released_worker {
-            book.release(worker);
+            book.release(worker, a.durable);
             *ledger
                 .given
                 .entry((a.task_id, before[&a.task_id]))

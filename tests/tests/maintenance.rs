@@ -32,6 +32,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             rate_limits: Vec::new(),
             worker_labels: Vec::new(),
             conditions: None,
+            durable: false,
         }],
         on_failure: None,
         concurrency: Vec::new(),

@@ -8,6 +8,7 @@ use adze_sdk::{Context, TaskDef, TaskError, Worker, Workflow};
 use adze_tests::TestEnv;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 #[derive(Default)]
 struct Gauge {
@@ -130,5 +131,104 @@ async fn two_workers_share_the_load_within_their_slots() {
     for h in handles {
         h.await.expect("join").expect("worker");
     }
+    env.stop().await;
+}
+
+/// Against real Postgres: durable tasks take only durable slots and others only default
+/// ones, on the same worker; a worker without durable slots takes no durable task; an
+/// eviction gives the durable slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_tasks_take_durable_slots_only() {
+    let env = TestEnv::start_roles(&[]).await;
+    let mut orch = adze_tests::one_task_workflow(
+        "orch",
+        "run",
+        adze_core::backoff::RetryPolicy::default(),
+        None,
+        None,
+    );
+    orch.tasks[0].durable = true;
+    env.register(&orch).await;
+    let plain = adze_tests::one_task_workflow(
+        "plain",
+        "run",
+        adze_core::backoff::RetryPolicy::default(),
+        None,
+        None,
+    );
+    env.register(&plain).await;
+    let actions = [
+        orch.tasks[0].action_id.as_str(),
+        plain.tasks[0].action_id.as_str(),
+    ];
+    // A worker without durable slots first: it must take only the plain runs.
+    let plain_only = env.active_worker(&actions, 1).await;
+    let orchs = env.create_runs("orch", 3).await;
+    let plains = env.create_runs("plain", 3).await;
+    let admit = || async {
+        let mut tx = env.pool.begin().await.expect("tx");
+        let mut book = adze_scheduler::admission::SlotBook::load(&mut tx, 60_000)
+            .await
+            .expect("slots");
+        let assigned = adze_tests::admit::queue(&mut tx, &mut book, 100, None)
+            .await
+            .expect("admit");
+        tx.commit().await.expect("commit");
+        assigned
+    };
+    let first = admit().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].worker_id, plain_only);
+    assert!(
+        plains.contains(&first[0].run_id),
+        "a plain run, not an orchestrator"
+    );
+
+    let both = env.active_worker_with(&actions, 1, 2).await;
+    let second = admit().await;
+    let durable: Vec<Uuid> = second
+        .iter()
+        .filter(|a| orchs.contains(&a.run_id))
+        .map(|a| a.worker_id)
+        .collect();
+    let default: Vec<Uuid> = second
+        .iter()
+        .filter(|a| plains.contains(&a.run_id))
+        .map(|a| a.worker_id)
+        .collect();
+    assert_eq!(
+        durable,
+        vec![both, both],
+        "two orchestrators on its 2 durable slots"
+    );
+    assert_eq!(default, vec![both], "one plain run on its 1 default slot");
+    assert!(admit().await.is_empty(), "every slot of each kind is taken");
+
+    // Evicting an orchestrator gives its durable slot to the third one.
+    let evicted = second
+        .iter()
+        .find(|a| orchs.contains(&a.run_id))
+        .expect("an orchestrator");
+    let mut conn = env.pool.acquire().await.expect("conn");
+    adze_store::scheduling::apply_event(
+        &mut conn,
+        &adze_store::scheduling::TaskEventRow {
+            tenant_id: env.tenant_id,
+            task_id: evicted.task_id,
+            event: adze_core::TaskEvent::Evict {
+                attempt: evicted.attempt,
+                reason: "waiting".into(),
+            },
+            output: None,
+            error: None,
+        },
+    )
+    .await
+    .expect("evict")
+    .expect("applied");
+    drop(conn);
+    let third = admit().await;
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert!(orchs.contains(&third[0].run_id) && third[0].worker_id == both);
     env.stop().await;
 }

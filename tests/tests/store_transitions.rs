@@ -25,6 +25,7 @@ fn task(name: &str, parents: &[&str], retries: i32) -> TaskSpec {
         rate_limits: Vec::new(),
         worker_labels: Vec::new(),
         conditions: None,
+        durable: false,
     }
 }
 
@@ -560,7 +561,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
 
     // A listed task no longer queued (a notice delivered twice) is not assigned again,
     // and the slot matched to it is given back.
-    book.release(worker);
+    book.release(worker, false);
     let assigned = adze_tests::admit::listed(&mut conn, &mut book, &created.ready[1..2], &fence)
         .await
         .expect("listed");

@@ -146,6 +146,9 @@ pub struct TaskLimits {
     /// (see [`crate::conditions`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gated: bool,
+    /// A durable task: it takes one of its worker's durable slots, not a default one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub durable: bool,
 }
 
 /// A queued task's [`TaskLimits`] with its run (a run-level key is held by the run);
@@ -174,6 +177,7 @@ impl TaskLimits {
             && self.labels.is_empty()
             && self.sticky.is_none()
             && !self.gated
+            && !self.durable
     }
 }
 

@@ -37,6 +37,10 @@ pub struct TaskSpec {
     /// instead (see [`crate::conditions`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<crate::conditions::TaskConditions>,
+    /// A durable task: it runs on its worker's durable slots, keeps a durable event
+    /// log, and may be evicted while it waits (see [`crate::TaskStatus::Evicted`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub durable: bool,
 }
 
 /// A workflow definition: a named DAG of tasks.

@@ -59,37 +59,52 @@ pub fn earliest_deadline(assignments: &[Assignment]) -> Option<chrono::DateTime<
 /// How long a worker has to start an assignment unless the scheduler says otherwise.
 pub const DEFAULT_START_WITHIN_MS: i64 = 30_000;
 
-/// A worker able to take work, with its free slots (zero or less when full).
+/// A worker's slots of one kind (default or durable) able to take work, with how
+/// many are free (zero or less when full).
 #[derive(Debug, Clone)]
 pub struct WorkerSlots {
     /// Tenant.
     pub tenant_id: Uuid,
     /// Worker.
     pub id: Uuid,
+    /// Its durable slots (durable tasks take only these), or its default ones.
+    pub durable: bool,
     /// Actions it serves.
     pub actions: Vec<String>,
-    /// Slots it has minus the slot-holding attempts it runs.
+    /// Slots of this kind it has minus the slot-holding attempts of this kind it runs.
     pub free: i64,
     /// Its labels.
     pub labels: adze_core::labels::WorkerLabels,
 }
 
 /// Workers that are active and heard from within `heartbeat_timeout_ms`, with their
-/// free slots.
+/// free slots: one entry for the default slots of each, serving its actions that are
+/// not durable, and one for the durable slots of those that have some, serving its
+/// durable actions (`durable_actions`).
 pub async fn load_slots(
     conn: &mut PgConnection,
     heartbeat_timeout_ms: i64,
 ) -> Result<Vec<WorkerSlots>> {
     static LOAD: Sql = Sql::new(
-        r#"SELECT w.tenant_id, w.id, w.actions, w.slots - COALESCE(u.used, 0) AS free, w.labels
+        r#"SELECT w.tenant_id, w.id, p.durable,
+                  CASE WHEN p.durable THEN d.actions
+                       ELSE ARRAY(SELECT a FROM unnest(w.actions) AS a WHERE a <> ALL(d.actions)) END AS actions,
+                  CASE WHEN p.durable THEN w.durable_slots ELSE w.slots END - COALESCE(u.used, 0) AS free,
+                  w.labels
            FROM workers w
+           CROSS JOIN (VALUES (false), (true)) AS p(durable)
+           CROSS JOIN LATERAL (
+             SELECT COALESCE(array_agg(a.action_id), '{}') AS actions FROM durable_actions a
+             WHERE a.tenant_id = w.tenant_id AND a.action_id = ANY(w.actions)
+           ) d
            LEFT JOIN LATERAL (
              SELECT count(*) AS used FROM tasks t
              WHERE t.worker_id = w.id AND t.tenant_id = w.tenant_id AND t.status IN ({slot_holding})
-               AND NOT t.slot_released
+               AND NOT t.slot_released AND t.durable = p.durable
            ) u ON true
            WHERE w.status = {worker_active}
-             AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0)"#,
+             AND w.last_heartbeat_at > now() - make_interval(secs => $1 / 1000.0)
+             AND (NOT p.durable OR w.durable_slots > 0)"#,
     );
     let rows = sqlx::query(LOAD.text())
         .bind(heartbeat_timeout_ms as f64)
@@ -100,6 +115,7 @@ pub async fn load_slots(
             Ok(WorkerSlots {
                 tenant_id: r.try_get("tenant_id")?,
                 id: r.try_get("id")?,
+                durable: r.try_get("durable")?,
                 actions: r.try_get("actions")?,
                 free: r.try_get("free")?,
                 labels: match r.try_get::<Option<Value>, _>("labels")? {
@@ -275,9 +291,10 @@ pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
         })
         .transpose()?;
     let gated: bool = r.try_get("gated")?;
-    let keys = match (keys, limits, labels, sticky, gated) {
-        (None, None, None, None, false) => None,
-        (keys, limits, labels, sticky, gated) => Some(TaskKeys {
+    let durable: bool = r.try_get("durable")?;
+    let keys = match (keys, limits, labels, sticky, gated, durable) {
+        (None, None, None, None, false, false) => None,
+        (keys, limits, labels, sticky, gated, durable) => Some(TaskKeys {
             run_id: r.try_get("run_id")?,
             limits: TaskLimits {
                 keys: parse(keys)?,
@@ -285,6 +302,7 @@ pub(crate) fn candidate(r: &sqlx::postgres::PgRow) -> Result<Candidate> {
                 labels: parse(labels)?,
                 sticky,
                 gated,
+                durable,
             },
         }),
     };
@@ -313,6 +331,8 @@ pub struct Match {
     /// Whether its run is sticky: the first such match of a run without a sticky
     /// worker makes its worker the run's.
     pub sticky: bool,
+    /// It takes a durable slot.
+    pub durable: bool,
 }
 
 /// The assignment statement (see [`Fenced`]), with `$pin` (`, <CTE>` or nothing) after

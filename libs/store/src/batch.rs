@@ -165,6 +165,7 @@ fn to_applied(
                 } else {
                     r.try_get("worker_id")?
                 },
+                durable: r.try_get("durable")?,
                 stop: None,
                 retry_at: None,
             })
@@ -179,8 +180,8 @@ static STARTED: Fenced = Fenced::new(
              UPDATE tasks t SET status = {running}, started_at = now(), wait_reason = NULL
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($4)
-             RETURNING t.tenant_id, t.id, t.run_id, t.attempt, t.worker_id)
-           SELECT tenant_id, id, run_id, worker_id FROM upd"#,
+             RETURNING t.tenant_id, t.id, t.run_id, t.attempt, t.worker_id, t.durable)
+           SELECT tenant_id, id, run_id, worker_id, durable FROM upd"#,
     5,
     true,
 );
@@ -215,7 +216,7 @@ static COMPLETED: Fenced = Fenced::new(
              FROM u
              WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.attempt = u.attempt AND t.status = ANY($5)
              -- A slot released early (ReleaseSlot) was given back then.
-             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id,
+             RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.durable,
                        CASE WHEN t.slot_released THEN NULL ELSE t.worker_id END AS worker_id),
            dec AS (
              SELECT c.tenant_id, c.id, count(*)::int AS n
@@ -236,7 +237,7 @@ static COMPLETED: Fenced = Fenced::new(
            -- (children it queues show as pending: not final either way), for run
            -- finalisation (which depends only on that set).
            rs AS (
-             SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id,
+             SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id, upd.durable,
                (SELECT array_agg(DISTINCT CASE WHEN (s.tenant_id, s.id) IN (SELECT tenant_id, id FROM upd)
                                                THEN {succeeded} ELSE s.status END)
                 FROM tasks s WHERE s.tenant_id = upd.tenant_id AND s.run_id = upd.run_id) AS run_statuses

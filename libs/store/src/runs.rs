@@ -146,6 +146,7 @@ pub async fn create_runs_multi(
         .bind(&t.wait_tenant)
         .bind(&t.wait_key)
         .bind(&t.wait_task)
+        .bind(&t.durable)
         .execute(db)
         .await?;
     let ready = t.ready();
@@ -179,7 +180,7 @@ static CREATE_RUNS: Sql = Sql::new(
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
              execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
-             desired_labels, priority, sticky, conditions)
+             desired_labels, priority, sticky, conditions, durable)
        SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
               CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
               u.pending,
@@ -187,13 +188,14 @@ static CREATE_RUNS: Sql = Sql::new(
               ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
               CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
-              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky, u.conditions
+              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky, u.conditions, u.durable
        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
                    $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
-                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[], $28::text[], $31::jsonb[])
+                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[], $28::text[], $31::jsonb[],
+                   $35::bool[])
          AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
               exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels, priority, sticky,
-              conditions)"#,
+              conditions, durable)"#,
 );
 
 /// Column arrays of the tasks to insert.
@@ -220,6 +222,8 @@ struct TaskColumns<'a> {
     sticky: Vec<Option<&'static str>>,
     /// Per task, its conditions, when it has some.
     conditions: Vec<Option<Value>>,
+    /// Per task, whether it is durable.
+    durable: Vec<bool>,
     /// The event keys tasks with conditions listen for: tenant, key, task.
     wait_tenant: Vec<Uuid>,
     wait_key: Vec<&'a str>,
@@ -281,6 +285,7 @@ impl<'a> TaskColumns<'a> {
             self.wait_key.push(key);
             self.wait_task.push(id);
         }
+        self.durable.push(t.durable);
         self.run.push(run);
         self.name.push(&t.readable_id);
         self.action.push(&t.action_id);

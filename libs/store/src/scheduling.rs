@@ -40,6 +40,8 @@ pub struct Applied {
     /// The worker whose slot this transition freed (the task left `assigned` or
     /// `running` for anything else).
     pub released_worker: Option<Uuid>,
+    /// The task is durable: the slot it freed is one of its worker's durable slots.
+    pub durable: bool,
     /// The distinct statuses of the run's tasks just after this transition, when the
     /// statement that applied it read them (set-based completions do). Such a
     /// statement also finalised the run if those statuses were all terminal
@@ -84,7 +86,8 @@ pub(crate) fn parse_status(s: &str) -> Result<TaskStatus> {
 pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<Option<Applied>> {
     let Some(row) = sqlx::query(
         r#"SELECT run_id, readable_id, action_id, status, attempt, failures, max_retries, backoff_factor,
-                  backoff_max_seconds, worker_id, assigned_at, started_at, finished_at, slot_released
+                  backoff_max_seconds, worker_id, assigned_at, started_at, finished_at, slot_released,
+                  durable
            FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
     )
     .bind(ev.tenant_id)
@@ -205,6 +208,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         to,
         // A slot released early (ReleaseSlot) was given back then.
         released_worker: worker_id.filter(|_| releases && !slot_released),
+        durable: row.try_get("durable")?,
         run_tasks: None,
         run_finished: None,
         stop,
@@ -545,16 +549,20 @@ pub async fn release_slot(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     task_id: Uuid,
-) -> Result<Option<Uuid>> {
+) -> Result<Option<(Uuid, bool)>> {
     static RELEASE: Sql = Sql::new(
         r#"UPDATE tasks SET slot_released = true
            WHERE tenant_id = $1 AND id = $2 AND status IN ({slot_holding}) AND NOT slot_released
-           RETURNING worker_id"#,
+           RETURNING worker_id, durable"#,
     );
     let row = sqlx::query(RELEASE.text())
         .bind(tenant_id)
         .bind(task_id)
         .fetch_optional(conn)
         .await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?.flatten())
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let worker: Option<Uuid> = row.try_get("worker_id")?;
+    Ok(worker.map(|w| (w, row.try_get("durable").unwrap_or(false))))
 }

@@ -29,11 +29,12 @@ fn list<T>(items: &[T], word: impl Fn(&T) -> &str) -> String {
 }
 
 /// What admission reads of a queued task `t`: its sticky run's worker only when it is
-/// sticky (a scalar subquery in a `CASE` runs only when its branch is taken), and
-/// whether it has conditions to settle (the conditions stage reads them).
+/// sticky (a scalar subquery in a `CASE` runs only when its branch is taken),
+/// whether it has conditions to settle (the conditions stage reads them), and whether
+/// it takes a durable slot.
 const CANDIDATE: &str = "t.tenant_id, t.id, t.action_id, t.not_before, t.queued_at, t.priority, \
      t.run_id, t.concurrency, t.rate_limits, t.desired_labels, t.sticky, \
-     t.conditions IS NOT NULL AS gated, \
+     t.conditions IS NOT NULL AS gated, t.durable, \
      CASE WHEN t.sticky IS NOT NULL THEN \
        (SELECT r.sticky_worker FROM runs r WHERE r.tenant_id = t.tenant_id AND r.id = t.run_id) \
      END AS sticky_worker";

@@ -18,6 +18,8 @@ pub struct NewWorker<'a> {
     pub actions: &'a [String],
     /// Concurrent task slots.
     pub slots: i32,
+    /// Concurrent durable task slots.
+    pub durable_slots: i32,
     /// Dispatcher instance holding it.
     pub dispatcher_id: &'a str,
     /// SDK description, for humans.
@@ -30,8 +32,9 @@ pub struct NewWorker<'a> {
 pub async fn register(db: impl PgExecutor<'_>, w: &NewWorker<'_>) -> Result<Uuid> {
     let id = Uuid::new_v4();
     static REGISTER: Sql = Sql::new(
-        r#"INSERT INTO workers (tenant_id, id, name, actions, slots, status, dispatcher_id, sdk, labels)
-           VALUES ($1, $2, $3, $4, $5, {worker_registered}, $6, $7, $8)"#,
+        r#"INSERT INTO workers (tenant_id, id, name, actions, slots, status, dispatcher_id, sdk, labels,
+                                  durable_slots)
+           VALUES ($1, $2, $3, $4, $5, {worker_registered}, $6, $7, $8, $9)"#,
     );
     sqlx::query(REGISTER.text())
         .bind(w.tenant_id)
@@ -42,6 +45,7 @@ pub async fn register(db: impl PgExecutor<'_>, w: &NewWorker<'_>) -> Result<Uuid
         .bind(w.dispatcher_id)
         .bind(w.sdk)
         .bind(labels_json(w.labels))
+        .bind(w.durable_slots)
         .execute(db)
         .await?;
     Ok(id)

@@ -2,7 +2,7 @@
 //! returns the current version instead of creating a new one.
 
 use adze_core::backoff::RetryPolicy;
-use adze_core::{ConcurrencySpec, RateLimitSpec, WorkflowSpec};
+use adze_core::{ConcurrencySpec, RateLimitSpec, TaskSpec, WorkflowSpec};
 use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
@@ -33,6 +33,8 @@ pub struct TaskDef {
     pub worker_labels: Vec<adze_core::labels::DesiredLabel>,
     /// Its conditions (wait_for / skip_if / cancel_if), if it has any.
     pub conditions: Option<adze_core::conditions::TaskConditions>,
+    /// A durable task (it runs on durable slots).
+    pub durable: bool,
 }
 
 /// A workflow's current version with its tasks, in declaration order.
@@ -160,6 +162,32 @@ pub async fn put_workflow(
         .execute(&mut *tx)
         .await?;
     }
+    // Which of its actions take durable slots, as this registration says.
+    let (durable, plain): (Vec<&TaskSpec>, Vec<&TaskSpec>) = spec
+        .tasks
+        .iter()
+        .chain(&spec.on_failure)
+        .partition(|t| t.durable);
+    sqlx::query(
+        r#"WITH gone AS (DELETE FROM durable_actions WHERE tenant_id = $1 AND action_id = ANY($3))
+           INSERT INTO durable_actions (tenant_id, action_id) SELECT $1, unnest($2::text[])
+           ON CONFLICT DO NOTHING"#,
+    )
+    .bind(tenant_id)
+    .bind(
+        durable
+            .iter()
+            .map(|t| t.action_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        plain
+            .iter()
+            .map(|t| t.action_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
     crate::events::replace_triggers(
         &mut tx,
         tenant_id,
@@ -227,6 +255,7 @@ pub async fn latest_version(
                     t.rate_limits.clone(),
                     t.worker_labels.clone(),
                     t.conditions.clone(),
+                    t.durable,
                 )
             })
             .unwrap_or_default()
@@ -259,13 +288,16 @@ pub async fn latest_version(
             rate_limits: Vec::new(),
             worker_labels: Vec::new(),
             conditions: None,
+            durable: false,
         };
-        let (concurrency, rate_limits, worker_labels, conditions) = entries_of(&task.readable_id);
+        let (concurrency, rate_limits, worker_labels, conditions, durable) =
+            entries_of(&task.readable_id);
         let task = TaskDef {
             concurrency,
             rate_limits,
             worker_labels,
             conditions,
+            durable,
             ..task
         };
         if r.try_get("on_failure")? {

@@ -271,6 +271,14 @@ impl Dispatcher for DispatcherApi {
                 "slots must be positive, got {slots}"
             )));
         }
+        // Durable tasks run only on durable slots; a worker that declares none takes
+        // no durable task.
+        let durable_slots = r.slot_config.get("durable").copied().unwrap_or(0);
+        if durable_slots < 0 {
+            return Err(Status::invalid_argument(format!(
+                "slot_config durable must not be negative, got {durable_slots}"
+            )));
+        }
         let sdk = r.runtime_info.as_ref().map(|i| {
             format!(
                 "{} {}",
@@ -288,6 +296,7 @@ impl Dispatcher for DispatcherApi {
                 name: &r.worker_name,
                 actions: &r.actions,
                 slots,
+                durable_slots,
                 dispatcher_id: self.registry.id(),
                 sdk: sdk.as_deref(),
                 labels: &labels,
@@ -295,7 +304,7 @@ impl Dispatcher for DispatcherApi {
         )
         .await
         .map_err(store_status)?;
-        tracing::info!(worker = %id, name = %r.worker_name, slots, actions = r.actions.len(), "worker registered");
+        tracing::info!(worker = %id, name = %r.worker_name, slots, durable_slots, actions = r.actions.len(), "worker registered");
         Ok(Response::new(WorkerRegisterResponse {
             tenant_id: who.tenant_id.to_string(),
             worker_id: id.to_string(),

@@ -189,6 +189,7 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
             Status::invalid_argument(format!("workflow {wf:?}: task {name:?}: {e}"))
         })?,
         conditions,
+        durable: t.is_durable,
     })
 }
 

@@ -248,6 +248,13 @@ impl RunFactory {
                 limits.gated = task.conditions.is_some();
             }
         }
+        // Durable tasks take durable slots.
+        if version.tasks.iter().any(|t| t.durable) {
+            concurrency.resize(version.tasks.len(), Default::default());
+            for (limits, task) in concurrency.iter_mut().zip(&version.tasks) {
+                limits.durable = task.durable;
+            }
+        }
         let worker = desired_worker(r.desired_worker_id)?;
         if let Some(strategy) = sticky_strategy(&version, worker) {
             concurrency.resize(version.tasks.len(), Default::default());

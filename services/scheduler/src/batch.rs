@@ -609,7 +609,7 @@ fn release_slots(book: &mut SlotBook, applied: &[scheduling::Applied]) {
     for a in applied {
         tracing::trace!(task_id = %a.task_id, to = %a.to, "transition");
         if let Some(worker) = a.released_worker {
-            book.release(worker);
+            book.release(worker, a.durable);
         }
     }
 }
@@ -623,10 +623,11 @@ async fn release_early_slots(
 ) -> Result<(), adze_store::Error> {
     for e in events {
         if let SchedulerEvent::SlotReleased { task_id } = e.body
-            && let Some(worker) = scheduling::release_slot(conn, e.tenant_id, task_id).await?
+            && let Some((worker, durable)) =
+                scheduling::release_slot(conn, e.tenant_id, task_id).await?
         {
             tracing::debug!(%task_id, %worker, "slot released early");
-            book.release(worker);
+            book.release(worker, durable);
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ fn spec(edges: &[(&str, &[&str])]) -> WorkflowSpec {
                 rate_limits: Vec::new(),
                 worker_labels: Vec::new(),
                 conditions: None,
+                durable: false,
             })
             .collect(),
         on_failure: None,
@@ -85,7 +86,7 @@ proptest! {
                 if x >> 61 == 0 { parents.push(earlier.clone()); }
             }
             TaskSpec { readable_id: names[i].clone(), action_id: String::new(), parents,
-                retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new(), conditions: None }
+                retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new(), conditions: None, durable: false }
         }).collect();
         let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new(), default_priority: None, sticky: None, ..Default::default() };
         prop_assert_eq!(s.validate(), Ok(()));
@@ -100,6 +101,7 @@ proptest! {
             parents: if i == 0 { vec![] } else { vec![format!("t{}", i - 1)] },
             retry: RetryPolicy::default(), execution_timeout_ms: None, schedule_timeout_ms: None, concurrency: Vec::new(), rate_limits: Vec::new(), worker_labels: Vec::new(),
         conditions: None,
+        durable: false,
         }).collect();
         tasks[k].parents.push(format!("t{}", n - 1));
         let s = WorkflowSpec { name: "p".into(), tasks, on_failure: None, concurrency: Vec::new(), default_priority: None, sticky: None, ..Default::default() };

@@ -27,11 +27,12 @@ pub(super) type Matched = (
 /// the matches, the candidates no worker had room for, and those that wait for a
 /// particular worker (one with a label they require, or their sticky worker).
 pub(super) fn matchmake(candidates: Vec<Candidate>, book: &mut SlotBook) -> Matched {
-    let mut by_action: HashMap<(Uuid, &str), Vec<usize>> = HashMap::new();
+    // A durable task goes only to durable slots, any other only to default ones.
+    let mut by_action: HashMap<(Uuid, &str, bool), Vec<usize>> = HashMap::new();
     for (i, w) in book.workers.iter().enumerate() {
         for a in &w.actions {
             by_action
-                .entry((w.tenant_id, a.as_str()))
+                .entry((w.tenant_id, a.as_str(), w.durable))
                 .or_default()
                 .push(i);
         }
@@ -41,8 +42,9 @@ pub(super) fn matchmake(candidates: Vec<Candidate>, book: &mut SlotBook) -> Matc
     let mut pinned: HashMap<(Uuid, Uuid), Uuid> = HashMap::new();
     let (mut matched, mut unplaced, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
     for c in candidates {
+        let durable = c.keys.as_ref().is_some_and(|k| k.durable);
         let capable: &[usize] = by_action
-            .get(&(c.tenant_id, c.action_id.as_str()))
+            .get(&(c.tenant_id, c.action_id.as_str(), durable))
             .map_or(&[], Vec::as_slice);
         let wants = c
             .keys
@@ -65,7 +67,7 @@ pub(super) fn matchmake(candidates: Vec<Candidate>, book: &mut SlotBook) -> Matc
                 .copied()
                 .find(|&i| book.workers[i].id == worker);
             let unfit = match at {
-                None if book.free_of(worker).is_none() => Some("is not connected"),
+                None if book.free_of_kind(worker, durable).is_none() => Some("is not connected"),
                 None => Some("does not serve its action"),
                 Some(i) if free[i] <= 0 => Some("has no free slot"),
                 Some(i)
@@ -121,6 +123,7 @@ pub(super) fn matchmake(candidates: Vec<Candidate>, book: &mut SlotBook) -> Matc
             task_id: c.id,
             worker_id,
             sticky: sticky.is_some(),
+            durable,
         };
         matched.push((c, m));
     }
@@ -163,6 +166,7 @@ mod tests {
             b.insert(WorkerSlots {
                 tenant_id: Uuid::nil(),
                 id: Uuid::new_v4(),
+                durable: false,
                 actions: actions.iter().map(|s| s.to_string()).collect(),
                 free: *free,
                 labels: Default::default(),
@@ -313,11 +317,68 @@ mod tests {
         let mut b = book(&[(0, &["a"])]);
         let id = b.workers[0].id;
         assert!(matchmake(vec![c("a")], &mut b).0.is_empty());
-        b.release(id);
+        b.release(id, false);
         assert_eq!(b.total_free(), 1);
         assert_eq!(matchmake(vec![c("a"), c("a")], &mut b).0.len(), 1);
         // A release for a worker the book does not know is ignored.
-        b.release(Uuid::new_v4());
+        b.release(Uuid::new_v4(), false);
         assert_eq!(b.total_free(), 0);
+    }
+
+    fn durable(action: &str) -> Candidate {
+        Candidate {
+            keys: Some(adze_core::TaskKeys {
+                run_id: Uuid::new_v4(),
+                limits: adze_core::TaskLimits {
+                    durable: true,
+                    ..Default::default()
+                },
+            }),
+            ..c(action)
+        }
+    }
+
+    #[test]
+    fn durable_tasks_take_durable_slots_and_others_default_ones() {
+        // One worker: 1 default slot, 2 durable slots; another with default slots only.
+        let mut b = book(&[(1, &["orch", "child"])]);
+        let w = b.workers[0].id;
+        b.insert(WorkerSlots {
+            tenant_id: Uuid::nil(),
+            id: w,
+            durable: true,
+            actions: vec!["orch".into(), "child".into()],
+            free: 2,
+            labels: Default::default(),
+        });
+        let only_default = book(&[(5, &["orch"])]).workers[0].clone();
+        b.insert(only_default);
+        let cs = vec![
+            durable("orch"),
+            durable("orch"),
+            durable("orch"),
+            c("child"),
+            c("child"),
+        ];
+        let (m, unplaced, _) = matchmake(cs, &mut b);
+        let placed: Vec<(bool, Uuid)> = m
+            .iter()
+            .map(|(c, m)| (c.keys.as_ref().is_some_and(|k| k.durable), m.worker_id))
+            .collect();
+        assert_eq!(placed, vec![(true, w), (true, w), (false, w)]);
+        assert!(m.iter().all(|(c, m)| m.durable == c.keys.is_some()));
+        assert_eq!(
+            unplaced.len(),
+            2,
+            "a third orchestrator and a second child wait"
+        );
+        assert_eq!(b.free_of_kind(w, true), Some(0));
+        assert_eq!(b.free_of(w), Some(0));
+        // An orchestrator's durable slot given back is reused by an orchestrator only.
+        b.release(w, true);
+        let (m, unplaced, _) = matchmake(vec![c("child"), durable("orch")], &mut b);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].1.durable);
+        assert_eq!(unplaced.len(), 1);
     }
 }

@@ -453,7 +453,7 @@ async fn assign_settled(
         let done: HashSet<Uuid> = assigned.iter().map(|a| a.task_id).collect();
         for (c, m) in matched {
             if !done.contains(&m.task_id) {
-                book.release(m.worker_id);
+                book.release(m.worker_id, m.durable);
                 stale.push(c);
             }
         }

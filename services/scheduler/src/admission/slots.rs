@@ -13,8 +13,10 @@ use uuid::Uuid;
 /// whenever workers come or go, and drops it when a transaction fails.
 #[derive(Debug, Clone)]
 pub struct SlotBook {
+    /// A worker's default slots, and its durable slots when it has some, as entries.
     pub(super) workers: Vec<WorkerSlots>,
-    index: HashMap<Uuid, usize>,
+    /// Entries by (worker, durable).
+    index: HashMap<(Uuid, bool), usize>,
     /// How long a worker has to start what it is given ([`SlotBook::starting_within`]).
     pub(super) start_within_ms: i64,
     /// The last admission pass left no ready task behind (see [`SlotBook::drained`]).
@@ -54,13 +56,14 @@ impl SlotBook {
     }
 
     pub(super) fn insert(&mut self, w: WorkerSlots) {
-        self.index.insert(w.id, self.workers.len());
+        self.index.insert((w.id, w.durable), self.workers.len());
         self.workers.push(w);
     }
 
-    /// Gives back the slot of an attempt that ended on `worker`.
-    pub fn release(&mut self, worker: Uuid) {
-        if let Some(&i) = self.index.get(&worker) {
+    /// Gives back the slot of an attempt that ended on `worker` (a durable slot for a
+    /// durable task).
+    pub fn release(&mut self, worker: Uuid, durable: bool) {
+        if let Some(&i) = self.index.get(&(worker, durable)) {
             self.workers[i].free += 1;
         }
     }
@@ -79,8 +82,15 @@ impl SlotBook {
         self.workers.iter().map(|w| w.free.max(0)).sum()
     }
 
-    /// Free slots of one worker, if it is in the book.
+    /// Free default slots of one worker, if it is in the book.
     pub fn free_of(&self, worker: Uuid) -> Option<i64> {
-        self.index.get(&worker).map(|&i| self.workers[i].free)
+        self.free_of_kind(worker, false)
+    }
+
+    /// Free slots of one kind (durable or default) of one worker, if it has that kind.
+    pub fn free_of_kind(&self, worker: Uuid, durable: bool) -> Option<i64> {
+        self.index
+            .get(&(worker, durable))
+            .map(|&i| self.workers[i].free)
     }
 }
