@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/events.proto",
         "proto/workflows.proto",
         "proto/v1/workflows.proto",
+        "proto/v1/dispatcher.proto",
         "proto/v1/condition.proto",
         "proto/v1/trigger.proto",
         "proto/adze/v1/reports.proto",

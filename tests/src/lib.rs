@@ -58,6 +58,13 @@ pub fn fast_configs() -> RoleConfigs {
     c
 }
 
+/// A workflow `workflow` of one durable task `task`, no retries, no timeouts.
+pub fn durable_task_workflow(workflow: &str, task: &str) -> adze_core::WorkflowSpec {
+    let mut spec = one_task_workflow(workflow, task, Default::default(), None, None);
+    spec.tasks[0].durable = true;
+    spec
+}
+
 /// A workflow `workflow` of one task `task` (action `<workflow>:<task>`, no parents).
 pub fn one_task_workflow(
     workflow: &str,

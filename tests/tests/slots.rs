@@ -140,14 +140,7 @@ async fn two_workers_share_the_load_within_their_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_tasks_take_durable_slots_only() {
     let env = TestEnv::start_roles(&[]).await;
-    let mut orch = adze_tests::one_task_workflow(
-        "orch",
-        "run",
-        adze_core::backoff::RetryPolicy::default(),
-        None,
-        None,
-    );
-    orch.tasks[0].durable = true;
+    let orch = adze_tests::durable_task_workflow("orch", "run");
     env.register(&orch).await;
     let plain = adze_tests::one_task_workflow(
         "plain",

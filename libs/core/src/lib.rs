@@ -7,6 +7,7 @@ pub mod concurrency;
 pub mod conditions;
 pub mod cron;
 pub mod dag;
+pub mod durable;
 pub mod duration;
 pub mod events;
 pub mod labels;

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod concurrency;
 pub mod conditions;
 pub mod deadlines;
+pub mod durable;
 pub mod events;
 pub mod fence;
 pub mod idempotency;

@@ -1,0 +1,364 @@
+//! The durable event log against real Postgres: a call is refused unless it comes from
+//! the task's current invocation of a running durable task; each invocation replays
+//! from node 1 and meets the entries the first one wrote; a different call at a node is
+//! a non-determinism error naming both; a memo's value is stored once; entries are
+//! satisfied once, in order, and an invocation is handed them in that order only up to
+//! the first it has not reached; a child run's end satisfies its entry with its output.
+
+use adze_core::TaskEvent;
+use adze_core::conditions::{ConditionAction, ConditionKind, ConditionSpec, TaskConditions};
+use adze_core::durable::{Position, memo_call, nondeterminism, run_call, wait_call};
+use adze_store::durable::{self, NewEntry, Outcome, Refusal};
+use adze_store::scheduling::{TaskEventRow, apply_event};
+use adze_tests::TestEnv;
+use uuid::Uuid;
+
+fn at(node: i64) -> Position {
+    Position { branch: 1, node }
+}
+
+fn sleep_wait() -> TaskConditions {
+    TaskConditions {
+        conditions: vec![ConditionSpec {
+            action: ConditionAction::Queue,
+            group: "g".into(),
+            key: "sleep:5s".into(),
+            kind: ConditionKind::Sleep {
+                ms: 5_000,
+                text: "5s".into(),
+            },
+            expression: String::new(),
+        }],
+        schedule_timeout_ms: None,
+    }
+}
+
+/// A durable `orch` task running (attempt 0), and a plain workflow `child`.
+async fn setup() -> (TestEnv, Uuid) {
+    let env = TestEnv::start_roles(&[]).await;
+    let orch = adze_tests::durable_task_workflow("orch", "run");
+    env.register(&orch).await;
+    env.register(&adze_tests::one_task_workflow(
+        "child",
+        "run",
+        adze_core::backoff::RetryPolicy::default(),
+        None,
+        None,
+    ))
+    .await;
+    let run = env.create_runs("orch", 1).await[0];
+    let task: Uuid = sqlx::query_scalar(
+        "UPDATE tasks SET status = 'running', worker_id = $2, assigned_at = now(), started_at = now()
+         WHERE run_id = $1 RETURNING id",
+    )
+    .bind(run)
+    .bind(Uuid::new_v4())
+    .fetch_one(&env.pool)
+    .await
+    .expect("running");
+    (env, task)
+}
+
+async fn open(
+    env: &TestEnv,
+    task: Uuid,
+    invocation: i32,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    Result<durable::Log, Refusal>,
+) {
+    let mut tx = env.pool.begin().await.expect("tx");
+    let log = durable::open(&mut tx, env.tenant_id, task, invocation)
+        .await
+        .expect("open");
+    (tx, log)
+}
+
+fn handed_at(h: &[durable::Handed]) -> Vec<Position> {
+    h.iter().map(|h| h.at).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
+    let (env, task) = setup().await;
+    let memo = memo_call(&[7; 32]);
+    let child_run = env.create_runs("child", 1).await[0];
+    let spawn = run_call("child", r#"{"i":0}"#);
+    let wait = wait_call(&sleep_wait().conditions);
+
+    // Invocation 1 (attempt 0): a memo, a child, a sleep.
+    let (tx, log) = open(&env, task, 2).await;
+    assert_eq!(log.err(), Some(Refusal::Stale { current: 1 }));
+    drop(tx);
+    let (mut tx, log) = open(&env, task, 1).await;
+    let mut log = log.expect("the current invocation");
+    let first = log.allocate();
+    assert_eq!(first, at(1));
+    assert!(
+        durable::entry_at(&mut tx, &log, first)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    durable::insert(
+        &mut tx,
+        &log,
+        &NewEntry {
+            at: first,
+            call: &memo,
+            spawn_key: None,
+            child_run_id: None,
+            conditions: None,
+            wake_at: None,
+            label: None,
+            memo: None,
+        },
+    )
+    .await
+    .expect("memo entry");
+    let second = log.allocate();
+    durable::insert(
+        &mut tx,
+        &log,
+        &NewEntry {
+            at: second,
+            call: &spawn,
+            spawn_key: Some("0"),
+            child_run_id: Some(child_run),
+            conditions: None,
+            wake_at: None,
+            label: None,
+            memo: None,
+        },
+    )
+    .await
+    .expect("run entry");
+    let third = log.allocate();
+    let conds = sleep_wait();
+    durable::insert(
+        &mut tx,
+        &log,
+        &NewEntry {
+            at: third,
+            call: &wait,
+            spawn_key: None,
+            child_run_id: None,
+            conditions: Some(&conds),
+            wake_at: Some(chrono::Utc::now()),
+            label: Some("nap"),
+            memo: None,
+        },
+    )
+    .await
+    .expect("wait entry");
+    durable::save(&mut tx, &log).await.expect("save");
+    tx.commit().await.expect("commit");
+
+    let mut conn = env.pool.acquire().await.expect("conn");
+    assert!(
+        durable::complete_memo(&mut conn, env.tenant_id, task, at(1), b"42")
+            .await
+            .expect("memo")
+    );
+    assert!(
+        !durable::complete_memo(&mut conn, env.tenant_id, task, at(1), b"43")
+            .await
+            .expect("again"),
+        "a memo's value is stored once"
+    );
+    assert!(
+        !durable::nothing_to_wait_for(&mut conn, env.tenant_id, task)
+            .await
+            .expect("waits")
+    );
+    let (inv, handed) = durable::handed(&mut conn, env.tenant_id, task)
+        .await
+        .expect("handed")
+        .expect("running");
+    assert_eq!(
+        (inv, handed_at(&handed)),
+        (1, vec![at(1)]),
+        "only the memo is done"
+    );
+    assert_eq!(handed[0].done.result.as_deref(), Some(&b"42"[..]));
+    assert_eq!(handed[0].done.order, None, "memos have no order");
+
+    // The sleep ends first (order 1), then the child (order 2), with its output.
+    let slept = Outcome {
+        result: br#"{"CREATE":{"sleep:5s":[{"sleep_duration":"5s"}]}}"#.to_vec(),
+        is_failure: false,
+        error: None,
+    };
+    let woken = durable::satisfy(&mut conn, env.tenant_id, task, &[(at(3), slept.clone())])
+        .await
+        .expect("satisfy")
+        .expect("woken");
+    assert_eq!(woken.status, adze_core::TaskStatus::Running);
+    assert!(
+        durable::satisfy(&mut conn, env.tenant_id, task, &[(at(3), slept)])
+            .await
+            .expect("again")
+            .is_none(),
+        "an entry is satisfied once"
+    );
+    sqlx::query("UPDATE tasks SET status = 'succeeded', output = '{\"sq\": 4}' WHERE run_id = $1")
+        .bind(child_run)
+        .execute(&mut *conn)
+        .await
+        .expect("child done");
+    sqlx::query("UPDATE runs SET status = 'succeeded' WHERE id = $1")
+        .bind(child_run)
+        .execute(&mut *conn)
+        .await
+        .expect("child run done");
+    let woken = durable::children_ended(&mut conn, &[(env.tenant_id, child_run)])
+        .await
+        .expect("children");
+    assert_eq!(woken.len(), 1);
+    assert!(
+        durable::nothing_to_wait_for(&mut conn, env.tenant_id, task)
+            .await
+            .expect("waits")
+    );
+    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task)
+        .await
+        .expect("handed")
+        .expect("running");
+    assert_eq!(handed_at(&handed), vec![at(1), at(3), at(2)]);
+    assert_eq!(handed[2].done.order, Some(2));
+    assert_eq!(handed[2].done.result.as_deref(), Some(&br#"{"sq":4}"#[..]));
+
+    // Evicted and restored: invocation 2.
+    for event in [
+        TaskEvent::Evict {
+            attempt: 0,
+            reason: "waiting".into(),
+        },
+        TaskEvent::Restore,
+    ] {
+        apply_event(
+            &mut conn,
+            &TaskEventRow {
+                tenant_id: env.tenant_id,
+                task_id: task,
+                event,
+                output: None,
+                error: None,
+            },
+        )
+        .await
+        .expect("apply")
+        .expect("applied");
+    }
+    sqlx::query("UPDATE tasks SET status = 'running' WHERE id = $1")
+        .bind(task)
+        .execute(&mut *conn)
+        .await
+        .expect("dispatched again");
+    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task)
+        .await
+        .expect("handed")
+        .expect("running");
+    assert!(handed.is_empty(), "invocation 2 has reached nothing yet");
+    drop(conn);
+
+    let (_, stale) = open(&env, task, 1).await;
+    assert_eq!(stale.err(), Some(Refusal::Stale { current: 2 }));
+    let (mut tx, log) = open(&env, task, 2).await;
+    let mut log = log.expect("invocation 2");
+    let replayed = log.allocate();
+    assert_eq!(replayed, at(1), "the replay starts at node 1");
+    let e = durable::entry_at(&mut tx, &log, replayed)
+        .await
+        .expect("read")
+        .expect("the memo");
+    assert_eq!(nondeterminism(task, replayed, &e.call, &memo), None);
+    assert_eq!(e.done.and_then(|d| d.result).as_deref(), Some(&b"42"[..]));
+    // The child is found by its key.
+    let child = durable::spawned(&mut tx, &log, "0")
+        .await
+        .expect("read")
+        .expect("spawned");
+    assert_eq!((child.at, child.child_run_id), (at(2), Some(child_run)));
+    log.touch(child.at.node);
+    durable::save(&mut tx, &log).await.expect("save");
+    tx.commit().await.expect("commit");
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let (inv, handed) = durable::handed(&mut conn, env.tenant_id, task)
+        .await
+        .expect("handed")
+        .expect("running");
+    assert_eq!(inv, 2);
+    assert_eq!(
+        handed_at(&handed),
+        vec![at(1)],
+        "order 1 (the sleep at node 3) is not reached: the child's order 2 waits behind it"
+    );
+    drop(conn);
+
+    // The code changed: a 3 s sleep where the 5 s one was.
+    let (mut tx, log) = open(&env, task, 2).await;
+    let mut log = log.expect("invocation 2");
+    let third = log.allocate();
+    assert_eq!(third, at(3));
+    let e = durable::entry_at(&mut tx, &log, third)
+        .await
+        .expect("read")
+        .expect("the wait");
+    let mut changed = sleep_wait();
+    changed.conditions[0].kind = ConditionKind::Sleep {
+        ms: 3_000,
+        text: "3s".into(),
+    };
+    changed.conditions[0].key = "sleep:3s".into();
+    let msg = nondeterminism(task, third, &e.call, &wait_call(&changed.conditions))
+        .expect("non-determinism");
+    assert!(
+        msg.contains("sleep 5s") && msg.contains("sleep 3s"),
+        "{msg}"
+    );
+    // The same call goes on: reached, both are handed in order.
+    assert_eq!(nondeterminism(task, third, &e.call, &wait), None);
+    durable::save(&mut tx, &log).await.expect("save");
+    tx.commit().await.expect("commit");
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task)
+        .await
+        .expect("handed")
+        .expect("running");
+    assert_eq!(handed_at(&handed), vec![at(1), at(3), at(2)]);
+    drop(conn);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_unknown_plain_or_finished_tasks_are_refused() {
+    let (env, task) = setup().await;
+    let (_, r) = open(&env, Uuid::new_v4(), 1).await;
+    assert_eq!(r.err(), Some(Refusal::NoTask));
+    let plain = env.create_runs("child", 1).await[0];
+    let plain_task: Uuid = sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1")
+        .bind(plain)
+        .fetch_one(&env.pool)
+        .await
+        .expect("task");
+    let (_, r) = open(&env, plain_task, 1).await;
+    assert_eq!(r.err(), Some(Refusal::NotDurable));
+    sqlx::query("UPDATE tasks SET status = 'succeeded' WHERE id = $1")
+        .bind(task)
+        .execute(&env.pool)
+        .await
+        .expect("done");
+    let (_, r) = open(&env, task, 1).await;
+    assert_eq!(
+        r.err(),
+        Some(Refusal::NotRunning(adze_core::TaskStatus::Succeeded))
+    );
+    // Another tenant's task is unknown.
+    let (other, _) = env.tenant("other").await;
+    let mut tx = env.pool.begin().await.expect("tx");
+    let r = durable::open(&mut tx, other, task, 1).await.expect("open");
+    assert_eq!(r.err(), Some(Refusal::NoTask));
+    drop(tx);
+    env.stop().await;
+}
