@@ -26,6 +26,11 @@ async fn python_dag_run_and_aio_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_durable_tasks_spawn_race_sleep_wait_and_evict() {
+    python_script("durable.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_retries_backoff_and_non_retryable() {
     python_script("retries.py").await;
 }
@@ -93,6 +98,11 @@ async fn typescript_dag_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_concurrency_per_user_and_the_default_strategy() {
     ts_script("concurrency.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_durable_tasks_spawn_race_sleep_wait_and_evict() {
+    ts_script("durable.ts").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! and consumers ([`Bus`]). Works on nats-server 2.9 (single-filter consumers only).
 #![warn(missing_docs)]
 
+pub mod durable;
 pub mod envelope;
 pub mod hints;
 pub mod messages;
@@ -229,6 +230,43 @@ impl Bus {
             .publish_with_headers(subject, headers, payload.into())
             .await
             .map_err(nats_err)
+    }
+
+    /// Asks ingest for a run over NATS request/reply ([`Subjects::ingest_fire`]); an
+    /// unanswered or garbled request counts as [`messages::FireReply::Unavailable`] (ask
+    /// again later: the request's idempotency key makes it the same run).
+    pub async fn fire(
+        &self,
+        req: &messages::FireRequest,
+        timeout: std::time::Duration,
+    ) -> messages::FireReply {
+        use messages::FireReply;
+        let body = match serde_json::to_vec(req) {
+            Ok(b) => b,
+            Err(e) => {
+                return FireReply::Refused {
+                    reason: format!("cannot encode: {e}"),
+                };
+            }
+        };
+        let asked = tokio::time::timeout(
+            timeout,
+            self.client
+                .request(self.subjects.ingest_fire(), body.into()),
+        );
+        match asked.await {
+            Err(_) => FireReply::Unavailable {
+                reason: "ingest did not answer in time".into(),
+            },
+            Ok(Err(e)) => FireReply::Unavailable {
+                reason: format!("ingest did not answer: {e}"),
+            },
+            Ok(Ok(m)) => {
+                serde_json::from_slice(&m.payload).unwrap_or_else(|e| FireReply::Unavailable {
+                    reason: format!("undecodable answer from ingest: {e}"),
+                })
+            }
+        }
     }
 
     /// Flushes buffered core publishes.

@@ -188,6 +188,9 @@ pub struct ActionMessage {
     pub workflow_version_id: Uuid,
     /// Action payload JSON.
     pub payload: Value,
+    /// A durable task: its `durable_task_invocation_count` is `attempt + 1`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub durable: bool,
     /// Run metadata.
     pub additional_metadata: Option<Value>,
     /// W3C trace context of the run (actions travel in batches, so per action).
@@ -336,6 +339,20 @@ pub struct FireRequest {
     pub parent: Option<(Uuid, Uuid, String)>,
     /// How long `key` is held, in milliseconds.
     pub key_ttl_ms: i64,
+    /// The id to create the run with (a durable task's log names its child before the
+    /// child exists); a new one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<Uuid>,
+}
+
+/// Something satisfied an entry of a durable task's log while the task runs on the
+/// worker whose subject this is published on: its dispatcher hands the task what it
+/// may be handed now (read from Postgres; a lost notice is made up for by the
+/// worker's next status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DurableNotice {
+    /// The durable task.
+    pub task_id: Uuid,
 }
 
 /// What ingest did with a [`FireRequest`].

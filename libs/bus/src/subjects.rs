@@ -119,6 +119,12 @@ impl Subjects {
         format!("{}.streams.{tenant}.{run}", self.prefix)
     }
 
+    /// Core subject on which a worker's dispatcher learns that a durable task on that
+    /// worker has something new to be handed ([`crate::messages::DurableNotice`]).
+    pub fn durable_worker(&self, tenant: Uuid, worker: Uuid) -> String {
+        format!("{}.durable.{tenant}.{worker}", self.prefix)
+    }
+
     /// Core subject on which a new or moved cron or schedule wakes the reapers.
     pub fn timers(&self) -> String {
         format!("{}.timers", self.prefix)

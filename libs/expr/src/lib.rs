@@ -33,6 +33,7 @@
 
 mod cache;
 mod check;
+pub mod conditions;
 mod convert;
 mod env;
 mod vars;

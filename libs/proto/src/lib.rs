@@ -31,7 +31,7 @@ pub mod hatchet {
 
 /// The engine version reported by `Dispatcher.GetVersion`. The SDKs choose their
 /// protocol from it; see HATCHET-WIRE.md ("Version gate").
-pub const ENGINE_VERSION: &str = "v0.79.9";
+pub const ENGINE_VERSION: &str = "v0.80.5";
 
 /// `google.rpc.Status`: the rich error detail a gRPC status carries in its
 /// `grpc-status-details-bin` trailer (`tonic::Status::details`).

@@ -150,6 +150,9 @@ fn to_applied(
                             .parse()
                             .map_err(|e| crate::Error::Corrupt(format!("{e}")))?,
                         traceparent: r.try_get("run_traceparent")?,
+                        durable_parent: r
+                            .try_get::<Option<bool>, _>("run_durable_parent")?
+                            .unwrap_or(false),
                     });
                 }
             }
@@ -256,8 +259,9 @@ static COMPLETED: Fenced = Fenced::new(
                -- A failed run whose on-failure task is not created yet is not over
                -- ([`crate::scheduling::finalize_runs`] creates it).
                AND NOT (fin.status = {failed} AND r.on_failure_pending)
-             RETURNING r.tenant_id, r.id, r.status, r.traceparent)
-           SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent
+             RETURNING r.tenant_id, r.id, r.status, r.traceparent, r.durable_parent)
+           SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent,
+                  done.durable_parent AS run_durable_parent
            FROM rs LEFT JOIN done ON done.tenant_id = rs.tenant_id AND done.id = rs.run_id"#,
     8,
     true,

@@ -85,7 +85,10 @@ pub async fn earliest(db: impl PgExecutor<'_>, workers: WorkerGrace) -> Result<E
                                CASE WHEN status = {assigned} THEN start_deadline END))
               FROM tasks WHERE status IN ({slot_holding})),
              (SELECT min(schedule_deadline) FROM tasks
-              WHERE status = {queued} AND schedule_deadline IS NOT NULL)) AS task,
+              WHERE status = {queued} AND schedule_deadline IS NOT NULL),
+             -- Durable waits whose next sleep ends.
+             (SELECT min(wake_at) FROM durable_entries
+              WHERE wake_at IS NOT NULL AND satisfied_at IS NULL)) AS task,
              (SELECT min(last_heartbeat_at + CASE WHEN status = {worker_disconnected}
                                                   THEN $1 ELSE $2 END * interval '1 millisecond')
               FROM workers WHERE status IN ({worker_present}) OR status = {worker_disconnected}) AS worker"#,

@@ -412,20 +412,103 @@ pub async fn insert(conn: &mut PgConnection, log: &Log, e: &NewEntry<'_>) -> Res
     Ok(())
 }
 
-/// Removes entries of the log (run entries whose child could not be created).
-pub async fn remove(conn: &mut PgConnection, log: &Log, at: &[Position]) -> Result<()> {
+/// Registers a wait at `at`: its entry (with when its first sleep ends, the
+/// timeout-reaper's deadline) and the event keys it listens for.
+pub async fn register_wait(
+    conn: &mut PgConnection,
+    log: &Log,
+    at: Position,
+    call: &Call,
+    conditions: &TaskConditions,
+    label: Option<&str>,
+) -> Result<()> {
+    let now = Utc::now();
+    let wake_at = conditions
+        .conditions
+        .iter()
+        .filter_map(|c| match c.kind {
+            adze_core::conditions::ConditionKind::Sleep { ms, .. } => {
+                Some(now + chrono::Duration::milliseconds(ms))
+            }
+            _ => None,
+        })
+        .min();
+    insert(
+        conn,
+        log,
+        &NewEntry {
+            at,
+            call,
+            spawn_key: None,
+            child_run_id: None,
+            conditions: Some(conditions),
+            wake_at,
+            label,
+            memo: None,
+        },
+    )
+    .await?;
+    let keys: Vec<&str> = conditions.event_keys().collect();
+    if !keys.is_empty() {
+        sqlx::query(
+            r#"INSERT INTO durable_event_waits (tenant_id, event_key, task_id, branch, node)
+               SELECT $1, k, $2, $3, $4 FROM unnest($5::text[]) AS k ON CONFLICT DO NOTHING"#,
+        )
+        .bind(log.tenant_id)
+        .bind(log.task_id)
+        .bind(at.branch)
+        .bind(at.node)
+        .bind(&keys)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Removes run entries of a task whose children could not be created (the call
+/// failed: a new call logs them again).
+pub async fn forget(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    at: &[Position],
+) -> Result<()> {
     sqlx::query(
         r#"DELETE FROM durable_entries e
            USING UNNEST($3::bigint[], $4::bigint[]) AS p(branch, node)
-           WHERE e.tenant_id = $1 AND e.task_id = $2 AND e.branch = p.branch AND e.node = p.node"#,
+           WHERE e.tenant_id = $1 AND e.task_id = $2 AND e.branch = p.branch AND e.node = p.node
+             AND e.kind = 'run' AND e.satisfied_at IS NULL"#,
     )
-    .bind(log.tenant_id)
-    .bind(log.task_id)
+    .bind(tenant_id)
+    .bind(task_id)
     .bind(at.iter().map(|p| p.branch).collect::<Vec<_>>())
     .bind(at.iter().map(|p| p.node).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A durable task's current invocation and status, if it is a durable task of the
+/// tenant.
+pub async fn current_invocation(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant_id: Uuid,
+    task_id: Uuid,
+) -> Result<Option<(i32, TaskStatus)>> {
+    let row = sqlx::query(
+        "SELECT attempt, status FROM tasks WHERE tenant_id = $1 AND id = $2 AND durable",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| {
+        Ok((
+            invocation_of(r.try_get("attempt")?),
+            crate::scheduling::parse_status(r.try_get("status")?)?,
+        ))
+    })
+    .transpose()
 }
 
 /// Stores the value of a memo the task computed (`complete_memo`): once, and only for
@@ -519,6 +602,17 @@ pub async fn satisfy(
         if done.rows_affected() > 0 {
             order += 1;
             changed = true;
+            // A wait satisfied listens no more.
+            sqlx::query(
+                "DELETE FROM durable_event_waits
+                 WHERE tenant_id = $1 AND task_id = $2 AND branch = $3 AND node = $4",
+            )
+            .bind(tenant_id)
+            .bind(task_id)
+            .bind(at.branch)
+            .bind(at.node)
+            .execute(&mut *conn)
+            .await?;
         }
     }
     if !changed {
@@ -762,4 +856,289 @@ pub async fn children_ended(conn: &mut PgConnection, runs: &[(Uuid, Uuid)]) -> R
         }
     }
     Ok(woken)
+}
+
+/// A wait whose next sleep has ended, claimed by a reaper.
+#[derive(Debug, Clone)]
+pub struct DueWait {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// The durable task.
+    pub task_id: Uuid,
+    /// Where the wait is in its log.
+    pub at: Position,
+    /// What it waits for.
+    pub conditions: TaskConditions,
+    /// Event payloads that met some of its conditions, by condition key.
+    pub hits: serde_json::Map<String, Value>,
+    /// When it started waiting (its sleeps count from then).
+    pub armed_at: DateTime<Utc>,
+}
+
+/// Claims up to `limit` waits whose next sleep ended by `now`, locking their tasks'
+/// logs (skipping logs another transaction holds), so two reapers never decide one
+/// wait together and a reaper takes a log's lock before any entry's, as every
+/// satisfier does. Call inside a transaction.
+pub async fn due_waits(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DueWait>> {
+    let rows = sqlx::query(
+        r#"SELECT e.tenant_id, e.task_id, e.branch, e.node, e.conditions, e.hits, e.armed_at
+           FROM durable_entries e
+           JOIN durable_logs l ON l.tenant_id = e.tenant_id AND l.task_id = e.task_id
+           WHERE e.wake_at IS NOT NULL AND e.satisfied_at IS NULL AND e.wake_at <= $1
+           ORDER BY e.wake_at
+           LIMIT $2
+           FOR UPDATE OF l SKIP LOCKED"#,
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(due_wait).collect()
+}
+
+/// A wait read from a row of `durable_entries` `e`.
+fn due_wait(r: &sqlx::postgres::PgRow) -> Result<DueWait> {
+    let conditions: Option<Value> = r.try_get("conditions")?;
+    let hits: Option<Value> = r.try_get("hits")?;
+    Ok(DueWait {
+        tenant_id: r.try_get("tenant_id")?,
+        task_id: r.try_get("task_id")?,
+        at: Position {
+            branch: r.try_get("branch")?,
+            node: r.try_get("node")?,
+        },
+        conditions: serde_json::from_value(conditions.unwrap_or(Value::Null))
+            .map_err(|e| Error::Corrupt(format!("a durable wait's conditions: {e}")))?,
+        hits: match hits {
+            Some(Value::Object(m)) => m,
+            _ => Default::default(),
+        },
+        armed_at: r.try_get("armed_at")?,
+    })
+}
+
+/// Sets when a wait's next sleep ends (none: it waits for events only).
+pub async fn set_wake(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    at: Position,
+    wake_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    sqlx::query(
+        r#"UPDATE durable_entries SET wake_at = $5
+           WHERE tenant_id = $1 AND task_id = $2 AND branch = $3 AND node = $4"#,
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(at.branch)
+    .bind(at.node)
+    .bind(wake_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What became of a wait looked at now: satisfied (with the payload the task is
+/// handed), or still waiting (until its next sleep ends, if it has one).
+pub fn decide_wait(
+    conditions: &TaskConditions,
+    hits: &serde_json::Map<String, Value>,
+    armed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> std::result::Result<Outcome, Option<DateTime<Utc>>> {
+    use adze_core::conditions::{Decision, Facts, decide};
+    let facts = Facts {
+        parents: &[],
+        events: hits,
+        armed_at,
+        now,
+    };
+    match decide(conditions, &facts, |_, _| false) {
+        Decision::Queue(met) => Ok(Outcome {
+            result: serde_json::to_vec(&adze_core::durable::wait_payload(met)).unwrap_or_default(),
+            is_failure: false,
+            error: None,
+        }),
+        Decision::Wait { until, .. } => Err(until),
+        // A wait has only conditions that let it go on.
+        Decision::Skip(_) | Decision::Cancel(_) => Err(None),
+    }
+}
+
+/// A wait that listens for an event key, as an event with that key finds it.
+#[derive(Debug, Clone)]
+pub struct EventWait {
+    /// The key it listens for.
+    pub event_key: String,
+    /// The wait.
+    pub wait: DueWait,
+}
+
+/// The open waits of the tenant's durable tasks that listen for any of `keys`, with
+/// their logs locked (in task order) until the transaction ends: the event's
+/// transaction records what it meets and decides each.
+pub async fn event_waits(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    keys: &[&str],
+) -> Result<Vec<EventWait>> {
+    let rows = sqlx::query(
+        r#"SELECT w.event_key, e.tenant_id, e.task_id, e.branch, e.node, e.conditions, e.hits, e.armed_at
+           FROM durable_event_waits w
+           JOIN durable_entries e ON e.tenant_id = w.tenant_id AND e.task_id = w.task_id
+                                 AND e.branch = w.branch AND e.node = w.node
+           JOIN durable_logs l ON l.tenant_id = e.tenant_id AND l.task_id = e.task_id
+           WHERE w.tenant_id = $1 AND w.event_key = ANY($2) AND e.satisfied_at IS NULL
+           ORDER BY e.task_id, e.branch, e.node
+           FOR UPDATE OF l"#,
+    )
+    .bind(tenant_id)
+    .bind(keys)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EventWait {
+                event_key: r.try_get("event_key")?,
+                wait: due_wait(r)?,
+            })
+        })
+        .collect()
+}
+
+/// Records the event payloads that met some of a wait's conditions (by condition
+/// key), for when it is decided.
+pub async fn set_hits(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    at: Position,
+    hits: &serde_json::Map<String, Value>,
+) -> Result<()> {
+    sqlx::query(
+        r#"UPDATE durable_entries SET hits = $5
+           WHERE tenant_id = $1 AND task_id = $2 AND branch = $3 AND node = $4"#,
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(at.branch)
+    .bind(at.node)
+    .bind(Value::Object(hits.clone()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Why a branch was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BranchRefusal {
+    /// No such durable task of the tenant.
+    NoTask,
+    /// Something about the request is wrong (in words).
+    Bad(String),
+}
+
+/// Starts a new branch of a durable task's log at `node`, forked from branch `from` (0:
+/// its active branch): the new branch reads the nodes before `node` from `from` and its
+/// own from `node` on, and becomes the task's active branch. The task must have ended
+/// or be evicted (the caller queues it again). Returns the new branch.
+pub async fn branch(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    node: i64,
+    from: i64,
+) -> Result<std::result::Result<i64, BranchRefusal>> {
+    let Some((_, status)) = current_invocation(&mut *conn, tenant_id, task_id).await? else {
+        return Ok(Err(BranchRefusal::NoTask));
+    };
+    if !(status.is_terminal() || status == TaskStatus::Evicted) {
+        return Ok(Err(BranchRefusal::Bad(format!(
+            "the task is {status}; branch it once it has ended or is evicted"
+        ))));
+    }
+    if node < 1 {
+        return Ok(Err(BranchRefusal::Bad(format!(
+            "nodeId must be 1 or more (nodes count from 1), got {node}"
+        ))));
+    }
+    let Some(r) = sqlx::query(
+        "SELECT branch, latest_branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(Err(BranchRefusal::Bad(
+            "the task has no durable log yet: it made no durable call".into(),
+        )));
+    };
+    let active: i64 = r.try_get("branch")?;
+    let latest: i64 = r.try_get("latest_branch")?;
+    let from = if from == 0 { active } else { from };
+    if from < 1 || from > latest {
+        return Ok(Err(BranchRefusal::Bad(format!(
+            "branchId {from} does not exist (the task's branches are 1 to {latest})"
+        ))));
+    }
+    let new = latest + 1;
+    sqlx::query(
+        r#"INSERT INTO durable_branches (tenant_id, task_id, branch, parent, first_node)
+           VALUES ($1, $2, $3, $4, $5)"#,
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(new)
+    .bind(from)
+    .bind(node)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE durable_logs SET branch = $3, latest_branch = $3, latest_node = 0
+         WHERE tenant_id = $1 AND task_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(new)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Ok(new))
+}
+
+/// Evicted durable tasks that should have been restored by now: each has nothing left
+/// to wait for, or an entry satisfied since it was evicted, and was evicted more than
+/// `grace_ms` ago (the satisfier's own restoration comes first). Up to `limit`, as
+/// (tenant, task).
+pub async fn stranded_evicted(
+    db: impl sqlx::PgExecutor<'_>,
+    grace_ms: i64,
+    limit: i64,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    static STRANDED: crate::sql::Sql = crate::sql::Sql::new(
+        r#"SELECT t.tenant_id, t.id FROM tasks t
+           JOIN task_attempts h ON h.tenant_id = t.tenant_id AND h.task_id = t.id AND h.attempt = t.attempt
+           WHERE t.status = {evicted}
+             AND h.finished_at < now() - $1 * interval '1 millisecond'
+             AND (NOT EXISTS (SELECT 1 FROM durable_entries e
+                              WHERE e.tenant_id = t.tenant_id AND e.task_id = t.id
+                                AND e.kind <> 'memo' AND e.satisfied_at IS NULL)
+                  OR EXISTS (SELECT 1 FROM durable_entries e
+                             WHERE e.tenant_id = t.tenant_id AND e.task_id = t.id
+                               AND e.satisfied_at >= h.finished_at))
+           LIMIT $2"#,
+    );
+    let rows = sqlx::query(STRANDED.text())
+        .bind(grace_ms as f64)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("id")?)))
+        .collect()
 }

@@ -496,6 +496,24 @@ pub struct ChildOf {
     pub child_key: String,
 }
 
+/// Which of `ids` are runs of the tenant.
+pub async fn existing(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND id = ANY($2)")
+            .bind(tenant_id)
+            .bind(ids)
+            .fetch_all(db)
+            .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// Records child runs, of any tenants, in one statement (in the transaction that
 /// creates them).
 pub async fn record_children(db: impl PgExecutor<'_>, children: &[ChildOf]) -> Result<()> {
@@ -503,9 +521,14 @@ pub async fn record_children(db: impl PgExecutor<'_>, children: &[ChildOf]) -> R
         return Ok(());
     }
     sqlx::query(
-        r#"INSERT INTO run_parents (tenant_id, run_id, parent_run_id, parent_task_id, child_key)
-           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[])
-           ON CONFLICT DO NOTHING"#,
+        r#"WITH c AS (SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[])
+                        AS c(tenant_id, run_id, parent_run_id, parent_task_id, child_key)),
+           ins AS (INSERT INTO run_parents (tenant_id, run_id, parent_run_id, parent_task_id, child_key)
+                   SELECT * FROM c ON CONFLICT DO NOTHING)
+           -- A durable task's child: its end satisfies the task's log entry.
+           UPDATE runs r SET durable_parent = true
+           FROM c JOIN tasks t ON t.tenant_id = c.tenant_id AND t.id = c.parent_task_id AND t.durable
+           WHERE r.tenant_id = c.tenant_id AND r.id = c.run_id"#,
     )
     .bind(children.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
     .bind(children.iter().map(|c| c.run_id).collect::<Vec<_>>())

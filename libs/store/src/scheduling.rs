@@ -371,6 +371,9 @@ pub struct FinishedRun {
     pub status: RunStatus,
     /// W3C trace context of the run.
     pub traceparent: Option<String>,
+    /// A durable task spawned it: its end satisfies the task's log entry
+    /// ([`crate::durable::children_ended`]).
+    pub durable_parent: bool,
 }
 
 /// Finalises the runs that one transaction's transitions (`applied`, in the order
@@ -476,7 +479,7 @@ pub async fn finalize_runs(
            FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(tenant_id, id, status)
            WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ({run_open})
              AND NOT (u.status = {failed} AND r.on_failure_pending)
-           RETURNING r.tenant_id, r.id, r.traceparent"#,
+           RETURNING r.tenant_id, r.id, r.traceparent, r.durable_parent"#,
     );
     let rows = sqlx::query(FINISH.text())
         .bind(&tenants)
@@ -496,6 +499,7 @@ pub async fn finalize_runs(
                 run_id: key.1,
                 status,
                 traceparent: r.try_get("traceparent")?,
+                durable_parent: r.try_get("durable_parent")?,
             })
         })
         .collect()

@@ -6,6 +6,7 @@
 //! and answers run-result subscriptions. Dispatchers scale horizontally: each holds
 //! its own workers, and all state they share lives in Postgres and NATS.
 
+mod durable;
 mod outbox;
 mod registry;
 mod reports;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use adze_bus::Bus;
 use adze_proto::adze::v1::worker_reports_server::WorkerReportsServer;
 use adze_proto::hatchet::dispatcher_server::DispatcherServer;
+use adze_proto::v1::v1_dispatcher_server::V1DispatcherServer;
 use adze_runtime::tasks::Tasks;
 use adze_store::auth::Authenticator;
 use serde::{Deserialize, Serialize};
@@ -67,6 +69,7 @@ pub struct Deps {
 pub struct Dispatcher {
     server: DispatcherServer<service::DispatcherApi>,
     reports: WorkerReportsServer<service::DispatcherApi>,
+    durable: V1DispatcherServer<durable::DurableApi>,
     tasks: Tasks,
 }
 
@@ -123,6 +126,9 @@ impl Dispatcher {
             }
         });
         let outbox = outbox::Outbox::start(deps.bus.clone(), &tasks);
+        let durable = V1DispatcherServer::new(durable::DurableApi { deps: deps.clone() })
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let svc = Arc::new(service::DispatcherApi {
             deps,
             registry,
@@ -141,6 +147,7 @@ impl Dispatcher {
         Ok(Self {
             server,
             reports,
+            durable,
             tasks,
         })
     }
@@ -149,6 +156,7 @@ impl Dispatcher {
     pub fn add_grpc(&self, builder: &mut tonic::service::RoutesBuilder) {
         builder.add_service(self.server.clone());
         builder.add_service(self.reports.clone());
+        builder.add_service(self.durable.clone());
     }
 
     /// The dispatcher alone as a router.

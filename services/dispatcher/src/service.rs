@@ -38,14 +38,26 @@ pub(crate) struct DispatcherApi {
     pub(crate) outbox: crate::outbox::Outbox,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-fn store_status(e: adze_store::Error) -> Status {
+pub(crate) fn store_status(e: adze_store::Error) -> Status {
     tracing::error!(error = %e, "store failure");
     Status::unavailable(format!("storage unavailable: {e}"))
 }
 
-fn parse_worker(s: &str) -> Result<Uuid, Status> {
+/// The tenant a request's API token names.
+pub(crate) async fn who<T>(deps: &Deps, req: &Request<T>) -> Result<TokenIdentity, Status> {
+    let header = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    deps.auth.authenticate(header).await.map_err(|e| match e {
+        adze_store::auth::AuthError::Store(e) => store_status(e),
+        other => Status::unauthenticated(other.to_string()),
+    })
+}
+
+pub(crate) fn parse_worker(s: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(s)
         .map_err(|_| Status::invalid_argument(format!("worker_id {s:?} is not a UUID")))
 }
@@ -85,6 +97,10 @@ fn to_assigned(tenant_id: Uuid, a: ActionMessage) -> AssignedAction {
         priority: 1,
         workflow_id: Some(a.workflow_id.to_string()),
         workflow_version_id: Some(a.workflow_version_id.to_string()),
+        // Every dispatch of a durable task is its next invocation (from 1).
+        durable_task_invocation_count: a
+            .durable
+            .then(|| adze_store::durable::invocation_of(a.attempt)),
         ..Default::default()
     }
 }
@@ -129,18 +145,7 @@ impl DispatcherApi {
     }
 
     async fn who<T>(&self, req: &Request<T>) -> Result<TokenIdentity, Status> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        self.deps
-            .auth
-            .authenticate(header)
-            .await
-            .map_err(|e| match e {
-                adze_store::auth::AuthError::Store(e) => store_status(e),
-                other => Status::unauthenticated(other.to_string()),
-            })
+        who(&self.deps, req).await
     }
 
     /// Opens the action stream of a worker (`Listen` and `ListenV2` behave alike).

@@ -145,9 +145,6 @@ pub(crate) fn to_spec(req: &CreateWorkflowVersionRequest) -> Result<WorkflowSpec
 /// One task of a registration, refusing the features not implemented.
 fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
     let name = t.readable_id.as_str();
-    if t.is_durable {
-        return Err(unsupported(wf, "durable tasks"));
-    }
     if t.batch.is_some() {
         return Err(unsupported(wf, "batched tasks"));
     }
@@ -164,7 +161,8 @@ fn task_spec(wf: &str, t: &v1::CreateTaskOpts) -> Result<TaskSpec, Status> {
     )?;
     let conditions = match &t.conditions {
         Some(c) => {
-            crate::conditions::task_conditions(wf, name, &t.parents, c, schedule_timeout_ms)?
+            adze_expr::conditions::task_conditions(wf, name, &t.parents, c, schedule_timeout_ms)
+                .map_err(Status::invalid_argument)?
         }
         None => None,
     };

@@ -248,6 +248,8 @@ struct Written {
     runs: Vec<RunOutcome>,
     /// Tenants with queued tasks whose event conditions the batch's events met.
     woken: Vec<Uuid>,
+    /// Durable tasks whose waits the batch's events satisfied.
+    durable: Vec<adze_store::durable::Woken>,
 }
 
 /// Writes a batch that holds events or idempotency keys, in one transaction: the events
@@ -306,10 +308,13 @@ async fn write_in_transaction(
         .zip(&earlier)
         .filter_map(|(e, seen)| seen.is_none().then_some(e))
         .collect();
-    let woken = if new.is_empty() {
-        Vec::new()
+    let (woken, durable) = if new.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        exprs.record(&mut tx, &new).await?
+        (
+            exprs.record(&mut tx, &new).await?,
+            exprs.record_durable(&mut tx, &new).await?,
+        )
     };
     let held = adze_store::idempotency::claim(&mut tx, &claims).await?;
     let outcomes: Vec<RunOutcome> = roles
@@ -373,6 +378,7 @@ async fn write_in_transaction(
         earlier,
         runs: outcomes,
         woken,
+        durable,
     })
 }
 
@@ -409,6 +415,7 @@ async fn commit(
                 created,
                 earlier: Vec::new(),
                 woken: Vec::new(),
+                durable: Vec::new(),
             })
     };
     let Written {
@@ -416,6 +423,7 @@ async fn commit(
         earlier,
         runs,
         woken,
+        durable,
     } = match result {
         Ok(w) => w,
         Err(e) => {
@@ -480,6 +488,10 @@ async fn commit(
     }
     drop(permit);
     hints.offer(created.schedule_deadline).await;
+    for t in durable {
+        let at = adze_bus::durable::Whereabouts::of(t.status, t.worker_id);
+        adze_bus::durable::woken(bus, t.tenant_id, t.task_id, at).await;
+    }
     // Tasks an event let go are due now; a lost wake-up is repaired like a lost notice.
     for tenant_id in woken {
         let env = Envelope::new(tenant_id, SchedulerEvent::Wake);

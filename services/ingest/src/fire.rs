@@ -103,10 +103,11 @@ impl Firing {
             desired_labels: None,
             desired_worker_id: None,
         };
-        let mut run = match self
-            .runs
-            .build(req.tenant_id, request, Some(Uuid::now_v7()))
-        {
+        let mut run = match self.runs.build(
+            req.tenant_id,
+            request,
+            Some(req.run_id.unwrap_or_else(Uuid::now_v7)),
+        ) {
             Ok(r) => r,
             Err(s) => return refused(s),
         };

@@ -18,6 +18,7 @@ mod limits;
 pub mod nats_intake;
 mod rate_limits;
 mod rest;
+mod rest_durable;
 mod rest_events;
 mod rest_logs;
 mod rest_query;

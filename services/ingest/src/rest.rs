@@ -38,6 +38,7 @@ pub(crate) fn router(
             post(crate::task_actions::replay),
         )
         .merge(crate::rest_logs::router())
+        .merge(crate::rest_durable::router())
         .with_state(deps.clone())
         .merge(events)
         .merge(crate::rest_timers::router(deps.clone()))
@@ -133,7 +134,7 @@ pub(crate) async fn caller_of(
     Ok(tenant)
 }
 
-fn parse_id(what: &str, s: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(what: &str, s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| api_error(StatusCode::BAD_REQUEST, format!("invalid {what} id")))
 }
 

@@ -68,6 +68,9 @@ impl DeadlineLoop {
         let mut workers_due = Some(self.clock.now());
         loop {
             let mut claimed = self.claim_due().await?;
+            claimed +=
+                crate::durable::wake_due(&self.deps, self.clock.now(), self.config.deadline_batch)
+                    .await?;
             if workers_due.is_some_and(|at| at <= self.clock.now()) {
                 claimed += self.lost_workers().await?;
             }
@@ -75,6 +78,7 @@ impl DeadlineLoop {
             let now = self.clock.now();
             if now >= look_at {
                 look_at = self.wake_stranded().await?.unwrap_or(now + max_idle);
+                crate::durable::restore_stranded(&self.deps).await?;
             }
             let earliest = deadlines::earliest(&self.deps.pool, self.grace()).await?;
             workers_due = earliest.worker;

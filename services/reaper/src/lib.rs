@@ -9,6 +9,7 @@
 //! another reaper holds, worker claims are atomic updates, and events de-duplicate.
 
 mod deadlines;
+mod durable;
 mod maintenance;
 mod stranded;
 mod timers;

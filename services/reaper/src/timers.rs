@@ -178,30 +178,7 @@ impl TimerLoop {
     /// Asks ingest for one run; an unanswered or garbled request counts as
     /// [`FireReply::Unavailable`] (the timer stays due).
     async fn fire(&self, req: FireRequest) -> FireReply {
-        let bus = &self.deps.bus;
-        let body = match serde_json::to_vec(&req) {
-            Ok(b) => b,
-            Err(e) => {
-                return FireReply::Refused {
-                    reason: format!("cannot encode: {e}"),
-                };
-            }
-        };
-        let subject = bus.subjects().ingest_fire();
-        let asked = tokio::time::timeout(FIRE_TIMEOUT, bus.client().request(subject, body.into()));
-        match asked.await {
-            Err(_) => FireReply::Unavailable {
-                reason: "ingest did not answer in time".into(),
-            },
-            Ok(Err(e)) => FireReply::Unavailable {
-                reason: format!("ingest did not answer: {e}"),
-            },
-            Ok(Ok(m)) => {
-                serde_json::from_slice(&m.payload).unwrap_or_else(|e| FireReply::Unavailable {
-                    reason: format!("undecodable answer from ingest: {e}"),
-                })
-            }
-        }
+        self.deps.bus.fire(&req, FIRE_TIMEOUT).await
     }
 }
 
@@ -248,6 +225,7 @@ fn cron_request(c: &DueCron) -> FireRequest {
         }),
         parent: None,
         key_ttl_ms: KEY_TTL_MS,
+        run_id: None,
     }
 }
 
@@ -265,5 +243,6 @@ fn scheduled_request(s: &DueScheduled) -> FireRequest {
         }),
         parent: s.parent.clone(),
         key_ttl_ms: KEY_TTL_MS,
+        run_id: None,
     }
 }

@@ -55,6 +55,10 @@ pub(crate) struct Processor {
 pub(crate) struct Outcome {
     orders: Orders,
     finished: Vec<FinishedRun>,
+    /// Durable tasks whose child runs among `finished` ended (their log entries are
+    /// satisfied): the running ones are told through their worker's dispatcher, the
+    /// evicted ones restored.
+    woken: Vec<adze_store::durable::Woken>,
     /// Some transitions were committed without waiting for the WAL flush
     /// ([`adze_store::batch::apply_reports_fenced`]): the finished runs are announced,
     /// and the events acknowledged, only once they are durable.
@@ -79,6 +83,8 @@ pub(crate) struct Orders {
 #[derive(Default)]
 pub(crate) struct Results {
     finished: Vec<FinishedRun>,
+    /// See [`Outcome::woken`].
+    woken: Vec<adze_store::durable::Woken>,
     /// See [`Outcome::lazy`].
     lazy: bool,
     acks: Vec<Message>,
@@ -212,6 +218,7 @@ impl Processor {
         self.assign(outcome.orders).await?;
         let results = Results {
             finished: outcome.finished,
+            woken: outcome.woken,
             lazy: outcome.lazy,
             acks: ack,
         };
@@ -290,10 +297,33 @@ impl Processor {
             rows.extend(self.expand(&mut tx, env).await?);
         }
         let (mut book, loaded_at) = self.slot_book(&mut tx, workers_changed(events)).await?;
-        let applied = adze_store::batch::apply_batch(&mut tx, &rows).await?;
+        let mut applied = adze_store::batch::apply_batch(&mut tx, &rows).await?;
         release_slots(&mut book, &applied);
         release_early_slots(&mut tx, &mut book, events).await?;
         let finished = scheduling::finalize_applied(&mut tx, &applied).await?;
+        // Durable tasks: those whose children ended, and those just evicted with
+        // nothing left to wait for, go on (restored here, under the lease).
+        let mut woken = children_ended(&mut tx, &finished).await?;
+        let mut restore: Vec<(Uuid, Uuid)> = Vec::new();
+        for a in applied.iter().filter(|a| a.to == TaskStatus::Evicted) {
+            if adze_store::durable::nothing_to_wait_for(&mut tx, a.tenant_id, a.task_id).await? {
+                restore.push((a.tenant_id, a.task_id));
+            }
+        }
+        woken.retain(|w| {
+            let evicted = w.status == TaskStatus::Evicted;
+            if evicted {
+                restore.push((w.tenant_id, w.task_id));
+            }
+            !evicted
+        });
+        if !restore.is_empty() {
+            let rows: Vec<TaskEventRow> = restore
+                .into_iter()
+                .map(|(t, task)| row(t, task, TaskEvent::Restore))
+                .collect();
+            applied.extend(adze_store::batch::apply_batch(&mut tx, &rows).await?);
+        }
         let reports_only = events.iter().all(|e| is_report(&e.body));
         let (assignments, cancels) =
             if book.drained() && reports_only && ended_all(&applied, &finished) {
@@ -320,6 +350,7 @@ impl Processor {
                 cancels,
             },
             finished,
+            woken,
             lazy: false,
         })
     }
@@ -372,6 +403,8 @@ impl Processor {
         };
         release_slots(&mut book, &applied);
         let finished = scheduling::finalize_applied(conn, &applied).await?;
+        // Outside a transaction: evicted tasks woken are restored by a later batch.
+        let woken = children_ended(conn, &finished).await?;
         let (assignments, cancels) = if book.drained() && ended_all(&applied, &finished) {
             Default::default()
         } else {
@@ -394,6 +427,7 @@ impl Processor {
                 ..Orders::default()
             },
             finished,
+            woken,
             lazy: !rows.is_empty(),
         }))
     }
@@ -583,6 +617,20 @@ impl Processor {
     }
 }
 
+/// Satisfies the log entries of the durable tasks whose child runs are among
+/// `finished`; returns the tasks woken.
+async fn children_ended(
+    conn: &mut PgConnection,
+    finished: &[FinishedRun],
+) -> Result<Vec<adze_store::durable::Woken>, adze_store::Error> {
+    let runs: Vec<(Uuid, Uuid)> = finished
+        .iter()
+        .filter(|f| f.durable_parent)
+        .map(|f| (f.tenant_id, f.run_id))
+        .collect();
+    adze_store::durable::children_ended(conn, &runs).await
+}
+
 /// Whether `event` implies no task transition, only an admission pass.
 fn only_admits(event: &SchedulerEvent) -> bool {
     matches!(
@@ -770,6 +818,7 @@ impl Announcer {
                         continue;
                     }
                     me.announce_finished(results.finished).await;
+                    me.announce_woken(results.woken).await;
                     me.flush().await;
                     for m in results.acks {
                         if let Err(e) = m.ack().await {
@@ -825,6 +874,7 @@ impl Announcer {
                 workflow_id: a.workflow_id,
                 workflow_version_id: a.workflow_version_id,
                 payload: a.payload,
+                durable: a.durable,
                 additional_metadata: a.additional_metadata,
                 traceparent: a
                     .traceparent
@@ -891,12 +941,23 @@ impl Announcer {
                 workflow_id: Uuid::nil(),
                 workflow_version_id: Uuid::nil(),
                 payload: serde_json::json!({"input": {}, "parents": {}, "triggered_by": "manual"}),
+                // The SDKs key a durable task's attempt by its invocation too.
+                durable: a.durable,
                 additional_metadata: None,
                 traceparent: None,
             });
         }
         for (worker, (tenant, actions)) in per_worker {
             self.send_actions(tenant, worker, actions).await;
+        }
+    }
+
+    /// Tells the dispatchers of running durable tasks that something they wait for
+    /// came, and restores evicted ones ([`adze_bus::durable::woken`]).
+    async fn announce_woken(&self, woken: Vec<adze_store::durable::Woken>) {
+        for w in woken {
+            let at = adze_bus::durable::Whereabouts::of(w.status, w.worker_id);
+            adze_bus::durable::woken(&self.deps.bus, w.tenant_id, w.task_id, at).await;
         }
     }
 

@@ -177,6 +177,7 @@ class InProcessWorker:
         workflows: list[Any],
         slots: int = 4,
         labels: dict[str, str | int] | None = None,
+        durable_slots: int | None = None,
     ) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.worker_id: str | None = None
@@ -190,7 +191,12 @@ class InProcessWorker:
             yield None
 
         self.worker = hatchet.worker(
-            name, slots=slots, workflows=workflows, lifespan=lifespan, labels=labels
+            name,
+            slots=slots,
+            durable_slots=durable_slots,
+            workflows=workflows,
+            lifespan=lifespan,
+            labels=labels,
         )
         self._thread = threading.Thread(target=self._run, name="hatchet-worker", daemon=True)
 
@@ -306,6 +312,7 @@ def run_with_worker(
     body: Callable[[Checks], None],
     slots: int = 4,
     labels: dict[str, str | int] | None = None,
+    durable_slots: int | None = None,
 ) -> int:
     """A script's whole life: claim stdout, start an in-process worker serving
     `workflows`, run `body`'s checks once it registered, stop the worker as on SIGTERM
@@ -314,7 +321,9 @@ def run_with_worker(
     Stdout.claim()
     checks = Checks(script)
     sdk_logs = capture_sdk_logs()
-    worker = InProcessWorker(hatchet, worker_name, workflows, slots=slots, labels=labels)
+    worker = InProcessWorker(
+        hatchet, worker_name, workflows, slots=slots, labels=labels, durable_slots=durable_slots
+    )
     start_deadline(checks, on_timeout=worker.kill)
     worker.start()
     try:

@@ -147,9 +147,10 @@ export async function startWorker(
   name: string,
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   workflows: BaseWorkflowDeclaration<any, any>[],
-  slots = 4
+  slots = 4,
+  durableSlots?: number
 ): Promise<RunningWorker> {
-  const worker = await hatchet.worker(name, { workflows, slots });
+  const worker = await hatchet.worker(name, { workflows, slots, durableSlots });
   const stopped = worker.start().then(
     () => undefined,
     (e: unknown) => describeError(e)
