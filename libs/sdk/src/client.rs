@@ -11,6 +11,7 @@ use adze_proto::hatchet::{
 };
 use adze_proto::v1;
 use adze_proto::v1::admin_service_client::AdminServiceClient;
+use adze_proto::v1::v1_dispatcher_client::V1DispatcherClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::codec::CompressionEncoding::Gzip;
@@ -342,6 +343,16 @@ impl Client {
         options: &TriggerOptions,
     ) -> Result<v1::TriggerWorkflowRequest, SdkError> {
         let input = json_text("workflow input", input)?;
+        self.trigger_request_json(name, input, options)
+    }
+
+    /// The trigger of a run of `name` whose input is already JSON text.
+    pub(crate) fn trigger_request_json(
+        &self,
+        name: &str,
+        input: String,
+        options: &TriggerOptions,
+    ) -> Result<v1::TriggerWorkflowRequest, SdkError> {
         let additional_metadata = options
             .additional_metadata
             .as_ref()
@@ -375,6 +386,12 @@ impl Client {
 
     pub(crate) fn dispatcher(&self) -> DispatcherClient<AuthChannel> {
         DispatcherClient::new(self.inner.dispatcher_channel.clone()).accept_compressed(Gzip)
+    }
+
+    /// The `v1.V1Dispatcher` service (the durable task stream), on the dispatcher's
+    /// channel.
+    pub(crate) fn v1_dispatcher(&self) -> V1DispatcherClient<AuthChannel> {
+        V1DispatcherClient::new(self.inner.dispatcher_channel.clone()).accept_compressed(Gzip)
     }
 
     pub(crate) fn admin(&self) -> AdminServiceClient<AuthChannel> {

@@ -298,6 +298,65 @@ pub(crate) fn to_proto(
     Some(out)
 }
 
+/// The `v1.DurableEventListenerConditions` of a durable task's wait on `groups` (task
+/// `task`, for error messages), and the condition keys in order. Only sleeps and events
+/// are allowed; each group gets a fresh `or_group_id` (it is not part of the event
+/// log's comparison) and the action CREATE.
+pub(crate) fn to_durable(
+    task: &str,
+    groups: &[OrGroup],
+    namespace: &dyn Fn(&str) -> String,
+) -> Result<(v1::DurableEventListenerConditions, Vec<String>), String> {
+    if groups.is_empty() {
+        return Err(format!(
+            "task \"{task}\": a durable wait needs at least one condition"
+        ));
+    }
+    if let Some(parent) = groups
+        .iter()
+        .flat_map(|g| &g.conditions)
+        .find_map(|c| match &c.kind {
+            Kind::Parent(parent) => Some(parent),
+            _ => None,
+        })
+    {
+        return Err(format!(
+            "task \"{task}\": a durable wait takes sleep and event conditions, not the \
+             parent condition {parent:?}"
+        ));
+    }
+    let gates: Gates = groups.iter().map(|g| (Gate::WaitFor, g.clone())).collect();
+    check(task, &[], &gates)?;
+    let mut out = v1::DurableEventListenerConditions::default();
+    let mut keys = Vec::new();
+    for group in groups {
+        let group_id = uuid::Uuid::new_v4().to_string();
+        for c in &group.conditions {
+            let base = Some(v1::BaseMatchCondition {
+                readable_data_key: c.data_key(),
+                action: v1::Action::Create as i32,
+                or_group_id: group_id.clone(),
+                expression: c.expression.trim().to_owned(),
+            });
+            keys.push(c.data_key());
+            match &c.kind {
+                Kind::Sleep(d) => out.sleep_conditions.push(v1::SleepMatchCondition {
+                    base,
+                    sleep_for: sleep_text(*d),
+                }),
+                Kind::Event(key) => out.user_event_conditions.push(v1::UserEventMatchCondition {
+                    base,
+                    user_event_key: namespace(key),
+                    event_scope: None,
+                    consider_events_since: None,
+                }),
+                Kind::Parent(_) => {}
+            }
+        }
+    }
+    Ok((out, keys))
+}
+
 /// A sleep's length as the engine reads it: whole hours, minutes or seconds as `"1h"`,
 /// `"5m"`, `"10s"`, otherwise milliseconds (`"1500ms"`, rounded up).
 fn sleep_text(d: Duration) -> String {

@@ -36,6 +36,8 @@ pub(crate) struct ContextParts {
     pub stream_index: Arc<std::sync::atomic::AtomicI64>,
     /// The worker-side slot this attempt holds, given up by [`Context::release_slot`].
     pub slot: SlotHold,
+    /// The durable side of a durable task's attempt.
+    pub durable: Option<crate::durable::DurableStart>,
 }
 
 /// A worker slot held by an attempt, which the attempt may give back early.
@@ -211,6 +213,19 @@ impl Context {
             .map(|_| ())
     }
 
+    /// The next index of this attempt's keyless children (0 first).
+    pub(crate) fn next_child_index(&self) -> i32 {
+        self.inner
+            .parts
+            .child_index
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The durable side of a durable task's attempt.
+    pub(crate) fn durable(&self) -> Option<&crate::durable::DurableStart> {
+        self.inner.parts.durable.as_ref()
+    }
+
     /// A client for triggering other runs from inside a task.
     pub fn client(&self) -> &Client {
         &self.inner.parts.client
@@ -241,12 +256,7 @@ impl Context {
         request.parent_task_run_external_id = Some(p.task_run_id.clone());
         match key {
             Some(k) => request.child_key = Some(k.to_owned()),
-            None => {
-                request.child_index = Some(
-                    p.child_index
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                );
-            }
+            None => request.child_index = Some(self.next_child_index()),
         }
         p.client.submit_trigger(request).await
     }

@@ -87,6 +87,56 @@ pub enum SdkError {
         #[source]
         source: serde_json::Error,
     },
+
+    /// A durable task's code no longer matches its event log: replaying it, the durable
+    /// call at `node` is not the one the log holds there (the code changed, or depends
+    /// on something else than its input and the answers of durable calls). The task
+    /// fails without retries, whatever error the handler turns this into.
+    #[error(
+        "durable task {task} (invocation {invocation}) diverged from its event log at node {node}: {message}"
+    )]
+    NonDeterminism {
+        /// The durable task's run id.
+        task: String,
+        /// The invocation that made the call.
+        invocation: i32,
+        /// The node of the event log the call met (0 if the engine did not say).
+        node: i64,
+        /// The engine's description: what the log expected and what it received.
+        message: String,
+    },
+
+    /// A durable call failed: the engine refused it, did not answer in time, or the
+    /// durable stream dropped while the call waited for its answer. Retrying the task
+    /// replays it from its event log.
+    #[error("durable call of task {task} failed: {message}")]
+    Durable {
+        /// The durable task's run id.
+        task: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A child run spawned by a durable task failed or was cancelled.
+    #[error("child run {run_id} failed: {message}")]
+    ChildFailed {
+        /// The child's workflow run id.
+        run_id: String,
+        /// The child's error, as the engine reported it.
+        message: String,
+    },
+
+    /// The durable task's invocation was taken off this worker (evicted) while the call
+    /// waited; the engine runs the task again later, replaying its event log.
+    #[error("durable task {task} (invocation {invocation}) was evicted: {reason}")]
+    Evicted {
+        /// The durable task's run id.
+        task: String,
+        /// The evicted invocation.
+        invocation: i32,
+        /// Why, as the engine or the worker put it.
+        reason: String,
+    },
 }
 
 impl SdkError {

@@ -32,6 +32,16 @@ pub(crate) struct TaskOptions {
     pub worker_labels: Vec<crate::DesiredLabel>,
     /// `wait_for`, `skip_if` and `cancel_if` groups, in the order given.
     pub conditions: crate::conditions::Gates,
+    /// A durable task ([`DurableTaskDef`](crate::DurableTaskDef)).
+    pub durable: bool,
+}
+
+/// A registered task's handler, as the worker runs it.
+#[derive(Clone)]
+pub(crate) struct Handler {
+    pub run: ErasedHandler,
+    /// Runs on a durable slot, with the durable stream.
+    pub durable: bool,
 }
 
 /// A task: a name, options and an async handler `Fn(I, Context) -> Result<O, TaskError>`.

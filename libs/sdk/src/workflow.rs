@@ -7,7 +7,7 @@ use std::time::Duration;
 use adze_proto::v1::{CreateTaskOpts, CreateWorkflowVersionRequest};
 
 use crate::task::{ErasedHandler, TaskOptions};
-use crate::{SdkError, TaskDef, TaskRef, format_duration};
+use crate::{DurableTaskDef, SdkError, TaskDef, TaskRef, format_duration};
 
 /// Execution timeout of a task that sets none (the Python SDK's default).
 const DEFAULT_EXECUTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -214,6 +214,18 @@ impl<I> Workflow<I> {
         task_ref
     }
 
+    /// Adds a durable task (builder style).
+    #[must_use]
+    pub fn durable_task<O>(mut self, task: DurableTaskDef<I, O>) -> Self {
+        self.add_durable_task(task);
+        self
+    }
+
+    /// Adds a durable task and returns a typed handle to it.
+    pub fn add_durable_task<O>(&mut self, task: DurableTaskDef<I, O>) -> TaskRef<O> {
+        self.add_task(task.into_task_def())
+    }
+
     /// Sets the on-failure task: it runs once when a run of this workflow fails
     /// (retries exhausted, a non-retryable error, a timeout), after every other task
     /// ended, and reads the failed tasks' errors with
@@ -392,6 +404,13 @@ fn create_task_opts(
             .iter()
             .map(|l| (l.key().to_owned(), l.to_proto()))
             .collect(),
+        is_durable: o.durable,
+        // A durable task holds one of the worker's durable slots.
+        slot_requests: if o.durable {
+            [("durable".to_owned(), 1)].into()
+        } else {
+            HashMap::new()
+        },
         ..Default::default()
     }
 }

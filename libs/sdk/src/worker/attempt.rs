@@ -1,7 +1,8 @@
 //! One task attempt: wait for a slot, run the handler, report COMPLETED or FAILED;
 //! STARTED is reported only if the handler is still running after
 //! [`REPORT_START_AFTER`], without holding it up. A cancelled attempt drops its handler
-//! and reports nothing (the engine already knows).
+//! and reports nothing (the engine already knows, or, for an evicted durable task,
+//! expects nothing).
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::EventSender;
 use crate::context::{Context, ContextParts, SlotHold};
+use crate::durable::DurableStart;
 use crate::payload::ActionPayload;
 use crate::task::ErasedHandler;
 use crate::{Client, TaskError};
@@ -32,7 +34,10 @@ pub(crate) struct Attempt {
     pub action: AssignedAction,
     pub worker_id: String,
     pub cancel: CancellationToken,
+    /// The default or the durable slots.
     pub slots: Arc<Semaphore>,
+    /// The durable side and invocation, for a durable task.
+    pub durable: Option<DurableStart>,
 }
 
 impl Attempt {
@@ -61,7 +66,9 @@ impl Attempt {
                 outcome
             }
         };
-        let Some(outcome) = outcome else {
+        // A handler woken by its own cancellation (an evicted durable task's calls
+        // fail) may have ended at the same moment: it reports nothing either.
+        let Some(outcome) = outcome.filter(|_| !self.cancel.is_cancelled()) else {
             tracing::info!("task cancelled");
             return;
         };
@@ -88,6 +95,12 @@ impl Attempt {
         let payload = ActionPayload::parse(&action.action_payload).map_err(|err| {
             TaskError::non_retryable(format!("cannot parse the action payload: {err}"))
         })?;
+        // Registered until the attempt ends, so that eviction can find it.
+        let _live = self.durable.as_ref().map(|d| {
+            let key =
+                crate::durable::InvocationKey::new(&action.task_run_external_id, d.invocation);
+            d.runtime.begin(key, self.cancel.clone())
+        });
         let additional_metadata = action
             .additional_metadata
             .as_deref()
@@ -108,6 +121,7 @@ impl Attempt {
             stream_index: Default::default(),
             child_index: Default::default(),
             slot,
+            durable: self.durable.clone(),
         });
         // The call is inside the async block so a panic before the handler's first
         // await is caught too.

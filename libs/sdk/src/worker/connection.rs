@@ -37,6 +37,7 @@ pub(crate) struct Connection {
     name: String,
     actions: Vec<String>,
     slots: i32,
+    durable_slots: i32,
     labels: std::collections::HashMap<String, adze_proto::hatchet::WorkerLabels>,
 }
 
@@ -46,6 +47,7 @@ impl Connection {
         name: String,
         actions: Vec<String>,
         slots: i32,
+        durable_slots: i32,
         labels: std::collections::HashMap<String, adze_proto::hatchet::WorkerLabels>,
     ) -> Self {
         Connection {
@@ -53,6 +55,7 @@ impl Connection {
             name,
             actions,
             slots,
+            durable_slots,
             labels,
         }
     }
@@ -63,6 +66,11 @@ impl Connection {
             worker_name: self.name.clone(),
             actions: self.actions.clone(),
             slots: Some(self.slots),
+            slot_config: [
+                ("default".to_owned(), self.slots),
+                ("durable".to_owned(), self.durable_slots),
+            ]
+            .into(),
             labels: self.labels.clone(),
             runtime_info: Some(RuntimeInfo {
                 sdk_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
@@ -212,7 +220,7 @@ impl Connection {
 }
 
 /// Exponential reconnect delay: 0.5 s doubling up to 15 s.
-struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
@@ -220,16 +228,16 @@ impl Backoff {
     const FIRST: Duration = Duration::from_millis(500);
     const MAX: Duration = Duration::from_secs(15);
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Backoff { next: Self::FIRST }
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Self::FIRST;
     }
 
     /// Sleeps the current delay (or until `stop`), then doubles it.
-    async fn wait(&mut self, stop: &CancellationToken) {
+    pub(crate) async fn wait(&mut self, stop: &CancellationToken) {
         tokio::select! {
             () = tokio::time::sleep(self.next) => {}
             () = stop.cancelled() => {}

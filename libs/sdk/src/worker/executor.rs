@@ -1,6 +1,10 @@
-//! Runs assigned actions: at most `slots` handlers at once (`Semaphore` + `JoinSet`),
-//! cancels on CANCEL_STEP_RUN, and drains in-flight attempts with a deadline on
-//! shutdown.
+//! Runs assigned actions: at most `slots` handlers at once, and `durable_slots` durable
+//! ones (`Semaphore` + `JoinSet`), cancels on CANCEL_STEP_RUN, and drains in-flight
+//! attempts with a deadline on shutdown, evicting the durable tasks that wait.
+//!
+//! An attempt is known by its task run, retry count and invocation count (1 unless the
+//! engine says otherwise: durable tasks are dispatched again with a higher one); a
+//! CANCEL_STEP_RUN ends only the attempt it names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,36 +19,57 @@ use tracing::Instrument as _;
 use super::attempt::Attempt;
 use super::connection::Assignment;
 use crate::Client;
-use crate::task::ErasedHandler;
+use crate::durable::{DurableRuntime, DurableStart};
+use crate::task::Handler;
 
 /// An attempt in the join set, by task run id.
 struct Running {
     task_id: tokio::task::Id,
     retry_count: i32,
+    invocation: i32,
     cancel: CancellationToken,
+}
+
+/// What the executor runs with.
+pub(crate) struct Setup {
+    pub client: Client,
+    /// Handler by action id.
+    pub handlers: Arc<HashMap<String, Handler>>,
+    pub slots: usize,
+    pub durable_slots: usize,
+    pub drain_timeout: Duration,
+    /// The durable side, if the worker has durable tasks.
+    pub durable: Option<Arc<DurableRuntime>>,
 }
 
 pub(crate) struct Executor {
     client: Client,
-    handlers: Arc<HashMap<String, ErasedHandler>>,
+    handlers: Arc<HashMap<String, Handler>>,
     slots: Arc<Semaphore>,
+    durable_slots: Arc<Semaphore>,
+    durable: Option<Arc<DurableRuntime>>,
     drain_timeout: Duration,
     tasks: JoinSet<()>,
     running: HashMap<String, Running>,
 }
 
+/// The invocation count of an action: 0 or unset reads as 1, as the official SDKs do.
+fn invocation_of(action: &adze_proto::hatchet::AssignedAction) -> i32 {
+    action
+        .durable_task_invocation_count
+        .filter(|count| *count >= 1)
+        .unwrap_or(1)
+}
+
 impl Executor {
-    pub(crate) fn new(
-        client: Client,
-        handlers: Arc<HashMap<String, ErasedHandler>>,
-        slots: usize,
-        drain_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(setup: Setup) -> Self {
         Executor {
-            client,
-            handlers,
-            slots: Arc::new(Semaphore::new(slots)),
-            drain_timeout,
+            client: setup.client,
+            handlers: setup.handlers,
+            slots: Arc::new(Semaphore::new(setup.slots)),
+            durable_slots: Arc::new(Semaphore::new(setup.durable_slots)),
+            durable: setup.durable,
+            drain_timeout: setup.drain_timeout,
             tasks: JoinSet::new(),
             running: HashMap::new(),
         }
@@ -66,14 +91,17 @@ impl Executor {
 
     fn dispatch(&mut self, Assignment { action, worker_id }: Assignment) {
         let task_run_id = action.task_run_external_id.clone();
+        let invocation = invocation_of(&action);
         match ActionType::try_from(action.action_type) {
             Ok(ActionType::StartStepRun) => {
                 if let Some(current) = self.running.get(&task_run_id) {
-                    if current.retry_count == action.retry_count {
+                    if current.retry_count == action.retry_count && current.invocation == invocation
+                    {
                         tracing::debug!(%task_run_id, "duplicate assignment ignored");
                         return;
                     }
-                    // A newer attempt supersedes one the engine has given up on.
+                    // A newer attempt (or invocation) supersedes one the engine has
+                    // given up on; the old one ends without a report.
                     current.cancel.cancel();
                 }
                 let cancel = CancellationToken::new();
@@ -82,27 +110,49 @@ impl Executor {
                     task = %action.task_name,
                     task_run_id = %task_run_id,
                     attempt = action.retry_count,
+                    invocation,
                 );
                 let retry_count = action.retry_count;
+                let handler = self.handlers.get(&action.action_id);
+                let durable = match (handler, &self.durable) {
+                    (Some(h), Some(runtime)) if h.durable => {
+                        runtime.ensure_started(&worker_id);
+                        Some(DurableStart {
+                            runtime: runtime.clone(),
+                            invocation,
+                        })
+                    }
+                    _ => None,
+                };
+                let slots = if durable.is_some() {
+                    self.durable_slots.clone()
+                } else {
+                    self.slots.clone()
+                };
                 let attempt = Attempt {
                     client: self.client.clone(),
-                    handler: self.handlers.get(&action.action_id).cloned(),
+                    handler: handler.map(|h| h.run.clone()),
                     action,
                     worker_id,
                     cancel: cancel.clone(),
-                    slots: self.slots.clone(),
+                    slots,
+                    durable,
                 };
                 let handle = self.tasks.spawn(attempt.run().instrument(span));
                 let running = Running {
                     task_id: handle.id(),
                     retry_count,
+                    invocation,
                     cancel,
                 };
                 self.running.insert(task_run_id, running);
             }
             Ok(ActionType::CancelStepRun) => match self.running.get(&task_run_id) {
                 // Only the attempt the engine ended: a newer one of the same task goes on.
-                Some(running) if running.retry_count == action.retry_count => {
+                Some(running)
+                    if running.retry_count == action.retry_count
+                        && running.invocation == invocation =>
+                {
                     tracing::info!(%task_run_id, "cancelling task on engine request");
                     running.cancel.cancel();
                 }
@@ -131,6 +181,10 @@ impl Executor {
     async fn drain(mut self) {
         if !self.tasks.is_empty() {
             tracing::info!(in_flight = self.tasks.len(), "waiting for in-flight tasks");
+        }
+        // Durable tasks waiting now (or later) are evicted rather than waited for.
+        if let Some(durable) = &self.durable {
+            durable.begin_shutdown();
         }
         let deadline = tokio::time::sleep(self.drain_timeout);
         tokio::pin!(deadline);

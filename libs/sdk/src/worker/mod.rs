@@ -2,12 +2,16 @@
 //!
 //! Three parts cooperate inside [`Worker::run`]: the [`connection`] (register, listen,
 //! heartbeat, re-register), the [`executor`] (bounded concurrency, cancellation, drain)
-//! and one [`attempt`] per assigned task (handler + step events).
+//! and one [`attempt`] per assigned task (handler + step events). A worker with durable
+//! tasks also has their stream and eviction checks ([`crate::durable`]), started at its
+//! first durable task and stopped after the drain.
 
 mod attempt;
 mod connection;
 mod events;
 mod executor;
+
+pub(crate) use connection::Backoff;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,15 +22,18 @@ use adze_proto::hatchet::GetVersionRequest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::task::ErasedHandler;
+use crate::durable::DurableRuntime;
+use crate::task::Handler;
 use crate::workflow::WorkflowDef;
-use crate::{Client, SdkError, Workflow};
+use crate::{Client, EvictionPolicy, SdkError, Workflow};
 
 use connection::Connection;
-use executor::Executor;
+use executor::{Executor, Setup};
 
 /// Default number of tasks a worker runs at once.
 const DEFAULT_SLOTS: usize = 100;
+/// Default number of durable tasks a worker runs at once (as the official SDKs).
+const DEFAULT_DURABLE_SLOTS: usize = 1000;
 /// Default time in-flight tasks get to finish on shutdown.
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,6 +43,8 @@ pub struct WorkerBuilder {
     client: Client,
     name: String,
     slots: usize,
+    durable_slots: usize,
+    eviction: EvictionPolicy,
     shutdown_timeout: Duration,
     workflows: Vec<WorkflowDef>,
     labels: HashMap<String, crate::LabelValue>,
@@ -58,6 +67,22 @@ impl WorkerBuilder {
     /// How many tasks run at once (default 100).
     pub fn slots(mut self, slots: usize) -> Self {
         self.slots = slots;
+        self
+    }
+
+    /// How many durable tasks run at once (default 1000), besides the
+    /// [`slots`](Self::slots) of ordinary tasks. A durable task holds its slot while it
+    /// waits, until it is evicted ([`eviction`](Self::eviction)).
+    pub fn durable_slots(mut self, slots: usize) -> Self {
+        self.durable_slots = slots;
+        self
+    }
+
+    /// When waiting durable tasks are evicted from this worker (default
+    /// [`EvictionPolicy::default`]; [`EvictionPolicy::disabled`] never evicts but at
+    /// shutdown).
+    pub fn eviction(mut self, policy: EvictionPolicy) -> Self {
+        self.eviction = policy;
         self
     }
 
@@ -86,23 +111,36 @@ impl WorkerBuilder {
                 self.slots
             )));
         }
+        if i32::try_from(self.durable_slots).is_err() {
+            return Err(SdkError::Config(format!(
+                "durable slots must be 0..=2^31-1, got {}",
+                self.durable_slots
+            )));
+        }
         if self.workflows.is_empty() {
             return Err(SdkError::Config(format!(
                 "worker \"{}\" has no workflows",
                 self.name
             )));
         }
-        let mut handlers: HashMap<String, ErasedHandler> = HashMap::new();
+        let mut handlers: HashMap<String, Handler> = HashMap::new();
         let mut workflows = Vec::new();
         for def in self.workflows {
             def.validate()?;
             let name = self.client.namespaced(&def.name);
             for task in def.tasks.iter().chain(&def.on_failure) {
                 let action = WorkflowDef::action_id(&name, &task.name);
-                if handlers
-                    .insert(action.clone(), task.handler.clone())
-                    .is_some()
-                {
+                let handler = Handler {
+                    run: task.handler.clone(),
+                    durable: task.options.durable,
+                };
+                if handler.durable && self.durable_slots == 0 {
+                    return Err(SdkError::Config(format!(
+                        "worker \"{}\" has the durable task \"{action}\" but no durable slots",
+                        self.name
+                    )));
+                }
+                if handlers.insert(action.clone(), handler).is_some() {
                     return Err(SdkError::InvalidWorkflow(format!(
                         "action \"{action}\" is defined twice (two workflows with the same name?)"
                     )));
@@ -115,6 +153,8 @@ impl WorkerBuilder {
             name: self.name,
             labels: self.labels,
             slots: self.slots,
+            durable_slots: self.durable_slots,
+            eviction: self.eviction,
             shutdown_timeout: self.shutdown_timeout,
             workflows,
             handlers: Arc::new(handlers),
@@ -129,11 +169,13 @@ pub struct Worker {
     name: String,
     labels: HashMap<String, crate::LabelValue>,
     slots: usize,
+    durable_slots: usize,
+    eviction: EvictionPolicy,
     shutdown_timeout: Duration,
     /// Namespaced name and definition.
     workflows: Vec<(String, WorkflowDef)>,
     /// Handler by action id.
-    handlers: Arc<HashMap<String, ErasedHandler>>,
+    handlers: Arc<HashMap<String, Handler>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -141,6 +183,7 @@ impl std::fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("name", &self.name)
             .field("slots", &self.slots)
+            .field("durable_slots", &self.durable_slots)
             .field("actions", &self.actions())
             .finish_non_exhaustive()
     }
@@ -153,6 +196,8 @@ impl Worker {
             client,
             name: "worker".to_owned(),
             slots: DEFAULT_SLOTS,
+            durable_slots: DEFAULT_DURABLE_SLOTS,
+            eviction: EvictionPolicy::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             workflows: Vec::new(),
             labels: HashMap::new(),
@@ -172,8 +217,9 @@ impl Worker {
     }
 
     /// Registers the workflows and the worker, then runs assigned tasks until `shutdown`
-    /// resolves. On shutdown it stops taking tasks, unsubscribes, and waits up to the
-    /// shutdown timeout for in-flight tasks.
+    /// resolves. On shutdown it stops taking tasks, unsubscribes, evicts the durable
+    /// tasks that wait, and waits up to the shutdown timeout for the other in-flight
+    /// tasks.
     ///
     /// Fails if the engine cannot be reached or rejects a workflow at startup; later
     /// connection losses are retried with backoff.
@@ -196,11 +242,13 @@ impl Worker {
             tracing::info!(workflow = %name, tasks = def.tasks.len(), "workflow registered");
         }
         let slots = i32::try_from(self.slots).unwrap_or(i32::MAX);
+        let durable_slots = i32::try_from(self.durable_slots).unwrap_or(i32::MAX);
         let connection = Connection::new(
             self.client.clone(),
             self.name.clone(),
             self.actions(),
             slots,
+            durable_slots,
             self.labels
                 .iter()
                 .map(|(k, v)| (k.clone(), v.to_worker_proto()))
@@ -211,12 +259,21 @@ impl Worker {
 
         let stop = CancellationToken::new();
         let (assignments, receiver) = mpsc::channel(64);
-        let executor = Executor::new(
-            self.client,
-            self.handlers,
-            self.slots,
-            self.shutdown_timeout,
-        );
+        let durable = self.handlers.values().any(|h| h.durable).then(|| {
+            DurableRuntime::new(
+                self.client.clone(),
+                self.durable_slots,
+                self.eviction.clone(),
+            )
+        });
+        let executor = Executor::new(Setup {
+            client: self.client,
+            handlers: self.handlers,
+            slots: self.slots,
+            durable_slots: self.durable_slots,
+            drain_timeout: self.shutdown_timeout,
+            durable: durable.clone(),
+        });
         let signal = async {
             tokio::select! {
                 () = shutdown => tracing::info!("shutdown requested; draining"),
@@ -229,6 +286,9 @@ impl Worker {
             connection.run(worker_id, assignments, stop.clone()),
             executor.run(receiver)
         );
+        if let Some(durable) = durable {
+            durable.stop().await;
+        }
         tracing::info!("worker stopped");
         Ok(())
     }

@@ -151,3 +151,23 @@ fn event_triggers_are_namespaced_as_pushed_events_are() {
     let req = wf.into_def().create_request("ns_flow", &ns);
     assert_eq!(req.event_triggers, ["ns_user:created"]);
 }
+
+#[test]
+fn a_durable_task_is_registered_durable_on_a_durable_slot() {
+    let wf = Workflow::<Value>::new("flow")
+        .task(task("plain"))
+        .durable_task(crate::DurableTaskDef::new(
+            "orchestrate",
+            |input: Value, _ctx: crate::DurableContext| async move { Ok::<_, TaskError>(input) },
+        ));
+    wf.validate().unwrap();
+    let req = wf.into_def().create_request("flow", &str::to_owned);
+    let plain = &req.tasks[0];
+    assert!(!plain.is_durable);
+    assert!(plain.slot_requests.is_empty());
+    let durable = &req.tasks[1];
+    assert_eq!(durable.action, "flow:orchestrate");
+    assert!(durable.is_durable);
+    assert_eq!(durable.slot_requests.get("durable"), Some(&1));
+    assert_eq!(durable.slot_requests.len(), 1);
+}

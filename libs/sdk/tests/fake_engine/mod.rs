@@ -13,6 +13,9 @@ use adze_proto::hatchet::workflow_service_server::{WorkflowService, WorkflowServ
 use adze_proto::hatchet::*;
 use adze_proto::v1;
 use adze_proto::v1::admin_service_server::{AdminService, AdminServiceServer};
+use adze_proto::v1::durable_task_request::Message as DurableRequest;
+use adze_proto::v1::durable_task_response::Message as DurableResponse;
+use adze_proto::v1::v1_dispatcher_server::{V1Dispatcher, V1DispatcherServer};
 use adze_sdk::{Client, ClientConfig, TlsStrategy};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +26,9 @@ use tonic::codec::CompressionEncoding::Gzip;
 use tonic::{Request, Response, Status};
 
 type Stream<T> = futures::stream::BoxStream<'static, Result<T, Status>>;
+
+/// Answers the fake engine gives to a durable request, decided by the test.
+pub type DurableScript = Box<dyn FnMut(&DurableRequest) -> Vec<DurableResponse> + Send>;
 
 #[derive(Default)]
 pub struct State {
@@ -43,6 +49,13 @@ pub struct State {
     pub reports_open: usize,
     pub reports_open_max: usize,
     actions: Option<mpsc::UnboundedSender<Result<AssignedAction, Status>>>,
+    /// Every message received on `DurableTask` streams, in order.
+    pub durable_requests: Vec<DurableRequest>,
+    /// How many `DurableTask` streams were opened.
+    pub durable_streams: usize,
+    /// Answers to each durable request (besides the echo of `register_worker`).
+    pub durable_script: Option<DurableScript>,
+    durable: Option<mpsc::UnboundedSender<Result<v1::DurableTaskResponse, Status>>>,
 }
 
 #[derive(Clone, Default)]
@@ -76,6 +89,11 @@ impl FakeEngine {
             )
             .add_service(AdminServiceServer::new(engine.clone()).accept_compressed(Gzip))
             .add_service(WorkflowServiceServer::new(engine.clone()).accept_compressed(Gzip))
+            .add_service(
+                V1DispatcherServer::new(engine.clone())
+                    .accept_compressed(Gzip)
+                    .send_compressed(Gzip),
+            )
             .serve_with_incoming(TcpListenerStream::new(listener));
         tokio::spawn(server);
         (engine, addr)
@@ -95,6 +113,33 @@ impl FakeEngine {
     /// Ends the open listen stream.
     pub fn close_stream(&self) {
         self.state().actions = None;
+    }
+
+    /// Answers every later durable request with `script`'s responses (sent right after
+    /// the echo of `register_worker`, if it is one). The script runs with the state
+    /// locked: it must not call [`FakeEngine::state`].
+    pub fn script_durable(
+        &self,
+        script: impl FnMut(&DurableRequest) -> Vec<DurableResponse> + Send + 'static,
+    ) {
+        self.state().durable_script = Some(Box::new(script));
+    }
+
+    /// Sends a message on the open durable stream.
+    pub fn durable_send(&self, message: DurableResponse) {
+        let state = self.state();
+        let tx = state.durable.as_ref().expect("no durable stream open");
+        tx.send(Ok(v1::DurableTaskResponse {
+            message: Some(message),
+        }))
+        .unwrap();
+    }
+
+    /// Fails the open durable stream with UNAVAILABLE.
+    pub fn drop_durable_stream(&self) {
+        if let Some(tx) = self.state().durable.take() {
+            let _ = tx.send(Err(Status::unavailable("engine restarting")));
+        }
     }
 
     /// Polls `check` until it returns `Some`, for up to 10 s.
@@ -342,5 +387,74 @@ impl WorkflowService for FakeEngine {
         Ok(Response::new(BulkTriggerWorkflowResponse {
             workflow_run_ids: ids,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl V1Dispatcher for FakeEngine {
+    type DurableTaskStream = Stream<v1::DurableTaskResponse>;
+    async fn durable_task(
+        &self,
+        request: Request<tonic::Streaming<v1::DurableTaskRequest>>,
+    ) -> Result<Response<Self::DurableTaskStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut state = self.state();
+            state.durable = Some(tx.clone());
+            state.durable_streams += 1;
+        }
+        let engine = self.clone();
+        let mut inbound = request.into_inner();
+        tokio::spawn(async move {
+            while let Some(Ok(request)) = inbound.next().await {
+                let Some(message) = request.message else {
+                    continue;
+                };
+                let answers = {
+                    let mut state = engine.state();
+                    state.durable_requests.push(message.clone());
+                    let mut answers = Vec::new();
+                    if let DurableRequest::RegisterWorker(r) = &message {
+                        answers.push(DurableResponse::RegisterWorker(
+                            v1::DurableTaskResponseRegisterWorker {
+                                worker_id: r.worker_id.clone(),
+                            },
+                        ));
+                    }
+                    if let Some(script) = state.durable_script.as_mut() {
+                        answers.extend(script(&message));
+                    }
+                    answers
+                };
+                for answer in answers {
+                    let response = v1::DurableTaskResponse {
+                        message: Some(answer),
+                    };
+                    if tx.send(Ok(response)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(rx).boxed()))
+    }
+
+    async fn register_durable_event(
+        &self,
+        _: Request<v1::RegisterDurableEventRequest>,
+    ) -> Result<Response<v1::RegisterDurableEventResponse>, Status> {
+        Err(Status::unimplemented(
+            "the pre-eviction durable calls are not faked",
+        ))
+    }
+
+    type ListenForDurableEventStream = Stream<v1::DurableEvent>;
+    async fn listen_for_durable_event(
+        &self,
+        _: Request<tonic::Streaming<v1::ListenForDurableEventRequest>>,
+    ) -> Result<Response<Self::ListenForDurableEventStream>, Status> {
+        Err(Status::unimplemented(
+            "the pre-eviction durable calls are not faked",
+        ))
     }
 }
