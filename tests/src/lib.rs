@@ -332,11 +332,35 @@ impl TestEnv {
         slots: usize,
         workflows: Vec<adze_sdk::Workflow<serde_json::Value>>,
     ) -> CancellationToken {
-        let stop = CancellationToken::new();
-        let names: Vec<String> = workflows.iter().map(|w| w.name().to_string()).collect();
-        let mut builder = adze_sdk::Worker::builder(self.client())
+        let builder = adze_sdk::Worker::builder(self.client())
             .name(name)
             .slots(slots);
+        self.run_worker(builder, workflows).await
+    }
+
+    /// [`TestEnv::start_worker`] for durable tasks: 4 slots, one durable slot, and
+    /// `eviction` as the worker's eviction policy.
+    pub async fn start_durable_worker(
+        &self,
+        name: &str,
+        eviction: adze_sdk::EvictionPolicy,
+        workflows: Vec<adze_sdk::Workflow<serde_json::Value>>,
+    ) -> CancellationToken {
+        let builder = adze_sdk::Worker::builder(self.client())
+            .name(name)
+            .slots(4)
+            .durable_slots(1)
+            .eviction(eviction);
+        self.run_worker(builder, workflows).await
+    }
+
+    async fn run_worker(
+        &self,
+        mut builder: adze_sdk::WorkerBuilder,
+        workflows: Vec<adze_sdk::Workflow<serde_json::Value>>,
+    ) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let names: Vec<String> = workflows.iter().map(|w| w.name().to_string()).collect();
         for w in workflows {
             builder = builder.workflow(w);
         }

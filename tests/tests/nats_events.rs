@@ -412,3 +412,73 @@ async fn the_rust_example_publishes_an_event_that_starts_a_run() {
     .await;
     env.stop().await;
 }
+
+/// A durable task waiting for an event is woken by one published straight to NATS: an
+/// event its expression refuses does not wake it, the next one does and is handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_durable_wait_is_met_by_an_event_published_to_nats() {
+    let env = TestEnv::start().await;
+    let wf = Workflow::<Value>::new("dnats").durable_task(adze_sdk::DurableTaskDef::new(
+        "await",
+        |_i: Value, ctx: adze_sdk::DurableContext| async move {
+            let paid: Value = ctx
+                .wait_for_event("invoice:settled", "input.amount > 10.0")
+                .await?;
+            Ok::<_, TaskError>(json!({ "paid": paid }))
+        },
+    ));
+    let stop = env
+        .start_durable_worker("dnats", adze_sdk::EvictionPolicy::default(), vec![wf])
+        .await;
+    let client = env.client();
+    let run = client
+        .run_no_wait("dnats", json!({}))
+        .await
+        .expect("trigger");
+    let pool = env.pool.clone();
+    wait_for(
+        "the task waits for its event",
+        Duration::from_secs(30),
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM durable_event_waits WHERE event_key = 'invoice:settled'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0)
+                    == 1
+            }
+        },
+    )
+    .await;
+    let js = js().await;
+    let subject = env
+        .shared
+        .bus
+        .subjects()
+        .intake(env.tenant_id, "invoice:settled");
+    let auth = format!("Bearer {}", env.token);
+    for (id, body) in [("small", r#"{"amount": 5}"#), ("big", r#"{"amount": 50}"#)] {
+        publish(
+            &js,
+            subject.clone(),
+            headers(&[("Authorization", &auth), ("Nats-Msg-Id", id)]),
+            body,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out: Value = tokio::time::timeout(Duration::from_secs(30), run.task_output("await"))
+        .await
+        .expect("the task ends in time")
+        .expect("the task succeeds");
+    assert_eq!(
+        out,
+        json!({ "paid": { "amount": 50 } }),
+        "the event it wanted, not the small one"
+    );
+    stop.cancel();
+    env.stop().await;
+}

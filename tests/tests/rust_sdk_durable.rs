@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use adze_sdk::{
     ChildSpec, Context, DurableContext, DurableTaskDef, EventOptions, EvictionPolicy, TaskDef,
-    TaskError, Worker, Workflow,
+    TaskError, Workflow,
 };
 use adze_tests::TestEnv;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 /// Evicts a task as soon as it has waited a moment.
 fn eager_eviction() -> EvictionPolicy {
@@ -25,27 +24,6 @@ fn eager_eviction() -> EvictionPolicy {
         min_wait_for_capacity: Duration::from_secs(10),
         check_every: Duration::from_millis(100),
     }
-}
-
-/// Runs a worker with one durable slot and the eager eviction policy until cancelled.
-async fn start(env: &TestEnv, name: &str, workflows: Vec<Workflow<Value>>) -> CancellationToken {
-    let stop = CancellationToken::new();
-    let names: Vec<String> = workflows.iter().map(|w| w.name().to_string()).collect();
-    let mut builder = Worker::builder(env.client())
-        .name(name)
-        .slots(4)
-        .durable_slots(1)
-        .eviction(eager_eviction());
-    for w in workflows {
-        builder = builder.workflow(w);
-    }
-    let worker = builder.build().expect("worker");
-    let s = stop.clone();
-    tokio::spawn(worker.run(async move { s.cancelled().await }));
-    for n in names {
-        env.wait_workflow(&n).await;
-    }
-    stop
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,7 +82,9 @@ async fn an_evicted_orchestrator_replays_its_log_and_spawns_each_child_once() {
             }
         },
     ));
-    let stop = start(&env, "durable-rust", vec![pages, orchestrator]).await;
+    let stop = env
+        .start_durable_worker("durable-rust", eager_eviction(), vec![pages, orchestrator])
+        .await;
     let client = env.client();
     let run = client
         .run_no_wait("dorch", json!({ "pages": 5 }))
@@ -210,7 +190,9 @@ async fn code_changed_between_invocations_is_a_nondeterminism_error() {
         })
         .retries(2),
     );
-    let stop = start(&env, "durable-flaky", vec![wf]).await;
+    let stop = env
+        .start_durable_worker("durable-flaky", eager_eviction(), vec![wf])
+        .await;
     let client = env.client();
     let run = client
         .run_no_wait("dflaky", json!({}))
