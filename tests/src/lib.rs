@@ -338,7 +338,7 @@ impl TestEnv {
         self.run_worker(builder, workflows).await
     }
 
-    /// [`TestEnv::start_worker`] for durable tasks: 4 slots, one durable slot, and
+    /// [`TestEnv::start_worker`] for durable tasks: one slot, one durable slot, and
     /// `eviction` as the worker's eviction policy.
     pub async fn start_durable_worker(
         &self,
@@ -348,7 +348,7 @@ impl TestEnv {
     ) -> CancellationToken {
         let builder = adze_sdk::Worker::builder(self.client())
             .name(name)
-            .slots(4)
+            .slots(1)
             .durable_slots(1)
             .eviction(eviction);
         self.run_worker(builder, workflows).await

@@ -5,19 +5,50 @@ use adze_tests::TestEnv;
 use adze_tests::process::{python, run_conformance, tsx};
 
 async fn python_script(script: &str) {
+    python_script_within(script, None).await;
+}
+
+/// A script that takes longer than the scripts' default deadline (55 s), given its own.
+async fn python_script_within(script: &str, deadline_s: Option<u32>) {
     let env = TestEnv::start().await;
     let dir = adze_tests::repo_root().join("tests/conformance/py");
-    let result = run_conformance(script, &python(), &[script], &dir, &env.child_env()).await;
+    let result = run_conformance(
+        script,
+        &python(),
+        &[script],
+        &dir,
+        &with_deadline(&env, deadline_s),
+    )
+    .await;
     eprintln!("{script}: {}", result["checks"]);
     env.stop().await;
 }
 
 async fn ts_script(script: &str) {
+    ts_script_within(script, None).await;
+}
+
+async fn ts_script_within(script: &str, deadline_s: Option<u32>) {
     let env = TestEnv::start().await;
     let (tsx, dir) = tsx();
-    let result = run_conformance(script, &tsx, &[script], &dir, &env.child_env()).await;
+    let result = run_conformance(
+        script,
+        &tsx,
+        &[script],
+        &dir,
+        &with_deadline(&env, deadline_s),
+    )
+    .await;
     eprintln!("{script}: {}", result["checks"]);
     env.stop().await;
+}
+
+fn with_deadline(env: &TestEnv, deadline_s: Option<u32>) -> Vec<(String, String)> {
+    let mut e = env.child_env();
+    if let Some(s) = deadline_s {
+        e.push(("ADZE_CONFORMANCE_TIMEOUT_S".into(), s.to_string()));
+    }
+    e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,7 +58,8 @@ async fn python_dag_run_and_aio_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_durable_tasks_spawn_race_sleep_wait_and_evict() {
-    python_script("durable.py").await;
+    // Its eviction flow alone waits 10 s for the eviction and 13 s for the children.
+    python_script_within("durable.py", Some(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +134,7 @@ async fn typescript_concurrency_per_user_and_the_default_strategy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_durable_tasks_spawn_race_sleep_wait_and_evict() {
-    ts_script("durable.ts").await;
+    ts_script_within("durable.ts", Some(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

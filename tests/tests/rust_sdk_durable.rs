@@ -1,8 +1,9 @@
 //! Durable tasks with the Rust SDK against the real fleet: an orchestrator that
-//! memoizes, spawns children decided at runtime, sleeps and waits for an event, on a
-//! worker that evicts it every time it waits, completes from its log: the memo computed
-//! once, each child run once, invoked again after every eviction; a code change between
-//! invocations is a non-determinism error that fails the task for good.
+//! memoizes, spawns 10 children decided at runtime, sleeps and waits for an event, on a
+//! worker with one slot and one durable slot that evicts it every time it waits,
+//! completes from its log: the memo computed once, each child run once, invoked again
+//! after every eviction; a code change between invocations is a non-determinism error
+//! that fails the task for good.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,7 +42,7 @@ async fn an_evicted_orchestrator_replays_its_log_and_spawns_each_child_once() {
             async move {
                 let page = input["page"].as_u64().unwrap_or(0);
                 *seen.lock().expect("lock").entry(page).or_default() += 1;
-                tokio::time::sleep(Duration::from_millis(400)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 Ok::<_, TaskError>(json!({ "page": page, "words": page * 10 }))
             }
         },
@@ -87,7 +88,7 @@ async fn an_evicted_orchestrator_replays_its_log_and_spawns_each_child_once() {
         .await;
     let client = env.client();
     let run = client
-        .run_no_wait("dorch", json!({ "pages": 5 }))
+        .run_no_wait("dorch", json!({ "pages": 10 }))
         .await
         .expect("trigger");
 
@@ -132,8 +133,8 @@ async fn an_evicted_orchestrator_replays_its_log_and_spawns_each_child_once() {
         .expect("the orchestrator ends in time")
         .expect("the orchestrator succeeds");
     let out = out.get("run").cloned().expect("the task's output");
-    assert_eq!(out["pages"], 5);
-    assert_eq!(out["words"], (0..5).map(|p| p * 10).sum::<u64>());
+    assert_eq!(out["pages"], 10);
+    assert_eq!(out["words"], (0..10).map(|p| p * 10).sum::<u64>());
     assert_eq!(out["go"], json!({ "ok": true, "n": 2 }));
 
     let invoked = invocations.lock().expect("lock").clone();
@@ -155,7 +156,7 @@ async fn an_evicted_orchestrator_replays_its_log_and_spawns_each_child_once() {
     let parsed = parsed.lock().expect("lock").clone();
     assert_eq!(
         parsed,
-        (0..5).map(|p| (p, 1)).collect::<HashMap<u64, usize>>(),
+        (0..10).map(|p| (p, 1)).collect::<HashMap<u64, usize>>(),
         "each child ran once"
     );
     let children: i64 =
@@ -163,7 +164,7 @@ async fn an_evicted_orchestrator_replays_its_log_and_spawns_each_child_once() {
             .fetch_one(&env.pool)
             .await
             .expect("count");
-    assert_eq!(children, 5, "five child runs exist");
+    assert_eq!(children, 10, "ten child runs exist");
     stop.cancel();
     env.stop().await;
 }

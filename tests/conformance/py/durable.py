@@ -10,7 +10,9 @@ a higher invocation count once what it waits for is done. Workflows:
   spawns n children with `aio_run_many`, returns the sum of squares and its invocation;
 - `conf-py-race` (durable): two children raced with `asyncio.wait(FIRST_COMPLETED)`;
 - `conf-py-nap` (durable): `aio_sleep_for(2 s)`;
-- `conf-py-listener` (durable): `aio_wait_for_event("conf-py-go:<family>", "input.ok == true")`.
+- `conf-py-listener` (durable): `aio_wait_for_event("conf-py-go:<family>", "input.ok == true")`;
+- `conf-py-failing-child`: raises; `conf-py-catcher` (durable) runs it and returns what it
+  caught.
 
 1. Orchestrator: the run completes with n children's squares summed, n decided at runtime;
    exactly n child runs ran, each once.
@@ -18,7 +20,9 @@ a higher invocation count once what it waits for is done. Workflows:
 3. Sleep: the task slept about 2 s (at least 2 s, and the SDK reports 2 s).
 4. Event: a first event that fails the expression does not wake it; a second one does,
    and the task returns that event's payload.
-5. Eviction: an orchestrator whose 3 children sleep 12 s is evicted after 10 s (its slot
+5. A child's failure reaches the durable task as an exception carrying the child's error.
+6. Cancel: cancelling an orchestrator whose children run cancels it and its children.
+7. Eviction: an orchestrator whose 3 children sleep 12 s is evicted after 10 s (its slot
    freed, `is_evicted` while it waits, RUNNING and not done as GetRunDetails says), then
    restored and replayed when they finish: it completes on invocation 2 with the same
    `now` as invocation 1, and no child was spawned twice (3 child runs ran, each once).
@@ -137,6 +141,23 @@ async def listener(input: Family, ctx: DurableContext) -> dict[str, Any]:
     return {"event": event}
 
 
+failing_wf = hatchet.workflow(name="conf-py-failing-child", input_validator=Family)
+
+
+@failing_wf.task(retries=0)
+async def explode(input: Family, ctx: Context) -> dict[str, str]:
+    raise ValueError(f"page {input.family} is unreadable")
+
+
+@hatchet.durable_task(name="conf-py-catcher", input_validator=Family)
+async def catcher(input: Family, ctx: DurableContext) -> dict[str, str]:
+    try:
+        await failing_wf.aio_run(Family(family=input.family))
+    except Exception as e:  # noqa: BLE001 - what reached the parent is the result
+        return {"caught": f"{type(e).__name__}: {e}"[:500]}
+    return {"caught": ""}
+
+
 def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e)[:300]}"
 
@@ -233,6 +254,40 @@ def event_checks(checks: Checks) -> None:
     )
 
 
+def failure_checks(checks: Checks) -> None:
+    family = f"fail-{NONCE}"
+    try:
+        result = catcher.run(Family(family=family))
+    except Exception as e:  # noqa: BLE001
+        checks.check("failure: the catcher completes", False, describe(e))
+        return
+    caught = result.get("caught", "")
+    checks.observe("failure_caught", caught)
+    checks.check(
+        "failure: the child's error reaches the durable task as an exception",
+        f"page {family} is unreadable" in caught,
+        caught,
+    )
+
+
+def cancel_checks(checks: Checks) -> None:
+    family = f"cancel-{NONCE}"
+    ref = orchestrator.run_no_wait(Family(family=family, delay=30.0))
+    running = wait_until(lambda: len(family_children(family)) >= 2, 20)
+    checks.check("cancel: the orchestrator's children run", running, str(family_children(family)))
+    hatchet.runs.cancel(ref.workflow_run_id)
+    runs = [ref.workflow_run_id, *family_children(family)]
+    ended = wait_until(
+        lambda: all(str(hatchet.runs.get_details(r).status).endswith("CANCELLED") for r in runs),
+        15,
+    )
+    checks.check(
+        "cancel: the orchestrator and its children end CANCELLED",
+        ended,
+        str([str(hatchet.runs.get_details(r).status) for r in runs]),
+    )
+
+
 def eviction_checks(checks: Checks) -> None:
     family = f"evict-{NONCE}"
     ref = orchestrator.run_no_wait(Family(family=family, delay=13.0))
@@ -278,6 +333,8 @@ def body(checks: Checks) -> None:
     race_checks(checks)
     sleep_checks(checks)
     event_checks(checks)
+    failure_checks(checks)
+    cancel_checks(checks)
     eviction_checks(checks)
 
 
@@ -286,7 +343,7 @@ def main() -> int:
         "py/durable.py",
         hatchet,
         "conf-py-durable-worker",
-        [child_wf, orchestrator, race, nap, listener],
+        [child_wf, orchestrator, race, nap, listener, failing_wf, catcher],
         body,
         slots=10,
         durable_slots=1,
