@@ -38,6 +38,10 @@ use crate::service::{BoxStream, who};
 /// How long a spawn waits for ingest to create its children.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most entries a stream remembers having handed (then it forgets them all: handing one
+/// again is harmless, the SDKs drop duplicates).
+const HANDED_MEMORY: usize = 100_000;
+
 /// How long a child's idempotency key (`child:<task>:<key>`) is held: as long as any
 /// replay of its parent may come.
 const CHILD_KEY_TTL_MS: i64 = 30 * 24 * 3_600 * 1_000;
@@ -772,7 +776,12 @@ impl Session {
                     let first = self
                         .told_stale
                         .lock()
-                        .map(|mut t| t.insert((id, r.invocation)))
+                        .map(|mut t| {
+                            if t.len() >= HANDED_MEMORY {
+                                t.clear();
+                            }
+                            t.insert((id, r.invocation))
+                        })
                         .unwrap_or(false);
                     if first {
                         self.server_evict(
@@ -810,7 +819,12 @@ impl Session {
             let new = self
                 .handed
                 .lock()
-                .map(|mut s| s.insert(key))
+                .map(|mut s| {
+                    if s.len() >= HANDED_MEMORY {
+                        s.clear();
+                    }
+                    s.insert(key)
+                })
                 .unwrap_or(true);
             if !new {
                 continue;
