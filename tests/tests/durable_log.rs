@@ -362,3 +362,71 @@ async fn calls_of_unknown_plain_or_finished_tasks_are_refused() {
     drop(tx);
     env.stop().await;
 }
+
+/// Satisfiers racing on one task's entries (children ending together, each satisfied
+/// on its own connection outside any transaction): every entry gets its own order,
+/// 1 to n, none given twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_satisfiers_give_each_entry_its_own_order() {
+    const N: i64 = 20;
+    let (env, task) = setup().await;
+    let (mut tx, l) = open(&env, task, 1).await;
+    let mut l = l.expect("the log");
+    for i in 0..N {
+        let at = l.allocate();
+        let call = run_call("child", &format!("{{\"i\":{i}}}"));
+        durable::insert(
+            &mut tx,
+            &l,
+            &NewEntry {
+                at,
+                call: &call,
+                spawn_key: None,
+                child_run_id: None,
+                conditions: None,
+                wake_at: None,
+                label: None,
+                memo: None,
+            },
+        )
+        .await
+        .expect("entry");
+    }
+    durable::save(&mut tx, &l).await.expect("save");
+    tx.commit().await.expect("commit");
+    let mut racing = tokio::task::JoinSet::new();
+    for node in 1..=N {
+        let (pool, tenant) = (env.pool.clone(), env.tenant_id);
+        racing.spawn(async move {
+            let mut conn = pool.acquire().await.expect("conn");
+            durable::satisfy(
+                &mut conn,
+                tenant,
+                task,
+                &[(
+                    at(node),
+                    Outcome {
+                        result: b"{}".to_vec(),
+                        is_failure: false,
+                        error: None,
+                    },
+                )],
+            )
+            .await
+            .expect("satisfy")
+        });
+    }
+    while let Some(done) = racing.join_next().await {
+        done.expect("a satisfier");
+    }
+    let mut orders: Vec<i64> = sqlx::query_scalar(
+        "SELECT satisfied_order FROM durable_entries WHERE task_id = $1 ORDER BY satisfied_order",
+    )
+    .bind(task)
+    .fetch_all(&env.pool)
+    .await
+    .expect("orders");
+    orders.dedup();
+    assert_eq!(orders, (1..=N).collect::<Vec<_>>());
+    env.stop().await;
+}

@@ -569,6 +569,20 @@ pub async fn satisfy(
     task_id: Uuid,
     entries: &[(Position, Outcome)],
 ) -> Result<Option<Woken>> {
+    // Its own transaction (a savepoint inside the caller's): the log's lock holds from
+    // the order given to the task's status read, even on a connection in autocommit.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let woken = satisfy_locked(&mut tx, tenant_id, task_id, entries).await?;
+    tx.commit().await?;
+    Ok(woken)
+}
+
+async fn satisfy_locked(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    entries: &[(Position, Outcome)],
+) -> Result<Option<Woken>> {
     let locked = sqlx::query(
         "SELECT latest_order FROM durable_logs WHERE tenant_id = $1 AND task_id = $2 FOR UPDATE",
     )
