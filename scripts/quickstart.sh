@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Try Adze on this machine: dependencies, build, migrate, a tenant and token, the four
-# services behind one nginx address, the Rust example worker, and one document-pipeline run.
+# services behind one nginx address, the Rust example worker, one document-pipeline run and
+# one run of the smart orchestrator (a durable task).
 # Everything it starts is stopped by scripts/stop.sh; everything it writes is under .adze/.
 set -euo pipefail
 # shellcheck source=lib/common.sh
@@ -23,11 +24,12 @@ SCHEDULER_ADDR=127.0.0.1:7081
 REAPER_ADDR=127.0.0.1:7082
 RATELIMIT_ADDR=127.0.0.1:7083
 WORKFLOW=document-pipeline
+ORCHESTRATOR=document-orchestrator
 ADZE="$ADZE_BIN_DIR/adze"
 CLI_LOG="$ADZE_LOG_DIR/cli.log"
 
 STEP=0
-STEPS=8
+STEPS=9
 step() {
   STEP=$((STEP + 1))
   say "[$STEP/$STEPS] $*"
@@ -192,6 +194,20 @@ main() {
   fi
   printf '%s\n' "$result"
   ok "run finished in a quickstart of $((SECONDS - started))s"
+
+  # The seed's smart orchestrator: a durable task that parses each page in a child run.
+  step "triggering $ORCHESTRATOR (a durable task) and waiting for the result"
+  local answer
+  rc=0
+  printf '==== adze trigger %s ====\n' "$ORCHESTRATOR" >>"$CLI_LOG"
+  answer="$(ADZE_TOKEN="$TOKEN" ADZE_HOST_PORT="$GRPC_ADDR" timeout 180 \
+    "$ADZE" trigger "$ORCHESTRATOR" --input '{"documentId":"doc-1"}' --wait 2>>"$CLI_LOG")" || rc=$?
+  if ((rc != 0)); then
+    [[ -z "$answer" ]] || printf '%s\n' "$answer"
+    die "adze trigger $ORCHESTRATOR failed with exit code $rc (worker log: $ADZE_LOG_DIR/worker.log)" "$CLI_LOG"
+  fi
+  printf '%s\n' "$answer"
+  ok "orchestrator finished"
 
   local run_id
   run_id="$(grep -oE "\"(runId|run_id|workflowRunId|id)\"[[:space:]]*:[[:space:]]*\"$UUID_RE\"" <<<"$result" |

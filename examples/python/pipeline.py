@@ -132,8 +132,18 @@ def ensure_schema() -> None:
     execution_timeout=timedelta(seconds=30),
 )
 def fetch_document(input: DocumentInput, ctx: Context) -> FetchedDocument:
-    url = f"{docstore_url()}/docs/{urllib.parse.quote(input.documentId, safe='')}"
+    url = document_url(input.documentId)
     ctx.log(f"GET {url} (attempt {ctx.attempt_number} of {ctx.max_attempts})")
+    return FetchedDocument(documentId=input.documentId, content=fetch_content(input.documentId))
+
+
+def document_url(document_id: str) -> str:
+    return f"{docstore_url()}/docs/{urllib.parse.quote(document_id, safe='')}"
+
+
+def fetch_content(document_id: str) -> str:
+    """The text of a document. A 404 is NonRetryableException; other failures are retried."""
+    url = document_url(document_id)
     try:
         with urllib.request.urlopen(url, timeout=10) as res:
             body = json.load(res)
@@ -141,11 +151,10 @@ def fetch_document(input: DocumentInput, ctx: Context) -> FetchedDocument:
         if e.code == 404:
             # Retrying cannot make a missing document appear.
             raise NonRetryableException(
-                f"document {input.documentId!r} does not exist ({url} answered 404)"
+                f"document {document_id!r} does not exist ({url} answered 404)"
             ) from None
         raise RuntimeError(f"document store answered {e.code} for {url}") from None
-
-    return FetchedDocument(documentId=input.documentId, content=body["content"])
+    return str(body["content"])
 
 
 @document_pipeline.task(name="parse-document", parents=[fetch_document])

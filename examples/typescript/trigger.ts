@@ -1,11 +1,14 @@
 /**
- * Runs the document pipeline once and prints build-response's output.
+ * Runs the document pipeline (or the smart orchestrator) once and prints its answer.
  *
  *     HATCHET_CLIENT_TOKEN=<token> HATCHET_CLIENT_TLS_STRATEGY=none npx tsx trigger.ts [doc-1]
+ *     HATCHET_CLIENT_TOKEN=<token> HATCHET_CLIENT_TLS_STRATEGY=none \
+ *     npx tsx trigger.ts --orchestrator [doc-1]
  *
- * A worker (`worker.ts` or examples/python/worker.py) must be running. Exits 1 if the run
- * failed.
+ * The first prints build-response's output, the second smart-orchestrator's. A worker
+ * (`worker.ts` or examples/python/worker.py) must be running. Exits 1 if the run failed.
  */
+import { documentOrchestrator, ORCHESTRATOR_TASK } from './orchestrator';
 import { documentPipeline } from './workflow';
 
 /** A failed run rejects with the failed tasks' error strings; TS workers send JSON. */
@@ -28,13 +31,18 @@ function describe(error: unknown): string {
 }
 
 async function main(): Promise<void> {
-  const documentId = process.argv[2] ?? 'doc-1';
+  const args = process.argv.slice(2);
+  const orchestrate = args.includes('--orchestrator');
+  const documentId = args.find((a) => a !== '--orchestrator') ?? 'doc-1';
+  const name = orchestrate ? documentOrchestrator.name : documentPipeline.name;
   try {
-    const outputs = await documentPipeline.run({ documentId });
-    console.log(JSON.stringify(outputs['build-response'], null, 2));
+    const answer = orchestrate
+      ? (await documentOrchestrator.run({ documentId }))[ORCHESTRATOR_TASK]
+      : (await documentPipeline.run({ documentId }))['build-response'];
+    console.log(JSON.stringify(answer, null, 2));
     process.exit(0);
   } catch (e) {
-    console.error(`document-pipeline failed for ${documentId}:\n${describe(e)}`);
+    console.error(`${name} failed for ${documentId}:\n${describe(e)}`);
     process.exit(1);
   }
 }

@@ -1,20 +1,23 @@
 /**
- * Runs the document pipeline's tasks with the unmodified Hatchet TypeScript SDK.
+ * Runs the document pipeline's and the smart orchestrator's tasks with the unmodified
+ * Hatchet TypeScript SDK.
  *
  *     HATCHET_CLIENT_TOKEN=<token> HATCHET_CLIENT_TLS_STRATEGY=none \
  *     ADZE_DATABASE_URL=postgres://... npx tsx worker.ts
  *
- * Creates the `documents` table if needed, serves the built-in documents on 127.0.0.1
- * unless ADZE_DOCSTORE_URL points at another store, and runs until Ctrl-C / SIGTERM, on
+ * Creates the `documents` and `orchestrated_documents` tables if needed, serves the built-in
+ * documents on 127.0.0.1 unless ADZE_DOCSTORE_URL points at another store, and runs until Ctrl-C / SIGTERM, on
  * which the SDK pauses the worker on the engine and lets running tasks finish.
  */
+import { documentOrchestrator, ensureOrchestratorSchema, parsePage } from './orchestrator';
 import { documentPipeline, ensureSchema, hatchet, startDocStore } from './workflow';
 
 async function main(): Promise<void> {
   try {
     await ensureSchema();
+    await ensureOrchestratorSchema();
   } catch (e) {
-    console.error(`cannot prepare the documents table: ${(e as Error).message}`);
+    console.error(`cannot prepare the document tables: ${(e as Error).message}`);
     process.exit(1);
   }
 
@@ -25,8 +28,10 @@ async function main(): Promise<void> {
   }
 
   const worker = await hatchet.worker('document-pipeline-worker-ts', {
-    workflows: [documentPipeline],
+    workflows: [documentPipeline, parsePage, documentOrchestrator],
     slots: 4,
+    // The orchestrators run on durable slots, apart from the 4 slots of the other tasks.
+    durableSlots: 4,
   });
   await worker.start();
 }

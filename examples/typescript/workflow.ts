@@ -17,7 +17,8 @@
  * is unset. `doc-3` is flaky on purpose: its first request in each store answers 503, so its
  * fetch-document succeeds on the second attempt and shows a retry.
  *
- * examples/python/pipeline.py is the same pipeline for the Python SDK.
+ * examples/python/pipeline.py is the same pipeline for the Python SDK; orchestrator.ts
+ * parses the same documents page by page with a durable task.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -123,23 +124,31 @@ const fetchDocument = documentPipeline.task({
   backoff: { factor: 2, maxSeconds: 10 },
   executionTimeout: '30s',
   fn: async (input, ctx) => {
-    const url = `${docStoreUrl()}/docs/${encodeURIComponent(input.documentId)}`;
-    await ctx.logger.info(`GET ${url} (attempt ${ctx.retryCount() + 1})`);
+    await ctx.logger.info(`GET ${documentUrl(input.documentId)} (attempt ${ctx.retryCount() + 1})`);
     // The signal aborts the request when the engine cancels the task or it times out.
-    const res = await fetch(url, { signal: ctx.abortController.signal });
-    if (res.status === 404) {
-      // Retrying cannot make a missing document appear.
-      throw new NonRetryableError(
-        `document '${input.documentId}' does not exist (${url} answered 404)`
-      );
-    }
-    if (!res.ok) {
-      throw new Error(`document store answered ${res.status} for ${url}`);
-    }
-    const body = (await res.json()) as { content: string };
-    return { documentId: input.documentId, content: body.content };
+    const content = await fetchContent(input.documentId, ctx.abortController.signal);
+    return { documentId: input.documentId, content };
   },
 });
+
+function documentUrl(documentId: string): string {
+  return `${docStoreUrl()}/docs/${encodeURIComponent(documentId)}`;
+}
+
+/** The text of a document. A 404 is a NonRetryableError; other failures are retried. */
+export async function fetchContent(documentId: string, signal?: AbortSignal): Promise<string> {
+  const url = documentUrl(documentId);
+  const res = await fetch(url, { signal });
+  if (res.status === 404) {
+    // Retrying cannot make a missing document appear.
+    throw new NonRetryableError(`document '${documentId}' does not exist (${url} answered 404)`);
+  }
+  if (!res.ok) {
+    throw new Error(`document store answered ${res.status} for ${url}`);
+  }
+  const body = (await res.json()) as { content: string };
+  return body.content;
+}
 
 const parseDocument = documentPipeline.task({
   name: 'parse-document',
@@ -187,7 +196,7 @@ documentPipeline.task({
 
 // --- parsing -----------------------------------------------------------------------------
 
-const HEADING = /^(#{1,6})\s+(.+?)\s*#*\s*$/;
+export const HEADING = /^(#{1,6})\s+(.+?)\s*#*\s*$/;
 const WORD_CHAR = /[\p{L}\p{N}]/u; // a letter or a digit, in any script
 
 /**

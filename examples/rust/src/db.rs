@@ -1,4 +1,5 @@
-//! The `documents` table: schema and the upsert done by `save-state`.
+//! The tables: `documents` (the upsert done by `save-state`) and
+//! `orchestrated_documents` (the one done by `smart-orchestrator`).
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ pub async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
         .await
 }
 
-/// Creates the table if it does not exist yet.
+/// Creates the tables that do not exist yet.
 pub async fn ensure_schema(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query(
         r#"
@@ -27,6 +28,18 @@ pub async fn ensure_schema(pool: &PgPool) -> Result<(), sqlx::Error> {
             word_count int NOT NULL,
             parsed     jsonb NOT NULL,
             saved_at   timestamptz NOT NULL
+        )
+        "#,
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        r#"
+        CREATE TABLE IF NOT EXISTS orchestrated_documents (
+            id       text PRIMARY KEY,
+            pages    int NOT NULL,
+            words    int NOT NULL,
+            saved_at timestamptz NOT NULL
         )
         "#,
     )
@@ -59,6 +72,34 @@ pub async fn upsert_document(
     .bind(parsed.title.as_deref())
     .bind(word_count)
     .bind(parsed_json)
+    .fetch_one(pool)
+    .await
+}
+
+/// Inserts or replaces the totals of orchestrated document `id`, so that saving twice
+/// (a replay, a retry) leaves one row; returns the time it was saved.
+pub async fn upsert_orchestrated(
+    pool: &PgPool,
+    id: &str,
+    pages: usize,
+    words: u64,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    let pages = i32::try_from(pages).unwrap_or(i32::MAX);
+    let words = i32::try_from(words).unwrap_or(i32::MAX);
+    sqlx::query_scalar(
+        r#"
+        INSERT INTO orchestrated_documents (id, pages, words, saved_at)
+        VALUES ($1, $2, $3, now())
+        ON CONFLICT (id) DO UPDATE
+           SET pages = excluded.pages,
+               words = excluded.words,
+               saved_at = excluded.saved_at
+        RETURNING saved_at
+        "#,
+    )
+    .bind(id)
+    .bind(pages)
+    .bind(words)
     .fetch_one(pool)
     .await
 }

@@ -37,11 +37,18 @@ pub fn router() -> Router {
     Router::new().route("/docs/{id}", get(get_doc))
 }
 
+/// The text of built-in document `id`, as the store serves it.
+pub fn document(id: &str) -> Option<&'static str> {
+    DOCS.iter()
+        .find(|(doc_id, _)| *doc_id == id)
+        .map(|(_, text)| *text)
+}
+
 async fn get_doc(Path(id): Path<String>) -> Response {
-    match DOCS.iter().find(|(doc_id, _)| *doc_id == id) {
-        Some((_, text)) => (
+    match document(&id) {
+        Some(text) => (
             [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-            *text,
+            text,
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, format!("no document \"{id}\"\n")).into_response(),

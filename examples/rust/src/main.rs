@@ -1,7 +1,8 @@
-//! `document-pipeline worker | run <documentId>`.
+//! `document-pipeline worker | run <documentId> | orchestrate <documentId>`.
 
 use std::process::ExitCode;
 
+use adze_example_docs::orchestrator::{self, ORCHESTRATOR_TASK};
 use adze_example_docs::pipeline::{PipelineInput, RESPONSE_TASK, WORKFLOW_NAME};
 use adze_example_docs::signal::shutdown_signal;
 use adze_example_docs::{WorkerConfig, run_worker};
@@ -29,6 +30,9 @@ enum Command {
         /// How many tasks run at once.
         #[arg(long, default_value_t = 4)]
         slots: usize,
+        /// How many orchestrators run at once, besides `--slots`.
+        #[arg(long, default_value_t = 4)]
+        durable_slots: usize,
     },
     /// Process a document and print the pipeline's response as JSON.
     Run {
@@ -37,6 +41,12 @@ enum Command {
         /// Print the outputs of all tasks instead of the response only.
         #[arg(long)]
         all: bool,
+    },
+    /// Parse a document page by page with the smart orchestrator (a durable task) and
+    /// print its answer as JSON.
+    Orchestrate {
+        /// The document id, e.g. `doc-1`.
+        document_id: String,
     },
 }
 
@@ -65,10 +75,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database_url,
             docstore_url,
             slots,
+            durable_slots,
         } => {
             let config = WorkerConfig {
                 docstore_url: docstore_url.filter(|url| !url.trim().is_empty()),
                 slots,
+                durable_slots,
                 ..WorkerConfig::new(database_url)
             };
             let shutdown = CancellationToken::new();
@@ -97,6 +109,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 handle.task_output(RESPONSE_TASK).await?
             };
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Orchestrate { document_id } => {
+            let handle = client
+                .run_no_wait(orchestrator::WORKFLOW_NAME, PipelineInput { document_id })
+                .await?;
+            tracing::info!(
+                run_id = handle.run_id(),
+                "orchestrator triggered; waiting for its answer"
+            );
+            let output: serde_json::Value = handle.task_output(ORCHESTRATOR_TASK).await?;
             println!("{}", serde_json::to_string_pretty(&output)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -1,4 +1,5 @@
-//! The `parse-document` logic: title, word count and headings of a markdown text.
+//! The `parse-document` logic: title, word count and headings of a markdown text, and
+//! how the orchestrator cuts a document into pages.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,34 @@ pub fn parse_markdown(text: &str) -> ParsedDocument {
         word_count,
         headings,
     }
+}
+
+/// Cuts markdown `text` into pages: a page starts at every heading outside a code
+/// fence and runs to the next one; text before the first heading is a page of its own
+/// unless it is blank. Pages are whole lines, so the words of the pages add up to the
+/// words of the document.
+pub fn split_pages(text: &str) -> Vec<String> {
+    let mut pages = Vec::new();
+    let mut page = String::new();
+    let mut fence: Option<&str> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if let Some(marker) = fence_marker(trimmed) {
+            match fence {
+                Some(open) if open == marker => fence = None,
+                Some(_) => {}
+                None => fence = Some(marker),
+            }
+        } else if fence.is_none() && heading(trimmed).is_some() && !page.trim().is_empty() {
+            pages.push(std::mem::take(&mut page));
+        }
+        page.push_str(line);
+        page.push('\n');
+    }
+    if !page.trim().is_empty() {
+        pages.push(page);
+    }
+    pages
 }
 
 fn fence_marker(line: &str) -> Option<&'static str> {
@@ -112,6 +141,29 @@ mod tests {
         assert!(parsed.headings.is_empty());
         // "#hashtag" and "seven"; the bare "#######" has no letters.
         assert_eq!(parsed.word_count, 2);
+    }
+
+    #[test]
+    fn a_page_starts_at_each_heading_outside_fences() {
+        let doc = "intro line\n\n# One\ntext\n```\n# in code\n```\n## Two\nmore words\n";
+        let pages = split_pages(doc);
+        assert_eq!(
+            pages,
+            vec![
+                "intro line\n\n",
+                "# One\ntext\n```\n# in code\n```\n",
+                "## Two\nmore words\n"
+            ]
+        );
+        let words: u64 = pages.iter().map(|p| parse_markdown(p).word_count).sum();
+        assert_eq!(words, parse_markdown(doc).word_count);
+    }
+
+    #[test]
+    fn blank_text_has_no_pages() {
+        assert!(split_pages("").is_empty());
+        assert!(split_pages("\n  \n").is_empty());
+        assert_eq!(split_pages("\n# Only\n"), vec!["\n# Only\n"]);
     }
 
     #[test]

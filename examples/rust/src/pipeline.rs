@@ -131,7 +131,11 @@ pub fn workflow(deps: Deps) -> Workflow<PipelineInput> {
     wf
 }
 
-async fn fetch_document(deps: Deps, document_id: String) -> Result<FetchedDocument, TaskError> {
+/// GETs document `document_id` from the store: a 404 is not retryable, other failures are.
+pub(crate) async fn fetch_document(
+    deps: Deps,
+    document_id: String,
+) -> Result<FetchedDocument, TaskError> {
     let mut url = reqwest::Url::parse(&deps.docstore_url).map_err(|e| {
         TaskError::non_retryable(format!("bad docstore URL {}: {e}", deps.docstore_url))
     })?;

@@ -1,5 +1,6 @@
 //! `document-pipeline worker`: the document store (unless an external one is
-//! configured), the Postgres pool and the SDK worker, stopped together.
+//! configured), the Postgres pool and the SDK worker serving the document pipeline and
+//! the orchestrator, stopped together.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,7 +10,7 @@ use adze_sdk::{CancellationToken, Client, Worker};
 use anyhow::Context as _;
 
 use crate::pipeline::{self, Deps};
-use crate::{db, docstore};
+use crate::{db, docstore, orchestrator};
 
 /// Settings of the worker process.
 #[derive(Debug, Clone)]
@@ -18,6 +19,9 @@ pub struct WorkerConfig {
     pub worker_name: String,
     /// How many tasks run at once.
     pub slots: usize,
+    /// How many orchestrators run at once, besides `slots` (an orchestrator waiting
+    /// for its pages holds one until the worker evicts it).
+    pub durable_slots: usize,
     /// Postgres URL (`ADZE_DATABASE_URL`).
     pub database_url: String,
     /// An external document store; `None` starts the built-in one on `docstore_addr`.
@@ -27,11 +31,12 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Defaults: 4 slots, built-in document store on `127.0.0.1:0`.
+    /// Defaults: 4 slots, 4 durable slots, built-in document store on `127.0.0.1:0`.
     pub fn new(database_url: impl Into<String>) -> Self {
         WorkerConfig {
             worker_name: "document-pipeline-worker".to_owned(),
             slots: 4,
+            durable_slots: 4,
             database_url: database_url.into(),
             docstore_url: None,
             docstore_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -52,7 +57,7 @@ pub async fn run_worker(
         .context("cannot connect to Postgres (check ADZE_DATABASE_URL)")?;
     db::ensure_schema(&pool)
         .await
-        .context("cannot create the documents table")?;
+        .context("cannot create the document tables")?;
 
     let store_stop = CancellationToken::new();
     let (docstore_url, store) = match config.docstore_url {
@@ -75,15 +80,18 @@ pub async fn run_worker(
         .timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
-    let workflow = pipeline::workflow(Deps {
+    let deps = Deps {
         http,
         docstore_url,
         pool: pool.clone(),
-    });
+    };
     let worker = Worker::builder(client)
         .name(config.worker_name)
         .slots(config.slots)
-        .workflow(workflow)
+        .durable_slots(config.durable_slots)
+        .workflow(pipeline::workflow(deps.clone()))
+        .workflow(orchestrator::page_workflow())
+        .workflow(orchestrator::workflow(deps))
         .build()?;
 
     let worker_stop = CancellationToken::new();
