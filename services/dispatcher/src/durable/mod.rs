@@ -35,16 +35,12 @@ use uuid::Uuid;
 use crate::Deps;
 use crate::service::{BoxStream, who};
 
-/// How long a spawn waits for ingest to create its children.
-const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
+mod calls;
+mod spawns;
 
 /// Most entries a stream remembers having handed (then it forgets them all: handing one
 /// again is harmless, the SDKs drop duplicates).
 const HANDED_MEMORY: usize = 100_000;
-
-/// How long a child's idempotency key (`child:<task>:<key>`) is held: as long as any
-/// replay of its parent may come.
-const CHILD_KEY_TTL_MS: i64 = 30 * 24 * 3_600 * 1_000;
 
 /// The `V1Dispatcher` service.
 pub(crate) struct DurableApi {
@@ -160,9 +156,13 @@ impl Session {
     }
 
     /// Reads requests until the worker goes; hands tasks what their dispatcher is
-    /// told of meanwhile.
+    /// told of meanwhile. Calls run side by side in a `JoinSet` the session owns: when
+    /// the worker goes, what is still running is dropped (a transaction not committed
+    /// is rolled back; children logged but not yet created are created when the task
+    /// calls again).
     async fn run(self: Arc<Self>, mut inbound: Streaming<DurableTaskRequest>) {
         let mut notices: Option<async_nats::Subscriber> = None;
+        let mut calls = tokio::task::JoinSet::new();
         loop {
             let notice = async {
                 match notices.as_mut() {
@@ -178,7 +178,7 @@ impl Session {
                             continue;
                         }
                         let me = self.clone();
-                        tokio::spawn(async move { me.handle(req).await });
+                        calls.spawn(async move { me.handle(req).await });
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "durable stream ended");
@@ -190,11 +190,16 @@ impl Session {
                     Some(m) => {
                         if let Ok(env) = adze_bus::decode::<DurableNotice>(m.headers.as_ref(), &m.payload) {
                             let me = self.clone();
-                            tokio::spawn(async move { me.hand(env.body.task_id).await });
+                            calls.spawn(async move { me.hand(env.body.task_id).await });
                         }
                     }
                     None => notices = None,
                 },
+                Some(done) = calls.join_next(), if !calls.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::error!(error = %e, "a durable call failed");
+                    }
+                }
                 _ = self.out.closed() => return,
             }
         }
@@ -326,70 +331,6 @@ impl Session {
         }
     }
 
-    async fn memo(&self, m: DurableTaskMemoRequest) {
-        let task = TaskRef {
-            text: m.durable_task_external_id,
-            invocation: m.invocation_count,
-        };
-        let Some(id) = self.task(&task).await else {
-            return;
-        };
-        if m.key.is_empty() {
-            self.error(&task, None, false, "memo key is empty".into())
-                .await;
-            return;
-        }
-        let call = memo_call(&m.key);
-        let result: Result<Option<MemoAnswer>, adze_store::Error> = async {
-            let mut tx = self.deps.pool.begin().await?;
-            let Some(mut log) = self.open(&mut tx, &task, id).await else {
-                return Ok(None);
-            };
-            let at = log.allocate();
-            let answer = match log::entry_at(&mut tx, &log, at).await? {
-                Some(e) => {
-                    if !self.matches(&task, id, at, &e.call, &call).await {
-                        return Ok(None);
-                    }
-                    (at, true, e.done.and_then(|d| d.result))
-                }
-                None => {
-                    let value = m.payload.as_deref().filter(|p| !p.is_empty());
-                    log::insert(
-                        &mut tx,
-                        &log,
-                        &NewEntry {
-                            at,
-                            call: &call,
-                            spawn_key: None,
-                            child_run_id: None,
-                            conditions: None,
-                            wake_at: None,
-                            label: None,
-                            memo: value,
-                        },
-                    )
-                    .await?;
-                    (at, false, None)
-                }
-            };
-            log::save(&mut tx, &log).await?;
-            tx.commit().await?;
-            Ok(Some(answer))
-        }
-        .await;
-        let ack = result.map(|answer| {
-            answer.map(|(at, existed, value)| {
-                Out::MemoAck(DurableTaskEventMemoAckResponse {
-                    r#ref: Some(task.at(Some(at))),
-                    memo_already_existed: existed,
-                    memo_result_payload: value,
-                })
-            })
-        });
-        self.answer(&task, id, ack).await;
-    }
-
     /// Sends a call's acknowledgement, then what the task may be handed now; a call
     /// refused already (`None`) was answered; a storage failure is an error.
     async fn answer(&self, task: &TaskRef, id: Uuid, ack: Result<Option<Out>, adze_store::Error>) {
@@ -404,298 +345,6 @@ impl Session {
                     .await
             }
         }
-    }
-
-    async fn complete_memo(&self, c: DurableTaskCompleteMemoRequest) {
-        let Some(r) = c.r#ref else { return };
-        let Ok(id) = Uuid::parse_str(&r.durable_task_external_id) else {
-            return;
-        };
-        let at = Position {
-            branch: r.branch_id,
-            node: r.node_id,
-        };
-        let stored = async {
-            let mut conn = self.deps.pool.acquire().await?;
-            log::complete_memo(&mut conn, self.tenant, id, at, &c.payload).await
-        }
-        .await;
-        match stored {
-            Ok(true) => self.hand(id).await,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot store a memo's value; the task computes it again on replay")
-            }
-        }
-    }
-
-    async fn wait_for(&self, w: DurableTaskWaitForRequest) {
-        let task = TaskRef {
-            text: w.durable_task_external_id,
-            invocation: w.invocation_count,
-        };
-        let Some(id) = self.task(&task).await else {
-            return;
-        };
-        let conditions = match w
-            .wait_for_conditions
-            .as_ref()
-            .ok_or_else(|| "wait_for_conditions is missing".to_string())
-            .and_then(adze_expr::conditions::durable_wait)
-        {
-            Ok(c) => c,
-            Err(problem) => {
-                self.error(&task, None, false, format!("wait_for: {problem}"))
-                    .await;
-                return;
-            }
-        };
-        let call = wait_call(&conditions.conditions);
-        let result: Result<Option<Position>, adze_store::Error> = async {
-            let mut tx = self.deps.pool.begin().await?;
-            let Some(mut log) = self.open(&mut tx, &task, id).await else {
-                return Ok(None);
-            };
-            let at = log.allocate();
-            match log::entry_at(&mut tx, &log, at).await? {
-                Some(e) => {
-                    if !self.matches(&task, id, at, &e.call, &call).await {
-                        return Ok(None);
-                    }
-                }
-                None => {
-                    log::register_wait(&mut tx, &log, at, &call, &conditions, w.label.as_deref())
-                        .await?
-                }
-            }
-            log::save(&mut tx, &log).await?;
-            tx.commit().await?;
-            Ok(Some(at))
-        }
-        .await;
-        if matches!(result, Ok(Some(_))) {
-            // A sleep's end may come before the reapers' next look.
-            adze_bus::hints::wake_reapers(&self.deps.bus).await;
-        }
-        let ack = result.map(|at| {
-            at.map(|at| {
-                Out::WaitForAck(DurableTaskEventWaitForAckResponse {
-                    r#ref: Some(task.at(Some(at))),
-                })
-            })
-        });
-        self.answer(&task, id, ack).await;
-    }
-
-    async fn trigger_runs(&self, t: DurableTaskTriggerRunsRequest) {
-        let task = TaskRef {
-            text: t.durable_task_external_id,
-            invocation: t.invocation_count,
-        };
-        let Some(id) = self.task(&task).await else {
-            return;
-        };
-        for o in &t.trigger_opts {
-            if o.name.trim().is_empty() {
-                self.error(
-                    &task,
-                    None,
-                    false,
-                    "trigger_opts: a run without a workflow name".into(),
-                )
-                .await;
-                return;
-            }
-        }
-        let planned = match self.plan_spawns(&task, id, &t.trigger_opts).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return,
-            Err(e) => {
-                self.error(&task, None, false, format!("storage unavailable: {e}"))
-                    .await;
-                return;
-            }
-        };
-        // The children that do not exist yet are created through ingest, each with
-        // the id its entry names and under its key, so asking again is the same run.
-        let asked = futures::future::join_all(planned.iter().zip(&t.trigger_opts).map(
-            |(p, o)| async move {
-                if p.exists {
-                    return FireReply::Run { run_id: p.child };
-                }
-                self.deps
-                    .bus
-                    .fire(&self.spawn_request(p, o), SPAWN_TIMEOUT)
-                    .await
-            },
-        ))
-        .await;
-        let mut refused = Vec::new();
-        for (p, reply) in planned.iter().zip(&asked) {
-            match reply {
-                FireReply::Run { .. } => {}
-                FireReply::Refused { reason } | FireReply::Unavailable { reason } => {
-                    refused.push((p, reason.clone()));
-                }
-            }
-        }
-        if let Some((first, reason)) = refused.first() {
-            // What was not spawned is not logged either: a new call spawns it again.
-            let gone: Vec<Position> = refused
-                .iter()
-                .filter(|(p, _)| p.new)
-                .map(|(p, _)| p.at)
-                .collect();
-            if let Err(e) = self.forget(id, &gone).await {
-                tracing::warn!(error = %e, "cannot forget unspawned children");
-            }
-            self.error(
-                &task,
-                Some(first.at),
-                false,
-                format!("cannot spawn a run of {:?}: {reason}", first.workflow),
-            )
-            .await;
-            return;
-        }
-        self.send(Out::TriggerRunsAck(
-            DurableTaskEventTriggerRunsAckResponse {
-                durable_task_external_id: task.text.clone(),
-                invocation_count: task.invocation,
-                run_entries: planned
-                    .iter()
-                    .map(|p| DurableTaskRunAckEntry {
-                        node_id: p.at.node,
-                        branch_id: p.at.branch,
-                        workflow_run_external_id: p.child.to_string(),
-                    })
-                    .collect(),
-            },
-        ))
-        .await;
-        self.hand(id).await;
-    }
-
-    /// Logs the spawns of one `trigger_runs` (or finds them logged): one entry per
-    /// child, in request order.
-    async fn plan_spawns(
-        &self,
-        task: &TaskRef,
-        id: Uuid,
-        opts: &[TriggerWorkflowRequest],
-    ) -> Result<Option<Vec<Spawn>>, adze_store::Error> {
-        let mut tx = self.deps.pool.begin().await?;
-        let Some(mut log) = self.open(&mut tx, task, id).await else {
-            return Ok(None);
-        };
-        let mut planned: Vec<Spawn> = Vec::with_capacity(opts.len());
-        for (i, o) in opts.iter().enumerate() {
-            let call = run_call(&o.name, &o.input);
-            let keyed = o.child_key.as_deref().filter(|k| !k.is_empty());
-            let spawn_key = match keyed {
-                Some(k) => format!("key:{k}"),
-                None => format!("index:{}", o.child_index.unwrap_or(i as i32)),
-            };
-            // The child spawned under this key before (a replay re-attaches to it),
-            // or whatever the log has at the next node.
-            let logged = match log::spawned(&mut tx, &log, &spawn_key).await? {
-                Some(e) => e,
-                None => {
-                    let at = log.allocate();
-                    match log::entry_at(&mut tx, &log, at).await? {
-                        Some(e) => e,
-                        None => {
-                            let p = Spawn::new(at, &o.name, spawn_key, (log.run_id, id));
-                            log::insert(
-                                &mut tx,
-                                &log,
-                                &NewEntry {
-                                    at,
-                                    call: &call,
-                                    spawn_key: Some(&p.spawn_key),
-                                    child_run_id: Some(p.child),
-                                    conditions: None,
-                                    wake_at: None,
-                                    label: None,
-                                    memo: None,
-                                },
-                            )
-                            .await?;
-                            planned.push(p);
-                            continue;
-                        }
-                    }
-                }
-            };
-            // A child found by the key the task named is the same child whatever its
-            // input; otherwise the call must be the logged one.
-            if keyed.is_none() && !self.matches(task, id, logged.at, &logged.call, &call).await {
-                return Ok(None);
-            }
-            let Some(child) = logged.child_run_id else {
-                let message = format!(
-                    "non-determinism error in task {id} at node {}: the durable log has {} {} \
-                     there, not a spawn",
-                    logged.at, logged.call.kind, logged.call.what
-                );
-                self.error(task, Some(logged.at), true, message).await;
-                return Ok(None);
-            };
-            log.touch(logged.at.node);
-            let key = logged.spawn_key.unwrap_or(spawn_key);
-            let mut p = Spawn::new(logged.at, &o.name, key, (log.run_id, id));
-            p.child = child;
-            p.new = false;
-            planned.push(p);
-        }
-        log::save(&mut tx, &log).await?;
-        tx.commit().await?;
-        // Children already created need no second ask.
-        let children: Vec<Uuid> = planned.iter().map(|p| p.child).collect();
-        let existing = adze_store::runs::existing(&self.deps.pool, self.tenant, &children).await?;
-        for p in &mut planned {
-            p.exists = existing.contains(&p.child);
-        }
-        Ok(Some(planned))
-    }
-
-    /// What ingest is asked to create a planned child with.
-    fn spawn_request(&self, p: &Spawn, o: &TriggerWorkflowRequest) -> FireRequest {
-        let input = serde_json::from_str(&o.input).unwrap_or_else(|_| json!({}));
-        let additional_metadata = o
-            .additional_metadata
-            .as_deref()
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_else(|| json!({}));
-        let key = if p.at.branch == 1 {
-            format!("child:{}:{}", p.parent_task, p.spawn_key)
-        } else {
-            format!("child:{}:b{}:{}", p.parent_task, p.at.branch, p.spawn_key)
-        };
-        FireRequest {
-            tenant_id: self.tenant,
-            workflow: o.name.clone(),
-            input,
-            additional_metadata,
-            priority: o.priority.and_then(|p| i16::try_from(p).ok()),
-            key,
-            triggers: json!({
-                "parent_workflow_run_id": p.parent_run.to_string(),
-                "child_index": o.child_index,
-                "child_key": o.child_key.as_deref().filter(|k| !k.is_empty()),
-            }),
-            parent: Some((p.parent_run, p.parent_task, p.spawn_key.clone())),
-            key_ttl_ms: CHILD_KEY_TTL_MS,
-            run_id: Some(p.child),
-        }
-    }
-
-    async fn forget(&self, id: Uuid, at: &[Position]) -> Result<(), adze_store::Error> {
-        if at.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.deps.pool.acquire().await?;
-        log::forget(&mut conn, self.tenant, id, at).await
     }
 
     async fn evict(&self, e: DurableTaskEvictInvocationRequest) {
@@ -844,40 +493,6 @@ impl Session {
                 },
             ))
             .await;
-        }
-    }
-}
-
-/// A memo call's answer: its position, whether it was logged already, and its value
-/// if it has one.
-type MemoAnswer = (Position, bool, Option<Vec<u8>>);
-
-/// A child of one `trigger_runs`, as logged.
-struct Spawn {
-    at: Position,
-    workflow: String,
-    spawn_key: String,
-    child: Uuid,
-    /// Logged by this call.
-    new: bool,
-    /// Created already.
-    exists: bool,
-    parent_run: Uuid,
-    parent_task: Uuid,
-}
-
-impl Spawn {
-    /// A new child at `at` of the task `(run, task)`, under `spawn_key`.
-    fn new(at: Position, workflow: &str, spawn_key: String, (run, task): (Uuid, Uuid)) -> Self {
-        Self {
-            at,
-            workflow: workflow.to_string(),
-            spawn_key,
-            child: Uuid::now_v7(),
-            new: true,
-            exists: false,
-            parent_run: run,
-            parent_task: task,
         }
     }
 }

@@ -1,0 +1,365 @@
+//! Durable tasks' event logs (see `adze_core::durable` and migration 0026): opening a
+//! task's log for a call of one invocation (locked until the transaction ends), its
+//! entries, their satisfaction in order, and what an invocation may be handed.
+//!
+//! Every change to a log happens with its `durable_logs` row locked: node allocation
+//! (the dispatcher, for a worker's call), satisfaction (the scheduler when a child run
+//! ends, the timeout-reaper when a sleep ends, ingest when an event comes) and the
+//! scheduler's look at a task it evicts. A satisfier therefore reads the task's status
+//! after an eviction that came first has committed, and an eviction sees a satisfaction
+//! that came first, so a task is never left evicted with nothing left to wait for.
+
+use adze_core::TaskStatus;
+use adze_core::conditions::TaskConditions;
+use adze_core::durable::{Branch, Call, EntryKind, Position, Satisfied, branch_of, releasable};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+mod entries;
+mod satisfy;
+mod waits;
+
+pub use entries::*;
+pub use satisfy::*;
+pub use waits::*;
+
+/// Why a call of a durable task is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such task of the tenant.
+    NoTask,
+    /// The task is not a durable task.
+    NotDurable,
+    /// The task has ended (or is evicted): nothing it calls now counts.
+    NotRunning(TaskStatus),
+    /// The call comes from another invocation than the task's current one.
+    Stale {
+        /// The task's current invocation.
+        current: i32,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoTask => f.write_str("no such task"),
+            Self::NotDurable => f.write_str("the task is not a durable task"),
+            Self::NotRunning(s) => write!(f, "the task is {s}, not running"),
+            Self::Stale { current } => write!(f, "its current invocation is {current}"),
+        }
+    }
+}
+
+/// The invocation of a durable task an attempt is: attempts count from 0, invocations
+/// from 1, and every dispatch (a new attempt) is a new invocation.
+pub fn invocation_of(attempt: i32) -> i32 {
+    attempt + 1
+}
+
+/// A task's log, opened for one invocation and locked until the transaction ends.
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// The durable task.
+    pub task_id: Uuid,
+    /// Its run.
+    pub run_id: Uuid,
+    /// The invocation the calls come from.
+    pub invocation: i32,
+    /// The last node this invocation reached.
+    pub latest_node: i64,
+    /// The active branch.
+    pub branch: i64,
+    branches: Vec<Branch>,
+}
+
+impl Log {
+    /// The position of the invocation's next call.
+    pub fn allocate(&mut self) -> Position {
+        self.latest_node += 1;
+        self.at(self.latest_node)
+    }
+
+    /// Where node `node` is read from on the active branch.
+    pub fn at(&self, node: i64) -> Position {
+        Position {
+            branch: branch_of(&self.branches, self.branch, node),
+            node,
+        }
+    }
+
+    /// Whether the invocation has made the call at `at`.
+    pub fn reached(&self, at: Position) -> bool {
+        at.node <= self.latest_node && self.at(at.node) == at
+    }
+
+    /// Marks `node` reached (a call re-attached to an entry found by its spawn key).
+    pub fn touch(&mut self, node: i64) {
+        self.latest_node = self.latest_node.max(node);
+    }
+
+    /// The branches whose nodes the active branch reads, each with the nodes it
+    /// contributes (`from..until`).
+    fn chain(&self) -> Vec<(i64, i64, i64)> {
+        let mut out = Vec::new();
+        let (mut at, mut until) = (self.branch, i64::MAX);
+        for _ in 0..=self.branches.len() {
+            match self.branches.iter().find(|b| b.id == at) {
+                Some(b) => {
+                    out.push((at, b.first_node, until));
+                    match b.parent {
+                        Some(p) => {
+                            until = b.first_node;
+                            at = p;
+                        }
+                        None => return out,
+                    }
+                }
+                None => {
+                    out.push((at, 1, until));
+                    return out;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The task's status, attempt and more, as a call of it needs them.
+struct TaskRow {
+    status: TaskStatus,
+    attempt: i32,
+    durable: bool,
+    run_id: Uuid,
+}
+
+async fn task_row(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+) -> Result<Option<TaskRow>> {
+    let row = sqlx::query(
+        "SELECT status, attempt, durable, run_id FROM tasks WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(TaskRow {
+            status: crate::scheduling::parse_status(r.try_get("status")?)?,
+            attempt: r.try_get("attempt")?,
+            durable: r.try_get("durable")?,
+            run_id: r.try_get("run_id")?,
+        })
+    })
+    .transpose()
+}
+
+/// Locks the task's log (creating it), returning its counters.
+async fn lock(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    invocation: i32,
+) -> Result<(i32, i64, i64)> {
+    sqlx::query(
+        "INSERT INTO durable_logs (tenant_id, task_id, invocation) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(invocation)
+    .execute(&mut *conn)
+    .await?;
+    let r = sqlx::query(
+        "SELECT invocation, latest_node, branch FROM durable_logs
+         WHERE tenant_id = $1 AND task_id = $2 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((
+        r.try_get("invocation")?,
+        r.try_get("latest_node")?,
+        r.try_get("branch")?,
+    ))
+}
+
+async fn branches(conn: &mut PgConnection, tenant_id: Uuid, task_id: Uuid) -> Result<Vec<Branch>> {
+    let rows = sqlx::query(
+        "SELECT branch, parent, first_node FROM durable_branches WHERE tenant_id = $1 AND task_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Branch {
+                id: r.try_get("branch")?,
+                parent: Some(r.try_get("parent")?),
+                first_node: r.try_get("first_node")?,
+            })
+        })
+        .collect()
+}
+
+/// Opens the log of `task_id` for a call of `invocation`, locked until `conn`'s
+/// transaction ends: the task must be a durable task of the tenant, running (or
+/// assigned) as that invocation. The first call of an invocation starts its nodes
+/// from 1 again (it replays the log).
+pub async fn open(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    invocation: i32,
+) -> Result<std::result::Result<Log, Refusal>> {
+    let Some(task) = task_row(conn, tenant_id, task_id).await? else {
+        return Ok(Err(Refusal::NoTask));
+    };
+    if !task.durable {
+        return Ok(Err(Refusal::NotDurable));
+    }
+    let current = invocation_of(task.attempt);
+    if invocation != current {
+        return Ok(Err(Refusal::Stale { current }));
+    }
+    if !task.status.holds_slot() {
+        return Ok(Err(Refusal::NotRunning(task.status)));
+    }
+    let (logged, latest_node, branch) = lock(conn, tenant_id, task_id, invocation).await?;
+    let branches = if branch > 1 {
+        branches(conn, tenant_id, task_id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Ok(Log {
+        tenant_id,
+        task_id,
+        run_id: task.run_id,
+        invocation,
+        latest_node: if logged == invocation { latest_node } else { 0 },
+        branch,
+        branches,
+    }))
+}
+
+/// Writes the log's counters back (the invocation and the last node it reached).
+pub async fn save(conn: &mut PgConnection, log: &Log) -> Result<()> {
+    sqlx::query(
+        "UPDATE durable_logs SET invocation = $3, latest_node = $4 WHERE tenant_id = $1 AND task_id = $2",
+    )
+    .bind(log.tenant_id)
+    .bind(log.task_id)
+    .bind(log.invocation)
+    .bind(log.latest_node)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A durable task's current invocation and status, if it is a durable task of the
+/// tenant.
+pub async fn current_invocation(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant_id: Uuid,
+    task_id: Uuid,
+) -> Result<Option<(i32, TaskStatus)>> {
+    let row = sqlx::query(
+        "SELECT attempt, status FROM tasks WHERE tenant_id = $1 AND id = $2 AND durable",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| {
+        Ok((
+            invocation_of(r.try_get("attempt")?),
+            crate::scheduling::parse_status(r.try_get("status")?)?,
+        ))
+    })
+    .transpose()
+}
+
+/// Why a branch was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BranchRefusal {
+    /// No such durable task of the tenant.
+    NoTask,
+    /// Something about the request is wrong (in words).
+    Bad(String),
+}
+
+/// Starts a new branch of a durable task's log at `node`, forked from branch `from` (0:
+/// its active branch): the new branch reads the nodes before `node` from `from` and its
+/// own from `node` on, and becomes the task's active branch. The task must have ended
+/// or be evicted (the caller queues it again). Returns the new branch.
+pub async fn branch(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    node: i64,
+    from: i64,
+) -> Result<std::result::Result<i64, BranchRefusal>> {
+    let Some((_, status)) = current_invocation(&mut *conn, tenant_id, task_id).await? else {
+        return Ok(Err(BranchRefusal::NoTask));
+    };
+    if !(status.is_terminal() || status == TaskStatus::Evicted) {
+        return Ok(Err(BranchRefusal::Bad(format!(
+            "the task is {status}; branch it once it has ended or is evicted"
+        ))));
+    }
+    if node < 1 {
+        return Ok(Err(BranchRefusal::Bad(format!(
+            "nodeId must be 1 or more (nodes count from 1), got {node}"
+        ))));
+    }
+    let Some(r) = sqlx::query(
+        "SELECT branch, latest_branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(Err(BranchRefusal::Bad(
+            "the task has no durable log yet: it made no durable call".into(),
+        )));
+    };
+    let active: i64 = r.try_get("branch")?;
+    let latest: i64 = r.try_get("latest_branch")?;
+    let from = if from == 0 { active } else { from };
+    if from < 1 || from > latest {
+        return Ok(Err(BranchRefusal::Bad(format!(
+            "branchId {from} does not exist (the task's branches are 1 to {latest})"
+        ))));
+    }
+    let new = latest + 1;
+    sqlx::query(
+        r#"INSERT INTO durable_branches (tenant_id, task_id, branch, parent, first_node)
+           VALUES ($1, $2, $3, $4, $5)"#,
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(new)
+    .bind(from)
+    .bind(node)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE durable_logs SET branch = $3, latest_branch = $3, latest_node = 0
+         WHERE tenant_id = $1 AND task_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(new)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Ok(new))
+}
