@@ -233,21 +233,38 @@ pub async fn open(
     if !task.status.holds_slot() {
         return Ok(Err(Refusal::NotRunning(task.status)));
     }
-    let (logged, latest_node, branch) = lock(conn, tenant_id, task_id, invocation).await?;
-    let branches = if branch > 1 {
-        branches(conn, tenant_id, task_id).await?
-    } else {
-        Vec::new()
-    };
-    Ok(Ok(Log {
+    let counters = lock(conn, tenant_id, task_id, invocation).await?;
+    Ok(Ok(as_seen_by(
+        conn,
+        (tenant_id, task_id, task.run_id),
+        invocation,
+        counters,
+    )
+    .await?))
+}
+
+/// The log of `(tenant, task, run)` as invocation `invocation` sees it, from its
+/// counters `(logged invocation, latest node, active branch)`: an invocation that did
+/// not log them has reached no node yet.
+async fn as_seen_by(
+    conn: &mut PgConnection,
+    (tenant_id, task_id, run_id): (Uuid, Uuid, Uuid),
+    invocation: i32,
+    (logged, latest_node, branch): (i32, i64, i64),
+) -> Result<Log> {
+    Ok(Log {
         tenant_id,
         task_id,
-        run_id: task.run_id,
+        run_id,
         invocation,
         latest_node: if logged == invocation { latest_node } else { 0 },
         branch,
-        branches,
-    }))
+        branches: if branch > 1 {
+            branches(conn, tenant_id, task_id).await?
+        } else {
+            Vec::new()
+        },
+    })
 }
 
 /// Writes the log's counters back (the invocation and the last node it reached).

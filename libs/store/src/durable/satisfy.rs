@@ -185,25 +185,18 @@ pub async fn handed(
     else {
         return Ok(Some((invocation, Vec::new())));
     };
-    let logged: i32 = r.try_get("invocation")?;
-    let branch: i64 = r.try_get("branch")?;
-    let log = Log {
-        tenant_id,
-        task_id,
-        run_id: task.run_id,
+    let counters = (
+        r.try_get("invocation")?,
+        r.try_get("latest_node")?,
+        r.try_get("branch")?,
+    );
+    let log = as_seen_by(
+        conn,
+        (tenant_id, task_id, task.run_id),
         invocation,
-        latest_node: if logged == invocation {
-            r.try_get("latest_node")?
-        } else {
-            0
-        },
-        branch,
-        branches: if branch > 1 {
-            branches(conn, tenant_id, task_id).await?
-        } else {
-            Vec::new()
-        },
-    };
+        counters,
+    )
+    .await?;
     let rows = sqlx::query(&format!(
         "SELECT {ENTRY_COLUMNS} FROM durable_entries
          WHERE tenant_id = $1 AND task_id = $2 AND satisfied_at IS NOT NULL"
@@ -236,20 +229,13 @@ pub async fn handed(
     Ok(Some((invocation, out)))
 }
 
-/// The outcome a durable task's entry gets from its child run that ended with
-/// `status`: a single-task run's output as it is, a DAG's outputs by task name; a
-/// failure's error; a cancellation.
-pub async fn child_outcome(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    run_id: Uuid,
-) -> Result<Option<Outcome>> {
-    let Some(run) = crate::runs::get_run(&mut *conn, tenant_id, run_id).await? else {
-        return Ok(None);
-    };
+/// The outcome a durable task's entry gets from its child run, once it has ended: a
+/// single-task run's output as it is, a DAG's outputs by task name; a failure's error;
+/// a cancellation. `None` while it runs.
+fn child_outcome(run: &crate::runs::RunView) -> Option<Outcome> {
     use adze_core::RunStatus;
     let json = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
-    Ok(Some(match run.status {
+    Some(match run.status {
         RunStatus::Succeeded => {
             let value = match run.tasks.as_slice() {
                 [only] => only.output.clone().unwrap_or(Value::Null),
@@ -287,8 +273,8 @@ pub async fn child_outcome(
             is_failure: true,
             error: Some("task was cancelled".into()),
         },
-        RunStatus::Queued | RunStatus::Running => return Ok(None),
-    }))
+        RunStatus::Queued | RunStatus::Running => return None,
+    })
 }
 
 /// Run entries of one task with their child runs.
@@ -327,14 +313,23 @@ pub async fn children_ended(conn: &mut PgConnection, runs: &[(Uuid, Uuid)]) -> R
             _ => by_task.push((key, vec![item])),
         }
     }
+    // Every child run in one read.
+    let keys: Vec<(Uuid, Uuid)> = by_task
+        .iter()
+        .flat_map(|((tenant, _), items)| items.iter().map(move |(_, child)| (*tenant, *child)))
+        .collect();
+    let outcomes: std::collections::HashMap<Uuid, Outcome> =
+        crate::runs::get_runs(&mut *conn, &keys)
+            .await?
+            .iter()
+            .filter_map(|run| child_outcome(run).map(|o| (run.id, o)))
+            .collect();
     let mut woken = Vec::new();
     for ((tenant_id, task_id), items) in by_task {
-        let mut outcomes = Vec::new();
-        for (at, child) in items {
-            if let Some(o) = child_outcome(conn, tenant_id, child).await? {
-                outcomes.push((at, o));
-            }
-        }
+        let outcomes: Vec<(Position, Outcome)> = items
+            .into_iter()
+            .filter_map(|(at, child)| outcomes.get(&child).map(|o| (at, o.clone())))
+            .collect();
         if let Some(w) = satisfy(conn, tenant_id, task_id, &outcomes).await? {
             woken.push(w);
         }
