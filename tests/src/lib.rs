@@ -354,7 +354,9 @@ impl TestEnv {
         self.run_worker(builder, workflows).await
     }
 
-    async fn run_worker(
+    /// Runs the worker `builder` makes with `workflows` in process, and waits until
+    /// each is registered; cancel the token to stop it.
+    pub async fn run_worker(
         &self,
         mut builder: adze_sdk::WorkerBuilder,
         workflows: Vec<adze_sdk::Workflow<serde_json::Value>>,

@@ -169,6 +169,105 @@ async fn an_evicted_orchestrator_replays_its_log_and_spawns_each_child_once() {
     env.stop().await;
 }
 
+/// Sixteen durable tasks make their memo calls side by side, so the dispatcher's log
+/// writer commits calls of several tasks in one transaction: each call still gets its
+/// own answer, every value is computed once, and each task, evicted while it sleeps,
+/// reads its own values back on replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memo_calls_of_many_tasks_written_together_each_replay_their_own_values() {
+    const TASKS: u64 = 16;
+    const MEMOS: u64 = 25;
+    let env = TestEnv::start().await;
+    let computed: Arc<Mutex<HashMap<(u64, u64), usize>>> = Arc::default();
+    let invocations: Arc<Mutex<HashMap<u64, i32>>> = Arc::default();
+    let (seen, invoked) = (computed.clone(), invocations.clone());
+    let memos = Workflow::<Value>::new("dmemos").durable_task(DurableTaskDef::new(
+        "run",
+        move |input: Value, ctx: DurableContext| {
+            let (seen, invoked) = (seen.clone(), invoked.clone());
+            async move {
+                let k = input["k"].as_u64().unwrap_or(0);
+                invoked
+                    .lock()
+                    .expect("lock")
+                    .insert(k, ctx.invocation_count());
+                let mut sum = 0;
+                for i in 0..MEMOS {
+                    let seen = seen.clone();
+                    let v: u64 = ctx
+                        .memo(&["v", &i.to_string()], || async move {
+                            *seen.lock().expect("lock").entry((k, i)).or_default() += 1;
+                            Ok::<_, TaskError>(k * 1_000 + i)
+                        })
+                        .await?;
+                    if v != k * 1_000 + i {
+                        return Err(TaskError::non_retryable(format!(
+                            "task {k} memo {i} answered {v}"
+                        )));
+                    }
+                    sum += v;
+                }
+                ctx.sleep(Duration::from_millis(600)).await?;
+                Ok::<_, TaskError>(json!({ "sum": sum, "invocation": ctx.invocation_count() }))
+            }
+        },
+    ));
+    let builder = adze_sdk::Worker::builder(env.client())
+        .name("durable-memos")
+        .slots(1)
+        .durable_slots(TASKS as usize)
+        .eviction(eager_eviction());
+    let stop = env.run_worker(builder, vec![memos]).await;
+    let client = env.client();
+    let mut runs = Vec::new();
+    for k in 0..TASKS {
+        runs.push(
+            client
+                .run_no_wait("dmemos", json!({ "k": k }))
+                .await
+                .expect("trigger"),
+        );
+    }
+    for (k, run) in (0..TASKS).zip(runs) {
+        let out = tokio::time::timeout(Duration::from_secs(90), run.outputs())
+            .await
+            .expect("each task ends in time")
+            .expect("each task succeeds");
+        let out = out.get("run").cloned().expect("the task's output");
+        assert_eq!(
+            out["sum"],
+            json!((0..MEMOS).map(|i| k * 1_000 + i).sum::<u64>()),
+            "task {k} summed its own values"
+        );
+        assert!(
+            out["invocation"].as_i64().unwrap_or(0) >= 2,
+            "task {k} was evicted while it slept and replayed: {out}"
+        );
+    }
+    let computed = computed.lock().expect("lock").clone();
+    assert_eq!(
+        computed.len(),
+        (TASKS * MEMOS) as usize,
+        "every value computed"
+    );
+    assert!(
+        computed.values().all(|&n| n == 1),
+        "no value computed twice: {:?}",
+        computed.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM durable_entries")
+        .fetch_one(&env.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        entries,
+        (TASKS * (MEMOS + 1)) as i64,
+        "one entry per memo and one per sleep"
+    );
+    stop.cancel();
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn code_changed_between_invocations_is_a_nondeterminism_error() {
     let env = TestEnv::start().await;

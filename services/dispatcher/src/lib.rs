@@ -42,6 +42,9 @@ pub struct Config {
     pub heartbeat_flush_ms: u64,
     /// How often pending run subscriptions re-check Postgres (repairs lost notices).
     pub result_poll_ms: u64,
+    /// Transactions writing durable logs at once (each commits every call queued for
+    /// it while it wrote the previous batch).
+    pub durable_write_lanes: usize,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             listen: "127.0.0.1:7079".parse().expect("static address"),
             heartbeat_flush_ms: 1_000,
             result_poll_ms: 2_000,
+            durable_write_lanes: 4,
         }
     }
 }
@@ -126,9 +130,14 @@ impl Dispatcher {
             }
         });
         let outbox = outbox::Outbox::start(deps.bus.clone(), &tasks);
-        let durable = V1DispatcherServer::new(durable::DurableApi { deps: deps.clone() })
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let writer =
+            durable::LogWriter::start(deps.pool.clone(), config.durable_write_lanes, &tasks);
+        let durable = V1DispatcherServer::new(durable::DurableApi {
+            deps: deps.clone(),
+            writer,
+        })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let svc = Arc::new(service::DispatcherApi {
             deps,
             registry,

@@ -161,27 +161,22 @@ async fn task_row(
     .transpose()
 }
 
-/// Locks the task's log (creating it), returning its counters.
+/// Locks the task's log (creating it), returning its counters: one statement, whose
+/// update of nothing takes the row lock an existing log needs.
 async fn lock(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     task_id: Uuid,
     invocation: i32,
 ) -> Result<(i32, i64, i64)> {
-    sqlx::query(
-        "INSERT INTO durable_logs (tenant_id, task_id, invocation) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    let r = sqlx::query(
+        "INSERT INTO durable_logs (tenant_id, task_id, invocation) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, task_id) DO UPDATE SET invocation = durable_logs.invocation
+         RETURNING invocation, latest_node, branch",
     )
     .bind(tenant_id)
     .bind(task_id)
     .bind(invocation)
-    .execute(&mut *conn)
-    .await?;
-    let r = sqlx::query(
-        "SELECT invocation, latest_node, branch FROM durable_logs
-         WHERE tenant_id = $1 AND task_id = $2 FOR UPDATE",
-    )
-    .bind(tenant_id)
-    .bind(task_id)
     .fetch_one(&mut *conn)
     .await?;
     Ok((

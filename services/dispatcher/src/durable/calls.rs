@@ -17,54 +17,53 @@ impl Session {
             return;
         }
         let call = memo_call(&m.key);
-        let result: Result<Option<MemoAnswer>, adze_store::Error> = async {
-            let mut tx = self.deps.pool.begin().await?;
-            let Some(mut log) = self.open(&mut tx, &task, id).await else {
-                return Ok(None);
-            };
-            let at = log.allocate();
-            let answer = match log::entry_at(&mut tx, &log, at).await? {
-                Some(e) => {
-                    if !self.matches(&task, id, at, &e.call, &call).await {
-                        return Ok(None);
-                    }
-                    (at, true, e.done.and_then(|d| d.result))
-                }
-                None => {
-                    let value = m.payload.as_deref().filter(|p| !p.is_empty());
-                    log::insert(
-                        &mut tx,
-                        &log,
-                        &NewEntry {
-                            at,
-                            call: &call,
-                            spawn_key: None,
-                            child_run_id: None,
-                            conditions: None,
-                            wake_at: None,
-                            label: None,
-                            memo: value,
-                        },
-                    )
-                    .await?;
-                    (at, false, None)
-                }
-            };
-            log::save(&mut tx, &log).await?;
-            tx.commit().await?;
-            Ok(Some(answer))
-        }
-        .await;
-        let ack = result.map(|answer| {
-            answer.map(|(at, existed, value)| {
-                Out::MemoAck(DurableTaskEventMemoAckResponse {
-                    r#ref: Some(task.at(Some(at))),
-                    memo_already_existed: existed,
-                    memo_result_payload: value,
+        let value = m.payload.filter(|p| !p.is_empty());
+        let (tenant, t) = (self.tenant, task.clone());
+        let told = self
+            .writer
+            .write(id, move |conn| {
+                Box::pin(async move {
+                    let mut log = match open(conn, tenant, &t, id).await? {
+                        Ok(log) => log,
+                        Err(refusal) => return Ok(Told::Refused(refusal)),
+                    };
+                    let at = log.allocate();
+                    let (existed, value) = match log::entry_at(conn, &log, at).await? {
+                        Some(e) => {
+                            if let Some(nde) = mismatch(&t, id, at, &e.call, &call) {
+                                return Ok(Told::Refused(nde));
+                            }
+                            (true, e.done.and_then(|d| d.result))
+                        }
+                        None => {
+                            log::insert(
+                                conn,
+                                &log,
+                                &NewEntry {
+                                    at,
+                                    call: &call,
+                                    spawn_key: None,
+                                    child_run_id: None,
+                                    conditions: None,
+                                    wake_at: None,
+                                    label: None,
+                                    memo: value.as_deref(),
+                                },
+                            )
+                            .await?;
+                            (false, None)
+                        }
+                    };
+                    log::save(conn, &log).await?;
+                    Ok(Told::Ack(Out::MemoAck(DurableTaskEventMemoAckResponse {
+                        r#ref: Some(t.at(Some(at))),
+                        memo_already_existed: existed,
+                        memo_result_payload: value,
+                    })))
                 })
             })
-        });
-        self.answer(&task, id, ack).await;
+            .await;
+        self.answer(&task, id, told).await;
     }
 
     pub(super) async fn complete_memo(&self, c: DurableTaskCompleteMemoRequest) {
@@ -76,11 +75,13 @@ impl Session {
             branch: r.branch_id,
             node: r.node_id,
         };
-        let stored = async {
-            let mut conn = self.deps.pool.acquire().await?;
-            log::complete_memo(&mut conn, self.tenant, id, at, &c.payload).await
-        }
-        .await;
+        let tenant = self.tenant;
+        let stored = self
+            .writer
+            .write(id, move |conn| {
+                Box::pin(async move { log::complete_memo(conn, tenant, id, at, &c.payload).await })
+            })
+            .await;
         match stored {
             Ok(true) => self.hand(id).await,
             Ok(false) => {}
@@ -112,43 +113,40 @@ impl Session {
             }
         };
         let call = wait_call(&conditions.conditions);
-        let result: Result<Option<Position>, adze_store::Error> = async {
-            let mut tx = self.deps.pool.begin().await?;
-            let Some(mut log) = self.open(&mut tx, &task, id).await else {
-                return Ok(None);
-            };
-            let at = log.allocate();
-            match log::entry_at(&mut tx, &log, at).await? {
-                Some(e) => {
-                    if !self.matches(&task, id, at, &e.call, &call).await {
-                        return Ok(None);
+        let (tenant, t, label) = (self.tenant, task.clone(), w.label);
+        let told = self
+            .writer
+            .write(id, move |conn| {
+                Box::pin(async move {
+                    let mut log = match open(conn, tenant, &t, id).await? {
+                        Ok(log) => log,
+                        Err(refusal) => return Ok(Told::Refused(refusal)),
+                    };
+                    let at = log.allocate();
+                    match log::entry_at(conn, &log, at).await? {
+                        Some(e) => {
+                            if let Some(nde) = mismatch(&t, id, at, &e.call, &call) {
+                                return Ok(Told::Refused(nde));
+                            }
+                        }
+                        None => {
+                            log::register_wait(conn, &log, at, &call, &conditions, label.as_deref())
+                                .await?
+                        }
                     }
-                }
-                None => {
-                    log::register_wait(&mut tx, &log, at, &call, &conditions, w.label.as_deref())
-                        .await?
-                }
-            }
-            log::save(&mut tx, &log).await?;
-            tx.commit().await?;
-            Ok(Some(at))
-        }
-        .await;
-        if matches!(result, Ok(Some(_))) {
+                    log::save(conn, &log).await?;
+                    Ok(Told::Ack(Out::WaitForAck(
+                        DurableTaskEventWaitForAckResponse {
+                            r#ref: Some(t.at(Some(at))),
+                        },
+                    )))
+                })
+            })
+            .await;
+        if matches!(told, Ok(Told::Ack(_))) {
             // A sleep's end may come before the reapers' next look.
             adze_bus::hints::wake_reapers(&self.deps.bus).await;
         }
-        let ack = result.map(|at| {
-            at.map(|at| {
-                Out::WaitForAck(DurableTaskEventWaitForAckResponse {
-                    r#ref: Some(task.at(Some(at))),
-                })
-            })
-        });
-        self.answer(&task, id, ack).await;
+        self.answer(&task, id, told).await;
     }
 }
-
-/// A memo call's answer: its position, whether it was logged already, and its value
-/// if it has one.
-type MemoAnswer = (Position, bool, Option<Vec<u8>>);

@@ -37,6 +37,9 @@ use crate::service::{BoxStream, who};
 
 mod calls;
 mod spawns;
+mod writer;
+
+pub(crate) use writer::LogWriter;
 
 /// Most entries a stream remembers having handed (then it forgets them all: handing one
 /// again is harmless, the SDKs drop duplicates).
@@ -45,6 +48,7 @@ const HANDED_MEMORY: usize = 100_000;
 /// The `V1Dispatcher` service.
 pub(crate) struct DurableApi {
     pub(crate) deps: Deps,
+    pub(crate) writer: LogWriter,
 }
 
 #[tonic::async_trait]
@@ -59,6 +63,7 @@ impl V1Dispatcher for DurableApi {
         let (tx, rx) = mpsc::channel(1_024);
         let session = Arc::new(Session {
             deps: self.deps.clone(),
+            writer: self.writer.clone(),
             tenant,
             out: tx,
             handed: Mutex::new(HashSet::new()),
@@ -113,6 +118,7 @@ impl TaskRef {
 /// One worker process's durable-task stream.
 struct Session {
     deps: Deps,
+    writer: LogWriter,
     tenant: Uuid,
     out: mpsc::Sender<Result<DurableTaskResponse, Status>>,
     /// Entries handed on this stream: (task, invocation, branch, node).
@@ -132,27 +138,11 @@ impl Session {
     }
 
     async fn error(&self, task: &TaskRef, at: Option<Position>, nde: bool, message: String) {
-        let error_type = if nde {
-            DurableTaskErrorType::Nondeterminism
-        } else {
-            DurableTaskErrorType::Unspecified
-        };
-        tracing::debug!(task = %task.text, invocation = task.invocation, %message, "durable call refused");
-        self.send(Out::Error(DurableTaskErrorResponse {
-            r#ref: Some(task.at(at)),
-            error_type: error_type as i32,
-            error_message: message,
-        }))
-        .await;
+        self.send(error_out(task, at, nde, message)).await;
     }
 
     async fn server_evict(&self, task: &TaskRef, reason: String) {
-        self.send(Out::ServerEvict(DurableTaskServerEvictNotice {
-            durable_task_external_id: task.text.clone(),
-            invocation_count: task.invocation,
-            reason,
-        }))
-        .await;
+        self.send(server_evict_out(task, reason)).await;
     }
 
     /// Reads requests until the worker goes; hands tasks what their dispatcher is
@@ -269,77 +259,15 @@ impl Session {
         }
     }
 
-    /// Opens the task's log for the call, or answers the refusal.
-    async fn open(&self, tx: &mut sqlx::PgConnection, task: &TaskRef, id: Uuid) -> Option<Log> {
-        match log::open(tx, self.tenant, id, task.invocation).await {
-            Ok(Ok(log)) => Some(log),
-            Ok(Err(refusal)) => {
-                self.refuse(task, refusal).await;
-                None
-            }
-            Err(e) => {
-                self.error(task, None, false, format!("storage unavailable: {e}"))
-                    .await;
-                None
-            }
-        }
-    }
-
-    async fn refuse(&self, task: &TaskRef, refusal: Refusal) {
-        match refusal {
-            Refusal::Stale { current } => {
-                self.server_evict(
-                    task,
-                    format!(
-                        "invocation count mismatch for task {}: server has {current}, worker sent {}",
-                        task.text, task.invocation
-                    ),
-                )
-                .await
-            }
-            Refusal::NotRunning(TaskStatus::Evicted) => {
-                self.server_evict(task, format!("task {} was evicted", task.text))
-                    .await
-            }
-            Refusal::NoTask => {
-                self.error(task, None, false, format!("task {} not found", task.text))
-                    .await
-            }
-            other => {
-                self.error(task, None, false, format!("task {}: {other}", task.text))
-                    .await
-            }
-        }
-    }
-
-    /// Whether a call at `at` is the call the log has there; if not, the
-    /// non-determinism error is sent back.
-    async fn matches(
-        &self,
-        task: &TaskRef,
-        id: Uuid,
-        at: Position,
-        recorded: &Call,
-        call: &Call,
-    ) -> bool {
-        match nondeterminism(id, at, recorded, call) {
-            None => true,
-            Some(message) => {
-                self.error(task, Some(at), true, message).await;
-                false
-            }
-        }
-    }
-
-    /// Sends a call's acknowledgement, then what the task may be handed now; a call
-    /// refused already (`None`) was answered; a storage failure is an error.
-    async fn answer(&self, task: &TaskRef, id: Uuid, ack: Result<Option<Out>, adze_store::Error>) {
-        match ack {
-            Ok(Some(ack)) => {
+    /// Sends a call's answer, then what the task may be handed now; a storage failure
+    /// is an error.
+    async fn answer(&self, task: &TaskRef, id: Uuid, answer: Result<Told, adze_store::Error>) {
+        match answer {
+            Ok(Told::Ack(ack)) => {
                 self.send(ack).await;
                 self.hand(id).await;
             }
-            Ok(None) => {}
+            Ok(Told::Refused(refusal)) => self.send(refusal).await,
             Err(e) => {
                 self.error(task, None, false, format!("storage unavailable: {e}"))
                     .await
@@ -495,4 +423,69 @@ impl Session {
             .await;
         }
     }
+}
+
+/// What a log call tells the task: its acknowledgement, or why it was refused (a stale
+/// or finished task, a non-determinism error).
+enum Told {
+    Ack(Out),
+    Refused(Out),
+}
+
+fn error_out(task: &TaskRef, at: Option<Position>, nde: bool, message: String) -> Out {
+    let error_type = if nde {
+        DurableTaskErrorType::Nondeterminism
+    } else {
+        DurableTaskErrorType::Unspecified
+    };
+    tracing::debug!(task = %task.text, invocation = task.invocation, %message, "durable call refused");
+    Out::Error(DurableTaskErrorResponse {
+        r#ref: Some(task.at(at)),
+        error_type: error_type as i32,
+        error_message: message,
+    })
+}
+
+fn server_evict_out(task: &TaskRef, reason: String) -> Out {
+    Out::ServerEvict(DurableTaskServerEvictNotice {
+        durable_task_external_id: task.text.clone(),
+        invocation_count: task.invocation,
+        reason,
+    })
+}
+
+/// Opens the task's log for a call (locked until `conn`'s transaction ends), or says
+/// why the call is refused.
+async fn open(
+    conn: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    task: &TaskRef,
+    id: Uuid,
+) -> Result<Result<Log, Out>, adze_store::Error> {
+    Ok(log::open(conn, tenant, id, task.invocation)
+        .await?
+        .map_err(|refusal| refused(task, refusal)))
+}
+
+fn refused(task: &TaskRef, refusal: Refusal) -> Out {
+    match refusal {
+        Refusal::Stale { current } => server_evict_out(
+            task,
+            format!(
+                "invocation count mismatch for task {}: server has {current}, worker sent {}",
+                task.text, task.invocation
+            ),
+        ),
+        Refusal::NotRunning(TaskStatus::Evicted) => {
+            server_evict_out(task, format!("task {} was evicted", task.text))
+        }
+        Refusal::NoTask => error_out(task, None, false, format!("task {} not found", task.text)),
+        other => error_out(task, None, false, format!("task {}: {other}", task.text)),
+    }
+}
+
+/// The non-determinism error for a call at `at` that is not the call the log has
+/// there, if it is not.
+fn mismatch(task: &TaskRef, id: Uuid, at: Position, recorded: &Call, call: &Call) -> Option<Out> {
+    nondeterminism(id, at, recorded, call).map(|message| error_out(task, Some(at), true, message))
 }

@@ -101,79 +101,43 @@ impl Session {
     }
 
     /// Logs the spawns of one `trigger_runs` (or finds them logged): one entry per
-    /// child, in request order.
+    /// child, in request order. `None` when the call was refused (and told so).
     async fn plan_spawns(
         &self,
         task: &TaskRef,
         id: Uuid,
         opts: &[TriggerWorkflowRequest],
     ) -> Result<Option<Vec<Spawn>>, adze_store::Error> {
-        let mut tx = self.deps.pool.begin().await?;
-        let Some(mut log) = self.open(&mut tx, task, id).await else {
-            return Ok(None);
-        };
-        let mut planned: Vec<Spawn> = Vec::with_capacity(opts.len());
-        for (i, o) in opts.iter().enumerate() {
-            let call = run_call(&o.name, &o.input);
-            let keyed = o.child_key.as_deref().filter(|k| !k.is_empty());
-            let spawn_key = match keyed {
-                Some(k) => format!("key:{k}"),
-                None => format!("index:{}", o.child_index.unwrap_or(i as i32)),
-            };
-            // The child spawned under this key before (a replay re-attaches to it),
-            // or whatever the log has at the next node.
-            let logged = match log::spawned(&mut tx, &log, &spawn_key).await? {
-                Some(e) => e,
-                None => {
-                    let at = log.allocate();
-                    match log::entry_at(&mut tx, &log, at).await? {
-                        Some(e) => e,
-                        None => {
-                            let p = Spawn::new(at, &o.name, spawn_key, (log.run_id, id));
-                            log::insert(
-                                &mut tx,
-                                &log,
-                                &NewEntry {
-                                    at,
-                                    call: &call,
-                                    spawn_key: Some(&p.spawn_key),
-                                    child_run_id: Some(p.child),
-                                    conditions: None,
-                                    wake_at: None,
-                                    label: None,
-                                    memo: None,
-                                },
-                            )
-                            .await?;
-                            planned.push(p);
-                            continue;
-                        }
-                    }
+        let asked: Vec<Asked> = opts
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let keyed = o.child_key.as_deref().filter(|k| !k.is_empty());
+                Asked {
+                    call: run_call(&o.name, &o.input),
+                    workflow: o.name.clone(),
+                    spawn_key: match keyed {
+                        Some(k) => format!("key:{k}"),
+                        None => format!("index:{}", o.child_index.unwrap_or(i as i32)),
+                    },
+                    keyed: keyed.is_some(),
                 }
-            };
-            // A child found by the key the task named is the same child whatever its
-            // input; otherwise the call must be the logged one.
-            if keyed.is_none() && !self.matches(task, id, logged.at, &logged.call, &call).await {
+            })
+            .collect();
+        let (tenant, t) = (self.tenant, task.clone());
+        let logged = self
+            .writer
+            .write(id, move |conn| {
+                Box::pin(async move { log_spawns(conn, tenant, &t, id, asked).await })
+            })
+            .await?;
+        let mut planned = match logged {
+            Ok(planned) => planned,
+            Err(refusal) => {
+                self.send(refusal).await;
                 return Ok(None);
             }
-            let Some(child) = logged.child_run_id else {
-                let message = format!(
-                    "non-determinism error in task {id} at node {}: the durable log has {} {} \
-                     there, not a spawn",
-                    logged.at, logged.call.kind, logged.call.what
-                );
-                self.error(task, Some(logged.at), true, message).await;
-                return Ok(None);
-            };
-            log.touch(logged.at.node);
-            let key = logged.spawn_key.unwrap_or(spawn_key);
-            let mut p = Spawn::new(logged.at, &o.name, key, (log.run_id, id));
-            p.child = child;
-            p.new = false;
-            planned.push(p);
-        }
-        log::save(&mut tx, &log).await?;
-        tx.commit().await?;
+        };
         // Children already created need no second ask.
         let children: Vec<Uuid> = planned.iter().map(|p| p.child).collect();
         let existing = adze_store::runs::existing(&self.deps.pool, self.tenant, &children).await?;
@@ -221,6 +185,86 @@ impl Session {
         let mut conn = self.deps.pool.acquire().await?;
         log::forget(&mut conn, self.tenant, id, at).await
     }
+}
+
+/// A child a `trigger_runs` asks for.
+struct Asked {
+    call: Call,
+    workflow: String,
+    spawn_key: String,
+    /// The task named its key (else it is the child's index).
+    keyed: bool,
+}
+
+/// Logs the children of one `trigger_runs` in `conn`'s transaction: each child spawned
+/// under its key before (a replay re-attaches to it), or the entry the log has at the
+/// next node, or a new entry there; or what refuses the call.
+async fn log_spawns(
+    conn: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    task: &TaskRef,
+    id: Uuid,
+    asked: Vec<Asked>,
+) -> Result<Result<Vec<Spawn>, Out>, adze_store::Error> {
+    let mut log = match open(conn, tenant, task, id).await? {
+        Ok(log) => log,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let mut planned: Vec<Spawn> = Vec::with_capacity(asked.len());
+    for a in asked {
+        let logged = match log::spawned(conn, &log, &a.spawn_key).await? {
+            Some(e) => e,
+            None => {
+                let at = log.allocate();
+                match log::entry_at(conn, &log, at).await? {
+                    Some(e) => e,
+                    None => {
+                        let p = Spawn::new(at, &a.workflow, a.spawn_key, (log.run_id, id));
+                        log::insert(
+                            conn,
+                            &log,
+                            &NewEntry {
+                                at,
+                                call: &a.call,
+                                spawn_key: Some(&p.spawn_key),
+                                child_run_id: Some(p.child),
+                                conditions: None,
+                                wake_at: None,
+                                label: None,
+                                memo: None,
+                            },
+                        )
+                        .await?;
+                        planned.push(p);
+                        continue;
+                    }
+                }
+            }
+        };
+        // A child found by the key the task named is the same child whatever its
+        // input; otherwise the call must be the logged one.
+        if !a.keyed
+            && let Some(nde) = mismatch(task, id, logged.at, &logged.call, &a.call)
+        {
+            return Ok(Err(nde));
+        }
+        let Some(child) = logged.child_run_id else {
+            let message = format!(
+                "non-determinism error in task {id} at node {}: the durable log has {} {} \
+                 there, not a spawn",
+                logged.at, logged.call.kind, logged.call.what
+            );
+            return Ok(Err(error_out(task, Some(logged.at), true, message)));
+        };
+        log.touch(logged.at.node);
+        let key = logged.spawn_key.unwrap_or(a.spawn_key);
+        let mut p = Spawn::new(logged.at, &a.workflow, key, (log.run_id, id));
+        p.child = child;
+        p.new = false;
+        planned.push(p);
+    }
+    log::save(conn, &log).await?;
+    Ok(Ok(planned))
 }
 
 /// A child of one `trigger_runs`, as logged.
