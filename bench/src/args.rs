@@ -36,6 +36,10 @@ pub enum Scenario {
     /// Parents triggered together, each spawning child runs (of a one-task workflow)
     /// from inside its task and waiting for them: children/s and spawn → child start.
     Children,
+    /// Durable orchestrators (each spawning children, waiting for them and sleeping
+    /// durably): orchestrators/s and log writes per call; then memo-heavy durable tasks
+    /// evicted and replayed: transactions per memo call and a whole log's replay time.
+    Durable,
 }
 
 /// How the `events` scenario sends its events.
@@ -60,7 +64,7 @@ impl EventPath {
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
@@ -73,6 +77,7 @@ impl Scenario {
         Scenario::Sticky,
         Scenario::Events,
         Scenario::Children,
+        Scenario::Durable,
     ];
 
     /// The name used in file names and JSON.
@@ -90,6 +95,7 @@ impl Scenario {
             Scenario::Sticky => "sticky",
             Scenario::Events => "events",
             Scenario::Children => "children",
+            Scenario::Durable => "durable",
         }
     }
 }
@@ -246,6 +252,21 @@ pub struct Args {
     /// `--slots` slots rather than `--slots` + parents).
     #[arg(long)]
     pub children_release_slot: bool,
+    /// Orchestrators of the durable scenario, triggered together.
+    #[arg(long)]
+    pub durable_orchestrators: Option<usize>,
+    /// Child runs each orchestrator spawns (in one call) and waits for.
+    #[arg(long, default_value_t = 10)]
+    pub durable_children: usize,
+    /// The durable sleep of each orchestrator after its children, ms.
+    #[arg(long, default_value_t = 100)]
+    pub durable_sleep_ms: u64,
+    /// Durable tasks of the replay part, run side by side.
+    #[arg(long)]
+    pub durable_replay_tasks: Option<usize>,
+    /// Memo calls each replay task makes (the length of the log it replays).
+    #[arg(long)]
+    pub durable_replay_memos: Option<usize>,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -292,6 +313,11 @@ pub struct Scale {
     pub children_parents: usize,
     pub children_per_parent: usize,
     pub children_release_slot: bool,
+    pub durable_orchestrators: usize,
+    pub durable_children: usize,
+    pub durable_sleep_ms: u64,
+    pub durable_replay_tasks: usize,
+    pub durable_replay_memos: usize,
     pub slots: usize,
     pub workers: usize,
     pub task_sleep_ms: u64,
@@ -354,6 +380,20 @@ impl Scale {
                 .unwrap_or(if q { 50 } else { 100 })
                 .max(1),
             children_release_slot: a.children_release_slot,
+            durable_orchestrators: a
+                .durable_orchestrators
+                .unwrap_or(if q { 20 } else { 200 })
+                .max(1),
+            durable_children: a.durable_children.max(1),
+            durable_sleep_ms: a.durable_sleep_ms,
+            durable_replay_tasks: a
+                .durable_replay_tasks
+                .unwrap_or(if q { 2 } else { 8 })
+                .max(1),
+            durable_replay_memos: a
+                .durable_replay_memos
+                .unwrap_or(if q { 200 } else { 1_000 })
+                .max(1),
             slots: a.slots.max(1),
             workers: a.workers.max(1),
             task_sleep_ms: a.task_sleep_ms,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adze_sdk::{
-    Client, ClientConfig, Context, RunHandle, SdkError, TaskDef, TaskError, TlsStrategy,
-    TriggerOptions, Worker, Workflow,
+    ChildSpec, Client, ClientConfig, Context, DurableContext, DurableTaskDef, EvictionPolicy,
+    RunHandle, SdkError, TaskDef, TaskError, TlsStrategy, TriggerOptions, Worker, Workflow,
 };
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,11 @@ pub const EVENT_KEY: &str = "bench:event";
 /// The `children` scenario's parent workflow, and the workflow of its children.
 pub const CHILDREN_PARENT: &str = "bench-children-parent";
 pub const CHILDREN_CHILD: &str = "bench-children-child";
+/// The `durable` scenario's orchestrator, the workflow of its children, and its replay
+/// workflow.
+pub const DURABLE_ORCHESTRATOR: &str = "bench-durable-orchestrator";
+pub const DURABLE_CHILD: &str = "bench-durable-child";
+pub const DURABLE_REPLAY: &str = "bench-durable-replay";
 /// The action of the `timeouts` scenario's task.
 pub const TIMEOUTS_ACTION: &str = "bench-timeouts:maybe";
 
@@ -252,6 +257,123 @@ pub fn children_parent(hub: &Arc<Hub>, family: Family) -> Workflow<SeqInput> {
     Workflow::new(CHILDREN_PARENT).task(task)
 }
 
+/// The `durable` scenario's orchestrator: one durable task that spawns `per_parent`
+/// runs of [`DURABLE_CHILD`] in one call (recording, like [`children_parent`], when each
+/// was asked for and answered), waits for all of them without a call, sleeps `sleep`
+/// durably, and returns: two durable calls, `per_parent + 1` log entries.
+pub fn durable_orchestrator(hub: &Arc<Hub>, family: Family, sleep: Duration) -> Workflow<SeqInput> {
+    let hub = hub.clone();
+    let task = DurableTaskDef::new(
+        "orchestrate",
+        move |input: SeqInput, ctx: DurableContext| {
+            let hub = hub.clone();
+            async move {
+                let recorder = hub.recorder(input.phase);
+                if let Some(r) = &recorder {
+                    r.started(input.seq, 0, now_ns());
+                }
+                let seqs: Vec<u32> = (0..family.per_parent)
+                    .map(|i| family.child_seq(input.seq, i))
+                    .collect();
+                if let Some(r) = &recorder {
+                    seqs.iter().for_each(|&seq| r.sent(seq, now_ns()));
+                }
+                let children = ctx
+                    .spawn_many(seqs.iter().map(|&seq| {
+                        let child = SeqInput {
+                            phase: input.phase,
+                            seq,
+                        };
+                        ChildSpec::new(DURABLE_CHILD, child)
+                    }))
+                    .await?;
+                if let Some(r) = &recorder {
+                    for (&seq, child) in seqs.iter().zip(&children) {
+                        r.acked(seq, now_ns());
+                        hub.bind(r, seq, child.run_id());
+                    }
+                }
+                for child in children {
+                    child.result::<serde_json::Value>().await?;
+                }
+                ctx.sleep(sleep).await?;
+                if let Some(r) = &recorder {
+                    r.ended(input.seq, 0, now_ns());
+                }
+                Ok::<(), TaskError>(())
+            }
+        },
+    )
+    .execution_timeout(Duration::from_secs(900));
+    Workflow::new(DURABLE_ORCHESTRATOR).durable_task(task)
+}
+
+/// When one run of the replay workflow went through its memo calls: the first
+/// invocation writing them, and the next one reading them back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayTimes {
+    pub write_start: u64,
+    pub write_end: u64,
+    pub replay_start: u64,
+    pub replay_end: u64,
+    /// The last invocation seen.
+    pub invocation: i32,
+}
+
+/// Per run of the replay workflow (by `seq`).
+pub type ReplayLog = Arc<std::sync::Mutex<Vec<ReplayTimes>>>;
+
+/// The `durable` scenario's replay workflow: one durable task that makes `memos` memo
+/// calls, then sleeps `sleep` (its worker evicts it meanwhile); the engine runs it
+/// again when the sleep is over and the new invocation reads the `memos` calls back
+/// from the log before it returns. `times` gets when each invocation began and ended
+/// its memo calls.
+pub fn durable_replay(memos: usize, sleep: Duration, times: ReplayLog) -> Workflow<SeqInput> {
+    let task = DurableTaskDef::new("replay", move |input: SeqInput, ctx: DurableContext| {
+        let times = times.clone();
+        async move {
+            let first = ctx.invocation_count() == 1;
+            let mark = |f: &dyn Fn(&mut ReplayTimes)| {
+                let mut all = times
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(t) = all.get_mut(input.seq as usize) {
+                    t.invocation = ctx.invocation_count();
+                    f(t);
+                }
+            };
+            let start = now_ns();
+            mark(&|t| {
+                if first {
+                    t.write_start = start
+                } else {
+                    t.replay_start = start
+                }
+            });
+            for i in 0..memos {
+                let n: usize = ctx
+                    .memo(&["n", &i.to_string()], || async { Ok::<_, TaskError>(i) })
+                    .await?;
+                if n != i {
+                    return Err(TaskError::non_retryable(format!("memo {i} read back {n}")));
+                }
+            }
+            let end = now_ns();
+            mark(&|t| {
+                if first {
+                    t.write_end = end
+                } else {
+                    t.replay_end = end
+                }
+            });
+            ctx.sleep(sleep).await?;
+            Ok::<(), TaskError>(())
+        }
+    })
+    .execution_timeout(Duration::from_secs(900));
+    Workflow::new(DURABLE_REPLAY).durable_task(task)
+}
+
 /// Running worker instances.
 pub struct Workers {
     stop: CancellationToken,
@@ -267,13 +389,31 @@ impl Workers {
         count: usize,
         slots: usize,
     ) -> anyhow::Result<Self> {
+        // The SDK's default durable slots.
+        Self::start_durable(target, name, workflows, count, (slots, 1_000), None)
+    }
+
+    /// [`start`](Self::start), with `(slots, durable slots)` and an eviction policy
+    /// (default: the SDK's).
+    pub fn start_durable(
+        target: &Target,
+        name: &str,
+        workflows: &[Workflow<SeqInput>],
+        count: usize,
+        (slots, durable_slots): (usize, usize),
+        eviction: Option<EvictionPolicy>,
+    ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for i in 0..count {
             let mut builder = Worker::builder(client(target)?)
                 .name(format!("{name}-{i}"))
                 .slots(slots)
+                .durable_slots(durable_slots)
                 .shutdown_timeout(Duration::from_secs(5));
+            if let Some(policy) = &eviction {
+                builder = builder.eviction(policy.clone());
+            }
             for wf in workflows {
                 builder = builder.workflow(wf.clone());
             }

@@ -2,6 +2,7 @@
 
 mod backlog;
 mod children;
+mod durable;
 mod events;
 mod fanout;
 mod latency;
@@ -176,5 +177,6 @@ pub async fn run(scenario: Scenario, ctx: &Ctx, fleet: &mut Fleet) -> anyhow::Re
         Scenario::Sticky => ramp::run(ctx, ramp::Shape::Sticky).await,
         Scenario::Events => events::run(ctx).await,
         Scenario::Children => children::run(ctx).await,
+        Scenario::Durable => durable::run(ctx).await,
     }
 }
