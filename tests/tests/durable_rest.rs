@@ -1,8 +1,9 @@
 //! REST around durable tasks against the real fleet: restoring an evicted task queues it
 //! again as its next invocation (twice is harmless); branching an ended task at a node
 //! starts a new branch of its log forked from the one asked (0: the active one) and
-//! replays the task; bad branches, tasks that still run, unknown tasks and other
-//! tenants' are refused saying why.
+//! replays the task; the event log lists every entry and which the active branch reads;
+//! bad branches, tasks that still run, unknown tasks and other tenants' are refused
+//! saying why.
 
 use std::time::Duration;
 
@@ -17,6 +18,21 @@ async fn post(env: &TestEnv, token: &str, path: &str, body: Value) -> (u16, Valu
         .post(format!("http://{}{path}", env.addr.expect("api")))
         .bearer_auth(token)
         .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn get(env: &TestEnv, token: &str, path: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}{path}", env.addr.expect("api")))
+        .bearer_auth(token)
         .send()
         .await
         .expect("request");
@@ -181,8 +197,53 @@ async fn restore_and_branch_queue_a_durable_task_again() {
     .expect("branch");
     assert_eq!((active, first, parent), (2, 2, 1));
 
+    // The event log: both entries of branch 1; the new branch reads the memo from it,
+    // not the child past the fork.
+    let list_path = format!(
+        "/api/v1/stable/tenants/{}/durable-tasks/{ended}",
+        env.tenant_id
+    );
+    let (status, listed) = get(&env, &token, &list_path).await;
+    assert_eq!(status, 200, "{listed}");
+    let summary: Vec<(i64, i64, String, bool, bool)> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            (
+                e["branchId"].as_i64().unwrap_or(0),
+                e["nodeId"].as_i64().unwrap_or(0),
+                e["kind"].as_str().unwrap_or("").to_string(),
+                e["isSatisfied"].as_bool().unwrap_or(true),
+                e["isActive"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, 1, "MEMO".into(), false, true),
+            (1, 2, "RUN".into(), false, false)
+        ],
+        "{listed}"
+    );
+    assert_eq!(listed[1]["call"], "spawn a run of \"child\" with input {}");
+    let (status, _) = get(
+        &env,
+        &token,
+        &format!(
+            "/api/v1/stable/tenants/{}/durable-tasks/{}",
+            env.tenant_id,
+            Uuid::new_v4()
+        ),
+    )
+    .await;
+    assert_eq!(status, 404, "an unknown task has no log");
+
     // Another tenant's token: refused, nothing changed.
     let (_, other_token) = env.tenant("durable-other").await;
+    let (status, _) = get(&env, &other_token, &list_path).await;
+    assert_eq!(status, 403, "another tenant's log is not listed");
     let (status, _) = post(&env, &other_token, &branch_path, body(1, 1)).await;
     assert_eq!(status, 403);
     let (status, _) = post(&env, &other_token, &restore, json!({})).await;

@@ -8,7 +8,11 @@
 //!   task is replayed, an evicted one restored), replaying to the node and going on
 //!   anew from it. Answers `{taskExternalId, nodeId, branchId: <the new branch>}`.
 //!
-//! Both are accepted once the scheduler's event is durable in JetStream.
+//! - `GET /api/v1/stable/tenants/{tenant}/durable-tasks/{task}` lists the task's event
+//!   log: every entry of every branch, by branch and node, with what it recorded, whether
+//!   and when it was satisfied, and whether the active branch reads it.
+//!
+//! Restore and branch are accepted once the scheduler's event is durable in JetStream.
 
 use adze_bus::Envelope;
 use adze_bus::messages::SchedulerEvent;
@@ -17,7 +21,8 @@ use adze_store::durable::{self as log, BranchRefusal};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -30,6 +35,10 @@ pub(crate) fn router() -> axum::Router<Deps> {
         .route(
             "/api/v1/stable/tenants/{tenant}/durable-tasks/branch",
             post(branch),
+        )
+        .route(
+            "/api/v1/stable/tenants/{tenant}/durable-tasks/{task}",
+            get(event_log),
         )
 }
 
@@ -156,4 +165,83 @@ async fn branch(
         node_id: req.node_id,
         branch_id: new,
     }))
+}
+
+/// One entry of a durable task's event log, as listed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogEntry {
+    branch_id: i64,
+    node_id: i64,
+    /// `RUN`, `WAIT_FOR` or `MEMO`.
+    kind: &'static str,
+    /// The call: the child's workflow, the conditions waited for, the memo's key.
+    call: String,
+    /// The invocation that wrote it.
+    invocation: i32,
+    is_satisfied: bool,
+    inserted_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    satisfied_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    satisfied_order: Option<i64>,
+    /// A child that failed or was cancelled.
+    is_failure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    child_run_id: Option<Uuid>,
+    /// The label the SDK gave the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_message: Option<String>,
+    /// A wait's conditions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait_data: Option<adze_core::conditions::TaskConditions>,
+    /// The task's active branch reads it (an entry of an abandoned branch past its
+    /// fork does not).
+    is_active: bool,
+}
+
+async fn event_log(
+    State(deps): State<Deps>,
+    headers: HeaderMap,
+    Path((tenant, task)): Path<(String, String)>,
+) -> Result<Json<Vec<LogEntry>>, ApiError> {
+    let tenant = caller_of(&deps, &headers, &tenant).await?;
+    let task = parse_id("durable task", &task)?;
+    let mut conn = deps.pool.acquire().await.map_err(unavailable)?;
+    let listed = log::list(&mut conn, tenant, task)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| not_found(task))?;
+    Ok(Json(
+        listed
+            .into_iter()
+            .map(|l| {
+                let e = l.entry;
+                let done = e.done.as_ref();
+                LogEntry {
+                    branch_id: e.at.branch,
+                    node_id: e.at.node,
+                    kind: match e.call.kind {
+                        adze_core::durable::EntryKind::Run => "RUN",
+                        adze_core::durable::EntryKind::WaitFor => "WAIT_FOR",
+                        adze_core::durable::EntryKind::Memo => "MEMO",
+                    },
+                    call: e.call.what,
+                    invocation: e.invocation,
+                    is_satisfied: done.is_some(),
+                    inserted_at: l.created_at,
+                    satisfied_at: l.satisfied_at,
+                    satisfied_order: done.and_then(|d| d.order),
+                    is_failure: done.is_some_and(|d| d.is_failure),
+                    error: done.and_then(|d| d.error.clone()),
+                    child_run_id: e.child_run_id,
+                    user_message: l.label,
+                    wait_data: l.conditions,
+                    is_active: l.active,
+                }
+            })
+            .collect(),
+    ))
 }

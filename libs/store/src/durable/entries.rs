@@ -257,3 +257,84 @@ pub async fn complete_memo(
     .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// An entry as a log listing shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The entry.
+    pub entry: Entry,
+    /// A wait entry's conditions.
+    pub conditions: Option<TaskConditions>,
+    /// Display text the SDK gave.
+    pub label: Option<String>,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// When it was satisfied.
+    pub satisfied_at: Option<DateTime<Utc>>,
+    /// Whether it is on the branch the task reads now (an entry of an abandoned branch
+    /// past its fork is not).
+    pub active: bool,
+}
+
+/// Every entry of the log of the tenant's durable task `task_id`, by branch and node;
+/// `None` when it is not a durable task of the tenant.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+) -> Result<Option<Vec<Listed>>> {
+    let Some(task) = task_row(conn, tenant_id, task_id).await? else {
+        return Ok(None);
+    };
+    if !task.durable {
+        return Ok(None);
+    }
+    let active = sqlx::query_scalar::<_, i64>(
+        "SELECT branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or(1);
+    let log = Log {
+        tenant_id,
+        task_id,
+        run_id: task.run_id,
+        invocation: 0,
+        latest_node: 0,
+        branch: active,
+        branches: if active > 1 {
+            branches(conn, tenant_id, task_id).await?
+        } else {
+            Vec::new()
+        },
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS}, conditions, label, created_at, satisfied_at FROM durable_entries
+         WHERE tenant_id = $1 AND task_id = $2 ORDER BY branch, node"
+    ))
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let entry = entry(r)?;
+            let conditions: Option<Value> = r.try_get("conditions")?;
+            let active = log.at(entry.at.node) == entry.at;
+            Ok(Listed {
+                conditions: conditions
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| Error::Corrupt(format!("durable entry conditions: {e}")))?,
+                label: r.try_get("label")?,
+                created_at: r.try_get("created_at")?,
+                satisfied_at: r.try_get("satisfied_at")?,
+                active,
+                entry,
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
