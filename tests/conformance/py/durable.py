@@ -12,7 +12,9 @@ a higher invocation count once what it waits for is done. Workflows:
 - `conf-py-nap` (durable): `aio_sleep_for(2 s)`;
 - `conf-py-listener` (durable): `aio_wait_for_event("conf-py-go:<family>", "input.ok == true")`;
 - `conf-py-failing-child`: raises; `conf-py-catcher` (durable) runs it and returns what it
-  caught.
+  caught;
+- `conf-py-shifty` (durable, one retry): invocation 1 sleeps 100 ms and raises; its retry
+  takes another path, a memoized `aio_now()` where the log has the sleep.
 
 1. Orchestrator: the run completes with n children's squares summed, n decided at runtime;
    exactly n child runs ran, each once.
@@ -22,7 +24,9 @@ a higher invocation count once what it waits for is done. Workflows:
    and the task returns that event's payload.
 5. A child's failure reaches the durable task as an exception carrying the child's error.
 6. Cancel: cancelling an orchestrator whose children run cancels it and its children.
-7. Eviction: an orchestrator whose 3 children sleep 12 s is evicted after 10 s (its slot
+7. Non-determinism: the retry of `conf-py-shifty` fails with the engine's non-determinism
+   error (its node 1 is not the logged call) instead of returning.
+8. Eviction: an orchestrator whose 3 children sleep 12 s is evicted after 10 s (its slot
    freed, `is_evicted` while it waits, RUNNING and not done as GetRunDetails says), then
    restored and replayed when they finish: it completes on invocation 2 with the same
    `now` as invocation 1, and no child was spawned twice (3 child runs ran, each once).
@@ -158,6 +162,17 @@ async def catcher(input: Family, ctx: DurableContext) -> dict[str, str]:
     return {"caught": ""}
 
 
+@hatchet.durable_task(name="conf-py-shifty", input_validator=Family, retries=1)
+async def shifty(input: Family, ctx: DurableContext) -> dict[str, str]:
+    note(input.family, {"invocation": ctx.invocation_count})
+    if ctx.invocation_count == 1:
+        await ctx.aio_sleep_for(timedelta(milliseconds=100))
+        raise RuntimeError("the first invocation fails after its sleep, to be retried")
+    # The retry's code has changed: node 1 is now a memo, not the logged sleep.
+    now = await ctx.aio_now()
+    return {"now": str(now)}
+
+
 def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e)[:300]}"
 
@@ -288,6 +303,26 @@ def cancel_checks(checks: Checks) -> None:
     )
 
 
+def nondeterminism_checks(checks: Checks) -> None:
+    family = f"nde-{NONCE}"
+    try:
+        result = shifty.run(Family(family=family))
+        checks.check("nondeterminism: the changed retry fails", False, f"it returned {result}")
+    except Exception as e:  # noqa: BLE001 - the failure is the expected result
+        text = describe(e)
+        checks.observe("nondeterminism_error", text)
+        checks.check(
+            "nondeterminism: the changed code fails with the non-determinism error",
+            "determinism" in text.lower(),
+            text,
+        )
+    checks.expect_equal(
+        "nondeterminism: the failing retry was invocation 2",
+        [s["invocation"] for s in notes(family)],
+        [1, 2],
+    )
+
+
 def eviction_checks(checks: Checks) -> None:
     family = f"evict-{NONCE}"
     ref = orchestrator.run_no_wait(Family(family=family, delay=13.0))
@@ -335,6 +370,7 @@ def body(checks: Checks) -> None:
     event_checks(checks)
     failure_checks(checks)
     cancel_checks(checks)
+    nondeterminism_checks(checks)
     eviction_checks(checks)
 
 

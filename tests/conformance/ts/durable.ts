@@ -11,13 +11,17 @@
  *   `ctx.spawnChildren(...)` of n children, returns the sum of squares and its invocation;
  * - `conf-ts-race` (durable): `Promise.race` of two `ctx.spawnChild(...)`;
  * - `conf-ts-nap` (durable): `ctx.sleepFor('2s')`;
- * - `conf-ts-listener` (durable): `ctx.waitForEvent('conf-ts-go:<family>', 'input.ok == true')`.
+ * - `conf-ts-listener` (durable): `ctx.waitForEvent('conf-ts-go:<family>', 'input.ok == true')`;
+ * - `conf-ts-shifty` (durable, one retry): invocation 1 sleeps 100 ms and throws; its retry
+ *   takes another path, a memoized `ctx.now()` where the log has the sleep.
  *
  * 1. Orchestrator: completes with n children's squares summed; n child runs ran, each once.
  * 2. Race: the fast child wins.
  * 3. Sleep: about 2 s, as the SDK reports it.
  * 4. Event: an event the expression refuses does not wake it; the matching one does.
- * 5. Eviction: an orchestrator whose children sleep 13 s is evicted after 10 s, then restored
+ * 5. Non-determinism: the retry of `conf-ts-shifty` fails with the engine's non-determinism
+ *    error (its node 1 is not the logged call) instead of returning.
+ * 6. Eviction: an orchestrator whose children sleep 13 s is evicted after 10 s, then restored
  *    and replayed: it completes on invocation 2 with the same `now`, no child spawned twice.
  * Prints one `ADZE-RESULT <json>` line.
  */
@@ -144,13 +148,28 @@ async function main(): Promise<void> {
     },
   });
 
+  const shifty = hatchet.durableTask({
+    name: 'conf-ts-shifty',
+    retries: 1,
+    fn: async (input: Family, ctx) => {
+      note(input.family, { invocation: ctx.invocationCount });
+      if (ctx.invocationCount === 1) {
+        await ctx.sleepFor('100ms');
+        throw new Error('the first invocation fails after its sleep, to be retried');
+      }
+      // The retry's code has changed: node 1 is now a memo, not the logged sleep.
+      const now = await ctx.now();
+      return { now: now.toISOString() };
+    },
+  });
+
   const pause = watchPause(hatchet);
   let running: RunningWorker | undefined;
   try {
     running = await startWorker(
       hatchet,
       'conf-ts-durable-worker',
-      [child, orchestrator, race, nap, listener],
+      [child, orchestrator, race, nap, listener, shifty],
       10,
       1
     );
@@ -228,6 +247,25 @@ async function main(): Promise<void> {
     } catch (e) {
       checks.check('event: the run completes', false, describeError(e));
     }
+
+    const ndeFamily = `nde-${NONCE}`;
+    try {
+      const result = await shifty.run({ family: ndeFamily });
+      checks.check('nondeterminism: the changed retry fails', false, `it returned ${JSON.stringify(result)}`);
+    } catch (e) {
+      const text = describeError(e);
+      checks.observe('nondeterminismError', text);
+      checks.check(
+        'nondeterminism: the changed code fails with the non-determinism error',
+        text.toLowerCase().includes('determinism'),
+        text
+      );
+    }
+    checks.expectEqual(
+      'nondeterminism: the failing retry was invocation 2',
+      (invocations.get(ndeFamily) ?? []).map((s) => s.invocation),
+      [1, 2]
+    );
 
     const evictFamily = `evict-${NONCE}`;
     log('conf-ts-orchestrator with 13 s children: evicted after 10 s, then replayed');
