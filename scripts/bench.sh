@@ -7,7 +7,7 @@
 #   scripts/bench.sh noop --rates 2000,4000 --sustain-secs 30    any adze-bench flag
 #
 # Scenarios: noop dag3 latency fanout backlog wire timeouts keyed limited sticky events
-# children. Each one starts its own fleet (a fresh
+# children durable. Each one starts its own fleet (a fresh
 # database adze_bench_*, NATS prefix, secret and free ports; the four release service
 # binaries as child processes), prints one summary line on stdout and writes
 # bench/results/<scenario>-<timestamp>.json; service logs go to bench/results/logs/.

@@ -13,7 +13,7 @@ a higher invocation count once what it waits for is done. Workflows:
 - `conf-py-listener` (durable): `aio_wait_for_event("conf-py-go:<family>", "input.ok == true")`;
 - `conf-py-failing-child`: raises; `conf-py-catcher` (durable) runs it and returns what it
   caught;
-- `conf-py-shifty` (durable, one retry): invocation 1 sleeps 100 ms and raises; its retry
+- `conf-py-shifty` (durable, one retry): invocation 1 sleeps 1 s and raises; its retry
   takes another path, a memoized `aio_now()` where the log has the sleep.
 
 1. Orchestrator: the run completes with n children's squares summed, n decided at runtime;
@@ -164,10 +164,11 @@ async def catcher(input: Family, ctx: DurableContext) -> dict[str, str]:
 
 @hatchet.durable_task(name="conf-py-shifty", input_validator=Family, retries=1)
 async def shifty(input: Family, ctx: DurableContext) -> dict[str, str]:
-    note(input.family, {"invocation": ctx.invocation_count})
     if ctx.invocation_count == 1:
-        await ctx.aio_sleep_for(timedelta(milliseconds=100))
+        await ctx.aio_sleep_for(timedelta(seconds=1))
+        note(input.family, {"invocation": 1, "slept": True})
         raise RuntimeError("the first invocation fails after its sleep, to be retried")
+    note(input.family, {"invocation": ctx.invocation_count})
     # The retry's code has changed: node 1 is now a memo, not the logged sleep.
     now = await ctx.aio_now()
     return {"now": str(now)}
@@ -317,9 +318,9 @@ def nondeterminism_checks(checks: Checks) -> None:
             text,
         )
     checks.expect_equal(
-        "nondeterminism: the failing retry was invocation 2",
-        [s["invocation"] for s in notes(family)],
-        [1, 2],
+        "nondeterminism: invocation 1 slept, then its retry, invocation 2, ran",
+        notes(family),
+        [{"invocation": 1, "slept": True}, {"invocation": 2}],
     )
 
 
@@ -379,7 +380,7 @@ def main() -> int:
         "py/durable.py",
         hatchet,
         "conf-py-durable-worker",
-        [child_wf, orchestrator, race, nap, listener, failing_wf, catcher],
+        [child_wf, orchestrator, race, nap, listener, failing_wf, catcher, shifty],
         body,
         slots=10,
         durable_slots=1,

@@ -12,7 +12,7 @@
  * - `conf-ts-race` (durable): `Promise.race` of two `ctx.spawnChild(...)`;
  * - `conf-ts-nap` (durable): `ctx.sleepFor('2s')`;
  * - `conf-ts-listener` (durable): `ctx.waitForEvent('conf-ts-go:<family>', 'input.ok == true')`;
- * - `conf-ts-shifty` (durable, one retry): invocation 1 sleeps 100 ms and throws; its retry
+ * - `conf-ts-shifty` (durable, one retry): invocation 1 sleeps 1 s and throws; its retry
  *   takes another path, a memoized `ctx.now()` where the log has the sleep.
  *
  * 1. Orchestrator: completes with n children's squares summed; n child runs ran, each once.
@@ -41,7 +41,7 @@ import {
 
 type Child = { i: number; delay: number; family: string };
 type Family = { family: string; delay?: number };
-type Seen = { invocation: number; now?: string; n?: number; listening?: boolean };
+type Seen = { invocation: number; now?: string; n?: number; listening?: boolean; slept?: boolean };
 
 const NONCE = randomUUID().slice(0, 8);
 /** family -> child run id -> how many times it ran. */
@@ -152,11 +152,12 @@ async function main(): Promise<void> {
     name: 'conf-ts-shifty',
     retries: 1,
     fn: async (input: Family, ctx) => {
-      note(input.family, { invocation: ctx.invocationCount });
       if (ctx.invocationCount === 1) {
-        await ctx.sleepFor('100ms');
+        await ctx.sleepFor('1s');
+        note(input.family, { invocation: 1, slept: true });
         throw new Error('the first invocation fails after its sleep, to be retried');
       }
+      note(input.family, { invocation: ctx.invocationCount });
       // The retry's code has changed: node 1 is now a memo, not the logged sleep.
       const now = await ctx.now();
       return { now: now.toISOString() };
@@ -262,9 +263,9 @@ async function main(): Promise<void> {
       );
     }
     checks.expectEqual(
-      'nondeterminism: the failing retry was invocation 2',
-      (invocations.get(ndeFamily) ?? []).map((s) => s.invocation),
-      [1, 2]
+      'nondeterminism: invocation 1 slept, then its retry, invocation 2, ran',
+      invocations.get(ndeFamily) ?? [],
+      [{ invocation: 1, slept: true }, { invocation: 2 }]
     );
 
     const evictFamily = `evict-${NONCE}`;
