@@ -21,7 +21,7 @@ impl Session {
         let (tenant, t) = (self.tenant, task.clone());
         let told = self
             .writer
-            .write(id, move |conn| {
+            .write((tenant, id), move |conn| {
                 Box::pin(async move {
                     let mut log = match open(conn, tenant, &t, id).await? {
                         Ok(log) => log,
@@ -78,7 +78,7 @@ impl Session {
         let tenant = self.tenant;
         let stored = self
             .writer
-            .write(id, move |conn| {
+            .write((tenant, id), move |conn| {
                 Box::pin(async move { log::complete_memo(conn, tenant, id, at, &c.payload).await })
             })
             .await;
@@ -116,7 +116,7 @@ impl Session {
         let (tenant, t, label) = (self.tenant, task.clone(), w.label);
         let told = self
             .writer
-            .write(id, move |conn| {
+            .write((tenant, id), move |conn| {
                 Box::pin(async move {
                     let mut log = match open(conn, tenant, &t, id).await? {
                         Ok(log) => log,

@@ -127,7 +127,7 @@ impl Session {
         let (tenant, t) = (self.tenant, task.clone());
         let logged = self
             .writer
-            .write(id, move |conn| {
+            .write((tenant, id), move |conn| {
                 Box::pin(async move { log_spawns(conn, tenant, &t, id, asked).await })
             })
             .await?;

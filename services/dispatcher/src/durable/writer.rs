@@ -3,9 +3,9 @@
 //! calls keep their order); a lane takes everything queued when it is free (no linger:
 //! a lone call is written at once), runs the calls one after the other in one
 //! transaction, each under a savepoint so that one call's failure undoes only its own
-//! writes, commits once, and only then answers each call. Calls run in task order
-//! within a batch, the order the satisfiers lock logs in, so batches never deadlock
-//! with them or with each other.
+//! writes, commits once, and only then answers each call. Calls run in (tenant, task)
+//! order within a batch, the order the satisfiers lock logs in, so batches never
+//! deadlock with them or with each other.
 
 use std::sync::Arc;
 
@@ -26,7 +26,8 @@ type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Work = Box<dyn for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Option<Finish>> + Send>;
 
 struct Job {
-    task: Uuid,
+    /// (tenant, task).
+    log: (Uuid, Uuid),
     work: Work,
 }
 
@@ -56,9 +57,14 @@ impl LogWriter {
         }
     }
 
-    /// Runs `work` in a transaction of `task`'s lane and returns its value once that
-    /// transaction is committed; its error, or the commit's, otherwise.
-    pub(crate) async fn write<T, F>(&self, task: Uuid, work: F) -> Result<T, adze_store::Error>
+    /// Runs `work` on the log of `(tenant, task)` in a transaction of the task's lane and
+    /// returns its value once that transaction is committed; its error, or the
+    /// commit's, otherwise.
+    pub(crate) async fn write<T, F>(
+        &self,
+        (tenant, task): (Uuid, Uuid),
+        work: F,
+    ) -> Result<T, adze_store::Error>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, adze_store::Error>>
@@ -67,7 +73,7 @@ impl LogWriter {
     {
         let (reply, answer) = oneshot::channel::<Result<T, adze_store::Error>>();
         let job = Job {
-            task,
+            log: (tenant, task),
             work: Box::new(move |conn| {
                 Box::pin(async move {
                     match work(conn).await {
@@ -125,7 +131,7 @@ async fn lane(pool: PgPool, mut rx: mpsc::Receiver<Job>, shutdown: CancellationT
 /// dropped, which answers it as interrupted.
 async fn commit(pool: &PgPool, mut jobs: Vec<Job>) {
     // Stable: a task's calls keep their order.
-    jobs.sort_by_key(|j| j.task);
+    jobs.sort_by_key(|j| j.log);
     let alone = jobs.len() == 1;
     let mut finished: Vec<Finish> = Vec::with_capacity(jobs.len());
     let outcome: Result<(), sqlx::Error> = async {
