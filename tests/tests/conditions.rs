@@ -60,7 +60,11 @@ fn sleep(ms: i64) -> ConditionKind {
 }
 
 fn event(key: &str) -> ConditionKind {
-    ConditionKind::Event { key: key.into() }
+    ConditionKind::Event {
+        key: key.into(),
+        scope: None,
+        since: None,
+    }
 }
 
 /// A worker serving every task of `spec`, each returning its trigger data and counting

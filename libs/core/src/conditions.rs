@@ -10,6 +10,11 @@
 //! met, is skipped (nothing can meet it any more). Sleeps count from the moment the task's parents were all done (its
 //! creation, for a root task); only events pushed from then on count.
 //!
+//! The conditions of a durable task's wait (`adze_core::durable`) are the same kind of
+//! thing, with two more properties an event condition of theirs may have: a scope
+//! (only events pushed with that scope meet it) and, with a scope, a start: events
+//! stored since then meet it too when the wait is registered (a lookback).
+//!
 //! A skipped task succeeds with the output `{"skipped": true}`; a task all of whose
 //! parents were skipped is skipped too, unless it has a `skip_if` on a parent of its
 //! own (which then decides).
@@ -58,6 +63,24 @@ pub enum ConditionKind {
         /// [`ConditionSpec`], whose own `key` would clash with it.
         #[serde(rename = "event_key")]
         key: String,
+        /// Only events pushed with this scope meet it (a durable wait's
+        /// `event_scope`); none: any event with the key, whatever its scope. Task
+        /// conditions never have one (Hatchet ignores it for the tasks of a DAG).
+        #[serde(
+            rename = "event_scope",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        scope: Option<String>,
+        /// A durable wait's `consider_events_since`: with a scope, events stored
+        /// with the key and scope since then meet it too, when the wait is registered
+        /// (a lookback). Task conditions never have one.
+        #[serde(
+            rename = "events_since",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        since: Option<DateTime<Utc>>,
     },
     /// A parent's output (its expression sees it as `output`).
     Parent {
@@ -98,9 +121,28 @@ impl TaskConditions {
     /// The event keys it listens for.
     pub fn event_keys(&self) -> impl Iterator<Item = &str> {
         self.conditions.iter().filter_map(|c| match &c.kind {
-            ConditionKind::Event { key } => Some(key.as_str()),
+            ConditionKind::Event { key, .. } => Some(key.as_str()),
             _ => None,
         })
+    }
+
+    /// Its event conditions that look back (a durable wait's with both a scope and a
+    /// start, `consider_events_since`): each one's index among
+    /// [`TaskConditions::conditions`], event key, scope and start. Stored events with
+    /// that key and scope since then meet them when the wait is registered.
+    pub fn lookbacks(&self) -> Vec<(usize, &str, &str, DateTime<Utc>)> {
+        self.conditions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match &c.kind {
+                ConditionKind::Event {
+                    key,
+                    scope: Some(scope),
+                    since: Some(since),
+                } => Some((i, key.as_str(), scope.as_str(), *since)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether one of its conditions is a `skip_if` on a parent (which replaces the
@@ -110,6 +152,22 @@ impl TaskConditions {
             c.action == ConditionAction::Skip && matches!(c.kind, ConditionKind::Parent { .. })
         })
     }
+}
+
+/// Whether an event pushed with `event_scope` may meet an event condition whose scope
+/// is `wanted`: any event when the condition has none, else only one pushed with that
+/// very scope.
+pub fn scope_matches(wanted: Option<&str>, event_scope: Option<&str>) -> bool {
+    wanted.is_none_or(|w| event_scope == Some(w))
+}
+
+/// A protobuf `Timestamp`'s seconds and nanoseconds as a time; `None` when they are
+/// not one (nanoseconds out of 0..1e9, or out of range).
+pub fn timestamp(seconds: i64, nanos: i32) -> Option<DateTime<Utc>> {
+    u32::try_from(nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .and_then(|n| DateTime::from_timestamp(seconds, n))
 }
 
 /// A parent of the task, done (it succeeded, or was skipped: its output says so).
@@ -307,7 +365,7 @@ fn hopeless_queue_group(
 pub fn describe(c: &ConditionSpec) -> String {
     let what = match &c.kind {
         ConditionKind::Sleep { text, .. } => format!("sleep {text}"),
-        ConditionKind::Event { key } => format!("event {key:?}"),
+        ConditionKind::Event { key, .. } => format!("event {key:?}"),
         ConditionKind::Parent { parent } => format!("parent {parent:?}"),
     };
     if c.expression.is_empty() {

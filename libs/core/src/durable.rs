@@ -106,7 +106,8 @@ pub fn wait_call(conditions: &[ConditionSpec]) -> Call {
                 text.as_str(),
                 "",
             ),
-            ConditionKind::Event { key } => (
+            // Its scope and lookback start are not part of it.
+            ConditionKind::Event { key, .. } => (
                 c.expression.as_str(),
                 c.key.as_str(),
                 "USER_EVENT",
@@ -137,7 +138,7 @@ pub fn wait_call(conditions: &[ConditionSpec]) -> Call {
         .map(|c| {
             let on = match &c.kind {
                 ConditionKind::Sleep { text, .. } => format!("sleep {text}"),
-                ConditionKind::Event { key } => format!("event {key:?}"),
+                ConditionKind::Event { key, .. } => format!("event {key:?}"),
                 ConditionKind::Parent { parent } => format!("parent {parent:?}"),
             };
             if c.expression.is_empty() {

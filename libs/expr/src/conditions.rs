@@ -18,10 +18,16 @@
 //!   `<parent>:<expression>:<now>`, TypeScript `parent-<parent>`). Two sleep or event
 //!   conditions may not share a key (Python refuses this before sending); parent
 //!   conditions may share theirs, as several may look at one parent.
-//! - An event condition's `event_scope` and `consider_events_since` are ignored, as
-//!   Hatchet ignores them for the tasks of a DAG: any event with the key, pushed once
-//!   the task's parents are done, counts. (A durable wait counts events pushed once it
-//!   waits.)
+//! - A task's event condition ignores `event_scope` and `consider_events_since`, as
+//!   Hatchet does for the tasks of a DAG: any event with the key, pushed once the
+//!   task's parents are done, counts.
+//! - A durable wait's event condition honours them. With a scope (an empty one is
+//!   none, as for an event), only events pushed with that same scope meet it; without
+//!   one, any event with the key does. With both a scope and `consider_events_since`,
+//!   it looks back: when the wait is registered, events stored with the key and the
+//!   scope since then meet it too (oldest first, the first whose payload the expression
+//!   holds for); otherwise only events pushed once it waits count. Neither is part of
+//!   the wait's identity in the log (`adze_core::durable::wait_call`).
 //!
 //! Expressions are CEL over [`CONDITION_VARIABLES`]: an event condition's sees the
 //! event's payload as `input`, a parent condition's sees the parent's output as
@@ -33,7 +39,7 @@ use adze_core::conditions::{ConditionAction, ConditionKind, ConditionSpec, TaskC
 use adze_core::duration;
 use adze_proto::v1;
 
-use crate::{CONDITION_VARIABLES, Expr};
+use crate::{CONDITION_VARIABLES, Cache, Expr, Vars};
 
 /// The nil UUID, which Hatchet reads as no or-group, like an empty id.
 const NIL_GROUP: &str = "00000000-0000-0000-0000-000000000000";
@@ -165,12 +171,37 @@ fn sleeps_and_events(
         compile(&base.expression).map_err(|p| refuse(&what, p))?;
         let key = base.key.unwrap_or_else(|| event_key.to_string());
         claim_key(&mut keys, &key, &what).map_err(|p| refuse(&what, p))?;
+        // Only a durable wait honours a scope and a lookback start.
+        let (scope, since) = match gate {
+            Gate::Task => (None, None),
+            Gate::Durable => {
+                let since = e
+                    .consider_events_since
+                    .as_ref()
+                    .map(|t| {
+                        adze_core::conditions::timestamp(t.seconds, t.nanos).ok_or_else(|| {
+                            refuse(
+                                &what,
+                                format!(
+                                    "consider_events_since is not a time ({}s {}ns)",
+                                    t.seconds, t.nanos
+                                ),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                let scope = e.event_scope.clone().filter(|s| !s.is_empty());
+                (scope, since)
+            }
+        };
         conditions.push(ConditionSpec {
             action: base.action,
             group: base.group,
             key,
             kind: ConditionKind::Event {
                 key: event_key.to_string(),
+                scope,
+                since,
             },
             expression: base.expression,
         });
@@ -197,6 +228,17 @@ pub fn durable_wait(c: &v1::DurableEventListenerConditions) -> Result<TaskCondit
         conditions,
         schedule_timeout_ms: None,
     })
+}
+
+/// Whether an event condition's `expression` holds for an event's `payload` (seen as
+/// `input`; `output` is `{}`): an empty expression does; one that does not compile,
+/// does not evaluate or is not a bool does not. `exprs` is a cache over
+/// [`CONDITION_VARIABLES`].
+pub fn event_holds(exprs: &Cache, expression: &str, payload: &serde_json::Value) -> bool {
+    let vars = Vars::new()
+        .input(payload)
+        .with("output", &serde_json::json!({}));
+    exprs.holds(expression, &vars)
 }
 
 /// What a condition's base says, checked.
@@ -447,10 +489,21 @@ mod tests {
                 key: "approval".into(),
                 kind: ConditionKind::Event {
                     key: "order:approved".into(),
+                    scope: None,
+                    since: None,
                 },
                 expression: "input.amount > 10.0".into(),
             }]
         );
+    }
+
+    /// An event condition of `key` with no scope and no lookback start.
+    fn event_kind(key: &str) -> ConditionKind {
+        ConditionKind::Event {
+            key: key.into(),
+            scope: None,
+            since: None,
+        }
     }
 
     #[test]
@@ -462,7 +515,8 @@ mod tests {
             nanos: 0,
         });
         let got = accepted(events(vec![e]));
-        assert_eq!(got[0].kind, ConditionKind::Event { key: "k".into() });
+        // A task's conditions ignore them, as Hatchet's DAG tasks do.
+        assert_eq!(got[0].kind, event_kind("k"));
     }
 
     #[test]
@@ -512,7 +566,7 @@ mod tests {
                 text: "1m".into()
             }
         );
-        assert_eq!(got[1].kind, ConditionKind::Event { key: "stop".into() });
+        assert_eq!(got[1].kind, event_kind("stop"));
     }
 
     #[test]
@@ -725,6 +779,133 @@ mod tests {
                 text: "5s".into()
             }
         );
+    }
+
+    #[test]
+    fn a_durable_wait_keeps_an_event_scope_and_a_lookback_start() {
+        let since = prost_types::Timestamp {
+            seconds: 1_735_732_800,
+            nanos: 250_000_000,
+        };
+        let mut both = event(v1::Action::Create, UUID_A, "", "demo:go", "input.ok");
+        both.event_scope = Some("s1".into());
+        both.consider_events_since = Some(since);
+        let mut scope_only = event(v1::Action::Create, UUID_B, "", "other", "");
+        scope_only.event_scope = Some("s2".into());
+        let mut since_only = event(v1::Action::Create, "", "", "third", "");
+        since_only.consider_events_since = Some(since);
+        // An empty scope is none, as for an event pushed with one.
+        let mut empty_scope = event(v1::Action::Create, "", "", "fourth", "");
+        empty_scope.event_scope = Some(String::new());
+        empty_scope.consider_events_since = Some(since);
+        let w = durable(
+            Vec::new(),
+            vec![
+                both,
+                scope_only,
+                since_only,
+                empty_scope,
+                event(v1::Action::Create, "", "", "fifth", ""),
+            ],
+        )
+        .expect("accepted");
+        let at = adze_core::conditions::timestamp(1_735_732_800, 250_000_000);
+        assert!(at.is_some());
+        let kinds: Vec<&ConditionKind> = w.conditions.iter().map(|c| &c.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &ConditionKind::Event {
+                    key: "demo:go".into(),
+                    scope: Some("s1".into()),
+                    since: at,
+                },
+                &ConditionKind::Event {
+                    key: "other".into(),
+                    scope: Some("s2".into()),
+                    since: None,
+                },
+                &ConditionKind::Event {
+                    key: "third".into(),
+                    scope: None,
+                    since: at,
+                },
+                &ConditionKind::Event {
+                    key: "fourth".into(),
+                    scope: None,
+                    since: at,
+                },
+                &event_kind("fifth"),
+            ]
+        );
+        // Only the one with both looks back.
+        let back: Vec<(usize, &str, &str)> = w
+            .lookbacks()
+            .into_iter()
+            .map(|(i, key, scope, _)| (i, key, scope))
+            .collect();
+        assert_eq!(back, [(0, "demo:go", "s1")]);
+    }
+
+    #[test]
+    fn a_durable_wait_key_ignores_scope_and_lookback() {
+        let plain = durable(
+            vec![sleep(v1::Action::Create, UUID_A, "", "5s")],
+            vec![event(v1::Action::Create, UUID_A, "", "demo:go", "input.ok")],
+        )
+        .expect("accepted");
+        let mut e = event(v1::Action::Create, UUID_B, "", "demo:go", "input.ok");
+        e.event_scope = Some("s1".into());
+        e.consider_events_since = Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        });
+        let scoped =
+            durable(vec![sleep(v1::Action::Create, "", "", "5s")], vec![e]).expect("accepted");
+        assert_ne!(plain, scoped);
+        let (a, b) = (
+            adze_core::durable::wait_call(&plain.conditions),
+            adze_core::durable::wait_call(&scoped.conditions),
+        );
+        assert_eq!(
+            a.key, b.key,
+            "scope, lookback and or-groups are not the call's identity"
+        );
+        assert_eq!(a.what, b.what);
+    }
+
+    #[test]
+    fn a_durable_wait_refuses_a_lookback_start_that_is_no_time() {
+        let mut e = event(v1::Action::Create, "", "", "go", "");
+        e.event_scope = Some("s".into());
+        e.consider_events_since = Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: -5,
+        });
+        let m = durable(Vec::new(), vec![e]).expect_err("refused");
+        assert!(
+            m.starts_with("wait_for event condition \"go\": consider_events_since is not a time"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn event_expressions_see_the_payload_as_input() {
+        let exprs = Cache::new(CONDITION_VARIABLES);
+        let payload = serde_json::json!({"ok": true, "n": 2});
+        assert!(event_holds(&exprs, "", &payload));
+        assert!(event_holds(
+            &exprs,
+            "input.ok == true && input.n == 2",
+            &payload
+        ));
+        assert!(!event_holds(&exprs, "input.n > 2", &payload));
+        assert!(
+            !event_holds(&exprs, "input.n >", &payload),
+            "does not compile"
+        );
+        assert!(!event_holds(&exprs, "input.n", &payload), "not a bool");
+        assert!(event_holds(&exprs, "output == {}", &payload));
     }
 
     #[test]

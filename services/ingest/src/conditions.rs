@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use adze_core::conditions::ConditionKind;
+use adze_core::conditions::{ConditionKind, scope_matches};
 use adze_expr::CONDITION_VARIABLES;
 
 /// Event-condition expressions, compiled once (an event condition's expression sees
@@ -23,10 +23,7 @@ impl Default for EventExprs {
 
 impl EventExprs {
     fn holds(&self, source: &str, payload: &serde_json::Value) -> bool {
-        let vars = adze_expr::Vars::new()
-            .input(payload)
-            .with("output", &serde_json::json!({}));
-        self.exprs.holds(source, &vars)
+        adze_expr::conditions::event_holds(&self.exprs, source, payload)
     }
 
     /// Records, in the events' transaction, the events that meet conditions of queued
@@ -49,7 +46,8 @@ impl EventExprs {
             let mut met = Vec::new();
             for w in &waits {
                 for c in &w.conditions.conditions {
-                    let ConditionKind::Event { key } = &c.kind else {
+                    // A task's conditions have no scope (see `adze_expr::conditions`).
+                    let ConditionKind::Event { key, .. } = &c.kind else {
                         continue;
                     };
                     if key != &w.event_key {
@@ -76,7 +74,9 @@ impl EventExprs {
     /// Records, in the events' transaction, the events that meet the open waits of
     /// durable tasks, and satisfies the waits that are then met (OR within an
     /// or-group, AND across groups); returns the tasks woken. Only waits registered
-    /// before the event count.
+    /// before the event count (events stored earlier are a lookback's, matched when
+    /// the wait is registered), and a condition with a scope only counts events pushed
+    /// with that scope.
     pub(crate) async fn record_durable(
         &self,
         tx: &mut sqlx::PgConnection,
@@ -98,17 +98,18 @@ impl EventExprs {
                 let mut wait = w.wait;
                 let mut met = false;
                 for c in &wait.conditions.conditions {
-                    let ConditionKind::Event { key } = &c.kind else {
+                    let ConditionKind::Event { key, scope, .. } = &c.kind else {
                         continue;
                     };
                     if wait.hits.contains_key(&c.key) {
                         continue;
                     }
                     // The first event of the batch that meets it.
-                    if let Some(e) = events
-                        .iter()
-                        .find(|e| &e.key == key && self.holds(&c.expression, &e.payload))
-                    {
+                    if let Some(e) = events.iter().find(|e| {
+                        &e.key == key
+                            && scope_matches(scope.as_deref(), e.scope.as_deref())
+                            && self.holds(&c.expression, &e.payload)
+                    }) {
                         wait.hits.insert(c.key.clone(), e.payload.clone());
                         met = true;
                     }

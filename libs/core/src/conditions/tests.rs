@@ -32,7 +32,16 @@ fn sleep(action: ConditionAction, group: &str, text: &str, ms: i64) -> Condition
 }
 
 fn event(action: ConditionAction, group: &str, key: &str) -> ConditionSpec {
-    cond(action, group, key, ConditionKind::Event { key: key.into() })
+    cond(
+        action,
+        group,
+        key,
+        ConditionKind::Event {
+            key: key.into(),
+            scope: None,
+            since: None,
+        },
+    )
 }
 
 fn parent(action: ConditionAction, group: &str, name: &str, expression: &str) -> ConditionSpec {
@@ -392,6 +401,86 @@ fn conditions_round_trip_through_json() {
         ["order:approved"],
         "only event conditions listen for events"
     );
+}
+
+#[test]
+fn a_scope_and_a_lookback_start_round_trip_and_old_rows_still_read() {
+    let mut scoped = event(Queue, "g", "demo:go");
+    scoped.kind = ConditionKind::Event {
+        key: "demo:go".into(),
+        scope: Some("s1".into()),
+        since: Some(secs(-30)),
+    };
+    let c = conds(vec![scoped, event(Queue, "h", "other")]);
+    let v = serde_json::to_value(&c).unwrap();
+    assert_eq!(
+        v["conditions"][0],
+        json!({"action": "queue", "group": "g", "key": "demo:go", "kind": "event",
+               "event_key": "demo:go", "event_scope": "s1",
+               "events_since": "2025-01-01T11:59:30Z"})
+    );
+    // Without them, nothing more is written: rows written before them read the same.
+    assert_eq!(
+        v["conditions"][1],
+        json!({"action": "queue", "group": "h", "key": "other", "kind": "event",
+               "event_key": "other"})
+    );
+    assert_eq!(serde_json::from_value::<TaskConditions>(v).unwrap(), c);
+    let text = serde_json::to_string(&c).unwrap();
+    assert_eq!(serde_json::from_str::<TaskConditions>(&text).unwrap(), c);
+    let old = json!({"conditions": [{"action": "queue", "group": "g", "key": "k",
+                                      "kind": "event", "event_key": "k"}]});
+    assert_eq!(
+        serde_json::from_value::<TaskConditions>(old).unwrap(),
+        conds(vec![event(Queue, "g", "k")])
+    );
+}
+
+#[test]
+fn only_conditions_with_a_scope_and_a_start_look_back() {
+    let with = |key: &str, scope: Option<&str>, since: Option<DateTime<Utc>>| {
+        let mut c = event(Queue, key, key);
+        c.kind = ConditionKind::Event {
+            key: key.into(),
+            scope: scope.map(str::to_string),
+            since,
+        };
+        c
+    };
+    let c = conds(vec![
+        sleep(Queue, "s", "1s", 1_000),
+        with("a", Some("s1"), Some(secs(-5))),
+        with("b", Some("s1"), None),
+        with("c", None, Some(secs(-5))),
+        event(Queue, "d", "d"),
+        with("e", Some("s2"), Some(secs(-9))),
+    ]);
+    assert_eq!(
+        c.lookbacks(),
+        vec![(1, "a", "s1", secs(-5)), (5, "e", "s2", secs(-9))]
+    );
+    assert!(conds(vec![event(Queue, "g", "k")]).lookbacks().is_empty());
+}
+
+#[test]
+fn a_scope_must_match_when_it_is_set() {
+    assert!(scope_matches(None, None));
+    assert!(scope_matches(None, Some("s1")));
+    assert!(scope_matches(Some("s1"), Some("s1")));
+    assert!(!scope_matches(Some("s1"), Some("s2")));
+    assert!(!scope_matches(Some("s1"), None));
+}
+
+#[test]
+fn timestamps_are_read_only_when_they_are_times() {
+    assert_eq!(timestamp(1_735_732_800, 0), Some(t0()));
+    assert_eq!(
+        timestamp(1_735_732_800, 500_000_000),
+        Some(t0() + chrono::Duration::milliseconds(500))
+    );
+    assert_eq!(timestamp(0, -1), None);
+    assert_eq!(timestamp(0, 1_000_000_000), None);
+    assert_eq!(timestamp(i64::MAX, 0), None);
 }
 
 #[test]

@@ -21,6 +21,8 @@ fn event(group: &str, key: &str, event_key: &str, expression: &str) -> Condition
         key: key.into(),
         kind: ConditionKind::Event {
             key: event_key.into(),
+            scope: None,
+            since: None,
         },
         expression: expression.into(),
     }
@@ -71,6 +73,39 @@ fn a_wait_is_its_conditions_in_any_order_and_any_grouping() {
     }
     assert_eq!(a.what, r#"wait for sleep 5s, event "go" (input.ok)"#);
     assert_ne!(a.key, memo_call(b"x").key);
+}
+
+#[test]
+fn a_wait_key_is_stable_and_ignores_scope_and_lookback() {
+    let plain = [
+        sleep("g1", "sleep:5s", "5s"),
+        event("g1", "go", "go", "input.ok"),
+    ];
+    // The key of this wait before event conditions had a scope and a lookback start:
+    // adding them changed no key a log already holds.
+    let key = "9592cf610c53e1329f48711cdde6a140a072675f593aa06e151856cd7ee710fa";
+    assert_eq!(wait_call(&plain).key, key);
+    let mut scoped = plain.clone();
+    scoped[1].kind = ConditionKind::Event {
+        key: "go".into(),
+        scope: Some("tenant-7".into()),
+        since: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+    };
+    let call = wait_call(&scoped);
+    assert_eq!(call.key, key, "scope and lookback are not part of the key");
+    assert_eq!(call.what, wait_call(&plain).what);
+    // Nor is the scope alone, or the start alone.
+    for (scope, since) in [
+        (Some("s".to_string()), None),
+        (None, chrono::DateTime::from_timestamp(1, 0)),
+    ] {
+        scoped[1].kind = ConditionKind::Event {
+            key: "go".into(),
+            scope,
+            since,
+        };
+        assert_eq!(wait_call(&scoped).key, key);
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Waits: those whose sleep ended (the timeout-reaper), those an event meets (ingest),
-//! and deciding them.
+//! the events stored before one that its lookback catches (the dispatcher, as it
+//! registers it), and deciding them.
 
 use super::*;
 
@@ -177,4 +178,101 @@ pub async fn set_hits(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Most stored events one lookback condition with an expression reads (oldest first):
+/// past them, only events pushed from now on can meet it. One without reads only the
+/// oldest, which meets it.
+pub const LOOKBACK_LIMIT: i64 = 1_000;
+
+/// Looks back for the wait just registered at `at` (in the same transaction, its log
+/// locked): each of its event conditions with a scope and a start
+/// ([`TaskConditions::lookbacks`]) is met by the oldest event of the tenant stored with
+/// its key and scope since that start whose payload `holds` its expression
+/// (`holds(expression, payload)`: the store does not evaluate CEL). The hits are
+/// recorded, and the wait satisfied when they meet it (OR within an or-group, AND
+/// across groups); events pushed from now on are matched as they come (ingest).
+/// Returns whether it is satisfied.
+pub async fn look_back(
+    conn: &mut PgConnection,
+    log: &Log,
+    at: Position,
+    conditions: &TaskConditions,
+    holds: impl Fn(&str, &Value) -> bool,
+) -> Result<bool> {
+    let wanted = conditions.lookbacks();
+    if wanted.is_empty() {
+        return Ok(false);
+    }
+    let mut index = Vec::with_capacity(wanted.len());
+    let mut keys = Vec::with_capacity(wanted.len());
+    let mut scopes = Vec::with_capacity(wanted.len());
+    let mut since = Vec::with_capacity(wanted.len());
+    let mut limits = Vec::with_capacity(wanted.len());
+    for (i, key, scope, start) in wanted {
+        index.push(i32::try_from(i).map_err(|_| Error::Corrupt("too many conditions".into()))?);
+        keys.push(key);
+        scopes.push(scope);
+        since.push(start);
+        limits.push(if conditions.conditions[i].expression.is_empty() {
+            1
+        } else {
+            LOOKBACK_LIMIT
+        });
+    }
+    // One read for every condition (`events_lookback`): each one's events, oldest
+    // first.
+    let rows = sqlx::query(
+        r#"SELECT w.i, e.payload
+           FROM UNNEST($2::int4[], $3::text[], $4::text[], $5::timestamptz[], $6::int8[])
+                AS w(i, key, scope, since, n)
+           CROSS JOIN LATERAL (
+               SELECT ev.payload, ev.created_at, ev.id FROM events ev
+               WHERE ev.tenant_id = $1 AND ev.key = w.key AND ev.scope = w.scope
+                 AND ev.created_at >= w.since
+               ORDER BY ev.created_at, ev.id
+               LIMIT w.n
+           ) e
+           ORDER BY w.i, e.created_at, e.id"#,
+    )
+    .bind(log.tenant_id)
+    .bind(&index)
+    .bind(&keys)
+    .bind(&scopes)
+    .bind(&since)
+    .bind(&limits)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut hits = serde_json::Map::new();
+    for r in &rows {
+        let i: i32 = r.try_get("i")?;
+        let Some(c) = usize::try_from(i)
+            .ok()
+            .and_then(|i| conditions.conditions.get(i))
+        else {
+            continue;
+        };
+        if hits.contains_key(&c.key) {
+            continue;
+        }
+        let payload: Value = r.try_get("payload")?;
+        if holds(&c.expression, &payload) {
+            hits.insert(c.key.clone(), payload);
+        }
+    }
+    if hits.is_empty() {
+        return Ok(false);
+    }
+    // Registered just now: none of its sleeps has ended.
+    let now = Utc::now();
+    match decide_wait(conditions, &hits, now, now) {
+        Ok(outcome) => {
+            satisfy(conn, log.tenant_id, log.task_id, &[(at, outcome)]).await?;
+            Ok(true)
+        }
+        Err(_) => {
+            set_hits(conn, log.tenant_id, log.task_id, at, &hits).await?;
+            Ok(false)
+        }
+    }
 }

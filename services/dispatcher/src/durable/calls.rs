@@ -130,8 +130,23 @@ impl Session {
                             }
                         }
                         None => {
-                            log::register_wait(conn, &log, at, &call, &conditions, label.as_deref())
-                                .await?
+                            log::register_wait(
+                                conn,
+                                &log,
+                                at,
+                                &call,
+                                &conditions,
+                                label.as_deref(),
+                            )
+                            .await?;
+                            // Events stored before it that its lookback conditions (with
+                            // a scope and a start) catch: satisfied now, it is handed
+                            // right after the ack.
+                            let exprs = adze_expr::Cache::new(adze_expr::CONDITION_VARIABLES);
+                            log::look_back(conn, &log, at, &conditions, |expression, payload| {
+                                adze_expr::conditions::event_holds(&exprs, expression, payload)
+                            })
+                            .await?;
                         }
                     }
                     log::save(conn, &log).await?;
