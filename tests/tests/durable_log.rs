@@ -171,7 +171,7 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
             .await
             .expect("waits")
     );
-    let (inv, handed) = durable::handed(&mut conn, env.tenant_id, task)
+    let (inv, handed) = durable::handed(&mut conn, env.tenant_id, task, |_| None)
         .await
         .expect("handed")
         .expect("running");
@@ -220,13 +220,28 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
             .await
             .expect("waits")
     );
-    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task)
+    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task, |_| None)
         .await
         .expect("handed")
         .expect("running");
     assert_eq!(handed_at(&handed), vec![at(1), at(3), at(2)]);
     assert_eq!(handed[2].done.order, Some(2));
     assert_eq!(handed[2].done.result.as_deref(), Some(&br#"{"sq":4}"#[..]));
+    // A stream that handed invocation 1 through order 1 reads only what comes after
+    // (no memo: memos are handed as they are answered).
+    let (_, after_first) = durable::handed(&mut conn, env.tenant_id, task, |inv| {
+        assert_eq!(inv, 1, "asked for the current invocation");
+        Some(1)
+    })
+    .await
+    .expect("handed")
+    .expect("running");
+    assert_eq!(handed_at(&after_first), vec![at(2)]);
+    let (_, after_all) = durable::handed(&mut conn, env.tenant_id, task, |_| Some(2))
+        .await
+        .expect("handed")
+        .expect("running");
+    assert!(after_all.is_empty(), "nothing after the last order");
 
     // Evicted and restored: invocation 2.
     for event in [
@@ -255,7 +270,7 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
         .execute(&mut *conn)
         .await
         .expect("dispatched again");
-    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task)
+    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task, |_| None)
         .await
         .expect("handed")
         .expect("running");
@@ -284,7 +299,7 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
     durable::save(&mut tx, &log).await.expect("save");
     tx.commit().await.expect("commit");
     let mut conn = env.pool.acquire().await.expect("conn");
-    let (inv, handed) = durable::handed(&mut conn, env.tenant_id, task)
+    let (inv, handed) = durable::handed(&mut conn, env.tenant_id, task, |_| None)
         .await
         .expect("handed")
         .expect("running");
@@ -322,7 +337,7 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
     durable::save(&mut tx, &log).await.expect("save");
     tx.commit().await.expect("commit");
     let mut conn = env.pool.acquire().await.expect("conn");
-    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task)
+    let (_, handed) = durable::handed(&mut conn, env.tenant_id, task, |_| None)
         .await
         .expect("handed")
         .expect("running");

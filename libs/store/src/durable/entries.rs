@@ -289,27 +289,30 @@ pub async fn list(
     if !task.durable {
         return Ok(None);
     }
-    let active = sqlx::query_scalar::<_, i64>(
-        "SELECT branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2",
+    let counters = sqlx::query(
+        "SELECT invocation, latest_node, branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2",
     )
     .bind(tenant_id)
     .bind(task_id)
     .fetch_optional(&mut *conn)
     .await?
-    .unwrap_or(1);
-    let log = Log {
-        tenant_id,
-        task_id,
-        run_id: task.run_id,
-        invocation: 0,
-        latest_node: 0,
-        branch: active,
-        branches: if active > 1 {
-            branches(conn, tenant_id, task_id).await?
-        } else {
-            Vec::new()
-        },
-    };
+    .map(|r| -> Result<(i32, i64, i64)> {
+        Ok((
+            r.try_get("invocation")?,
+            r.try_get("latest_node")?,
+            r.try_get("branch")?,
+        ))
+    })
+    .transpose()?
+    .unwrap_or((0, 0, 1));
+    // The log as its latest invocation sees it: which branch it reads, and from where.
+    let log = as_seen_by(
+        conn,
+        (tenant_id, task_id, task.run_id),
+        counters.0,
+        counters,
+    )
+    .await?;
     let rows = sqlx::query(&format!(
         "SELECT {ENTRY_COLUMNS}, conditions, label, created_at, satisfied_at FROM durable_entries
          WHERE tenant_id = $1 AND task_id = $2 ORDER BY branch, node"

@@ -162,11 +162,15 @@ pub struct Handed {
 
 /// What the current invocation of a durable task may be handed now, in order (see
 /// `adze_core::durable::releasable`), with the invocation; `None` when the task is
-/// not running.
+/// not running. `handed_through(invocation)` is the satisfied order through which the
+/// invocation was handed its ordered entries already, if it was: then only ordered
+/// entries after it are read (the memos, which have no order, are handed as they are
+/// answered or completed), so that a long log is not read again at every call.
 pub async fn handed(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     task_id: Uuid,
+    handed_through: impl FnOnce(i32) -> Option<i64>,
 ) -> Result<Option<(i32, Vec<Handed>)>> {
     let Some(task) = task_row(conn, tenant_id, task_id).await? else {
         return Ok(None);
@@ -175,6 +179,7 @@ pub async fn handed(
         return Ok(None);
     }
     let invocation = invocation_of(task.attempt);
+    let after = handed_through(invocation);
     let Some(r) = sqlx::query(
         "SELECT invocation, latest_node, branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2",
     )
@@ -197,14 +202,29 @@ pub async fn handed(
         counters,
     )
     .await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM durable_entries
-         WHERE tenant_id = $1 AND task_id = $2 AND satisfied_at IS NOT NULL"
-    ))
-    .bind(tenant_id)
-    .bind(task_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = match after {
+        None => {
+            sqlx::query(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM durable_entries
+                 WHERE tenant_id = $1 AND task_id = $2 AND satisfied_at IS NOT NULL"
+            ))
+            .bind(tenant_id)
+            .bind(task_id)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(order) => {
+            sqlx::query(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM durable_entries
+                 WHERE tenant_id = $1 AND task_id = $2 AND satisfied_order > $3"
+            ))
+            .bind(tenant_id)
+            .bind(task_id)
+            .bind(order)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
     let mut done = std::collections::HashMap::new();
     for r in &rows {
         let e = entry(r)?;

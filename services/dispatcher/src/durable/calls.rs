@@ -23,18 +23,12 @@ impl Session {
             .writer
             .write((tenant, id), move |conn| {
                 Box::pin(async move {
-                    let mut log = match open(conn, tenant, &t, id).await? {
-                        Ok(log) => log,
+                    let (log, at, logged) = match next_node(conn, tenant, &t, id, &call).await? {
+                        Ok(next) => next,
                         Err(refusal) => return Ok(Told::Refused(refusal)),
                     };
-                    let at = log.allocate();
-                    let (existed, value) = match log::entry_at(conn, &log, at).await? {
-                        Some(e) => {
-                            if let Some(nde) = mismatch(&t, id, at, &e.call, &call) {
-                                return Ok(Told::Refused(nde));
-                            }
-                            (true, e.done.and_then(|d| d.result))
-                        }
+                    let (existed, stored) = match logged {
+                        Some(e) => (true, e.done.and_then(|d| d.result)),
                         None => {
                             log::insert(
                                 conn,
@@ -51,15 +45,18 @@ impl Session {
                                 },
                             )
                             .await?;
-                            (false, None)
+                            (false, value.clone())
                         }
                     };
                     log::save(conn, &log).await?;
-                    Ok(Told::Ack(Out::MemoAck(DurableTaskEventMemoAckResponse {
-                        r#ref: Some(t.at(Some(at))),
-                        memo_already_existed: existed,
-                        memo_result_payload: value,
-                    })))
+                    Ok(Told::Memo {
+                        ack: Out::MemoAck(DurableTaskEventMemoAckResponse {
+                            r#ref: Some(t.at(Some(at))),
+                            memo_already_existed: existed,
+                            memo_result_payload: if existed { stored.clone() } else { None },
+                        }),
+                        value: stored.map(|v| (at, v)),
+                    })
                 })
             })
             .await;
@@ -75,15 +72,17 @@ impl Session {
             branch: r.branch_id,
             node: r.node_id,
         };
-        let tenant = self.tenant;
+        let (tenant, invocation) = (self.tenant, r.invocation_count);
+        let payload = c.payload;
+        let value = payload.clone();
         let stored = self
             .writer
             .write((tenant, id), move |conn| {
-                Box::pin(async move { log::complete_memo(conn, tenant, id, at, &c.payload).await })
+                Box::pin(async move { log::complete_memo(conn, tenant, id, at, &value).await })
             })
             .await;
         match stored {
-            Ok(true) => self.hand(id).await,
+            Ok(true) => self.hand_memo(id, invocation, at, payload).await,
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "cannot store a memo's value; the task computes it again on replay")
@@ -118,36 +117,21 @@ impl Session {
             .writer
             .write((tenant, id), move |conn| {
                 Box::pin(async move {
-                    let mut log = match open(conn, tenant, &t, id).await? {
-                        Ok(log) => log,
+                    let (log, at, logged) = match next_node(conn, tenant, &t, id, &call).await? {
+                        Ok(next) => next,
                         Err(refusal) => return Ok(Told::Refused(refusal)),
                     };
-                    let at = log.allocate();
-                    match log::entry_at(conn, &log, at).await? {
-                        Some(e) => {
-                            if let Some(nde) = mismatch(&t, id, at, &e.call, &call) {
-                                return Ok(Told::Refused(nde));
-                            }
-                        }
-                        None => {
-                            log::register_wait(
-                                conn,
-                                &log,
-                                at,
-                                &call,
-                                &conditions,
-                                label.as_deref(),
-                            )
+                    if logged.is_none() {
+                        log::register_wait(conn, &log, at, &call, &conditions, label.as_deref())
                             .await?;
-                            // Events stored before it that its lookback conditions (with
-                            // a scope and a start) catch: satisfied now, it is handed
-                            // right after the ack.
-                            let exprs = adze_expr::Cache::new(adze_expr::CONDITION_VARIABLES);
-                            log::look_back(conn, &log, at, &conditions, |expression, payload| {
-                                adze_expr::conditions::event_holds(&exprs, expression, payload)
-                            })
-                            .await?;
-                        }
+                        // Events stored before it that its lookback conditions (with
+                        // a scope and a start) catch: satisfied now, it is handed
+                        // right after the ack.
+                        let exprs = adze_expr::Cache::new(adze_expr::CONDITION_VARIABLES);
+                        log::look_back(conn, &log, at, &conditions, |expression, payload| {
+                            adze_expr::conditions::event_holds(&exprs, expression, payload)
+                        })
+                        .await?;
                     }
                     log::save(conn, &log).await?;
                     Ok(Told::Ack(Out::WaitForAck(

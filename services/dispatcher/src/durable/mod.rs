@@ -12,7 +12,7 @@
 //! side by side (the SDKs send one call at a time per invocation); node allocation is
 //! serialized per task by the log's row lock.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +67,7 @@ impl V1Dispatcher for DurableApi {
             tenant,
             out: tx,
             handed: Mutex::new(HashSet::new()),
+            handed_through: Mutex::new(HashMap::new()),
             told_stale: Mutex::new(HashSet::new()),
         });
         tokio::spawn(session.run(req.into_inner()));
@@ -123,6 +124,9 @@ struct Session {
     out: mpsc::Sender<Result<DurableTaskResponse, Status>>,
     /// Entries handed on this stream: (task, invocation, branch, node).
     handed: Mutex<HashSet<(Uuid, i32, i64, i64)>>,
+    /// The satisfied order through which each (task, invocation) was handed its
+    /// ordered entries on this stream: what is handed next comes after it.
+    handed_through: Mutex<HashMap<(Uuid, i32), i64>>,
     /// Stale invocations told so on this stream.
     told_stale: Mutex<HashSet<(Uuid, i32)>>,
 }
@@ -267,6 +271,14 @@ impl Session {
                 self.send(ack).await;
                 self.hand(id).await;
             }
+            Ok(Told::Memo { ack, value }) => {
+                // A memo has no order and releases nothing behind it: only its own
+                // value, if it has one, is handed.
+                self.send(ack).await;
+                if let Some((at, value)) = value {
+                    self.hand_memo(id, task.invocation, at, value).await;
+                }
+            }
             Ok(Told::Refused(refusal)) => self.send(refusal).await,
             Err(e) => {
                 self.error(task, None, false, format!("storage unavailable: {e}"))
@@ -373,55 +385,100 @@ impl Session {
                 }
                 _ => {
                     if seen.insert(id) {
-                        self.hand(id).await;
+                        self.hand_all(id).await;
                     }
                 }
             }
         }
     }
 
-    /// Hands the task's current invocation what it may be handed and was not yet on
-    /// this stream, in order.
+    /// Hands the task's current invocation the ordered entries it may be handed now
+    /// and was not handed on this stream yet, in order.
     async fn hand(&self, id: Uuid) {
+        self.hand_from(id, true).await
+    }
+
+    /// [`hand`](Self::hand), reading the whole log again (memos included): for a
+    /// worker that says what it waits for, perhaps on a new stream.
+    async fn hand_all(&self, id: Uuid) {
+        self.hand_from(id, false).await
+    }
+
+    async fn hand_from(&self, id: Uuid, incremental: bool) {
+        let through = |invocation: i32| {
+            if !incremental {
+                return None;
+            }
+            self.handed_through
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&(id, invocation)).copied())
+        };
         let handed = async {
             let mut conn = self.deps.pool.acquire().await?;
-            log::handed(&mut conn, self.tenant, id).await
+            log::handed(&mut conn, self.tenant, id, through).await
         }
         .await;
         let Ok(Some((invocation, entries))) = handed else {
             return;
         };
-        for h in entries {
-            let key = (id, invocation, h.at.branch, h.at.node);
-            let new = self
-                .handed
-                .lock()
-                .map(|mut s| {
-                    if s.len() >= HANDED_MEMORY {
-                        s.clear();
-                    }
-                    s.insert(key)
-                })
-                .unwrap_or(true);
-            if !new {
-                continue;
+        if let Some(last) = entries.iter().filter_map(|h| h.done.order).max()
+            && let Ok(mut m) = self.handed_through.lock()
+        {
+            if m.len() >= HANDED_MEMORY {
+                m.clear();
             }
-            self.send(Out::EntryCompleted(
-                DurableTaskEventLogEntryCompletedResponse {
-                    r#ref: Some(DurableEventLogEntryRef {
-                        durable_task_external_id: id.to_string(),
-                        invocation_count: invocation,
-                        branch_id: h.at.branch,
-                        node_id: h.at.node,
-                    }),
-                    payload: h.done.result.unwrap_or_default(),
-                    is_failure: h.done.is_failure,
-                    error_message: h.done.error,
-                    satisfied_order: h.done.order,
-                },
-            ))
-            .await;
+            let mark = m.entry((id, invocation)).or_insert(last);
+            *mark = (*mark).max(last);
         }
+        for h in entries {
+            self.hand_entry(id, invocation, h.at, h.done).await;
+        }
+    }
+
+    /// Hands a memo's value at `at` to the invocation that made the call.
+    async fn hand_memo(&self, id: Uuid, invocation: i32, at: Position, value: Vec<u8>) {
+        let done = log::Done {
+            order: None,
+            result: Some(value),
+            is_failure: false,
+            error: None,
+        };
+        self.hand_entry(id, invocation, at, done).await
+    }
+
+    /// Sends the entry at `at`, done, to invocation `invocation` of the task, unless
+    /// this stream sent it already.
+    async fn hand_entry(&self, id: Uuid, invocation: i32, at: Position, done: log::Done) {
+        let key = (id, invocation, at.branch, at.node);
+        let new = self
+            .handed
+            .lock()
+            .map(|mut s| {
+                if s.len() >= HANDED_MEMORY {
+                    s.clear();
+                }
+                s.insert(key)
+            })
+            .unwrap_or(true);
+        if !new {
+            return;
+        }
+        self.send(Out::EntryCompleted(
+            DurableTaskEventLogEntryCompletedResponse {
+                r#ref: Some(DurableEventLogEntryRef {
+                    durable_task_external_id: id.to_string(),
+                    invocation_count: invocation,
+                    branch_id: at.branch,
+                    node_id: at.node,
+                }),
+                payload: done.result.unwrap_or_default(),
+                is_failure: done.is_failure,
+                error_message: done.error,
+                satisfied_order: done.order,
+            },
+        ))
+        .await;
     }
 }
 
@@ -429,6 +486,12 @@ impl Session {
 /// or finished task, a non-determinism error).
 enum Told {
     Ack(Out),
+    /// A memo's acknowledgement, and its value where it has one (logged before, or
+    /// sent with the call).
+    Memo {
+        ack: Out,
+        value: Option<(Position, Vec<u8>)>,
+    },
     Refused(Out),
 }
 
@@ -465,6 +528,30 @@ async fn open(
     Ok(log::open(conn, tenant, id, task.invocation)
         .await?
         .map_err(|refusal| refused(task, refusal)))
+}
+
+/// The next node of a call to the task's log (locked until `conn`'s transaction ends):
+/// the log, the node, and the entry logged there if there is one; or what refuses the
+/// call (a stale or finished task, or a logged entry that is not this call).
+async fn next_node(
+    conn: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    task: &TaskRef,
+    id: Uuid,
+    call: &Call,
+) -> Result<Result<(Log, Position, Option<log::Entry>), Out>, adze_store::Error> {
+    let mut log = match open(conn, tenant, task, id).await? {
+        Ok(log) => log,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let at = log.allocate();
+    let logged = log::entry_at(conn, &log, at).await?;
+    if let Some(e) = &logged
+        && let Some(nde) = mismatch(task, id, at, &e.call, call)
+    {
+        return Ok(Err(nde));
+    }
+    Ok(Ok((log, at, logged)))
 }
 
 fn refused(task: &TaskRef, refusal: Refusal) -> Out {
