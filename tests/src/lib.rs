@@ -2,6 +2,7 @@
 //! prefix and Redis key prefix, and runs the real services in-process on port 0
 //! (the same composition as `adze server`). Nothing is mocked.
 
+pub mod durable_stream;
 pub mod process;
 
 use std::collections::BTreeSet;

@@ -14,28 +14,18 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 async fn post(env: &TestEnv, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}{path}", env.addr.expect("api")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let url = format!("http://{}{path}", env.addr.expect("api"));
+    answer(reqwest::Client::new().post(url).json(&body), token).await
 }
 
 async fn get(env: &TestEnv, token: &str, path: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .get(format!("http://{}{path}", env.addr.expect("api")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
+    let url = format!("http://{}{path}", env.addr.expect("api"));
+    answer(reqwest::Client::new().get(url), token).await
+}
+
+/// The status and the JSON body (or text) of `request` sent with `token`.
+async fn answer(request: reqwest::RequestBuilder, token: &str) -> (u16, Value) {
+    let resp = request.bearer_auth(token).send().await.expect("request");
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("body");
     (

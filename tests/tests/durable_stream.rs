@@ -4,61 +4,13 @@
 //! wait with a bad condition is an `error` saying what is wrong; a memo value for a
 //! node that does not exist changes nothing. None of them writes to any log.
 
-use std::time::Duration;
 
 use adze_proto::v1::durable_task_request::Message as In;
 use adze_proto::v1::durable_task_response::Message as Out;
-use adze_proto::v1::v1_dispatcher_client::V1DispatcherClient;
 use adze_proto::v1::*;
 use adze_tests::TestEnv;
-use futures::StreamExt;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use adze_tests::durable_stream::Stream;
 use uuid::Uuid;
-
-struct Stream {
-    tx: mpsc::Sender<DurableTaskRequest>,
-    rx: tonic::Streaming<DurableTaskResponse>,
-}
-
-impl Stream {
-    async fn open(env: &TestEnv) -> Self {
-        let (tx, rx) = mpsc::channel(16);
-        let mut client = V1DispatcherClient::new(env.channel().await);
-        let rx = client
-            .durable_task(adze_tests::authorized(&env.token, ReceiverStream::new(rx)))
-            .await
-            .expect("the stream opens")
-            .into_inner();
-        Self { tx, rx }
-    }
-
-    async fn send(&self, message: In) {
-        self.tx
-            .send(DurableTaskRequest {
-                message: Some(message),
-            })
-            .await
-            .expect("send");
-    }
-
-    async fn next(&mut self) -> Out {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.next())
-            .await
-            .expect("an answer in time")
-            .expect("the stream goes on")
-            .expect("an answer")
-            .message
-            .expect("a message")
-    }
-
-    /// Nothing comes within a moment.
-    async fn quiet(&mut self) -> bool {
-        tokio::time::timeout(Duration::from_millis(700), self.rx.next())
-            .await
-            .is_err()
-    }
-}
 
 fn memo(task: &str, invocation: i32) -> In {
     In::Memo(DurableTaskMemoRequest {

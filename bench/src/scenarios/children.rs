@@ -12,22 +12,15 @@
 //! child, the parents' own work counted in. Every parent and every child must finish:
 //! the report counts them, and reads their stored statuses when it can.
 
-use std::time::Duration;
 
 use serde_json::json;
 
-use crate::load;
-use crate::probe::Probe;
 use crate::recorder::Recorder;
 use crate::report::{Report, fmt, resource_summary};
-use crate::scenarios::{Ctx, wait_done, warmup};
+use crate::scenarios::Ctx;
+use crate::scenarios::family::{self, gaps};
 use crate::stats::{Dist, StartHops, round3};
 use crate::workers::{self, Family, Workers};
-
-/// Parents per bulk trigger call (the 50 of the default shape go in one).
-const BULK_BATCH: usize = 500;
-/// How long the wait for the runs may go without a single one finishing.
-const STALL: Duration = Duration::from_secs(30);
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let scale = &ctx.scale;
@@ -45,80 +38,44 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     };
     let parent = workers::children_parent(&ctx.hub, family);
     let child = workers::single(workers::CHILDREN_CHILD, &ctx.hub, ctx.task_sleep());
-    let mut workers = Workers::start(
+    let workers = Workers::start(
         &ctx.target,
         "children",
         &[parent, child],
         scale.workers,
         slots,
     )?;
-    let outcome = async {
-        // One whole family (a parent and its children) proves spawning and waiting work.
-        warmup(ctx, workers::CHILDREN_PARENT, 1, 1).await?;
-        eprintln!(
-            "[bench] children: {} parents × {} children, {} worker(s) × {slots} slots{}",
-            family.parents,
-            family.per_parent,
-            scale.workers,
-            if family.release_slot {
-                ", parents release their slots"
-            } else {
-                ""
-            }
-        );
-        let rec = ctx.hub.begin(family.capacity(), 1);
-        let probe = Probe::start(ctx).await;
-        let accepted = load::bulk(
-            &ctx.clients,
-            &ctx.hub,
-            &rec,
-            workers::CHILDREN_PARENT,
-            family.parents,
-            BULK_BATCH,
-            1,
-        )
-        .await;
-        let expected = accepted * (1 + family.per_parent as u64);
-        let timeout = Duration::from_secs(60 + family.capacity() as u64 / 10);
-        let finished = wait_done(&rec, expected, timeout, STALL).await;
-        let res = probe.finish(ctx).await;
-        ctx.hub.end(rec.phase);
-        workers.ensure_running()?;
-        anyhow::Ok((rec, accepted, finished, res))
-    }
-    .await;
-    workers.stop().await;
-    let (rec, accepted, finished, res) = outcome?;
-
+    let what = format!(
+        "children: {} parents × {} children, {} worker(s) × {slots} slots{}",
+        family.parents,
+        family.per_parent,
+        scale.workers,
+        if family.release_slot {
+            ", parents release their slots"
+        } else {
+            ""
+        }
+    );
+    let m = family::measure(ctx, workers, workers::CHILDREN_PARENT, family, what).await?;
+    let (rec, accepted, finished, res) = (&m.rec, m.accepted, m.finished, &m.res);
     let (parents, per_parent) = (family.parents, family.per_parent);
     let children = parents * per_parent;
-    let parent_seqs = 0..parents;
-    let child_seqs = parents..family.capacity();
-    let count = |seqs: std::ops::Range<usize>, at: &dyn Fn(usize) -> u64| {
-        seqs.filter(|&s| at(s) > 0).count()
-    };
-    let parents_done = count(parent_seqs.clone(), &|s| rec.done_at(s));
-    let parents_ok = count(parent_seqs.clone(), &|s| rec.ended_at(s, 0));
-    let children_spawned = count(child_seqs.clone(), &|s| rec.acked_at(s));
-    let children_started = count(child_seqs.clone(), &|s| rec.started_at(s, 0));
-    let children_done = count(child_seqs.clone(), &|s| rec.done_at(s));
-    let all_completed =
-        parents_done == parents && parents_ok == parents && children_done == children;
-
-    // The window: the first trigger to the last parent's finished notice.
+    let (parent_seqs, child_seqs) = (m.parent_seqs.clone(), m.child_seqs.clone());
+    let (parents_done, parents_ok, children_done) = (m.parents_done, m.parents_ok, m.children_done);
+    let children_spawned = child_seqs.clone().filter(|&s| rec.acked_at(s) > 0).count();
+    let children_started = child_seqs
+        .clone()
+        .filter(|&s| rec.started_at(s, 0) > 0)
+        .count();
+    let all_completed = m.all_completed(family);
+    let window_s = m.window_s;
+    let per_s = |n: usize| m.per_s(n);
     let t0 = parent_seqs
         .clone()
         .map(|s| rec.sent_at(s))
         .filter(|t| *t > 0)
         .min()
         .unwrap_or(0);
-    let t1 = parent_seqs
-        .clone()
-        .map(|s| rec.done_at(s))
-        .max()
-        .unwrap_or(0);
-    let window_s = (t1 > t0 && t0 > 0).then(|| t1.saturating_sub(t0) as f64 / 1e9);
-    let per_s = |n: usize| window_s.map(|s| round3(n as f64 / s));
 
     let child_start = Dist::of(gaps(child_seqs.clone(), |s| {
         (rec.sent_at(s), rec.started_at(s, 0))
@@ -153,8 +110,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let parent_wakeup = Dist::of(gaps(parent_seqs.clone(), |p| {
         (last_of(p, &|s| rec.ended_at(s, 0)), rec.ended_at(p, 0))
     }));
-    let (sent_per_s, done_per_s) = crate::stats::timeline(&rec, family.capacity(), t0);
-    let (statuses, hops) = stored(ctx, &rec, parents).await;
+    let (sent_per_s, done_per_s) = crate::stats::timeline(rec, family.capacity(), t0);
+    let (statuses, hops) = stored(ctx, rec, parents).await;
 
     let mut report = Report {
         scenario: "children".into(),
@@ -164,7 +121,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     };
     report.set_start(&child_start);
     report.set_result(&child_result);
-    report.set_resources(&res, children_done as u64);
+    report.set_resources(res, children_done as u64);
     report.put("parents", parents);
     report.put("children_per_parent", per_parent);
     report.put("worker_slots", slots);
@@ -207,15 +164,6 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         resource_summary(&report)
     );
     Ok(report)
-}
-
-/// Differences `later - earlier` over `seqs`, where both are known and in order.
-fn gaps(seqs: std::ops::Range<usize>, mut pair: impl FnMut(usize) -> (u64, u64)) -> Vec<u64> {
-    seqs.filter_map(|s| {
-        let (earlier, later) = pair(s);
-        (earlier > 0 && later >= earlier).then(|| later - earlier)
-    })
-    .collect()
 }
 
 /// From the bench database, when there is one: the phase's runs by workflow and stored

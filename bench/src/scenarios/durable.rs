@@ -24,11 +24,12 @@ use adze_sdk::EvictionPolicy;
 use crate::load;
 use crate::probe::{Probe, Resources};
 use crate::report::{Report, fmt, resource_summary};
-use crate::scenarios::{Ctx, wait_done, warmup};
+use crate::scenarios::family::{self, gaps};
+use crate::scenarios::{Ctx, wait_done};
 use crate::stats::{Dist, round3};
 use crate::workers::{self, Family, ReplayTimes, Workers};
 
-/// Orchestrators per bulk trigger call.
+/// Replay tasks per bulk trigger call.
 const BULK_BATCH: usize = 500;
 /// How long the wait for the runs may go without a single one finishing.
 const STALL: Duration = Duration::from_secs(30);
@@ -59,7 +60,7 @@ async fn orchestrators(ctx: &Ctx) -> anyhow::Result<Report> {
     let parent = workers::durable_orchestrator(&ctx.hub, family, sleep);
     let child = workers::single(workers::DURABLE_CHILD, &ctx.hub, ctx.task_sleep());
     // A durable slot for every orchestrator: none is evicted, each waits in place.
-    let mut workers = Workers::start_durable(
+    let workers = Workers::start_durable(
         &ctx.target,
         "durable",
         &[parent, child],
@@ -67,80 +68,29 @@ async fn orchestrators(ctx: &Ctx) -> anyhow::Result<Report> {
         (scale.slots, family.parents.max(1)),
         Some(EvictionPolicy::disabled()),
     )?;
-    let outcome = async {
-        warmup(ctx, workers::DURABLE_ORCHESTRATOR, 1, 1).await?;
-        eprintln!(
-            "[bench] durable: {} orchestrators × {} children, then a {} ms sleep; {} worker(s) × {} slots",
-            family.parents,
-            family.per_parent,
-            sleep.as_millis(),
-            scale.workers,
-            scale.slots
-        );
-        let rec = ctx.hub.begin(family.capacity(), 1);
-        let probe = Probe::start(ctx).await;
-        let accepted = load::bulk(
-            &ctx.clients,
-            &ctx.hub,
-            &rec,
-            workers::DURABLE_ORCHESTRATOR,
-            family.parents,
-            BULK_BATCH,
-            1,
-        )
-        .await;
-        let expected = accepted * (1 + family.per_parent as u64);
-        let timeout = Duration::from_secs(60 + family.capacity() as u64 / 10);
-        let finished = wait_done(&rec, expected, timeout, STALL).await;
-        let res = probe.finish(ctx).await;
-        ctx.hub.end(rec.phase);
-        workers.ensure_running()?;
-        anyhow::Ok((rec, accepted, finished, res))
-    }
-    .await;
-    workers.stop().await;
-    let (rec, accepted, finished, res) = outcome?;
-
+    let what = format!(
+        "durable: {} orchestrators × {} children, then a {} ms sleep; {} worker(s) × {} slots",
+        family.parents,
+        family.per_parent,
+        sleep.as_millis(),
+        scale.workers,
+        scale.slots
+    );
+    let m = family::measure(ctx, workers, workers::DURABLE_ORCHESTRATOR, family, what).await?;
+    let (rec, res) = (&m.rec, &m.res);
     let (parents, per_parent) = (family.parents, family.per_parent);
-    let parent_seqs = 0..parents;
-    let child_seqs = parents..family.capacity();
-    let count = |seqs: std::ops::Range<usize>, at: &dyn Fn(usize) -> u64| {
-        seqs.filter(|&s| at(s) > 0).count()
-    };
-    let parents_done = count(parent_seqs.clone(), &|s| rec.done_at(s));
-    let parents_ok = count(parent_seqs.clone(), &|s| rec.ended_at(s, 0));
-    let children_done = count(child_seqs.clone(), &|s| rec.done_at(s));
-    let all_completed =
-        parents_done == parents && parents_ok == parents && children_done == parents * per_parent;
-    let t0 = parent_seqs
-        .clone()
-        .map(|s| rec.sent_at(s))
-        .filter(|t| *t > 0)
-        .min()
-        .unwrap_or(0);
-    let t1 = parent_seqs
-        .clone()
-        .map(|s| rec.done_at(s))
-        .max()
-        .unwrap_or(0);
-    let window_s = (t1 > t0 && t0 > 0).then(|| t1.saturating_sub(t0) as f64 / 1e9);
-    let per_s = |n: usize| window_s.map(|s| round3(n as f64 / s));
-    let pairs = |seqs: std::ops::Range<usize>, pair: &dyn Fn(usize) -> (u64, u64)| {
-        Dist::of(
-            seqs.filter_map(|s| {
-                let (a, b) = pair(s);
-                (a > 0 && b >= a).then(|| b - a)
-            })
-            .collect(),
-        )
-    };
-    let parent_done = pairs(parent_seqs.clone(), &|s| (rec.sent_at(s), rec.done_at(s)));
-    let child_start = pairs(child_seqs.clone(), &|s| {
+    let (parents_done, parents_ok, children_done) = (m.parents_done, m.parents_ok, m.children_done);
+    let all_completed = m.all_completed(family);
+    let per_s = |n: usize| m.per_s(n);
+    let parent_done = Dist::of(gaps(m.parent_seqs.clone(), |s| {
+        (rec.sent_at(s), rec.done_at(s))
+    }));
+    let child_start = Dist::of(gaps(m.child_seqs.clone(), |s| {
         (rec.sent_at(s), rec.started_at(s, 0))
-    });
+    }));
     // Two durable calls per orchestrator: the spawn of its children, the sleep.
     let calls = parents_ok as u64 * 2;
-    let log_rows = log_rows_written(&res);
+    let log_rows = log_rows_written(res);
 
     let mut report = Report {
         scenario: "durable".into(),
@@ -150,16 +100,16 @@ async fn orchestrators(ctx: &Ctx) -> anyhow::Result<Report> {
     };
     report.set_start(&child_start);
     report.set_result(&parent_done);
-    report.set_resources(&res, parents_done as u64);
+    report.set_resources(res, parents_done as u64);
     report.put("orchestrators", parents);
     report.put("children_per_orchestrator", per_parent);
     report.put("sleep_ms", sleep.as_millis() as u64);
-    report.put("orchestrators_triggered", accepted);
+    report.put("orchestrators_triggered", m.accepted);
     report.put("orchestrators_completed", parents_done);
     report.put("orchestrators_succeeded", parents_ok);
     report.put("children_completed", children_done);
     report.put("all_completed", all_completed);
-    report.put("finished_in_time", finished);
+    report.put("finished_in_time", m.finished);
     report.put("first_error", rec.first_error());
     report.put("orchestrators_per_s", per_s(parents_done));
     report.put("children_per_s", per_s(children_done));

@@ -4,6 +4,7 @@ mod backlog;
 mod children;
 mod durable;
 mod events;
+mod family;
 mod fanout;
 mod latency;
 mod phase;
