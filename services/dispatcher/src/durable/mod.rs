@@ -422,9 +422,10 @@ impl Session {
         let Ok(Some((invocation, entries))) = handed else {
             return;
         };
-        if let Some(last) = entries.iter().filter_map(|h| h.done.order).max()
-            && let Ok(mut m) = self.handed_through.lock()
-        {
+        // Everything up to the last order handed now was handed (or is off the active
+        // branch): later reads start after it (after 0 when nothing ordered was).
+        let last = entries.iter().filter_map(|h| h.done.order).max().unwrap_or(0);
+        if let Ok(mut m) = self.handed_through.lock() {
             if m.len() >= HANDED_MEMORY {
                 m.clear();
             }
