@@ -4,7 +4,6 @@
 //! wait with a bad condition is an `error` saying what is wrong; a memo value for a
 //! node that does not exist changes nothing. None of them writes to any log.
 
-
 use adze_proto::v1::durable_task_request::Message as In;
 use adze_proto::v1::durable_task_response::Message as Out;
 use adze_proto::v1::*;

@@ -12,7 +12,6 @@
 //! child, the parents' own work counted in. Every parent and every child must finish:
 //! the report counts them, and reads their stored statuses when it can.
 
-
 use serde_json::json;
 
 use crate::recorder::Recorder;

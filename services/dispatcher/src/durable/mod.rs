@@ -385,30 +385,20 @@ impl Session {
                 }
                 _ => {
                     if seen.insert(id) {
-                        self.hand_all(id).await;
+                        self.hand(id).await;
                     }
                 }
             }
         }
     }
 
-    /// Hands the task's current invocation the ordered entries it may be handed now
-    /// and was not handed on this stream yet, in order.
+    /// Hands the task's current invocation what it may be handed now and was not
+    /// handed on this stream yet, in order: the first time on this stream, everything
+    /// (memo values included, for a worker that reconnected); then only the ordered
+    /// entries after the last one it handed (memo values are handed as they are
+    /// answered or completed).
     async fn hand(&self, id: Uuid) {
-        self.hand_from(id, true).await
-    }
-
-    /// [`hand`](Self::hand), reading the whole log again (memos included): for a
-    /// worker that says what it waits for, perhaps on a new stream.
-    async fn hand_all(&self, id: Uuid) {
-        self.hand_from(id, false).await
-    }
-
-    async fn hand_from(&self, id: Uuid, incremental: bool) {
         let through = |invocation: i32| {
-            if !incremental {
-                return None;
-            }
             self.handed_through
                 .lock()
                 .ok()
@@ -424,7 +414,11 @@ impl Session {
         };
         // Everything up to the last order handed now was handed (or is off the active
         // branch): later reads start after it (after 0 when nothing ordered was).
-        let last = entries.iter().filter_map(|h| h.done.order).max().unwrap_or(0);
+        let last = entries
+            .iter()
+            .filter_map(|h| h.done.order)
+            .max()
+            .unwrap_or(0);
         if let Ok(mut m) = self.handed_through.lock() {
             if m.len() >= HANDED_MEMORY {
                 m.clear();
