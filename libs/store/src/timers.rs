@@ -334,12 +334,18 @@ const SCHEDULED_COLUMNS: &str = "s.id, s.tenant_id, s.workflow_id, w.name AS wor
      (SELECT v.id FROM workflow_versions v WHERE v.tenant_id = s.tenant_id AND v.workflow_id = s.workflow_id \
       ORDER BY v.version DESC LIMIT 1) AS workflow_version_id, \
      s.trigger_at, s.input, s.additional_metadata, s.priority, s.method, s.parent_run_id, \
-     s.parent_task_id, s.run_id, r.status AS run_status, r.created_at AS run_created_at, \
+     s.parent_task_id, COALESCE(s.run_id, k.run_id) AS run_id, r.status AS run_status, \
+     r.created_at AS run_created_at, \
      s.fired_at, s.error, s.created_at, s.updated_at";
 
+/// A schedule's run is recorded on it once the reaper's transaction commits, after
+/// ingest's; until then it is found by the idempotency key it was fired under
+/// (`schedule:<id>`, written with the run), so a run that exists is never hidden.
 const SCHEDULED_FROM: &str = "scheduled_runs s \
      JOIN workflows w ON w.tenant_id = s.tenant_id AND w.id = s.workflow_id \
-     LEFT JOIN runs r ON r.tenant_id = s.tenant_id AND r.id = s.run_id";
+     LEFT JOIN idempotency_keys k ON s.run_id IS NULL AND k.tenant_id = s.tenant_id \
+       AND k.workflow_id = s.workflow_id AND k.key = 'schedule:' || s.id::text \
+     LEFT JOIN runs r ON r.tenant_id = s.tenant_id AND r.id = COALESCE(s.run_id, k.run_id)";
 
 fn scheduled_row(r: &PgRow) -> Result<Scheduled> {
     let run_id: Option<Uuid> = r.try_get("run_id")?;
