@@ -69,12 +69,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let all_completed = m.all_completed(family);
     let window_s = m.window_s;
     let per_s = |n: usize| m.per_s(n);
-    let t0 = parent_seqs
-        .clone()
-        .map(|s| rec.sent_at(s))
-        .filter(|t| *t > 0)
-        .min()
-        .unwrap_or(0);
+    let t0 = m.t0;
 
     let child_start = Dist::of(gaps(child_seqs.clone(), |s| {
         (rec.sent_at(s), rec.started_at(s, 0))

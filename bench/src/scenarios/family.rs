@@ -30,6 +30,8 @@ pub struct Measured {
     pub parents_done: usize,
     pub parents_ok: usize,
     pub children_done: usize,
+    /// The first trigger (ns; 0 when none was sent).
+    pub t0: u64,
     /// First trigger → last parent's finished notice, seconds.
     pub window_s: Option<f64>,
     /// The recorder's sequence numbers of the parents and of the children.
@@ -106,6 +108,7 @@ pub async fn measure(
         parents_ok: count(parent_seqs.clone(), &|s| rec.ended_at(s, 0)),
         children_done: count(child_seqs.clone(), &|s| rec.done_at(s)),
         window_s: (t1 > t0 && t0 > 0).then(|| t1.saturating_sub(t0) as f64 / 1e9),
+        t0,
         parent_seqs,
         child_seqs,
         rec,

@@ -289,22 +289,9 @@ pub async fn list(
     if !task.durable {
         return Ok(None);
     }
-    let counters = sqlx::query(
-        "SELECT invocation, latest_node, branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2",
-    )
-    .bind(tenant_id)
-    .bind(task_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|r| -> Result<(i32, i64, i64)> {
-        Ok((
-            r.try_get("invocation")?,
-            r.try_get("latest_node")?,
-            r.try_get("branch")?,
-        ))
-    })
-    .transpose()?
-    .unwrap_or((0, 0, 1));
+    let counters = counters(conn, tenant_id, task_id)
+        .await?
+        .unwrap_or((0, 0, 1));
     // The log as its latest invocation sees it: which branch it reads, and from where.
     let log = as_seen_by(
         conn,

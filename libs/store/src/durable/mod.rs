@@ -179,6 +179,29 @@ async fn lock(
     .bind(invocation)
     .fetch_one(&mut *conn)
     .await?;
+    counters_of(&r)
+}
+
+/// A log's counters `(logged invocation, latest node, active branch)`, unlocked; `None`
+/// when it has no log yet.
+async fn counters(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+) -> Result<Option<(i32, i64, i64)>> {
+    sqlx::query(
+        "SELECT invocation, latest_node, branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(counters_of)
+    .transpose()
+}
+
+fn counters_of(r: &sqlx::postgres::PgRow) -> Result<(i32, i64, i64)> {
     Ok((
         r.try_get("invocation")?,
         r.try_get("latest_node")?,

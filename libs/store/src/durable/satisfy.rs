@@ -180,21 +180,9 @@ pub async fn handed(
     }
     let invocation = invocation_of(task.attempt);
     let after = handed_through(invocation);
-    let Some(r) = sqlx::query(
-        "SELECT invocation, latest_node, branch FROM durable_logs WHERE tenant_id = $1 AND task_id = $2",
-    )
-    .bind(tenant_id)
-    .bind(task_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
+    let Some(counters) = counters(conn, tenant_id, task_id).await? else {
         return Ok(Some((invocation, Vec::new())));
     };
-    let counters = (
-        r.try_get("invocation")?,
-        r.try_get("latest_node")?,
-        r.try_get("branch")?,
-    );
     let log = as_seen_by(
         conn,
         (tenant_id, task_id, task.run_id),

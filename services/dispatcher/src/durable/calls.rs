@@ -73,17 +73,19 @@ impl Session {
             node: r.node_id,
         };
         let (tenant, invocation) = (self.tenant, r.invocation_count);
-        let payload = c.payload;
-        let value = payload.clone();
+        let value = c.payload;
         let stored = self
             .writer
             .write((tenant, id), move |conn| {
-                Box::pin(async move { log::complete_memo(conn, tenant, id, at, &value).await })
+                Box::pin(async move {
+                    let stored = log::complete_memo(conn, tenant, id, at, &value).await?;
+                    Ok(stored.then_some(value))
+                })
             })
             .await;
         match stored {
-            Ok(true) => self.hand_memo(id, invocation, at, payload).await,
-            Ok(false) => {}
+            Ok(Some(value)) => self.hand_memo(id, invocation, at, value).await,
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "cannot store a memo's value; the task computes it again on replay")
             }
