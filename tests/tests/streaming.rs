@@ -157,3 +157,90 @@ async fn a_follower_misses_no_chunk_of_racing_puts() {
     assert_eq!(read, [Some(0), Some(1)], "the follower read both chunks");
     env.stop().await;
 }
+
+/// The run's end overtaking a chunk still on its way (the TypeScript SDK does not wait for
+/// a chunk to be stored before its task goes on and finishes): a follower that has seen
+/// index 3 but not 2 when the run ends waits for 2, then gives 2 and 3 in order, then
+/// the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_stored_after_the_run_ended_still_reaches_its_follower() {
+    let env = TestEnv::start().await;
+    let (task_tx, mut task_rx) = tokio::sync::mpsc::channel::<String>(1);
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = gate.clone();
+    let wf = Workflow::<Value>::new("overtaken").task(TaskDef::new(
+        "speak",
+        move |_i: Value, ctx: Context| {
+            let (gate, task_tx) = (gate.clone(), task_tx.clone());
+            async move {
+                for i in 0..2 {
+                    ctx.put_stream(format!("chunk-{i}"))
+                        .await
+                        .map_err(|e| TaskError::retryable(format!("put_stream: {e}")))?;
+                }
+                let _ = task_tx.send(ctx.task_run_id().to_owned()).await;
+                gate.notified().await;
+                Ok::<_, TaskError>(json!({"said": 2}))
+            }
+        },
+    ));
+    let stop = env.start_worker("overtaken", 2, vec![wf]).await;
+    let client = env.client();
+    let run = client
+        .run_no_wait("overtaken", json!({}))
+        .await
+        .expect("trigger");
+    let task: uuid::Uuid = tokio::time::timeout(Duration::from_secs(20), task_rx.recv())
+        .await
+        .expect("the task runs in time")
+        .expect("its id")
+        .parse()
+        .expect("a uuid");
+    let mut stream = client
+        .subscribe_to_stream(run.run_id())
+        .await
+        .expect("subscribe");
+    let put = |index: i64| {
+        let (pool, tenant) = (env.pool.clone(), env.tenant_id);
+        async move {
+            adze_store::streams::put(
+                &pool,
+                tenant,
+                task,
+                Some(index),
+                format!("chunk-{index}").as_bytes(),
+            )
+            .await
+            .expect("put")
+            .expect("the tenant's task");
+        }
+    };
+    // Index 3 comes before 2, which is still on its way when the run ends.
+    put(3).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("a chunk in time")
+            .expect("the stream goes on")
+            .expect("a chunk");
+        got.push(chunk);
+    }
+    release.notify_one();
+    run.outputs().await.expect("the run succeeds");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    put(2).await;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("the stream ends in time")
+    {
+        got.push(chunk.expect("a chunk"));
+    }
+    assert_eq!(
+        got,
+        ["chunk-0", "chunk-1", "chunk-2", "chunk-3"],
+        "the late chunk, in its place, then the end"
+    );
+    stop.cancel();
+    env.stop().await;
+}

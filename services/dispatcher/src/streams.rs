@@ -4,8 +4,14 @@
 //! gets the chunks stored before it came, then the live ones: every notice makes it
 //! read from Postgres what it has not sent yet, so a lost notice reorders or loses
 //! nothing, and the run's end is read from Postgres too before the hang-up.
+//!
+//! The run's end can overtake its last chunks: the TypeScript SDK does not wait for a
+//! chunk to be stored before going on, so its task may finish, and the run end, while
+//! chunks are still on their way to ingest. A follower therefore hangs up only once the
+//! stream has settled after the end: nothing new for [`SETTLE_QUIET`] and no index
+//! missing below one it has seen, or [`SETTLE_MAX`] after the end, whichever is first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use adze_bus::messages::RunsFinished;
@@ -34,6 +40,16 @@ fn now() -> Option<prost_types::Timestamp> {
 /// which on a loaded machine can take longer than half a second.
 const REORDER_WAIT: Duration = Duration::from_secs(2);
 
+/// After the run's end, how long the stream must stay quiet before the hang-up.
+const SETTLE_QUIET: Duration = Duration::from_millis(300);
+
+/// After the run's end, the longest a follower waits for chunks still on their way.
+const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+/// How many indexes one jump over missing chunks records as missing (an SDK that numbers
+/// sparsely must not grow the set without bound).
+const MISSING_MAX: i64 = 1_000;
+
 /// Puts each task's chunks back in the order of their indexes: a chunk is sent when it
 /// is its task's next one, or once it has waited [`REORDER_WAIT`] for those before it.
 #[derive(Default)]
@@ -42,6 +58,8 @@ struct Reorder {
     next: HashMap<Uuid, i64>,
     /// Chunks held back, by task and index, with when they were read.
     held: BTreeMap<(Uuid, i64), (Chunk, Instant)>,
+    /// Indexes passed over when a held chunk's wait ended before they came.
+    missing: BTreeSet<(Uuid, i64)>,
 }
 
 impl Reorder {
@@ -53,6 +71,7 @@ impl Reorder {
         let next = self.next.entry(c.task_id).or_insert(0);
         if index < *next {
             // Late (after its wait) or sent again: it goes as it is.
+            self.missing.remove(&(c.task_id, index));
             return vec![c];
         }
         let task = c.task_id;
@@ -73,6 +92,8 @@ impl Reorder {
             match first {
                 Some(((_, index), at)) if index == next || all || at.elapsed() >= REORDER_WAIT => {
                     if let Some((c, _)) = self.held.remove(&(task, index)) {
+                        let skipped = next.max(index - MISSING_MAX)..index;
+                        self.missing.extend(skipped.map(|i| (task, i)));
                         self.next.insert(task, index + 1);
                         out.push(c);
                     }
@@ -80,6 +101,12 @@ impl Reorder {
                 _ => return out,
             }
         }
+    }
+
+    /// Whether a chunk is known to be on its way: one with an index below another of its
+    /// task's has not come.
+    fn gaps(&self) -> bool {
+        !self.held.is_empty() || !self.missing.is_empty()
     }
 
     /// Everything whose wait is over (or everything, when `all`), task by task.
@@ -207,16 +234,51 @@ async fn follow_inner(
             _ = tx.closed() => return Ok(()),
         }
         // The run's end, from Postgres (a notice may be lost): the chunks stored before
-        // it ended go out first, then the hang-up.
+        // it ended, and those still on their way, go out first, then the hang-up.
         let status = adze_store::runs::stored_status(&deps.pool, tenant, run).await?;
         if ended || status.is_some_and(RunStatus::is_terminal) {
-            if send_stored(deps, (tenant, run), last, &mut order, true, tx)
+            let Some(l) = settle(deps, (tenant, run), last, &mut order, &mut notices, tx).await?
+            else {
+                return Ok(());
+            };
+            if send_stored(deps, (tenant, run), l, &mut order, true, tx)
                 .await?
                 .is_some()
             {
                 hang_up(run, status.unwrap_or(RunStatus::Succeeded), tx).await;
             }
             return Ok(());
+        }
+    }
+}
+
+/// After the run's end, follows its stream until it has settled (see the module's
+/// documentation); returns the new `last`, or `None` when the subscriber has gone.
+async fn settle(
+    deps: &Deps,
+    at: (Uuid, Uuid),
+    mut last: i64,
+    order: &mut Reorder,
+    notices: &mut async_nats::Subscriber,
+    tx: &Sink,
+) -> Result<Option<i64>, adze_store::Error> {
+    let give_up = tokio::time::Instant::now() + SETTLE_MAX;
+    loop {
+        tokio::select! {
+            n = notices.next() => if n.is_none() {
+                tokio::time::sleep(SETTLE_QUIET).await;
+            },
+            _ = tokio::time::sleep(SETTLE_QUIET) => {}
+            _ = tokio::time::sleep_until(give_up) => {}
+            _ = tx.closed() => return Ok(None),
+        }
+        let Some(l) = send_stored(deps, at, last, order, false, tx).await? else {
+            return Ok(None);
+        };
+        let quiet = l == last;
+        last = l;
+        if (quiet && !order.gaps()) || tokio::time::Instant::now() >= give_up {
+            return Ok(Some(last));
         }
     }
 }
@@ -268,5 +330,23 @@ mod tests {
             [7],
             "a late one goes as it is"
         );
+    }
+
+    #[test]
+    fn chunks_passed_over_are_missing_until_they_come() {
+        let task = Uuid::new_v4();
+        let mut r = Reorder::default();
+        assert_eq!(ids(r.take(chunk(task, 1, Some(0)))), [1]);
+        assert!(!r.gaps(), "nothing is missing after the next one");
+        assert!(r.take(chunk(task, 2, Some(3))).is_empty());
+        assert!(r.gaps(), "a held chunk waits for those before it");
+        assert_eq!(ids(r.due(true)), [2], "its wait ended");
+        assert!(r.gaps(), "indexes 1 and 2 were passed over");
+        assert_eq!(ids(r.take(chunk(task, 3, Some(2)))), [3]);
+        assert!(r.gaps(), "index 1 is still on its way");
+        assert_eq!(ids(r.take(chunk(task, 4, Some(1)))), [4]);
+        assert!(!r.gaps(), "every index below the highest has come");
+        assert_eq!(ids(r.take(chunk(task, 5, None))), [5]);
+        assert!(!r.gaps(), "chunks without an index leave no gap");
     }
 }
