@@ -45,7 +45,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    adze_telemetry::init("adze");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,6 +52,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("adze: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Inside the runtime: a gRPC span exporter's channel is a Tokio one.
+    let telemetry = match rt.block_on(async { adze_telemetry::try_init("adze") }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("adze: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -68,6 +75,7 @@ fn main() -> ExitCode {
             Command::Events(cmd) => client::events(cmd).await,
         }
     });
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

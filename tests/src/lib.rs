@@ -3,6 +3,7 @@
 //! (the same composition as `adze server`). Nothing is mocked.
 
 pub mod durable_stream;
+pub mod otlp;
 pub mod process;
 
 use std::collections::BTreeSet;
@@ -135,7 +136,7 @@ impl TestEnv {
     /// The given roles with explicit role settings.
     pub async fn start_with(roles: &[&str], configs: RoleConfigs) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
-            adze_telemetry::init("tests");
+            let _ = adze_telemetry::init("tests");
         }
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("adze_test_{}", &id[..12]);

@@ -265,7 +265,6 @@ where
     F: FnOnce(Loaded, Shared, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    adze_telemetry::init(role);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -276,12 +275,22 @@ where
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: a gRPC span exporter's channel is a Tokio one.
+    let telemetry = match rt.block_on(async { adze_telemetry::try_init(role) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("adze-{role}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = rt.block_on(async move {
         let loaded = Loaded::load(None, &[])?;
         let shared = connect(&loaded.common).await?;
         let shutdown = shutdown_on_signal();
         body(loaded, shared, shutdown).await
     });
+    // The spans still batched go out before the process ends.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,28 +1,19 @@
-//! Tracing setup and W3C trace-context helpers shared by every Adze process.
-//! OTLP export is not wired yet; trace ids are created at ingest and carried in NATS
-//! headers (`traceparent`) so logs of one run can be joined across services.
+//! Tracing, OpenTelemetry export and W3C trace context, shared by every Adze process.
+//!
+//! [`init`] sets up `tracing` (text or JSON lines, `ADZE_LOG_FORMAT=json`) and, when an
+//! OTLP endpoint is configured by the standard `OTEL_EXPORTER_OTLP_*` variables, a
+//! batching OTLP exporter (gRPC or HTTP/protobuf) that every span of a run goes to.
+//! A run's trace context travels as a W3C `traceparent`: in the run's row, in NATS
+//! headers and in the actions sent to workers; [`spans`] makes a run's spans from it.
 #![warn(missing_docs)]
 
-use rand::Rng;
-use tracing_subscriber::EnvFilter;
+mod export;
+mod logs;
+pub mod spans;
 
-/// Initialises `tracing` with `RUST_LOG` (default `info`), as JSON when `ADZE_LOG_JSON=1`.
-/// Safe to call more than once (later calls do nothing).
-pub fn init(service: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("ADZE_LOG_JSON").is_ok_and(|v| v == "1");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let res = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    if res.is_ok() {
-        tracing::debug!(service, "tracing initialised");
-    }
-}
+use rand::Rng;
+
+pub use export::{Export, ExportError, Telemetry, Wire, init, try_init, try_init_with};
 
 /// A fresh W3C `traceparent` (version 00, sampled).
 pub fn new_traceparent() -> String {
