@@ -48,6 +48,8 @@ pub struct Assignment {
     pub execution_deadline: Option<chrono::DateTime<chrono::Utc>>,
     /// A durable task (its invocation is `attempt + 1`).
     pub durable: bool,
+    /// When it was queued for this attempt (the start of its queue wait).
+    pub queued_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The earliest execution deadline among `assignments`.
@@ -350,7 +352,7 @@ macro_rules! assign_sql {
                  start_deadline = now() + $6 * interval '1 millisecond'
              FROM m WHERE t.tenant_id = m.tenant_id AND t.id = m.id AND t.status = ANY($5)
              RETURNING t.tenant_id, t.id, t.run_id, t.readable_id, t.action_id, t.attempt, t.worker_id, t.ancestors,
-                       t.execution_deadline, t.on_failure, t.concurrency, t.sticky, t.condition_data, t.durable),
+                       t.execution_deadline, t.on_failure, t.concurrency, t.sticky, t.condition_data, t.durable, t.queued_at),
            -- Concurrency keys: the run (a workflow entry) or the task holds each from
            -- now on, for as long as its own status says (see migration 0013).
            holds AS (
@@ -364,7 +366,7 @@ macro_rules! assign_sql {
             $pin,
             r#"
            SELECT upd.tenant_id, upd.id, upd.run_id, upd.readable_id, upd.action_id, upd.attempt,
-             upd.worker_id, upd.ancestors, upd.execution_deadline, upd.on_failure, upd.durable, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
+             upd.worker_id, upd.ancestors, upd.execution_deadline, upd.on_failure, upd.durable, upd.queued_at, r.input, r.additional_metadata, r.traceparent, r.workflow_name, r.workflow_id, r.workflow_version_id,
              -- What met the task's conditions joins what started its run.
              CASE WHEN upd.condition_data IS NULL THEN r.triggers
                   ELSE COALESCE(r.triggers, '{}'::jsonb) || upd.condition_data END AS triggers,
@@ -481,6 +483,7 @@ pub async fn assign(
                 traceparent: r.try_get("traceparent")?,
                 execution_deadline: r.try_get("execution_deadline")?,
                 durable: r.try_get("durable")?,
+                queued_at: r.try_get("queued_at")?,
             })
         })
         .collect()

@@ -13,6 +13,7 @@ mod reports;
 mod results;
 mod service;
 mod streams;
+mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -218,8 +218,11 @@ impl DispatcherApi {
                 };
                 match adze_bus::decode::<ActionBatch>(msg.headers.as_ref(), &msg.payload) {
                     Ok(env) if env.tenant_id == tenant_id => {
-                        for action in env.body.actions {
-                            if tx.send(Ok(to_assigned(tenant_id, action))).await.is_err() {
+                        for mut action in env.body.actions {
+                            let span = crate::trace::dispatch(worker, &mut action);
+                            let sent = tx.send(Ok(to_assigned(tenant_id, action))).await.is_ok();
+                            crate::trace::handed(span, sent);
+                            if !sent {
                                 break 'forward;
                             }
                         }

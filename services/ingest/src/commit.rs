@@ -65,6 +65,8 @@ pub(crate) struct PendingRun {
     pub(crate) input: Value,
     pub(crate) additional_metadata: Option<Value>,
     pub(crate) traceparent: Option<String>,
+    /// Its trigger span, when spans are exported: ended once the run is durable.
+    pub(crate) span: Option<adze_telemetry::spans::RunSpan>,
     /// The run's priority, when it has one.
     pub(crate) priority: Option<i16>,
     /// The run's id, when it was chosen before the commit (see [`NewRun::id`]).
@@ -103,6 +105,8 @@ struct Request {
     runs: Vec<PendingRun>,
     events: Vec<PendingEvent>,
     reply: oneshot::Sender<Result<Answer, String>>,
+    /// When it was handed to the committer (the start of its runs' commit spans).
+    handed: std::time::SystemTime,
 }
 
 /// The answer to one request.
@@ -164,6 +168,7 @@ impl Committer {
                 runs,
                 events,
                 reply,
+                handed: std::time::SystemTime::now(),
             })
             .await
             .map_err(|_| "ingest is shutting down".to_string())?;
@@ -209,6 +214,38 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
 }
 
 impl Request {
+    /// Ends its runs' trigger spans: `answer` is what became of its plain runs and
+    /// events, `None` when the commit failed with `outcome`'s error.
+    fn end_spans(
+        &mut self,
+        answer: Option<(&[RunOutcome], &[CommittedEvent])>,
+        outcome: Result<(), &str>,
+    ) {
+        if !adze_telemetry::spans::enabled() {
+            return;
+        }
+        let handed = self.handed;
+        let done = |p: &mut PendingRun, run: Option<Uuid>, created: bool| {
+            crate::trace::committed(p.span.take(), run, handed, outcome.map(|()| created));
+        };
+        let (runs, events) = answer.unzip();
+        for (i, p) in self.runs.iter_mut().enumerate() {
+            let got = runs.and_then(|r| r.get(i)).copied();
+            done(
+                p,
+                got.map(RunOutcome::run_id),
+                matches!(got, Some(RunOutcome::Created(_))),
+            );
+        }
+        for (i, e) in self.events.iter_mut().enumerate() {
+            let duplicate = events.and_then(|c| c.get(i)).is_some_and(|c| c.duplicate);
+            for (p, _) in &mut e.runs {
+                let id = p.id;
+                done(p, id, !duplicate);
+            }
+        }
+    }
+
     /// Rows it writes, about.
     fn size(&self) -> usize {
         self.runs.len() + self.events.iter().map(|e| 1 + e.runs.len()).sum::<usize>()
@@ -429,8 +466,10 @@ async fn commit(
         Err(e) => {
             let runs: usize = batch.iter().map(Request::size).sum();
             tracing::error!(error = %e, runs, "trigger commit failed");
-            for r in batch {
-                let _ = r.reply.send(Err(format!("storage unavailable: {e}")));
+            let error = format!("storage unavailable: {e}");
+            for mut r in batch {
+                r.end_spans(None, Err(&error));
+                let _ = r.reply.send(Err(error.clone()));
             }
             return;
         }
@@ -451,7 +490,7 @@ async fn commit(
     }
     let mut runs = runs.into_iter();
     let mut earlier = earlier.into_iter();
-    for r in batch {
+    for mut r in batch {
         let mine: Vec<RunOutcome> = runs.by_ref().take(r.runs.len()).collect();
         let notice = per_tenant.entry(r.tenant_id).or_default();
         notice.run_ids.extend(mine.iter().filter_map(|o| match o {
@@ -484,6 +523,7 @@ async fn commit(
                 .chain(r.events.iter().flat_map(|e| e.runs.iter().map(|(p, _)| p)))
                 .find_map(|p| p.traceparent.clone());
         }
+        r.end_spans(Some((&mine, &events)), Ok(()));
         let _ = r.reply.send(Ok(Answer { runs: mine, events }));
     }
     drop(permit);

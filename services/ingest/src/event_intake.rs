@@ -94,6 +94,7 @@ impl EventIntake {
                 priority: priority.map(i32::from),
                 desired_labels: None,
                 desired_worker_id: None,
+                caller_trace: e.traceparent,
             };
             let mut run = self.runs.build(tenant_id, request, Some(Uuid::now_v7()))?;
             // What the SDKs read as `ctx.filter_payload` and the triggering event.
@@ -102,9 +103,6 @@ impl EventIntake {
                 "event_key": e.key,
                 "filter_payload": m.filter_payload,
             }));
-            if let Some(trace) = e.traceparent.and_then(adze_telemetry::child_traceparent) {
-                run.traceparent = Some(trace);
-            }
             runs.push((run, m.filter_id));
         }
         Ok(PendingEvent {

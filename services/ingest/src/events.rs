@@ -83,23 +83,15 @@ impl EventsApi {
     }
 }
 
-/// The caller's W3C trace context, when its OpenTelemetry instrumentation sent one.
-fn traceparent<T>(req: &Request<T>) -> Option<&str> {
-    req.metadata()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-}
-
 #[tonic::async_trait]
 impl EventsService for EventsApi {
-    #[tracing::instrument(skip_all, fields(key = %req.get_ref().key))]
     async fn push(&self, req: Request<PushEventRequest>) -> Result<Response<Event>, Status> {
         let who = authenticate(&self.deps, &req).await?;
         let mut events = self
             .push_many(
                 who.tenant_id,
                 std::slice::from_ref(req.get_ref()),
-                traceparent(&req),
+                crate::trace::from_metadata(&req),
             )
             .await?;
         Ok(Response::new(events.remove(0)))
@@ -123,7 +115,7 @@ impl EventsService for EventsApi {
             )));
         }
         let events = self
-            .push_many(who.tenant_id, reqs, traceparent(&req))
+            .push_many(who.tenant_id, reqs, crate::trace::from_metadata(&req))
             .await?;
         Ok(Response::new(Events { events }))
     }

@@ -102,6 +102,7 @@ impl Firing {
             priority: req.priority.map(i32::from),
             desired_labels: None,
             desired_worker_id: None,
+            caller_trace: None,
         };
         let mut run = match self.runs.build(
             req.tenant_id,

@@ -25,6 +25,7 @@ mod rest_query;
 mod rest_timers;
 mod rest_workflows;
 mod task_actions;
+mod trace;
 mod trigger;
 mod versions;
 

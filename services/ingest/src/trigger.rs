@@ -164,6 +164,8 @@ pub(crate) struct RunRequest<'a> {
     pub(crate) priority: Option<i32>,
     pub(crate) desired_labels: Option<&'a HashMap<String, adze_proto::v1::DesiredWorkerLabels>>,
     pub(crate) desired_worker_id: Option<&'a str>,
+    /// The caller's trace context from its transport (gRPC metadata, a NATS header).
+    pub(crate) caller_trace: Option<&'a str>,
 }
 
 /// Makes runs ready for the committer: the workflow's latest version, its concurrency
@@ -213,6 +215,7 @@ impl RunFactory {
             version,
             input,
             additional_metadata: meta,
+            caller_trace,
             ..
         } = r;
         // A run with an idempotency key claims it under its own id, chosen now.
@@ -276,6 +279,7 @@ impl RunFactory {
             )?),
             _ => None,
         };
+        let (traceparent, span) = crate::trace::trigger(&version.name, caller_trace, meta.as_ref());
         Ok(PendingRun {
             priority,
             idempotency,
@@ -284,7 +288,8 @@ impl RunFactory {
             version,
             input,
             additional_metadata: meta,
-            traceparent: Some(adze_telemetry::new_traceparent()),
+            traceparent: Some(traceparent),
+            span,
             id,
             concurrency,
         })
@@ -297,6 +302,7 @@ impl WorkflowApi {
         &self,
         tenant_id: Uuid,
         reqs: &[TriggerWorkflowRequest],
+        caller_trace: Option<&str>,
     ) -> Result<Vec<Uuid>, Status> {
         let mut versions: HashMap<&str, Arc<WorkflowVersion>> = HashMap::new();
         for r in reqs {
@@ -325,6 +331,7 @@ impl WorkflowApi {
                 priority: r.priority,
                 desired_labels: Some(&r.desired_worker_labels),
                 desired_worker_id: r.desired_worker_id.as_deref(),
+                caller_trace,
             };
             let mut run =
                 self.runs
@@ -510,14 +517,17 @@ impl WorkflowApi {
 
 #[tonic::async_trait]
 impl WorkflowService for WorkflowApi {
-    #[tracing::instrument(skip_all, fields(workflow = %req.get_ref().name))]
     async fn trigger_workflow(
         &self,
         req: Request<TriggerWorkflowRequest>,
     ) -> Result<Response<TriggerWorkflowResponse>, Status> {
         let who = authenticate(&self.deps, &req).await?;
         let ids = self
-            .trigger_many(who.tenant_id, std::slice::from_ref(req.get_ref()))
+            .trigger_many(
+                who.tenant_id,
+                std::slice::from_ref(req.get_ref()),
+                crate::trace::from_metadata(&req),
+            )
             .await?;
         Ok(Response::new(TriggerWorkflowResponse {
             workflow_run_id: ids[0].to_string(),
@@ -569,7 +579,9 @@ impl WorkflowService for WorkflowApi {
                 reqs.len()
             )));
         }
-        let ids = self.trigger_many(who.tenant_id, reqs).await?;
+        let ids = self
+            .trigger_many(who.tenant_id, reqs, crate::trace::from_metadata(&req))
+            .await?;
         Ok(Response::new(BulkTriggerWorkflowResponse {
             workflow_run_ids: ids.iter().map(Uuid::to_string).collect(),
         }))

@@ -858,7 +858,14 @@ impl Announcer {
     async fn announce_assignments(&self, assignments: Vec<Assignment>) {
         // Per worker, in assignment order (a worker belongs to one tenant).
         let mut per_worker: HashMap<Uuid, (Uuid, Vec<ActionMessage>)> = HashMap::new();
+        let assigned = std::time::SystemTime::now();
         for a in assignments {
+            // Its dispatch continues its queue wait's span, or the run's trace.
+            let traceparent = crate::trace::queued(&a, assigned).or_else(|| {
+                a.traceparent
+                    .as_deref()
+                    .and_then(adze_telemetry::child_traceparent)
+            });
             let (_, actions) = per_worker
                 .entry(a.worker_id)
                 .or_insert_with(|| (a.tenant_id, Vec::new()));
@@ -876,10 +883,7 @@ impl Announcer {
                 payload: a.payload,
                 durable: a.durable,
                 additional_metadata: a.additional_metadata,
-                traceparent: a
-                    .traceparent
-                    .as_deref()
-                    .and_then(adze_telemetry::child_traceparent),
+                traceparent,
             });
         }
         for (worker, (tenant, actions)) in per_worker {

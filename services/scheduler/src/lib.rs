@@ -17,6 +17,7 @@ pub mod admission;
 mod batch;
 mod hold;
 mod lease;
+mod trace;
 
 use std::time::Duration;
 

@@ -69,15 +69,18 @@ impl Attempt {
         // A handler woken by its own cancellation (an evicted durable task's calls
         // fail) may have ended at the same moment: it reports nothing either.
         let Some(outcome) = outcome.filter(|_| !self.cancel.is_cancelled()) else {
+            super::trace::ended("cancelled", None);
             tracing::info!("task cancelled");
             return;
         };
         match outcome {
             Ok(output) => {
+                super::trace::ended("completed", None);
                 tracing::info!("task completed");
                 events.completed(output).await;
             }
             Err(err) => {
+                super::trace::ended("failed", Some(&err.to_string()));
                 tracing::warn!(error = %err, retryable = err.is_retryable(), "task failed");
                 events.failed(&err).await;
             }

@@ -107,11 +107,17 @@ impl Executor {
                 let cancel = CancellationToken::new();
                 let span = tracing::info_span!(
                     "task",
+                    otel.name = %format!("attempt {}", action.task_name),
+                    otel.kind = "consumer",
+                    otel.status_code = tracing::field::Empty,
+                    otel.status_description = tracing::field::Empty,
+                    adze.outcome = tracing::field::Empty,
                     task = %action.task_name,
                     task_run_id = %task_run_id,
                     attempt = action.retry_count,
                     invocation,
                 );
+                super::trace::continue_run(&span, &action);
                 let retry_count = action.retry_count;
                 let handler = self.handlers.get(&action.action_id);
                 let durable = match (handler, &self.durable) {

@@ -10,6 +10,7 @@ mod attempt;
 mod connection;
 mod events;
 mod executor;
+mod trace;
 
 pub(crate) use connection::Backoff;
 

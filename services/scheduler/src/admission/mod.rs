@@ -164,6 +164,7 @@ impl Pipeline {
         pass: &mut Pass,
     ) -> Result<(), adze_store::Error> {
         if !pass.deferred.is_empty() {
+            crate::trace::waited(&pass.deferred);
             let held: Vec<adze_store::concurrency::HeldBack> = pass
                 .deferred
                 .iter()

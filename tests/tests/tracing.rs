@@ -1,0 +1,301 @@
+//! One run, one trace: the fleet's services, each its own process exporting over OTLP
+//! (gRPC from ingest and the scheduler, HTTP/protobuf from the dispatcher and the
+//! reaper), and the Rust worker in this process, send their spans of a DAG run with a
+//! retried task to a real OTLP receiver; together they form one trace under the
+//! caller's own `traceparent`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
+use adze_proto::v1::TriggerWorkflowRequest;
+use adze_sdk::{Context, TaskDef, TaskError, Worker, Workflow};
+use adze_tests::otlp::{Received, Receiver};
+use adze_tests::process::Proc;
+use adze_tests::{TestEnv, bin, wait_for};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+
+const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER_SPAN: &str = "b7ad6b7169203331";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    l.local_addr().expect("addr").port()
+}
+
+/// A service of the fleet as its own process, exporting to `endpoint` over `protocol`.
+fn service(env: &TestEnv, role: &str, extra: &[(&str, String)], otlp: (&str, &str)) -> Proc {
+    let mut e = env.child_env();
+    e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    e.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.0.into()));
+    e.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), otlp.1.into()));
+    e.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()));
+    Proc::spawn(
+        role,
+        &bin(&format!("adze-{role}")),
+        &[],
+        &adze_tests::repo_root(),
+        &e,
+    )
+}
+
+/// The one span named `name` (with `attempt`, if given) of the trace.
+fn one<'a>(spans: &'a [Received], name: &str, attempt: Option<&str>) -> &'a Received {
+    let found: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            attempt.is_none_or(|a| {
+                s.attributes
+                    .get("adze.attempt")
+                    .or(s.attributes.get("attempt"))
+                    == Some(&a.to_string())
+            })
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one span {name:?} (attempt {attempt:?}): {found:#?}"
+    );
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
+    let receiver = Receiver::start().await;
+    // This process's worker exports to the gRPC door.
+    let telemetry = adze_telemetry::try_init_with(
+        "worker",
+        Some(adze_telemetry::Export {
+            wire: adze_telemetry::Wire::Grpc,
+            endpoint: receiver.grpc.clone(),
+        }),
+    )
+    .expect("telemetry");
+    let env = TestEnv::start_roles(&[]).await;
+    let (api, dispatch) = (free_port(), free_port());
+    let grpc = (receiver.grpc.as_str(), "grpc");
+    let http = (receiver.http.as_str(), "http/protobuf");
+    let mut fleet = vec![
+        service(
+            &env,
+            "ingest",
+            &[("ADZE_SERVER__LISTEN", format!("127.0.0.1:{api}"))],
+            grpc,
+        ),
+        service(&env, "scheduler", &[], grpc),
+        service(
+            &env,
+            "dispatcher",
+            &[("ADZE_DISPATCHER__LISTEN", format!("127.0.0.1:{dispatch}"))],
+            http,
+        ),
+        service(&env, "reaper", &[], http),
+    ];
+    for port in [api, dispatch] {
+        wait_for(
+            "the service listens",
+            Duration::from_secs(30),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+    }
+    let client = adze_sdk::Client::new(adze_sdk::ClientConfig {
+        token: env.token.clone(),
+        host_port: Some(format!("127.0.0.1:{api}")),
+        dispatcher_host_port: Some(format!("127.0.0.1:{dispatch}")),
+        tls_strategy: adze_sdk::TlsStrategy::None,
+        ..Default::default()
+    })
+    .expect("client");
+
+    // `second` fails its first attempt and succeeds on its retry.
+    let tries = Arc::new(AtomicU32::new(0));
+    let mut wf = Workflow::<Value>::new("traced");
+    let first = wf.add_task(TaskDef::new("first", |_i: Value, _c: Context| async move {
+        Ok::<_, TaskError>(json!({"n": 1}))
+    }));
+    let t = tries.clone();
+    wf.add_task(
+        TaskDef::new("second", move |_i: Value, _c: Context| {
+            let t = t.clone();
+            async move {
+                if t.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(TaskError::retryable("the first try fails"));
+                }
+                Ok::<_, TaskError>(json!({"n": 2}))
+            }
+        })
+        .parent(&first)
+        .retries(1),
+    );
+    let stop = CancellationToken::new();
+    let worker = Worker::builder(client)
+        .name("traced-worker")
+        .slots(4)
+        .workflow(wf)
+        .build()
+        .expect("worker");
+    let s = stop.clone();
+    let worker = tokio::spawn(worker.run(async move { s.cancelled().await }));
+    env.wait_workflow("traced").await;
+
+    // The caller's own context, as OpenTelemetry instrumentation sends it.
+    let mut trigger = WorkflowServiceClient::connect(format!("http://127.0.0.1:{api}"))
+        .await
+        .expect("connect to ingest");
+    let mut req = tonic::Request::new(TriggerWorkflowRequest {
+        name: "traced".into(),
+        input: "{}".into(),
+        ..Default::default()
+    });
+    let bearer: MetadataValue<_> = format!("Bearer {}", env.token).parse().expect("header");
+    req.metadata_mut().insert("authorization", bearer);
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    req.metadata_mut()
+        .insert("traceparent", caller.parse().expect("header"));
+    let run: uuid::Uuid = trigger
+        .trigger_workflow(req)
+        .await
+        .expect("trigger")
+        .into_inner()
+        .workflow_run_id
+        .parse()
+        .expect("run id");
+    let pool = env.pool.clone();
+    wait_for("the run succeeds", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM runs WHERE id = $1")
+                .bind(run)
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("succeeded")
+        }
+    })
+    .await;
+    stop.cancel();
+    let _ = worker.await;
+    // The worker's spans go out now; the services', within their batch delay.
+    telemetry.shutdown();
+    let spans = receiver.spans.clone();
+    let expected = [
+        "trigger traced",
+        "ingest.commit",
+        "queue first",
+        "queue second",
+        "queue second",
+        "dispatch first",
+        "dispatch second",
+        "dispatch second",
+        "attempt first",
+        "attempt second",
+        "attempt second",
+    ];
+    wait_for(
+        "every span of the run is received",
+        Duration::from_secs(30),
+        || {
+            let spans = spans.clone();
+            async move {
+                let names: Vec<String> = spans
+                    .all()
+                    .into_iter()
+                    .filter(|s| s.trace_id == CALLER_TRACE)
+                    .map(|s| s.name)
+                    .collect();
+                expected.iter().all(|e| {
+                    names.iter().filter(|n| n == e).count()
+                        >= expected.iter().filter(|x| x == &e).count()
+                })
+            }
+        },
+    )
+    .await;
+    let all = receiver.spans.all();
+    let trace: Vec<Received> = all
+        .iter()
+        .filter(|s| s.trace_id == CALLER_TRACE)
+        .cloned()
+        .collect();
+    // Every span of the run is in the caller's trace, none elsewhere.
+    let run_id = run.to_string();
+    let strays: Vec<&Received> = all
+        .iter()
+        .filter(|s| s.trace_id != CALLER_TRACE)
+        .filter(|s| s.attributes.get("adze.run_id") == Some(&run_id))
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "spans of the run outside its trace: {strays:#?}"
+    );
+
+    let root = one(&trace, "trigger traced", None);
+    assert_eq!(
+        root.parent, CALLER_SPAN,
+        "the caller's context is the root's parent"
+    );
+    assert_eq!(root.service, "adze-ingest");
+    assert_eq!(root.attributes.get("adze.run_id"), Some(&run_id));
+    let commit = one(&trace, "ingest.commit", None);
+    assert_eq!(
+        (commit.parent.as_str(), commit.service.as_str()),
+        (root.span_id.as_str(), "adze-ingest")
+    );
+
+    let by_id: HashMap<&str, &Received> = trace.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    for (task, attempt, outcome) in [
+        ("first", "0", "completed"),
+        ("second", "0", "failed"),
+        ("second", "1", "completed"),
+    ] {
+        let queue = one(&trace, &format!("queue {task}"), Some(attempt));
+        assert_eq!(queue.service, "adze-scheduler");
+        assert_eq!(
+            queue.parent, root.span_id,
+            "queue {task} #{attempt} is the run's"
+        );
+        assert_eq!(queue.events.last().map(|e| e.0.as_str()), Some("assigned"));
+        let dispatch = one(&trace, &format!("dispatch {task}"), Some(attempt));
+        assert_eq!(dispatch.service, "adze-dispatcher", "exported over HTTP");
+        assert_eq!(
+            dispatch.parent, queue.span_id,
+            "dispatch {task} #{attempt} follows its queue wait"
+        );
+        let attempt_span = one(&trace, &format!("attempt {task}"), Some(attempt));
+        assert_eq!(attempt_span.service, "adze-worker");
+        assert_eq!(
+            attempt_span.parent, dispatch.span_id,
+            "attempt {task} #{attempt} follows its dispatch"
+        );
+        assert_eq!(
+            attempt_span
+                .attributes
+                .get("adze.outcome")
+                .map(String::as_str),
+            Some(outcome)
+        );
+        assert_eq!(
+            attempt_span.error,
+            outcome == "failed",
+            "attempt {task} #{attempt}: error status"
+        );
+        assert!(by_id.contains_key(attempt_span.parent.as_str()));
+    }
+    for mut p in fleet.drain(..) {
+        p.terminate(Duration::from_secs(10)).await;
+    }
+    env.stop().await;
+}
