@@ -549,6 +549,26 @@ where
     }
 }
 
+/// A local port free when asked (for a child process to listen on).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("its address").port()
+}
+
+/// Waits until something listens on local `port` (at most 30 s).
+pub async fn wait_listening(port: u16) {
+    wait_for(
+        &format!("a server listening on port {port}"),
+        Duration::from_secs(30),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+}
+
 /// The directory holding this build's binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

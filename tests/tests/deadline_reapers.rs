@@ -18,7 +18,7 @@ const TIMEOUTS_S: [u64; 4] = [2, 3, 4, 8];
 
 fn reaper(env: &TestEnv, name: &str) -> Proc {
     let mut e = env.child_env();
-    e.push(("ADZE_LOG_JSON".into(), "1".into()));
+    e.push(("ADZE_LOG_FORMAT".into(), "json".into()));
     // Each committed claim is a debug line of the deadline loop.
     e.push((
         "RUST_LOG".into(),
@@ -34,8 +34,8 @@ fn committed(log: &std::path::Path) -> usize {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "deadlines passed; reported to the scheduler")
-        .map(|v| v["fields"]["count"].as_u64().unwrap_or(0) as usize)
+        .filter(|v| v["message"] == "deadlines passed; reported to the scheduler")
+        .map(|v| v["count"].as_u64().unwrap_or(0) as usize)
         .sum()
 }
 

@@ -22,11 +22,6 @@ use tonic::metadata::MetadataValue;
 const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    l.local_addr().expect("addr").port()
-}
-
 /// A service of the fleet as its own process, exporting to `endpoint` over `protocol`.
 fn service(env: &TestEnv, role: &str, extra: &[(&str, String)], otlp: (&str, &str)) -> Proc {
     let mut e = env.child_env();
@@ -78,7 +73,7 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
     )
     .expect("telemetry");
     let env = TestEnv::start_roles(&[]).await;
-    let (api, dispatch) = (free_port(), free_port());
+    let (api, dispatch) = (adze_tests::free_port(), adze_tests::free_port());
     let grpc = (receiver.grpc.as_str(), "grpc");
     let http = (receiver.http.as_str(), "http/protobuf");
     let mut fleet = vec![
@@ -98,16 +93,7 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
         service(&env, "reaper", &[], http),
     ];
     for port in [api, dispatch] {
-        wait_for(
-            "the service listens",
-            Duration::from_secs(30),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            },
-        )
-        .await;
+        adze_tests::wait_listening(port).await;
     }
     let client = adze_sdk::Client::new(adze_sdk::ClientConfig {
         token: env.token.clone(),

@@ -141,6 +141,32 @@ pub enum SchedulerEvent {
     },
 }
 
+impl SchedulerEvent {
+    /// Its kind, as its `type` tag says it (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RunsCreated { .. } => "runs_created",
+            Self::TaskStarted { .. } => "task_started",
+            Self::TaskCompleted { .. } => "task_completed",
+            Self::TaskFailed { .. } => "task_failed",
+            Self::WorkerLost { .. } => "worker_lost",
+            Self::AssignmentExpired { .. } => "assignment_expired",
+            Self::WorkerReady { .. } => "worker_ready",
+            Self::WorkerUnavailable { .. } => "worker_unavailable",
+            Self::Wake => "wake",
+            Self::TaskTimedOut { .. } => "task_timed_out",
+            Self::ScheduleExpired { .. } => "schedule_expired",
+            Self::ReplayTasks { .. } => "replay_tasks",
+            Self::SlotReleased { .. } => "slot_released",
+            Self::CancelTasks { .. } => "cancel_tasks",
+            Self::SkipTasks { .. } => "skip_tasks",
+            Self::TaskEvicted { .. } => "task_evicted",
+            Self::RestoreTasks { .. } => "restore_tasks",
+            Self::Reports { .. } => "reports",
+        }
+    }
+}
+
 /// A task queued ready to start (see [`SchedulerEvent::RunsCreated`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueuedTask {
@@ -402,5 +428,22 @@ mod tests {
             serde_json::from_str::<SchedulerEvent>(&text).unwrap(),
             listed
         );
+    }
+
+    #[test]
+    fn a_kind_is_the_events_type_tag() {
+        let id = Uuid::now_v7();
+        for event in [
+            SchedulerEvent::Wake,
+            SchedulerEvent::RunsCreated {
+                run_ids: vec![id],
+                ready: None,
+            },
+            SchedulerEvent::WorkerReady { worker_id: id },
+            SchedulerEvent::Reports { events: Vec::new() },
+        ] {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["type"], event.kind());
+        }
     }
 }

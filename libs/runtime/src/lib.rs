@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod ops;
 pub mod tasks;
 
 use std::future::Future;
@@ -205,6 +206,7 @@ pub async fn connect(common: &Common) -> anyhow::Result<Shared> {
         )
     })?;
     let bus = Bus::connect(&common.nats_url, &common.prefix).await?;
+    ops::watch_shared(&pool, bus.client());
     let auth = Arc::new(Authenticator::new(token_keys(common)?, pool.clone()));
     Ok(Shared {
         pool,
@@ -287,7 +289,13 @@ where
         let loaded = Loaded::load(None, &[])?;
         let shared = connect(&loaded.common).await?;
         let shutdown = shutdown_on_signal();
-        body(loaded, shared, shutdown).await
+        let ops = serve_ops(role, loaded.common.server.listen, shutdown.clone()).await?;
+        let result = body(loaded, shared, shutdown.clone()).await;
+        shutdown.cancel();
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
+        result
     });
     // The spans still batched go out before the process ends.
     telemetry.shutdown();
@@ -300,12 +308,66 @@ where
     }
 }
 
+/// Where a role without a port of its own serves `/healthz`, `/readyz` and `/metrics`
+/// unless `server.listen` says otherwise (ingest and the dispatcher serve them on
+/// theirs).
+fn ops_default(role: &str) -> Option<SocketAddr> {
+    let port = match role {
+        "scheduler" => 7081,
+        "reaper" => 7082,
+        "ratelimit" => 7083,
+        _ => return None,
+    };
+    Some(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Serves [`ops::router`] for a role without a port of its own: on `listen` when
+/// given (failing when it cannot), else on the role's default address (skipped, with
+/// a warning, when another process holds it).
+async fn serve_ops(
+    role: &str,
+    listen: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let Some(default) = ops_default(role) else {
+        return Ok(None);
+    };
+    let listener = match listen {
+        Some(addr) => tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} for /healthz, /readyz and /metrics: {e}")
+        })?,
+        None => match tokio::net::TcpListener::bind(default).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(%default, error = %e, "no /healthz, /readyz or /metrics: the default address is taken (set ADZE_SERVER__LISTEN)");
+                return Ok(None);
+            }
+        },
+    };
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    Ok(Some(tokio::spawn(serve_only(
+        listener,
+        ops::router(),
+        shutdown,
+    ))))
+}
+
 /// How long open connections may drain after shutdown before they are cut.
 const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Serves a router (HTTP/1.1 and h2c) until `shutdown`, then drains connections for
-/// at most [`DRAIN_DEADLINE`] (long-lived client streams would otherwise hold it open).
+/// Serves a router (HTTP/1.1 and h2c), with [`ops::router`]'s routes, until
+/// `shutdown`, then drains connections for at most [`DRAIN_DEADLINE`] (long-lived
+/// client streams would otherwise hold it open).
 pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    serve_only(listener, router.merge(ops::router()), shutdown).await
+}
+
+/// [`serve`] without adding the operators' routes.
+async fn serve_only(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: CancellationToken,

@@ -7,6 +7,7 @@
 //! its own workers, and all state they share lives in Postgres and NATS.
 
 mod durable;
+mod metrics;
 mod outbox;
 mod registry;
 mod reports;
@@ -90,6 +91,7 @@ impl Dispatcher {
         let id = format!("dispatcher-{}", uuid::Uuid::new_v4());
         let tasks = Tasks::new(shutdown.clone());
         let registry = Arc::new(registry::Registry::new(id.clone()));
+        metrics::watch(&deps.pool, &id);
         let hub = Arc::new(results::Hub::new(deps.pool.clone()));
         // Best effort: a failed flush is retried on the next tick; heartbeats are soft
         // state.

@@ -219,6 +219,7 @@ impl DispatcherApi {
                 match adze_bus::decode::<ActionBatch>(msg.headers.as_ref(), &msg.payload) {
                     Ok(env) if env.tenant_id == tenant_id => {
                         for mut action in env.body.actions {
+                            crate::metrics::dispatched(action.kind);
                             let span = crate::trace::dispatch(worker, &mut action);
                             let sent = tx.send(Ok(to_assigned(tenant_id, action))).await.is_ok();
                             crate::trace::handed(span, sent);

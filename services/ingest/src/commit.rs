@@ -427,6 +427,7 @@ async fn commit(
     batch: Vec<Request>,
     permit: OwnedSemaphorePermit,
 ) {
+    let began = std::time::Instant::now();
     let transactional = batch
         .iter()
         .any(|r| !r.events.is_empty() || r.runs.iter().any(|p| p.idempotency.is_some()));
@@ -488,6 +489,10 @@ async fn commit(
                 keys: t.keys,
             });
     }
+    metrics::histogram!("adze_ingest_commit_seconds").record(began.elapsed().as_secs_f64());
+    metrics::histogram!("adze_ingest_commit_batch_rows")
+        .record(batch.iter().map(Request::size).sum::<usize>() as f64);
+    let (mut new_runs, mut new_events) = (0u64, 0u64);
     let mut runs = runs.into_iter();
     let mut earlier = earlier.into_iter();
     for mut r in batch {
@@ -523,10 +528,22 @@ async fn commit(
                 .chain(r.events.iter().flat_map(|e| e.runs.iter().map(|(p, _)| p)))
                 .find_map(|p| p.traceparent.clone());
         }
+        new_runs += mine
+            .iter()
+            .filter(|o| matches!(o, RunOutcome::Created(_)))
+            .count() as u64;
+        for (p, c) in r.events.iter().zip(&events) {
+            if !c.duplicate {
+                new_events += 1;
+                new_runs += p.runs.len() as u64;
+            }
+        }
         r.end_spans(Some((&mine, &events)), Ok(()));
         let _ = r.reply.send(Ok(Answer { runs: mine, events }));
     }
     drop(permit);
+    metrics::counter!("adze_runs_created_total").increment(new_runs);
+    metrics::counter!("adze_events_total").increment(new_events);
     hints.offer(created.schedule_deadline).await;
     for t in durable {
         let at = adze_bus::durable::Whereabouts::of(t.status, t.worker_id);

@@ -197,6 +197,14 @@ impl DeadlineLoop {
         self.publish(events).await?;
         deadlines::clear(&mut tx, &due).await?;
         tx.commit().await?;
+        for d in &due {
+            let kind = match d.kind {
+                DeadlineKind::Execution => "execution",
+                DeadlineKind::Schedule => "schedule",
+                DeadlineKind::Start => "start",
+            };
+            metrics::counter!("adze_timeouts_total", "kind" => kind).increment(1);
+        }
         log_lateness(&due, now);
         Ok(due.len())
     }

@@ -197,6 +197,7 @@ impl Processor {
             }
         };
         ack.extend(self.hold.applied(receipt));
+        crate::metrics::batch(&events, began.elapsed());
         if tracing::enabled!(tracing::Level::DEBUG) {
             let oldest = events.iter().map(|e| e.at).min();
             tracing::debug!(
@@ -859,6 +860,7 @@ impl Announcer {
         // Per worker, in assignment order (a worker belongs to one tenant).
         let mut per_worker: HashMap<Uuid, (Uuid, Vec<ActionMessage>)> = HashMap::new();
         let assigned = std::time::SystemTime::now();
+        crate::metrics::assigned(&assignments, assigned);
         for a in assignments {
             // Its dispatch continues its queue wait's span, or the run's trace.
             let traceparent = crate::trace::queued(&a, assigned).or_else(|| {

@@ -17,6 +17,7 @@ pub mod admission;
 mod batch;
 mod hold;
 mod lease;
+mod metrics;
 mod trace;
 
 use std::time::Duration;
@@ -77,6 +78,7 @@ pub struct Deps {
 /// Runs the scheduler until `shutdown`.
 pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     deps.bus.ensure_streams().await?;
+    metrics::watch(&deps.pool, &deps.bus);
     let holder = format!("scheduler-{}", uuid::Uuid::new_v4());
     let lease = lease::Lease::new(
         deps.pool.clone(),
