@@ -39,7 +39,9 @@ check() {
 # The Python conformance tests run the pinned SDK from a private virtualenv.
 ensure_python_sdk() {
   local py="$VENV/bin/python"
+  # The pinned version, with its `otel` extra (the tracing conformance test).
   if [[ -x "$py" ]] && "$py" -c 'import importlib.metadata as m, sys
+import opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.sdk.trace
 sys.exit(m.version("hatchet-sdk") != sys.argv[1])' "${PY_SDK#*==}" 2>/dev/null; then
     ok "Python SDK: $PY_SDK in $VENV"
     return
@@ -54,7 +56,8 @@ sys.exit(m.version("hatchet-sdk") != sys.argv[1])' "${PY_SDK#*==}" 2>/dev/null; 
     fi
   fi
   say "installing $PY_SDK into $VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$PY_SDK" || die "pip install $PY_SDK failed"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_SDK/==/[otel]==}" ||
+    die "pip install ${PY_SDK/==/[otel]==} failed"
   ok "Python SDK: $PY_SDK in $VENV"
 }
 

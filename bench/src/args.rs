@@ -162,6 +162,10 @@ pub struct Args {
     /// with ALTER DATABASE before the services connect), e.g. plan_cache_mode=force_custom_plan.
     #[arg(long = "pg-set", value_parser = parse_setting)]
     pub pg_settings: Vec<(String, String)>,
+    /// Every service the bench starts exports its spans over OTLP/gRPC to a receiver in
+    /// the bench, which counts them (the cost of tracing, against a real receiver).
+    #[arg(long)]
+    pub otlp_sink: bool,
     /// Do not count NATS messages (subscribe to run notices only).
     #[arg(long)]
     pub no_nats_count: bool,

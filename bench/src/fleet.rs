@@ -20,6 +20,8 @@ pub struct Fleet {
     procs: Vec<Proc>,
     admin_url: Option<String>,
     keep_database: bool,
+    /// The OTLP receiver the services export to (`--otlp-sink`).
+    sink: Option<crate::otlp::Sink>,
 }
 
 impl Fleet {
@@ -54,6 +56,7 @@ impl Fleet {
             procs: Vec::new(),
             admin_url: None,
             keep_database: true,
+            sink: None,
         })
     }
 
@@ -106,6 +109,7 @@ impl Fleet {
             procs: Vec::new(),
             admin_url: Some(args.pg_admin_url.clone()),
             keep_database: args.keep_database,
+            sink: None,
         };
         match fleet.bring_up(args, bin_dir, topology, &id).await {
             Ok(()) => Ok(fleet),
@@ -153,6 +157,15 @@ impl Fleet {
         ];
         if let Ok(redis) = std::env::var("ADZE_REDIS_URL") {
             env.push(("ADZE_REDIS_URL".to_owned(), redis));
+        }
+        if args.otlp_sink {
+            let sink = crate::otlp::Sink::start().await?;
+            env.push((
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                sink.endpoint.clone(),
+            ));
+            env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), "grpc".to_owned()));
+            self.sink = Some(sink);
         }
         let adze = bin_dir.join("adze");
         let cli_log = self.log_dir.join("cli.log");
@@ -259,6 +272,11 @@ impl Fleet {
     pub async fn stop(mut self) {
         while let Some(mut proc) = self.procs.pop() {
             proc.stop(Duration::from_secs(10)).await;
+        }
+        // The services flushed their spans as they stopped.
+        if let Some(sink) = self.sink.take() {
+            let (spans, exports) = sink.received();
+            eprintln!("otlp sink: {spans} spans received in {exports} exports");
         }
         let Some(admin_url) = self.admin_url.take() else {
             return;

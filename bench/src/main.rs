@@ -11,6 +11,7 @@ mod fleet;
 mod load;
 mod metrics;
 mod observe;
+mod otlp;
 mod pgstats;
 mod probe;
 mod recorder;

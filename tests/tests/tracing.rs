@@ -285,3 +285,85 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
     }
     env.stop().await;
 }
+
+/// The Python SDK's `HatchetInstrumentor` with the engine (in this process, exporting to
+/// the same receiver): the script's own span, the SDK's `hatchet.run_workflow`, the
+/// engine's trigger, queue wait and dispatch, and the worker's `hatchet.start_step_run`
+/// form one chain of parent and child in one trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_sdks_instrumentation_joins_the_runs_trace() {
+    let receiver = Receiver::start().await;
+    let telemetry = adze_telemetry::try_init_with(
+        "fleet",
+        Some(adze_telemetry::Export {
+            wire: adze_telemetry::Wire::Grpc,
+            endpoint: receiver.grpc.clone(),
+        }),
+    )
+    .expect("telemetry");
+    let env = TestEnv::start().await;
+    let mut e = env.child_env();
+    e.push(("ADZE_OTLP_ENDPOINT".into(), receiver.grpc.clone()));
+    let dir = adze_tests::repo_root().join("tests/conformance/py");
+    let result = adze_tests::process::run_conformance(
+        "tracing.py",
+        &adze_tests::process::python(),
+        &["tracing.py"],
+        &dir,
+        &e,
+    )
+    .await;
+    let observed = &result["observed"];
+    let trace_id = observed["caller_trace_id"]
+        .as_str()
+        .expect("the caller's trace")
+        .to_owned();
+    let caller = observed["caller_span_id"]
+        .as_str()
+        .expect("the caller's span")
+        .to_owned();
+    telemetry.shutdown();
+    let expected = [
+        "hatchet.run_workflow",
+        "trigger conf-py-traced",
+        "queue hello",
+        "dispatch hello",
+        "hatchet.start_step_run",
+    ];
+    let spans = receiver.spans.clone();
+    let t = trace_id.clone();
+    wait_for(
+        "the run's spans are received",
+        Duration::from_secs(30),
+        || {
+            let (spans, t) = (spans.clone(), t.clone());
+            async move {
+                let got = spans.all();
+                expected
+                    .iter()
+                    .all(|name| got.iter().any(|s| s.trace_id == t && s.name == *name))
+            }
+        },
+    )
+    .await;
+    let trace: Vec<Received> = receiver
+        .spans
+        .all()
+        .into_iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    let mut parent = caller;
+    for (name, service) in [
+        ("hatchet.run_workflow", "conf-py-worker"),
+        ("trigger conf-py-traced", "adze-fleet"),
+        ("queue hello", "adze-fleet"),
+        ("dispatch hello", "adze-fleet"),
+        ("hatchet.start_step_run", "conf-py-worker"),
+    ] {
+        let span = one(&trace, name, None);
+        assert_eq!(span.service, service, "{name}");
+        assert_eq!(span.parent, parent, "{name}'s parent");
+        parent = span.span_id.clone();
+    }
+    env.stop().await;
+}
