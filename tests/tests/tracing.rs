@@ -124,16 +124,33 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
         .parent(&first)
         .retries(1),
     );
+    // `slow` outlives its execution timeout: the reaper times it out.
+    let slow = Workflow::<Value>::new("traced-slow").task(
+        TaskDef::new("slow", |_i: Value, _c: Context| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, TaskError>(json!({}))
+        })
+        .execution_timeout(Duration::from_secs(1)),
+    );
     let stop = CancellationToken::new();
-    let worker = Worker::builder(client)
+    let worker = Worker::builder(client.clone())
         .name("traced-worker")
         .slots(4)
         .workflow(wf)
+        .workflow(slow)
         .build()
         .expect("worker");
     let s = stop.clone();
     let worker = tokio::spawn(worker.run(async move { s.cancelled().await }));
     env.wait_workflow("traced").await;
+    env.wait_workflow("traced-slow").await;
+    let slow_run: uuid::Uuid = client
+        .run_no_wait("traced-slow", json!({}))
+        .await
+        .expect("trigger the slow run")
+        .run_id()
+        .parse()
+        .expect("run id");
 
     // The caller's own context, as OpenTelemetry instrumentation sends it.
     let mut trigger = WorkflowServiceClient::connect(format!("http://127.0.0.1:{api}"))
@@ -172,6 +189,20 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
         }
     })
     .await;
+    wait_for("the slow run fails", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM runs WHERE id = $1")
+                .bind(slow_run)
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("failed")
+        }
+    })
+    .await;
     stop.cancel();
     let _ = worker.await;
     // The worker's spans go out now; the services', within their batch delay.
@@ -196,6 +227,9 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
         || {
             let spans = spans.clone();
             async move {
+                if !spans.all().iter().any(|s| s.name == "timeout slow") {
+                    return false;
+                }
                 let names: Vec<String> = spans
                     .all()
                     .into_iter()
@@ -280,6 +314,32 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
         );
         assert!(by_id.contains_key(attempt_span.parent.as_str()));
     }
+    // The timeout, from the reaper (over HTTP), in the slow run's trace.
+    let timeout = one(&all, "timeout slow", None);
+    assert_eq!(timeout.service, "adze-reaper");
+    assert_eq!(
+        timeout.attributes.get("adze.timeout").map(String::as_str),
+        Some("execution")
+    );
+    let slow_trace: Vec<Received> = all
+        .iter()
+        .filter(|s| s.trace_id == timeout.trace_id)
+        .cloned()
+        .collect();
+    let slow_root = one(&slow_trace, "trigger traced-slow", None);
+    assert_eq!(
+        slow_root.parent, "",
+        "a run triggered without a context is a trace of its own"
+    );
+    assert_eq!(
+        timeout.parent, slow_root.span_id,
+        "the timeout is the run's"
+    );
+    let cut = one(&slow_trace, "attempt slow", Some("0"));
+    assert_eq!(
+        cut.attributes.get("adze.outcome").map(String::as_str),
+        Some("cancelled")
+    );
     for mut p in fleet.drain(..) {
         p.terminate(Duration::from_secs(10)).await;
     }

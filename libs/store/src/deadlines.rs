@@ -58,6 +58,10 @@ pub struct Due {
     pub deadline: DateTime<Utc>,
     /// The timeout that set it, in milliseconds (for the error text).
     pub timeout_ms: i64,
+    /// The task's name.
+    pub readable_id: String,
+    /// W3C trace context of the task's run.
+    pub traceparent: Option<String>,
 }
 
 /// The earliest deadlines, passed or not.
@@ -109,7 +113,8 @@ pub async fn earliest(db: impl PgExecutor<'_>, workers: WorkerGrace) -> Result<E
 pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>> {
     // Both deadlines of attempts on workers in one read of the in-flight rows.
     static ON_WORKERS: Sql = Sql::new(
-        r#"SELECT tenant_id, id, attempt, execution_deadline,
+        r#"SELECT tenant_id, id, attempt, execution_deadline, readable_id,
+                  (SELECT r.traceparent FROM runs r WHERE r.tenant_id = tasks.tenant_id AND r.id = tasks.run_id) AS traceparent,
                   COALESCE(execution_timeout_ms, 0) AS execution_ms,
                   CASE WHEN status = {assigned} THEN start_deadline END AS start_deadline,
                   COALESCE((extract(epoch FROM start_deadline - assigned_at) * 1000)::bigint, 0) AS start_ms
@@ -121,7 +126,8 @@ pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -
            FOR UPDATE SKIP LOCKED"#,
     );
     static SCHEDULE: Sql = Sql::new(
-        r#"SELECT tenant_id, id, attempt, schedule_deadline AS deadline,
+        r#"SELECT tenant_id, id, attempt, schedule_deadline AS deadline, readable_id,
+                  (SELECT r.traceparent FROM runs r WHERE r.tenant_id = tasks.tenant_id AND r.id = tasks.run_id) AS traceparent,
                   COALESCE(schedule_timeout_ms, 0) AS timeout_ms
            FROM tasks
            WHERE status = {queued} AND schedule_deadline IS NOT NULL AND schedule_deadline <= $1
@@ -155,6 +161,8 @@ pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -
                     kind,
                     deadline,
                     timeout_ms: r.try_get(ms)?,
+                    readable_id: r.try_get("readable_id")?,
+                    traceparent: r.try_get("traceparent")?,
                 });
             }
         }
@@ -172,6 +180,8 @@ pub async fn lock_due(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -
             kind: DeadlineKind::Schedule,
             deadline: r.try_get("deadline")?,
             timeout_ms: r.try_get("timeout_ms")?,
+            readable_id: r.try_get("readable_id")?,
+            traceparent: r.try_get("traceparent")?,
         });
     }
     Ok(due)

@@ -204,10 +204,29 @@ impl DeadlineLoop {
                 DeadlineKind::Start => "start",
             };
             metrics::counter!("adze_timeouts_total", "kind" => kind).increment(1);
+            traced(d, kind);
         }
         log_lateness(&due, now);
         Ok(due.len())
     }
+}
+
+/// Records a fired deadline in its run's trace: a span from when it fell due to when
+/// it was reported, under the run's trigger.
+fn traced(d: &Due, kind: &'static str) {
+    use adze_telemetry::spans::{Attribute, Kind, record};
+    record(
+        format!("timeout {}", d.readable_id),
+        d.traceparent.as_deref(),
+        Kind::Internal,
+        (d.deadline.into(), std::time::SystemTime::now()),
+        vec![
+            Attribute::new("adze.task_id", d.task_id.to_string()),
+            Attribute::new("adze.attempt", i64::from(d.attempt)),
+            Attribute::new("adze.timeout", kind),
+            Attribute::new("adze.timeout_ms", d.timeout_ms),
+        ],
+    );
 }
 
 /// The scheduler event reporting `d`, and its de-duplication id.
