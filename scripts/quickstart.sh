@@ -212,6 +212,12 @@ main() {
   local run_id
   run_id="$(grep -oE "\"(runId|run_id|workflowRunId|id)\"[[:space:]]*:[[:space:]]*\"$UUID_RE\"" <<<"$result" |
     head -n 1 | grep -oE "$UUID_RE" || true)"
+  # The pipeline run's trace: its id is in the run's traceparent (00-<trace id>-<span>-<flags>).
+  local trace_id=""
+  if [[ -n "$run_id" ]]; then
+    trace_id="$(psql "$ADZE_DATABASE_URL" -tAc \
+      "SELECT split_part(traceparent, '-', 2) FROM runs WHERE id = '$run_id'" 2>/dev/null || true)"
+  fi
   cat <<EOF
 
 Adze is running: gRPC for the SDKs at $GRPC_ADDR (h2c), REST at $REST_URL.
@@ -221,6 +227,9 @@ Adze is running: gRPC for the SDKs at $GRPC_ADDR (h2c), REST at $REST_URL.
               dependencies' addresses and HATCHET_CLIENT_TLS_STRATEGY=none)
   Logs        $ADZE_LOG_DIR/{ingest,dispatcher,scheduler,reaper,ratelimit,worker,nginx,cli}.log
   A run       source .adze/env && target/debug/adze runs get ${run_id:-<run-id>}
+  Its trace   ${trace_id:-<trace id>}: run the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://<collector>:4317
+              OTEL_EXPORTER_OTLP_PROTOCOL=grpc (or :4318 and http/protobuf) to export every run's spans
+  Health      curl $REST_URL/readyz   (and /healthz, /metrics; scheduler, reaper, ratelimit on $SCHEDULER_ADDR, $REAPER_ADDR, $RATELIMIT_ADDR)
   Trigger     source .adze/env && target/debug/adze trigger $WORKFLOW --input '{"documentId":"doc-2"}' --wait
   Python      python3 -m venv .adze/venv && .adze/venv/bin/pip install -r examples/python/requirements.txt
               source .adze/env && .adze/venv/bin/python examples/python/worker.py

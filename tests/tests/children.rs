@@ -1,5 +1,5 @@
 //! Child runs against the real fleet: a task spawns runs of other workflows and waits
-//! for them; a retried parent re-attaches to the children it already has instead of
+//! for them, their runs in their parent's trace; a retried parent re-attaches to the children it already has instead of
 //! spawning them twice; cancelling a parent run cancels its running child; a spawn
 //! naming a task that is not its run's is refused; a parent waits for more children at
 //! once than its worker's connection has HTTP/2 streams.
@@ -97,6 +97,26 @@ async fn a_retried_parent_reattaches_to_its_children() {
             .await
             .expect("count");
     assert_eq!(family, 4);
+    // A child run's trace continues its parent run's (its traceparent's trace id).
+    let traces: Vec<(bool, String)> = sqlx::query_as(
+        r#"SELECT r.id = $1, split_part(r.traceparent, '-', 2) FROM runs r
+           WHERE r.id = $1 OR r.id IN (SELECT run_id FROM run_parents WHERE parent_run_id = $1)"#,
+    )
+    .bind(uuid::Uuid::parse_str(run.run_id()).expect("id"))
+    .fetch_all(&env.pool)
+    .await
+    .expect("traces");
+    let parent_trace = traces
+        .iter()
+        .find(|(p, _)| *p)
+        .expect("the parent")
+        .1
+        .clone();
+    assert_eq!(parent_trace.len(), 32, "a trace id");
+    assert_eq!(traces.len(), 5);
+    for (_, t) in &traces {
+        assert_eq!(t, &parent_trace, "a child continues its parent's trace");
+    }
     assert_eq!(child_runs.load(Ordering::SeqCst), 4, "each child ran once");
     // The first attempt's error named the same ids the second one returned.
     let attempt_error: String = sqlx::query_scalar(

@@ -1,6 +1,6 @@
 //! What operators read: `/healthz`, `/readyz` and `/metrics` on every service.
-//! - Scraped after 100 runs, the counters and histograms count each run once, and the
-//!   queue depth of the workflow rose while no worker served it and fell to 0 after.
+//! - Scraped after 100 runs, the counters and histograms (trigger → start and task
+//!   time among them) count each run once, and the queue depth of the workflow rose while no worker served it and fell to 0 after.
 //! - `/readyz` turns unready, naming Postgres, while a proxy in front of Postgres cuts
 //!   every connection, and ready again once it lets them through.
 //! - The scheduler, reaper and ratelimit service, as their own processes, answer all
@@ -99,6 +99,23 @@ async fn metrics_count_a_hundred_runs_and_the_queue_rises_and_falls() {
             &text,
             "adze_scheduler_events_total",
             &[("kind", "task_completed")]
+        ),
+        Some(100.0)
+    );
+    // Each start waited in the queue while no worker served it: its trigger → start
+    // time counts it under `first`; each attempt's run time under its outcome.
+    assert_eq!(
+        sample(&text, "adze_start_seconds_count", &[("attempt", "first")]),
+        Some(100.0)
+    );
+    assert!(
+        sample(&text, "adze_start_seconds_sum", &[("attempt", "first")]).is_some_and(|s| s > 0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "adze_task_seconds_count",
+            &[("outcome", "completed")]
         ),
         Some(100.0)
     );

@@ -222,6 +222,10 @@ pub struct ActionMessage {
     /// W3C trace context of the run (actions travel in batches, so per action).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// When the task was queued for this attempt (a start's; for the metrics of how
+    /// long it waited to start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The actions a scheduler batch decided for one worker, in order: one core message

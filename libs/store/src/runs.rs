@@ -550,21 +550,23 @@ pub async fn record_children(db: impl PgExecutor<'_>, children: &[ChildOf]) -> R
     Ok(())
 }
 
-/// The runs the tenant's tasks among `task_ids` belong to, as (task, run); unknown
-/// tasks are left out.
+/// The runs the tenant's tasks among `task_ids` belong to, as (task, run, the run's
+/// traceparent); unknown tasks are left out.
 pub async fn runs_of_tasks(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
     task_ids: &[Uuid],
-) -> Result<Vec<(Uuid, Uuid)>> {
+) -> Result<Vec<(Uuid, Uuid, Option<String>)>> {
     if task_ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(
-        sqlx::query_as("SELECT id, run_id FROM tasks WHERE tenant_id = $1 AND id = ANY($2)")
-            .bind(tenant_id)
-            .bind(task_ids)
-            .fetch_all(db)
-            .await?,
+    Ok(sqlx::query_as(
+        r#"SELECT t.id, t.run_id, r.traceparent FROM tasks t
+           JOIN runs r ON r.tenant_id = t.tenant_id AND r.id = t.run_id
+           WHERE t.tenant_id = $1 AND t.id = ANY($2)"#,
     )
+    .bind(tenant_id)
+    .bind(task_ids)
+    .fetch_all(db)
+    .await?)
 }

@@ -1,20 +1,68 @@
-//! The dispatcher's metrics: actions handed to workers, and, read at each scrape, the
-//! slots of the workers connected to this dispatcher (each dispatcher reports its own,
-//! so a sum over dispatchers counts every worker once).
+//! The dispatcher's metrics: actions handed to workers, how long a start waited from
+//! its queueing to its hand-over, how long an attempt ran from its hand-over to its
+//! worker's report, and, read at each scrape, the slots of the workers connected to
+//! this dispatcher (each dispatcher reports its own, so a sum over dispatchers counts
+//! every worker once).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
 
-use adze_bus::messages::ActionKind;
+use adze_bus::messages::{ActionKind, ActionMessage, SchedulerEvent};
 use sqlx::{PgPool, Row as _};
+use uuid::Uuid;
 
-/// Counts an action handed to a worker's stream.
-pub(crate) fn dispatched(kind: ActionKind) {
-    let kind = match kind {
+/// Most attempts whose hand-over time is kept until their report (an attempt whose
+/// report never comes here, its worker having moved to another dispatcher, stays until
+/// the map is full, which then starts over).
+const HANDED_MAX: usize = 500_000;
+
+/// When each attempt was handed to its worker, by (task, attempt).
+static HANDED: LazyLock<Mutex<HashMap<(Uuid, i32), Instant>>> = LazyLock::new(Default::default);
+
+/// Counts an action handed to a worker's stream; for a start, how long it waited since
+/// it was queued (`first` or `retry` attempt), and notes when, for its run time.
+pub(crate) fn dispatched(a: &ActionMessage) {
+    let kind = match a.kind {
         ActionKind::Start => "start",
         ActionKind::Cancel => "cancel",
     };
     metrics::counter!("adze_actions_dispatched_total", "kind" => kind).increment(1);
+    if a.kind != ActionKind::Start {
+        return;
+    }
+    if let Some(queued) = a.queued_at {
+        let waited = (chrono::Utc::now() - queued).to_std().unwrap_or_default();
+        let attempt = if a.attempt == 0 { "first" } else { "retry" };
+        metrics::histogram!("adze_start_seconds", "attempt" => attempt)
+            .record(waited.as_secs_f64());
+    }
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    if handed.len() >= HANDED_MAX {
+        handed.clear();
+    }
+    handed.insert((a.task_id, a.attempt), Instant::now());
+}
+
+/// Records an attempt's run time when its worker reports how it ended.
+pub(crate) fn reported(event: &SchedulerEvent) {
+    let (task, attempt, outcome) = match event {
+        SchedulerEvent::TaskCompleted {
+            task_id, attempt, ..
+        } => (*task_id, *attempt, "completed"),
+        SchedulerEvent::TaskFailed {
+            task_id, attempt, ..
+        } => (*task_id, *attempt, "failed"),
+        _ => return,
+    };
+    let since = HANDED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&(task, attempt));
+    if let Some(since) = since {
+        metrics::histogram!("adze_task_seconds", "outcome" => outcome)
+            .record(since.elapsed().as_secs_f64());
+    }
 }
 
 /// One worker's series: its name and id.

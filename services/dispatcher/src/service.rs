@@ -219,7 +219,7 @@ impl DispatcherApi {
                 match adze_bus::decode::<ActionBatch>(msg.headers.as_ref(), &msg.payload) {
                     Ok(env) if env.tenant_id == tenant_id => {
                         for mut action in env.body.actions {
-                            crate::metrics::dispatched(action.kind);
+                            crate::metrics::dispatched(&action);
                             let span = crate::trace::dispatch(worker, &mut action);
                             let sent = tx.send(Ok(to_assigned(tenant_id, action))).await.is_ok();
                             crate::trace::handed(span, sent);
@@ -435,6 +435,7 @@ impl Dispatcher for DispatcherApi {
         let who = self.who(&req).await?;
         let r = req.get_ref();
         if let Some(event) = reports::to_event(r)? {
+            crate::metrics::reported(&event);
             self.record(who.tenant_id, event, r.event_payload.len())
                 .await?;
         }
@@ -616,6 +617,7 @@ impl WorkerReports for DispatcherApi {
             let event = reports::to_event(r)
                 .map_err(|s| Status::invalid_argument(format!("report {i}: {}", s.message())))?;
             if let Some(event) = event {
+                crate::metrics::reported(&event);
                 events.push((event, r.event_payload.len()));
             }
         }

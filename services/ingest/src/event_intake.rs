@@ -95,6 +95,7 @@ impl EventIntake {
                 desired_labels: None,
                 desired_worker_id: None,
                 caller_trace: e.traceparent,
+                parent_trace: None,
             };
             let mut run = self.runs.build(tenant_id, request, Some(Uuid::now_v7()))?;
             // What the SDKs read as `ctx.filter_payload` and the triggering event.

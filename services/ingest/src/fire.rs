@@ -103,6 +103,7 @@ impl Firing {
             desired_labels: None,
             desired_worker_id: None,
             caller_trace: None,
+            parent_trace: None,
         };
         let mut run = match self.runs.build(
             req.tenant_id,

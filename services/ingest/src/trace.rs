@@ -23,13 +23,15 @@ fn caller<'a>(transport: Option<&'a str>, metadata: Option<&'a Value>) -> Option
     transport.or_else(|| metadata?.get("traceparent")?.as_str())
 }
 
-/// The run's `traceparent` and, when spans are exported, its open trigger span.
+/// The run's `traceparent` and, when spans are exported, its open trigger span: under
+/// the caller's context, else under `fallback` (a child run's parent run's).
 pub(crate) fn trigger(
     workflow: &str,
     transport: Option<&str>,
     metadata: Option<&Value>,
+    fallback: Option<&str>,
 ) -> (String, Option<RunSpan>) {
-    let parent = caller(transport, metadata);
+    let parent = caller(transport, metadata).or(fallback);
     let span = RunSpan::start(
         format!("trigger {workflow}"),
         parent,
@@ -100,14 +102,20 @@ mod tests {
     #[test]
     fn without_export_a_run_continues_its_callers_trace() {
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let (tp, span) = trigger("wf", Some(parent), None);
+        let (tp, span) = trigger("wf", Some(parent), None, None);
         assert!(span.is_none());
         assert_eq!(
             adze_telemetry::trace_id(&tp),
             adze_telemetry::trace_id(parent)
         );
         assert_ne!(tp, parent);
-        let (fresh, _) = trigger("wf", None, None);
+        let (child, _) = trigger("wf", None, None, Some(parent));
+        assert_eq!(
+            adze_telemetry::trace_id(&child),
+            adze_telemetry::trace_id(parent),
+            "a child run continues its parent's trace"
+        );
+        let (fresh, _) = trigger("wf", None, None, None);
         assert_ne!(
             adze_telemetry::trace_id(&fresh),
             adze_telemetry::trace_id(parent)

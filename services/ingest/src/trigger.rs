@@ -133,26 +133,36 @@ fn child_of_parts(
     Ok(Some((parent_run, parent_task, key)))
 }
 
-/// Checks, in one read, that each child's parent task is one of its parent run's.
+/// Checks, in one read, that each child's parent task is one of its parent run's;
+/// gives, per request, its parent run's traceparent (a child run's trace continues its
+/// parent's unless the caller sent a context of its own).
 async fn check_parents(
     deps: &Deps,
     tenant_id: Uuid,
     parents: &[Option<(Uuid, Uuid, String)>],
-) -> Result<(), Status> {
+) -> Result<Vec<Option<String>>, Status> {
     let tasks: Vec<Uuid> = parents.iter().flatten().map(|(_, t, _)| *t).collect();
-    let known: HashMap<Uuid, Uuid> = adze_store::runs::runs_of_tasks(&deps.pool, tenant_id, &tasks)
-        .await
-        .map_err(store_status)?
-        .into_iter()
-        .collect();
-    for (parent_run, parent_task, _) in parents.iter().flatten() {
-        if known.get(parent_task) != Some(parent_run) {
-            return Err(Status::not_found(format!(
-                "parent task {parent_task} of run {parent_run} not found"
-            )));
-        }
-    }
-    Ok(())
+    let known: HashMap<Uuid, (Uuid, Option<String>)> =
+        adze_store::runs::runs_of_tasks(&deps.pool, tenant_id, &tasks)
+            .await
+            .map_err(store_status)?
+            .into_iter()
+            .map(|(task, run, trace)| (task, (run, trace)))
+            .collect();
+    parents
+        .iter()
+        .map(|p| {
+            let Some((parent_run, parent_task, _)) = p else {
+                return Ok(None);
+            };
+            match known.get(parent_task) {
+                Some((run, trace)) if run == parent_run => Ok(trace.clone()),
+                _ => Err(Status::not_found(format!(
+                    "parent task {parent_task} of run {parent_run} not found"
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// What a new run is made of, before its keys and labels are worked out.
@@ -166,6 +176,8 @@ pub(crate) struct RunRequest<'a> {
     pub(crate) desired_worker_id: Option<&'a str>,
     /// The caller's trace context from its transport (gRPC metadata, a NATS header).
     pub(crate) caller_trace: Option<&'a str>,
+    /// A child run's parent run's trace context (used when the caller sent none).
+    pub(crate) parent_trace: Option<&'a str>,
 }
 
 /// Makes runs ready for the committer: the workflow's latest version, its concurrency
@@ -216,6 +228,7 @@ impl RunFactory {
             input,
             additional_metadata: meta,
             caller_trace,
+            parent_trace,
             ..
         } = r;
         // A run with an idempotency key claims it under its own id, chosen now.
@@ -279,7 +292,8 @@ impl RunFactory {
             )?),
             _ => None,
         };
-        let (traceparent, span) = crate::trace::trigger(&version.name, caller_trace, meta.as_ref());
+        let (traceparent, span) =
+            crate::trace::trigger(&version.name, caller_trace, meta.as_ref(), parent_trace);
         Ok(PendingRun {
             priority,
             idempotency,
@@ -315,9 +329,9 @@ impl WorkflowApi {
             }
         }
         let parents = reqs.iter().map(child_of).collect::<Result<Vec<_>, _>>()?;
-        check_parents(&self.deps, tenant_id, &parents).await?;
+        let parent_traces = check_parents(&self.deps, tenant_id, &parents).await?;
         let mut runs = Vec::with_capacity(reqs.len());
-        for (r, parent) in reqs.iter().zip(parents) {
+        for ((r, parent), parent_trace) in reqs.iter().zip(parents).zip(&parent_traces) {
             let input = parse_payload("input", &r.input, Value::Object(Default::default()))?;
             let additional_metadata = match r.additional_metadata.as_deref() {
                 Some(m) => Some(parse_payload("additional_metadata", m, Value::Null)?)
@@ -332,6 +346,7 @@ impl WorkflowApi {
                 desired_labels: Some(&r.desired_worker_labels),
                 desired_worker_id: r.desired_worker_id.as_deref(),
                 caller_trace,
+                parent_trace: parent_trace.as_deref(),
             };
             let mut run =
                 self.runs

@@ -886,6 +886,7 @@ impl Announcer {
                 durable: a.durable,
                 additional_metadata: a.additional_metadata,
                 traceparent,
+                queued_at: Some(a.queued_at),
             });
         }
         for (worker, (tenant, actions)) in per_worker {
@@ -951,6 +952,7 @@ impl Announcer {
                 durable: a.durable,
                 additional_metadata: None,
                 traceparent: None,
+                queued_at: None,
             });
         }
         for (worker, (tenant, actions)) in per_worker {
