@@ -5,6 +5,7 @@
 pub mod durable_stream;
 pub mod otlp;
 pub mod process;
+pub mod rest;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -65,6 +66,35 @@ pub fn durable_task_workflow(workflow: &str, task: &str) -> adze_core::WorkflowS
     let mut spec = one_task_workflow(workflow, task, Default::default(), None, None);
     spec.tasks[0].durable = true;
     spec
+}
+
+/// A two-task DAG `name` for the Rust SDK: `first` returns `{"n": 1}`; `second` (its
+/// child) fails its first attempt ("the first try fails", retryable) and returns
+/// `{"n": 2}` on its retry.
+pub fn retried_pair(name: &str) -> adze_sdk::Workflow<serde_json::Value> {
+    use adze_sdk::{Context, TaskDef, TaskError};
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let tries = Arc::new(AtomicU32::new(0));
+    let mut wf = adze_sdk::Workflow::<Value>::new(name);
+    let first = wf.add_task(TaskDef::new("first", |_i: Value, _c: Context| async move {
+        Ok::<_, TaskError>(json!({"n": 1}))
+    }));
+    wf.add_task(
+        TaskDef::new("second", move |_i: Value, _c: Context| {
+            let t = tries.clone();
+            async move {
+                if t.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(TaskError::retryable("the first try fails"));
+                }
+                Ok::<_, TaskError>(json!({"n": 2}))
+            }
+        })
+        .parent(&first)
+        .retries(1),
+    );
+    wf
 }
 
 /// A workflow `workflow` of one task `task` (action `<workflow>:<task>`, no parents).

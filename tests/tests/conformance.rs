@@ -57,6 +57,11 @@ async fn python_dag_run_and_aio_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_runs_are_inspected_listed_and_created_over_rest() {
+    python_script("runs_api.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_durable_tasks_spawn_race_sleep_wait_and_evict() {
     // Its eviction flow alone waits 10 s for the eviction and 13 s for the children.
     python_script_within("durable.py", Some(120)).await;
@@ -120,6 +125,11 @@ async fn python_child_workflows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_streaming_and_logs() {
     python_script("streaming.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_runs_are_inspected_and_listed_over_rest() {
+    ts_script("runs_api.ts").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,29 +10,9 @@ use std::time::Duration;
 use adze_core::durable::{memo_call, run_call};
 use adze_store::durable::{self as log, NewEntry};
 use adze_tests::TestEnv;
-use serde_json::{Value, json};
+use adze_tests::rest::{get, post};
+use serde_json::json;
 use uuid::Uuid;
-
-async fn post(env: &TestEnv, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let url = format!("http://{}{path}", env.addr.expect("api"));
-    answer(reqwest::Client::new().post(url).json(&body), token).await
-}
-
-async fn get(env: &TestEnv, token: &str, path: &str) -> (u16, Value) {
-    let url = format!("http://{}{path}", env.addr.expect("api"));
-    answer(reqwest::Client::new().get(url), token).await
-}
-
-/// The status and the JSON body (or text) of `request` sent with `token`.
-async fn answer(request: reqwest::RequestBuilder, token: &str) -> (u16, Value) {
-    let resp = request.bearer_auth(token).send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 async fn task_state(env: &TestEnv, task: Uuid) -> (String, i32) {
     sqlx::query_as("SELECT status, attempt FROM tasks WHERE id = $1")

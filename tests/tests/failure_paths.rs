@@ -310,7 +310,7 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
         ),
         (
             json!({"filter": {"since": "2026-01-01T00:00:00Z", "statuses": ["DONE"]}}),
-            "unknown status",
+            "filter.statuses: \\\"DONE\\\" is not one of",
         ),
     ] {
         let r = http

@@ -5,8 +5,6 @@
 //! caller's own `traceparent`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
@@ -105,25 +103,7 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
     .expect("client");
 
     // `second` fails its first attempt and succeeds on its retry.
-    let tries = Arc::new(AtomicU32::new(0));
-    let mut wf = Workflow::<Value>::new("traced");
-    let first = wf.add_task(TaskDef::new("first", |_i: Value, _c: Context| async move {
-        Ok::<_, TaskError>(json!({"n": 1}))
-    }));
-    let t = tries.clone();
-    wf.add_task(
-        TaskDef::new("second", move |_i: Value, _c: Context| {
-            let t = t.clone();
-            async move {
-                if t.fetch_add(1, Ordering::SeqCst) == 0 {
-                    return Err(TaskError::retryable("the first try fails"));
-                }
-                Ok::<_, TaskError>(json!({"n": 2}))
-            }
-        })
-        .parent(&first)
-        .retries(1),
-    );
+    let wf = adze_tests::retried_pair("traced");
     // `slow` outlives its execution timeout: the reaper times it out.
     let slow = Workflow::<Value>::new("traced-slow").task(
         TaskDef::new("slow", |_i: Value, _c: Context| async move {

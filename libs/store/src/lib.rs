@@ -16,6 +16,7 @@ pub mod logs;
 pub mod rate_limits;
 pub mod repairs;
 pub mod replay;
+pub mod run_queries;
 pub mod runs;
 pub mod scheduling;
 pub mod selection;

@@ -16,12 +16,14 @@ mod flow_checks;
 mod idempotency;
 mod limits;
 pub mod nats_intake;
+mod openapi;
 mod rate_limits;
 mod rest;
 mod rest_durable;
 mod rest_events;
 mod rest_logs;
 mod rest_query;
+mod rest_runs;
 mod rest_timers;
 mod rest_workflows;
 mod task_actions;
@@ -172,7 +174,12 @@ impl Ingest {
 
     /// Ingest's REST routes (no fallback, so they merge with a gRPC router).
     pub fn rest_router(&self) -> axum::Router {
-        rest::router(self.deps.clone(), self.triggers.clone())
+        let runs = std::sync::Arc::new(trigger::WorkflowApi::new(
+            self.deps.clone(),
+            self.runs.clone(),
+            self.committer.clone(),
+        ));
+        rest::router(self.deps.clone(), self.triggers.clone(), runs)
     }
 
     /// The ingest API alone: gRPC and REST on one port.

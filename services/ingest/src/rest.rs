@@ -20,6 +20,7 @@ use crate::Deps;
 pub(crate) fn router(
     deps: Deps,
     triggers: std::sync::Arc<crate::event_triggers::TriggerCache>,
+    runs: std::sync::Arc<crate::trigger::WorkflowApi>,
 ) -> axum::Router {
     let events = crate::rest_events::router(deps.clone(), triggers);
     axum::Router::new()
@@ -42,7 +43,9 @@ pub(crate) fn router(
         .with_state(deps.clone())
         .merge(events)
         .merge(crate::rest_timers::router(deps.clone()))
+        .merge(crate::rest_runs::router(deps.clone(), runs))
         .merge(crate::rest_workflows::router(deps))
+        .merge(crate::openapi::router())
 }
 
 /// A request no route took (see [`crate::with_fallback`]).
@@ -80,9 +83,25 @@ impl ApiError {
     }
 }
 
+/// Hatchet's error body: `{"errors": [{"description": …}]}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiErrors {
+    errors: Vec<ApiErrorItem>,
+}
+
+/// One error of an [`ApiErrors`].
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiErrorItem {
+    description: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"errors": [{"description": self.1}]}));
+        let body = Json(ApiErrors {
+            errors: vec![ApiErrorItem {
+                description: self.1,
+            }],
+        });
         match self.2 {
             Some(secs) => (self.0, [("retry-after", secs.to_string())], body).into_response(),
             None => (self.0, body).into_response(),
@@ -183,13 +202,9 @@ async fn get_run_status(
         .await
         .map_err(|e| api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
         .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not found"))?;
-    Ok(Json(match view.status {
-        adze_core::RunStatus::Queued => "QUEUED",
-        adze_core::RunStatus::Running => "RUNNING",
-        adze_core::RunStatus::Succeeded => "COMPLETED",
-        adze_core::RunStatus::Failed => "FAILED",
-        adze_core::RunStatus::Cancelled => "CANCELLED",
-    }))
+    Ok(Json(
+        crate::rest_runs::V1TaskStatus::from(view.status).as_str(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -243,7 +258,7 @@ async fn patch_worker(
 }
 
 /// A resource's id and times, as every REST answer carries them.
-#[derive(Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ResourceMeta {
     pub(crate) id: Uuid,

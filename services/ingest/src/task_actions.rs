@@ -8,7 +8,6 @@
 
 use adze_bus::Envelope;
 use adze_bus::messages::SchedulerEvent;
-use adze_core::RunStatus;
 use adze_store::selection::{self, RunFilter};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -61,29 +60,13 @@ fn bad(description: impl Into<String>) -> ApiError {
     api_error(StatusCode::BAD_REQUEST, description)
 }
 
-/// The SDKs' `V1TaskStatus` as a run status.
-fn run_status(s: &str) -> Result<RunStatus, ApiError> {
-    Ok(match s {
-        "QUEUED" => RunStatus::Queued,
-        "RUNNING" => RunStatus::Running,
-        "COMPLETED" => RunStatus::Succeeded,
-        "FAILED" => RunStatus::Failed,
-        "CANCELLED" => RunStatus::Cancelled,
-        other => {
-            return Err(bad(format!(
-                "unknown status {other:?} in filter.statuses (expected QUEUED, RUNNING, COMPLETED, FAILED or CANCELLED)"
-            )));
-        }
-    })
-}
-
 impl TaskFilter {
     fn to_run_filter(&self) -> Result<RunFilter, ApiError> {
         let statuses = self
             .statuses
             .iter()
             .flatten()
-            .map(|s| run_status(s))
+            .map(|s| crate::rest_runs::V1TaskStatus::parse("filter.statuses", s))
             .collect::<Result<_, _>>()?;
         let workflow_ids = self
             .workflow_ids

@@ -312,7 +312,7 @@ impl RunFactory {
 
 impl WorkflowApi {
     /// Validates and creates runs; ids in request order, answered after the commit.
-    async fn trigger_many(
+    pub(crate) async fn trigger_many(
         &self,
         tenant_id: Uuid,
         reqs: &[TriggerWorkflowRequest],
