@@ -40,6 +40,8 @@ pub enum Scenario {
     /// durably): orchestrators/s and log writes per call; then memo-heavy durable tasks
     /// evicted and replayed: transactions per memo call and a whole log's replay time.
     Durable,
+    /// The runs API's reads over a seeded history of `--dashboard-runs` runs.
+    Dashboard,
 }
 
 /// How the `events` scenario sends its events.
@@ -64,7 +66,7 @@ impl EventPath {
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
@@ -78,6 +80,7 @@ impl Scenario {
         Scenario::Events,
         Scenario::Children,
         Scenario::Durable,
+        Scenario::Dashboard,
     ];
 
     /// The name used in file names and JSON.
@@ -96,6 +99,7 @@ impl Scenario {
             Scenario::Events => "events",
             Scenario::Children => "children",
             Scenario::Durable => "durable",
+            Scenario::Dashboard => "dashboard",
         }
     }
 }
@@ -271,6 +275,9 @@ pub struct Args {
     /// Memo calls each replay task makes (the length of the log it replays).
     #[arg(long)]
     pub durable_replay_memos: Option<usize>,
+    /// Runs the dashboard scenario seeds before it reads (default 1,000,000; --quick 20,000).
+    #[arg(long)]
+    pub dashboard_runs: Option<usize>,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -322,6 +329,7 @@ pub struct Scale {
     pub durable_sleep_ms: u64,
     pub durable_replay_tasks: usize,
     pub durable_replay_memos: usize,
+    pub dashboard_runs: usize,
     pub slots: usize,
     pub workers: usize,
     pub task_sleep_ms: u64,
@@ -397,6 +405,10 @@ impl Scale {
             durable_replay_memos: a
                 .durable_replay_memos
                 .unwrap_or(if q { 200 } else { 1_000 })
+                .max(1),
+            dashboard_runs: a
+                .dashboard_runs
+                .unwrap_or(if q { 20_000 } else { 1_000_000 })
                 .max(1),
             slots: a.slots.max(1),
             workers: a.workers.max(1),

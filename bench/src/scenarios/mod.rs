@@ -2,6 +2,7 @@
 
 mod backlog;
 mod children;
+mod dashboard;
 mod durable;
 mod events;
 mod family;
@@ -179,5 +180,6 @@ pub async fn run(scenario: Scenario, ctx: &Ctx, fleet: &mut Fleet) -> anyhow::Re
         Scenario::Events => events::run(ctx).await,
         Scenario::Children => children::run(ctx).await,
         Scenario::Durable => durable::run(ctx).await,
+        Scenario::Dashboard => dashboard::run(ctx).await,
     }
 }
