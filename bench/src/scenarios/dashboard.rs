@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use sqlx::Connection as _;
+use sqlx::{ConnectOptions as _, Connection as _};
 use uuid::Uuid;
 
 use crate::report::Report;
@@ -50,7 +50,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         .database
         .clone()
         .context("the dashboard scenario seeds the database: give --database-url")?;
-    let mut db = sqlx::PgConnection::connect(&url).await?;
+    // Seeding statements take seconds each: not worth a warning line each.
+    let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let mut db = sqlx::PgConnection::connect_with(&opts.disable_statement_logging()).await?;
     let (tenant, workflow): (Uuid, Uuid) =
         sqlx::query_as("SELECT tenant_id, workflow_id FROM runs LIMIT 1")
             .fetch_one(&mut db)

@@ -26,6 +26,7 @@ mod rest_query;
 mod rest_runs;
 mod rest_timers;
 mod rest_workflows;
+mod session;
 mod task_actions;
 mod trace;
 mod trigger;

@@ -23,8 +23,12 @@ use crate::rest_runs::{
         crate::rest_runs::get_run,
         crate::rest_runs::get_task,
         crate::rest_runs::trigger_run,
+        crate::session::sign_in,
+        crate::session::sign_out,
     ),
     components(schemas(
+        crate::session::SignIn,
+        crate::session::SessionOut,
         ApiErrors,
         ApiErrorItem,
         ResourceMeta,

@@ -23,6 +23,7 @@ pub(crate) fn router(
     runs: std::sync::Arc<crate::trigger::WorkflowApi>,
 ) -> axum::Router {
     let events = crate::rest_events::router(deps.clone(), triggers);
+    let deps_for_session = deps.clone();
     axum::Router::new()
         .route("/api/v1/tenants/{tenant}", get(get_tenant))
         .route("/api/v1/workers/{worker}", patch(patch_worker))
@@ -46,6 +47,8 @@ pub(crate) fn router(
         .merge(crate::rest_runs::router(deps.clone(), runs))
         .merge(crate::rest_workflows::router(deps))
         .merge(crate::openapi::router())
+        .merge(crate::session::router(deps_for_session))
+        .layer(axum::middleware::from_fn(crate::session::guard))
 }
 
 /// A request no route took (see [`crate::with_fallback`]).
@@ -119,9 +122,11 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// The caller's tenant, from the `authorization` header or the dashboard's session
+/// cookie.
 pub(crate) async fn caller(deps: &Deps, headers: &HeaderMap) -> Result<Uuid, ApiError> {
-    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    match deps.auth.authenticate(header).await {
+    let header = crate::session::credentials(headers)?;
+    match deps.auth.authenticate(header.as_deref()).await {
         Ok(id) => match deps.budget.take(&id) {
             Ok(()) => Ok(id.tenant_id),
             Err(over) => Err(ApiError::over_budget(over)),
