@@ -361,11 +361,7 @@ fn task_words(s: RunStatus) -> &'static [TaskStatus] {
 }
 
 const TASK_COLUMNS: &str = "t.id, t.run_id, t.readable_id, t.action_id, t.status, t.attempt, \
-     t.output, t.error, \
-     CASE WHEN t.status = {queued} AND t.wait_reason = {wait_slot} \
-               AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.tenant_id = t.tenant_id \
-                               AND w.status IN ({worker_present}) AND t.action_id = ANY(w.actions)) \
-          THEN {wait_no_worker} ELSE t.wait_reason END AS wait_reason, \
+     t.output, t.error, {task_wait_reason} AS wait_reason, \
      t.worker_id, t.queued_at, t.started_at, t.finished_at, t.durable, t.parents, \
      (SELECT count(*) FROM run_parents c WHERE c.tenant_id = t.tenant_id \
         AND c.parent_task_id = t.id) AS spawned, \

@@ -371,17 +371,11 @@ pub async fn get_run(
 pub async fn get_runs(db: impl PgExecutor<'_>, keys: &[(Uuid, Uuid)]) -> Result<Vec<RunView>> {
     let tenants: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
     let ids: Vec<Uuid> = keys.iter().map(|k| k.1).collect();
-    // A task waiting for a slot of an action no worker serves says so.
     static GET: Sql = Sql::new(
         r#"SELECT r.tenant_id, r.id AS run_id, r.workflow_name, r.status AS run_status, r.input,
                   r.additional_metadata, r.created_at, r.finished_at,
                   t.id AS task_id, t.readable_id, t.status, t.attempt, t.output, t.error,
-                  CASE WHEN t.status = {queued} AND t.wait_reason = {wait_slot}
-                            AND NOT EXISTS (SELECT 1 FROM workers w
-                                            WHERE w.tenant_id = t.tenant_id
-                                              AND w.status IN ({worker_present})
-                                              AND t.action_id = ANY(w.actions))
-                       THEN {wait_no_worker} ELSE t.wait_reason END AS wait_reason,
+                  {task_wait_reason} AS wait_reason,
                   t.worker_id, t.not_before
            FROM UNNEST($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
            JOIN runs r ON r.tenant_id = k.tenant_id AND r.id = k.id

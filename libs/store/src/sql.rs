@@ -9,8 +9,9 @@
 //! Placeholders: `{<task status>}` (`{queued}`, …), `{slot_holding}` (a list for
 //! `IN (…)`), `{run_open}`, `{worker_<worker status>}` (`{worker_active}`, …),
 //! `{worker_present}`, `{wait_slot}` / `{wait_no_worker}` / `{wait_parents}` (wait
-//! reasons), and `{candidate}` (the select list of a queued task `t` as
-//! `admission::candidate` reads it).
+//! reasons), `{candidate}` (the select list of a queued task `t` as
+//! `admission::candidate` reads it), and `{task_wait_reason}` (why task `t` waits, as
+//! people read it).
 
 use std::sync::OnceLock;
 
@@ -39,9 +40,17 @@ const CANDIDATE: &str = "t.tenant_id, t.id, t.action_id, t.not_before, t.queued_
        (SELECT r.sticky_worker FROM runs r WHERE r.tenant_id = t.tenant_id AND r.id = t.run_id) \
      END AS sticky_worker";
 
+/// Why task `t` waits, in words: its stored reason, except that a task waiting for a
+/// slot of an action no present worker serves says so.
+const TASK_WAIT_REASON: &str = "CASE WHEN t.status = {queued} AND t.wait_reason = {wait_slot} \
+       AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.tenant_id = t.tenant_id \
+                       AND w.status IN ({worker_present}) AND t.action_id = ANY(w.actions)) \
+     THEN {wait_no_worker} ELSE t.wait_reason END";
+
 /// Replaces every placeholder in `template` with its literal.
 pub(crate) fn render(template: &str) -> String {
-    let mut out = template.to_string();
+    // Spliced first: it holds placeholders of its own.
+    let mut out = template.replace("{task_wait_reason}", TASK_WAIT_REASON);
     for s in TaskStatus::ALL {
         out = out.replace(&format!("{{{}}}", s.as_str()), &quoted(s.as_str()));
     }

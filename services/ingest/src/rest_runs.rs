@@ -29,7 +29,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Deps;
-use crate::rest::{ApiError, ResourceMeta, api_error, caller, caller_of, parse_id, store_error};
+use crate::rest::{
+    ApiError, ResourceMeta, api_error, caller, caller_of, parse_id, store_error, ts,
+};
 use crate::rest_query::{all, bad, one, pairs, time, uuid_param};
 use crate::trigger::WorkflowApi;
 
@@ -54,11 +56,6 @@ pub(crate) fn router(deps: Deps, triggers: Arc<WorkflowApi>) -> axum::Router {
         .route("/api/v1/stable/tasks/{task}", get(get_task))
         .with_state(RunsState { deps, triggers })
 }
-
-/// Page size when none is asked for, as Hatchet's.
-const DEFAULT_LIMIT: i64 = 50;
-/// Largest page.
-const MAX_LIMIT: i64 = 1_000;
 
 /// A status as the SDKs' closed `V1TaskStatus` enum spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -318,10 +315,6 @@ pub(crate) struct V1TriggerWorkflowRunRequest {
     additional_metadata: Option<Value>,
     #[serde(default)]
     priority: Option<i32>,
-}
-
-fn ts(t: DateTime<Utc>) -> String {
-    crate::rest::ts(t)
 }
 
 fn millis(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Option<i64> {
@@ -585,13 +578,7 @@ pub(crate) async fn list_runs(
     let only_tasks = flag(&q, "only_tasks", false)?;
     let payloads = flag(&q, "include_payloads", true)?;
     let num_pages = flag(&q, "include_num_pages", false)?;
-    let offset = crate::rest_query::count(&q, "offset", 0)?;
-    let limit = crate::rest_query::count(&q, "limit", DEFAULT_LIMIT)?;
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(bad(format!(
-            "limit {limit} is out of range (1 to {MAX_LIMIT})"
-        )));
-    }
+    let (offset, limit) = crate::rest_query::page(&q)?;
     let page = match crate::rest_query::text_param(&q, "cursor") {
         Some(c) => decode_cursor(tenant, &c)?,
         None => Page::Offset(offset),
