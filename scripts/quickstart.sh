@@ -222,6 +222,7 @@ main() {
 
 Adze is running: gRPC for the SDKs at $GRPC_ADDR (h2c), REST at $REST_URL.
 
+  Dashboard   $REST_URL/   (sign in with the token below)
   Token       $TOKEN
               (source .adze/env to get it as HATCHET_CLIENT_TOKEN / ADZE_TOKEN, with the
               dependencies' addresses and HATCHET_CLIENT_TLS_STRATEGY=none)

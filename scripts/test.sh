@@ -10,6 +10,7 @@ set -euo pipefail
 PY_SDK="hatchet-sdk==1.43.1"
 VENV="$ADZE_HOME/venv"
 TS_DIR="$ADZE_REPO/tests/conformance/ts"
+BROWSER_DIR="$ADZE_REPO/tests/browser"
 TEST_THREADS=2 # the machine has 2 cores; each e2e test also spawns services
 FAILED=()
 STARTED=$SECONDS
@@ -87,6 +88,24 @@ ensure_ts_sdk() {
   ok "TypeScript SDK: installed in $TS_DIR/node_modules"
 }
 
+# The dashboard's browser test drives Debian's chromium with playwright-core, pinned in
+# tests/browser's lockfile.
+ensure_browser() {
+  if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    apt_install chromium
+  fi
+  local stamp="$BROWSER_DIR/node_modules/.adze-installed"
+  local sum
+  sum="$(cat "$BROWSER_DIR/package.json" "$BROWSER_DIR/package-lock.json" | cksum)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]]; then
+    ok "browser test: chromium and playwright-core in $BROWSER_DIR/node_modules"
+    return
+  fi
+  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in $BROWSER_DIR failed"
+  echo "$sum" >"$stamp"
+  ok "browser test: chromium and playwright-core in $BROWSER_DIR/node_modules"
+}
+
 ts_manifest_sum() { cat "$TS_DIR/package.json" "$TS_DIR/package-lock.json" 2>/dev/null | cksum; }
 
 test_command() {
@@ -106,6 +125,7 @@ main() {
   say "SDKs for the conformance tests"
   ensure_python_sdk
   ensure_ts_sdk
+  ensure_browser
   export ADZE_TEST_PYTHON="$VENV/bin/python"
   export ADZE_TEST_TS_DIR="$TS_DIR"
 

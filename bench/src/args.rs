@@ -42,6 +42,10 @@ pub enum Scenario {
     Durable,
     /// The runs API's reads over a seeded history of `--dashboard-runs` runs.
     Dashboard,
+    /// What open dashboards cost: single-task runs at 1,000/s (the first of
+    /// `--latency-rates` ≥ 1,000, else the highest) with and without `--live-viewers`
+    /// live streams attached, alternating, `--secs` each.
+    Live,
 }
 
 /// How the `events` scenario sends its events.
@@ -66,7 +70,7 @@ impl EventPath {
 
 impl Scenario {
     /// Every scenario, in the order `adze-bench` runs them by default.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Noop,
         Scenario::Dag3,
         Scenario::Latency,
@@ -81,6 +85,7 @@ impl Scenario {
         Scenario::Children,
         Scenario::Durable,
         Scenario::Dashboard,
+        Scenario::Live,
     ];
 
     /// The name used in file names and JSON.
@@ -100,6 +105,7 @@ impl Scenario {
             Scenario::Children => "children",
             Scenario::Durable => "durable",
             Scenario::Dashboard => "dashboard",
+            Scenario::Live => "live",
         }
     }
 }
@@ -278,6 +284,10 @@ pub struct Args {
     /// Runs the dashboard scenario seeds before it reads (default 1,000,000; --quick 20,000).
     #[arg(long)]
     pub dashboard_runs: Option<usize>,
+    /// Live streams (dashboard pages) the live scenario opens: half on the runs list,
+    /// half on runs in flight.
+    #[arg(long, default_value_t = 10)]
+    pub live_viewers: usize,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -330,6 +340,7 @@ pub struct Scale {
     pub durable_replay_tasks: usize,
     pub durable_replay_memos: usize,
     pub dashboard_runs: usize,
+    pub live_viewers: usize,
     pub slots: usize,
     pub workers: usize,
     pub task_sleep_ms: u64,
@@ -410,6 +421,7 @@ impl Scale {
                 .dashboard_runs
                 .unwrap_or(if q { 20_000 } else { 1_000_000 })
                 .max(1),
+            live_viewers: a.live_viewers,
             slots: a.slots.max(1),
             workers: a.workers.max(1),
             task_sleep_ms: a.task_sleep_ms,

@@ -500,6 +500,28 @@ impl TestEnv {
             .expect("connect")
     }
 
+    /// Defines the default tenant's rate limit `key` over gRPC (`PutRateLimit`):
+    /// `limit` units per `duration`.
+    pub async fn put_rate_limit(
+        &self,
+        key: &str,
+        limit: i32,
+        duration: adze_proto::hatchet::RateLimitDuration,
+    ) {
+        use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
+        WorkflowServiceClient::new(self.channel().await)
+            .put_rate_limit(authorized(
+                &self.token,
+                adze_proto::hatchet::PutRateLimitRequest {
+                    key: key.into(),
+                    limit,
+                    duration: duration as i32,
+                },
+            ))
+            .await
+            .expect("put rate limit");
+    }
+
     /// An SDK client of the default tenant.
     pub fn client(&self) -> adze_sdk::Client {
         self.client_with(&self.token)

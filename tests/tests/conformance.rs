@@ -62,6 +62,11 @@ async fn python_runs_are_inspected_listed_and_created_over_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_dashboard_api_workers_rate_limits_and_metrics() {
+    python_script("dashboard_api.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_durable_tasks_spawn_race_sleep_wait_and_evict() {
     // Its eviction flow alone waits 10 s for the eviction and 13 s for the children.
     python_script_within("durable.py", Some(120)).await;

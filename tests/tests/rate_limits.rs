@@ -9,11 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adze_proto::hatchet::PutRateLimitRequest;
-use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
+use adze_proto::hatchet::RateLimitDuration;
 use adze_sdk::{Context, RateLimit, RateLimitWindow, TaskDef, TaskError, Workflow};
 use adze_tests::process::Proc;
-use adze_tests::{TestEnv, authorized, bin, wait_for};
+use adze_tests::{TestEnv, bin, wait_for};
 use serde_json::{Value, json};
 
 /// When each task started (monotonic), with its input's `user`.
@@ -33,20 +32,6 @@ fn recording(name: &str, starts: Starts, limit: RateLimit) -> Workflow<Value> {
     )
 }
 
-async fn define(env: &TestEnv, key: &str, limit: i32, duration: i32) {
-    let mut client = WorkflowServiceClient::new(env.channel().await);
-    client
-        .put_rate_limit(authorized(
-            &env.token,
-            PutRateLimitRequest {
-                key: key.into(),
-                limit,
-                duration,
-            },
-        ))
-        .await
-        .expect("put rate limit");
-}
 async fn trigger(env: &TestEnv, workflow: &str, inputs: Vec<Value>) -> Vec<String> {
     let mut ids = Vec::new();
     for chunk in inputs.chunks(500) {
@@ -79,7 +64,8 @@ async fn reasons(env: &TestEnv) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_static_limit_of_100_per_minute_lets_100_start_then_the_rest_after_the_window() {
     let env = TestEnv::start().await;
-    define(&env, "parser-api", 100, 1).await; // 1 = MINUTE
+    env.put_rate_limit("parser-api", 100, RateLimitDuration::Minute)
+        .await;
     let starts: Starts = Arc::default();
     let wf = recording("parse", starts.clone(), RateLimit::key("parser-api", 1));
     let stop = env.start_worker("rl", 200, vec![wf]).await;
@@ -170,7 +156,8 @@ async fn a_dynamic_per_user_limit_throttles_alice_and_not_bob() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_needing_more_than_the_limit_waits_and_says_why() {
     let env = TestEnv::start().await;
-    define(&env, "tiny", 2, 0).await; // 0 = SECOND
+    env.put_rate_limit("tiny", 2, RateLimitDuration::Second)
+        .await;
     let starts: Starts = Arc::default();
     let big = recording("big", starts.clone(), RateLimit::key("tiny", 5));
     let stop = env.start_worker("rl", 5, vec![big]).await;
@@ -311,7 +298,8 @@ async fn redis_and_the_service_going_down_lose_nothing_and_grant_no_more_than_th
     // Everything but the ratelimit service in-process; it runs as its own process.
     let env = TestEnv::start_roles(&["ingest", "scheduler", "dispatcher", "reaper"]).await;
     let mut service = ratelimit_service(&env, &redis.url(), "ratelimit-1");
-    define(&env, "burst-api", 5, 0).await; // 5 per SECOND
+    env.put_rate_limit("burst-api", 5, RateLimitDuration::Second)
+        .await;
     let starts: Starts = Arc::default();
     let limited = recording("limited", starts.clone(), RateLimit::key("burst-api", 1));
     let plain_starts: Starts = Arc::default();

@@ -8,6 +8,7 @@ mod events;
 mod family;
 mod fanout;
 mod latency;
+mod live;
 mod phase;
 mod ramp;
 mod timeouts;
@@ -181,5 +182,6 @@ pub async fn run(scenario: Scenario, ctx: &Ctx, fleet: &mut Fleet) -> anyhow::Re
         Scenario::Children => children::run(ctx).await,
         Scenario::Durable => durable::run(ctx).await,
         Scenario::Dashboard => dashboard::run(ctx).await,
+        Scenario::Live => live::run(ctx).await,
     }
 }

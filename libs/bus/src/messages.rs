@@ -346,6 +346,37 @@ pub struct RefundRequest {
     pub items: Vec<RefundItem>,
 }
 
+/// A read of some of a tenant's buckets, for people (the REST rate-limit list): nothing
+/// is taken or given back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeekRequest {
+    /// Tenant.
+    pub tenant_id: Uuid,
+    /// The keys to read.
+    pub keys: Vec<String>,
+}
+
+/// What a bucket's current window has used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketUse {
+    /// Units taken in the window that started at `window_start_ms`.
+    pub used: i64,
+    /// When that window started (Unix ms); it is over once its length has passed, and
+    /// the bucket is full again.
+    pub window_start_ms: i64,
+}
+
+/// The answer to a [`PeekRequest`]: per key, in its order, the use of its bucket, or
+/// `None` for a key with no bucket (never taken from, or its window long over: full).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeekReply {
+    /// Per key (empty when `unavailable`).
+    pub buckets: Vec<Option<BucketUse>>,
+    /// Why the buckets could not be read (Redis not answering), if they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
 /// A timer asking ingest for its run (the reaper, for a due cron tick or schedule):
 /// ingest creates it under `key`, an idempotency key of the workflow, so asking again
 /// for the same tick or schedule answers the run it already started.

@@ -111,6 +111,13 @@ impl Subjects {
         format!("{}.ratelimit.refund", self.prefix)
     }
 
+    /// Core request/reply subject on which the `ratelimit` service tells how many units
+    /// of a tenant's keys the current windows have used, changing nothing
+    /// ([`crate::messages::PeekRequest`]).
+    pub fn ratelimit_peek(&self) -> String {
+        format!("{}.ratelimit.peek", self.prefix)
+    }
+
     /// The queue group of the `ratelimit` service's replicas.
     pub const RATELIMIT_GROUP: &'static str = "ratelimit";
 

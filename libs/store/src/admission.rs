@@ -122,11 +122,7 @@ pub async fn load_slots(
                 durable: r.try_get("durable")?,
                 actions: r.try_get("actions")?,
                 free: r.try_get("free")?,
-                labels: match r.try_get::<Option<Value>, _>("labels")? {
-                    Some(v) => serde_json::from_value(v)
-                        .map_err(|e| crate::Error::Corrupt(e.to_string()))?,
-                    None => Default::default(),
-                },
+                labels: crate::workers::labels_of(r.try_get("labels")?)?,
             })
         })
         .collect()

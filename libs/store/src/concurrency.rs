@@ -5,7 +5,7 @@
 //! read from its holder's status, so no transition has to give a key back. What is
 //! admitted, and what waits or is cancelled, is the scheduler's concurrency stage.
 
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use crate::Result;
@@ -204,4 +204,93 @@ pub async fn waiting_on(
         .map(|(t, k)| (*t, k.clone(), i64::MAX))
         .collect();
     waiting_heads(conn, &asks).await
+}
+
+/// A key that is held or waited under, as people see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    /// The stored key: its scope (a workflow's or a task's entry, or a tenant-wide
+    /// name), a `\u{1f}`, and its value.
+    pub key: String,
+    /// The evaluated value.
+    pub value: Option<String>,
+    /// The workflow whose entry it is, unless it is a tenant-wide name.
+    pub workflow_name: Option<String>,
+    /// The entry's key expression, when the entry is found in the run's workflow
+    /// version.
+    pub expression: Option<String>,
+    /// Most holders at once.
+    pub max_runs: Option<i32>,
+    /// What happens over the limit (`GROUP_ROUND_ROBIN`, …).
+    pub strategy: Option<String>,
+    /// Live holders (counted as [`holders`] counts them).
+    pub running: i64,
+    /// Queued tasks waiting under it, off the ready queue.
+    pub queued: i64,
+}
+
+/// The tenant's keys that are held or waited under, most waiting first, then by key;
+/// at most `limit`. A key's entry (value, limit, strategy, expression) is read from a
+/// task of one of its runs. Holds of ended holders are not counted, and not deleted
+/// (admission deletes them when it next counts the key).
+pub async fn in_use(db: impl PgExecutor<'_>, tenant_id: Uuid, limit: i64) -> Result<Vec<KeyUse>> {
+    let text = crate::sql::render(&format!(
+        r#"WITH held AS (
+             SELECT h.key, count(*) AS running, (array_agg(h.run_id))[1] AS run_id
+             FROM concurrency_holds h
+             WHERE h.tenant_id = $1
+               AND CASE WHEN h.run_level THEN EXISTS (
+                          SELECT 1 FROM runs r WHERE r.tenant_id = h.tenant_id AND r.id = h.run_id
+                            AND r.status IN ({{run_open}}))
+                        ELSE EXISTS (
+                          SELECT 1 FROM tasks t WHERE t.tenant_id = h.tenant_id AND t.id = h.holder_id
+                            AND t.status IN ({{slot_holding}}))
+                   END
+             GROUP BY h.key),
+           waiting AS (
+             SELECT t.key_blocked AS key, count(*) AS queued, (array_agg(t.run_id))[1] AS run_id
+             FROM tasks t
+             WHERE t.tenant_id = $1 AND t.status = {{queued}} AND t.key_blocked IS NOT NULL
+             GROUP BY t.key_blocked),
+           k AS (
+             SELECT COALESCE(w.key, h.key) AS key, COALESCE(h.running, 0) AS running,
+                    COALESCE(w.queued, 0) AS queued, COALESCE(w.run_id, h.run_id) AS run_id,
+                    split_part(COALESCE(w.key, h.key), chr(31), 1) AS scope
+             FROM held h FULL JOIN waiting w ON w.key = h.key
+             ORDER BY 3 DESC, 1
+             LIMIT {limit})
+           SELECT k.key, k.running, k.queued, e.c ->> 'v' AS value, (e.c ->> 'm')::int AS max_runs,
+                  e.c ->> 's' AS strategy, wf.name AS workflow_name,
+                  COALESCE(
+                    v.definition -> 'concurrency'
+                      -> ((regexp_match(k.scope, '^[0-9a-f-]{{36}}:w([0-9]+)$'))[1]::int) ->> 'expression',
+                    (SELECT s.t -> 'concurrency' -> (m[2]::int) ->> 'expression'
+                     FROM regexp_match(k.scope, '^[0-9a-f-]{{36}}:(.*):([0-9]+)$') AS m,
+                          jsonb_array_elements(v.definition -> 'tasks') AS s(t)
+                     WHERE s.t ->> 'readable_id' = m[1])) AS expression
+           FROM k
+           LEFT JOIN LATERAL (
+             SELECT c FROM tasks t CROSS JOIN jsonb_array_elements(t.concurrency) AS c
+             WHERE t.tenant_id = $1 AND t.run_id = k.run_id AND c ->> 'k' = k.key
+             LIMIT 1) e ON true
+           LEFT JOIN runs r ON r.tenant_id = $1 AND r.id = k.run_id
+           LEFT JOIN workflow_versions v ON v.tenant_id = $1 AND v.id = r.workflow_version_id
+           LEFT JOIN workflows wf ON wf.tenant_id = $1 AND wf.id::text = split_part(k.scope, ':', 1)
+           ORDER BY k.queued DESC, k.key"#
+    ));
+    let rows = sqlx::query(&text).bind(tenant_id).fetch_all(db).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(KeyUse {
+                key: r.try_get("key")?,
+                value: r.try_get("value")?,
+                workflow_name: r.try_get("workflow_name")?,
+                expression: r.try_get("expression")?,
+                max_runs: r.try_get("max_runs")?,
+                strategy: r.try_get("strategy")?,
+                running: r.try_get("running")?,
+                queued: r.try_get("queued")?,
+            })
+        })
+        .collect()
 }

@@ -129,3 +129,75 @@ pub async fn undefined(
     .await?;
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
+
+/// What a list of definitions is ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrder {
+    /// The key.
+    Key,
+    /// The limit.
+    Limit,
+}
+
+/// A static key's definition, as lists show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defined {
+    /// Key.
+    pub key: String,
+    /// Units per window.
+    pub limit: i32,
+    /// The duration word (`minute`).
+    pub duration: String,
+    /// Paused until, if ever paused.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Defined (or paused) last.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The tenant's defined keys whose name contains `search` (in any case), ordered by
+/// `order` (then by key), a page of them when `page` (`(offset, limit)`) says; with how
+/// many match in all. Keys with a pause but no definition of their own (dynamic keys)
+/// are not listed: their limit lives in their tasks.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    search: Option<&str>,
+    order: ListOrder,
+    ascending: bool,
+    page: Option<(i64, i64)>,
+) -> Result<(Vec<Defined>, i64)> {
+    let dir = if ascending { "ASC" } else { "DESC" };
+    let by = match order {
+        ListOrder::Key => format!("key {dir}"),
+        ListOrder::Limit => format!("limit_value {dir}, key"),
+    };
+    let window = match page {
+        Some((offset, limit)) => format!(" LIMIT {limit} OFFSET {offset}"),
+        None => String::new(),
+    };
+    let rows = sqlx::query(&format!(
+        r#"SELECT key, limit_value, duration, paused_until, updated_at, count(*) OVER () AS total
+           FROM rate_limits
+           WHERE tenant_id = $1 AND limit_value IS NOT NULL AND duration IS NOT NULL
+             AND ($2::text IS NULL OR strpos(lower(key), lower($2)) > 0)
+           ORDER BY {by}{window}"#
+    ))
+    .bind(tenant_id)
+    .bind(search)
+    .fetch_all(db)
+    .await?;
+    let total = crate::total(&rows)?;
+    let defs = rows
+        .iter()
+        .map(|r| {
+            Ok(Defined {
+                key: r.try_get("key")?,
+                limit: r.try_get("limit_value")?,
+                duration: r.try_get("duration")?,
+                paused_until: r.try_get("paused_until")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((defs, total))
+}

@@ -322,6 +322,21 @@ pub async fn list_runs(
     rows.iter().map(run_of).collect()
 }
 
+/// `(status, n)` rows read back.
+fn status_counts<S>(rows: &[PgRow]) -> Result<Vec<(S, i64)>>
+where
+    S: std::str::FromStr,
+    S::Err: std::fmt::Display,
+{
+    rows.iter()
+        .map(|r| {
+            let s: String = r.try_get("status")?;
+            let n: i64 = r.try_get("n")?;
+            Ok((s.parse().map_err(|e| Error::Corrupt(format!("{e}")))?, n))
+        })
+        .collect()
+}
+
 /// How many of the tenant's runs the filter matches, per status.
 pub async fn count_runs(
     db: impl PgExecutor<'_>,
@@ -336,12 +351,44 @@ pub async fn count_runs(
     push_run_filters(&mut q, tenant, filter);
     q.push(" GROUP BY 1");
     let rows = q.build().fetch_all(db).await?;
+    status_counts(&rows)
+}
+
+/// How many tasks of the tenant's runs the filter matches, per task status (the
+/// filter's statuses and worker are not applied: it picks runs).
+pub async fn count_tasks(
+    db: impl PgExecutor<'_>,
+    tenant: Uuid,
+    filter: &RunFilter,
+) -> Result<Vec<(TaskStatus, i64)>> {
+    let runs_only = RunFilter {
+        statuses: Vec::new(),
+        ..filter.clone()
+    };
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT t.status, count(*) AS n FROM runs r \
+         LEFT JOIN run_parents p ON p.tenant_id = r.tenant_id AND p.run_id = r.id \
+         JOIN tasks t ON t.tenant_id = r.tenant_id AND t.run_id = r.id",
+    );
+    push_run_filters(&mut q, tenant, &runs_only);
+    q.push(" GROUP BY 1");
+    let rows = q.build().fetch_all(db).await?;
+    status_counts(&rows)
+}
+
+/// How many of the tenant's tasks are queued, per action (tasks waiting for their
+/// parents are not queued yet).
+pub async fn queued_by_action(db: impl PgExecutor<'_>, tenant: Uuid) -> Result<Vec<(String, i64)>> {
+    static QUEUED: Sql = Sql::new(
+        "SELECT action_id, count(*) AS n FROM tasks WHERE tenant_id = $1 AND status = {queued} \
+         GROUP BY action_id ORDER BY action_id",
+    );
+    let rows = sqlx::query(QUEUED.text())
+        .bind(tenant)
+        .fetch_all(db)
+        .await?;
     rows.iter()
-        .map(|r| {
-            let s: String = r.try_get("status")?;
-            let n: i64 = r.try_get("n")?;
-            Ok((s.parse().map_err(|e| Error::Corrupt(format!("{e}")))?, n))
-        })
+        .map(|r| Ok((r.try_get("action_id")?, r.try_get("n")?)))
         .collect()
 }
 

@@ -55,6 +55,15 @@ fn labels_json(labels: &adze_core::labels::WorkerLabels) -> Option<serde_json::V
     (!labels.is_empty()).then(|| serde_json::to_value(labels).unwrap_or_default())
 }
 
+/// A worker's stored labels read back (none when NULL).
+pub(crate) fn labels_of(
+    stored: Option<serde_json::Value>,
+) -> Result<adze_core::labels::WorkerLabels> {
+    stored.map_or(Ok(Default::default()), |v| {
+        serde_json::from_value(v).map_err(|e| Error::Corrupt(e.to_string()))
+    })
+}
+
 /// Sets (adds or replaces) labels of a worker; false for an unknown worker.
 pub async fn upsert_labels(
     db: impl PgExecutor<'_>,
@@ -219,4 +228,108 @@ pub async fn pause(
         registered_at: r.try_get("registered_at")?,
         last_heartbeat_at: r.try_get("last_heartbeat_at")?,
     }))
+}
+
+/// A worker as people see it: its registration, its status and what it holds now.
+#[derive(Debug, Clone)]
+pub struct WorkerSummary {
+    /// Worker id.
+    pub id: Uuid,
+    /// Name given by its SDK.
+    pub name: String,
+    /// Status.
+    pub status: WorkerStatus,
+    /// Actions it serves.
+    pub actions: Vec<String>,
+    /// Default slots.
+    pub slots: i32,
+    /// Durable slots.
+    pub durable_slots: i32,
+    /// Default slots taken by the tasks it holds now.
+    pub slots_used: i64,
+    /// Durable slots taken by the durable tasks it holds now.
+    pub durable_slots_used: i64,
+    /// Its labels.
+    pub labels: adze_core::labels::WorkerLabels,
+    /// Its SDK, as registered (`PYTHON 1.43.1`).
+    pub sdk: Option<String>,
+    /// Registered at.
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// Last heartbeat.
+    pub last_heartbeat_at: chrono::DateTime<chrono::Utc>,
+    /// When it last took a task, among the tasks it holds now (`None` when it holds
+    /// none: finished tasks are not indexed by worker, and the hot path does not pay
+    /// for an index that would find them).
+    pub last_task_accepted_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What a worker holds now, per row of `w`: one probe of `tasks_on_worker`.
+const WORKER_USE: &str = "SELECT w.id, w.name, w.status, w.actions, w.slots, w.durable_slots, \
+       w.labels, w.sdk, w.registered_at, w.last_heartbeat_at, \
+       u.used, u.durable_used, u.last_accepted, count(*) OVER () AS total \
+     FROM workers w CROSS JOIN LATERAL ( \
+       SELECT count(*) FILTER (WHERE NOT t.durable AND NOT t.slot_released) AS used, \
+              count(*) FILTER (WHERE t.durable AND NOT t.slot_released) AS durable_used, \
+              max(greatest(t.assigned_at, t.started_at)) AS last_accepted \
+       FROM tasks t WHERE t.worker_id = w.id AND t.tenant_id = w.tenant_id \
+         AND t.status IN ({slot_holding})) u \
+     WHERE w.tenant_id = ";
+
+fn summary_of(r: &sqlx::postgres::PgRow) -> Result<WorkerSummary> {
+    let status: String = r.try_get("status")?;
+    let labels = r.try_get("labels")?;
+    Ok(WorkerSummary {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        status: status.parse().map_err(|e| Error::Corrupt(format!("{e}")))?,
+        actions: r.try_get("actions")?,
+        slots: r.try_get("slots")?,
+        durable_slots: r.try_get("durable_slots")?,
+        slots_used: r.try_get("used")?,
+        durable_slots_used: r.try_get("durable_used")?,
+        labels: labels_of(labels)?,
+        sdk: r.try_get("sdk")?,
+        registered_at: r.try_get("registered_at")?,
+        last_heartbeat_at: r.try_get("last_heartbeat_at")?,
+        last_task_accepted_at: r.try_get("last_accepted")?,
+    })
+}
+
+/// A page of the tenant's workers in any of `statuses` (all when empty): present ones
+/// first, then newest registration first; with how many match in all.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    statuses: &[WorkerStatus],
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<WorkerSummary>, i64)> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(crate::sql::render(WORKER_USE));
+    q.push_bind(tenant_id);
+    if !statuses.is_empty() {
+        let words: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        q.push(" AND w.status = ANY(").push_bind(words).push(")");
+    }
+    // LIMIT and OFFSET in the text, as run_queries writes them.
+    q.push(crate::sql::render(&format!(
+        " ORDER BY w.status IN ({{worker_present}}) DESC, w.registered_at DESC, w.id \
+         LIMIT {limit} OFFSET {offset}"
+    )));
+    let rows = q.build().fetch_all(db).await?;
+    let total = crate::total(&rows)?;
+    Ok((rows.iter().map(summary_of).collect::<Result<_>>()?, total))
+}
+
+/// One worker of the tenant; `None` for an unknown worker or another tenant's.
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    worker_id: Uuid,
+) -> Result<Option<WorkerSummary>> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(crate::sql::render(WORKER_USE));
+    q.push_bind(tenant_id)
+        .push(" AND w.id = ")
+        .push_bind(worker_id);
+    let row = q.build().fetch_optional(db).await?;
+    row.as_ref().map(summary_of).transpose()
 }

@@ -15,21 +15,26 @@ mod fire;
 mod flow_checks;
 mod idempotency;
 mod limits;
+mod live;
 pub mod nats_intake;
 mod openapi;
 mod rate_limits;
 mod rest;
 mod rest_durable;
 mod rest_events;
+mod rest_flow;
 mod rest_logs;
+mod rest_metrics;
 mod rest_query;
 mod rest_runs;
 mod rest_timers;
+mod rest_workers;
 mod rest_workflows;
 mod session;
 mod task_actions;
 mod trace;
 mod trigger;
+mod ui;
 mod versions;
 
 use std::net::SocketAddr;
@@ -181,6 +186,8 @@ impl Ingest {
             self.committer.clone(),
         ));
         rest::router(self.deps.clone(), self.triggers.clone(), runs)
+            .merge(live::router(self.deps.clone()))
+            .merge(ui::router())
     }
 
     /// The ingest API alone: gRPC and REST on one port.

@@ -5,11 +5,17 @@ use axum::Json;
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use crate::rest::{ApiErrorItem, ApiErrors, ResourceMeta};
+use crate::rest::{ApiErrorItem, ApiErrors, ResourceMeta, Tenant};
+use crate::rest_flow::{ConcurrencyKeyList, ConcurrencyKeyUse, RateLimit, RateLimitList};
+use crate::rest_metrics::{RunCounts, TenantStepRunQueueMetrics, V1TaskRunMetric};
 use crate::rest_runs::{
     AttemptOut, PaginationResponse, ShapeItem, V1TaskEvent, V1TaskEventType, V1TaskStatus,
     V1TaskSummary, V1TaskSummaryList, V1TriggerWorkflowRunRequest, V1WorkflowRun,
     V1WorkflowRunDetails, V1WorkflowType,
+};
+use crate::rest_workers::{
+    ApiWorkerStatus, Worker, WorkerLabel, WorkerList, WorkerRuntimeInfo, WorkerSlotConfig,
+    WorkerType,
 };
 
 #[derive(OpenApi)]
@@ -23,8 +29,17 @@ use crate::rest_runs::{
         crate::rest_runs::get_run,
         crate::rest_runs::get_task,
         crate::rest_runs::trigger_run,
+        crate::rest_workers::list_workers,
+        crate::rest_workers::get_worker,
+        crate::rest_flow::list_rate_limits,
+        crate::rest_flow::list_concurrency,
+        crate::rest_metrics::task_metrics,
+        crate::rest_metrics::queue_metrics,
+        crate::rest_metrics::run_counts,
         crate::session::sign_in,
+        crate::session::current,
         crate::session::sign_out,
+        crate::live::live,
     ),
     components(schemas(
         crate::session::SignIn,
@@ -44,6 +59,21 @@ use crate::rest_runs::{
         V1WorkflowRun,
         V1WorkflowRunDetails,
         V1WorkflowType,
+        Tenant,
+        ApiWorkerStatus,
+        Worker,
+        WorkerLabel,
+        WorkerList,
+        WorkerRuntimeInfo,
+        WorkerSlotConfig,
+        WorkerType,
+        RateLimit,
+        RateLimitList,
+        ConcurrencyKeyUse,
+        ConcurrencyKeyList,
+        V1TaskRunMetric,
+        TenantStepRunQueueMetrics,
+        RunCounts,
     ))
 )]
 pub(crate) struct ApiDoc;
@@ -67,6 +97,15 @@ mod tests {
             "/api/v1/stable/workflow-runs/{run}",
             "/api/v1/stable/tasks/{task}",
             "/api/v1/stable/tenants/{tenant}/workflow-runs/trigger",
+            "/api/v1/tenants/{tenant}/worker",
+            "/api/v1/workers/{worker}",
+            "/api/v1/tenants/{tenant}/rate-limits",
+            "/api/v1/stable/tenants/{tenant}/concurrency",
+            "/api/v1/stable/tenants/{tenant}/task-metrics",
+            "/api/v1/tenants/{tenant}/step-run-queue-metrics",
+            "/api/v1/stable/tenants/{tenant}/workflow-runs/counts",
+            "/api/v1/stable/tenants/{tenant}/live",
+            "/api/v1/session",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} is documented");
         }
@@ -79,6 +118,8 @@ mod tests {
         ] {
             assert!(summary[field].is_object(), "V1TaskSummary.{field}");
         }
+        let worker = &doc["components"]["schemas"]["WorkerStatus"]["enum"];
+        assert_eq!(worker, &serde_json::json!(["ACTIVE", "INACTIVE", "PAUSED"]));
         let status = &doc["components"]["schemas"]["V1TaskStatus"]["enum"];
         assert_eq!(
             status,

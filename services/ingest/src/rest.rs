@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -41,6 +40,9 @@ pub(crate) fn router(
         )
         .merge(crate::rest_logs::router())
         .merge(crate::rest_durable::router())
+        .merge(crate::rest_workers::router())
+        .merge(crate::rest_flow::router())
+        .merge(crate::rest_metrics::router())
         .with_state(deps.clone())
         .merge(events)
         .merge(crate::rest_timers::router(deps.clone()))
@@ -77,6 +79,11 @@ pub(crate) async fn no_route(
 pub(crate) struct ApiError(StatusCode, String, Option<u64>);
 
 impl ApiError {
+    /// What the error says.
+    pub(crate) fn description(&self) -> &str {
+        &self.1
+    }
+
     fn over_budget(over: crate::budget::OverBudget) -> Self {
         Self(
             StatusCode::TOO_MANY_REQUESTS,
@@ -167,11 +174,21 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// A tenant (`Tenant`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Tenant {
+    metadata: ResourceMeta,
+    name: String,
+    slug: String,
+    /// Always `V1` (the TypeScript SDK warns about an older engine otherwise).
+    version: &'static str,
+}
+
 async fn get_tenant(
     State(deps): State<Deps>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Tenant>, ApiError> {
     let tenant = parse_id("tenant", &tenant)?;
     if caller(&deps, &headers).await? != tenant {
         return Err(api_error(
@@ -186,12 +203,16 @@ async fn get_tenant(
         .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not found"))?;
     let name: String = r.try_get("name")?;
     let created: DateTime<Utc> = r.try_get("created_at")?;
-    Ok(Json(json!({
-        "metadata": {"id": tenant, "createdAt": ts(created), "updatedAt": ts(created)},
-        "name": name,
-        "slug": name,
-        "version": "V1",
-    })))
+    Ok(Json(Tenant {
+        metadata: ResourceMeta {
+            id: tenant,
+            created_at: ts(created),
+            updated_at: ts(created),
+        },
+        slug: name.clone(),
+        name,
+        version: "V1",
+    }))
 }
 
 /// `GET /api/v1/stable/workflow-runs/{run}/status` (the SDKs' `runs.get_status`): the
@@ -223,7 +244,7 @@ async fn patch_worker(
     Path(worker): Path<String>,
     headers: HeaderMap,
     body: Option<Json<UpdateWorker>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::rest_workers::Worker>, ApiError> {
     let worker = parse_id("worker", &worker)?;
     let me = caller(&deps, &headers).await?;
     let pause = body.and_then(|b| b.0.is_paused);
@@ -245,21 +266,9 @@ async fn patch_worker(
             tracing::warn!(error = %e, %worker, "could not announce the worker's new status");
         }
     }
-    let (registered, beat) = (w.registered_at, w.last_heartbeat_at);
-    let shown = match w.status {
-        WorkerStatus::Paused => "PAUSED",
-        WorkerStatus::Active | WorkerStatus::Registered => "ACTIVE",
-        _ => "INACTIVE",
-    };
-    Ok(Json(json!({
-        "metadata": {"id": worker, "createdAt": ts(registered), "updatedAt": ts(beat)},
-        "name": w.name,
-        "type": "SELFHOSTED",
-        "status": shown,
-        "lastHeartbeatAt": ts(beat),
-        "actions": w.actions,
-        "slotConfig": {"default": {"available": w.slots, "limit": w.slots}},
-    })))
+    crate::rest_workers::read_worker(&deps, me, worker)
+        .await
+        .map(Json)
 }
 
 /// A resource's id and times, as every REST answer carries them.

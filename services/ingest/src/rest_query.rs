@@ -72,13 +72,18 @@ pub(crate) fn count(pairs: &[(String, String)], name: &str, default: i64) -> Res
 /// `offset` and `limit` (50 when absent, at most 1,000).
 pub(crate) fn page(pairs: &[(String, String)]) -> Result<(i64, i64), ApiError> {
     let offset = count(pairs, "offset", 0)?;
-    let limit = count(pairs, "limit", DEFAULT_LIMIT)?;
+    Ok((offset, limit(pairs, DEFAULT_LIMIT)?))
+}
+
+/// `limit`: `default` when absent, at most 1,000.
+pub(crate) fn limit(pairs: &[(String, String)], default: i64) -> Result<i64, ApiError> {
+    let limit = count(pairs, "limit", default)?;
     if limit == 0 || limit > MAX_LIMIT {
         return Err(bad(format!(
             "limit {limit} is out of range (1 to {MAX_LIMIT})"
         )));
     }
-    Ok((offset, limit))
+    Ok(limit)
 }
 
 /// `k:v` pairs as one JSON object the metadata must contain.

@@ -140,6 +140,19 @@ pub(crate) struct PaginationResponse {
     next_cursor: Option<String>,
 }
 
+impl PaginationResponse {
+    /// Where an offset page stands among `total` rows.
+    pub(crate) fn of_offset(offset: i64, limit: i64, total: i64) -> Self {
+        let current_page = offset / limit + 1;
+        Self {
+            current_page,
+            next_page: current_page + 1,
+            num_pages: Some((total + limit - 1) / limit),
+            next_cursor: None,
+        }
+    }
+}
+
 /// A run, or a task, in a list (`V1TaskSummary`).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -494,7 +507,7 @@ fn flag(q: &[(String, String)], name: &str, default: bool) -> Result<bool, ApiEr
 }
 
 /// The list's filters from its query string.
-fn filter_of(q: &[(String, String)]) -> Result<RunFilter, ApiError> {
+pub(crate) fn filter_of(q: &[(String, String)]) -> Result<RunFilter, ApiError> {
     let statuses = all(q, "statuses")
         .into_iter()
         .map(|v| V1TaskStatus::parse("statuses", v))

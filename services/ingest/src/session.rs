@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -31,7 +31,10 @@ const SESSION_HOURS: i64 = 12;
 
 pub(crate) fn router(deps: Deps) -> axum::Router {
     axum::Router::new()
-        .route("/api/v1/session", post(sign_in).delete(sign_out))
+        .route(
+            "/api/v1/session",
+            get(current).post(sign_in).delete(sign_out),
+        )
         .with_state(deps)
 }
 
@@ -55,8 +58,8 @@ fn encode(expires: DateTime<Utc>, token: &str) -> String {
     format!("v1.{}.{token}", expires.timestamp())
 }
 
-/// The token a session cookie carries, or why it cannot be used.
-fn decode(value: &str, now: DateTime<Utc>) -> Result<&str, ApiError> {
+/// A session cookie's end and token, or why it cannot be used.
+fn decode(value: &str, now: DateTime<Utc>) -> Result<(DateTime<Utc>, &str), ApiError> {
     let unusable = || {
         api_error(
             StatusCode::UNAUTHORIZED,
@@ -76,7 +79,7 @@ fn decode(value: &str, now: DateTime<Utc>) -> Result<&str, ApiError> {
             "the session expired; sign in again",
         ));
     }
-    Ok(token)
+    Ok((expires, token))
 }
 
 /// The session cookie's value in `headers`, if any.
@@ -101,7 +104,7 @@ pub(crate) fn credentials(headers: &HeaderMap) -> Result<Option<String>, ApiErro
         return Ok(Some(h.to_owned()));
     }
     match cookie(headers) {
-        Some(v) => Ok(Some(format!("Bearer {}", decode(v, Utc::now())?))),
+        Some(v) => Ok(Some(format!("Bearer {}", decode(v, Utc::now())?.1))),
         None => Ok(None),
     }
 }
@@ -159,10 +162,7 @@ pub(crate) async fn sign_in(
             }
             other => api_error(StatusCode::FORBIDDEN, other.to_string()),
         })?;
-    let name: String = sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
-        .bind(id.tenant_id)
-        .fetch_one(&deps.pool)
-        .await?;
+    let name = tenant_name(&deps, id.tenant_id).await?;
     let expires = Utc::now() + chrono::Duration::hours(SESSION_HOURS);
     let out = SessionOut {
         tenant_id: id.tenant_id,
@@ -171,6 +171,40 @@ pub(crate) async fn sign_in(
     };
     let cookie = set_cookie(&encode(expires, token), SESSION_HOURS * 3600);
     Ok(([(header::SET_COOKIE, cookie)], Json(out)).into_response())
+}
+
+/// `GET /api/v1/session`: who the session cookie signs in, and until when (the
+/// dashboard asks on load); 401 without a usable cookie.
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    responses(
+        (status = 200, body = SessionOut),
+        (status = 401, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn current(
+    State(deps): State<Deps>,
+    headers: HeaderMap,
+) -> Result<Json<SessionOut>, ApiError> {
+    let now = Utc::now();
+    let value =
+        cookie(&headers).ok_or_else(|| api_error(StatusCode::UNAUTHORIZED, "not signed in"))?;
+    let (expires, _) = decode(value, now)?;
+    let tenant = crate::rest::caller(&deps, &headers).await?;
+    Ok(Json(SessionOut {
+        tenant_id: tenant,
+        tenant_name: tenant_name(&deps, tenant).await?,
+        expires_at: crate::rest::ts(expires),
+    }))
+}
+
+async fn tenant_name(deps: &Deps, tenant: Uuid) -> Result<String, ApiError> {
+    Ok(sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(&deps.pool)
+        .await?)
 }
 
 /// `DELETE /api/v1/session`: forgets the session cookie.
@@ -191,7 +225,7 @@ mod tests {
     fn a_cookie_gives_its_token_until_the_session_ends() {
         let now = Utc::now();
         let v = encode(now + chrono::Duration::hours(1), "abc.def.ghi");
-        assert_eq!(decode(&v, now).ok(), Some("abc.def.ghi"));
+        assert_eq!(decode(&v, now).ok().map(|d| d.1), Some("abc.def.ghi"));
         let late = decode(&v, now + chrono::Duration::hours(2));
         assert!(late.is_err(), "expired");
         assert!(decode("junk", now).is_err());

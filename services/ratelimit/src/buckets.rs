@@ -1,12 +1,13 @@
 //! The buckets in Redis: one Lua call takes a whole batch's units (`acquire.lua`),
-//! another gives back units of tasks that were not assigned (`refund.lua`). The
+//! another gives back units of tasks that were not assigned (`refund.lua`), a third
+//! reads what windows have used without changing anything (`peek.lua`). The
 //! connection is made on first use and remade after Redis comes back; a call that
 //! does not answer within the timeout fails the batch, which then waits.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use adze_bus::messages::{Grant, RefundItem};
+use adze_bus::messages::{BucketUse, Grant, RefundItem};
 use redis::aio::ConnectionManager;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -15,6 +16,7 @@ use crate::definitions::{Resolved, Take};
 
 static ACQUIRE: &str = include_str!("acquire.lua");
 static REFUND: &str = include_str!("refund.lua");
+static PEEK: &str = include_str!("peek.lua");
 
 /// Why Redis could not be used.
 #[derive(Debug)]
@@ -38,6 +40,7 @@ pub struct Buckets {
     epoch_seen: std::sync::atomic::AtomicBool,
     acquire: redis::Script,
     refund: redis::Script,
+    peek: redis::Script,
 }
 
 impl Buckets {
@@ -51,6 +54,7 @@ impl Buckets {
             epoch_seen: std::sync::atomic::AtomicBool::new(false),
             acquire: redis::Script::new(ACQUIRE),
             refund: redis::Script::new(REFUND),
+            peek: redis::Script::new(PEEK),
         }
     }
 
@@ -198,5 +202,39 @@ impl Buckets {
             let _: i64 = self.invoke(call).await?;
         }
         Ok(())
+    }
+
+    /// What the current windows of `keys` of `tenant_id` have used, in one call: per
+    /// key, in order, `None` when it has no bucket. Nothing is changed.
+    pub async fn peek(
+        &self,
+        tenant_id: Uuid,
+        keys: &[String],
+    ) -> Result<Vec<Option<BucketUse>>, RedisError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self.peek.prepare_invoke();
+        for key in keys {
+            call.key(self.bucket_key(tenant_id, key));
+        }
+        let answers: Vec<Vec<i64>> = self.invoke(call).await?;
+        if answers.len() != keys.len() {
+            return Err(RedisError(format!(
+                "the script answered {} keys of {}",
+                answers.len(),
+                keys.len()
+            )));
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| match a.as_slice() {
+                [left, start, limit] => Some(BucketUse {
+                    used: (limit - left).max(0),
+                    window_start_ms: *start,
+                }),
+                _ => None,
+            })
+            .collect())
     }
 }

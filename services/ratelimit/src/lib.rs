@@ -9,6 +9,8 @@
 //! Redis or Postgres does not answer, the tasks are told so and wait; nothing is
 //! granted that was not taken. Several replicas may run (a queue group); the Lua call
 //! is atomic, so two schedulers asking at once are never both granted the last units.
+//! The REST rate-limit list asks how much of each window is used
+//! ([`adze_bus::messages::PeekRequest`]): a read that changes no bucket.
 
 pub mod buckets;
 pub mod definitions;
@@ -16,7 +18,9 @@ pub mod definitions;
 use std::sync::Arc;
 
 use adze_bus::Bus;
-use adze_bus::messages::{AcquireReply, AcquireRequest, Grant, RefundRequest};
+use adze_bus::messages::{
+    AcquireReply, AcquireRequest, Grant, PeekReply, PeekRequest, RefundRequest,
+};
 use adze_bus::subjects::Subjects;
 use adze_runtime::clock::{Clock, SystemClock};
 use futures::StreamExt;
@@ -87,27 +91,30 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to rate-limit refunds: {e}"))?;
-    let limiter = Limiter::new(&config, &deps, subjects.prefix());
+    let mut peek = client
+        .queue_subscribe(subjects.ratelimit_peek(), Subjects::RATELIMIT_GROUP.into())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to rate-limit reads: {e}"))?;
+    let limiter = &Limiter::new(&config, &deps, subjects.prefix());
     tracing::info!("ratelimit service started");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             m = acquire.next() => {
                 let Some(m) = m else { anyhow::bail!("rate-limit request subscription ended") };
-                let Some(reply) = m.reply.clone() else { continue };
-                let answer = match serde_json::from_slice::<AcquireRequest>(&m.payload) {
-                    Ok(req) => limiter.acquire(&req).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "undecodable rate-limit request");
-                        continue;
-                    }
-                };
-                let body = serde_json::to_vec(&answer)?;
-                if let Err(e) = client.publish(reply, body.into()).await {
-                    // The scheduler's request times out and its tasks wait: the units
-                    // taken for them are given back when they are next granted.
-                    tracing::warn!(error = %e, "cannot answer a rate-limit request");
-                }
+                // Unanswered, the scheduler's request times out and its tasks wait: the
+                // units taken for them are given back when they are next granted.
+                answer(&client, m, "rate-limit request", |req: AcquireRequest| async move {
+                    limiter.acquire(&req).await
+                })
+                .await?;
+            }
+            m = peek.next() => {
+                let Some(m) = m else { anyhow::bail!("rate-limit read subscription ended") };
+                answer(&client, m, "rate-limit read", |req: PeekRequest| async move {
+                    limiter.peek(&req).await
+                })
+                .await?;
             }
             m = refund.next() => {
                 let Some(m) = m else { anyhow::bail!("rate-limit refund subscription ended") };
@@ -119,6 +126,37 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
         }
     }
     let _ = client.flush().await;
+    Ok(())
+}
+
+/// Decodes a request `what` names and publishes `handle`'s answer to its reply subject.
+/// An undecodable request, or one nobody waits for, is dropped (logged).
+async fn answer<Req, Rep, F, Fut>(
+    client: &async_nats::Client,
+    m: async_nats::Message,
+    what: &str,
+    handle: F,
+) -> anyhow::Result<()>
+where
+    Req: serde::de::DeserializeOwned,
+    Rep: Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: std::future::Future<Output = Rep>,
+{
+    let Some(reply) = m.reply.clone() else {
+        return Ok(());
+    };
+    let req = match serde_json::from_slice::<Req>(&m.payload) {
+        Ok(req) => req,
+        Err(e) => {
+            tracing::warn!(error = %e, what, "undecodable request");
+            return Ok(());
+        }
+    };
+    let body = serde_json::to_vec(&handle(req).await)?;
+    if let Err(e) = client.publish(reply, body.into()).await {
+        tracing::warn!(error = %e, what, "cannot answer a request");
+    }
     Ok(())
 }
 
@@ -167,6 +205,23 @@ impl Limiter {
                     req,
                     format!("the rate limiter's Redis is not answering: {e}"),
                 )
+            }
+        }
+    }
+
+    /// What the current windows of the asked keys have used.
+    pub async fn peek(&self, req: &PeekRequest) -> PeekReply {
+        match self.buckets.peek(req.tenant_id, &req.keys).await {
+            Ok(buckets) => PeekReply {
+                buckets,
+                unavailable: None,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis did not answer a read");
+                PeekReply {
+                    buckets: Vec::new(),
+                    unavailable: Some(format!("the rate limiter's Redis is not answering: {e}")),
+                }
             }
         }
     }

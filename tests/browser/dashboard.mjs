@@ -1,0 +1,168 @@
+// Drives the dashboard in headless Chromium against a running fleet, as a person would:
+// signs in, reads the runs list and a DAG run's page, watches a run complete without
+// reloading, cancels a queued run, visits every page, signs out, and signs in as another
+// tenant. Each step writes a screenshot to $ADZE_SHOTS. Any failed expectation exits 1
+// with what was expected and what the page showed. tests/tests/dashboard_browser.rs
+// prepares the runs and checks the outcome in Postgres.
+import { chromium } from 'playwright-core';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const URL = env('ADZE_URL');
+const SHOTS = env('ADZE_SHOTS');
+const [TOKEN_A, TOKEN_B] = [env('TOKEN_A'), env('TOKEN_B')];
+const [DAG_RUN, QUEUED_RUN, SLOW_WORKFLOW, TENANT_A] = [env('DAG_RUN'), env('QUEUED_RUN'), env('SLOW_WORKFLOW'), env('TENANT_A')];
+const DURABLE_RUN = env('DURABLE_RUN');
+
+function expect(cond, what) {
+  if (!cond) throw new Error('expected ' + what);
+  console.log('ok ' + what);
+}
+
+const browser = await chromium.launch({
+  executablePath: env('ADZE_CHROMIUM'),
+  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+});
+const page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
+const elsewhere = [];
+const origin = new globalThis.URL(URL).origin;
+page.on('request', (r) => {
+  if (!r.url().startsWith(origin) && !r.url().startsWith('data:')) elsewhere.push(r.url());
+});
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(String(e)));
+const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+const count = (sel) => page.locator(sel).count();
+
+async function signIn(token) {
+  await page.goto(URL + '/');
+  await page.waitForSelector('[data-testid=token]');
+  await page.fill('[data-testid=token]', token);
+  await page.click('[data-testid=sign-in]');
+}
+
+try {
+  // Signing in: a wrong token is refused, saying so; the right one opens the runs list.
+  await signIn('not-a-token');
+  await page.waitForFunction(() => document.querySelector('[data-testid=login-error]')?.textContent.length > 0);
+  expect(/credential|token/i.test(await page.textContent('[data-testid=login-error]')), 'a wrong token is refused with a reason');
+  await shot('01-login-refused');
+  await signIn(TOKEN_A);
+  await page.waitForSelector('[data-testid=runs-table]');
+  await page.waitForSelector(`[data-run-id="${DAG_RUN}"]`);
+  expect(true, 'the runs list shows the DAG run');
+  await page.waitForSelector('[data-count=COMPLETED] b');
+  const completed = Number(await page.textContent('[data-count=COMPLETED] b'));
+  expect(completed >= 1, `the COMPLETED count is at least 1 (${completed})`);
+  await shot('02-runs');
+
+  // The DAG run's page: two nodes, one edge, the retried task's two attempts.
+  await page.click(`[data-run-id="${DAG_RUN}"] a`);
+  await page.waitForSelector('[data-testid=dag] [data-node]');
+  expect((await count('[data-testid=dag] [data-node]')) === 2, 'the graph draws 2 tasks');
+  expect((await count('[data-testid=dag] [data-edge]')) === 1, 'the graph draws 1 edge');
+  expect((await count('[data-edge="first->second"]')) === 1, 'the edge runs from first to second');
+  expect((await page.getAttribute('[data-node=second]', 'data-status')) === 'COMPLETED', 'second is drawn completed');
+  const attempts = page.locator('[data-task=second] [data-testid=attempts] tbody tr');
+  expect((await attempts.count()) === 2, 'second shows 2 attempts');
+  expect((await attempts.nth(0).getAttribute('data-status')) === 'FAILED', 'its first attempt failed');
+  expect((await attempts.nth(1).getAttribute('data-status')) === 'COMPLETED', 'its second attempt completed');
+  expect(/the first try fails/.test(await attempts.nth(0).textContent()), 'the first attempt shows its error');
+  expect((await count('[data-attempt-bar]')) === 3, 'the timeline has a bar per attempt (3)');
+  expect(/^[0-9a-f]{32}$/.test((await page.textContent('[data-testid=trace-id]')).trim()), 'the trace id is shown');
+  await page.click('[data-task=second] > summary');
+  await shot('03-dag-run');
+
+  // Live: a run triggered now turns from running to completed on its page, no reload.
+  const slow = await page.evaluate(async ([tenant, workflow]) => {
+    const r = await fetch(`/api/v1/stable/tenants/${tenant}/workflow-runs/trigger`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-adze-dashboard': '1' },
+      body: JSON.stringify({ workflowName: workflow, input: {} }),
+    });
+    return (await r.json()).run.metadata.id;
+  }, [TENANT_A, SLOW_WORKFLOW]);
+  await page.goto(`${URL}/#/runs/${slow}`);
+  await page.waitForSelector('[data-node=nap][data-status=RUNNING]', { timeout: 15000 });
+  expect(true, 'the slow run is drawn running');
+  await page.waitForSelector('#live[data-live="1"]', { timeout: 10000 });
+  await page.evaluate(() => { window.__sameDocument = true; });
+  await shot('04-live-running');
+  await page.waitForSelector('[data-node=nap][data-status=COMPLETED]', { timeout: 30000 });
+  expect(await page.evaluate(() => window.__sameDocument === true), 'it turned completed without a reload');
+  await shot('05-live-completed');
+
+  // A durable orchestrator: its event log (the memo, the children it spawned) and its
+  // three child runs, each a link to its own page.
+  await page.goto(`${URL}/#/runs/${DURABLE_RUN}`);
+  await page.waitForSelector('[data-node=orchestrate][data-status=COMPLETED]');
+  await page.click('[data-task=orchestrate] > summary');
+  await page.waitForSelector('[data-testid=durable-log] table tbody tr');
+  const kinds = await page.locator('[data-testid=durable-log] tbody tr td:nth-child(2)').allTextContents();
+  expect(kinds.includes('MEMO') && kinds.includes('RUN'), `the durable event log shows the memo and the spawn (${kinds.join(', ')})`);
+  await page.waitForSelector('[data-child-run]');
+  expect((await count('[data-child-run]')) === 3, 'the orchestrator lists its 3 child runs');
+  await shot('06-durable');
+  await page.click('[data-child-run] a');
+  await page.waitForSelector('[data-node=count][data-status=COMPLETED]');
+  expect(/Spawned by task/.test(await page.textContent('main')), 'a child run page says which task spawned it');
+
+  // A queued run says why it waits, and is cancelled from the page after confirming.
+  await page.goto(`${URL}/#/runs/${QUEUED_RUN}`);
+  await page.waitForSelector('[data-testid=wait-reason]');
+  const reason = await page.textContent('[data-testid=wait-reason]');
+  expect(/worker/.test(reason), `the queued task says why it waits (${reason})`);
+  await shot('07-queued');
+  await page.click('[data-testid=cancel-run]');
+  await page.waitForSelector('dialog#confirm[open]');
+  await page.click('#confirm-ok');
+  await page.waitForSelector('[data-testid=run-title] [data-status=CANCELLED]', { timeout: 20000 });
+  expect(true, 'the cancelled run is shown cancelled');
+  await shot('08-cancelled');
+
+  // The other pages draw.
+  await page.goto(`${URL}/#/workers`);
+  await page.waitForSelector('[data-testid=workers-table] [data-worker]');
+  expect((await count('[data-testid=workers-table] [data-worker]')) >= 1, 'the workers page lists the worker');
+  await shot('09-workers');
+  await page.click('[data-testid=pause-worker]');
+  await page.waitForSelector('dialog#confirm[open]');
+  await page.click('#confirm-ok');
+  await page.waitForSelector('[data-testid=workers-table] [data-worker][data-status=PAUSED]', { timeout: 10000 });
+  expect(true, 'the worker paused from the page is shown paused');
+  await page.goto(`${URL}/#/flow`);
+  await page.waitForSelector('[data-testid=rate-limits-table] [data-limit]');
+  expect((await page.textContent('[data-limit=parser-api]')).includes('100'), 'the flow-control page shows the rate limit and its units');
+  await shot('10-flow');
+  await page.goto(`${URL}/#/timers`);
+  await page.waitForSelector('[data-testid=crons-table] [data-cron]');
+  expect(/nightly.*pipeline.*0 3 \* \* \*/.test(await page.textContent('[data-testid=crons-table] [data-cron]')), 'the crons page shows the cron');
+  await shot('11-timers');
+
+  // Signing out, and tenant B sees none of tenant A's runs.
+  await page.click('#logout');
+  await page.waitForSelector('[data-testid=token]');
+  expect(true, 'signing out returns to the sign-in page');
+  await signIn(TOKEN_B);
+  await page.waitForSelector('[data-testid=runs-table] .empty');
+  expect((await count('[data-run-id]')) === 0, "tenant B's list shows no run of tenant A");
+  await shot('12-tenant-b');
+  await page.goto(`${URL}/#/runs/${DAG_RUN}`);
+  await page.waitForSelector('[data-testid=run-error]');
+  expect(true, "tenant B is told tenant A's run is not found");
+  await shot('13-tenant-b-run');
+
+  expect(elsewhere.length === 0, `no request left the server's origin (${elsewhere.join(', ')})`);
+  expect(pageErrors.length === 0, `no script error on any page (${pageErrors.join('; ')})`);
+} catch (e) {
+  await shot('failure').catch(() => {});
+  console.error('FAILED: ' + e.message);
+  console.error('page: ' + page.url());
+  console.error('script errors: ' + pageErrors.join('; '));
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();
