@@ -58,6 +58,15 @@ try {
   const completed = Number(await page.textContent('[data-count=COMPLETED] b'));
   expect(completed >= 1, `the COMPLETED count is at least 1 (${completed})`);
   await shot('02-runs');
+  // A status count filters the list.
+  await page.click('[data-count=QUEUED]');
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('[data-run-id]')];
+    return rows.length > 0 && rows.every((r) => r.dataset.status === 'QUEUED');
+  });
+  expect((await count(`[data-run-id="${QUEUED_RUN}"]`)) === 1 && (await count(`[data-run-id="${DAG_RUN}"]`)) === 0, 'the QUEUED count filters the list to the queued run');
+  await page.goto(`${URL}/#/runs`);
+  await page.waitForSelector(`[data-run-id="${DAG_RUN}"]`);
 
   // The DAG run's page: two nodes, one edge, the retried task's two attempts.
   await page.click(`[data-run-id="${DAG_RUN}"] a`);
@@ -76,7 +85,11 @@ try {
   await page.click('[data-task=second] > summary');
   await shot('03-dag-run');
 
-  // Live: a run triggered now turns from running to completed on its page, no reload.
+  // Live: a run triggered now appears in the list, then turns from running to
+  // completed on its page, without a reload.
+  await page.goto(`${URL}/#/runs`);
+  await page.waitForSelector('#live[data-live="1"]', { timeout: 10000 });
+  await page.evaluate(() => { window.__listDocument = true; });
   const slow = await page.evaluate(async ([tenant, workflow]) => {
     const r = await fetch(`/api/v1/stable/tenants/${tenant}/workflow-runs/trigger`, {
       method: 'POST',
@@ -85,6 +98,8 @@ try {
     });
     return (await r.json()).run.metadata.id;
   }, [TENANT_A, SLOW_WORKFLOW]);
+  await page.waitForSelector(`[data-run-id="${slow}"]`, { timeout: 10000 });
+  expect(await page.evaluate(() => window.__listDocument === true), 'the new run appeared in the list without a reload');
   await page.goto(`${URL}/#/runs/${slow}`);
   await page.waitForSelector('[data-node=nap][data-status=RUNNING]', { timeout: 15000 });
   expect(true, 'the slow run is drawn running');

@@ -44,12 +44,12 @@ fn browser_dir() -> PathBuf {
     dir
 }
 
-/// A workflow of one task `nap` that takes three seconds.
+/// A workflow of one task `nap` that takes five seconds.
 fn slow() -> adze_sdk::Workflow<Value> {
     let mut wf = adze_sdk::Workflow::<Value>::new("slow");
     wf.add_task(TaskDef::new("nap", |_i: Value, _c: Context| async move {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        Ok::<_, TaskError>(json!({"slept": 3}))
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, TaskError>(json!({"slept": 5}))
     }));
     wf
 }

@@ -10,7 +10,9 @@
 //! - `metadata`: the newest 50 runs of one user (0.1 % of the runs);
 //! - `workflow`: the newest 50 runs of the workflow;
 //! - `tasks`: the newest 50 tasks (`only_tasks=true`);
-//! - `run_page`: a run with its tasks, attempts and shape (random runs).
+//! - `run_page`: a run with its tasks, attempts and shape (random runs);
+//! - `counts_24h`, `counts_all`: the runs list's counts per status over the last day
+//!   (the dashboard's default window) and over every run.
 //!
 //! The report gives p50/p95/max per read in `extra.reads`; the headline is the worst p95.
 
@@ -85,6 +87,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     };
     let mut reads = serde_json::Map::new();
     let mut worst: f64 = 0.0;
+    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let list = |q: String| format!("/api/v1/stable/tenants/{tenant}/workflow-runs?{q}");
     let fixed: Vec<(&str, String)> = vec![
         ("first_page", list("limit=50".into())),
@@ -100,6 +104,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             list(format!("limit=50&workflow_ids={workflow}")),
         ),
         ("tasks", list("limit=50&only_tasks=true".into())),
+        (
+            "counts_24h",
+            format!("/api/v1/stable/tenants/{tenant}/workflow-runs/counts?since={day_ago}"),
+        ),
+        (
+            "counts_all",
+            format!("/api/v1/stable/tenants/{tenant}/workflow-runs/counts"),
+        ),
     ];
     for (name, path) in &fixed {
         let mut samples = Vec::with_capacity(SAMPLES);

@@ -236,9 +236,15 @@ async function logout() {
 // ---- runs list ----
 function listQuery(params, withStatus) {
   const range = params.get('range') || '24h';
-  const secs = (RANGES.find((r) => r[0] === range) || RANGES[1])[1];
   const pairs = [];
-  if (secs) pairs.push(['since', new Date(Date.now() - secs * 1000).toISOString()]);
+  if (range === 'custom') {
+    // datetime-local values are the browser's local time.
+    if (params.get('from')) pairs.push(['since', new Date(params.get('from')).toISOString()]);
+    if (params.get('to')) pairs.push(['until', new Date(params.get('to')).toISOString()]);
+  } else {
+    const secs = (RANGES.find((r) => r[0] === range) || RANGES[1])[1];
+    if (secs) pairs.push(['since', new Date(Date.now() - secs * 1000).toISOString()]);
+  }
   if (withStatus && params.get('status')) pairs.push(['statuses', params.get('status')]);
   if (params.get('workflow')) pairs.push(['workflow_ids', params.get('workflow')]);
   for (const m of params.getAll('meta')) pairs.push(['additional_metadata', m]);
@@ -268,6 +274,7 @@ async function runsPage(params) {
       const f = { since: new Date(0).toISOString() };
       for (const [k, v] of listQuery(params, true)) {
         if (k === 'since') f.since = v;
+        if (k === 'until') f.until = v;
         if (k === 'statuses') f.statuses = [v];
         if (k === 'workflow_ids') f.workflowIds = [v];
         if (k === 'additional_metadata') (f.additionalMetadata = f.additionalMetadata || []).push(v);
@@ -292,7 +299,12 @@ async function runsPage(params) {
     h('option', { value: '' }, 'All workflows'),
     (workflows.rows || []).map((w) => h('option', { value: w.metadata.id, selected: w.metadata.id === params.get('workflow') }, w.name)));
   const rangeSelect = h('select', { 'data-testid': 'range-filter', onchange: (e) => setParam(params, 'range', e.target.value) },
-    RANGES.map(([r]) => h('option', { value: r, selected: (params.get('range') || '24h') === r }, r === 'all' ? 'All time' : 'Last ' + r)));
+    RANGES.map(([r]) => h('option', { value: r, selected: (params.get('range') || '24h') === r }, r === 'all' ? 'All time' : 'Last ' + r)),
+    h('option', { value: 'custom', selected: params.get('range') === 'custom' }, 'Between…'));
+  const between = (key) => h('input', {
+    type: 'datetime-local', value: params.get(key) || '', 'data-testid': key + '-filter',
+    onchange: (e) => { const p = new URLSearchParams(params); p.set('range', 'custom'); p.set(key, e.target.value); p.delete('cursor'); go('#/runs?' + p); },
+  });
   const metaInput = h('input', { placeholder: 'key:value', value: params.get('meta') || '', 'data-testid': 'meta-filter' });
   const metaForm = h('form', { onsubmit: (e) => { e.preventDefault(); setParam(params, 'meta', metaInput.value.trim()); } }, metaInput);
   main(
@@ -301,6 +313,7 @@ async function runsPage(params) {
     h('div', { class: 'filters' },
       h('label', {}, 'Workflow', wfSelect),
       h('label', {}, 'Created', rangeSelect),
+      params.get('range') === 'custom' ? [h('label', {}, 'From', between('from')), h('label', {}, 'To', between('to'))] : null,
       h('label', {}, 'Metadata (key:value, Enter)', metaForm)),
     h('div', { class: 'toolbar' }, bySel('cancel'), bySel('replay'), byFilter('cancel'), byFilter('replay'), selCount),
     h('table', { 'data-testid': 'runs-table' },
