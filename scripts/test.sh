@@ -62,30 +62,38 @@ sys.exit(m.version("hatchet-sdk") != sys.argv[1])' "${PY_SDK#*==}" 2>/dev/null; 
   ok "Python SDK: $PY_SDK in $VENV"
 }
 
-# The TypeScript conformance tests run from tests/conformance/ts, whose package.json pins the
-# SDK and tsx. Reinstall only when package.json or the lockfile changed.
-ensure_ts_sdk() {
-  if [[ ! -f "$TS_DIR/package.json" ]]; then
-    warn "no $TS_DIR/package.json; the TypeScript conformance tests have no SDK to run"
-    return
-  fi
+# npm_pinned DIR WHAT: installs DIR's package.json (from its lockfile when there is
+# one) into DIR/node_modules, again only when package.json or the lockfile changed.
+npm_pinned() {
+  local dir="$1" what="$2"
   command -v npm >/dev/null || apt_install nodejs npm
-  local stamp="$TS_DIR/node_modules/.adze-installed"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$(ts_manifest_sum)" ]]; then
-    ok "TypeScript SDK: installed in $TS_DIR/node_modules"
+  local stamp="$dir/node_modules/.adze-installed" sum
+  sum="$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | cksum)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]]; then
+    ok "$what: installed in $dir/node_modules"
     return
   fi
-  say "installing the TypeScript SDK in $TS_DIR"
+  say "installing $what in $dir"
   (
-    cd "$TS_DIR"
+    cd "$dir"
     if [[ -f package-lock.json ]]; then
       npm ci --no-audit --no-fund --loglevel=error
     else
       npm install --no-audit --no-fund --loglevel=error
     fi
-  ) || die "npm install in $TS_DIR failed"
-  ts_manifest_sum >"$stamp"
-  ok "TypeScript SDK: installed in $TS_DIR/node_modules"
+  ) || die "npm install in $dir failed"
+  echo "$sum" >"$stamp"
+  ok "$what: installed in $dir/node_modules"
+}
+
+# The TypeScript conformance tests run from tests/conformance/ts, whose package.json pins the
+# SDK and tsx.
+ensure_ts_sdk() {
+  if [[ ! -f "$TS_DIR/package.json" ]]; then
+    warn "no $TS_DIR/package.json; the TypeScript conformance tests have no SDK to run"
+    return
+  fi
+  npm_pinned "$TS_DIR" "TypeScript SDK"
 }
 
 # The dashboard's browser test drives Debian's chromium with playwright-core, pinned in
@@ -94,19 +102,8 @@ ensure_browser() {
   if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
     apt_install chromium
   fi
-  local stamp="$BROWSER_DIR/node_modules/.adze-installed"
-  local sum
-  sum="$(cat "$BROWSER_DIR/package.json" "$BROWSER_DIR/package-lock.json" | cksum)"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]]; then
-    ok "browser test: chromium and playwright-core in $BROWSER_DIR/node_modules"
-    return
-  fi
-  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in $BROWSER_DIR failed"
-  echo "$sum" >"$stamp"
-  ok "browser test: chromium and playwright-core in $BROWSER_DIR/node_modules"
+  npm_pinned "$BROWSER_DIR" "browser test's playwright-core"
 }
-
-ts_manifest_sum() { cat "$TS_DIR/package.json" "$TS_DIR/package-lock.json" 2>/dev/null | cksum; }
 
 test_command() {
   if cargo nextest --version >/dev/null 2>&1; then

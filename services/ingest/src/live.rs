@@ -146,9 +146,10 @@ pub(crate) async fn live(
     };
     let stream = futures::stream::unfold(Some(watch), |w| async move {
         let mut w = w?;
-        let event = w.next().await;
-        let done = event.event_is_end;
-        Some((Ok(event.event), (!done).then_some(w)))
+        match w.next().await {
+            Ok(change) => Some((Ok(change), Some(w))),
+            Err(end) => Some((Ok(end), None)),
+        }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -165,14 +166,10 @@ struct Watch {
     _open: Open,
 }
 
-struct Next {
-    event: Event,
-    event_is_end: bool,
-}
-
 impl Watch {
-    /// Waits for the view to change and says so, or for a reason to stop.
-    async fn next(&mut self) -> Next {
+    /// Waits for the view to change and says so (`change`), or for a reason to stop
+    /// (`Err`: the `end` event to send last).
+    async fn next(&mut self) -> Result<Event, Event> {
         loop {
             if !std::mem::take(&mut self.first) {
                 tokio::time::sleep(PERIOD).await;
@@ -180,19 +177,13 @@ impl Watch {
             if self.checked.elapsed() >= RECHECK {
                 self.checked = Instant::now();
                 if let Err(e) = caller_of(&self.deps, &self.headers, &self.tenant_path).await {
-                    return Next {
-                        event: Event::default().event("end").data(e.description()),
-                        event_is_end: true,
-                    };
+                    return Err(Event::default().event("end").data(e.description()));
                 }
             }
             match self.view.digest(&self.deps.pool, self.tenant).await {
                 Ok(d) if self.last != Some(d) => {
                     self.last = Some(d);
-                    return Next {
-                        event: Event::default().event("change").data("{}"),
-                        event_is_end: false,
-                    };
+                    return Ok(Event::default().event("change").data("{}"));
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "live view not read; trying again"),

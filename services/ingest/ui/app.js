@@ -8,7 +8,7 @@ const RANGES = [['1h', 3600], ['24h', 86400], ['7d', 7 * 86400], ['30d', 30 * 86
 const PAGE = 50;
 const COUNTS_EVERY = 10000;
 
-const state = { session: null, live: null, timer: null, route: '' };
+const state = { session: null, live: null, timer: null };
 
 // ---- DOM helpers: every text goes through textContent, never innerHTML ----
 function h(tag, attrs, ...kids) {
