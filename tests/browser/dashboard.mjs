@@ -1,6 +1,7 @@
 // Drives the dashboard in headless Chromium against a running fleet, as a person would:
 // signs in, reads the runs list and a DAG run's page, watches a run complete without
-// reloading, cancels a queued run, visits every page, signs out, and signs in as another
+// reloading, cancels a queued run, visits every page (making and revoking an API token
+// on the settings page), signs out, and signs in as another
 // tenant. Each step writes a screenshot to $ADZE_SHOTS. Any failed expectation exits 1
 // with what was expected and what the page showed. tests/tests/dashboard_browser.rs
 // prepares the runs and checks the outcome in Postgres.
@@ -156,6 +157,32 @@ try {
   await page.waitForSelector('[data-testid=crons-table] [data-cron]');
   expect(/nightly.*pipeline.*0 3 \* \* \*/.test(await page.textContent('[data-testid=crons-table] [data-cron]')), 'the crons page shows the cron');
   await shot('11-timers');
+  // Settings: a token made on the page is shown once, works, is listed, and once
+  // revoked there is refused.
+  await page.goto(`${URL}/#/settings`);
+  await page.waitForSelector('[data-testid=tokens-table] [data-token]');
+  await page.fill('[data-testid=token-name]', 'made-in-browser');
+  await page.selectOption('[data-testid=token-lifetime]', '720h');
+  await page.click('[data-testid=create-token]');
+  await page.waitForSelector('[data-testid=new-token-value]');
+  const made = await page.inputValue('[data-testid=new-token-value]');
+  expect(made.startsWith('ey'), 'a new token is shown once');
+  const tokensPath = `/api/v1/tenants/${TENANT_A}/api-tokens`;
+  const statusWith = (token) => page.evaluate(async ([path, t]) => (await fetch(path, { headers: { authorization: 'Bearer ' + t }, credentials: 'omit' })).status, [tokensPath, token]);
+  expect((await statusWith(made)) === 200, 'the new token works');
+  const row = page.locator('[data-testid=tokens-table] tr', { hasText: 'made-in-browser' });
+  await row.waitFor();
+  await shot('11b-settings');
+  await row.locator('[data-testid=revoke-token]').click();
+  await page.waitForSelector('dialog#confirm[open]');
+  await page.click('#confirm-ok');
+  await row.waitFor({ state: 'detached', timeout: 10000 });
+  let refused = 0;
+  for (let i = 0; i < 20 && refused !== 403; i += 1) {
+    refused = await statusWith(made);
+    if (refused !== 403) await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(refused === 403, 'the token revoked on the page is refused');
 
   // Signing out, and tenant B sees none of tenant A's runs.
   await page.click('#logout');

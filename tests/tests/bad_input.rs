@@ -210,7 +210,7 @@ async fn bad_input_is_refused_with_a_clear_message() {
         .await
         .expect_err("no token");
     assert_eq!(err.code(), Code::Unauthenticated);
-    let forged = adze_core::token::TokenKeys::new(b"some-other-secret-entirely")
+    let (forged, _) = adze_core::token::TokenKeys::new(b"some-other-secret-entirely")
         .expect("keys")
         .sign(&adze_core::token::Claims {
             sub: env.tenant_id.to_string(),

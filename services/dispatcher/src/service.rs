@@ -57,6 +57,36 @@ pub(crate) async fn who<T>(deps: &Deps, req: &Request<T>) -> Result<TokenIdentit
     })
 }
 
+/// Ends `stream` with UNAUTHENTICATED as soon as the caller's credential is refused
+/// (its token revoked, its tenant deleted, its signing key retired, or expired), so an
+/// open worker or subscriber stream does not outlive its token. Dropping the inner
+/// stream stops whatever feeds it.
+pub(crate) fn guarded<T: Send + 'static>(
+    deps: &Deps,
+    who: TokenIdentity,
+    stream: BoxStream<T>,
+) -> BoxStream<T> {
+    let auth = deps.auth.clone();
+    Box::pin(async_stream::stream! {
+        let mut stream = stream;
+        let refused = auth.refused(who);
+        tokio::pin!(refused);
+        loop {
+            tokio::select! {
+                e = &mut refused => {
+                    tracing::info!(token = %who.token_id, reason = %e, "closing a stream: credential refused");
+                    yield Err(Status::unauthenticated(e.to_string()));
+                    break;
+                }
+                item = stream.next() => match item {
+                    Some(item) => yield item,
+                    None => break,
+                },
+            }
+        }
+    })
+}
+
 pub(crate) fn parse_worker(s: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(s)
         .map_err(|_| Status::invalid_argument(format!("worker_id {s:?} is not a UUID")))
@@ -254,7 +284,7 @@ impl DispatcherApi {
                 tracing::info!(%worker, "worker stream closed");
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(guarded(&self.deps, who, Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -392,7 +422,11 @@ impl Dispatcher for DispatcherApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(guarded(
+            &self.deps,
+            who,
+            Box::pin(ReceiverStream::new(rx)),
+        )))
     }
 
     type SubscribeToWorkflowEventsStream = BoxStream<WorkflowEvent>;
@@ -425,7 +459,11 @@ impl Dispatcher for DispatcherApi {
             run,
             tx,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(guarded(
+            &self.deps,
+            who,
+            Box::pin(ReceiverStream::new(rx)),
+        )))
     }
 
     async fn send_step_action_event(

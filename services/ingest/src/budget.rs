@@ -95,6 +95,8 @@ mod tests {
         TokenIdentity {
             tenant_id: Uuid::new_v4(),
             token_id: Uuid::new_v4(),
+            key: 0,
+            expires_at: i64::MAX,
         }
     }
 

@@ -28,6 +28,7 @@ mod rest_metrics;
 mod rest_query;
 mod rest_runs;
 mod rest_timers;
+mod rest_tokens;
 mod rest_workers;
 mod rest_workflows;
 mod session;
@@ -59,6 +60,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Requests each API token may make.
     pub request_budget: budget::BudgetConfig,
+    /// How the port is secured, resolved from `[server.tls]` (plaintext unless set).
+    #[serde(skip)]
+    pub tls: adze_runtime::tls::ServerTls,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:7078".parse().expect("static address"),
             request_budget: budget::BudgetConfig::default(),
+            tls: adze_runtime::tls::ServerTls::plaintext(),
         }
     }
 }
@@ -213,8 +218,8 @@ pub fn with_fallback(router: axum::Router) -> axum::Router {
 /// Runs ingest alone on `config.listen` until `shutdown`.
 pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     deps.bus.ensure_streams().await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+    let listener = adze_runtime::Listener::bind(config.listen, config.tls).await?;
+    tracing::info!(addr = %listener.local_addr()?, tls = %listener.tls().mode(), "ingest listening");
     let tasks = Tasks::new(shutdown.clone());
     let ingest = Ingest::start(deps, &tasks);
     let served = adze_runtime::serve(listener, ingest.router(), shutdown).await;

@@ -7,8 +7,9 @@
 //! `…/workflow-runs`). Each stream reads its view once per [`PERIOD`] and compares a
 //! digest with the last one; nothing is added to the task path, so a busy tenant's
 //! dashboards cost one indexed read per open page per period, whatever the throughput.
-//! The caller's credentials are checked again every [`RECHECK`], so a revoked token or
-//! an expired session ends its streams.
+//! The caller's credentials are checked again as soon as any credential change reaches
+//! this process (a token revoked, a tenant deleted, a key retired) and every
+//! [`RECHECK`] (a session's expiry), so such a stream ends within a second.
 
 use std::collections::hash_map::DefaultHasher;
 use std::convert::Infallible;
@@ -134,6 +135,7 @@ pub(crate) async fn live(
     }
     let open = Open(s.open.clone());
     let watch = Watch {
+        changes: s.deps.auth.subscribe(),
         deps: s.deps,
         headers,
         tenant_path,
@@ -156,6 +158,8 @@ pub(crate) async fn live(
 
 struct Watch {
     deps: Deps,
+    /// Credential changes applied by this process.
+    changes: tokio::sync::watch::Receiver<u64>,
     headers: HeaderMap,
     tenant_path: String,
     tenant: Uuid,
@@ -171,10 +175,14 @@ impl Watch {
     /// (`Err`: the `end` event to send last).
     async fn next(&mut self) -> Result<Event, Event> {
         loop {
+            let mut changed = false;
             if !std::mem::take(&mut self.first) {
-                tokio::time::sleep(PERIOD).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(PERIOD) => {}
+                    c = self.changes.changed() => changed = c.is_ok(),
+                }
             }
-            if self.checked.elapsed() >= RECHECK {
+            if changed || self.checked.elapsed() >= RECHECK {
                 self.checked = Instant::now();
                 if let Err(e) = caller_of(&self.deps, &self.headers, &self.tenant_path).await {
                     return Err(Event::default().event("end").data(e.description()));

@@ -41,6 +41,7 @@ pub(crate) fn router(
         .merge(crate::rest_logs::router())
         .merge(crate::rest_durable::router())
         .merge(crate::rest_workers::router())
+        .merge(crate::rest_tokens::router())
         .merge(crate::rest_flow::router())
         .merge(crate::rest_metrics::router())
         .with_state(deps.clone())

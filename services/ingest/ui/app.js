@@ -1,5 +1,5 @@
 // Adze dashboard: a page per hash route (#/runs, #/runs/<id>, #/workers, #/flow,
-// #/timers), drawn from the REST API with the session cookie. No framework and no
+// #/timers, #/settings), drawn from the REST API with the session cookie. No framework and no
 // build step: the file is served as written, from the ingest binary.
 'use strict';
 
@@ -193,6 +193,7 @@ async function route() {
       case 'workers': return workersPage();
       case 'flow': return flowPage();
       case 'timers': return timersPage();
+      case 'settings': return settingsPage();
       default: return go('#/runs');
     }
   } catch (e) {
@@ -224,7 +225,7 @@ function loginPage() {
     },
   },
   h('h1', {}, 'Sign in to Adze'),
-  h('p', { class: 'muted' }, 'Paste an API token of your tenant (adze tokens create). It is kept in an HTTP-only session cookie for 12 hours.'),
+  h('p', { class: 'muted' }, 'Paste an API token of your tenant (adze token create, or Settings → API tokens). It is kept in an HTTP-only session cookie for 12 hours.'),
   input, h('button', { class: 'primary', type: 'submit', 'data-testid': 'sign-in' }, 'Sign in'), err);
   main(form);
   input.focus();
@@ -703,6 +704,61 @@ async function timersPage() {
   }
   await load();
   state.timer = setInterval(() => load().catch(() => {}), 5000);
+}
+
+// ---- settings: API tokens ----
+const LIFETIMES = [['30 days', '720h'], ['90 days', '2160h'], ['1 year', '8760h'], ['5 years', '43800h']];
+async function settingsPage() {
+  const body = h('tbody');
+  const name = h('input', { type: 'text', name: 'name', maxlength: 255, required: true, placeholder: 'Token name (e.g. worker-prod)', 'data-testid': 'token-name' });
+  const life = h('select', { name: 'expiresIn', 'data-testid': 'token-lifetime' }, LIFETIMES.map(([label, v]) => h('option', { value: v, selected: v === '8760h' ? '' : undefined }, label)));
+  const shown = h('div', { 'data-testid': 'new-token', hidden: true });
+  const form = h('form', {
+    class: 'card',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        const made = await api('POST', tenantPath('/api-tokens'), { name: name.value, expiresIn: life.value });
+        const out = h('input', { type: 'text', readonly: true, class: 'mono wide', value: made.token, 'data-testid': 'new-token-value', onclick: (ev) => ev.target.select() });
+        fill(shown,
+          h('p', {}, h('strong', {}, 'Copy this token now: it is not shown again.')),
+          out,
+          h('pre', { class: 'mono' }, `export HATCHET_CLIENT_TOKEN="${made.token}"`),
+          h('button', { type: 'button', onclick: async () => { try { await navigator.clipboard.writeText(made.token); toast('Copied'); } catch (_) { out.select(); } } }, 'Copy'));
+        shown.hidden = false;
+        name.value = '';
+        load();
+      } catch (x) {
+        toast(x.message, true);
+      }
+    },
+  }, h('h2', {}, 'Create a token'), name, life, h('button', { class: 'primary', type: 'submit', 'data-testid': 'create-token' }, 'Create'));
+  main(h('h1', {}, 'Settings'),
+    h('h2', {}, 'API tokens'),
+    h('p', { class: 'muted' }, 'Tokens of this tenant. Workers and SDKs use one as HATCHET_CLIENT_TOKEN. Revoking one refuses it everywhere within a second and closes its open worker streams.'),
+    h('table', { 'data-testid': 'tokens-table' }, h('thead', {}, h('tr', {}, ['Name', 'Id', 'Created', 'Expires', 'Key', ''].map((c) => h('th', {}, c)))), body),
+    form, shown);
+  async function load() {
+    const list = await api('GET', tenantPath('/api-tokens'));
+    body.replaceChildren();
+    for (const t of list.rows || []) {
+      body.append(h('tr', { 'data-token': t.metadata.id },
+        h('td', {}, t.name),
+        h('td', { class: 'mono' }, t.metadata.id),
+        h('td', { title: when(t.metadata.createdAt) }, ago(t.metadata.createdAt)),
+        h('td', {}, when(t.expiresAt)),
+        h('td', {}, String(t.key)),
+        h('td', {}, h('button', {
+          type: 'button', class: 'danger', 'data-testid': 'revoke-token',
+          onclick: async () => {
+            if (!(await confirmAction(`Revoke token ${t.name}? Workers and clients using it are refused within a second.`))) return;
+            try { await api('POST', '/api/v1/api-tokens/' + t.metadata.id); toast(`Token ${t.name} revoked`); load(); } catch (e) { toast(e.message, true); }
+          },
+        }, 'Revoke'))));
+    }
+    if (!(list.rows || []).length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No live tokens.')));
+  }
+  await load();
 }
 
 window.addEventListener('hashchange', route);

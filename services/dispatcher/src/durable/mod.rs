@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::Deps;
-use crate::service::{BoxStream, who};
+use crate::service::{BoxStream, guarded, who};
 
 mod calls;
 mod spawns;
@@ -59,7 +59,8 @@ impl V1Dispatcher for DurableApi {
         &self,
         req: Request<Streaming<DurableTaskRequest>>,
     ) -> Result<Response<Self::DurableTaskStream>, Status> {
-        let tenant = who(&self.deps, &req).await?.tenant_id;
+        let caller = who(&self.deps, &req).await?;
+        let tenant = caller.tenant_id;
         let (tx, rx) = mpsc::channel(1_024);
         let session = Arc::new(Session {
             deps: self.deps.clone(),
@@ -71,7 +72,11 @@ impl V1Dispatcher for DurableApi {
             told_stale: Mutex::new(HashSet::new()),
         });
         tokio::spawn(session.run(req.into_inner()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(guarded(
+            &self.deps,
+            caller,
+            Box::pin(ReceiverStream::new(rx)),
+        )))
     }
 
     async fn register_durable_event(
