@@ -154,6 +154,8 @@ main() {
   export ADZE_PREFIX=adze
   export ADZE_SERVER__PUBLIC_URL="$REST_URL"
   export ADZE_SERVER__PUBLIC_GRPC_ADDRESS="$GRPC_ADDR"
+  # Plaintext behind the local nginx gateway, said explicitly (README: TLS).
+  export ADZE_SERVER__TLS__MODE=none
   export RUST_LOG="${RUST_LOG:-info}"
   start_service ingest "$INGEST_ADDR"
   start_service dispatcher "$DISPATCHER_ADDR"

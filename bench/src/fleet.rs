@@ -153,6 +153,8 @@ impl Fleet {
                 format!("http://{api}"),
             ),
             ("ADZE_SERVER__PUBLIC_GRPC_ADDRESS".to_owned(), api.clone()),
+            // Plaintext, said explicitly: the bench measures the engine, not TLS.
+            ("ADZE_SERVER__TLS__MODE".to_owned(), "none".to_owned()),
             ("RUST_LOG".to_owned(), args.service_log.clone()),
         ];
         if let Ok(redis) = std::env::var("ADZE_REDIS_URL") {

@@ -45,23 +45,26 @@ pub async fn run(config: Option<&Path>, args: Args) -> anyhow::Result<()> {
         println!("{:#?}", RoleConfigs::from_loaded(&loaded)?);
         return Ok(());
     }
+    let api = roles.contains("ingest") || roles.contains("dispatcher");
+    // Before connecting anything: a port without a TLS decision does not start.
+    let tls = if api {
+        adze_runtime::tls::ServerTls::from_settings(&loaded.common.server.tls)?
+    } else {
+        adze_runtime::tls::ServerTls::plaintext()
+    };
     let shared = adze_runtime::connect(&loaded.common).await?;
     if args.migrate {
         adze_store::migrate(&shared.pool).await?;
     }
     let shutdown = adze_runtime::shutdown_on_signal();
     let configs = RoleConfigs::from_loaded(&loaded)?;
-    let listener = if roles.contains("ingest") || roles.contains("dispatcher") {
+    let listener = if api {
         let addr = loaded
             .common
             .server
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7077)));
-        Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
-        )
+        Some(adze_runtime::Listener::bind(addr, tls).await?)
     } else {
         None
     };
@@ -97,8 +100,9 @@ impl RoleConfigs {
 }
 
 /// Starts the roles and waits. Any role failing stops the others (all are critical).
+/// The API roles serve on `listener`, with its TLS (a bare `TcpListener` is plaintext).
 pub async fn serve_roles(
-    listener: Option<tokio::net::TcpListener>,
+    listener: Option<impl Into<adze_runtime::Listener>>,
     configs: RoleConfigs,
     shared: Shared,
     roles: BTreeSet<String>,
@@ -163,9 +167,15 @@ pub async fn serve_roles(
         if has("ingest") {
             router = adze_ingest::with_fallback(router);
         }
-        let listener = listener
-            .ok_or_else(|| anyhow::anyhow!("the ingest and dispatcher roles need a listener"))?;
-        tracing::info!(addr = %listener.local_addr()?, roles = ?roles, "adze server listening");
+        let listener: adze_runtime::Listener = listener
+            .ok_or_else(|| anyhow::anyhow!("the ingest and dispatcher roles need a listener"))?
+            .into();
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            tls = %listener.tls().mode(),
+            roles = ?roles,
+            "adze server listening"
+        );
         tasks.spawn(adze_runtime::serve(listener, router, shutdown.clone()));
     }
     let mut first_error = None;

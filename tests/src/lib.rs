@@ -148,6 +148,9 @@ pub struct TestEnv {
     pub token: String,
     /// gRPC/REST address of the in-process server (if any API role runs).
     pub addr: Option<SocketAddr>,
+    /// How the in-process server's API port is secured (plaintext unless
+    /// [`TestEnv::start_secured`] says otherwise).
+    pub tls: adze_runtime::tls::ServerTls,
     shutdown: CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -165,6 +168,16 @@ impl TestEnv {
 
     /// The given roles with explicit role settings.
     pub async fn start_with(roles: &[&str], configs: RoleConfigs) -> Self {
+        Self::start_secured(roles, configs, adze_runtime::tls::ServerTls::plaintext()).await
+    }
+
+    /// [`TestEnv::start_with`], the API port secured with `tls`; tokens then carry an
+    /// `https://` REST address.
+    pub async fn start_secured(
+        roles: &[&str],
+        configs: RoleConfigs,
+        tls: adze_runtime::tls::ServerTls,
+    ) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = adze_telemetry::init("tests");
         }
@@ -208,7 +221,7 @@ impl TestEnv {
             None
         } else {
             Some(tokio::spawn(serve_roles(
-                api.then_some(listener),
+                api.then_some(adze_runtime::Listener::new(listener, tls.clone())),
                 configs,
                 shared.clone(),
                 role_set,
@@ -226,6 +239,7 @@ impl TestEnv {
             tenant_id: Uuid::nil(),
             token: String::new(),
             addr: api.then_some(addr),
+            tls,
             shutdown,
             server,
         };
@@ -255,7 +269,7 @@ impl TestEnv {
             &keys,
             tenant,
             "test",
-            format!("http://{addr}"),
+            format!("{}://{addr}", self.tls.scheme()),
             addr.clone(),
             1,
         )
@@ -335,7 +349,12 @@ impl TestEnv {
     /// Creates `n` runs (input `{}`) of the latest version of `workflow` straight in
     /// the store, as ingest's commit does; returns their ids in order.
     pub async fn create_runs(&self, workflow: &str, n: usize) -> Vec<Uuid> {
-        let version = adze_store::workflows::latest_version(&self.pool, self.tenant_id, workflow)
+        self.create_runs_for(self.tenant_id, workflow, n).await
+    }
+
+    /// [`TestEnv::create_runs`] for the runs of another tenant.
+    pub async fn create_runs_for(&self, tenant: Uuid, workflow: &str, n: usize) -> Vec<Uuid> {
+        let version = adze_store::workflows::latest_version(&self.pool, tenant, workflow)
             .await
             .expect("read the workflow")
             .unwrap_or_else(|| panic!("workflow {workflow:?} is not registered"));
@@ -351,7 +370,7 @@ impl TestEnv {
                 priority: None,
             })
             .collect();
-        adze_store::runs::create_runs(&self.pool, self.tenant_id, &runs)
+        adze_store::runs::create_runs(&self.pool, tenant, &runs)
             .await
             .expect("create the runs")
     }
@@ -549,6 +568,8 @@ impl TestEnv {
             ("ADZE_AUTH__SECRET".into(), c.auth.secret.clone()),
             ("HATCHET_CLIENT_TOKEN".into(), self.token.clone()),
             ("HATCHET_CLIENT_TLS_STRATEGY".into(), "none".into()),
+            // A service started from configuration serves plaintext only when told to.
+            ("ADZE_SERVER__TLS__MODE".into(), "none".into()),
         ]
     }
 

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod ops;
 pub mod tasks;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,10 +72,28 @@ impl std::fmt::Debug for Auth {
 pub struct Server {
     /// Listen address; per-service defaults apply when unset.
     pub listen: Option<SocketAddr>,
-    /// REST base URL written into tokens (`server_url`).
+    /// REST base URL written into tokens (`server_url`); empty: `http://127.0.0.1:7077`,
+    /// or `https://…` when TLS is configured ([`Server::rest_url`]).
     pub public_url: String,
     /// gRPC `host:port` written into tokens (`grpc_broadcast_address`).
     pub public_grpc_address: String,
+    /// How the API ports are secured (`[server.tls]`).
+    pub tls: tls::TlsSettings,
+}
+
+impl Server {
+    /// The REST base URL SDKs are told: `public_url`, or the local default with the
+    /// scheme the TLS settings call for.
+    pub fn rest_url(&self) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.clone();
+        }
+        let scheme = match self.tls.effective_mode() {
+            Some(tls::TlsMode::Tls | tls::TlsMode::Mtls) => "https",
+            Some(tls::TlsMode::None) | None => "http",
+        };
+        format!("{scheme}://127.0.0.1:7077")
+    }
 }
 
 impl Default for Common {
@@ -105,8 +124,9 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             listen: None,
-            public_url: "http://127.0.0.1:7077".into(),
+            public_url: String::new(),
             public_grpc_address: "127.0.0.1:7077".into(),
+            tls: tls::TlsSettings::default(),
         }
     }
 }
@@ -208,6 +228,8 @@ pub async fn connect(common: &Common) -> anyhow::Result<Shared> {
     let bus = Bus::connect(&common.nats_url, &common.prefix).await?;
     ops::watch_shared(&pool, bus.client());
     let auth = Arc::new(Authenticator::new(token_keys(common)?, pool.clone()));
+    // Revocations, deleted tenants and retired keys reach this process through it.
+    tokio::spawn(auth.clone().watch());
     Ok(Shared {
         pool,
         bus,
@@ -355,11 +377,50 @@ async fn serve_ops(
 /// How long open connections may drain after shutdown before they are cut.
 const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Serves a router (HTTP/1.1 and h2c), with [`ops::router`]'s routes, until
-/// `shutdown`, then drains connections for at most [`DRAIN_DEADLINE`] (long-lived
-/// client streams would otherwise hold it open).
+/// A bound API port and how it is secured. A bare `TcpListener` converts into a
+/// plaintext one.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: tokio::net::TcpListener,
+    tls: tls::ServerTls,
+}
+
+impl Listener {
+    /// Binds `addr`, naming it in the error.
+    pub async fn bind(addr: SocketAddr, tls: tls::ServerTls) -> anyhow::Result<Self> {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        Ok(Self::new(tcp, tls))
+    }
+
+    /// A bound socket served with `tls`.
+    pub fn new(tcp: tokio::net::TcpListener, tls: tls::ServerTls) -> Self {
+        Self { tcp, tls }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// How the port is secured.
+    pub fn tls(&self) -> &tls::ServerTls {
+        &self.tls
+    }
+}
+
+impl From<tokio::net::TcpListener> for Listener {
+    fn from(tcp: tokio::net::TcpListener) -> Self {
+        Self::new(tcp, tls::ServerTls::plaintext())
+    }
+}
+
+/// Serves a router (HTTP/1.1 and HTTP/2: over TLS, or plaintext h2c), with
+/// [`ops::router`]'s routes, until `shutdown`, then drains connections for at most
+/// [`DRAIN_DEADLINE`] (long-lived client streams would otherwise hold it open).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     router: axum::Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -368,15 +429,36 @@ pub async fn serve(
 
 /// [`serve`] without adding the operators' routes.
 async fn serve_only(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     router: axum::Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
-    // Small request/response messages: never wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let Listener { tcp, tls } = listener.into();
+    match tls.secured() {
+        Some(secured) => {
+            let listener = tls::accept::TlsListener::new(tcp, secured.clone())?;
+            serve_until(listener, router, shutdown).await
+        }
+        None => {
+            // Small request/response messages: never wait for Nagle's algorithm.
+            let listener = tcp.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve_until(listener, router, shutdown).await
+        }
+    }
+}
+
+async fn serve_until<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let stop = shutdown.clone();
     let server =
         axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });

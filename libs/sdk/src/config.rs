@@ -2,22 +2,26 @@
 //! `HATCHET_CLIENT_*` environment variables as the official SDKs.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use crate::SdkError;
+use crate::transport::ClientTls;
 
-/// How the client secures its gRPC connection (`HATCHET_CLIENT_TLS_STRATEGY`).
+/// How the client secures its connections (`HATCHET_CLIENT_TLS_STRATEGY`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TlsStrategy {
     /// Plaintext HTTP/2 (h2c), for local engines: `none`.
     None,
-    /// TLS with the system roots: `tls` (the Hatchet default; not supported yet).
+    /// TLS: `tls` (the Hatchet default). The engine's certificate is checked against
+    /// [`ClientConfig::tls_root_ca_file`] when set, else against the public web roots.
     #[default]
     Tls,
-    /// Mutual TLS: `mtls` (not supported yet).
+    /// Mutual TLS: `mtls`. As `tls`, and the client presents
+    /// [`ClientConfig::tls_cert_file`] with its [`ClientConfig::tls_key_file`].
     Mtls,
 }
 
@@ -36,8 +40,10 @@ impl TlsStrategy {
 
 /// Settings for [`Client::new`](crate::Client::new).
 ///
-/// Only `token` is required; build it with
-/// `ClientConfig { token, tls_strategy: TlsStrategy::None, ..Default::default() }`.
+/// Only `token` is required. The default strategy is TLS checked against the public
+/// web roots; a local engine without TLS takes
+/// `ClientConfig { token, tls_strategy: TlsStrategy::None, ..Default::default() }`, one
+/// with a self-signed certificate (`adze dev certs`) `tls_root_ca_file: Some(ca)`.
 #[derive(Clone, Default)]
 pub struct ClientConfig {
     /// The API token (a JWT). Its payload gives the tenant and the engine address.
@@ -50,8 +56,20 @@ pub struct ClientConfig {
     /// Used by workers (register, listen, heartbeat, task events) and by result
     /// subscriptions; `None` uses the same address as everything else.
     pub dispatcher_host_port: Option<String>,
-    /// Transport security. Only [`TlsStrategy::None`] is implemented so far.
+    /// Transport security of the gRPC and REST connections.
     pub tls_strategy: TlsStrategy,
+    /// PEM CA certificates the engine's certificate is checked against, instead of the
+    /// public web roots (`HATCHET_CLIENT_TLS_ROOT_CA_FILE`).
+    pub tls_root_ca_file: Option<PathBuf>,
+    /// PEM certificate chain the client presents under `mtls`
+    /// (`HATCHET_CLIENT_TLS_CERT_FILE`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of [`ClientConfig::tls_cert_file`] (`HATCHET_CLIENT_TLS_KEY_FILE`).
+    pub tls_key_file: Option<PathBuf>,
+    /// The name the engine's certificate must carry on gRPC connections
+    /// (`HATCHET_CLIENT_TLS_SERVER_NAME`); unset: the host of the gRPC address. REST
+    /// calls check the host of the token's `server_url`, as the official SDKs do.
+    pub tls_server_name: Option<String>,
     /// Prefix for workflow names (normalized to lower case ending in `_`).
     pub namespace: Option<String>,
     /// Overrides the token's `sub` claim as tenant id.
@@ -65,6 +83,10 @@ impl fmt::Debug for ClientConfig {
             .field("host_port", &self.host_port)
             .field("dispatcher_host_port", &self.dispatcher_host_port)
             .field("tls_strategy", &self.tls_strategy)
+            .field("tls_root_ca_file", &self.tls_root_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_server_name", &self.tls_server_name)
             .field("namespace", &self.namespace)
             .field("tenant_id", &self.tenant_id)
             .finish()
@@ -73,8 +95,11 @@ impl fmt::Debug for ClientConfig {
 
 impl ClientConfig {
     /// Reads `HATCHET_CLIENT_TOKEN` (required), `HATCHET_CLIENT_HOST_PORT`,
-    /// `HATCHET_CLIENT_TLS_STRATEGY`, `HATCHET_CLIENT_NAMESPACE`,
-    /// `HATCHET_CLIENT_TENANT_ID` and `ADZE_DISPATCHER_HOST_PORT` (an Adze extension, see
+    /// `HATCHET_CLIENT_TLS_STRATEGY` (`none`, `tls` or `mtls`; default `tls`),
+    /// `HATCHET_CLIENT_TLS_ROOT_CA_FILE`, `HATCHET_CLIENT_TLS_CERT_FILE`,
+    /// `HATCHET_CLIENT_TLS_KEY_FILE`, `HATCHET_CLIENT_TLS_SERVER_NAME`,
+    /// `HATCHET_CLIENT_NAMESPACE`, `HATCHET_CLIENT_TENANT_ID` and
+    /// `ADZE_DISPATCHER_HOST_PORT` (an Adze extension, see
     /// [`ClientConfig::dispatcher_host_port`]) from the process environment.
     pub fn from_env() -> Result<Self, SdkError> {
         Self::from_lookup(|key| std::env::var(key).ok())
@@ -99,12 +124,16 @@ impl ClientConfig {
             host_port: get("HATCHET_CLIENT_HOST_PORT"),
             dispatcher_host_port: get("ADZE_DISPATCHER_HOST_PORT"),
             tls_strategy,
+            tls_root_ca_file: get("HATCHET_CLIENT_TLS_ROOT_CA_FILE").map(PathBuf::from),
+            tls_cert_file: get("HATCHET_CLIENT_TLS_CERT_FILE").map(PathBuf::from),
+            tls_key_file: get("HATCHET_CLIENT_TLS_KEY_FILE").map(PathBuf::from),
+            tls_server_name: get("HATCHET_CLIENT_TLS_SERVER_NAME"),
             namespace: get("HATCHET_CLIENT_NAMESPACE"),
             tenant_id: get("HATCHET_CLIENT_TENANT_ID"),
         })
     }
 
-    /// Decodes the token and applies the overrides.
+    /// Decodes the token, applies the overrides and reads the TLS files.
     pub(crate) fn resolve(&self) -> Result<ResolvedConfig, SdkError> {
         let claims = TokenClaims::decode(&self.token)?;
         let address = self
@@ -125,7 +154,7 @@ impl ClientConfig {
             tenant_id: self.tenant_id.clone().unwrap_or(claims.sub),
             server_url: claims.server_url,
             namespace: normalize_namespace(self.namespace.as_deref()),
-            tls_strategy: self.tls_strategy,
+            tls: ClientTls::load(self)?,
         })
     }
 }
@@ -141,7 +170,8 @@ pub(crate) struct ResolvedConfig {
     pub tenant_id: String,
     pub server_url: Option<String>,
     pub namespace: String,
-    pub tls_strategy: TlsStrategy,
+    /// The TLS strategy with its files read.
+    pub tls: ClientTls,
 }
 
 impl ResolvedConfig {

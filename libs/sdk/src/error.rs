@@ -13,6 +13,19 @@ pub enum SdkError {
     #[error("invalid client configuration: {0}")]
     Config(String),
 
+    /// A TLS file (`HATCHET_CLIENT_TLS_*`) could not be read, or does not hold what it
+    /// should.
+    #[error("cannot use {setting} {}", .path.display())]
+    TlsFile {
+        /// The setting naming the file, e.g. `HATCHET_CLIENT_TLS_ROOT_CA_FILE`.
+        setting: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The API token could not be decoded.
     #[error("invalid HATCHET_CLIENT_TOKEN: {0}")]
     InvalidToken(String),
@@ -32,8 +45,15 @@ pub enum SdkError {
     },
 
     /// An RPC returned an error status. Shown as the engine's message and the code's
-    /// name; the status is not also a `source`, or an error chain would print it twice.
-    #[error("{method} failed: {} ({:?})", .status.message(), .status.code())]
+    /// name, then, when the call never reached the engine, the transport's causes (a
+    /// refused TLS handshake, a connection closed with a reason); the status is not also
+    /// a `source`, or an error chain would print it twice.
+    #[error(
+        "{method} failed: {} ({:?}){}",
+        .status.message(),
+        .status.code(),
+        transport_causes(.status)
+    )]
     Rpc {
         /// The gRPC method, e.g. `Dispatcher.Register`.
         method: &'static str,
@@ -137,6 +157,23 @@ pub enum SdkError {
         /// Why, as the engine or the worker put it.
         reason: String,
     },
+}
+
+/// The causes tonic keeps behind a status it made from a transport failure, each
+/// after `: ` (empty for a status the engine answered): without them a refused
+/// handshake reads only "operation was canceled".
+fn transport_causes(status: &tonic::Status) -> String {
+    let mut text = String::new();
+    let mut cause = std::error::Error::source(status);
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if line != status.message() && !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl SdkError {

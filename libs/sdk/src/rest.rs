@@ -251,7 +251,9 @@ impl Client {
             status,
             message,
         };
-        let mut request = reqwest::Client::new()
+        let mut request = self
+            .inner
+            .http
             .request(method, format!("{}{path}", base.trim_end_matches('/')))
             .bearer_auth(&self.inner.config.token);
         if let Some(body) = &body {

@@ -47,6 +47,9 @@ pub struct Config {
     /// Transactions writing durable logs at once (each commits every call queued for
     /// it while it wrote the previous batch).
     pub durable_write_lanes: usize,
+    /// How the port is secured, resolved from `[server.tls]` (plaintext unless set).
+    #[serde(skip)]
+    pub tls: adze_runtime::tls::ServerTls,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             heartbeat_flush_ms: 1_000,
             result_poll_ms: 2_000,
             durable_write_lanes: 4,
+            tls: adze_runtime::tls::ServerTls::plaintext(),
         }
     }
 }
@@ -189,8 +193,8 @@ impl Dispatcher {
 /// Runs the dispatcher alone on `config.listen` until `shutdown`.
 pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     let dispatcher = Dispatcher::start(&config, deps, shutdown.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "dispatcher listening");
+    let listener = adze_runtime::Listener::bind(config.listen, config.tls.clone()).await?;
+    tracing::info!(addr = %listener.local_addr()?, tls = %listener.tls().mode(), "dispatcher listening");
     adze_runtime::serve(listener, dispatcher.router(), shutdown).await?;
     dispatcher.stopped().await;
     Ok(())

@@ -10,6 +10,7 @@ fn main() -> std::process::ExitCode {
         if let Some(listen) = loaded.common.server.listen {
             config.listen = listen;
         }
+        config.tls = adze_runtime::tls::ServerTls::from_settings(&loaded.common.server.tls)?;
         let deps = adze_dispatcher::Deps {
             pool: shared.pool,
             bus: shared.bus,

@@ -132,3 +132,80 @@ fn dispatcher_address_is_optional_and_read_from_env() {
         Some("127.0.0.1:7079")
     );
 }
+
+#[test]
+fn tls_files_and_server_name_are_read_from_env() {
+    let t = token(r#"{"sub":"tenant","grpc_broadcast_address":"engine:7070"}"#);
+    let env: HashMap<&str, String> = HashMap::from([
+        ("HATCHET_CLIENT_TOKEN", t),
+        ("HATCHET_CLIENT_TLS_STRATEGY", "mtls".to_owned()),
+        (
+            "HATCHET_CLIENT_TLS_ROOT_CA_FILE",
+            "/certs/ca.pem".to_owned(),
+        ),
+        (
+            "HATCHET_CLIENT_TLS_CERT_FILE",
+            "/certs/client.pem".to_owned(),
+        ),
+        (
+            "HATCHET_CLIENT_TLS_KEY_FILE",
+            "/certs/client.key".to_owned(),
+        ),
+        (
+            "HATCHET_CLIENT_TLS_SERVER_NAME",
+            "engine.internal".to_owned(),
+        ),
+    ]);
+    let config = ClientConfig::from_lookup(|k| env.get(k).cloned()).unwrap();
+    assert_eq!(config.tls_strategy, TlsStrategy::Mtls);
+    assert_eq!(
+        config.tls_root_ca_file,
+        Some(PathBuf::from("/certs/ca.pem"))
+    );
+    assert_eq!(
+        config.tls_cert_file,
+        Some(PathBuf::from("/certs/client.pem"))
+    );
+    assert_eq!(
+        config.tls_key_file,
+        Some(PathBuf::from("/certs/client.key"))
+    );
+    assert_eq!(config.tls_server_name.as_deref(), Some("engine.internal"));
+}
+
+#[test]
+fn mtls_needs_a_certificate_and_key() {
+    let config = ClientConfig {
+        token: token(r#"{"sub":"tenant","grpc_broadcast_address":"engine:7070"}"#),
+        tls_strategy: TlsStrategy::Mtls,
+        ..Default::default()
+    };
+    let e = config.resolve().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("HATCHET_CLIENT_TLS_CERT_FILE is not set"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unreadable_tls_file_is_named() {
+    let config = ClientConfig {
+        token: token(r#"{"sub":"tenant","grpc_broadcast_address":"engine:7070"}"#),
+        tls_strategy: TlsStrategy::Tls,
+        tls_root_ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+        ..Default::default()
+    };
+    let e = config.resolve().unwrap_err();
+    assert!(matches!(e, SdkError::TlsFile { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "cannot use HATCHET_CLIENT_TLS_ROOT_CA_FILE /nonexistent/ca.pem"
+    );
+    // Strategy none reads no file.
+    let none = ClientConfig {
+        tls_strategy: TlsStrategy::None,
+        ..config
+    };
+    assert!(none.resolve().is_ok());
+}
