@@ -4,12 +4,12 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use adze_cli::{admin, client, server};
+use adze_cli::{admin, client, completions, fleet, profile, runs, server, trigger, worker_dev};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "adze", version, about = "Adze durable execution engine")]
@@ -33,14 +33,34 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(admin::TokenCmd),
-    /// Trigger a workflow run.
-    Trigger(client::TriggerArgs),
-    /// Inspect runs.
+    /// Token signing keys: list, rotate, finish a rotation.
     #[command(subcommand)]
-    Runs(client::RunsCmd),
+    Keys(admin::KeysCmd),
+    /// Trigger a run: a named trigger of adze.yaml, or a workflow with --input.
+    Trigger(trigger::TriggerArgs),
+    /// List, inspect, watch, cancel and replay runs; read a task's logs.
+    #[command(subcommand)]
+    Runs(runs::RunsCmd),
     /// Push and list events.
     #[command(subcommand)]
     Events(client::EventsCmd),
+    /// The workers connected to the engine.
+    #[command(subcommand)]
+    Workers(fleet::WorkersCmd),
+    /// The workflows workers have registered.
+    #[command(subcommand)]
+    Workflows(fleet::WorkflowsCmd),
+    /// Print a shell completion script.
+    Completions(completions::Args),
+    /// Saved tokens and engine addresses on this machine (`--profile`).
+    #[command(subcommand)]
+    Profile(profile::ProfileCmd),
+    /// Run a worker for development (`adze worker dev`).
+    #[command(subcommand)]
+    Worker(worker_dev::WorkerCmd),
+    /// Local development helpers (`adze dev certs`).
+    #[command(subcommand)]
+    Dev(adze_cli::certs::DevCmd),
 }
 
 fn main() -> ExitCode {
@@ -70,9 +90,16 @@ fn main() -> ExitCode {
             Command::Migrate => admin::migrate(config).await,
             Command::Tenant(cmd) => admin::tenant(config, cmd).await,
             Command::Token(cmd) => admin::token(config, cmd).await,
-            Command::Trigger(args) => client::trigger(args).await,
-            Command::Runs(cmd) => client::runs(cmd).await,
+            Command::Keys(cmd) => admin::keys(config, cmd).await,
+            Command::Trigger(args) => trigger::trigger(args).await,
+            Command::Runs(cmd) => runs::run(cmd).await,
             Command::Events(cmd) => client::events(cmd).await,
+            Command::Workers(cmd) => fleet::workers(cmd).await,
+            Command::Workflows(cmd) => fleet::workflows(cmd).await,
+            Command::Completions(args) => completions::print(args, Cli::command()),
+            Command::Profile(cmd) => profile::run(cmd),
+            Command::Worker(cmd) => worker_dev::run(cmd).await,
+            Command::Dev(cmd) => adze_cli::certs::dev(cmd),
         }
     });
     telemetry.shutdown();

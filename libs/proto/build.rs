@@ -1,5 +1,6 @@
 //! Compiles the Hatchet-compatible protocol with a pure-Rust proto compiler, so a
-//! plain `cargo build` needs no `protoc` on the machine.
+//! plain `cargo build` needs no `protoc` on the machine. The compiled descriptors are
+//! also kept (`FILE_DESCRIPTOR_SET`), so a test can walk every served method.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -15,10 +16,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
-    let fds = protox::compile(files, ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(files)?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("descriptors.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)?;
+        .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

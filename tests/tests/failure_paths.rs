@@ -524,6 +524,7 @@ async fn a_waiting_retry_says_why_and_when_in_runs_get() {
             "runs",
             "get",
             run.run_id(),
+            "--json",
             "--token",
             &env.token,
             "--host-port",

@@ -29,6 +29,10 @@ pub mod hatchet {
     };
 }
 
+/// The compiled descriptors of every protobuf file above (a `FileDescriptorSet`,
+/// encoded), for tools and tests that walk the services and their methods.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+
 /// The engine version reported by `Dispatcher.GetVersion`. The SDKs choose their
 /// protocol from it; see HATCHET-WIRE.md ("Version gate").
 pub const ENGINE_VERSION: &str = "v0.80.5";

@@ -33,6 +33,8 @@ pub struct Client {
 
 pub(crate) struct Inner {
     pub(crate) config: ResolvedConfig,
+    /// The REST calls' client (one connection pool, the TLS settings applied).
+    pub(crate) http: reqwest::Client,
     channel: AuthChannel,
     /// The `Dispatcher` service's channel: `channel` itself unless configured apart.
     dispatcher_channel: AuthChannel,
@@ -122,9 +124,11 @@ impl Client {
             Some(address) => AuthChannel::new(transport::channel(&resolved, address)?, interceptor),
             None => channel.clone(),
         };
+        let http = resolved.tls.http_client()?;
         Ok(Client {
             inner: Arc::new(Inner {
                 config: resolved,
+                http,
                 channel,
                 dispatcher_channel,
                 triggers: std::sync::OnceLock::new(),

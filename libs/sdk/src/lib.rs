@@ -92,6 +92,7 @@ mod context;
 mod durable;
 mod duration;
 mod error;
+mod inspect;
 mod limits;
 mod payload;
 mod rest;
@@ -110,6 +111,10 @@ pub use context::Context;
 pub use durable::{ChildRun, ChildSpec, DurableContext, DurableTaskDef, EvictionPolicy};
 pub use duration::format_duration;
 pub use error::{SdkError, TaskError, TaskErrorKind};
+pub use inspect::{
+    RunInfo, RunPage, RunQuery, RunRecord, TaskAttempt, TaskSummary, WorkerInfo, WorkerState,
+    WorkflowInfo,
+};
 pub use limits::{
     Concurrency, DesiredLabel, LabelComparator, LabelValue, RateLimit, RateLimitWindow, Sticky,
     Strategy as ConcurrencyStrategy,
