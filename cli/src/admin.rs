@@ -171,14 +171,10 @@ pub async fn tenant(config: Option<&Path>, cmd: TenantCmd) -> anyhow::Result<()>
             adze_store::tenants::mark_tenant_deleted(&pool, id).await?;
             eprintln!("tenant {id}: tokens refused; deleting its data");
             let started = std::time::Instant::now();
-            adze_store::tenant_purge::purge_tenant(
-                &pool,
-                id,
-                batch,
-                std::time::Duration::from_millis(5),
-                |table, n| eprintln!("  {table}: {n} rows"),
-            )
-            .await?;
+            let pause = std::time::Duration::from_millis(5);
+            let progress = |table: &str, n: u64| eprintln!("  {table}: {n} rows");
+            adze_store::tenant_purge::purge_tenant(&pool, id, batch, pause, progress).await?;
+            // Before the tenant row: an interrupted run can still find the tenant.
             let buckets = delete_buckets(&loaded.common.redis_url, &loaded.common.prefix, id).await;
             match buckets {
                 Ok(n) => eprintln!("  rate-limit buckets: {n}"),
@@ -186,6 +182,7 @@ pub async fn tenant(config: Option<&Path>, cmd: TenantCmd) -> anyhow::Result<()>
                     "  rate-limit buckets left in Redis ({e}); they expire with their windows"
                 ),
             }
+            adze_store::tenant_purge::drop_tenant(&pool, id, batch, pause, progress).await?;
             eprintln!("tenant {id} deleted in {:.1?}", started.elapsed());
         }
     }
@@ -348,8 +345,8 @@ pub async fn issue(
             "tenant {tenant} does not exist (create it with `adze tenant create --name …`)"
         );
     }
-    if ttl_days <= 0 {
-        anyhow::bail!("token lifetime must be positive, got {ttl_days} days");
+    if !(1..=36_500).contains(&ttl_days) {
+        anyhow::bail!("token lifetime must be 1 to 36500 days, got {ttl_days}");
     }
     let expires = chrono::Utc::now() + chrono::Duration::days(ttl_days);
     let (_, token) = adze_store::auth::issue_token(

@@ -162,7 +162,7 @@ try {
   await page.goto(`${URL}/#/settings`);
   await page.waitForSelector('[data-testid=tokens-table] [data-token]');
   await page.fill('[data-testid=token-name]', 'made-in-browser');
-  await page.selectOption('[data-testid=token-lifetime]', '720h');
+  await page.selectOption('[data-testid=token-lifetime]', '');
   await page.click('[data-testid=create-token]');
   await page.waitForSelector('[data-testid=new-token-value]');
   const made = await page.inputValue('[data-testid=new-token-value]');

@@ -500,7 +500,7 @@ async fn tokens_over_rest_are_created_once_listed_without_secrets_and_revoked() 
     let made = http
         .post(&tokens)
         .bearer_auth(&env.token)
-        .json(&serde_json::json!({"name": "deploy bot", "expiresIn": "720h"}))
+        .json(&serde_json::json!({"name": "deploy bot", "expiresIn": "12h"}))
         .send()
         .await
         .expect("create");
@@ -511,7 +511,32 @@ async fn tokens_over_rest_are_created_once_listed_without_secrets_and_revoked() 
     let claims = token_part(&token, 1);
     assert_eq!(claims["sub"], env.tenant_id.to_string());
     let lifetime = claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat");
-    assert_eq!(lifetime, 720 * 3600);
+    assert_eq!(lifetime, 12 * 3600);
+    // Never longer than the token that makes it (the environment's lives a day).
+    let caller_exp = token_part(&env.token, 1)["exp"].as_i64().expect("exp");
+    let r = http
+        .post(&tokens)
+        .bearer_auth(&env.token)
+        .json(&serde_json::json!({"name": "too long", "expiresIn": "720h"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.expect("body").contains("outlives"));
+    let made: Value = http
+        .post(&tokens)
+        .bearer_auth(&env.token)
+        .json(&serde_json::json!({"name": "default"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("JSON");
+    let default_exp = token_part(made["token"].as_str().expect("token"), 1)["exp"]
+        .as_i64()
+        .expect("exp");
+    assert!(default_exp <= caller_exp, "{default_exp} <= {caller_exp}");
 
     let listed = http
         .get(&tokens)
@@ -599,5 +624,42 @@ async fn tokens_over_rest_are_created_once_listed_without_secrets_and_revoked() 
         !listed.to_string().contains(&id),
         "a revoked token is no longer listed"
     );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_that_commits_after_a_later_one_still_reaches_the_fleet() {
+    let env = TestEnv::start().await;
+    let (_, first) = env.tenant("default").await;
+    let (_, second) = env.tenant("default").await;
+    assert_eq!(unary(&env, &first).await, tonic::Code::Ok);
+    assert_eq!(unary(&env, &second).await, tonic::Code::Ok);
+    // The first revocation takes its change number, then waits to commit while a
+    // second one, numbered after it, commits and is applied.
+    let mut slow = env.pool.begin().await.expect("begin");
+    assert!(
+        adze_store::tenants::revoke_token(&mut *slow, env.tenant_id, token_id(&first))
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        adze_store::tenants::revoke_token(&env.pool, env.tenant_id, token_id(&second))
+            .await
+            .expect("revoke")
+    );
+    answers(
+        &env,
+        &second,
+        tonic::Code::Unauthenticated,
+        "the later revocation is applied",
+        Duration::from_secs(1),
+    )
+    .await;
+    let worker = register(&env, &first, "first", &["nothing:here"]).await;
+    let mut stream = listen(&env, &first, &worker).await;
+    slow.commit().await.expect("commit");
+    let (status, took) = ended(&mut stream, Duration::from_secs(1)).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
     env.stop().await;
 }

@@ -130,17 +130,19 @@ async fn killed_and_concurrent_reapers_time_out_every_attempt_exactly_once() {
         committed(&third.log()),
     ];
     eprintln!("claims committed per reaper: {claims:?}");
-    assert_eq!(
-        claims.iter().sum::<usize>(),
-        total,
-        "each deadline is claimed and committed by exactly one reaper"
-    );
+    // A reaper logs a batch after committing it, so the SIGKILL can fall between the
+    // two: the killed reaper's last batch may be committed and not logged. The
+    // survivors logged all of theirs, and the history above shows one timeout each.
+    let logged = claims.iter().sum::<usize>();
+    let unlogged = total.checked_sub(logged).unwrap_or_else(|| {
+        panic!("{logged} claims logged for {total} deadlines: one was claimed twice")
+    });
     assert!(
-        claims[0] > 0,
+        claims[0] + unlogged > 0,
         "the first reaper had claimed some before it was killed"
     );
     assert!(
-        claims[0] < total,
+        claims[1] + claims[2] > 0,
         "the first reaper was killed before it claimed them all"
     );
     stop.cancel();

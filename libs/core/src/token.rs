@@ -52,6 +52,9 @@ pub enum TokenError {
     /// The key that signed it was retired by a finished key rotation.
     #[error("API token was signed with a retired key (re-issue it)")]
     RetiredKey,
+    /// No key signs (the key states name no active key).
+    #[error("no active token signing key (see `adze keys list`)")]
+    NoSigningKey,
 }
 
 /// What a signing key may do.
@@ -118,13 +121,14 @@ fn kid(id: u32) -> Option<String> {
     (id > 0).then(|| format!("k{id}"))
 }
 
-fn parse_kid(kid: Option<&str>) -> Result<u32, TokenError> {
-    match kid {
+fn parse_kid(header: Option<&str>) -> Result<u32, TokenError> {
+    match header {
         None => Ok(0),
+        // Exactly the form `kid` writes (`k1`, not `k01` or `k+1`).
         Some(k) => k
             .strip_prefix('k')
             .and_then(|n| n.parse::<u32>().ok())
-            .filter(|n| *n > 0)
+            .filter(|n| *n > 0 && kid(*n).as_deref() == Some(k))
             .ok_or_else(|| TokenError::UnknownKey(k.to_string())),
     }
 }
@@ -196,6 +200,14 @@ impl TokenKeys {
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
     }
 
+    /// Keys of the same secret with their own states (`self` is left as it is).
+    pub fn with_states(&self, states: Vec<(u32, KeyState)>) -> Self {
+        Self {
+            ring: std::sync::Arc::new(std::sync::RwLock::new(Ring::new(&self.secret, states))),
+            secret: self.secret.clone(),
+        }
+    }
+
     fn ring(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
         self.ring.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -221,8 +233,8 @@ impl TokenKeys {
             .states
             .iter()
             .find(|(_, s)| *s == KeyState::Active)
-            .ok_or(TokenError::RetiredKey)?;
-        let secret = ring.secret(*id).ok_or(TokenError::RetiredKey)?;
+            .ok_or(TokenError::NoSigningKey)?;
+        let secret = ring.secret(*id).ok_or(TokenError::NoSigningKey)?;
         let mut header = Header::new(Algorithm::HS256);
         header.kid = kid(*id);
         let token = jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)?)?;
@@ -346,6 +358,19 @@ mod tests {
             (1, KeyState::Active),
         ]);
         assert!(matches!(keys.verify(&old), Err(TokenError::RetiredKey)));
+        // Only the exact form names a key.
+        for odd in ["k01", "k+1", "k0", "1", "k"] {
+            assert!(parse_kid(Some(odd)).is_err(), "{odd}");
+        }
+        assert_eq!(parse_kid(Some("k12")).unwrap(), 12);
+        // Other states for a copy leave the original alone.
+        let copy = keys.with_states(vec![(0, KeyState::Active)]);
+        assert!(copy.verify(&old).is_ok());
+        assert!(
+            keys.verify(&old).is_err(),
+            "the original keeps its own states"
+        );
+        assert_eq!(keys.state(1), Some(KeyState::Active));
         // A kid this server never had.
         keys.set_states(vec![(0, KeyState::Active)]);
         assert!(matches!(keys.verify(&new), Err(TokenError::UnknownKey(_))));

@@ -228,6 +228,11 @@ pub async fn connect(common: &Common) -> anyhow::Result<Shared> {
     let bus = Bus::connect(&common.nats_url, &common.prefix).await?;
     ops::watch_shared(&pool, bus.client());
     let auth = Arc::new(Authenticator::new(token_keys(common)?, pool.clone()));
+    // The key states before serving (when the tables exist: tests migrate after
+    // connecting, and the watcher loads them then).
+    if let Err(e) = auth.load_keys().await {
+        tracing::debug!(error = %e, "signing keys not loaded yet");
+    }
     // Revocations, deleted tenants and retired keys reach this process through it.
     tokio::spawn(auth.clone().watch());
     Ok(Shared {

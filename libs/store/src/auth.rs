@@ -5,11 +5,17 @@
 //! A credential that was accepted can be refused later: a token revoked, a tenant
 //! deleted, a signing key retired. Each such change is a row of `auth_changes` written
 //! with the change itself and announced by `NOTIFY adze_auth`; [`Authenticator::watch`]
-//! applies the rows after the last one it saw (on a notice, after a reconnection, and
-//! every [`RESYNC`] as a safety net), and [`Authenticator::refused`] lets an open stream
-//! end as soon as its credential is refused.
+//! applies the rows it has not seen (on a notice, after a reconnection, every [`RESYNC`],
+//! and every second while it cannot listen), and [`Authenticator::refused`] lets an open
+//! stream end as soon as its credential is refused. Refusals only ever go one way, so
+//! applied ones are kept in memory as the final word: a cached "live" never outlasts
+//! them, and streams decide without a read.
+//!
+//! Change numbers are taken when a row is inserted, not when it commits, so a lower
+//! number can become visible after a higher one: numbers skipped over are asked for
+//! again for [`GAP_PATIENCE`] (a rolled-back change leaves a number that never comes).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,10 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// How often the change log is read without a notice.
 const RESYNC: Duration = Duration::from_secs(5);
+
+/// How long a change number skipped over is asked for again (and, when a process
+/// starts, how far back it applies changes: one still committing when it looked).
+const GAP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The `LISTEN` channel of credential changes.
 pub const CHANNEL: &str = "adze_auth";
@@ -52,10 +62,41 @@ pub enum AuthError {
 pub struct Authenticator {
     keys: TokenKeys,
     pool: PgPool,
-    /// Token id → (tenant, live, when read).
-    cache: Mutex<HashMap<Uuid, (Uuid, bool, Instant)>>,
+    known: Mutex<Known>,
     /// Bumped after every applied change, so open streams check their credential again.
     changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// What this process knows of tokens.
+#[derive(Debug, Default)]
+struct Known {
+    /// Token id → (tenant, live, when read): answers of the revocation list.
+    cache: HashMap<Uuid, (Uuid, bool, Instant)>,
+    /// Tokens revoked by a change applied here.
+    revoked: HashSet<Uuid>,
+    /// Tenants deleted by a change applied here.
+    deleted: HashSet<Uuid>,
+}
+
+impl Known {
+    /// Whether `id` is known to be refused (whatever the age of what says so).
+    fn refuses(&self, id: &TokenIdentity) -> bool {
+        self.revoked.contains(&id.token_id)
+            || self.deleted.contains(&id.tenant_id)
+            || self
+                .cache
+                .get(&id.token_id)
+                .is_some_and(|(tenant, live, _)| *tenant == id.tenant_id && !live)
+    }
+}
+
+/// Where this process stands in the change log.
+#[derive(Debug, Default)]
+struct LogPosition {
+    /// The highest change number applied (`None`: not started).
+    last: Option<i64>,
+    /// Numbers below `last` not seen yet, with when they were first missed.
+    gaps: BTreeMap<i64, Instant>,
 }
 
 impl Authenticator {
@@ -64,7 +105,7 @@ impl Authenticator {
         Self {
             keys,
             pool,
-            cache: Mutex::new(HashMap::new()),
+            known: Mutex::new(Known::default()),
             changes: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -82,41 +123,62 @@ impl Authenticator {
         Ok(id)
     }
 
-    /// Whether an identity verified earlier is still accepted: its key, then the
-    /// revocation list.
+    /// Whether an identity verified earlier is still accepted: its expiry and key,
+    /// what this process knows, then the revocation list.
     pub async fn check(&self, id: TokenIdentity) -> Result<(), AuthError> {
-        let now = chrono::Utc::now().timestamp();
-        if id.expires_at <= now {
-            return Err(AuthError::Expired);
+        if let Some(refused) = self.refused_by_time_or_key(&id) {
+            return Err(refused);
         }
-        if !self.keys.state(id.key).is_some_and(|s| s.accepts(now)) {
-            return Err(AuthError::Invalid(TokenError::RetiredKey));
-        }
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&id.token_id).copied())
-            .filter(|(tenant, _, at)| *tenant == id.tenant_id && at.elapsed() < CACHE_TTL);
-        let live = match cached {
-            Some((_, live, _)) => live,
-            None => {
-                let live =
-                    crate::tenants::token_is_live(&self.pool, id.tenant_id, id.token_id).await?;
-                if let Ok(mut c) = self.cache.lock() {
-                    if c.len() > 10_000 {
-                        c.clear();
-                    }
-                    c.insert(id.token_id, (id.tenant_id, live, Instant::now()));
-                }
-                live
+        {
+            let known = self.known();
+            if known.refuses(&id) {
+                return Err(AuthError::Revoked);
             }
-        };
+            if known
+                .cache
+                .get(&id.token_id)
+                .is_some_and(|(tenant, _, at)| *tenant == id.tenant_id && at.elapsed() < CACHE_TTL)
+            {
+                return Ok(());
+            }
+        }
+        let read = crate::tenants::token_is_live(&self.pool, id.tenant_id, id.token_id).await?;
+        let mut known = self.known();
+        // A change applied during the read has the last word.
+        let live = read && !known.refuses(&id);
+        if known.cache.len() > 10_000 {
+            known.cache.clear();
+        }
+        known
+            .cache
+            .insert(id.token_id, (id.tenant_id, live, Instant::now()));
         if live {
             Ok(())
         } else {
             Err(AuthError::Revoked)
         }
+    }
+
+    /// Why `id` is refused, from what this process knows without a read.
+    fn refused_now(&self, id: &TokenIdentity) -> Option<AuthError> {
+        self.refused_by_time_or_key(id)
+            .or_else(|| self.known().refuses(id).then_some(AuthError::Revoked))
+    }
+
+    /// Whether `id` has expired or its signing key no longer verifies.
+    fn refused_by_time_or_key(&self, id: &TokenIdentity) -> Option<AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        if id.expires_at <= now {
+            return Some(AuthError::Expired);
+        }
+        if !self.keys.state(id.key).is_some_and(|s| s.accepts(now)) {
+            return Some(AuthError::Invalid(TokenError::RetiredKey));
+        }
+        None
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Changes the next time a credential change has been applied (then whatever was
@@ -126,11 +188,15 @@ impl Authenticator {
     }
 
     /// Resolves when `id` is refused (revoked, tenant deleted, key retired, expired):
-    /// for open streams. A store failure while checking does not refuse (the stream
-    /// stays; the next change or the next request checks again).
+    /// for open streams. It decides from what this process knows (every refusal is a
+    /// change applied here), so a change wakes every stream without a read each.
     pub async fn refused(&self, id: TokenIdentity) -> AuthError {
         let mut changes = self.changes.subscribe();
         loop {
+            // Also before the first wait: a change may have come since `id` was checked.
+            if let Some(refused) = self.refused_now(&id) {
+                return refused;
+            }
             let now = chrono::Utc::now().timestamp();
             let until = self
                 .keys
@@ -147,10 +213,6 @@ impl Authenticator {
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
-            match self.check(id).await {
-                Ok(()) | Err(AuthError::Store(_)) => {}
-                Err(refused) => return refused,
-            }
         }
     }
 
@@ -161,86 +223,104 @@ impl Authenticator {
     }
 
     /// Applies credential changes for as long as the process runs: on `NOTIFY`
-    /// [`CHANNEL`], after the listening connection reconnects, and every [`RESYNC`].
+    /// [`CHANNEL`], after the listening connection reconnects, every [`RESYNC`], and
+    /// every second while it cannot listen.
     pub async fn watch(self: std::sync::Arc<Self>) {
-        let mut last = None;
+        let mut at = LogPosition::default();
+        let mut listener: Option<sqlx::postgres::PgListener> = None;
+        let mut warned = false;
         while !self.pool.is_closed() {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for credential changes; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+            if listener.is_none() {
+                match self.listen().await {
+                    Ok(l) => {
+                        listener = Some(l);
+                        warned = false;
+                    }
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(error = %e, "cannot listen for credential changes; reading them every second");
+                    }
+                    Err(_) => {}
                 }
-            };
-            if let Err(e) = listener.listen(CHANNEL).await {
-                tracing::warn!(error = %e, "cannot listen for credential changes; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
             }
-            while !self.pool.is_closed() {
-                if let Err(e) = self.apply_changes(&mut last).await {
-                    tracing::warn!(error = %e, "cannot read credential changes");
-                }
-                // Until the log's end is known (the tables may not exist yet), soon.
-                let wait = if last.is_some() {
-                    RESYNC
-                } else {
-                    Duration::from_secs(1)
-                };
-                match tokio::time::timeout(wait, listener.try_recv()).await {
+            if let Err(e) = self.apply_changes(&mut at).await {
+                tracing::warn!(error = %e, "cannot read credential changes");
+            }
+            let wait = match (&listener, at.last) {
+                (Some(_), Some(_)) => RESYNC,
+                // Not listening, or the log's end not known yet (no tables yet).
+                _ => Duration::from_secs(1),
+            };
+            match listener.as_mut() {
+                Some(l) => match tokio::time::timeout(wait, l.try_recv()).await {
                     // A notice, a reconnection (`None`: notices may be lost), or time.
                     Ok(Ok(_)) | Err(_) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "lost the credential-change listener");
-                        break;
+                        listener = None;
                     }
-                }
+                },
+                None => tokio::time::sleep(wait).await,
             }
         }
     }
 
-    /// Applies the changes after `last`. The first call finds where the log ends,
-    /// loads the keys and forgets what was cached before (it may predate a change).
-    async fn apply_changes(&self, last: &mut Option<i64>) -> crate::Result<()> {
-        let Some(after) = *last else {
-            let end = crate::tenants::last_auth_change(&self.pool).await?;
-            self.load_keys().await?;
-            if let Ok(mut cache) = self.cache.lock() {
-                cache.clear();
+    async fn listen(&self) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// Applies the changes not seen yet. The first call starts [`GAP_PATIENCE`] back
+    /// (a change committing late may hold a lower number than the newest) and loads the
+    /// keys.
+    async fn apply_changes(&self, at: &mut LogPosition) -> crate::Result<()> {
+        let after = match at.last {
+            Some(last) => last,
+            None => {
+                let start =
+                    crate::tenants::auth_change_before(&self.pool, GAP_PATIENCE.as_secs_f64())
+                        .await?;
+                self.load_keys().await?;
+                at.last = Some(start);
+                self.changes.send_modify(|n| *n += 1);
+                start
             }
-            *last = Some(end);
-            self.changes.send_modify(|n| *n += 1);
-            return Ok(());
         };
-        let changes = crate::tenants::auth_changes_after(&self.pool, after).await?;
-        let Some(newest) = changes.last().map(|c| c.seq) else {
+        at.gaps.retain(|_, missed| missed.elapsed() < GAP_PATIENCE);
+        let gaps: Vec<i64> = at.gaps.keys().copied().collect();
+        let changes = crate::tenants::auth_changes_after(&self.pool, after, &gaps).await?;
+        if changes.is_empty() {
             return Ok(());
-        };
+        }
+        let mut expected = after + 1;
+        for c in changes.iter().filter(|c| c.seq > after) {
+            for missing in expected..c.seq {
+                at.gaps.entry(missing).or_insert_with(Instant::now);
+            }
+            expected = expected.max(c.seq + 1);
+        }
+        for c in &changes {
+            at.gaps.remove(&c.seq);
+        }
+        at.last = Some(expected - 1);
         if changes.iter().any(|c| c.kind == "keys") {
             self.load_keys().await?;
         }
-        // Both changes only ever refuse (a revoked token stays revoked, a deleted
-        // tenant's tokens are all revoked), so the answer is known without a read.
-        if let Ok(mut cache) = self.cache.lock() {
-            let now = Instant::now();
+        {
+            let mut known = self.known();
             for c in &changes {
                 match (c.kind.as_str(), c.token_id, c.tenant_id) {
-                    ("token", Some(token), Some(tenant)) => {
-                        cache.insert(token, (tenant, false, now));
+                    ("token", Some(token), _) => {
+                        known.revoked.insert(token);
                     }
                     ("tenant", _, Some(tenant)) => {
-                        for (t, live, at) in cache.values_mut() {
-                            if *t == tenant {
-                                (*live, *at) = (false, now);
-                            }
-                        }
+                        known.deleted.insert(tenant);
                     }
                     _ => {}
                 }
             }
         }
-        *last = Some(newest);
         self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -262,8 +342,8 @@ pub async fn issue_token(
     }
     let now = chrono::Utc::now();
     let id = Uuid::new_v4();
-    // The key that signs now (a rotation may have moved it since `keys` were loaded).
-    keys.set_states(signing_keys(pool).await?);
+    // The key that signs now, read here (the shared states are the watcher's to set).
+    let keys = keys.with_states(signing_keys(pool).await?);
     let (token, key) = keys
         .sign(&adze_core::token::Claims {
             sub: tenant.to_string(),

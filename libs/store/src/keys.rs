@@ -34,9 +34,11 @@ pub async fn list(pool: &PgPool) -> Result<Vec<KeyRow>> {
                UNION ALL
                SELECT 0, 'active', NULL, NULL, NULL
                WHERE NOT EXISTS (SELECT 1 FROM signing_keys))
-           SELECT k.id, k.state, coalesce(k.created_at, (SELECT min(created_at) FROM tenants), now()) AS created_at,
+           SELECT k.id,
+                  CASE WHEN k.state = 'verifying' AND k.retire_at <= now() THEN 'retired'
+                       ELSE k.state END AS state, coalesce(k.created_at, (SELECT min(created_at) FROM tenants), now()) AS created_at,
                   k.retire_at, k.retired_at,
-                  CASE WHEN k.state = 'retired' THEN 0 ELSE
+                  CASE WHEN k.state = 'retired' OR k.retire_at <= now() THEN 0 ELSE
                       (SELECT count(*) FROM api_tokens t
                        WHERE t.key_id = k.id AND t.revoked_at IS NULL AND t.expires_at > now())
                   END AS live_tokens

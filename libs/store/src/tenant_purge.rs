@@ -1,7 +1,10 @@
 //! Deleting a tenant's data in small batches (each its own short transaction), so a
 //! large tenant goes without long locks or one huge transaction stalling the fleet.
 //! The tenant is marked first ([`crate::tenants::mark_tenant_deleted`]): its tokens are
-//! refused everywhere, so nothing new arrives for it while its rows go.
+//! refused everywhere, so nothing new arrives for it while its rows go. Walking by
+//! `ctid` restarts each batch at the start of the tenant's index range; with cleanup
+//! held back (a long transaction) that re-reads dead entries, so big deletions go best
+//! when nothing holds an old snapshot.
 
 use std::time::Duration;
 
@@ -46,9 +49,10 @@ pub const PURGE_ORDER: &[&str] = &[
 pub const KEPT: &[&str] = &["auth_changes"];
 
 /// Deletes the rows of `tenant` from every table of [`PURGE_ORDER`], `batch` rows per
-/// statement with `pause` between statements, then the tenant's row; `progress` hears
-/// each table's count. The tenant must have been marked deleted. Safe to run again
-/// after an interruption.
+/// statement with `pause` between statements; `progress` hears each table's count. The
+/// tenant must have been marked deleted; its own row stays (see [`drop_tenant`]). Safe
+/// to run again after an interruption. Refuses when a table with tenant rows is in
+/// neither list (a newer schema than this code).
 pub async fn purge_tenant(
     pool: &PgPool,
     tenant: Uuid,
@@ -70,32 +74,79 @@ pub async fn purge_tenant(
         }
         Some(true) => {}
     }
+    let unlisted = unlisted_tables(pool).await?;
+    if !unlisted.is_empty() {
+        return Err(crate::Error::Corrupt(format!(
+            "tables with tenant rows this version does not know: {} (upgrade adze before deleting tenants)",
+            unlisted.join(", ")
+        )));
+    }
     // A row written by a request accepted just before the mark (a trigger in an
     // ingest batch) may land after its table was emptied: sweep until a pass finds
-    // nothing, then remove the tenant row, which such a late row would block.
+    // nothing.
+    while sweep(pool, tenant, batch, pause, &mut progress).await? > 0 {}
+    Ok(())
+}
+
+/// Deletes the tenant's row once its rows are gone ([`purge_tenant`]), sweeping again
+/// when a late row still references it, and once more a moment after (rows of tables
+/// without a reference to `tenants`, written late, would otherwise stay behind).
+pub async fn drop_tenant(
+    pool: &PgPool,
+    tenant: Uuid,
+    batch: i64,
+    pause: Duration,
+    mut progress: impl FnMut(&str, u64),
+) -> Result<()> {
+    const ATTEMPTS: usize = 10;
+    let mut attempt = 0;
     loop {
-        let mut found = 0;
-        for table in PURGE_ORDER {
-            let n = delete_batches(pool, table, tenant, batch, pause).await?;
-            if n > 0 {
-                progress(table, n);
-            }
-            found += n;
-        }
-        if found > 0 {
-            continue;
-        }
-        match sqlx::query("DELETE FROM tenants WHERE id = $1")
+        match sqlx::query("DELETE FROM tenants WHERE id = $1 AND deleted_at IS NOT NULL")
             .bind(tenant)
             .execute(pool)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => break,
             // 23503: a row referencing the tenant appeared meanwhile.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23503") => continue,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23503") => {
+                attempt += 1;
+                if attempt == ATTEMPTS {
+                    return Err(crate::Error::Conflict(format!(
+                        "rows still reference tenant {tenant} after {ATTEMPTS} sweeps ({}): is something still writing for it?",
+                        e.constraint().unwrap_or("a foreign key")
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                sweep(pool, tenant, batch, pause, &mut progress).await?;
+            }
             Err(e) => return Err(e.into()),
         }
     }
+    tokio::time::sleep(LATE_WRITES).await;
+    sweep(pool, tenant, batch, pause, &mut progress).await?;
+    Ok(())
+}
+
+/// How long after the tenant's row went its tables are swept once more.
+const LATE_WRITES: Duration = Duration::from_secs(2);
+
+/// One pass over every table; the rows deleted.
+async fn sweep(
+    pool: &PgPool,
+    tenant: Uuid,
+    batch: i64,
+    pause: Duration,
+    progress: &mut impl FnMut(&str, u64),
+) -> Result<u64> {
+    let mut found = 0;
+    for table in PURGE_ORDER {
+        let n = delete_batches(pool, table, tenant, batch, pause).await?;
+        if n > 0 {
+            progress(table, n);
+        }
+        found += n;
+    }
+    Ok(found)
 }
 
 /// Deletes `tenant`'s rows of `table`, `batch` at a time; returns how many.

@@ -66,14 +66,16 @@ pub async fn insert_token(
     Ok(())
 }
 
-/// Whether the token is known and not revoked.
+/// Whether the token is known, not revoked, and of a tenant not being deleted.
 pub async fn token_is_live(
     db: impl PgExecutor<'_>,
     tenant_id: Uuid,
     token_id: Uuid,
 ) -> Result<bool> {
     Ok(sqlx::query(
-        "SELECT 1 FROM api_tokens WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND expires_at > now()",
+        r#"SELECT 1 FROM api_tokens t JOIN tenants n ON n.id = t.tenant_id
+           WHERE t.tenant_id = $1 AND t.id = $2 AND t.revoked_at IS NULL
+             AND t.expires_at > now() AND n.deleted_at IS NULL"#,
     )
     .bind(tenant_id)
     .bind(token_id)
@@ -221,21 +223,29 @@ pub struct AuthChange {
     pub token_id: Option<Uuid>,
 }
 
-/// The newest change's number (0: none).
-pub async fn last_auth_change(db: impl PgExecutor<'_>) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM auth_changes")
-            .fetch_one(db)
-            .await?,
+/// The newest change's number among those logged more than `secs` seconds ago (0:
+/// none).
+pub async fn auth_change_before(db: impl PgExecutor<'_>, secs: f64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(max(seq), 0) FROM auth_changes WHERE at < now() - make_interval(secs => $1)",
     )
+    .bind(secs)
+    .fetch_one(db)
+    .await?)
 }
 
-/// The changes after `seq`, oldest first.
-pub async fn auth_changes_after(db: impl PgExecutor<'_>, seq: i64) -> Result<Vec<AuthChange>> {
+/// The changes after `seq`, and those of the numbers `also` (skipped over earlier),
+/// oldest first.
+pub async fn auth_changes_after(
+    db: impl PgExecutor<'_>,
+    seq: i64,
+    also: &[i64],
+) -> Result<Vec<AuthChange>> {
     Ok(sqlx::query_as(
-        "SELECT seq, kind, tenant_id, token_id FROM auth_changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
+        "SELECT seq, kind, tenant_id, token_id FROM auth_changes WHERE seq > $1 OR seq = ANY($2) ORDER BY seq LIMIT 10000",
     )
     .bind(seq)
+    .bind(also)
     .fetch_all(db)
     .await?)
 }

@@ -184,8 +184,14 @@ impl Watch {
             }
             if changed || self.checked.elapsed() >= RECHECK {
                 self.checked = Instant::now();
-                if let Err(e) = caller_of(&self.deps, &self.headers, &self.tenant_path).await {
-                    return Err(Event::default().event("end").data(e.description()));
+                match caller_of(&self.deps, &self.headers, &self.tenant_path).await {
+                    // Refused: the stream ends saying why.
+                    Err(e) if e.status() == StatusCode::FORBIDDEN => {
+                        return Err(Event::default().event("end").data(e.description()));
+                    }
+                    // Not checked now (a store failure): the next change or period will.
+                    Err(e) => tracing::debug!(error = e.description(), "live stream not rechecked"),
+                    Ok(_) => {}
                 }
             }
             match self.view.digest(&self.deps.pool, self.tenant).await {

@@ -85,6 +85,11 @@ impl ApiError {
         &self.1
     }
 
+    /// Its HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.0
+    }
+
     fn over_budget(over: crate::budget::OverBudget) -> Self {
         Self(
             StatusCode::TOO_MANY_REQUESTS,

@@ -17,7 +17,7 @@ use crate::rest::{
 };
 use crate::rest_query::bad;
 
-/// A token's lifetime when the request names none.
+/// A token's lifetime when the request names none (or the caller's, when shorter).
 const DEFAULT_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(365);
 /// The longest lifetime accepted.
 const MAX_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(100 * 365);
@@ -54,7 +54,8 @@ pub(crate) struct ApiTokenList {
 pub(crate) struct CreateApiToken {
     /// 1 to 255 characters.
     name: String,
-    /// A duration like `720h`, `90m`, `8760h0m0s` (default a year).
+    /// A duration like `720h`, `90m`, `8760h0m0s` (default a year, or as long as the
+    /// caller's token lives when that is shorter; never longer).
     expires_in: Option<String>,
 }
 
@@ -125,23 +126,39 @@ pub(crate) async fn create_token(
     if name.is_empty() || name.chars().count() > 255 {
         return Err(bad("name must be 1 to 255 characters"));
     }
-    let lifetime = match b.expires_in.as_deref() {
-        None => DEFAULT_LIFETIME,
-        Some(d) => parse_lifetime(d).map_err(bad)?,
+    // The caller's own token names the engine's addresses, and bounds the new one's
+    // life: a token cannot make one that outlives it (revoking a leaked token must not
+    // leave a longer-lived one it made).
+    let caller = caller_claims(&deps, &headers)?;
+    let caller_ends = chrono::DateTime::from_timestamp(caller.exp, 0).unwrap_or_default();
+    let now = chrono::Utc::now();
+    let expires = match b.expires_in.as_deref() {
+        None => (now + DEFAULT_LIFETIME).min(caller_ends),
+        Some(d) => {
+            let asked = now + parse_lifetime(d).map_err(bad)?;
+            if asked > caller_ends {
+                return Err(bad(format!(
+                    "expiresIn {d:?} outlives the token making it (it expires {}); ask for less",
+                    ts(caller_ends)
+                )));
+            }
+            asked
+        }
     };
-    // The caller's own token names the engine's addresses.
-    let (server_url, grpc) = caller_claims(&deps, &headers)?;
     let (_, token) = adze_store::auth::issue_token(
         &deps.pool,
         deps.auth.keys(),
         tenant,
         name,
-        server_url,
-        grpc,
-        chrono::Utc::now() + lifetime,
+        caller.server_url,
+        caller.grpc_broadcast_address,
+        expires,
     )
     .await
-    .map_err(store_error)?;
+    .map_err(|e| match e {
+        adze_store::Error::NotFound(_) => api_error(StatusCode::NOT_FOUND, "not found"),
+        e => store_error(e),
+    })?;
     Ok(Json(CreatedApiToken { token }))
 }
 
@@ -174,8 +191,8 @@ pub(crate) async fn revoke_token(
     }
 }
 
-/// The engine addresses the caller's token names.
-fn caller_claims(deps: &Deps, headers: &HeaderMap) -> Result<(String, String), ApiError> {
+/// The claims of the caller's token (already authenticated).
+fn caller_claims(deps: &Deps, headers: &HeaderMap) -> Result<adze_core::token::Claims, ApiError> {
     let header = crate::session::credentials(headers)?.unwrap_or_default();
     let token = adze_store::auth::bearer(&header).unwrap_or_default();
     let (_, claims) = deps
@@ -183,7 +200,7 @@ fn caller_claims(deps: &Deps, headers: &HeaderMap) -> Result<(String, String), A
         .keys()
         .verify_claims(token)
         .map_err(|_| api_error(StatusCode::FORBIDDEN, "Please provide valid credentials"))?;
-    Ok((claims.server_url, claims.grpc_broadcast_address))
+    Ok(claims)
 }
 
 /// A lifetime as Go writes durations (`720h`, `1h30m`, `90s`, `8760h0m0s`).

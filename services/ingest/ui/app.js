@@ -707,18 +707,19 @@ async function timersPage() {
 }
 
 // ---- settings: API tokens ----
-const LIFETIMES = [['30 days', '720h'], ['90 days', '2160h'], ['1 year', '8760h'], ['5 years', '43800h']];
+// '' asks for the default: a year, or as long as the signed-in token lives if shorter.
+const LIFETIMES = [['1 year (at most as long as your token)', ''], ['1 day', '24h'], ['30 days', '720h'], ['90 days', '2160h']];
 async function settingsPage() {
   const body = h('tbody');
   const name = h('input', { type: 'text', name: 'name', maxlength: 255, required: true, placeholder: 'Token name (e.g. worker-prod)', 'data-testid': 'token-name' });
-  const life = h('select', { name: 'expiresIn', 'data-testid': 'token-lifetime' }, LIFETIMES.map(([label, v]) => h('option', { value: v, selected: v === '8760h' ? '' : undefined }, label)));
+  const life = h('select', { name: 'expiresIn', 'data-testid': 'token-lifetime' }, LIFETIMES.map(([label, v]) => h('option', { value: v }, label)));
   const shown = h('div', { 'data-testid': 'new-token', hidden: true });
   const form = h('form', {
     class: 'card',
     onsubmit: async (e) => {
       e.preventDefault();
       try {
-        const made = await api('POST', tenantPath('/api-tokens'), { name: name.value, expiresIn: life.value });
+        const made = await api('POST', tenantPath('/api-tokens'), life.value ? { name: name.value, expiresIn: life.value } : { name: name.value });
         const out = h('input', { type: 'text', readonly: true, class: 'mono wide', value: made.token, 'data-testid': 'new-token-value', onclick: (ev) => ev.target.select() });
         fill(shown,
           h('p', {}, h('strong', {}, 'Copy this token now: it is not shown again.')),
