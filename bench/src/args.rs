@@ -176,6 +176,11 @@ pub struct Args {
     /// the bench, which counts them (the cost of tracing, against a real receiver).
     #[arg(long)]
     pub otlp_sink: bool,
+    /// Serve the fleet's API ports over TLS (a certificate set from `adze dev certs`);
+    /// the bench's clients and workers verify it with the set's CA. For the gRPC
+    /// scenarios (noop, dag3, latency and the like), to price TLS against plaintext.
+    #[arg(long)]
+    pub tls: bool,
     /// Do not count NATS messages (subscribe to run notices only).
     #[arg(long)]
     pub no_nats_count: bool,

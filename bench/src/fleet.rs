@@ -49,6 +49,7 @@ impl Fleet {
             nats_url: args.nats_url.clone(),
             database,
             pids: args.pids.clone(),
+            tls_ca: None,
         };
         Ok(Fleet {
             target,
@@ -102,6 +103,7 @@ impl Fleet {
             nats_url: args.nats_url.clone(),
             database: Some((url, db, true)),
             pids: Vec::new(),
+            tls_ca: None,
         };
         let mut fleet = Fleet {
             target,
@@ -148,15 +150,44 @@ impl Fleet {
                 "ADZE_AUTH__SECRET".to_owned(),
                 format!("bench-{id}-{}", uuid::Uuid::new_v4().simple()),
             ),
-            (
-                "ADZE_SERVER__PUBLIC_URL".to_owned(),
-                format!("http://{api}"),
-            ),
             ("ADZE_SERVER__PUBLIC_GRPC_ADDRESS".to_owned(), api.clone()),
-            // Plaintext, said explicitly: the bench measures the engine, not TLS.
-            ("ADZE_SERVER__TLS__MODE".to_owned(), "none".to_owned()),
             ("RUST_LOG".to_owned(), args.service_log.clone()),
         ];
+        let adze = bin_dir.join("adze");
+        let cli_log = self.log_dir.join("cli.log");
+        let scheme = if args.tls {
+            // A certificate set for 127.0.0.1; the API ports serve it, clients trust its CA.
+            let dir = self.log_dir.join("certs");
+            let dir_arg = dir.to_string_lossy().into_owned();
+            run_cli(
+                &adze,
+                &["dev", "certs", "--dir", &dir_arg, "--force"],
+                &env,
+                &cli_log,
+            )
+            .await?;
+            for (var, file) in [
+                ("ADZE_SERVER__TLS__MODE", "tls".to_owned()),
+                (
+                    "ADZE_SERVER__TLS__CERT_FILE",
+                    format!("{dir_arg}/server.pem"),
+                ),
+                (
+                    "ADZE_SERVER__TLS__KEY_FILE",
+                    format!("{dir_arg}/server.key"),
+                ),
+            ] {
+                env.push((var.to_owned(), file));
+            }
+            self.target.tls_ca = Some(dir.join("ca.pem"));
+            "https"
+        } else {
+            // Plaintext, said explicitly.
+            env.push(("ADZE_SERVER__TLS__MODE".to_owned(), "none".to_owned()));
+            "http"
+        };
+        let server_url = format!("{scheme}://{api}");
+        env.push(("ADZE_SERVER__PUBLIC_URL".to_owned(), server_url.clone()));
         if let Ok(redis) = std::env::var("ADZE_REDIS_URL") {
             env.push(("ADZE_REDIS_URL".to_owned(), redis));
         }
@@ -169,8 +200,6 @@ impl Fleet {
             env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), "grpc".to_owned()));
             self.sink = Some(sink);
         }
-        let adze = bin_dir.join("adze");
-        let cli_log = self.log_dir.join("cli.log");
         run_cli(&adze, &["migrate"], &env, &cli_log).await?;
         let tenant = run_cli(
             &adze,
@@ -180,7 +209,6 @@ impl Fleet {
         )
         .await?;
         let tenant = last_word(&tenant).context("`adze tenant create` printed no tenant id")?;
-        let server_url = format!("http://{api}");
         let token_args = [
             "token",
             "create",

@@ -23,6 +23,8 @@ pub struct Target {
     pub database: Option<(String, String, bool)>,
     /// Processes whose RSS and CPU are reported, by name.
     pub pids: Vec<(String, u32)>,
+    /// The CA that signed the fleet's certificate, when its API ports speak TLS.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// `postgres://…/name` for the database `name` on the admin URL's server.

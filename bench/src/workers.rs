@@ -52,7 +52,12 @@ pub fn client(target: &Target) -> anyhow::Result<Client> {
         token: target.token.clone(),
         host_port: Some(target.grpc.clone()),
         dispatcher_host_port: Some(target.dispatcher.clone()),
-        tls_strategy: TlsStrategy::None,
+        tls_strategy: if target.tls_ca.is_some() {
+            TlsStrategy::Tls
+        } else {
+            TlsStrategy::None
+        },
+        tls_root_ca_file: target.tls_ca.clone(),
         ..Default::default()
     })?)
 }
