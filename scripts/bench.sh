@@ -5,6 +5,7 @@
 #   scripts/bench.sh noop latency          some scenarios
 #   scripts/bench.sh --quick               every scenario, small (< 3 minutes), a smoke test
 #   scripts/bench.sh noop --rates 2000,4000 --sustain-secs 30    any adze-bench flag
+#   scripts/bench.sh compare               Adze, BullMQ and pg-boss side by side (issue 18)
 #
 # Scenarios: noop dag3 latency fanout backlog wire timeouts keyed limited sticky events
 # children durable. Each one starts its own fleet (a fresh
@@ -29,6 +30,10 @@ main() {
   cargo build --release -p adze-cli -p adze-ingest -p adze-dispatcher -p adze-scheduler \
     -p adze-reaper -p adze-ratelimit -p adze-bench >"$build_log" 2>&1 || die "cargo build --release failed" "$build_log"
   ok "built"
+  if [[ " $* " == *" compare "* ]]; then
+    # The peers' npm packages, pinned by bench/compare's lockfile.
+    npm_pinned bench/compare "BullMQ and pg-boss"
+  fi
   [[ -x .adze/venv/bin/python ]] ||
     warn "no .adze/venv: the wire scenario needs hatchet-sdk==1.43.1 there (scripts/test.sh installs it)"
   exec target/release/adze-bench "$@"

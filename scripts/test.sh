@@ -62,30 +62,6 @@ sys.exit(m.version("hatchet-sdk") != sys.argv[1])' "${PY_SDK#*==}" 2>/dev/null; 
   ok "Python SDK: $PY_SDK in $VENV"
 }
 
-# npm_pinned DIR WHAT: installs DIR's package.json (from its lockfile when there is
-# one) into DIR/node_modules, again only when package.json or the lockfile changed.
-npm_pinned() {
-  local dir="$1" what="$2"
-  command -v npm >/dev/null || apt_install nodejs npm
-  local stamp="$dir/node_modules/.adze-installed" sum
-  sum="$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | cksum)"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]]; then
-    ok "$what: installed in $dir/node_modules"
-    return
-  fi
-  say "installing $what in $dir"
-  (
-    cd "$dir"
-    if [[ -f package-lock.json ]]; then
-      npm ci --no-audit --no-fund --loglevel=error
-    else
-      npm install --no-audit --no-fund --loglevel=error
-    fi
-  ) || die "npm install in $dir failed"
-  echo "$sum" >"$stamp"
-  ok "$what: installed in $dir/node_modules"
-}
-
 # The TypeScript conformance tests run from tests/conformance/ts, whose package.json pins the
 # SDK and tsx.
 ensure_ts_sdk() {

@@ -46,6 +46,10 @@ pub enum Scenario {
     /// `--latency-rates` ≥ 1,000, else the highest) with and without `--live-viewers`
     /// live streams attached, alternating, `--secs` each.
     Live,
+    /// The same three measurements (a no-op burst, a three-step burst, trigger → start
+    /// at 200/s) for Adze, BullMQ and pg-boss, one after the other, with ratios to the
+    /// best peer (needs Node.js and `npm ci` in bench/compare; not part of the default set).
+    Compare,
 }
 
 /// How the `events` scenario sends its events.
@@ -106,6 +110,7 @@ impl Scenario {
             Scenario::Durable => "durable",
             Scenario::Dashboard => "dashboard",
             Scenario::Live => "live",
+            Scenario::Compare => "compare",
         }
     }
 }
@@ -293,6 +298,24 @@ pub struct Args {
     /// half on runs in flight.
     #[arg(long, default_value_t = 10)]
     pub live_viewers: usize,
+    /// Rounds of the compare scenario (medians are reported).
+    #[arg(long)]
+    pub compare_rounds: Option<usize>,
+    /// One-task runs of compare's no-op burst.
+    #[arg(long)]
+    pub compare_noop: Option<usize>,
+    /// Three-step runs of compare's DAG burst.
+    #[arg(long)]
+    pub compare_dag3: Option<usize>,
+    /// Offered rate of compare's latency measurement, per second.
+    #[arg(long, default_value_t = 200)]
+    pub compare_rate: u32,
+    /// Seconds of compare's latency measurement.
+    #[arg(long)]
+    pub compare_secs: Option<u64>,
+    /// Peers compare measures (bullmq, pg-boss).
+    #[arg(long, value_delimiter = ',', default_values_t = ["bullmq".to_owned(), "pg-boss".to_owned()])]
+    pub compare_peers: Vec<String>,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -346,11 +369,23 @@ pub struct Scale {
     pub durable_replay_memos: usize,
     pub dashboard_runs: usize,
     pub live_viewers: usize,
+    pub compare: CompareScale,
     pub slots: usize,
     pub workers: usize,
     pub task_sleep_ms: u64,
     pub connections: usize,
     pub max_in_flight: usize,
+}
+
+/// The compare scenario's sizes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompareScale {
+    pub rounds: usize,
+    pub noop: usize,
+    pub dag3: usize,
+    pub rate: u32,
+    pub secs: u64,
+    pub peers: Vec<String>,
 }
 
 impl Scale {
@@ -427,6 +462,17 @@ impl Scale {
                 .unwrap_or(if q { 20_000 } else { 1_000_000 })
                 .max(1),
             live_viewers: a.live_viewers,
+            compare: CompareScale {
+                rounds: a.compare_rounds.unwrap_or(1).max(1),
+                noop: a
+                    .compare_noop
+                    .unwrap_or(if q { 2_000 } else { 10_000 })
+                    .max(1),
+                dag3: a.compare_dag3.unwrap_or(if q { 500 } else { 3_000 }).max(1),
+                rate: a.compare_rate.max(1),
+                secs: a.compare_secs.unwrap_or(if q { 4 } else { 15 }).max(1),
+                peers: a.compare_peers.clone(),
+            },
             slots: a.slots.max(1),
             workers: a.workers.max(1),
             task_sleep_ms: a.task_sleep_ms,

@@ -155,3 +155,27 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
     die "apt-get install $* failed"
 }
+
+# npm_pinned DIR WHAT: installs DIR's package.json (from its lockfile when there is
+# one) into DIR/node_modules, again only when package.json or the lockfile changed.
+npm_pinned() {
+  local dir="$1" what="$2"
+  command -v npm >/dev/null || apt_install nodejs npm
+  local stamp="$dir/node_modules/.adze-installed" sum
+  sum="$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | cksum)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]]; then
+    ok "$what: installed in $dir/node_modules"
+    return
+  fi
+  say "installing $what in $dir"
+  (
+    cd "$dir"
+    if [[ -f package-lock.json ]]; then
+      npm ci --no-audit --no-fund --loglevel=error
+    else
+      npm install --no-audit --no-fund --loglevel=error
+    fi
+  ) || die "npm install in $dir failed"
+  echo "$sum" >"$stamp"
+  ok "$what: installed in $dir/node_modules"
+}

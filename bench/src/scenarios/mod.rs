@@ -2,6 +2,7 @@
 
 mod backlog;
 mod children;
+mod compare;
 mod dashboard;
 mod durable;
 mod events;
@@ -14,7 +15,7 @@ mod ramp;
 mod timeouts;
 mod wire;
 
-pub use phase::{Phase, open_loop_phase, open_loop_phase_with, settle, wait_done, warmup};
+pub use phase::{Phase, STALL, open_loop_phase, open_loop_phase_with, settle, wait_done, warmup};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -183,5 +184,6 @@ pub async fn run(scenario: Scenario, ctx: &Ctx, fleet: &mut Fleet) -> anyhow::Re
         Scenario::Durable => durable::run(ctx).await,
         Scenario::Dashboard => dashboard::run(ctx).await,
         Scenario::Live => live::run(ctx).await,
+        Scenario::Compare => compare::run(ctx).await,
     }
 }
