@@ -2,9 +2,10 @@
 //! service would: the documented subject `<prefix>.events.<tenant>.<key>` with the API
 //! token in a header. A good event starts its run; the same message id or idempotency
 //! key again starts nothing; refused messages land in the dead-letter subject with
-//! their reasons and start nothing; kill -9 of ingest mid-stream loses and doubles
-//! nothing.
+//! their reasons, are counted by reason on ingest's `/metrics`, and start nothing;
+//! kill -9 of ingest mid-stream loses and doubles nothing.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use adze_sdk::{Context, TaskDef, TaskError, Workflow};
@@ -39,6 +40,24 @@ async fn publish(js: &jetstream::Context, subject: String, h: HeaderMap, body: &
         .await
         .expect("stored by JetStream")
         .duplicate
+}
+
+/// Ingest's `adze_nats_dead_letters_total`, by `reason`, as its `/metrics` shows it.
+async fn dead_letter_counts(env: &TestEnv) -> BTreeMap<String, f64> {
+    let addr = env.addr.expect("ingest's address");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("ingest answers /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("adze_nats_dead_letters_total{reason=\""))
+        .filter_map(|l| {
+            let (reason, rest) = l.split_once("\"}")?;
+            Some((reason.to_string(), rest.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 async fn count(env: &TestEnv, sql: &str) -> i64 {
@@ -168,22 +187,57 @@ async fn refused_trigger_events_are_dead_lettered_with_their_reasons() {
     let subjects = env.shared.bus.subjects();
     let mine = subjects.intake(env.tenant_id, "user:create");
     let bearer = |t: &str| format!("Bearer {t}");
-    // (case, subject, headers, body, what the reason says)
-    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, &'a str, &'a str);
+    // Every reason is shown from ingest's start (at 0 until a message is refused).
+    let reasons = [
+        "bad_subject",
+        "unsigned",
+        "bad_token",
+        "revoked",
+        "cross_tenant",
+        "invalid_event",
+    ];
+    wait_for(
+        "every dead-letter reason shown on /metrics",
+        Duration::from_secs(10),
+        || async {
+            let shown = dead_letter_counts(&env).await;
+            reasons.iter().all(|r| shown.contains_key(*r))
+        },
+    )
+    .await;
+    let before = dead_letter_counts(&env).await;
+    // (case, subject, headers, body, what the reason says, the metric's reason)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<(&'a str, String)>,
+        &'a str,
+        &'a str,
+        &'a str,
+    );
     let cases: Vec<Case<'_>> = vec![
-        ("unsigned", mine.clone(), vec![], "{}", "unsigned"),
+        (
+            "unsigned",
+            mine.clone(),
+            vec![],
+            "{}",
+            "unsigned",
+            "unsigned",
+        ),
         (
             "garbage",
             mine.clone(),
             vec![("Authorization", bearer("not-a-token"))],
             "{}",
             "bad token",
+            "bad_token",
         ),
         (
             "revoked",
             mine.clone(),
             vec![("Authorization", bearer(&revoked))],
             "{}",
+            "revoked",
             "revoked",
         ),
         (
@@ -192,6 +246,7 @@ async fn refused_trigger_events_are_dead_lettered_with_their_reasons() {
             vec![("Authorization", bearer(&other_token))],
             "{}",
             "cross-tenant",
+            "cross_tenant",
         ),
         (
             "not-json",
@@ -199,6 +254,7 @@ async fn refused_trigger_events_are_dead_lettered_with_their_reasons() {
             vec![("Authorization", bearer(&env.token))],
             "{oops",
             "not valid JSON",
+            "invalid_event",
         ),
         (
             "bad-tenant",
@@ -206,6 +262,7 @@ async fn refused_trigger_events_are_dead_lettered_with_their_reasons() {
             vec![("Authorization", bearer(&env.token))],
             "{}",
             "is not a tenant id",
+            "bad_subject",
         ),
         (
             "bad-priority",
@@ -216,9 +273,10 @@ async fn refused_trigger_events_are_dead_lettered_with_their_reasons() {
             ],
             "{}",
             "priority 9 is out of range",
+            "invalid_event",
         ),
     ];
-    for (case, subject, hs, body, _) in &cases {
+    for (case, subject, hs, body, _, _) in &cases {
         let mut h = HeaderMap::new();
         h.insert("X-Case", *case);
         for (k, v) in hs {
@@ -251,7 +309,7 @@ async fn refused_trigger_events_are_dead_lettered_with_their_reasons() {
         ));
         m.ack().await.expect("ack");
     }
-    for (case, _, _, _, reason) in &cases {
+    for (case, _, _, _, reason, _) in &cases {
         let (_, said, has_token) = got
             .iter()
             .find(|g| g.0 == *case)
@@ -259,6 +317,22 @@ async fn refused_trigger_events_are_dead_lettered_with_their_reasons() {
         assert!(said.contains(reason), "{case}: {said}");
         assert!(!has_token, "{case}: the dead letter keeps no token");
     }
+    // Each refused message counted once on /metrics, under its reason: the counts
+    // rose by the cases of each reason, seven in all. (A count follows its
+    // dead-letter copy, so the last may lag the copy read above.)
+    let mut expected = before.clone();
+    for (_, _, _, _, _, reason) in &cases {
+        *expected.get_mut(*reason).expect("a shown reason") += 1.0;
+    }
+    wait_for(
+        "the dead letters counted on /metrics",
+        Duration::from_secs(10),
+        || async { dead_letter_counts(&env).await == expected },
+    )
+    .await;
+    let rose: f64 =
+        dead_letter_counts(&env).await.values().sum::<f64>() - before.values().sum::<f64>();
+    assert_eq!(rose, cases.len() as f64);
     // Nothing was stored for anyone.
     let events: i64 = count(&env, "SELECT count(*) FROM events").await;
     assert_eq!(events, 0);

@@ -1,10 +1,11 @@
 //! Crons and scheduled runs fired by the timeout-reaper: every tick of a per-second
-//! cron starts exactly one run while two reapers race for it and one of them is killed
-//! with SIGKILL and restarted; ticks missed while no reaper ran start one run on
-//! recovery; schedules (gRPC `ScheduleWorkflow`, one of them already due) start one
-//! run each, with their input, on a worker; crons declared with a workflow follow its
-//! versions; bad expressions and schedules are refused with what is wrong; a tick that
-//! falls due while ingest is down fires once when it is back.
+//! cron starts exactly one run, none skipped, while two reapers race for it and one of
+//! them is killed with SIGKILL and restarted; ticks missed while no reaper ran start
+//! one run on recovery, for the latest of them; schedules (gRPC `ScheduleWorkflow`,
+//! one of them already due) start one run each, with their input, on a worker; crons
+//! declared with a workflow follow its versions; bad expressions and schedules are
+//! refused with what is wrong; a tick that falls due while ingest is down fires once
+//! when it is back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +32,10 @@ fn reaper(env: &TestEnv, name: &str) -> Proc {
 }
 
 async fn every_second(env: &TestEnv, workflow: &str, name: &str) -> Uuid {
+    cron(env, workflow, name, "* * * * * *").await
+}
+
+async fn cron(env: &TestEnv, workflow: &str, name: &str, expression: &str) -> Uuid {
     let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, workflow)
         .await
         .expect("read the workflow")
@@ -41,7 +46,7 @@ async fn every_second(env: &TestEnv, workflow: &str, name: &str) -> Uuid {
         &NewCron {
             workflow_id: version.workflow_id,
             name: name.into(),
-            expression: CronExpr::parse("* * * * * *").expect("parse"),
+            expression: CronExpr::parse(expression).expect("parse"),
             input: json!({"from": name}),
             additional_metadata: json!({"cron": name}),
             priority: None,
@@ -90,13 +95,28 @@ async fn each_tick_fires_once_with_two_reapers_one_killed_and_restarted() {
     ))
     .await;
     let cron = every_second(&env, "tick", "every-second").await;
+    let ticks_fired = |at_least: usize| {
+        let env = &env;
+        async move {
+            wait_for(
+                &format!("{at_least} ticks fired"),
+                Duration::from_secs(20),
+                || async move { runs_per_tick(env, cron).await.len() >= at_least },
+            )
+            .await;
+        }
+    };
+    // Both reapers race for every tick; then one is killed while the other fires
+    // alone; then it is back, and both race again.
     let mut a = reaper(&env, "reaper-a");
     let mut b = reaper(&env, "reaper-b");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    ticks_fired(4).await;
     a.kill_group().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = runs_per_tick(&env, cron).await.len();
+    ticks_fired(killed + 2).await;
     let mut a2 = reaper(&env, "reaper-a2");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted = runs_per_tick(&env, cron).await.len();
+    ticks_fired(restarted + 3).await;
     // Deleting waits for a firing in progress; nothing fires after it.
     assert!(
         timers::delete_cron(&env.pool, env.tenant_id, cron)
@@ -107,19 +127,16 @@ async fn each_tick_fires_once_with_two_reapers_one_killed_and_restarted() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ticks = runs_per_tick(&env, cron).await;
     assert_eq!(ticks, settled, "a deleted cron fired again");
-    assert!(ticks.len() >= 6, "too few ticks fired in 9 s: {ticks:?}");
-    assert!(
-        ticks.values().all(|n| *n == 1),
-        "a tick started more than one run: {ticks:?}"
-    );
-    // One reaper ran throughout, so no tick between the first and the last was missed.
-    let first = *ticks.keys().next().unwrap();
-    let last = *ticks.keys().last().unwrap();
-    assert_eq!(
-        (last - first).num_seconds() + 1,
-        ticks.len() as i64,
-        "a tick was skipped: {ticks:?}"
-    );
+    // Over the whole window, from the first firing to the deletion, through the kill
+    // and the restart: exactly one run for each second, none skipped, none doubled.
+    // (A reaper always ran, so no tick of the window was missed.)
+    let first = *ticks.keys().next().expect("a tick fired");
+    let last = *ticks.keys().last().expect("a tick fired");
+    let one_per_second: BTreeMap<DateTime<Utc>, i64> = (0..=(last - first).num_seconds())
+        .map(|s| (first + chrono::Duration::seconds(s), 1))
+        .collect();
+    assert_eq!(ticks, one_per_second, "runs per tick");
+    assert!(ticks.len() >= 9, "the window spans the scenario: {ticks:?}");
     // The runs carry the cron's input and metadata.
     let row = sqlx::query(
         "SELECT input, additional_metadata FROM runs WHERE tenant_id = $1 AND triggers->>'cron_id' = $2 LIMIT 1",
@@ -154,37 +171,72 @@ async fn ticks_missed_while_no_reaper_ran_fire_once_on_recovery() {
         None,
     ))
     .await;
-    let cron = every_second(&env, "late", "missed").await;
-    // As if every reaper had been down for a minute: sixty ticks passed unfired.
-    sqlx::query("UPDATE cron_triggers SET next_tick = now() - interval '60 seconds' WHERE id = $1")
-        .bind(cron)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    // As if every reaper had been down for five days: a daily cron missed five
+    // midnights and today's, a per-second one the last minute's sixty ticks. A daily
+    // cron's ticks are far apart, so what fires on recovery tells the policies apart
+    // whenever the reaper comes up: once, for today's midnight (firing every missed
+    // tick would start six runs, skipping to the next tick none until tomorrow).
+    let now = Utc::now();
+    let today = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let daily = cron(&env, "late", "missed-daily", "0 0 * * *").await;
+    let seconds = every_second(&env, "late", "missed-seconds").await;
+    for (id, stored) in [
+        (daily, today - chrono::Duration::days(5)),
+        (seconds, now - chrono::Duration::seconds(60)),
+    ] {
+        sqlx::query("UPDATE cron_triggers SET next_tick = $2 WHERE id = $1")
+            .bind(id)
+            .bind(stored)
+            .execute(&env.pool)
+            .await
+            .unwrap();
+    }
     let started = Utc::now();
     let mut r = reaper(&env, "reaper");
     wait_for(
-        "the first tick after recovery",
+        "three ticks after recovery",
         Duration::from_secs(15),
         || {
             let env = &env;
-            async move { runs_per_tick(env, cron).await.len() >= 3 }
+            async move { runs_per_tick(env, seconds).await.len() >= 3 }
         },
     )
     .await;
     r.terminate(Duration::from_secs(5)).await;
-    let ticks = runs_per_tick(&env, cron).await;
-    let missed: Vec<_> = ticks.keys().filter(|t| **t < started).collect();
-    assert!(
-        missed.len() <= 1,
-        "the missed ticks fired one by one: {missed:?}"
+
+    let daily_ticks = runs_per_tick(&env, daily).await;
+    assert_eq!(
+        daily_ticks,
+        BTreeMap::from([(today, 1)]),
+        "six missed midnights fire once, for the latest"
     );
+    let next: DateTime<Utc> =
+        sqlx::query_scalar("SELECT next_tick FROM cron_triggers WHERE id = $1")
+            .bind(daily)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        next,
+        today + chrono::Duration::days(1),
+        "then it goes on from the clock"
+    );
+
+    // The per-second cron: its sixty missed ticks started one run, for the latest of
+    // them (the tick the reaper's first look found passed), then one run each second
+    // from there; none of the minute's older ticks fired.
+    let ticks = runs_per_tick(&env, seconds).await;
+    let first = *ticks.keys().next().expect("a tick fired");
+    let last = *ticks.keys().last().expect("a tick fired");
+    let one_per_second: BTreeMap<DateTime<Utc>, i64> = (0..=(last - first).num_seconds())
+        .map(|s| (first + chrono::Duration::seconds(s), 1))
+        .collect();
+    assert_eq!(ticks, one_per_second, "runs per tick after recovery");
     assert!(
-        ticks.values().all(|n| *n == 1),
-        "a tick started more than one run: {ticks:?}"
+        first >= started - chrono::Duration::seconds(1),
+        "an old missed tick fired: first tick {first}, reaper started {started}"
     );
     // Recovery fired at once (the latest missed tick, or the one after the start).
-    let first = *ticks.keys().next().unwrap();
     assert!(
         first <= started + chrono::Duration::seconds(1),
         "recovery waited: first tick {first}, reaper started {started}"

@@ -266,7 +266,23 @@ impl Client {
         payload: &P,
         options: EventOptions,
     ) -> Result<String, SdkError> {
-        let request = PushEventRequest {
+        let request = self.event_request(key, payload, options)?;
+        let event = self
+            .events()
+            .push(request)
+            .await
+            .map_err(|s| SdkError::rpc("EventsService.Push", s))?;
+        Ok(event.into_inner().event_id)
+    }
+
+    /// The request pushing one event of `key` with `payload`.
+    pub(crate) fn event_request<P: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        payload: &P,
+        options: EventOptions,
+    ) -> Result<PushEventRequest, SdkError> {
+        Ok(PushEventRequest {
             key: self.namespaced(key),
             payload: json_text("event payload", payload)?,
             additional_metadata: options
@@ -277,13 +293,7 @@ impl Client {
             event_timestamp: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
             priority: options.priority,
             scope: options.scope,
-        };
-        let event = self
-            .events()
-            .push(request)
-            .await
-            .map_err(|s| SdkError::rpc("EventsService.Push", s))?;
-        Ok(event.into_inner().event_id)
+        })
     }
 
     /// Stores a stream chunk of a task run (`EventsService.PutStreamEvent`).
@@ -406,7 +416,7 @@ impl Client {
         WorkflowServiceClient::new(self.inner.channel.clone()).accept_compressed(Gzip)
     }
 
-    fn events(&self) -> EventsServiceClient<AuthChannel> {
+    pub(crate) fn events(&self) -> EventsServiceClient<AuthChannel> {
         EventsServiceClient::new(self.inner.channel.clone()).accept_compressed(Gzip)
     }
 }

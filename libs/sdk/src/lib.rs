@@ -92,11 +92,13 @@ mod context;
 mod durable;
 mod duration;
 mod error;
+mod events;
 mod inspect;
 mod limits;
 mod payload;
 mod rest;
 mod run;
+mod scheduled;
 mod subscribe;
 mod task;
 mod timers;
@@ -111,6 +113,7 @@ pub use context::Context;
 pub use durable::{ChildRun, ChildSpec, DurableContext, DurableTaskDef, EvictionPolicy};
 pub use duration::format_duration;
 pub use error::{SdkError, TaskError, TaskErrorKind};
+pub use events::{BulkEvent, EventFilter, FilterQuery};
 pub use inspect::{
     RunInfo, RunPage, RunQuery, RunRecord, TaskAttempt, TaskSummary, WorkerInfo, WorkerState,
     WorkflowInfo,
@@ -121,6 +124,7 @@ pub use limits::{
 };
 pub use rest::{EventMeta, EventSummary, LogLine, LogPage, LogQuery, RunCounts, TriggeredRun};
 pub use run::{RunDetails, RunHandle, RunStatus, TaskRunDetails};
+pub use scheduled::{ScheduledQuery, ScheduledRunInfo};
 pub use task::{TaskDef, TaskRef};
 pub use timers::{CronQuery, CronTrigger, ScheduleOptions, ScheduledRun};
 pub use tokio_util::sync::CancellationToken;

@@ -318,7 +318,10 @@ impl Client {
 }
 
 /// Decodes a REST answer; `call` names the call in the error.
-fn decode<T: serde::de::DeserializeOwned>(call: &str, answer: Value) -> Result<T, SdkError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    call: &str,
+    answer: Value,
+) -> Result<T, SdkError> {
     serde_json::from_value(answer).map_err(|e| SdkError::Rest {
         call: call.to_owned(),
         status: None,
@@ -328,7 +331,7 @@ fn decode<T: serde::de::DeserializeOwned>(call: &str, answer: Value) -> Result<T
 
 /// `text` as one segment of a URL path: every byte but the unreserved ones
 /// (`A-Z a-z 0-9 - . _ ~`) percent-encoded.
-fn path_segment(text: &str) -> String {
+pub(crate) fn path_segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

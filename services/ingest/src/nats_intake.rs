@@ -20,8 +20,9 @@
 //! between commit and ack starts nothing twice. A message that can never be accepted
 //! (no or bad token, revoked, another tenant's subject, bad payload or key) is copied
 //! to `<prefix>.deadletter.events` with the reason in `Adze-Dead-Letter-Reason`
-//! (its `Authorization` header removed), counted, and acknowledged; one that fails
-//! only because Postgres is away is redelivered later.
+//! (its `Authorization` header removed), counted on `/metrics` as
+//! `adze_nats_dead_letters_total{reason}` (one of [`Refusal`]'s few labels), and
+//! acknowledged; one that fails only because Postgres is away is redelivered later.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +50,10 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Header carrying the reason a message was refused, on the dead-letter copy.
 pub const REASON_HEADER: &str = "Adze-Dead-Letter-Reason";
 
+/// The Prometheus counter of dead-lettered messages, labelled `reason` with
+/// [`Refusal::label`].
+pub const DEAD_LETTERS_METRIC: &str = "adze_nats_dead_letters_total";
+
 /// Refused messages since this process started (also the dead-letter stream's count).
 #[derive(Debug, Default)]
 pub struct DeadLetters(AtomicU64);
@@ -58,12 +63,60 @@ impl DeadLetters {
     pub fn count(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Counts one message dead-lettered for `why`, here and on `/metrics`.
+    fn add(&self, why: Refusal) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(DEAD_LETTERS_METRIC, "reason" => why.label()).increment(1);
+    }
+}
+
+/// Why a message was refused, in the few words the dead-letter counter is labelled
+/// with (the header on the copy says it in full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The subject is not `<prefix>.events.<tenant id>.<key>`.
+    BadSubject,
+    /// No `Authorization` header.
+    Unsigned,
+    /// A token that is malformed, wrongly signed or expired.
+    BadToken,
+    /// A revoked or unknown token.
+    Revoked,
+    /// A token of another tenant than the subject's.
+    CrossTenant,
+    /// The event itself: payload, key, metadata or priority.
+    InvalidEvent,
+}
+
+impl Refusal {
+    /// Every reason, to show each count from the start (at 0).
+    pub const ALL: [Refusal; 6] = [
+        Refusal::BadSubject,
+        Refusal::Unsigned,
+        Refusal::BadToken,
+        Refusal::Revoked,
+        Refusal::CrossTenant,
+        Refusal::InvalidEvent,
+    ];
+
+    /// The counter's `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::BadSubject => "bad_subject",
+            Refusal::Unsigned => "unsigned",
+            Refusal::BadToken => "bad_token",
+            Refusal::Revoked => "revoked",
+            Refusal::CrossTenant => "cross_tenant",
+            Refusal::InvalidEvent => "invalid_event",
+        }
+    }
 }
 
 /// What to do with one message.
 enum Verdict {
-    /// Refused for good, with the reason.
-    Refuse(String),
+    /// Refused for good: why, and the reason in full.
+    Refuse(Refusal, String),
     /// Failed for a passing reason; try again later.
     Retry(String),
 }
@@ -75,6 +128,9 @@ pub(crate) async fn run(
     dead: Arc<DeadLetters>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    for why in Refusal::ALL {
+        metrics::counter!(DEAD_LETTERS_METRIC, "reason" => why.label()).increment(0);
+    }
     let (consumer, info) = bus.intake_consumer().await?;
     // A message without a publisher-given id is known by its place in this stream;
     // the stream's creation time keeps a recreated stream's places apart.
@@ -108,7 +164,7 @@ async fn handle(
     for m in batch {
         match prepare(bus, intake, epoch, &m).await {
             Ok((tenant, p)) => by_tenant.entry(tenant).or_default().push((m, p)),
-            Err(Verdict::Refuse(reason)) => refuse(bus, dead, m, &reason).await,
+            Err(Verdict::Refuse(why, reason)) => refuse(bus, dead, m, why, &reason).await,
             Err(Verdict::Retry(reason)) => retry(m, &reason).await,
         }
     }
@@ -152,39 +208,54 @@ async fn prepare(
 ) -> Result<(Uuid, PendingEvent), Verdict> {
     let subject = m.subject.as_str();
     let (tenant_token, key) = bus.subjects().parse_intake(subject).ok_or_else(|| {
-        Verdict::Refuse(format!(
-            "subject {subject:?} is not <prefix>.events.<tenant>.<key>"
-        ))
+        Verdict::Refuse(
+            Refusal::BadSubject,
+            format!("subject {subject:?} is not <prefix>.events.<tenant>.<key>"),
+        )
     })?;
     let tenant: Uuid = tenant_token.parse().map_err(|_| {
-        Verdict::Refuse(format!(
-            "subject {subject:?}: {tenant_token:?} is not a tenant id (a UUID)"
-        ))
+        Verdict::Refuse(
+            Refusal::BadSubject,
+            format!("subject {subject:?}: {tenant_token:?} is not a tenant id (a UUID)"),
+        )
     })?;
     let h = m.headers.as_ref();
     let auth = header(h, "Authorization").ok_or_else(|| {
         Verdict::Refuse(
+            Refusal::Unsigned,
             "unsigned: no Authorization header (send `Authorization: Bearer <token>`)".into(),
         )
     })?;
     let who = match intake.deps.auth.authenticate(Some(auth)).await {
         Ok(who) => who,
         Err(AuthError::Store(e)) => return Err(Verdict::Retry(e.to_string())),
-        Err(e) => return Err(Verdict::Refuse(format!("bad token: {e}"))),
+        Err(e) => {
+            let why = if matches!(e, AuthError::Revoked) {
+                Refusal::Revoked
+            } else {
+                Refusal::BadToken
+            };
+            return Err(Verdict::Refuse(why, format!("bad token: {e}")));
+        }
     };
     if who.tenant_id != tenant {
-        return Err(Verdict::Refuse(format!(
-            "cross-tenant: a token of tenant {} published to tenant {tenant}'s subject",
-            who.tenant_id
-        )));
+        return Err(Verdict::Refuse(
+            Refusal::CrossTenant,
+            format!(
+                "cross-tenant: a token of tenant {} published to tenant {tenant}'s subject",
+                who.tenant_id
+            ),
+        ));
     }
+    let invalid = |reason: String| Verdict::Refuse(Refusal::InvalidEvent, reason);
     let payload = std::str::from_utf8(&m.payload)
-        .map_err(|_| Verdict::Refuse("the payload is not UTF-8 JSON".into()))?;
+        .map_err(|_| invalid("the payload is not UTF-8 JSON".into()))?;
     let priority = match header(h, "Adze-Priority") {
         None => None,
-        Some(p) => Some(p.parse::<i32>().map_err(|_| {
-            Verdict::Refuse(format!("Adze-Priority {p:?} is not a number (1, 2 or 3)"))
-        })?),
+        Some(p) => Some(
+            p.parse::<i32>()
+                .map_err(|_| invalid(format!("Adze-Priority {p:?} is not a number (1, 2 or 3)")))?,
+        ),
     };
     let dedupe_key = match (header(h, "Adze-Idempotency-Key"), header(h, "Nats-Msg-Id")) {
         (Some(k), _) => format!("key:{k}"),
@@ -209,7 +280,7 @@ async fn prepare(
     };
     match intake.prepare(tenant, incoming).await {
         Ok(p) => Ok((tenant, p)),
-        Err(s) if s.code() == Code::InvalidArgument => Err(Verdict::Refuse(s.message().into())),
+        Err(s) if s.code() == Code::InvalidArgument => Err(invalid(s.message().into())),
         Err(s) => Err(Verdict::Retry(s.message().into())),
     }
 }
@@ -217,7 +288,7 @@ async fn prepare(
 /// Copies a refused message to the dead-letter subject with its reason (never its
 /// token), then acknowledges it. If the copy cannot be stored, the message is left
 /// for redelivery instead.
-async fn refuse(bus: &Bus, dead: &DeadLetters, m: jetstream::Message, reason: &str) {
+async fn refuse(bus: &Bus, dead: &DeadLetters, m: jetstream::Message, why: Refusal, reason: &str) {
     let mut headers = HeaderMap::new();
     if let Some(h) = m.headers.as_ref() {
         for (name, values) in h.iter() {
@@ -244,8 +315,8 @@ async fn refuse(bus: &Bus, dead: &DeadLetters, m: jetstream::Message, reason: &s
     };
     match stored {
         Ok(()) => {
-            dead.0.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(subject = %m.subject, reason, "trigger event refused (dead-lettered)");
+            dead.add(why);
+            tracing::warn!(subject = %m.subject, kind = why.label(), reason, "trigger event refused (dead-lettered)");
             if let Err(e) = m.ack().await {
                 tracing::warn!(error = %e, "could not acknowledge a dead-lettered event");
             }

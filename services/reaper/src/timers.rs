@@ -246,3 +246,100 @@ fn scheduled_request(s: &DueScheduled) -> FireRequest {
         run_id: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    /// `secs` seconds (and `millis`) after a fixed midnight.
+    fn t(secs: i64, millis: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+            + chrono::Duration::seconds(secs)
+            + chrono::Duration::milliseconds(millis)
+    }
+
+    fn cron(expression: &str, stored_tick: DateTime<Utc>) -> DueCron {
+        DueCron {
+            tenant_id: Uuid::nil(),
+            id: Uuid::nil(),
+            workflow_name: "w".into(),
+            expression: expression.into(),
+            tick: stored_tick,
+            input: json!({}),
+            additional_metadata: json!({}),
+            priority: None,
+        }
+    }
+
+    /// The ticks a cron whose stored tick is `stored` fires when a reaper looks at it
+    /// at each of `claims`, as the timer loop does: a look claims it when its stored
+    /// tick is due, fires the tick [`catch_up`] leaves in it, and stores the tick
+    /// [`catch_up`] returns.
+    fn fired(
+        expression: &str,
+        stored: DateTime<Utc>,
+        claims: &[DateTime<Utc>],
+    ) -> Vec<DateTime<Utc>> {
+        let mut c = cron(expression, stored);
+        let mut fired = Vec::new();
+        for &now in claims {
+            if c.tick <= now {
+                let next = catch_up(&mut c, now);
+                fired.push(c.tick);
+                c.tick = next;
+            }
+        }
+        fired
+    }
+
+    #[test]
+    fn ticks_missed_while_no_reaper_ran_fire_once_as_the_latest_of_them() {
+        // A per-second cron due at 0 s; no reaper runs until 10.5 s.
+        let mut c = cron("* * * * * *", t(0, 0));
+        let next = catch_up(&mut c, t(10, 500));
+        // One firing, for the latest missed tick: not for the oldest (which firing every
+        // missed tick would start with), and not none (which skipping to the next tick,
+        // 11 s, would do).
+        assert_eq!(c.tick, t(10, 0), "the tick fired on recovery");
+        assert_eq!(next, t(11, 0), "the tick stored after it");
+
+        // Through the loop: the outage's eleven ticks (0 s to 10 s) give one run, then
+        // the cron goes on from the clock, every tick once.
+        let claims = [t(10, 500), t(10, 900), t(11, 2), t(12, 3)];
+        let ticks = fired("* * * * * *", t(0, 0), &claims);
+        assert_eq!(ticks, vec![t(10, 0), t(11, 0), t(12, 0)]);
+        let every_missed_tick: Vec<_> = (0..=12).map(|s| t(s, 0)).collect();
+        let skip_to_next: Vec<_> = vec![t(11, 0), t(12, 0)];
+        assert_ne!(ticks, every_missed_tick);
+        assert_ne!(ticks, skip_to_next);
+    }
+
+    #[test]
+    fn a_reaper_late_by_less_than_one_period_fires_every_tick() {
+        let claims = [t(0, 900), t(1, 950), t(2, 0), t(3, 999)];
+        assert_eq!(
+            fired("* * * * * *", t(0, 0), &claims),
+            vec![t(0, 0), t(1, 0), t(2, 0), t(3, 0)]
+        );
+    }
+
+    #[test]
+    fn a_daily_cron_down_for_five_days_fires_once_for_today() {
+        // Due at midnight on day 0; the reapers are back on day 5 at 13:00.
+        let day = |d: i64| t(d * 86_400, 0);
+        let claims = [day(5) + chrono::Duration::hours(13), day(6)];
+        assert_eq!(fired("0 0 * * *", day(0), &claims), vec![day(5), day(6)]);
+    }
+
+    #[test]
+    fn an_outage_longer_than_the_catch_up_bound_still_fires_once_and_resumes_from_the_clock() {
+        // Two days of a per-second cron: more ticks than `catch_up` steps over.
+        let now = t(2 * 86_400, 250);
+        let mut c = cron("* * * * * *", t(0, 0));
+        let next = catch_up(&mut c, now);
+        assert!(c.tick <= now, "it fires a tick that has passed: {}", c.tick);
+        assert_eq!(next, t(2 * 86_400 + 1, 0), "the next tick is the clock's");
+    }
+}
