@@ -72,6 +72,18 @@ ensure_ts_sdk() {
   npm_pinned "$TS_DIR" "TypeScript SDK"
 }
 
+# The examples' own dependencies (the orchestrator examples store their totals with
+# psycopg / pg), for the test that runs them.
+ensure_examples() {
+  if ! "$VENV/bin/python" -c 'import psycopg' 2>/dev/null; then
+    say "installing examples/python/requirements.txt into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r examples/python/requirements.txt ||
+      die "pip install -r examples/python/requirements.txt failed"
+  fi
+  ok "Python examples' packages in $VENV"
+  npm_pinned examples/typescript "TypeScript examples' packages"
+}
+
 # The dashboard's browser test drives Debian's chromium with playwright-core, pinned in
 # tests/browser's lockfile.
 ensure_browser() {
@@ -98,6 +110,7 @@ main() {
   say "SDKs for the conformance tests"
   ensure_python_sdk
   ensure_ts_sdk
+  ensure_examples
   ensure_browser
   export ADZE_TEST_PYTHON="$VENV/bin/python"
   export ADZE_TEST_TS_DIR="$TS_DIR"

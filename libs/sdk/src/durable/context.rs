@@ -244,6 +244,29 @@ impl DurableContext {
         self.wait_for([Condition::sleep(duration)]).await.map(drop)
     }
 
+    /// Sleeps until `wake_at` (a [`SystemTime`], or anything that becomes one, such as a
+    /// `chrono::DateTime<Utc>`). The current time is taken once, as by [`now`](Self::now),
+    /// and the sleep lasts from it to `wake_at`; on replay both come back from the log, so
+    /// the call is the same one and a sleep already over returns at once. A time already
+    /// past returns at once (after that first call). As with the official SDKs, the
+    /// engine counts the sleep from when it registers it, a moment after the time taken.
+    ///
+    /// ```no_run
+    /// # use adze_sdk::{DurableContext, TaskError};
+    /// # use std::time::SystemTime;
+    /// # async fn f(ctx: DurableContext, deadline: SystemTime) -> Result<(), TaskError> {
+    /// ctx.sleep_until(deadline).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn sleep_until(&self, wake_at: impl Into<SystemTime>) -> Result<(), SdkError> {
+        let wake_at = wake_at.into();
+        let now = self.now().await?;
+        match wake_at.duration_since(now) {
+            Ok(left) if !left.is_zero() => self.sleep(left).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Waits for an event pushed with `key` from now on whose payload meets
     /// `expression` (CEL over `input`, the payload; `""` takes any), and returns the
     /// payload decoded as `T`.

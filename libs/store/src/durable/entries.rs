@@ -258,6 +258,111 @@ pub async fn complete_memo(
     Ok(done.rows_affected() > 0)
 }
 
+/// Why a memo's value (`complete_memo`) is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoRefusal {
+    /// The task takes no call of this invocation (unknown, stale, not running).
+    Call(Refusal),
+    /// The log has no entry there.
+    NoEntry,
+    /// The entry there is not a memo: the call it recorded.
+    NotMemo(Call),
+    /// The invocation has not made its memo call there.
+    NotReached {
+        /// The last node the invocation reached.
+        latest_node: i64,
+    },
+}
+
+/// Stores the value invocation `invocation` computed for its memo at `at`
+/// (`complete_memo`), the log locked: the task must be running as that invocation (a
+/// stale one stores nothing), and the entry at `at` must be a memo the invocation has
+/// reached. `Ok(false)` when the memo has its value already (it keeps it). A refused
+/// value changes nothing.
+pub async fn complete_memo_of(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    invocation: i32,
+    at: Position,
+    value: &[u8],
+) -> Result<std::result::Result<bool, MemoRefusal>> {
+    let task = match callable(conn, tenant_id, task_id, invocation).await? {
+        Ok(task) => task,
+        Err(refusal) => return Ok(Err(MemoRefusal::Call(refusal))),
+    };
+    // Locked, not created: a task that has no log has no memo.
+    let Some(counters) = sqlx::query(
+        "SELECT invocation, latest_node, branch FROM durable_logs
+         WHERE tenant_id = $1 AND task_id = $2 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(counters_of)
+    .transpose()?
+    else {
+        return Ok(Err(MemoRefusal::NoEntry));
+    };
+    let log = as_seen_by(
+        conn,
+        (tenant_id, task_id, task.run_id),
+        invocation,
+        counters,
+    )
+    .await?;
+    let Some(entry) = entry_at(conn, &log, at).await? else {
+        return Ok(Err(MemoRefusal::NoEntry));
+    };
+    if entry.call.kind != EntryKind::Memo {
+        return Ok(Err(MemoRefusal::NotMemo(entry.call)));
+    }
+    if !log.reached(at) {
+        return Ok(Err(MemoRefusal::NotReached {
+            latest_node: log.latest_node,
+        }));
+    }
+    complete_memo(conn, tenant_id, task_id, at, value)
+        .await
+        .map(Ok)
+}
+
+/// Of `positions` in the log of the tenant's task, those where it has no entry.
+pub async fn missing(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    positions: &[Position],
+) -> Result<Vec<Position>> {
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        r#"SELECT p.branch, p.node
+           FROM UNNEST($3::bigint[], $4::bigint[]) AS p(branch, node)
+           WHERE NOT EXISTS (SELECT 1 FROM durable_entries e
+                             WHERE e.tenant_id = $1 AND e.task_id = $2
+                               AND e.branch = p.branch AND e.node = p.node)
+           ORDER BY p.branch, p.node"#,
+    )
+    .bind(tenant_id)
+    .bind(task_id)
+    .bind(positions.iter().map(|p| p.branch).collect::<Vec<_>>())
+    .bind(positions.iter().map(|p| p.node).collect::<Vec<_>>())
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Position {
+                branch: r.try_get("branch")?,
+                node: r.try_get("node")?,
+            })
+        })
+        .collect()
+}
+
 /// An entry as a log listing shows it.
 #[derive(Debug, Clone)]
 pub struct Listed {

@@ -228,16 +228,14 @@ async fn branches(conn: &mut PgConnection, tenant_id: Uuid, task_id: Uuid) -> Re
         .collect()
 }
 
-/// Opens the log of `task_id` for a call of `invocation`, locked until `conn`'s
-/// transaction ends: the task must be a durable task of the tenant, running (or
-/// assigned) as that invocation. The first call of an invocation starts its nodes
-/// from 1 again (it replays the log).
-pub async fn open(
+/// The task a call of `invocation` comes from, if it may change the task's log: a
+/// durable task of the tenant, running (or assigned) as that invocation.
+async fn callable(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     task_id: Uuid,
     invocation: i32,
-) -> Result<std::result::Result<Log, Refusal>> {
+) -> Result<std::result::Result<TaskRow, Refusal>> {
     let Some(task) = task_row(conn, tenant_id, task_id).await? else {
         return Ok(Err(Refusal::NoTask));
     };
@@ -251,6 +249,23 @@ pub async fn open(
     if !task.status.holds_slot() {
         return Ok(Err(Refusal::NotRunning(task.status)));
     }
+    Ok(Ok(task))
+}
+
+/// Opens the log of `task_id` for a call of `invocation`, locked until `conn`'s
+/// transaction ends: the task must be a durable task of the tenant, running (or
+/// assigned) as that invocation. The first call of an invocation starts its nodes
+/// from 1 again (it replays the log).
+pub async fn open(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    invocation: i32,
+) -> Result<std::result::Result<Log, Refusal>> {
+    let task = match callable(conn, tenant_id, task_id, invocation).await? {
+        Ok(task) => task,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let counters = lock(conn, tenant_id, task_id, invocation).await?;
     Ok(Ok(as_seen_by(
         conn,

@@ -63,29 +63,78 @@ impl Session {
         self.answer(&task, id, told).await;
     }
 
+    /// Stores a memo's value. No answer when it is stored (or the memo had one); a stale
+    /// invocation's value is refused as its other calls are (`server_evict`), and a value
+    /// for an entry that is not a memo this invocation made is an `error` naming it.
+    /// A refused value changes nothing.
     pub(super) async fn complete_memo(&self, c: DurableTaskCompleteMemoRequest) {
-        let Some(r) = c.r#ref else { return };
-        let Ok(id) = Uuid::parse_str(&r.durable_task_external_id) else {
+        let Some(r) = c.r#ref else {
+            let nobody = TaskRef {
+                text: String::new(),
+                invocation: 0,
+            };
+            self.error(
+                &nobody,
+                None,
+                false,
+                "complete_memo has no ref: name the memo entry (task, invocation, branch, node) \
+                 its memo call was acknowledged with"
+                    .into(),
+            )
+            .await;
+            return;
+        };
+        let task = TaskRef {
+            text: r.durable_task_external_id,
+            invocation: r.invocation_count,
+        };
+        let Some(id) = self.task(&task).await else {
             return;
         };
         let at = Position {
             branch: r.branch_id,
             node: r.node_id,
         };
-        let (tenant, invocation) = (self.tenant, r.invocation_count);
+        let (tenant, invocation) = (self.tenant, task.invocation);
         let value = c.payload;
         let stored = self
             .writer
             .write((tenant, id), move |conn| {
                 Box::pin(async move {
-                    let stored = log::complete_memo(conn, tenant, id, at, &value).await?;
-                    Ok(stored.then_some(value))
+                    Ok(
+                        log::complete_memo_of(conn, tenant, id, invocation, at, &value)
+                            .await?
+                            .map(|stored| stored.then_some(value)),
+                    )
                 })
             })
             .await;
         match stored {
-            Ok(Some(value)) => self.hand_memo(id, invocation, at, value).await,
-            Ok(None) => {}
+            Ok(Ok(Some(value))) => self.hand_memo(id, invocation, at, value).await,
+            Ok(Ok(None)) => {}
+            Ok(Err(refusal)) => {
+                let node = format!(
+                    "complete_memo names node {} of branch {} of task {}",
+                    at.node, at.branch, task.text
+                );
+                let why = match refusal {
+                    // Stale or not running: refused as its other calls are.
+                    MemoRefusal::Call(refusal) => {
+                        self.send(refused(&task, refusal)).await;
+                        return;
+                    }
+                    MemoRefusal::NoEntry => "which its log does not have".to_string(),
+                    MemoRefusal::NotMemo(call) => {
+                        format!("which is a {} entry ({}), not a memo", call.kind, call.what)
+                    }
+                    MemoRefusal::NotReached { latest_node } => format!(
+                        "which invocation {invocation} has not reached (its last node is \
+                         {latest_node}); send the value after the memo call's ack, with its ref"
+                    ),
+                };
+                self.error(&task, Some(at), false, format!("{node}, {why}"))
+                    .await;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot store a memo's value; the task computes it again on replay")
             }

@@ -24,7 +24,7 @@ use adze_proto::v1::durable_task_request::Message as In;
 use adze_proto::v1::durable_task_response::Message as Out;
 use adze_proto::v1::v1_dispatcher_server::V1Dispatcher;
 use adze_proto::v1::*;
-use adze_store::durable::{self as log, Log, NewEntry, Refusal};
+use adze_store::durable::{self as log, Log, MemoRefusal, NewEntry, Refusal};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -341,31 +341,54 @@ impl Session {
         .await;
     }
 
+    /// Answers a worker's list of what its invocations wait for: a stale invocation is
+    /// told so (`server_evict`, once per stream); an entry the task's log does not have,
+    /// or a task there is not, is an `error` naming it; the current invocation is handed
+    /// what it may be handed now.
     async fn worker_status(&self, s: DurableTaskWorkerStatusRequest) {
-        let mut tasks: Vec<(Uuid, TaskRef)> = Vec::new();
+        // Per (task, invocation): the entries listed.
+        let mut tasks: Vec<(Uuid, TaskRef, Vec<Position>)> = Vec::new();
         for w in &s.waiting_entries {
             let Ok(id) = Uuid::parse_str(&w.durable_task_external_id) else {
                 continue;
             };
-            let r = TaskRef {
-                text: w.durable_task_external_id.clone(),
-                invocation: w.invocation_count,
+            let at = Position {
+                branch: w.branch_id,
+                node: w.node_id,
             };
-            if !tasks
-                .iter()
-                .any(|(t, x)| *t == id && x.invocation == r.invocation)
+            match tasks
+                .iter_mut()
+                .find(|(t, x, _)| *t == id && x.invocation == w.invocation_count)
             {
-                tasks.push((id, r));
+                Some((_, _, listed)) => {
+                    if !listed.contains(&at) {
+                        listed.push(at);
+                    }
+                }
+                None => tasks.push((
+                    id,
+                    TaskRef {
+                        text: w.durable_task_external_id.clone(),
+                        invocation: w.invocation_count,
+                    },
+                    vec![at],
+                )),
             }
         }
         let mut seen: HashSet<Uuid> = HashSet::new();
-        for (id, r) in tasks {
-            let current = log::current_invocation(&self.deps.pool, self.tenant, id)
-                .await
-                .ok()
-                .flatten()
-                .map(|(i, _)| i);
+        for (id, r, listed) in tasks {
+            let current = match log::current_invocation(&self.deps.pool, self.tenant, id).await {
+                Ok(current) => current.map(|(i, _)| i),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read a durable task's invocation");
+                    continue;
+                }
+            };
             match current {
+                None => {
+                    self.error(&r, None, false, format!("task {} not found", r.text))
+                        .await;
+                }
                 Some(c) if c > r.invocation => {
                     let first = self
                         .told_stale
@@ -388,12 +411,40 @@ impl Session {
                         .await;
                     }
                 }
-                _ => {
+                Some(c) => {
+                    if c == r.invocation {
+                        self.unknown_entries(id, &r, &listed).await;
+                    }
                     if seen.insert(id) {
                         self.hand(id).await;
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the invocation `r` which of the entries `listed` it waits for the task's
+    /// log does not have: nothing will ever complete them.
+    async fn unknown_entries(&self, id: Uuid, r: &TaskRef, listed: &[Position]) {
+        let missing = match log::missing(&self.deps.pool, self.tenant, id, listed).await {
+            Ok(missing) => missing,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot check the entries a worker waits for");
+                return;
+            }
+        };
+        for at in missing {
+            self.error(
+                r,
+                Some(at),
+                false,
+                format!(
+                    "worker_status names node {} of branch {} of task {}, which its log does \
+                     not have: nothing will complete it",
+                    at.node, at.branch, r.text
+                ),
+            )
+            .await;
         }
     }
 
