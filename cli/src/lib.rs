@@ -7,6 +7,7 @@ pub mod completions;
 pub mod conn;
 pub mod devfile;
 pub mod fleet;
+pub mod health;
 pub mod output;
 pub mod profile;
 pub mod runs;

@@ -4,7 +4,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use adze_cli::{admin, client, completions, fleet, profile, runs, server, trigger, worker_dev};
+use adze_cli::{
+    admin, client, completions, fleet, health, profile, runs, server, trigger, worker_dev,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,8 @@ enum Command {
     /// Local development helpers (`adze dev certs`).
     #[command(subcommand)]
     Dev(adze_cli::certs::DevCmd),
+    /// Ask a service's /healthz or /readyz; exit 0 when it answers 2xx (health checks).
+    Health(health::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A probe runs every few seconds in a container: no telemetry to set up and flush.
+    if let Command::Health(args) = cli.command {
+        return match rt.block_on(health::probe(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("adze: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Inside the runtime: a gRPC span exporter's channel is a Tokio one.
     let telemetry = match rt.block_on(async { adze_telemetry::try_init("adze") }) {
         Ok(t) => t,
@@ -100,6 +114,7 @@ fn main() -> ExitCode {
             Command::Profile(cmd) => profile::run(cmd),
             Command::Worker(cmd) => worker_dev::run(cmd).await,
             Command::Dev(cmd) => adze_cli::certs::dev(cmd),
+            Command::Health(args) => health::probe(args).await,
         }
     });
     telemetry.shutdown();

@@ -108,6 +108,9 @@ pub enum SchedulerEvent {
         task_ids: Vec<Uuid>,
         /// Why, for the tasks' error text.
         reason: String,
+        /// Who decided it (a metric label; absent from older senders: a user).
+        #[serde(default)]
+        cause: CancelCause,
     },
     /// Skip these queued tasks of the tenant (the scheduler's conditions stage): they
     /// succeed without running, with the output `{"skipped": true}`.
@@ -163,6 +166,31 @@ impl SchedulerEvent {
             Self::TaskEvicted { .. } => "task_evicted",
             Self::RestoreTasks { .. } => "restore_tasks",
             Self::Reports { .. } => "reports",
+        }
+    }
+}
+
+/// Who cancelled tasks ([`SchedulerEvent::CancelTasks`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelCause {
+    /// A request to cancel them or their runs (REST, gRPC, the CLI, a task's own
+    /// `ctx.cancel()`); the runs their tasks spawned go with them.
+    #[default]
+    User,
+    /// A concurrency strategy (CANCEL_IN_PROGRESS, CANCEL_NEWEST).
+    Concurrency,
+    /// A task's `cancel_if` condition.
+    Condition,
+}
+
+impl CancelCause {
+    /// Its name, as a metric label and a span attribute read it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Concurrency => "concurrency",
+            Self::Condition => "condition",
         }
     }
 }

@@ -171,6 +171,7 @@ fn to_applied(
                 durable: r.try_get("durable")?,
                 stop: None,
                 retry_at: None,
+                cancelled_downstream: 0,
             })
         })
         .collect()

@@ -58,6 +58,9 @@ pub struct Applied {
     /// When a task queued again after a backoff may start (about: read from this
     /// process's clock), for waking the reaper.
     pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Tasks downstream of this one in its DAG that this transition cancelled (it
+    /// failed for good or was cancelled, so they will not run).
+    pub cancelled_downstream: u64,
 }
 
 /// An attempt a worker is running that must be stopped (`CANCEL_STEP_RUN`).
@@ -188,6 +191,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         .execute(&mut *conn)
         .await?;
     }
+    let mut cancelled_downstream = 0;
     match to {
         TaskStatus::Succeeded if ev.event == TaskEvent::Skip => {
             release_children(conn, ev.tenant_id, run_id, &readable_id).await?;
@@ -197,7 +201,8 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         }
         TaskStatus::Succeeded => release_children(conn, ev.tenant_id, run_id, &readable_id).await?,
         TaskStatus::Failed | TaskStatus::Cancelled => {
-            cancel_descendants(conn, ev.tenant_id, run_id, &readable_id, to).await?
+            cancelled_downstream =
+                cancel_descendants(conn, ev.tenant_id, run_id, &readable_id, to).await?;
         }
         _ => {}
     }
@@ -214,6 +219,7 @@ pub async fn apply_event(conn: &mut PgConnection, ev: &TaskEventRow) -> Result<O
         stop,
         retry_at: (to == TaskStatus::Queued && delay_ms > 0)
             .then(|| chrono::Utc::now() + chrono::Duration::milliseconds(delay_ms)),
+        cancelled_downstream,
     }))
 }
 
@@ -302,14 +308,14 @@ async fn release_children(
 }
 
 /// Cancels every pending task downstream of a task that failed for good or was
-/// cancelled (`how`).
+/// cancelled (`how`); returns how many.
 async fn cancel_descendants(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     run_id: Uuid,
     ended: &str,
     how: TaskStatus,
-) -> Result<()> {
+) -> Result<u64> {
     static CANCEL: Sql = Sql::new(
         r#"UPDATE tasks SET status = {cancelled}, finished_at = now(), wait_reason = NULL,
              error = 'not run: upstream task "' || $3 || '" ' || $5
@@ -320,7 +326,7 @@ async fn cancel_descendants(
     } else {
         "failed"
     };
-    sqlx::query(CANCEL.text())
+    let done = sqlx::query(CANCEL.text())
         .bind(tenant_id)
         .bind(run_id)
         .bind(ended)
@@ -328,7 +334,7 @@ async fn cancel_descendants(
         .bind(why)
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 /// The live attempts held by a worker, as `WorkerLost` events to apply.

@@ -1,8 +1,8 @@
 //! The dispatcher's metrics: actions handed to workers, how long a start waited from
 //! its queueing to its hand-over, how long an attempt ran from its hand-over to its
 //! worker's report, and, read at each scrape, the slots of the workers connected to
-//! this dispatcher (each dispatcher reports its own, so a sum over dispatchers counts
-//! every worker once).
+//! this dispatcher, per worker and per action (each dispatcher reports its own, so a
+//! sum over dispatchers counts every worker once).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -81,8 +81,9 @@ fn set_slots((name, id): &Series, kind: &'static str, used: f64, free: f64) {
 pub(crate) fn watch(pool: &PgPool, dispatcher: &str) {
     let (pool, dispatcher) = (pool.clone(), dispatcher.to_owned());
     let seen: Arc<Mutex<HashSet<Series>>> = Arc::default();
+    let (p, d) = (pool.clone(), dispatcher.clone());
     adze_runtime::ops::collector("dispatcher workers", move || {
-        let (pool, dispatcher, seen) = (pool.clone(), dispatcher.clone(), seen.clone());
+        let (pool, dispatcher, seen) = (p.clone(), d.clone(), seen.clone());
         Box::pin(async move {
             let rows = sqlx::query(
                 r#"SELECT w.id::text AS id, w.name, w.slots, w.durable_slots,
@@ -128,6 +129,62 @@ pub(crate) fn watch(pool: &PgPool, dispatcher: &str) {
             for gone in seen.difference(&now) {
                 set_slots(gone, "default", 0.0, 0.0);
                 set_slots(gone, "durable", 0.0, 0.0);
+            }
+            *seen = now;
+        })
+    });
+    watch_actions(pool, dispatcher);
+}
+
+/// Registers the scrape-time read of the slots this dispatcher's workers hold per
+/// action: `adze_worker_slots_used{worker, action}` (a pair that held none since the
+/// last scrape reads 0).
+///
+/// Labelled by the worker's name, not its id: the name is what a deployment gives its
+/// worker processes and stays across their restarts and replicas, while each
+/// connection is a new id, so by id the series would grow with every restart; by name
+/// they are bounded by the code deployed (names × the actions they serve), never by
+/// traffic. Replicas of one name on this dispatcher sum. Only the used count is per
+/// action: a worker's slots are shared by all its actions, so what is free is the
+/// worker's (`adze_worker_slots{state="free"}`), not an action's.
+fn watch_actions(pool: PgPool, dispatcher: String) {
+    let seen: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+    adze_runtime::ops::collector("dispatcher actions", move || {
+        let (pool, dispatcher, seen) = (pool.clone(), dispatcher.clone(), seen.clone());
+        Box::pin(async move {
+            // The statuses written out, as the partial index `tasks_on_worker` says them
+            // (a bound list would not match its predicate under generic plans).
+            let rows = sqlx::query(
+                r#"SELECT w.name, t.action_id AS action, count(*) AS used
+                   FROM workers w
+                   JOIN tasks t ON t.tenant_id = w.tenant_id AND t.worker_id = w.id
+                   WHERE w.dispatcher_id = $1 AND w.status <> 'inactive'
+                     AND t.status IN ('assigned', 'running') AND NOT t.slot_released
+                   GROUP BY 1, 2"#,
+            )
+            .bind(&dispatcher)
+            .fetch_all(&pool)
+            .await;
+            let Ok(rows) = rows else {
+                return;
+            };
+            let mut now = HashSet::new();
+            for r in rows {
+                let (Ok(name), Ok(action), Ok(used)) = (
+                    r.try_get::<String, _>("name"),
+                    r.try_get::<String, _>("action"),
+                    r.try_get::<i64, _>("used"),
+                ) else {
+                    continue;
+                };
+                metrics::gauge!("adze_worker_slots_used", "worker" => name.clone(), "action" => action.clone())
+                    .set(used as f64);
+                now.insert((name, action));
+            }
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, action) in seen.difference(&now) {
+                metrics::gauge!("adze_worker_slots_used", "worker" => name.clone(), "action" => action.clone())
+                    .set(0.0);
             }
             *seen = now;
         })

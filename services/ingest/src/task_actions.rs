@@ -7,13 +7,14 @@
 //! with everything downstream of them.
 
 use adze_bus::Envelope;
-use adze_bus::messages::SchedulerEvent;
+use adze_bus::messages::{CancelCause, SchedulerEvent};
 use adze_store::selection::{self, RunFilter};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Deps;
@@ -27,31 +28,46 @@ const CHUNK: usize = 1_000;
 /// The error text of a task cancelled on request.
 pub(crate) const CANCELLED_BY_REQUEST: &str = "cancelled: by a request to cancel it or its run";
 
-#[derive(Debug, Deserialize)]
+/// What to cancel or replay (`V1CancelTaskRequest`, `V1ReplayTaskRequest`): ids, or a
+/// filter, not both.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = V1TaskRequest)]
 pub(crate) struct TasksRequest {
+    /// Task or run ids (a run's id names all of its tasks).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Uuid>>)]
     external_ids: Option<Vec<String>>,
     #[serde(default)]
     filter: Option<TaskFilter>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The runs a cancel or replay names by filter (`V1TaskFilter`); empty lists mean no
+/// constraint.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = V1TaskFilter)]
 pub(crate) struct TaskFilter {
+    /// Runs created at or after.
     since: DateTime<Utc>,
+    /// Runs created at or before.
     #[serde(default)]
     until: Option<DateTime<Utc>>,
+    /// Any of these (all when absent).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::rest_runs::V1TaskStatus>>)]
     statuses: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Uuid>>)]
     workflow_ids: Option<Vec<String>>,
+    /// `key:value` pairs; a run matches if any pair does.
     #[serde(default)]
     additional_metadata: Option<Vec<String>>,
 }
 
 /// `V1CancelledTasks` / `V1ReplayedTasks`: the ids a request named.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = V1NamedTasks)]
 pub(crate) struct NamedTasks {
     ids: Vec<Uuid>,
 }
@@ -159,6 +175,20 @@ async fn queue(
     Ok(())
 }
 
+/// `POST /api/v1/stable/tenants/{tenant}/tasks/cancel` (`runs.cancel`, `bulk_cancel`,
+/// `ctx.cancel()`): cancels the unfinished tasks named.
+#[utoipa::path(
+    post,
+    path = "/api/v1/stable/tenants/{tenant}/tasks/cancel",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant")),
+    request_body = TasksRequest,
+    responses(
+        (status = 200, body = NamedTasks, description = "Queued: the ids named (by id or by the filter)"),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 503, body = crate::rest::ApiErrors),
+    )
+)]
 pub(crate) async fn cancel(
     State(deps): State<Deps>,
     Path(tenant): Path<String>,
@@ -175,6 +205,7 @@ pub(crate) async fn cancel(
         .map(|chunk| SchedulerEvent::CancelTasks {
             task_ids: chunk.to_vec(),
             reason: CANCELLED_BY_REQUEST.to_string(),
+            cause: CancelCause::User,
         })
         .collect();
     queue(&deps, tenant, events, "cancellation").await?;
@@ -184,6 +215,20 @@ pub(crate) async fn cancel(
     Ok(Json(NamedTasks { ids: named }))
 }
 
+/// `POST /api/v1/stable/tenants/{tenant}/tasks/replay` (`runs.replay`, `bulk_replay`):
+/// runs the finished tasks named again, with everything downstream of them.
+#[utoipa::path(
+    post,
+    path = "/api/v1/stable/tenants/{tenant}/tasks/replay",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant")),
+    request_body = TasksRequest,
+    responses(
+        (status = 200, body = NamedTasks, description = "Queued: the ids named (by id or by the filter)"),
+        (status = 400, body = crate::rest::ApiErrors, description = "Among others: a task named has not finished"),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 503, body = crate::rest::ApiErrors),
+    )
+)]
 pub(crate) async fn replay(
     State(deps): State<Deps>,
     Path(tenant): Path<String>,

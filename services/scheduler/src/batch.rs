@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use adze_bus::messages::{
-    ActionBatch, ActionKind, ActionMessage, RunFinished, RunsFinished, SchedulerEvent,
+    ActionBatch, ActionKind, ActionMessage, CancelCause, RunFinished, RunsFinished, SchedulerEvent,
 };
 use adze_bus::{Envelope, decode};
 use adze_core::{TaskEvent, TaskStatus};
@@ -77,6 +77,20 @@ pub(crate) struct Orders {
     retry_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Tasks the concurrency stage cancelled: sent to the scheduler's own events.
     cancels: Vec<CancelOrder>,
+    /// Tasks the batch cancelled, for their spans (only while spans are exported).
+    cancelled: Vec<Cancellation>,
+}
+
+/// A task a committed batch cancelled on a [`SchedulerEvent::CancelTasks`].
+pub(crate) struct Cancellation {
+    pub(crate) tenant_id: Uuid,
+    pub(crate) task_id: Uuid,
+    /// Who asked.
+    pub(crate) cause: CancelCause,
+    /// When it was asked for (the event's time).
+    pub(crate) asked: chrono::DateTime<chrono::Utc>,
+    /// When the batch that applied it committed.
+    pub(crate) done: std::time::SystemTime,
 }
 
 /// A batch's finished runs and the messages to acknowledge after them.
@@ -235,6 +249,7 @@ impl Processor {
             && orders.stops.is_empty()
             && orders.retry_at.is_none()
             && orders.cancels.is_empty()
+            && orders.cancelled.is_empty()
         {
             !self.assigner.is_closed()
         } else {
@@ -341,6 +356,8 @@ impl Processor {
             };
         tx.commit().await?;
         self.slots = Some((book, loaded_at));
+        let cancelled = cancellations(events, &applied);
+        crate::metrics::cancelled(&cancelled, &applied);
         let retry_at = applied.iter().filter_map(|a| a.retry_at).min();
         let stops = applied.into_iter().filter(|a| a.stop.is_some()).collect();
         Ok(Outcome {
@@ -349,6 +366,11 @@ impl Processor {
                 stops,
                 retry_at,
                 cancels,
+                cancelled: if adze_telemetry::spans::enabled() {
+                    cancelled
+                } else {
+                    Vec::new()
+                },
             },
             finished,
             woken,
@@ -566,7 +588,9 @@ impl Processor {
                 tracing::info!(tasks = rows.len(), runs = runs.len(), "replaying");
                 rows
             }
-            SchedulerEvent::CancelTasks { task_ids, reason } => task_ids
+            SchedulerEvent::CancelTasks {
+                task_ids, reason, ..
+            } => task_ids
                 .iter()
                 .map(|task_id| TaskEventRow {
                     error: Some(reason.clone()),
@@ -630,6 +654,47 @@ async fn children_ended(
         .map(|f| (f.tenant_id, f.run_id))
         .collect();
     adze_store::durable::children_ended(conn, &runs).await
+}
+
+/// The tasks among `applied` that the batch's [`SchedulerEvent::CancelTasks`] cancelled
+/// (the only events that cancel a task; its DAG descendants cancelled with it are
+/// counted in [`scheduling::Applied::cancelled_downstream`]).
+fn cancellations(
+    events: &[Envelope<SchedulerEvent>],
+    applied: &[scheduling::Applied],
+) -> Vec<Cancellation> {
+    if !applied.iter().any(|a| a.to == TaskStatus::Cancelled) {
+        return Vec::new();
+    }
+    let mut asked = HashMap::new();
+    for e in events {
+        if let SchedulerEvent::CancelTasks {
+            task_ids, cause, ..
+        } = &e.body
+        {
+            for t in task_ids {
+                asked.entry((e.tenant_id, *t)).or_insert((*cause, e.at));
+            }
+        }
+    }
+    let done = std::time::SystemTime::now();
+    applied
+        .iter()
+        .filter(|a| a.to == TaskStatus::Cancelled)
+        .map(|a| {
+            let (cause, at) = asked
+                .get(&(a.tenant_id, a.task_id))
+                .copied()
+                .unwrap_or((CancelCause::User, chrono::Utc::now()));
+            Cancellation {
+                tenant_id: a.tenant_id,
+                task_id: a.task_id,
+                cause,
+                asked: at,
+                done,
+            }
+        })
+        .collect()
 }
 
 /// Whether `event` implies no task transition, only an admission pass.
@@ -790,6 +855,7 @@ impl Announcer {
                 me.announce_cancels(orders.cancels).await;
                 me.flush().await;
                 hints.offer(deadline).await;
+                crate::trace::cancelled(&me.deps.pool, orders.cancelled).await;
             }
             Ok(())
         });
@@ -901,11 +967,12 @@ impl Announcer {
         for order in cancels {
             for ids in order.ids.chunks(1_000) {
                 let (event, id) = match order.ending {
-                    Ending::Cancel => {
-                        tracing::info!(tasks = ids.len(), reason = %order.reason, "cancelling tasks admission ended");
+                    Ending::Cancel(cause) => {
+                        tracing::info!(tasks = ids.len(), reason = %order.reason, cause = cause.as_str(), "cancelling tasks admission ended");
                         let event = SchedulerEvent::CancelTasks {
                             task_ids: ids.to_vec(),
                             reason: order.reason.clone(),
+                            cause,
                         };
                         (event, format!("concurrency-cancel:{}", ids[0]))
                     }

@@ -10,7 +10,10 @@ use adze_bus::Bus;
 use adze_bus::envelope::Envelope;
 use adze_bus::messages::SchedulerEvent;
 use adze_store::admission::Assignment;
+use adze_store::scheduling::Applied;
 use sqlx::{PgPool, Row as _};
+
+use crate::batch::Cancellation;
 
 /// Counts a committed batch: its events by kind, its size and its transaction's time.
 pub(crate) fn batch(events: &[Envelope<SchedulerEvent>], took: Duration) {
@@ -43,6 +46,27 @@ pub(crate) fn assigned(assignments: &[Assignment], at: SystemTime) {
     for a in assignments {
         let queued: SystemTime = a.queued_at.into();
         waited.record(at.duration_since(queued).unwrap_or_default().as_secs_f64());
+    }
+}
+
+/// Counts the tasks a committed batch cancelled, by who decided it
+/// (`adze_tasks_cancelled_total{cause}`: `user`, `concurrency`, `condition`), and the
+/// tasks that will not run because a task upstream of them in their DAG failed for good
+/// or was cancelled (`parent`). A run cancelled whole is its tasks cancelled one by one:
+/// those downstream of one already cancelled count under `parent`; the runs a cancelled
+/// task spawned are named by the same request and count under its cause. Timeouts are
+/// `adze_timeouts_total`: a task that ran out of time fails, it is not cancelled.
+pub(crate) fn cancelled(cancellations: &[Cancellation], applied: &[Applied]) {
+    let mut by_cause: HashMap<&'static str, u64> = HashMap::new();
+    for c in cancellations {
+        *by_cause.entry(c.cause.as_str()).or_default() += 1;
+    }
+    let downstream: u64 = applied.iter().map(|a| a.cancelled_downstream).sum();
+    if downstream > 0 {
+        by_cause.insert("parent", downstream);
+    }
+    for (cause, n) in by_cause {
+        metrics::counter!("adze_tasks_cancelled_total", "cause" => cause).increment(n);
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use adze_bus::messages::CancelCause;
 use adze_core::WaitReason;
 use adze_store::admission::Candidate;
 use futures::future::BoxFuture;
@@ -45,8 +46,8 @@ pub struct CancelOrder {
 /// How a stage ends the tasks of a [`CancelOrder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ending {
-    /// Cancelled (a concurrency strategy, a `cancel_if`).
-    Cancel,
+    /// Cancelled (a concurrency strategy, a `cancel_if`), for `cause`.
+    Cancel(CancelCause),
     /// Skipped (a `skip_if`): they succeed without running; only queued tasks.
     Skip,
 }

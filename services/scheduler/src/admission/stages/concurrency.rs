@@ -397,7 +397,9 @@ impl Concurrency {
         verdict.cancels = orders
             .into_iter()
             .map(|((tenant_id, reason), ids)| CancelOrder {
-                ending: crate::admission::Ending::Cancel,
+                ending: crate::admission::Ending::Cancel(
+                    adze_bus::messages::CancelCause::Concurrency,
+                ),
                 tenant_id,
                 ids,
                 reason,

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use adze_bus::messages::CancelCause;
 use adze_core::WaitReason;
 use adze_core::conditions::{Decision, Facts, decide};
 use adze_expr::{CONDITION_VARIABLES, Cache, Vars};
@@ -129,7 +130,7 @@ impl Stage for Conditions {
                             .push(c.id);
                     }
                     Decision::Cancel(why) => {
-                        ends.entry((c.tenant_id, Ending::Cancel, why))
+                        ends.entry((c.tenant_id, Ending::Cancel(CancelCause::Condition), why))
                             .or_default()
                             .push(c.id);
                     }
