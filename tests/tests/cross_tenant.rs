@@ -20,7 +20,9 @@
 //! protobuf descriptors (`adze_proto::FILE_DESCRIPTOR_SET`), the REST routes from the
 //! `.route(` calls in ingest's source together with the OpenAPI document. Each has a case
 //! in a kept list (`grpc::CASES`, `rest::routes()`); a served endpoint without a case,
-//! or a case for an endpoint no longer served, fails `every_served_endpoint_has_a_case`.
+//! or a case for an endpoint no longer served, fails `every_served_endpoint_has_a_case`;
+//! a REST route missing from the OpenAPI document fails
+//! `every_served_rest_route_is_in_the_openapi_document`.
 
 #[path = "cross_tenant/fixture.rs"]
 mod fixture;
@@ -281,6 +283,54 @@ async fn every_served_endpoint_has_a_case() {
     assert!(
         problems.is_empty(),
         "the kept endpoint lists are out of date:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Every REST route ingest serves under `/api/` (the routes in its source, as the kept
+/// list is checked against) is in the OpenAPI document with its method, and the
+/// document names no route that is not served. (`/` and `/ui/…` are the dashboard's page
+/// and assets, not the API.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_served_rest_route_is_in_the_openapi_document() {
+    let env = TestEnv::start_roles(&["ingest"]).await;
+    let doc = rest::openapi_document(&env).await;
+    env.stop().await;
+    let source = rest::source_routes();
+    assert!(
+        source.problems.is_empty(),
+        "the routes in the source cannot all be read:\n{}",
+        source.problems.join("\n")
+    );
+    let api: Vec<(&String, &String)> = source
+        .routes
+        .iter()
+        .filter(|(_, shown)| {
+            shown
+                .split_once(' ')
+                .is_some_and(|(_, p)| p.starts_with("/api/"))
+        })
+        .collect();
+    assert!(
+        api.len() > 40,
+        "the source serves the REST API ({} routes)",
+        api.len()
+    );
+    let documented = rest::documented_routes(&doc);
+    let mut problems: Vec<String> = api
+        .iter()
+        .filter(|(k, _)| !documented.contains_key(*k))
+        .map(|(_, shown)| format!("{shown} is served but not in the OpenAPI document"))
+        .collect();
+    problems.extend(
+        documented
+            .iter()
+            .filter(|(k, _)| !source.routes.contains_key(*k))
+            .map(|(_, shown)| format!("{shown} is in the OpenAPI document but not served")),
+    );
+    assert!(
+        problems.is_empty(),
+        "the OpenAPI document and the served routes differ:\n{}",
         problems.join("\n")
     );
 }

@@ -1,7 +1,7 @@
 //! The REST endpoints the dashboard reads for workers, flow control and counts, against
 //! the real fleet:
-//! - workers: a worker's slots in use while a task runs and when it last took one; its
-//!   status after a PATCH pause; the list's status filter.
+//! - workers: a worker's slots in use while a task runs and when it last took one (kept
+//!   once it holds none); its status after a PATCH pause; the list's status filter.
 //! - rate limits: the units left in the current window drop as tasks take them; search
 //!   and ordering; with no `ratelimit` service the limits still answer, marked unknown.
 //! - concurrency keys: a saturated key shows its holders and the tasks waiting for it.
@@ -167,6 +167,68 @@ async fn a_worker_shows_its_slots_in_use_and_is_paused_by_patch() {
     refused(&env, "/api/v1/workers/not-a-uuid", "invalid worker id").await;
     refused(&env, "/api/v1/tenants/nope/worker", "invalid tenant id").await;
     stop.cancel();
+    env.stop().await;
+}
+
+/// When the task of `run` was handed to its worker, as the API writes times.
+async fn assigned_at(env: &TestEnv, run: &str) -> String {
+    let at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT assigned_at FROM tasks WHERE run_id = $1")
+            .bind(Uuid::parse_str(run).expect("a run id"))
+            .fetch_one(&env.pool)
+            .await
+            .expect("the task");
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_remembers_when_it_last_took_a_task_once_it_holds_none() {
+    let env = TestEnv::start().await;
+    let gate = Arc::new(Semaphore::new(0));
+    let stop = env
+        .start_worker("dash-took", 2, vec![gated("dash-took", gate.clone())])
+        .await;
+    let never = Arc::new(Semaphore::new(0));
+    let stop_idle = env
+        .start_worker("dash-idle", 2, vec![gated("dash-none", never)])
+        .await;
+    let (worker, idle) = (
+        env.worker_named("dash-took").await,
+        env.worker_named("dash-idle").await,
+    );
+    let (tenant, token) = (env.tenant_id, env.token.clone());
+    let one = format!("/api/v1/workers/{worker}");
+    let list = format!("/api/v1/tenants/{tenant}/worker");
+
+    let mut seen = Vec::new();
+    for i in 0..2 {
+        gate.add_permits(1);
+        let run = env
+            .client()
+            .run_no_wait("dash-took", json!({ "i": i }))
+            .await
+            .expect("trigger");
+        run.outputs().await.expect("the task finishes");
+        let (status, w) = get(&env, &token, &one).await;
+        assert_eq!(status, 200, "{w}");
+        assert_eq!(w["slotsUsed"], 0, "it holds nothing: {w}");
+        let took = assigned_at(&env, run.run_id()).await;
+        assert_eq!(
+            w["lastTaskAcceptedAt"],
+            json!(took),
+            "once idle, when it was handed run {i}'s task: {w}"
+        );
+        seen.push(took);
+    }
+    assert!(seen[0] < seen[1], "the later task: {seen:?}");
+    let (_, page) = get(&env, &token, &list).await;
+    let listed = row(&page, "name", "dash-took").expect("listed");
+    assert_eq!(listed["lastTaskAcceptedAt"], json!(seen[1]), "{page}");
+    // A worker handed nothing says so.
+    let (_, w) = get(&env, &token, &format!("/api/v1/workers/{idle}")).await;
+    assert_eq!(w["lastTaskAcceptedAt"], Value::Null, "{w}");
+    stop.cancel();
+    stop_idle.cancel();
     env.stop().await;
 }
 

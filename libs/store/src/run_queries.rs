@@ -103,6 +103,10 @@ pub struct RunSummary {
     pub traceparent: Option<String>,
     /// Number of tasks.
     pub task_count: i64,
+    /// The sum of its tasks' attempt numbers: it grows with every retry and replay, so
+    /// a run that went back to a status it had (cancelled, then replayed to queued) does
+    /// not look unchanged.
+    pub attempts: i64,
 }
 
 /// A task as lists and run pages show it.
@@ -244,13 +248,13 @@ fn push_run_filters(q: &mut QueryBuilder<'_, Postgres>, tenant: Uuid, f: &RunFil
 
 const RUN_COLUMNS: &str = "r.id, r.workflow_id, r.workflow_version_id, r.workflow_name, \
      r.input, r.additional_metadata, r.created_at, r.finished_at, r.traceparent, \
-     p.parent_task_id, agg.started_at, agg.error, agg.output, agg.task_count";
+     p.parent_task_id, agg.started_at, agg.error, agg.output, agg.task_count, agg.attempts";
 
 /// A run's tasks summed up, per row of `r` (only for the rows a page returns).
 const RUN_AGGREGATE: &str = " CROSS JOIN LATERAL (SELECT min(t.started_at) AS started_at, \
        (array_agg(t.error ORDER BY t.finished_at) FILTER (WHERE t.error IS NOT NULL))[1] AS error, \
        (array_agg(t.output ORDER BY t.finished_at DESC) FILTER (WHERE t.status = {succeeded}))[1] AS output, \
-       count(*) AS task_count \
+       count(*) AS task_count, COALESCE(sum(t.attempt), 0)::bigint AS attempts \
      FROM tasks t WHERE t.tenant_id = r.tenant_id AND t.run_id = r.id) agg";
 
 fn run_of(row: &PgRow) -> Result<RunSummary> {
@@ -271,6 +275,7 @@ fn run_of(row: &PgRow) -> Result<RunSummary> {
         parent_task: row.try_get("parent_task_id")?,
         traceparent: row.try_get("traceparent")?,
         task_count: row.try_get("task_count")?,
+        attempts: row.try_get("attempts")?,
     })
 }
 

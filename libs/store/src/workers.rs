@@ -126,7 +126,9 @@ pub async fn status(
         .map_err(|e| Error::Corrupt(format!("{e}")))
 }
 
-/// Records heartbeats of many workers in one statement.
+/// Records heartbeats of many workers in one statement. The rows are locked in key
+/// order, as the assignment statement locks the workers it hands tasks to (their last
+/// task accepted), so the two multi-row updates cannot deadlock.
 pub async fn record_heartbeats(
     db: impl PgExecutor<'_>,
     tenants: &[Uuid],
@@ -137,7 +139,10 @@ pub async fn record_heartbeats(
     }
     sqlx::query(
         r#"UPDATE workers w SET last_heartbeat_at = now()
-           FROM UNNEST($1::uuid[], $2::uuid[]) AS h(tenant_id, id)
+           FROM (SELECT l.tenant_id, l.id FROM workers l
+                 JOIN UNNEST($1::uuid[], $2::uuid[]) AS h(tenant_id, id)
+                   ON l.tenant_id = h.tenant_id AND l.id = h.id
+                 ORDER BY l.tenant_id, l.id FOR NO KEY UPDATE OF l) h
            WHERE w.tenant_id = h.tenant_id AND w.id = h.id"#,
     )
     .bind(tenants)
@@ -150,19 +155,24 @@ pub async fn record_heartbeats(
 /// Workers that are gone at `now`: stream closed for longer than the grace's
 /// `disconnected_ms`, or silent (no heartbeat) for longer than its `silent_ms`. Marks
 /// them `inactive` (so they get no more work) and returns them, `(tenant, worker)`.
-/// Atomic: of two reapers claiming at once, one gets each worker.
+/// Atomic: of two reapers claiming at once, one gets each worker (the second reads a
+/// claimed row again once it is unlocked, and it no longer matches). The rows are
+/// locked in key order, as the heartbeats and the assignment statement lock theirs.
 pub async fn claim_lost(
     db: impl PgExecutor<'_>,
     now: chrono::DateTime<chrono::Utc>,
     grace: crate::deadlines::WorkerGrace,
 ) -> Result<Vec<(Uuid, Uuid)>> {
     static CLAIM: Sql = Sql::new(
-        r#"UPDATE workers SET status = {worker_inactive}
-           WHERE (status = {worker_disconnected}
-                  AND last_heartbeat_at + $2 * interval '1 millisecond' <= $1)
-              OR (status IN ({worker_present})
-                  AND last_heartbeat_at + $3 * interval '1 millisecond' <= $1)
-           RETURNING tenant_id, id"#,
+        r#"UPDATE workers w SET status = {worker_inactive}
+           FROM (SELECT tenant_id, id FROM workers
+                 WHERE (status = {worker_disconnected}
+                        AND last_heartbeat_at + $2 * interval '1 millisecond' <= $1)
+                    OR (status IN ({worker_present})
+                        AND last_heartbeat_at + $3 * interval '1 millisecond' <= $1)
+                 ORDER BY tenant_id, id FOR NO KEY UPDATE) lost
+           WHERE w.tenant_id = lost.tenant_id AND w.id = lost.id
+           RETURNING w.tenant_id, w.id"#,
     );
     let rows = sqlx::query(CLAIM.text())
         .bind(now)
@@ -257,20 +267,18 @@ pub struct WorkerSummary {
     pub registered_at: chrono::DateTime<chrono::Utc>,
     /// Last heartbeat.
     pub last_heartbeat_at: chrono::DateTime<chrono::Utc>,
-    /// When it last took a task, among the tasks it holds now (`None` when it holds
-    /// none: finished tasks are not indexed by worker, and the hot path does not pay
-    /// for an index that would find them).
+    /// When it was last handed a task, whether or not it holds one now (`None` until
+    /// its first); the assignment statement keeps it.
     pub last_task_accepted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a worker holds now, per row of `w`: one probe of `tasks_on_worker`.
 const WORKER_USE: &str = "SELECT w.id, w.name, w.status, w.actions, w.slots, w.durable_slots, \
-       w.labels, w.sdk, w.registered_at, w.last_heartbeat_at, \
-       u.used, u.durable_used, u.last_accepted, count(*) OVER () AS total \
+       w.labels, w.sdk, w.registered_at, w.last_heartbeat_at, w.last_task_accepted_at, \
+       u.used, u.durable_used, count(*) OVER () AS total \
      FROM workers w CROSS JOIN LATERAL ( \
        SELECT count(*) FILTER (WHERE NOT t.durable AND NOT t.slot_released) AS used, \
-              count(*) FILTER (WHERE t.durable AND NOT t.slot_released) AS durable_used, \
-              max(greatest(t.assigned_at, t.started_at)) AS last_accepted \
+              count(*) FILTER (WHERE t.durable AND NOT t.slot_released) AS durable_used \
        FROM tasks t WHERE t.worker_id = w.id AND t.tenant_id = w.tenant_id \
          AND t.status IN ({slot_holding})) u \
      WHERE w.tenant_id = ";
@@ -291,7 +299,7 @@ fn summary_of(r: &sqlx::postgres::PgRow) -> Result<WorkerSummary> {
         sdk: r.try_get("sdk")?,
         registered_at: r.try_get("registered_at")?,
         last_heartbeat_at: r.try_get("last_heartbeat_at")?,
-        last_task_accepted_at: r.try_get("last_accepted")?,
+        last_task_accepted_at: r.try_get("last_task_accepted_at")?,
     })
 }
 

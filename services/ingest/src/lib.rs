@@ -20,6 +20,7 @@ pub mod nats_intake;
 mod openapi;
 mod rate_limits;
 mod rest;
+mod rest_crons;
 mod rest_durable;
 mod rest_events;
 mod rest_flow;

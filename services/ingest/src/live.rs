@@ -83,8 +83,11 @@ impl View {
             }
             View::Runs(filter) => {
                 let page = Page::Offset(0);
+                // The attempts too: a run cancelled and replayed at once is back to the
+                // status and times it had, and only its attempts tell the page (which
+                // may have read it cancelled in between) that it changed.
                 for r in run_queries::list_runs(pool, tenant, filter, page, WATCHED_ROWS).await? {
-                    (r.id, format!("{:?}", r.status), r.finished_at).hash(&mut h);
+                    (r.id, format!("{:?}", r.status), r.finished_at, r.attempts).hash(&mut h);
                 }
             }
         }

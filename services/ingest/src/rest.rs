@@ -190,7 +190,20 @@ pub(crate) struct Tenant {
     version: &'static str,
 }
 
-async fn get_tenant(
+/// `GET /api/v1/tenants/{tenant}` (the TypeScript SDK's startup probe): the caller's
+/// tenant.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant")),
+    responses(
+        (status = 200, body = Tenant),
+        (status = 400, body = ApiErrors),
+        (status = 403, body = ApiErrors),
+        (status = 404, body = ApiErrors),
+    )
+)]
+pub(crate) async fn get_tenant(
     State(deps): State<Deps>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
@@ -223,7 +236,18 @@ async fn get_tenant(
 
 /// `GET /api/v1/stable/workflow-runs/{run}/status` (the SDKs' `runs.get_status`): the
 /// run's `V1TaskStatus` as a bare JSON string.
-async fn get_run_status(
+#[utoipa::path(
+    get,
+    path = "/api/v1/stable/workflow-runs/{run}/status",
+    params(("run" = Uuid, Path, description = "A run id")),
+    responses(
+        (status = 200, body = crate::rest_runs::V1TaskStatus, description = "The status, a bare JSON string such as \"COMPLETED\""),
+        (status = 400, body = ApiErrors),
+        (status = 403, body = ApiErrors),
+        (status = 404, body = ApiErrors),
+    )
+)]
+pub(crate) async fn get_run_status(
     State(deps): State<Deps>,
     Path(run): Path<String>,
     headers: HeaderMap,
@@ -239,13 +263,31 @@ async fn get_run_status(
     ))
 }
 
-#[derive(Deserialize)]
+/// A change to a worker (`UpdateWorkerRequest`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UpdateWorker {
+#[schema(as = UpdateWorkerRequest)]
+pub(crate) struct UpdateWorker {
+    /// Pause (`true`: it finishes what it runs and takes nothing new) or resume
+    /// (`false`); absent, the worker is only read.
     is_paused: Option<bool>,
 }
 
-async fn patch_worker(
+/// `PATCH /api/v1/workers/{worker}` (the SDKs' pause on graceful shutdown, the
+/// dashboard's pause button): pauses or resumes one of the caller's workers.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/workers/{worker}",
+    params(("worker" = Uuid, Path, description = "A worker id")),
+    request_body(content = Option<UpdateWorker>, description = "May be absent: the worker is only read"),
+    responses(
+        (status = 200, body = crate::rest_workers::Worker),
+        (status = 400, body = ApiErrors),
+        (status = 403, body = ApiErrors),
+        (status = 404, body = ApiErrors),
+    )
+)]
+pub(crate) async fn patch_worker(
     State(deps): State<Deps>,
     Path(worker): Path<String>,
     headers: HeaderMap,
@@ -286,8 +328,9 @@ pub(crate) struct ResourceMeta {
     pub(crate) updated_at: String,
 }
 
-/// Where a page of a list stands.
-#[derive(Serialize)]
+/// Where a page of a list stands (`PaginationResponse`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ListPagination)]
 pub(crate) struct Pagination {
     current_page: i64,
     next_page: i64,

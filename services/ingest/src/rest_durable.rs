@@ -24,6 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Deps;
@@ -42,8 +43,11 @@ pub(crate) fn router() -> axum::Router<Deps> {
         )
 }
 
-#[derive(Serialize)]
-struct Requeued {
+/// Whether a restore queued the task (`V1TaskRestoreResponse`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = V1TaskRestoreResponse)]
+pub(crate) struct Requeued {
+    /// True for an evicted task now queued again, or one queued already.
     requeued: bool,
 }
 
@@ -79,7 +83,19 @@ async fn tell_scheduler(
         })
 }
 
-async fn restore(
+/// `POST /api/v1/stable/tasks/{task}/restore`: queues an evicted durable task again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/stable/tasks/{task}/restore",
+    params(("task" = Uuid, Path, description = "A durable task id")),
+    responses(
+        (status = 200, body = Requeued),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn restore(
     State(deps): State<Deps>,
     headers: HeaderMap,
     Path(task): Path<String>,
@@ -112,24 +128,45 @@ async fn restore(
     Ok(Json(Requeued { requeued }))
 }
 
-#[derive(Deserialize)]
+/// Where to reset a durable task (`V1BranchDurableTaskRequest`).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BranchRequest {
+#[schema(as = V1BranchDurableTaskRequest)]
+pub(crate) struct BranchRequest {
+    #[schema(value_type = Uuid)]
     task_external_id: String,
+    /// The node the new branch starts anew from.
     node_id: i64,
+    /// The branch whose nodes before `nodeId` the new one reads (0: the active one).
     #[serde(default)]
     branch_id: i64,
 }
 
-#[derive(Serialize)]
+/// The new branch (`V1BranchDurableTaskResponse`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Branched {
+#[schema(as = V1BranchDurableTaskResponse)]
+pub(crate) struct Branched {
     task_external_id: Uuid,
     node_id: i64,
     branch_id: i64,
 }
 
-async fn branch(
+/// `POST /api/v1/stable/tenants/{tenant}/durable-tasks/branch`: resets a durable task
+/// to a node of its event log, on a new branch, and runs it again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/stable/tenants/{tenant}/durable-tasks/branch",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant")),
+    request_body = BranchRequest,
+    responses(
+        (status = 200, body = Branched),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn branch(
     State(deps): State<Deps>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
@@ -168,12 +205,14 @@ async fn branch(
 }
 
 /// One entry of a durable task's event log, as listed.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct LogEntry {
+#[schema(as = DurableLogEntry)]
+pub(crate) struct LogEntry {
     branch_id: i64,
     node_id: i64,
     /// `RUN`, `WAIT_FOR` or `MEMO`.
+    #[schema(value_type = String)]
     kind: &'static str,
     /// The call: the child's workflow, the conditions waited for, the memo's key.
     call: String,
@@ -196,13 +235,30 @@ struct LogEntry {
     user_message: Option<String>,
     /// A wait's conditions.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     wait_data: Option<adze_core::conditions::TaskConditions>,
     /// The task's active branch reads it (an entry of an abandoned branch past its
     /// fork does not).
     is_active: bool,
 }
 
-async fn event_log(
+/// `GET /api/v1/stable/tenants/{tenant}/durable-tasks/{task}`: a durable task's event
+/// log, every entry of every branch.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stable/tenants/{tenant}/durable-tasks/{task}",
+    params(
+        ("tenant" = Uuid, Path, description = "The caller's tenant"),
+        ("task" = Uuid, Path, description = "A durable task id"),
+    ),
+    responses(
+        (status = 200, body = Vec<LogEntry>),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn event_log(
     State(deps): State<Deps>,
     headers: HeaderMap,
     Path((tenant, task)): Path<(String, String)>,

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Deps;
@@ -21,7 +22,7 @@ use crate::rest::{
 use crate::rest_query::{all, bad, count, metadata, page, pairs, time};
 
 #[derive(Clone)]
-struct EventsState {
+pub(crate) struct EventsState {
     deps: Deps,
     triggers: Arc<TriggerCache>,
 }
@@ -44,8 +45,10 @@ pub(crate) fn router(deps: Deps, triggers: Arc<TriggerCache>) -> axum::Router {
         .with_state(EventsState { deps, triggers })
 }
 
-#[derive(Serialize, Default)]
-struct RunSummary {
+/// How many runs an event started are in each status (`V1EventWorkflowRunSummary`).
+#[derive(Serialize, Default, ToSchema)]
+#[schema(as = V1EventWorkflowRunSummary)]
+pub(crate) struct RunSummary {
     running: i64,
     queued: i64,
     succeeded: i64,
@@ -53,23 +56,29 @@ struct RunSummary {
     cancelled: i64,
 }
 
-#[derive(Serialize)]
+/// A run an event started, and the filter that let it (`V1EventTriggeredRun`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TriggeredRun {
+#[schema(as = V1EventTriggeredRun)]
+pub(crate) struct TriggeredRun {
     workflow_run_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
     filter_id: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+/// An event (`V1Event`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct EventOut {
+#[schema(as = V1Event)]
+pub(crate) struct EventOut {
     metadata: ResourceMeta,
     key: String,
     tenant_id: Uuid,
     workflow_run_summary: RunSummary,
+    #[schema(value_type = Object)]
     payload: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     additional_metadata: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
@@ -77,26 +86,33 @@ struct EventOut {
     triggered_runs: Vec<TriggeredRun>,
 }
 
-#[derive(Serialize)]
-struct EventList {
+/// A page of events (`V1EventList`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = V1EventList)]
+pub(crate) struct EventList {
     pagination: Pagination,
     rows: Vec<EventOut>,
 }
 
-#[derive(Serialize)]
+/// An event filter (`V1Filter`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct FilterOut {
+#[schema(as = V1Filter)]
+pub(crate) struct FilterOut {
     metadata: ResourceMeta,
     tenant_id: Uuid,
     workflow_id: Uuid,
     scope: String,
     expression: String,
+    #[schema(value_type = Object)]
     payload: Value,
     is_declarative: bool,
 }
 
-#[derive(Serialize)]
-struct FilterList {
+/// A page of filters (`V1FilterList`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = V1FilterList)]
+pub(crate) struct FilterList {
     pagination: Pagination,
     rows: Vec<FilterOut>,
 }
@@ -163,7 +179,31 @@ fn uuids(pairs: &[(String, String)], name: &str) -> Result<Vec<Uuid>, ApiError> 
         .collect()
 }
 
-async fn list_events(
+/// `GET /api/v1/stable/tenants/{tenant}/events` (`events.list`): events, newest first,
+/// with the runs each started.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stable/tenants/{tenant}/events",
+    params(
+        ("tenant" = Uuid, Path, description = "The caller's tenant"),
+        ("keys" = Option<Vec<String>>, Query, description = "Repeated: events of these keys"),
+        ("eventIds" = Option<Vec<Uuid>>, Query, description = "Repeated: these events"),
+        ("scopes" = Option<Vec<String>>, Query, description = "Repeated: events pushed with these scopes"),
+        ("additionalMetadata" = Option<Vec<String>>, Query, description = "Repeated key:value pairs"),
+        ("workflowIds" = Option<Vec<Uuid>>, Query, description = "Repeated: events that started runs of these workflows"),
+        ("since" = Option<String>, Query, description = "Events at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "Events at or before (RFC 3339)"),
+        ("offset" = Option<i64>, Query, description = "Rows to skip"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
+    ),
+    responses(
+        (status = 200, body = EventList),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 501, body = crate::rest::ApiErrors, description = "workflowRunStatuses is not supported"),
+    )
+)]
+pub(crate) async fn list_events(
     State(s): State<EventsState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
@@ -198,7 +238,19 @@ async fn list_events(
     }))
 }
 
-async fn get_event(
+/// `GET /api/v1/stable/tenants/{tenant}/events/{event}` (`events.get`): one event.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stable/tenants/{tenant}/events/{event}",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("event" = Uuid, Path, description = "An event id")),
+    responses(
+        (status = 200, body = EventOut),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn get_event(
     State(s): State<EventsState>,
     Path((tenant, event)): Path<(String, String)>,
     headers: HeaderMap,
@@ -212,21 +264,29 @@ async fn get_event(
     Ok(Json(e.into()))
 }
 
-#[derive(Deserialize)]
+/// A new filter (`V1CreateFilterRequest`).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreateFilter {
+#[schema(as = V1CreateFilterRequest)]
+pub(crate) struct CreateFilter {
     workflow_id: Uuid,
+    /// A CEL expression over the event (`input`, `additional_metadata`, `payload`).
     expression: String,
+    /// Events pushed with this scope are checked against it.
     scope: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// A change to a filter (`V1UpdateFilterRequest`): what is given is replaced.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UpdateFilter {
+#[schema(as = V1UpdateFilterRequest)]
+pub(crate) struct UpdateFilter {
     expression: Option<String>,
     scope: Option<String>,
+    #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
 }
 
@@ -235,7 +295,20 @@ fn check_expression(expression: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn create_filter(
+/// `POST /api/v1/stable/tenants/{tenant}/filters` (`filters.create`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/stable/tenants/{tenant}/filters",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant")),
+    request_body = CreateFilter,
+    responses(
+        (status = 200, body = FilterOut),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors, description = "No such workflow"),
+    )
+)]
+pub(crate) async fn create_filter(
     State(s): State<EventsState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
@@ -265,7 +338,24 @@ async fn create_filter(
     Ok(Json(f.into()))
 }
 
-async fn list_filters(
+/// `GET /api/v1/stable/tenants/{tenant}/filters` (`filters.list`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/stable/tenants/{tenant}/filters",
+    params(
+        ("tenant" = Uuid, Path, description = "The caller's tenant"),
+        ("workflowIds" = Option<Vec<Uuid>>, Query, description = "Repeated: filters of these workflows"),
+        ("scopes" = Option<Vec<String>>, Query, description = "Repeated: filters of these scopes"),
+        ("offset" = Option<i64>, Query, description = "Rows to skip"),
+        ("limit" = Option<i64>, Query, description = "Page size (default 20000)"),
+    ),
+    responses(
+        (status = 200, body = FilterList),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn list_filters(
     State(s): State<EventsState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
@@ -296,7 +386,19 @@ fn filter_id(s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| bad("invalid filter id"))
 }
 
-async fn get_filter(
+/// `GET /api/v1/stable/tenants/{tenant}/filters/{filter}` (`filters.get`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/stable/tenants/{tenant}/filters/{filter}",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("filter" = Uuid, Path, description = "A filter id")),
+    responses(
+        (status = 200, body = FilterOut),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn get_filter(
     State(s): State<EventsState>,
     Path((tenant, filter)): Path<(String, String)>,
     headers: HeaderMap,
@@ -309,7 +411,20 @@ async fn get_filter(
     Ok(Json(f.into()))
 }
 
-async fn update_filter(
+/// `PATCH /api/v1/stable/tenants/{tenant}/filters/{filter}` (`filters.update`).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/stable/tenants/{tenant}/filters/{filter}",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("filter" = Uuid, Path, description = "A filter id")),
+    request_body = UpdateFilter,
+    responses(
+        (status = 200, body = FilterOut),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn update_filter(
     State(s): State<EventsState>,
     Path((tenant, filter)): Path<(String, String)>,
     headers: HeaderMap,
@@ -344,7 +459,20 @@ async fn update_filter(
     Ok(Json(f.into()))
 }
 
-async fn delete_filter(
+/// `DELETE /api/v1/stable/tenants/{tenant}/filters/{filter}` (`filters.delete`):
+/// answers the deleted filter.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/stable/tenants/{tenant}/filters/{filter}",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("filter" = Uuid, Path, description = "A filter id")),
+    responses(
+        (status = 200, body = FilterOut),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn delete_filter(
     State(s): State<EventsState>,
     Path((tenant, filter)): Path<(String, String)>,
     headers: HeaderMap,

@@ -14,10 +14,11 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Deps;
-use crate::rest::{ApiError, api_error, caller};
+use crate::rest::{ApiError, Pagination, api_error, caller};
 use crate::rest_query::{all, bad, one, pairs, time};
 
 pub(crate) fn router() -> axum::Router<Deps> {
@@ -29,19 +30,15 @@ const DEFAULT_LIMIT: i64 = 50;
 /// Largest page, as Hatchet's.
 const MAX_LIMIT: i64 = 10_000;
 
-#[derive(Serialize)]
-struct Pagination {
-    current_page: i64,
-    next_page: i64,
-    num_pages: i64,
-}
-
-#[derive(Serialize)]
+/// A log line (`V1LogLine`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct LogLineOut {
+#[schema(as = V1LogLine)]
+pub(crate) struct LogLineOut {
     created_at: String,
     message: String,
     /// An object (`{}` when the line has none).
+    #[schema(value_type = Object)]
     metadata: Value,
     task_external_id: Uuid,
     task_display_name: String,
@@ -54,15 +51,18 @@ struct LogLineOut {
 
 /// Adze's addition: the task's run, and whether it has ended (then every line its
 /// tasks stored while it ran is counted in this answer).
-#[derive(Serialize)]
-struct RunOut {
+#[derive(Serialize, ToSchema)]
+#[schema(as = AdzeLogRun)]
+pub(crate) struct RunOut {
     id: Uuid,
     done: bool,
 }
 
-#[derive(Serialize)]
+/// A page of a task's log lines (`V1LogLineList`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct LogLineList {
+#[schema(as = V1LogLineList)]
+pub(crate) struct LogLineList {
     pagination: Pagination,
     rows: Vec<LogLineOut>,
     adze_run: RunOut,
@@ -95,11 +95,7 @@ impl LogLineList {
     fn new(task: Uuid, limit: i64, logs: TaskLogs) -> Self {
         let name = logs.readable_id;
         Self {
-            pagination: Pagination {
-                current_page: 1,
-                next_page: 2,
-                num_pages: (logs.total + limit - 1) / limit,
-            },
+            pagination: Pagination::new(0, limit, logs.total),
             rows: logs
                 .lines
                 .into_iter()
@@ -163,7 +159,28 @@ fn query(q: &[(String, String)]) -> Result<LogQuery, ApiError> {
     })
 }
 
-async fn list_logs(
+/// `GET /api/v1/stable/tasks/{task}/logs` (`logs.list`): a task's log lines.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stable/tasks/{task}/logs",
+    params(
+        ("task" = Uuid, Path, description = "A task id"),
+        ("limit" = Option<i64>, Query, description = "Most lines, 1 to 10000 (default 50)"),
+        ("since" = Option<String>, Query, description = "Lines at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "Lines at or before (RFC 3339)"),
+        ("search" = Option<String>, Query, description = "Lines containing this"),
+        ("levels" = Option<Vec<String>>, Query, description = "Repeated: any of DEBUG, INFO, WARN, ERROR"),
+        ("order_by_direction" = Option<String>, Query, description = "ASC (default: oldest first) or DESC"),
+        ("attempt" = Option<i32>, Query, description = "Lines of this attempt only (the first is 1)"),
+    ),
+    responses(
+        (status = 200, body = LogLineList),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn list_logs(
     State(deps): State<Deps>,
     Path(task): Path<String>,
     headers: HeaderMap,

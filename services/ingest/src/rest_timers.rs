@@ -1,18 +1,16 @@
-//! REST for crons and scheduled runs (HATCHET-REST.md P3-1 to P3-6): create, list, get
-//! and delete crons; create, list, get, move and delete scheduled runs, one at a time
-//! or in bulk. The timeout-reaper fires them: every change that can bring the earliest
-//! due time forward wakes its timer loop.
+//! REST for crons and scheduled runs (HATCHET-REST.md P3-1 to P3-6): the routes of both
+//! (crons' handlers are in [`crate::rest_crons`]); create, list, get, move and delete
+//! scheduled runs, one at a time or in bulk. The timeout-reaper fires them: every change
+//! that can bring the earliest due time forward wakes its timer loop.
 
 use std::collections::HashSet;
 
 use adze_bus::hints::wake_timers;
 use adze_core::RunStatus;
-use adze_core::cron::CronExpr;
 use adze_core::limits::MAX_PAYLOAD_BYTES;
 use adze_store::timers::{
-    self, Cron, CronCreated, CronOrder, CronQuery, METHOD_API, NamedWorkflow, NewCron,
-    NewScheduled, Scheduled, ScheduledChange, ScheduledMatch, ScheduledOrder, ScheduledQuery,
-    ScheduledState,
+    self, METHOD_API, NamedWorkflow, NewScheduled, Scheduled, ScheduledChange, ScheduledMatch,
+    ScheduledOrder, ScheduledQuery, ScheduledState,
 };
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -23,14 +21,14 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Deps;
 use crate::rest::{ApiError, api_error, caller_of};
 use crate::rest::{Pagination, ResourceMeta, body, store_error, ts};
-use crate::rest_query::{
-    all, ascending, bad, choice, metadata, page, pairs, text_param, time, uuid_param,
-};
+use crate::rest_crons::{create_cron, delete_cron, get_cron, list_crons, new_cron};
+use crate::rest_query::{all, ascending, bad, choice, metadata, page, pairs, time, uuid_param};
 
 /// Most ids (or updates) one bulk call takes, as Hatchet's.
 const MAX_BULK: usize = 500;
@@ -76,72 +74,28 @@ pub(crate) fn router(deps: Deps) -> axum::Router {
         .with_state(deps)
 }
 
-/// A cron as Hatchet's `CronWorkflows`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CronOut {
-    metadata: ResourceMeta,
-    tenant_id: Uuid,
-    workflow_version_id: Uuid,
-    workflow_id: Uuid,
-    workflow_name: String,
-    cron: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    input: Value,
-    additional_metadata: Value,
-    enabled: bool,
-    method: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    priority: Option<i16>,
-}
-
-impl From<Cron> for CronOut {
-    fn from(c: Cron) -> Self {
-        Self {
-            metadata: ResourceMeta {
-                id: c.id,
-                created_at: ts(c.created_at),
-                updated_at: ts(c.updated_at),
-            },
-            tenant_id: c.tenant_id,
-            workflow_version_id: c.workflow_version_id,
-            workflow_id: c.workflow_id,
-            workflow_name: c.workflow_name,
-            cron: c.expression,
-            name: c.name,
-            input: c.input,
-            additional_metadata: c.additional_metadata,
-            enabled: c.enabled,
-            method: c.method,
-            priority: c.priority,
-        }
-    }
-}
-
-/// A page of crons (`CronWorkflowsList`).
-#[derive(Serialize)]
-struct CronList {
-    rows: Vec<CronOut>,
-    pagination: Pagination,
-}
-
 /// A schedule as Hatchet's `ScheduledWorkflows`; the `workflowRun…` fields once it
 /// fired and started a run.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ScheduledOut {
+#[schema(as = ScheduledWorkflows)]
+pub(crate) struct ScheduledOut {
     metadata: ResourceMeta,
     tenant_id: Uuid,
     workflow_version_id: Uuid,
     workflow_id: Uuid,
     workflow_name: String,
     trigger_at: String,
+    #[schema(value_type = Object)]
     input: Value,
+    #[schema(value_type = Object)]
     additional_metadata: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     workflow_run_id: Option<Uuid>,
+    /// `QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED` (Hatchet's
+    /// `WorkflowRunStatus`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     workflow_run_status: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     workflow_run_created_at: Option<String>,
@@ -186,73 +140,71 @@ impl From<Scheduled> for ScheduledOut {
 }
 
 /// A page of schedules (`ScheduledWorkflowsList`).
-#[derive(Serialize)]
-struct ScheduledList {
+#[derive(Serialize, ToSchema)]
+#[schema(as = ScheduledWorkflowsList)]
+pub(crate) struct ScheduledList {
     rows: Vec<ScheduledOut>,
     pagination: Pagination,
 }
 
 /// One id a bulk call could not act on, and why.
-#[derive(Serialize)]
-struct BulkError {
+#[derive(Serialize, ToSchema)]
+#[schema(as = ScheduledWorkflowsBulkError)]
+pub(crate) struct BulkError {
     id: Uuid,
     error: String,
 }
 
 /// What a bulk delete did (`ScheduledWorkflowsBulkDeleteResponse`).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkDeleted {
+#[schema(as = ScheduledWorkflowsBulkDeleteResponse)]
+pub(crate) struct BulkDeleted {
     deleted_ids: Vec<Uuid>,
     errors: Vec<BulkError>,
 }
 
 /// What a bulk update did (`ScheduledWorkflowsBulkUpdateResponse`).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkUpdated {
+#[schema(as = ScheduledWorkflowsBulkUpdateResponse)]
+pub(crate) struct BulkUpdated {
     updated_ids: Vec<Uuid>,
     errors: Vec<BulkError>,
 }
 
-/// `CreateCronWorkflowTriggerRequest`.
-#[derive(Deserialize)]
+/// A new scheduled run (`ScheduleWorkflowRunRequest`).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreateCron {
-    cron_name: String,
-    cron_expression: String,
-    #[serde(default)]
-    input: Option<Value>,
-    #[serde(default)]
-    additional_metadata: Option<Value>,
-    #[serde(default)]
-    priority: Option<i32>,
-}
-
-/// `ScheduleWorkflowRunRequest`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateScheduled {
+#[schema(as = ScheduleWorkflowRunRequest)]
+pub(crate) struct CreateScheduled {
+    /// RFC 3339 (a time without an offset is UTC); a time passed fires at once.
     trigger_at: String,
+    /// A JSON object (absent is `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     input: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     additional_metadata: Option<Value>,
+    /// 1 to 3.
     #[serde(default)]
     priority: Option<i32>,
 }
 
-/// `UpdateScheduledWorkflowRunRequest`.
-#[derive(Deserialize)]
+/// A schedule's new time (`UpdateScheduledWorkflowRunRequest`).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UpdateScheduled {
+#[schema(as = UpdateScheduledWorkflowRunRequest)]
+pub(crate) struct UpdateScheduled {
     trigger_at: String,
 }
 
 /// `ScheduledWorkflowsBulkDeleteRequest`: ids or a filter.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkDelete {
+#[schema(as = ScheduledWorkflowsBulkDeleteRequest)]
+pub(crate) struct BulkDelete {
     #[serde(default)]
     scheduled_workflow_run_ids: Option<Vec<Uuid>>,
     #[serde(default)]
@@ -260,9 +212,10 @@ struct BulkDelete {
 }
 
 /// `ScheduledWorkflowsBulkDeleteFilter`; `additionalMetadata` holds `key:value` pairs.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkDeleteFilter {
+#[schema(as = ScheduledWorkflowsBulkDeleteFilter)]
+pub(crate) struct BulkDeleteFilter {
     workflow_id: Option<Uuid>,
     parent_workflow_run_id: Option<Uuid>,
     parent_step_run_id: Option<Uuid>,
@@ -271,23 +224,25 @@ struct BulkDeleteFilter {
 }
 
 /// `ScheduledWorkflowsBulkUpdateRequest`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkUpdate {
+#[schema(as = ScheduledWorkflowsBulkUpdateRequest)]
+pub(crate) struct BulkUpdate {
     updates: Vec<BulkUpdateItem>,
 }
 
 /// One schedule to move and its new time.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkUpdateItem {
+#[schema(as = ScheduledWorkflowsBulkUpdateItem)]
+pub(crate) struct BulkUpdateItem {
     id: Uuid,
     trigger_at: String,
 }
 
 /// The `input` or `additionalMetadata` of a new cron or schedule: a JSON object
 /// (absent or `null` is `{}`) within the payload size limit.
-fn object(field: &str, v: Option<Value>) -> Result<Value, ApiError> {
+pub(crate) fn object(field: &str, v: Option<Value>) -> Result<Value, ApiError> {
     let v = match v {
         None | Some(Value::Null) => return Ok(Value::Object(Default::default())),
         Some(v) if !v.is_object() => {
@@ -305,7 +260,7 @@ fn object(field: &str, v: Option<Value>) -> Result<Value, ApiError> {
 }
 
 /// A priority given in a body: 1 to 3.
-fn priority(p: Option<i32>) -> Result<Option<i16>, ApiError> {
+pub(crate) fn priority(p: Option<i32>) -> Result<Option<i16>, ApiError> {
     p.map(crate::trigger::priority).transpose().map_err(bad)
 }
 
@@ -318,7 +273,7 @@ fn trigger_at(v: &str) -> Result<DateTime<Utc>, ApiError> {
 
 /// The id of the tenant's workflow named in the path: exactly, else ignoring case (the
 /// TypeScript SDK lower-cases the name).
-async fn workflow_id(deps: &Deps, tenant: Uuid, name: &str) -> Result<Uuid, ApiError> {
+pub(crate) async fn workflow_id(deps: &Deps, tenant: Uuid, name: &str) -> Result<Uuid, ApiError> {
     match timers::workflow_named(&deps.pool, tenant, name)
         .await
         .map_err(store_error)?
@@ -333,138 +288,32 @@ async fn workflow_id(deps: &Deps, tenant: Uuid, name: &str) -> Result<Uuid, ApiE
     }
 }
 
-/// A cron id from the path.
-fn cron_id(s: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(s).map_err(|_| bad(format!("invalid cron id {s:?}")))
-}
-
 /// A schedule id from the path.
 fn scheduled_id(s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| bad(format!("invalid scheduled run id {s:?}")))
 }
 
 /// 404 naming what was not found.
-fn not_found(what: &str, id: Uuid) -> ApiError {
+pub(crate) fn not_found(what: &str, id: Uuid) -> ApiError {
     api_error(StatusCode::NOT_FOUND, format!("{what} {id} not found"))
 }
 
-/// `POST /workflows/{workflow}/crons` (P3-1).
-async fn create_cron(
-    State(deps): State<Deps>,
-    Path((tenant, workflow)): Path<(String, String)>,
-    headers: HeaderMap,
-    b: Result<Json<CreateCron>, JsonRejection>,
-) -> Result<Json<CronOut>, ApiError> {
-    let tenant = caller_of(&deps, &headers, &tenant).await?;
-    new_cron(&deps, tenant, &workflow, body(b)?).await
-}
-
-/// Creates an API cron of `workflow` (a name) from a checked body.
-async fn new_cron(
-    deps: &Deps,
-    tenant: Uuid,
-    workflow: &str,
-    b: CreateCron,
-) -> Result<Json<CronOut>, ApiError> {
-    if b.cron_name.trim().is_empty() {
-        return Err(bad("cronName must not be empty"));
-    }
-    let cron = NewCron {
-        expression: CronExpr::parse(&b.cron_expression).map_err(bad)?,
-        input: object("input", b.input)?,
-        additional_metadata: object("additionalMetadata", b.additional_metadata)?,
-        priority: priority(b.priority)?,
-        // Looked up once the body is known to be right.
-        workflow_id: workflow_id(deps, tenant, workflow).await?,
-        name: b.cron_name,
-    };
-    match timers::create_cron(&deps.pool, tenant, &cron, Utc::now())
-        .await
-        .map_err(store_error)?
-    {
-        CronCreated::Created(c) => {
-            wake_timers(&deps.bus).await;
-            Ok(Json(CronOut::from(*c)))
-        }
-        CronCreated::Duplicate => Err(bad(
-            "cron trigger with that name-expression pair already exists",
-        )),
-    }
-}
-
-/// `GET /workflows/crons` (P3-2).
-async fn list_crons(
-    State(deps): State<Deps>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<CronList>, ApiError> {
-    let tenant = caller_of(&deps, &headers, &tenant).await?;
-    let q = pairs(raw);
-    let (offset, limit) = page(&q)?;
-    let query = CronQuery {
-        workflow_id: uuid_param(&q, "workflowId")?,
-        workflow_name: text_param(&q, "workflowName"),
-        cron_name: text_param(&q, "cronName"),
-        additional_metadata: metadata(&q)?,
-        order: choice(
-            &q,
-            "orderByField",
-            &[
-                ("name", CronOrder::Name),
-                ("createdAt", CronOrder::CreatedAt),
-            ],
-            CronOrder::CreatedAt,
-        )?,
-        ascending: ascending(&q)?,
-        offset,
-        limit,
-    };
-    let (rows, total) = timers::list_crons(&deps.pool, tenant, &query)
-        .await
-        .map_err(store_error)?;
-    Ok(Json(CronList {
-        rows: rows.into_iter().map(CronOut::from).collect(),
-        pagination: Pagination::new(offset, limit, total),
-    }))
-}
-
-/// `GET /workflows/crons/{cron}` (P3-3).
-async fn get_cron(
-    State(deps): State<Deps>,
-    Path((tenant, cron)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Json<CronOut>, ApiError> {
-    let tenant = caller_of(&deps, &headers, &tenant).await?;
-    let id = cron_id(&cron)?;
-    let c = timers::get_cron(&deps.pool, tenant, id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found("cron trigger", id))?;
-    Ok(Json(c.into()))
-}
-
-/// `DELETE /workflows/crons/{cron}` (P3-3): 204 with no body. A declared cron can be
-/// deleted too (as in Hatchet); the next changed version of its workflow brings it
-/// back.
-async fn delete_cron(
-    State(deps): State<Deps>,
-    Path((tenant, cron)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    let tenant = caller_of(&deps, &headers, &tenant).await?;
-    let id = cron_id(&cron)?;
-    if !timers::delete_cron(&deps.pool, tenant, id)
-        .await
-        .map_err(store_error)?
-    {
-        return Err(not_found("cron trigger", id));
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
 /// `POST /workflows/{workflow}/scheduled` (P3-4).
-async fn create_scheduled(
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/workflows/{workflow}/scheduled",
+    params(
+        ("tenant" = Uuid, Path, description = "The caller's tenant"),
+        ("workflow" = String, Path, description = "The workflow's name (exactly, else ignoring case)"),
+    ),
+    request_body = CreateScheduled,
+    responses(
+        (status = 200, body = ScheduledOut),
+        (status = 400, body = crate::rest::ApiErrors, description = "Among others: no such workflow"),
+        (status = 403, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn create_scheduled(
     State(deps): State<Deps>,
     Path((tenant, workflow)): Path<(String, String)>,
     headers: HeaderMap,
@@ -504,7 +353,20 @@ async fn new_scheduled(
 
 /// `POST /workflows/crons/{x}`: the path of the workflow named `crons` (see
 /// [`create_under`]).
-async fn create_under_crons(
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/workflows/crons/{cron}",
+    description = "Creates a cron (`/workflows/crons/crons`) or schedules a run (`/workflows/crons/scheduled`) of the workflow named `crons`, whose own paths these are. Any other last segment: 405.",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("cron" = String, Path, description = "`crons` or `scheduled`")),
+    request_body(content = Object, description = "A CreateCronWorkflowTriggerRequest for `crons`, a ScheduleWorkflowRunRequest for `scheduled`"),
+    responses(
+        (status = 200, description = "The new cron (CronWorkflows) or scheduled run (ScheduledWorkflows)"),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 405, body = crate::rest::ApiErrors, description = "The last segment is not `crons` nor `scheduled`"),
+    )
+)]
+pub(crate) async fn create_under_crons(
     State(deps): State<Deps>,
     Path((tenant, last)): Path<(String, String)>,
     headers: HeaderMap,
@@ -515,7 +377,20 @@ async fn create_under_crons(
 
 /// `POST /workflows/scheduled/{x}`: the path of the workflow named `scheduled` (see
 /// [`create_under`]).
-async fn create_under_scheduled(
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/workflows/scheduled/{scheduled}",
+    description = "Creates a cron (`/workflows/scheduled/crons`) or schedules a run (`/workflows/scheduled/scheduled`) of the workflow named `scheduled`, whose own paths these are. Any other last segment: 405.",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("scheduled" = String, Path, description = "`crons` or `scheduled`")),
+    request_body(content = Object, description = "A CreateCronWorkflowTriggerRequest for `crons`, a ScheduleWorkflowRunRequest for `scheduled`"),
+    responses(
+        (status = 200, description = "The new cron (CronWorkflows) or scheduled run (ScheduledWorkflows)"),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 405, body = crate::rest::ApiErrors, description = "The last segment is not `crons` nor `scheduled`"),
+    )
+)]
+pub(crate) async fn create_under_scheduled(
     State(deps): State<Deps>,
     Path((tenant, last)): Path<(String, String)>,
     headers: HeaderMap,
@@ -554,7 +429,28 @@ async fn create_under(
 }
 
 /// `GET /workflows/scheduled` (P3-5).
-async fn list_scheduled(
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}/workflows/scheduled",
+    params(
+        ("tenant" = Uuid, Path, description = "The caller's tenant"),
+        ("workflowId" = Option<Uuid>, Query, description = "Schedules of this workflow"),
+        ("parentWorkflowRunId" = Option<Uuid>, Query, description = "Schedules made by this run"),
+        ("parentStepRunId" = Option<Uuid>, Query, description = "Schedules made by this task"),
+        ("additionalMetadata" = Option<Vec<String>>, Query, description = "Repeated key:value pairs"),
+        ("statuses" = Option<Vec<String>>, Query, description = "Repeated: SCHEDULED (not fired yet), or the status of the run it started: PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED"),
+        ("orderByField" = Option<String>, Query, description = "triggerAt (default) or createdAt"),
+        ("orderByDirection" = Option<String>, Query, description = "ASC or DESC"),
+        ("offset" = Option<i64>, Query, description = "Rows to skip"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
+    ),
+    responses(
+        (status = 200, body = ScheduledList),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn list_scheduled(
     State(deps): State<Deps>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
@@ -609,7 +505,18 @@ async fn list_scheduled(
 }
 
 /// `GET /workflows/scheduled/{scheduled}` (P3-5).
-async fn get_scheduled(
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}/workflows/scheduled/{scheduled}",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("scheduled" = Uuid, Path, description = "A scheduled run id")),
+    responses(
+        (status = 200, body = ScheduledOut),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn get_scheduled(
     State(deps): State<Deps>,
     Path((tenant, scheduled)): Path<(String, String)>,
     headers: HeaderMap,
@@ -625,7 +532,19 @@ async fn get_scheduled(
 
 /// `PATCH /workflows/scheduled/{scheduled}` (P3-5): moves a schedule that has not
 /// fired yet.
-async fn update_scheduled(
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tenants/{tenant}/workflows/scheduled/{scheduled}",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("scheduled" = Uuid, Path, description = "A scheduled run id")),
+    request_body = UpdateScheduled,
+    responses(
+        (status = 200, body = ScheduledOut),
+        (status = 400, body = crate::rest::ApiErrors, description = "Among others: it has fired already"),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn update_scheduled(
     State(deps): State<Deps>,
     Path((tenant, scheduled)): Path<(String, String)>,
     headers: HeaderMap,
@@ -651,7 +570,18 @@ async fn update_scheduled(
 
 /// `DELETE /workflows/scheduled/{scheduled}` (P3-5): 204 with no body. A schedule that
 /// fired can be deleted too; the run it started is not touched.
-async fn delete_scheduled(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{tenant}/workflows/scheduled/{scheduled}",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant"), ("scheduled" = Uuid, Path, description = "A scheduled run id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+        (status = 404, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn delete_scheduled(
     State(deps): State<Deps>,
     Path((tenant, scheduled)): Path<(String, String)>,
     headers: HeaderMap,
@@ -685,7 +615,18 @@ fn bulk_ids(field: &str, ids: &[Uuid]) -> Result<(), ApiError> {
 /// `POST /workflows/scheduled/bulk-delete` (P3-6): by ids (1 to 500; those the tenant
 /// does not have are reported in `errors`) or by a filter (every matching schedule),
 /// not both. Fired schedules are deleted too; their runs are not touched.
-async fn bulk_delete(
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/workflows/scheduled/bulk-delete",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant")),
+    request_body = BulkDelete,
+    responses(
+        (status = 200, body = BulkDeleted),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn bulk_delete(
     State(deps): State<Deps>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
@@ -760,7 +701,18 @@ async fn bulk_delete(
 
 /// `POST /workflows/scheduled/bulk-update` (P3-6): moves 1 to 500 schedules; those the
 /// tenant does not have, or that fired already, are reported in `errors`.
-async fn bulk_update(
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/workflows/scheduled/bulk-update",
+    params(("tenant" = Uuid, Path, description = "The caller's tenant")),
+    request_body = BulkUpdate,
+    responses(
+        (status = 200, body = BulkUpdated),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn bulk_update(
     State(deps): State<Deps>,
     Path(tenant): Path<String>,
     headers: HeaderMap,

@@ -2,8 +2,8 @@
 //! `workers.list()` and `workers.get(id)`, and the dashboard's workers page. A worker
 //! answers as Hatchet's `Worker`, with what the dashboard draws beside it: the slots
 //! its tasks take now (`slotsUsed`, `durableSlotsUsed`), its durable slots, and when
-//! it last took a task (`lastTaskAcceptedAt`, among the tasks it holds now: null when
-//! it is idle).
+//! it was last handed a task (`lastTaskAcceptedAt`, also once it holds none; null until
+//! its first).
 
 use std::collections::BTreeMap;
 
@@ -126,7 +126,8 @@ pub(crate) struct Worker {
     durable_slots: i32,
     /// Adze: durable slots the durable tasks it holds take now.
     durable_slots_used: i64,
-    /// Adze: when it last took a task, among those it holds now (null when idle).
+    /// Adze: when it was last handed a task, whether or not it holds one now (null
+    /// until its first).
     last_task_accepted_at: Option<String>,
 }
 

@@ -8,6 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Deps;
@@ -20,17 +21,20 @@ pub(crate) fn router(deps: Deps) -> axum::Router {
         .with_state(deps)
 }
 
-#[derive(Serialize)]
+/// A workflow (`Workflow`).
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct WorkflowView {
+#[schema(as = Workflow)]
+pub(crate) struct WorkflowView {
     metadata: ResourceMeta,
     name: String,
     tenant_id: Uuid,
     is_paused: bool,
 }
 
-#[derive(Serialize)]
-struct WorkflowList {
+/// A page of workflows (`WorkflowList`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WorkflowList {
     rows: Vec<WorkflowView>,
     pagination: Pagination,
 }
@@ -50,7 +54,22 @@ fn view(tenant_id: Uuid, w: WorkflowRow) -> WorkflowView {
 
 /// `GET /api/v1/tenants/{tenant}/workflows?name=&offset=&limit=`: `name` is a
 /// substring in any case, the workflow of exactly that name first.
-async fn list_workflows(
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}/workflows",
+    params(
+        ("tenant" = Uuid, Path, description = "The caller's tenant"),
+        ("name" = Option<String>, Query, description = "Names containing this, in any case (the exact name first)"),
+        ("offset" = Option<i64>, Query, description = "Rows to skip"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
+    ),
+    responses(
+        (status = 200, body = WorkflowList),
+        (status = 400, body = crate::rest::ApiErrors),
+        (status = 403, body = crate::rest::ApiErrors),
+    )
+)]
+pub(crate) async fn list_workflows(
     State(deps): State<Deps>,
     Path(tenant): Path<String>,
     headers: HeaderMap,

@@ -293,6 +293,7 @@ async function runsPage(params) {
       const r = await api('POST', stablePath('/tasks/' + what), req);
       toast(`${what === 'cancel' ? 'Cancellation' : 'Replay'} queued for ${(r && r.ids ? r.ids.length : 0)} run(s)`);
       selected.clear();
+      selCount.textContent = '';
       counted = 0;
       load();
     } catch (e) {
@@ -349,7 +350,7 @@ async function runsPage(params) {
       });
       const meta = r.additionalMetadata && typeof r.additionalMetadata === 'object'
         ? Object.entries(r.additionalMetadata).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ') : '';
-      body.append(h('tr', { class: 'clickable', 'data-run-id': id, 'data-status': r.status, onclick: () => go('#/runs/' + id) },
+      body.append(h('tr', { class: 'clickable', 'data-run-id': id, 'data-status': r.status, 'data-workflow': r.workflowName, onclick: () => go('#/runs/' + id) },
         h('td', {}, box),
         h('td', { class: 'mono' }, h('a', { href: '#/runs/' + id, onclick: (e) => e.stopPropagation() }, id)),
         h('td', {}, r.displayName || r.workflowName),
@@ -551,7 +552,7 @@ async function runPage(id) {
             h('td', {}, a.startedAt && a.finishedAt ? span(ms(a.finishedAt) - ms(a.startedAt)) : '—'),
             h('td', { class: 'error' }, a.errorMessage || ''))))),
         h('div', { class: 'grid2' },
-          h('div', {}, h('span', {}, 'Input'), h('pre', {}, JSON.stringify(t.input, null, 2))),
+          h('div', {}, h('span', {}, 'Input'), h('pre', { 'data-testid': 'input' }, JSON.stringify(t.input, null, 2))),
           h('div', {}, h('span', {}, 'Output'), h('pre', { 'data-testid': 'output' }, t.output && Object.keys(t.output).length ? JSON.stringify(t.output, null, 2) : '—'))),
         t.errorMessage ? h('pre', { class: 'error' }, t.errorMessage) : '',
         events.length ? h('details', {}, h('summary', {}, `Events (${events.length})`),

@@ -9,7 +9,7 @@ mod kept;
 mod scan;
 
 pub use kept::routes;
-pub use scan::{served_routes, unlisted};
+pub use scan::{documented_routes, openapi_document, served_routes, source_routes, unlisted};
 
 use adze_tests::TestEnv;
 use serde_json::{Value, json};
