@@ -542,6 +542,33 @@ async fn a_waiting_retry_says_why_and_when_in_runs_get() {
     );
     assert!(t["next_attempt_at"].is_string(), "{printed}");
 
+    // And the runs API, with the time of the next attempt.
+    let (status, d) = adze_tests::rest::get(
+        &env,
+        &env.token,
+        &format!("/api/v1/stable/workflow-runs/{}", run.run_id()),
+    )
+    .await;
+    assert_eq!(status, 200, "{d}");
+    let t = d["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["displayName"] == "flaky"))
+        .unwrap_or_else(|| panic!("no task flaky in {d}"));
+    assert_eq!(t["waitReason"], "retry 1 of 2 after failure", "{t}");
+    let until = t["waitUntil"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .unwrap_or_else(|| panic!("no waitUntil time in {t}"));
+    let gap = (until.timestamp_millis() as i128)
+        - failed_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i128;
+    assert!(
+        (1_500..=3_100).contains(&gap),
+        "waitUntil {gap} ms after the failure, retry_after_ms 3000"
+    );
+
     assert_eq!(run.outputs().await.expect("second attempt")["flaky"], "now");
     stop.cancel();
     handle.await.expect("join").expect("worker stopped");

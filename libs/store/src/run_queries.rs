@@ -130,6 +130,9 @@ pub struct TaskSummary {
     pub error: Option<String>,
     /// Why it waits, in words.
     pub wait_reason: Option<String>,
+    /// When a queued task that waits for a time (a retry's backoff, a rate limit's next
+    /// window) may be tried again.
+    pub wait_until: Option<DateTime<Utc>>,
     /// Worker holding it or that last held it.
     pub worker_id: Option<Uuid>,
     /// Queued (for this attempt).
@@ -414,6 +417,7 @@ fn task_words(s: RunStatus) -> &'static [TaskStatus] {
 
 const TASK_COLUMNS: &str = "t.id, t.run_id, t.readable_id, t.action_id, t.status, t.attempt, \
      t.output, t.error, {task_wait_reason} AS wait_reason, \
+     CASE WHEN t.status = {queued} AND t.not_before > now() THEN t.not_before END AS wait_until, \
      t.worker_id, t.queued_at, t.started_at, t.finished_at, t.durable, t.parents, \
      (SELECT count(*) FROM run_parents c WHERE c.tenant_id = t.tenant_id \
         AND c.parent_task_id = t.id) AS spawned, \
@@ -432,6 +436,7 @@ fn task_of(row: &PgRow) -> Result<TaskSummary> {
         output: row.try_get("output")?,
         error: row.try_get("error")?,
         wait_reason: row.try_get("wait_reason")?,
+        wait_until: row.try_get("wait_until")?,
         worker_id: row.try_get("worker_id")?,
         queued_at: row.try_get("queued_at")?,
         started_at: row.try_get("started_at")?,

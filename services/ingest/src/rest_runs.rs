@@ -201,6 +201,10 @@ pub(crate) struct V1TaskSummary {
     /// Adze: why the task waits, in words (tasks only).
     #[serde(skip_serializing_if = "Option::is_none")]
     wait_reason: Option<String>,
+    /// Adze: when a task waiting for a time (a retry's backoff, a rate limit's next
+    /// window) may be tried again (tasks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait_until: Option<String>,
     /// Adze: the names of the task's parents (tasks only).
     #[serde(skip_serializing_if = "Option::is_none")]
     parents: Option<Vec<String>>,
@@ -397,6 +401,7 @@ fn task_out(tenant: Uuid, t: TaskSummary, payloads: bool) -> V1TaskSummary {
         workflow_version_id: t.workflow_version_id,
         parent_task_external_id: None,
         wait_reason: t.wait_reason,
+        wait_until: t.wait_until.map(ts),
         parents: Some(t.parents),
     }
 }
@@ -450,6 +455,7 @@ fn run_row(
         workflow_version_id: r.workflow_version_id,
         parent_task_external_id: r.parent_task,
         wait_reason: None,
+        wait_until: None,
         parents: None,
     }
 }

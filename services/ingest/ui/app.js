@@ -543,7 +543,7 @@ async function runPage(id) {
         h('summary', {}, h('b', {}, t.displayName), ' ', badge(t.status),
           t.attempt > 1 ? h('span', { class: 'muted' }, ` · ${t.attempt} attempts`) : '',
           t.isDurable ? h('span', { class: 'muted' }, ' · durable') : '',
-          t.waitReason ? h('span', {}, ' ', h('span', { class: 'reason', 'data-testid': 'wait-reason' }, 'waits: ' + t.waitReason)) : ''),
+          t.waitReason ? h('span', {}, ' ', h('span', { class: 'reason', 'data-testid': 'wait-reason' }, 'waits: ' + t.waitReason + (t.waitUntil ? ' (until ' + when(t.waitUntil) + ')' : ''))) : ''),
         h('table', { 'data-testid': 'attempts' },
           h('thead', {}, h('tr', {}, ['Attempt', 'Status', 'Worker', 'Assigned', 'Started', 'Finished', 'Ran for', 'Error'].map((c) => h('th', {}, c)))),
           h('tbody', {}, attempts.map((a) => h('tr', { 'data-attempt': a.attempt, 'data-status': a.status },
