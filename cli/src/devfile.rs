@@ -72,9 +72,10 @@ pub struct DevFile {
     /// The project's workflows; when given, triggers must name one of them.
     #[serde(default)]
     pub workflows: Vec<WorkflowDoc>,
-    /// Named triggers, run by `adze trigger <name>`.
+    /// Named triggers, run by `adze trigger <name>`: a map of name → trigger, or, as
+    /// Hatchet's `hatchet.yaml` writes them, a list of triggers each with its `name`.
     #[serde(default)]
-    pub triggers: BTreeMap<String, Trigger>,
+    pub triggers: Triggers,
     /// The worker `adze worker dev` runs.
     #[serde(default)]
     pub worker: Option<WorkerCommand>,
@@ -101,10 +102,18 @@ pub struct TaskDoc {
     pub description: Option<String>,
 }
 
+/// A named trigger: a run of a workflow, or a shell command (Hatchet's form).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
-    pub workflow: String,
+    /// The workflow it starts a run of.
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Or a shell command (`sh -c`) run in the file's directory with the profile's
+    /// environment (`HATCHET_CLIENT_TOKEN`, host and port, TLS), as `hatchet trigger`
+    /// runs one: it triggers whatever it triggers with the official SDKs.
+    #[serde(default)]
+    pub command: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     /// The run's input (YAML or JSON); default `{}`.
@@ -113,6 +122,88 @@ pub struct Trigger {
     /// Additional metadata of the run.
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
+}
+
+/// A trigger of the list form: a [`Trigger`] with its name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListedTrigger {
+    name: String,
+    #[serde(default)]
+    workflow: Option<String>,
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default = "empty_object")]
+    input: Value,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+/// The file's triggers by name, read from a map or from a list of named triggers.
+#[derive(Debug, Clone, Default)]
+pub struct Triggers(pub BTreeMap<String, Trigger>);
+
+impl std::ops::Deref for Triggers {
+    type Target = BTreeMap<String, Trigger>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Triggers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = Triggers;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of name → trigger, or a list of triggers with a `name` each")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Triggers, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let t: Trigger = map.next_value()?;
+                    out.insert(name, t);
+                }
+                Ok(Triggers(out))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Triggers, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(t) = seq.next_element::<ListedTrigger>()? {
+                    let trigger = Trigger {
+                        workflow: t.workflow,
+                        command: t.command,
+                        description: t.description,
+                        input: t.input,
+                        metadata: t.metadata,
+                    };
+                    if out.insert(t.name.clone(), trigger).is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "the trigger name {:?} is listed twice",
+                            t.name
+                        )));
+                    }
+                }
+                Ok(Triggers(out))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Triggers, E> {
+                Ok(Triggers::default())
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }
 
 fn empty_object() -> Value {
@@ -404,17 +495,39 @@ fn check(found: &Found) -> Result<(), Error> {
             ));
         }
     }
-    for (name, t) in &file.triggers {
-        if t.workflow.trim().is_empty() {
+    for (name, t) in file.triggers.iter() {
+        let workflow = match (&t.workflow, &t.command) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(found.field(
+                    format!("triggers.{name}"),
+                    "give either `workflow` (a run of one of the project's workflows) or \
+                     `command` (a shell command run with the profile's environment)",
+                ));
+            }
+            (None, Some(command)) => {
+                if command.trim().is_empty() {
+                    return Err(found.field(format!("triggers.{name}.command"), "is empty"));
+                }
+                if !t.input.as_object().is_some_and(Map::is_empty) || t.metadata.is_some() {
+                    return Err(found.field(
+                        format!("triggers.{name}"),
+                        "a `command` trigger takes no `input` or `metadata` (its command \
+                         sends what it sends)",
+                    ));
+                }
+                continue;
+            }
+            (Some(w), None) => w,
+        };
+        if workflow.trim().is_empty() {
             return Err(found.field(format!("triggers.{name}.workflow"), "is empty"));
         }
-        if !names.is_empty() && !names.contains(t.workflow.as_str()) {
+        if !names.is_empty() && !names.contains(workflow.as_str()) {
             let listed: Vec<&str> = names.iter().copied().collect();
             return Err(found.field(
                 format!("triggers.{name}.workflow"),
                 format!(
-                    "{:?} is not among the file's workflows ({})",
-                    t.workflow,
+                    "{workflow:?} is not among the file's workflows ({})",
                     listed.join(", ")
                 ),
             ));

@@ -47,6 +47,11 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<()> {
     let Some(name) = &args.name else {
         return list(found.as_ref());
     };
+    if let Some((found, t)) = found.as_ref().and_then(|f| Some((f, f.trigger(name)?)))
+        && let Some(command) = &t.command
+    {
+        return run_command(&args, name, command, found).await;
+    }
     let plan = plan(&args, name, found.as_ref())?;
     let target = args.conn.target()?;
     let address = target.address()?;
@@ -121,9 +126,12 @@ fn plan(args: &TriggerArgs, name: &str, found: Option<&devfile::Found>) -> anyho
         .transpose()
         .map_err(|e| anyhow::anyhow!("--metadata is not a JSON object: {e}"))?;
     let namespace = found.and_then(|f| f.file.namespace.clone());
-    match found.and_then(|f| f.trigger(name)) {
+    match found
+        .and_then(|f| f.trigger(name))
+        .filter(|t| t.workflow.is_some())
+    {
         Some(t) => Ok(Plan {
-            workflow: t.workflow.clone(),
+            workflow: t.workflow.clone().unwrap_or_default(),
             input: input.unwrap_or_else(|| t.input.clone()),
             metadata: metadata.or_else(|| t.metadata.clone()).map(Value::Object),
             namespace,
@@ -160,9 +168,49 @@ fn list(found: Option<&devfile::Found>) -> anyhow::Result<()> {
     if found.file.triggers.is_empty() {
         eprintln!("{} has no triggers", found.path.display());
     }
-    for (name, t) in &found.file.triggers {
+    for (name, t) in found.file.triggers.iter() {
         let about = t.description.as_deref().unwrap_or("");
-        println!("{name}\t{}\t{about}", t.workflow);
+        let what = match (&t.workflow, &t.command) {
+            (Some(w), _) => w.clone(),
+            (None, Some(c)) => format!("$ {c}"),
+            (None, None) => String::new(),
+        };
+        println!("{name}\t{what}\t{about}");
+    }
+    Ok(())
+}
+
+/// A `command` trigger: `sh -c <command>` in the file's directory with the profile's
+/// environment for the official SDKs, as `hatchet trigger` runs one; its exit status
+/// is adze's.
+async fn run_command(
+    args: &TriggerArgs,
+    name: &str,
+    command: &str,
+    found: &devfile::Found,
+) -> anyhow::Result<()> {
+    if args.input.is_some() || args.metadata.is_some() || args.wait {
+        anyhow::bail!(
+            "{name:?} is a command trigger (`{command}`): --input, --metadata and --wait \
+             belong to workflow triggers"
+        );
+    }
+    let target = args.conn.target()?;
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c").arg(command).current_dir(found.root());
+    cmd.envs(target.sdk_env()?);
+    if let Some(ns) = &found.file.namespace {
+        cmd.env("HATCHET_CLIENT_NAMESPACE", ns);
+    }
+    if !args.json {
+        eprintln!("adze: running trigger {name:?}: {command}");
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot run `sh -c {command:?}`: {e}"))?;
+    if !status.success() {
+        anyhow::bail!("trigger {name:?}: `{command}` ended with {status}");
     }
     Ok(())
 }

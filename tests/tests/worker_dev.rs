@@ -388,3 +388,49 @@ async fn a_bad_dev_file_is_refused_naming_the_field() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn hatchets_command_triggers_run_with_the_profiles_environment() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let project = tempfile::tempdir().expect("temp dir");
+    let (h, p) = (home.path(), project.path());
+    // Hatchet's hatchet.yaml form: a list of named shell commands.
+    std::fs::write(
+        p.join("adze.yaml"),
+        "namespace: shop\ntriggers:\n  - name: \"run:simple\"\n    description: the seed's command\n    \
+         command: \"printf '%s|%s|%s' \\\"$HATCHET_CLIENT_TOKEN\\\" \\\"$HATCHET_CLIENT_HOST_PORT\\\" \
+         \\\"$HATCHET_CLIENT_NAMESPACE\\\" > got.txt\"\n  - name: broken\n    command: \"exit 3\"\n",
+    )
+    .expect("write");
+    let conn = ["--token", "tok-a", "--host-port", "127.0.0.1:7"];
+    let run = |name: &'static str| {
+        let mut args = vec!["trigger", name];
+        args.extend(conn);
+        adze(h, p, &args).output()
+    };
+    let out = run("run:simple").await.expect("adze runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join("got.txt"))
+            .expect("the command ran in the file's directory"),
+        "tok-a|127.0.0.1:7|shop"
+    );
+    let out = run("broken").await.expect("adze runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("`exit 3` ended with exit status: 3"),
+        "{err}"
+    );
+    let mut listing = vec!["trigger"];
+    listing.extend(conn);
+    let out = adze(h, p, &listing).output().await.expect("adze runs");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("run:simple\t$ printf") && listed.contains("the seed's command"),
+        "{listed}"
+    );
+}

@@ -48,7 +48,7 @@ fn the_example_reads_as_written() {
     let (dir, found) = project(EXAMPLE);
     let found = found.expect("valid");
     let t = found.trigger("sample").expect("trigger");
-    assert_eq!(t.workflow, "document-pipeline");
+    assert_eq!(t.workflow.as_deref(), Some("document-pipeline"));
     assert_eq!(t.input, serde_json::json!({ "documentId": "doc-1" }));
     assert_eq!(t.metadata.as_ref().expect("metadata")["source"], "dev");
     let w = found.worker().expect("worker");
@@ -151,4 +151,43 @@ fn a_missing_worker_says_how_to_add_one() {
         "{err}"
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn hatchets_list_of_command_triggers_reads_too() {
+    let (dir, found) = project(
+        "triggers:\n  - name: simple\n    command: \"poetry run python src/run.py\"\n    \
+         description: Trigger a simple workflow\n  - name: greet\n    workflow: w\n",
+    );
+    std::fs::remove_dir_all(dir).ok();
+    let found = found.expect("the list form reads");
+    let simple = found.trigger("simple").expect("simple");
+    assert_eq!(
+        simple.command.as_deref(),
+        Some("poetry run python src/run.py")
+    );
+    assert_eq!(simple.workflow, None);
+    assert_eq!(
+        found.trigger("greet").and_then(|t| t.workflow.as_deref()),
+        Some("w")
+    );
+}
+
+#[test]
+fn a_trigger_is_a_workflow_or_a_command_and_names_are_unique() {
+    let (field, message) = field_error("triggers:\n  t: { workflow: w, command: ls }\n");
+    assert_eq!(field, "triggers.t");
+    assert!(message.contains("either `workflow`"), "{message}");
+    let (field, _) = field_error("triggers:\n  t: { description: nothing }\n");
+    assert_eq!(field, "triggers.t");
+    let (field, message) = field_error("triggers:\n  t: { command: ls, input: { a: 1 } }\n");
+    assert_eq!(field, "triggers.t");
+    assert!(message.contains("takes no `input`"), "{message}");
+    let (field, message) =
+        field_error("triggers:\n  - { name: t, command: ls }\n  - { name: t, command: pwd }\n");
+    assert_eq!(field, "triggers");
+    assert!(message.contains("listed twice"), "{message}");
+    let (field, message) = field_error("triggers:\n  - { name: t, comand: ls }\n");
+    assert_eq!(field, "triggers[0].comand");
+    assert!(message.contains("unknown field"), "{message}");
 }
