@@ -446,6 +446,38 @@ impl TestEnv {
         find().await.expect("id")
     }
 
+    /// Run `run`'s stored status (an id as the SDK gives it).
+    pub async fn run_status(&self, run: &str) -> String {
+        sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+            .bind(Uuid::parse_str(run).expect("a run id"))
+            .fetch_one(&self.pool)
+            .await
+            .expect("the run")
+    }
+
+    /// Waits until some task of run `run` (an id as the SDK gives it) is running.
+    pub async fn wait_task_running(&self, run: &str) {
+        let id = Uuid::parse_str(run).expect("a run id");
+        let pool = self.pool.clone();
+        wait_for(
+            &format!("a task of run {run} runs"),
+            Duration::from_secs(30),
+            || {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT count(*) FROM tasks WHERE run_id = $1 AND status = 'running'",
+                    )
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                }
+            },
+        )
+        .await;
+    }
+
     /// Waits until run `run` (an id as the SDK gives it) has the stored status `status`.
     pub async fn wait_run_status(&self, run: &str, status: &str) {
         let pool = self.pool.clone();

@@ -100,15 +100,6 @@ fn limited(gate: Arc<Semaphore>) -> adze_sdk::Workflow<Value> {
         .concurrency(Concurrency::new("input.group", 1))
 }
 
-/// A run's status in Postgres.
-async fn run_status(env: &TestEnv, run: &str) -> String {
-    sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
-        .bind(Uuid::parse_str(run).expect("a run id"))
-        .fetch_one(&env.pool)
-        .await
-        .expect("the run")
-}
-
 /// The attempt (from 0) of a one-task run's task, and how many of its attempts that
 /// ran on a worker and did not succeed are kept in the history.
 async fn attempts(env: &TestEnv, run: &str) -> (i32, i64) {
@@ -330,20 +321,20 @@ async fn the_dashboard_in_chromium_shows_runs_live_and_cancels() {
     assert_eq!(worker, "paused");
     // The failed run replayed from its page succeeded on its second attempt, the
     // failed one kept.
-    assert_eq!(run_status(&env, failed.run_id()).await, "succeeded");
+    assert_eq!(env.run_status(failed.run_id()).await, "succeeded");
     assert_eq!(attempts(&env, failed.run_id()).await, (1, 1));
     // The two runs of the selection were cancelled, then replayed: queued again as a
     // new attempt (the cancelled one never ran, so no history); the third was never
     // touched.
     for run in &selection[..2] {
-        assert_eq!(run_status(&env, run).await, "queued", "{run}");
+        assert_eq!(env.run_status(run).await, "queued", "{run}");
         assert_eq!(attempts(&env, run).await, (1, 0), "{run}");
     }
-    assert_eq!(run_status(&env, &selection[2]).await, "queued");
+    assert_eq!(env.run_status(&selection[2]).await, "queued");
     assert_eq!(attempts(&env, &selection[2]).await, (0, 0));
     // The runs matching the filters were cancelled.
     for run in &wide {
-        assert_eq!(run_status(&env, run).await, "cancelled", "{run}");
+        assert_eq!(env.run_status(run).await, "cancelled", "{run}");
     }
     // The schedule deleted from the page is gone; the one that fired is kept.
     let kept: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM scheduled_runs WHERE tenant_id = $1")

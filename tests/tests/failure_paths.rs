@@ -51,15 +51,6 @@ async fn task_row(env: &TestEnv, run: &str) -> (String, Option<String>, i32, Str
     .expect("task")
 }
 
-async fn run_status(env: &TestEnv, run: &str) -> String {
-    let run = Uuid::parse_str(run).expect("run id");
-    sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
-        .bind(run)
-        .fetch_one(&env.pool)
-        .await
-        .expect("run")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_past_its_timeout_is_stopped_retried_and_fails_its_run() {
     let env = TestEnv::start().await;
@@ -295,7 +286,7 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
         .expect("json");
     assert_eq!(answer["ids"], json!([tagged.run_id()]));
     env.wait_run_status(tagged.run_id(), "cancelled").await;
-    assert_ne!(run_status(&env, spared.run_id()).await, "cancelled");
+    assert_ne!(env.run_status(spared.run_id()).await, "cancelled");
 
     // Bad input: a clear 400 and nothing cancelled.
     for (bad, says) in [
@@ -330,7 +321,7 @@ async fn cancelling_stops_running_tasks_and_queued_runs_and_gives_the_slot_back(
         .cancel(&[unknown.as_str()])
         .await
         .expect("unknown id");
-    assert_ne!(run_status(&env, spared.run_id()).await, "cancelled");
+    assert_ne!(env.run_status(spared.run_id()).await, "cancelled");
     client
         .cancel(&[spared.run_id()])
         .await

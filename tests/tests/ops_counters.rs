@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use adze_sdk::{Concurrency, ConcurrencyStrategy, Context, TaskDef, TaskError, Workflow};
-use adze_tests::{TestEnv, bin, wait_for};
+use adze_tests::{TestEnv, bin};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -59,37 +59,6 @@ async fn scrape_until(base: &str, expected: &[Expected<'_>]) -> String {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn run_status(env: &TestEnv, run: &str) -> String {
-    sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
-        .bind(Uuid::parse_str(run).expect("a run id"))
-        .fetch_one(&env.pool)
-        .await
-        .expect("the run")
-}
-
-/// Waits until some task of `run` is running.
-async fn wait_running(env: &TestEnv, run: &str) {
-    let id = Uuid::parse_str(run).expect("a run id");
-    let pool = env.pool.clone();
-    wait_for(
-        &format!("a task of run {run} runs"),
-        Duration::from_secs(30),
-        || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM tasks WHERE run_id = $1 AND status = 'running'",
-                )
-                .bind(id)
-                .fetch_one(&pool)
-                .await
-                .is_ok_and(|n| n > 0)
-            }
-        },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -138,7 +107,7 @@ async fn a_retry_a_timeout_and_cancellations_are_counted_by_cause() {
 
     // A running task's slot, under its worker's name and its action.
     let h = client.run_no_wait("held", json!({})).await.expect("held");
-    wait_running(&env, h.run_id()).await;
+    env.wait_task_running(h.run_id()).await;
     let action: String = sqlx::query_scalar("SELECT action_id FROM tasks WHERE run_id = $1")
         .bind(Uuid::parse_str(h.run_id()).expect("id"))
         .fetch_one(&env.pool)
@@ -168,13 +137,13 @@ async fn a_retry_a_timeout_and_cancellations_are_counted_by_cause() {
         .run_no_wait("newest", json!({"user": "u", "ms": 60_000}))
         .await
         .expect("old");
-    wait_running(&env, old.run_id()).await;
+    env.wait_task_running(old.run_id()).await;
     let new = client
         .run_no_wait("newest", json!({"user": "u", "ms": 10}))
         .await
         .expect("new");
     env.wait_run_status(new.run_id(), "succeeded").await;
-    assert_eq!(run_status(&env, old.run_id()).await, "cancelled");
+    assert_eq!(env.run_status(old.run_id()).await, "cancelled");
 
     let user: &[(&str, &str)] = &[("cause", "user")];
     let concurrency: &[(&str, &str)] = &[("cause", "concurrency")];

@@ -74,29 +74,6 @@ fn in_trace(receiver: &Receiver, trace: &str, name: &str) -> Received {
     found.into_iter().next().expect("one")
 }
 
-/// Waits until some task of `run` is running.
-async fn wait_running(env: &TestEnv, run: &str) {
-    let id = Uuid::parse_str(run).expect("a run id");
-    let pool = env.pool.clone();
-    wait_for(
-        &format!("a task of run {run} runs"),
-        Duration::from_secs(30),
-        || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM tasks WHERE run_id = $1 AND status = 'running'",
-                )
-                .bind(id)
-                .fetch_one(&pool)
-                .await
-                .is_ok_and(|n| n > 0)
-            }
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_held_back_by_a_concurrency_key_shows_why_on_its_queue_span() {
     let receiver = Receiver::start().await;
@@ -114,7 +91,7 @@ async fn a_task_held_back_by_a_concurrency_key_shows_why_on_its_queue_span() {
         .run_no_wait("keyed", json!({"user": "u", "ms": 1_500}))
         .await
         .expect("first");
-    wait_running(&env, first.run_id()).await;
+    env.wait_task_running(first.run_id()).await;
     // The key is full: the second waits for it although the worker has free slots.
     let second = client
         .run_no_wait("keyed", json!({"user": "u", "ms": 0}))
@@ -258,7 +235,7 @@ async fn a_users_cancellation_is_a_span_of_the_run() {
         .run_no_wait("stoppable", json!({}))
         .await
         .expect("run");
-    wait_running(&env, h.run_id()).await;
+    env.wait_task_running(h.run_id()).await;
     client.cancel(&[h.run_id()]).await.expect("cancel");
     env.wait_run_status(h.run_id(), "cancelled").await;
 
