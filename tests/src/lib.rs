@@ -455,6 +455,46 @@ impl TestEnv {
             .expect("the run")
     }
 
+    /// The stored statuses of `runs` (ids as the SDK gives them), in their order.
+    pub async fn run_statuses(&self, runs: &[String]) -> Vec<String> {
+        let ids: Vec<Uuid> = runs
+            .iter()
+            .map(|r| Uuid::parse_str(r).expect("a run id"))
+            .collect();
+        let found: std::collections::HashMap<Uuid, String> =
+            sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM runs WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await
+                .expect("runs")
+                .into_iter()
+                .collect();
+        ids.iter().map(|id| found[id].clone()).collect()
+    }
+
+    /// Waits (a minute at most) until none of `runs` is queued any more.
+    pub async fn wait_runs_final(&self, runs: &[String]) {
+        wait_for("every run finished", Duration::from_secs(60), || async {
+            self.run_statuses(runs).await.iter().all(|s| s != "queued")
+        })
+        .await;
+    }
+
+    /// Live holders of every concurrency key, as the scheduler's concurrency stage
+    /// counts them.
+    pub async fn live_key_holders(&self) -> usize {
+        let keys: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT DISTINCT tenant_id, key FROM concurrency_holds")
+                .fetch_all(&self.pool)
+                .await
+                .expect("keys");
+        let mut conn = self.pool.acquire().await.expect("conn");
+        adze_store::concurrency::holders(&mut conn, &keys)
+            .await
+            .expect("holders")
+            .len()
+    }
+
     /// Waits until some task of run `run` (an id as the SDK gives it) is running.
     pub async fn wait_task_running(&self, run: &str) {
         let id = Uuid::parse_str(run).expect("a run id");

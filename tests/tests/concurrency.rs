@@ -40,40 +40,6 @@ async fn running_of(env: &TestEnv, workflow: &str, user: &str) -> i64 {
     .expect("count")
 }
 
-async fn statuses(env: &TestEnv, runs: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in runs {
-        let s: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
-            .bind(Uuid::parse_str(r).expect("id"))
-            .fetch_one(&env.pool)
-            .await
-            .expect("run");
-        out.push(s);
-    }
-    out
-}
-
-async fn wait_all_final(env: &TestEnv, runs: &[String]) {
-    wait_for("every run finished", Duration::from_secs(60), || async {
-        statuses(env, runs).await.iter().all(|s| s != "queued")
-    })
-    .await;
-}
-
-/// Live holders of every key, as the concurrency stage counts them.
-async fn live_holders(env: &TestEnv) -> usize {
-    let keys: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT DISTINCT tenant_id, key FROM concurrency_holds")
-            .fetch_all(&env.pool)
-            .await
-            .expect("keys");
-    let mut conn = env.pool.acquire().await.expect("conn");
-    adze_store::concurrency::holders(&mut conn, &keys)
-        .await
-        .expect("holders")
-        .len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alice_never_has_more_than_five_and_bob_starts_at_once() {
     let env = TestEnv::start().await;
@@ -101,7 +67,7 @@ async fn alice_never_has_more_than_five_and_bob_starts_at_once() {
     let (mut alice_max, mut bob_max) = (0, 0);
     let mut reasons = std::collections::BTreeSet::new();
     let started = std::time::Instant::now();
-    while statuses(&env, &runs).await.iter().any(|s| s == "queued") {
+    while env.run_statuses(&runs).await.iter().any(|s| s == "queued") {
         let waiting: Vec<Option<String>> =
             sqlx::query_scalar("SELECT wait_reason FROM tasks WHERE status = 'queued'")
                 .fetch_all(&env.pool)
@@ -124,7 +90,12 @@ async fn alice_never_has_more_than_five_and_bob_starts_at_once() {
         "{reasons:?}"
     );
     assert_eq!(bob_max, 5, "all of bob's runs ran at once");
-    assert!(statuses(&env, &runs).await.iter().all(|s| s == "succeeded"));
+    assert!(
+        env.run_statuses(&runs)
+            .await
+            .iter()
+            .all(|s| s == "succeeded")
+    );
     // A task that went on has no wait reason left.
     let waited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM tasks WHERE wait_reason IS NULL AND status = 'succeeded'",
@@ -133,7 +104,11 @@ async fn alice_never_has_more_than_five_and_bob_starts_at_once() {
     .await
     .expect("count");
     assert_eq!(waited, 15);
-    assert_eq!(live_holders(&env).await, 0, "every place was given back");
+    assert_eq!(
+        env.live_key_holders().await,
+        0,
+        "every place was given back"
+    );
     stop.cancel();
     env.stop().await;
 }
@@ -157,9 +132,9 @@ async fn cancel_in_progress_keeps_only_the_newest() {
         runs.push(h.run_id().to_string());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    wait_all_final(&env, &runs).await;
+    env.wait_runs_final(&runs).await;
     assert_eq!(
-        statuses(&env, &runs).await,
+        env.run_statuses(&runs).await,
         vec!["cancelled", "cancelled", "succeeded"]
     );
     let error: String = sqlx::query_scalar("SELECT error FROM tasks WHERE run_id = $1")
@@ -168,7 +143,7 @@ async fn cancel_in_progress_keeps_only_the_newest() {
         .await
         .expect("error");
     assert!(error.contains("CANCEL_IN_PROGRESS"), "{error}");
-    assert_eq!(live_holders(&env).await, 0);
+    assert_eq!(env.live_key_holders().await, 0);
     stop.cancel();
     env.stop().await;
 }
@@ -206,9 +181,9 @@ async fn cancel_newest_keeps_what_holds_the_key() {
         second.run_id().to_string(),
         other.run_id().to_string(),
     ];
-    wait_all_final(&env, &runs).await;
+    env.wait_runs_final(&runs).await;
     assert_eq!(
-        statuses(&env, &runs).await,
+        env.run_statuses(&runs).await,
         vec!["succeeded", "cancelled", "succeeded"]
     );
     stop.cancel();
@@ -243,7 +218,7 @@ async fn a_busy_key_does_not_starve_another() {
         .iter()
         .map(|h| h.run_id().to_string())
         .collect();
-    wait_all_final(&env, &b).await;
+    env.wait_runs_final(&b).await;
     let a_done: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM runs WHERE workflow_name = 'fair' AND input->>'user' = 'A' AND status <> 'queued'",
     )
@@ -253,7 +228,7 @@ async fn a_busy_key_does_not_starve_another() {
     // B's ten runs (one at a time, 20 ms each) finished while A's backlog, served one
     // at a time too, had barely moved.
     assert!(a_done < 100, "B waited behind {a_done} of A's runs");
-    assert!(statuses(&env, &b).await.iter().all(|s| s == "succeeded"));
+    assert!(env.run_statuses(&b).await.iter().all(|s| s == "succeeded"));
     stop.cancel();
     env.stop().await;
 }
@@ -309,12 +284,12 @@ async fn every_terminal_path_gives_the_place_back() {
     )
     .await;
     client.cancel(&[runs[3].as_str()]).await.expect("cancel");
-    wait_all_final(&env, &runs).await;
+    env.wait_runs_final(&runs).await;
     assert_eq!(
-        statuses(&env, &runs).await,
+        env.run_statuses(&runs).await,
         vec!["failed", "failed", "succeeded", "cancelled", "succeeded"]
     );
-    assert_eq!(live_holders(&env).await, 0);
+    assert_eq!(env.live_key_holders().await, 0);
     // The key still admits: nothing leaked.
     let last: Result<Value, _> = client.run("paths", json!({})).await;
     assert!(last.is_ok(), "{last:?}");

@@ -87,31 +87,8 @@ async fn running(env: &TestEnv, workflow: &str, field: &str, value: &str) -> i64
     .expect("count")
 }
 
-async fn statuses(env: &TestEnv, runs: &[String]) -> Vec<String> {
-    let ids: Vec<Uuid> = runs
-        .iter()
-        .map(|r| Uuid::parse_str(r).expect("id"))
-        .collect();
-    let found: BTreeMap<Uuid, String> =
-        sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM runs WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&env.pool)
-            .await
-            .expect("runs")
-            .into_iter()
-            .collect();
-    ids.iter().map(|id| found[id].clone()).collect()
-}
-
 fn finished(statuses: &[String]) -> bool {
     statuses.iter().all(|s| s != "queued")
-}
-
-async fn wait_all_final(env: &TestEnv, runs: &[String]) {
-    wait_for("every run finished", Duration::from_secs(60), || async {
-        finished(&statuses(env, runs).await)
-    })
-    .await;
 }
 
 /// The error the task of `run` ended with.
@@ -122,20 +99,6 @@ async fn task_error(env: &TestEnv, run: &str) -> String {
         .await
         .expect("task")
         .unwrap_or_default()
-}
-
-/// Live holders of every key, as the concurrency stage counts them.
-async fn live_holders(env: &TestEnv) -> usize {
-    let keys: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT DISTINCT tenant_id, key FROM concurrency_holds")
-            .fetch_all(&env.pool)
-            .await
-            .expect("keys");
-    let mut conn = env.pool.acquire().await.expect("conn");
-    adze_store::concurrency::holders(&mut conn, &keys)
-        .await
-        .expect("holders")
-        .len()
 }
 
 /// What happened to a key's runs: the first holds key `u` for 3 s while the
@@ -188,7 +151,7 @@ async fn key_story(env: &TestEnv, name: &str, order: &Order, newcomers: usize) -
     let began = Instant::now();
     loop {
         u_max = u_max.max(running(env, name, "user", "u").await);
-        let now = statuses(env, &all).await;
+        let now = env.run_statuses(&all).await;
         if finished(&now) {
             let mut u = now;
             let v = u.pop().expect("v's run");
@@ -226,7 +189,11 @@ async fn queue_newest_runs_every_run_of_a_key_one_at_a_time_in_arrival_order() {
     let v_at = story.order.iter().position(|t| t == "v").expect("v ran");
     let u1_at = story.order.iter().position(|t| t == "u1").expect("u1 ran");
     assert!(v_at < u1_at, "{:?}", story.order);
-    assert_eq!(live_holders(&env).await, 0, "every place was given back");
+    assert_eq!(
+        env.live_key_holders().await,
+        0,
+        "every place was given back"
+    );
     stop.cancel();
     env.stop().await;
 }
@@ -249,7 +216,7 @@ async fn drop_newest_cancels_newcomers_while_the_key_is_held() {
     );
     let error = task_error(&env, &story.u_runs[1]).await;
     assert!(error.contains("DROP_NEWEST"), "{error}");
-    assert_eq!(live_holders(&env).await, 0);
+    assert_eq!(env.live_key_holders().await, 0);
     // The key admits again once its holder is done.
     env.client()
         .run_no_wait("dropping", json!({"user": "u", "tag": "after"}))
@@ -280,7 +247,7 @@ async fn cancel_queued_except_newest_keeps_the_holder_and_the_newest_waiting() {
     assert_eq!(story.u_max, 1);
     let error = task_error(&env, &story.u_runs[1]).await;
     assert!(error.contains("CANCEL_QUEUED_EXCEPT_NEWEST"), "{error}");
-    assert_eq!(live_holders(&env).await, 0);
+    assert_eq!(env.live_key_holders().await, 0);
     stop.cancel();
     env.stop().await;
 }
@@ -303,7 +270,7 @@ async fn cancel_queued_except_oldest_keeps_the_holder_and_the_oldest_waiting() {
     assert_eq!(story.u_max, 1);
     let error = task_error(&env, &story.u_runs[3]).await;
     assert!(error.contains("CANCEL_QUEUED_EXCEPT_OLDEST"), "{error}");
-    assert_eq!(live_holders(&env).await, 0);
+    assert_eq!(env.live_key_holders().await, 0);
     stop.cancel();
     env.stop().await;
 }
@@ -339,7 +306,7 @@ async fn two_workflow_level_limits_both_hold() {
     let mut user_max: BTreeMap<&str, i64> = BTreeMap::new();
     let mut team_max: BTreeMap<&str, i64> = BTreeMap::new();
     let began = Instant::now();
-    while !finished(&statuses(&env, &runs).await) {
+    while !finished(&env.run_statuses(&runs).await) {
         for user in ["alice", "bob", "carol", "dave", "erin"] {
             let n = running(&env, "teams", "user", user).await;
             let max = user_max.entry(user).or_default();
@@ -368,8 +335,8 @@ async fn two_workflow_level_limits_both_hold() {
     // team reached it.
     assert_eq!(team_max.get("red"), Some(&2), "{team_max:?}");
     assert_eq!(team_max.get("blue"), Some(&2), "{team_max:?}");
-    assert_eq!(statuses(&env, &runs).await, vec!["succeeded"; 15]);
-    assert_eq!(live_holders(&env).await, 0);
+    assert_eq!(env.run_statuses(&runs).await, vec!["succeeded"; 15]);
+    assert_eq!(env.live_key_holders().await, 0);
     stop.cancel();
     env.stop().await;
 }
@@ -473,7 +440,7 @@ async fn a_busy_key_of_high_priority_runs_does_not_starve_a_low_priority_key() {
     // Key A: 500 runs at priority 3 waiting one at a time, then 10 of key B at 1.
     bulk_at(&env, "busy-ranked", "A", 3, 500).await;
     let b = bulk_at(&env, "busy-ranked", "B", 1, 10).await;
-    wait_all_final(&env, &b).await;
+    env.wait_runs_final(&b).await;
     let a_done: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM runs WHERE workflow_name = 'busy-ranked' AND input->>'user' = 'A' AND status <> 'queued'",
     )
@@ -483,7 +450,7 @@ async fn a_busy_key_of_high_priority_runs_does_not_starve_a_low_priority_key() {
     // B's ten (one at a time, 20 ms each) finished while A's backlog, served one at a
     // time too, had barely moved.
     assert!(a_done < 100, "B waited behind {a_done} of A's runs");
-    assert_eq!(statuses(&env, &b).await, vec!["succeeded"; 10]);
+    assert_eq!(env.run_statuses(&b).await, vec!["succeeded"; 10]);
     stop.cancel();
     env.stop().await;
 }
