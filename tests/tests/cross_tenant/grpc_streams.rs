@@ -272,6 +272,7 @@ impl Walk<'_> {
             Ok(s) => s.into_inner(),
             Err(s) => return refusal(&s),
         };
+        let calls_len = calls.len();
         for call in calls {
             tx.send(DurableTaskRequest {
                 message: Some(call),
@@ -279,14 +280,16 @@ impl Walk<'_> {
             .await
             .expect("send a durable call");
         }
-        // A memo on a task that exists nowhere, sent last: once it is refused, the calls
-        // before it have been handled (each is one short read of A's tenant).
+        // Each call is answered once, and the stream handles calls side by side, so an
+        // answer may overtake one sent before it. Once every call has an answer, a memo on
+        // a task that exists nowhere is sent: anything else the stream says before it is
+        // refused is collected too.
         let mut got = Vec::new();
         let mut probe_answered = false;
         let probe = Uuid::new_v4().to_string();
         let mut probe_sent = false;
         while !probe_answered {
-            if !probe_sent && got.len() >= 4 {
+            if !probe_sent && got.len() >= calls_len {
                 tx.send(DurableTaskRequest {
                     message: Some(In::Memo(v1::DurableTaskMemoRequest {
                         invocation_count: 1,
