@@ -78,6 +78,16 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             .bind(SAMPLES as i64)
             .fetch_all(&mut db)
             .await?;
+    // What `counts_all` must answer, counted run by run.
+    let exact: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT CASE WHEN r.status NOT IN ('queued', 'running') THEN r.status \
+           WHEN EXISTS (SELECT 1 FROM tasks s WHERE s.tenant_id = r.tenant_id AND s.run_id = r.id \
+                        AND s.status NOT IN ('pending', 'queued')) THEN 'running' \
+           ELSE 'queued' END, count(*) FROM runs r WHERE r.tenant_id = $1 GROUP BY 1",
+    )
+    .bind(tenant)
+    .fetch_all(&mut db)
+    .await?;
     let _ = db.close().await;
 
     let api = Api {
@@ -122,6 +132,23 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             samples.push(ns);
         }
         worst = worst.max(record(&mut reads, name, samples, json!({ "rows": rows })));
+    }
+    let (_, counted) = api
+        .get(&format!(
+            "/api/v1/stable/tenants/{tenant}/workflow-runs/counts"
+        ))
+        .await?;
+    for (status, n) in &exact {
+        let field = if status == "succeeded" {
+            "completed"
+        } else {
+            status.as_str()
+        };
+        anyhow::ensure!(
+            counted[field].as_i64() == Some(*n),
+            "the runs list counts {} {field} runs; counted run by run there are {n}",
+            counted[field]
+        );
     }
     // Cursor pages: one walk of SAMPLES pages.
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -209,7 +236,14 @@ async fn seed(
                         jsonb_build_object('seq', g.i),
                         jsonb_build_object('user', 'u' || (g.i % 1000)), g.at,
                         CASE WHEN g.status <> 'queued' THEN g.at + interval '20 ms' END
-                 FROM g, v RETURNING id)
+                 FROM g, v RETURNING id),
+           -- The runs list's counts, as the statements that create and finish runs
+           -- keep them (migration 0033).
+           counted AS (INSERT INTO run_count_deltas (tenant_id, workflow_id, hour, status, n)
+                 SELECT $1, v.workflow_id, date_bin('1 hour', g.at, TIMESTAMPTZ 'epoch'), s.status, count(*)
+                 FROM g, v, LATERAL (VALUES ('created'),
+                                            (CASE WHEN g.status <> 'queued' THEN g.status END)) s(status)
+                 WHERE s.status IS NOT NULL GROUP BY 1, 2, 3, 4)
            INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, attempt,
                               output, error, queued_at, started_at, finished_at, wait_reason)
            SELECT $1, gen_random_uuid(), g.id, t.readable_id, t.action_id, g.status, 0,

@@ -260,7 +260,12 @@ static COMPLETED: Fenced = Fenced::new(
                -- A failed run whose on-failure task is not created yet is not over
                -- ([`crate::scheduling::finalize_runs`] creates it).
                AND NOT (fin.status = {failed} AND r.on_failure_pending)
-             RETURNING r.tenant_id, r.id, r.status, r.traceparent, r.durable_parent)
+             RETURNING r.tenant_id, r.id, r.status, r.traceparent, r.durable_parent,
+                       r.workflow_id, r.created_at),
+           run_changes AS (
+             SELECT tenant_id, workflow_id, created_at, status AS change_status, 1 AS change_n
+             FROM done),
+           {count_run_changes}
            SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent,
                   done.durable_parent AS run_durable_parent
            FROM rs LEFT JOIN done ON done.tenant_id = rs.tenant_id AND done.id = rs.run_id"#,

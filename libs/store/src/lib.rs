@@ -17,6 +17,7 @@ pub mod logs;
 pub mod rate_limits;
 pub mod repairs;
 pub mod replay;
+pub mod run_counts;
 pub mod run_queries;
 pub mod runs;
 pub mod scheduling;

@@ -74,14 +74,22 @@ pub async fn reopen_runs(conn: &mut PgConnection, tenant_id: Uuid, runs: &[Uuid]
         return Ok(());
     }
     static REOPEN: Sql = Sql::new(
-        r#"WITH r AS (
+        r#"WITH was AS (
+             SELECT tenant_id, id, workflow_id, created_at, status FROM runs
+             WHERE tenant_id = $1 AND id = ANY($2) FOR UPDATE),
+           r AS (
              UPDATE runs SET status = {queued}, finished_at = NULL, sticky_worker = NULL,
                on_failure_pending = EXISTS (
                  SELECT 1 FROM workflow_tasks w
                  WHERE w.tenant_id = runs.tenant_id AND w.workflow_version_id = runs.workflow_version_id
                    AND w.on_failure)
-             WHERE tenant_id = $1 AND id = ANY($2)
-             RETURNING tenant_id, id),
+             FROM was WHERE runs.tenant_id = was.tenant_id AND runs.id = was.id
+             RETURNING runs.tenant_id, runs.id),
+           -- A final run leaves its final status's count (it stays created).
+           run_changes AS (
+             SELECT tenant_id, workflow_id, created_at, status AS change_status, -1 AS change_n
+             FROM was WHERE status NOT IN ({run_open})),
+           {count_run_changes},
            old AS (
              SELECT t.* FROM tasks t JOIN r ON t.tenant_id = r.tenant_id AND t.run_id = r.id
              WHERE t.on_failure AND t.status IN ({succeeded}, {failed}, {cancelled})),

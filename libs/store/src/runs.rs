@@ -171,7 +171,11 @@ static CREATE_RUNS: Sql = Sql::new(
                            additional_metadata, traceparent, on_failure_pending, sticky_worker, triggers)
          SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::jsonb[],
                               $21::jsonb[], $22::text[], $23::bool[], $29::uuid[], $30::jsonb[])
-         RETURNING 1),
+         RETURNING tenant_id, workflow_id, created_at),
+       run_changes AS (
+         SELECT tenant_id, workflow_id, created_at, 'created' AS change_status, 1 AS change_n
+         FROM new_runs),
+       {count_run_changes},
        -- The event keys of tasks with conditions (see migration 0024).
        event_waits AS (
          INSERT INTO task_event_waits (tenant_id, event_key, task_id)

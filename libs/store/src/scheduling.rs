@@ -481,11 +481,18 @@ pub async fn finalize_runs(
     let sts: Vec<&str> = done.iter().map(|d| d.1.as_str()).collect();
     // Only runs not final yet are updated, and only those are reported.
     static FINISH: Sql = Sql::new(
-        r#"UPDATE runs r SET status = u.status, finished_at = now()
-           FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(tenant_id, id, status)
-           WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ({run_open})
-             AND NOT (u.status = {failed} AND r.on_failure_pending)
-           RETURNING r.tenant_id, r.id, r.traceparent, r.durable_parent"#,
+        r#"WITH done AS (
+             UPDATE runs r SET status = u.status, finished_at = now()
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS u(tenant_id, id, status)
+             WHERE r.tenant_id = u.tenant_id AND r.id = u.id AND r.status IN ({run_open})
+               AND NOT (u.status = {failed} AND r.on_failure_pending)
+             RETURNING r.tenant_id, r.id, r.traceparent, r.durable_parent, r.workflow_id, r.created_at,
+                       r.status),
+           run_changes AS (
+             SELECT tenant_id, workflow_id, created_at, status AS change_status, 1 AS change_n
+             FROM done),
+           {count_run_changes}
+           SELECT tenant_id, id, traceparent, durable_parent FROM done"#,
     );
     let rows = sqlx::query(FINISH.text())
         .bind(&tenants)

@@ -10,8 +10,10 @@
 //! `IN (…)`), `{run_open}`, `{worker_<worker status>}` (`{worker_active}`, …),
 //! `{worker_present}`, `{wait_slot}` / `{wait_no_worker}` / `{wait_parents}` (wait
 //! reasons), `{candidate}` (the select list of a queued task `t` as
-//! `admission::candidate` reads it), and `{task_wait_reason}` (why task `t` waits, as
-//! people read it).
+//! `admission::candidate` reads it), `{task_wait_reason}` (why task `t` waits, as
+//! people read it) and `{count_run_changes}` (a CTE adding the statement's
+//! `run_changes` to the runs list's counts, see [`crate::run_counts`]) and
+//! `{run_status}` (the status of run `r`, derived from its tasks while it is open).
 
 use std::sync::OnceLock;
 
@@ -49,8 +51,11 @@ const TASK_WAIT_REASON: &str = "CASE WHEN t.status = {queued} AND t.wait_reason 
 
 /// Replaces every placeholder in `template` with its literal.
 pub(crate) fn render(template: &str) -> String {
-    // Spliced first: it holds placeholders of its own.
-    let mut out = template.replace("{task_wait_reason}", TASK_WAIT_REASON);
+    // Spliced first: they hold placeholders of their own.
+    let mut out = template
+        .replace("{task_wait_reason}", TASK_WAIT_REASON)
+        .replace("{count_run_changes}", crate::run_counts::COUNT_CHANGES)
+        .replace("{run_status}", crate::run_queries::RUN_STATUS);
     for s in TaskStatus::ALL {
         out = out.replace(&format!("{{{}}}", s.as_str()), &quoted(s.as_str()));
     }

@@ -34,6 +34,8 @@ pub const PURGE_ORDER: &[&str] = &[
     "event_runs",
     "events",
     "run_parents",
+    "run_count_deltas",
+    "run_counts",
     "tasks",
     "runs",
     "workflow_tasks",

@@ -5,9 +5,11 @@
 //! a lost notice left behind ([`stranded`]). It sleeps until the earliest of them; no
 //! fixed-interval scan reads the task tables. It fires crons and scheduled runs
 //! ([`timers`]), each tick or schedule once. It also keeps the hot tables vacuumed
-//! and analyzed ([`maintenance`]). Several reapers may run: deadline claims skip rows
-//! another reaper holds, worker claims are atomic updates, and events de-duplicate.
+//! and analyzed ([`maintenance`]) and folds the runs list's counts ([`counts`]).
+//! Several reapers may run: deadline claims skip rows another reaper holds, worker
+//! claims are atomic updates, events de-duplicate, and folds move disjoint rows.
 
+mod counts;
 mod deadlines;
 mod durable;
 mod maintenance;
@@ -47,6 +49,9 @@ pub struct Config {
     /// safety net for a lost wake-up notice); also how long a lost notice may go
     /// unnoticed beyond `repair_after_ms`.
     pub deadline_max_idle_ms: u64,
+    /// How often the runs list's count deltas are folded into the hourly counts (0:
+    /// never; counts stay exact, reading more rows).
+    pub count_fold_every_ms: u64,
 }
 
 impl Default for Config {
@@ -60,6 +65,7 @@ impl Default for Config {
             maintenance_share: 0.05,
             deadline_batch: 500,
             deadline_max_idle_ms: 5_000,
+            count_fold_every_ms: 1_000,
         }
     }
 }
@@ -105,6 +111,14 @@ pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> any
         async move {
             // A VACUUM in progress ends with the connection; nothing to hand over.
             maintenance::run(c, pool, stop).await;
+            Ok(())
+        }
+    });
+    let (c, pool, stop) = (config.clone(), deps.pool.clone(), shutdown.clone());
+    tasks.best_effort("run counts", move || {
+        let (c, pool, stop) = (c.clone(), pool.clone(), stop.clone());
+        async move {
+            counts::run(c, pool, stop).await;
             Ok(())
         }
     });

@@ -18,6 +18,7 @@ use crate::Config;
 const HOT_TABLES: &[&str] = &[
     "tasks",
     "runs",
+    "run_count_deltas",
     "task_attempts",
     "workers",
     "scheduler_leases",
