@@ -139,15 +139,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         ))
         .await?;
     for (status, n) in &exact {
-        let field = if status == "succeeded" {
-            "completed"
-        } else {
-            status.as_str()
+        let field = match status.as_str() {
+            "succeeded" => "COMPLETED".to_owned(),
+            other => other.to_uppercase(),
         };
         anyhow::ensure!(
-            counted[field].as_i64() == Some(*n),
+            counted[&field].as_i64() == Some(*n),
             "the runs list counts {} {field} runs; counted run by run there are {n}",
-            counted[field]
+            counted[&field]
         );
     }
     // Cursor pages: one walk of SAMPLES pages.

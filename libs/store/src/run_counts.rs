@@ -83,6 +83,47 @@ impl WholeHours {
     }
 }
 
+/// The statement of [`count`], with `$queued` counting the open runs of the whole
+/// hours none of whose tasks has left the queue.
+macro_rules! counts_statement {
+    ($queued:literal) => {
+        concat!(
+            r#"WITH whole AS (
+                 SELECT c.status, sum(c.n)::int8 AS n FROM (
+                   SELECT status, n, hour, workflow_id FROM run_counts WHERE tenant_id = $1
+                   UNION ALL
+                   SELECT status, n, hour, workflow_id FROM run_count_deltas WHERE tenant_id = $1) c
+                 WHERE c.hour >= COALESCE($4, '-infinity') AND c.hour < COALESCE($5, 'infinity')
+                   AND (cardinality($6::uuid[]) = 0 OR c.workflow_id = ANY($6))
+                 GROUP BY c.status),
+               -- The runs of the tasks queued or pending (each branch of the union is
+               -- one of the partial indexes on tasks).
+               open_candidates AS MATERIALIZED (
+                 SELECT run_id FROM tasks WHERE tenant_id = $1 AND status = {pending}
+                 UNION SELECT run_id FROM tasks
+                   WHERE tenant_id = $1 AND status = {queued} AND key_blocked IS NULL
+                 UNION SELECT run_id FROM tasks
+                   WHERE tenant_id = $1 AND status = {queued} AND key_blocked IS NOT NULL),
+               queued AS ("#,
+            $queued,
+            r#"),
+               -- The part-hours at the edges, run by run.
+               edges AS (
+                 SELECT ({run_status}) AS status, count(*)::int8 AS n FROM runs r
+                 WHERE r.tenant_id = $1
+                   AND ((r.created_at >= $2 AND r.created_at < $4
+                         AND r.created_at <= COALESCE($3, 'infinity'))
+                        OR (r.created_at >= $5 AND r.created_at <= $3
+                            AND r.created_at >= COALESCE($2, '-infinity')))
+                   AND (cardinality($6::uuid[]) = 0 OR r.workflow_id = ANY($6))
+                 GROUP BY 1)
+               SELECT 'whole' AS part, status, n FROM whole
+               UNION ALL SELECT 'queued', 'queued', n FROM queued
+               UNION ALL SELECT 'edges', status, n FROM edges"#
+        )
+    };
+}
+
 /// Per status, how many of the tenant's runs of `workflows` (empty: all) were created
 /// in `since..=until`; statuses without runs are left out. One statement, so one
 /// snapshot: the counts agree with each other and with the runs.
@@ -93,44 +134,31 @@ pub async fn count(
     until: Option<DateTime<Utc>>,
     workflows: &[Uuid],
 ) -> Result<Vec<(RunStatus, i64)>> {
-    static COUNT: Sql = Sql::new(
-        r#"WITH whole AS (
-             SELECT c.status, sum(c.n)::int8 AS n FROM (
-               SELECT status, n, hour, workflow_id FROM run_counts WHERE tenant_id = $1
-               UNION ALL
-               SELECT status, n, hour, workflow_id FROM run_count_deltas WHERE tenant_id = $1) c
-             WHERE c.hour >= COALESCE($4, '-infinity') AND c.hour < COALESCE($5, 'infinity')
-               AND (cardinality($6::uuid[]) = 0 OR c.workflow_id = ANY($6))
-             GROUP BY c.status),
-           -- Open runs of the whole hours none of whose tasks has left the queue (each
-           -- branch of the union is one of the partial indexes on tasks).
-           queued AS (
-             SELECT count(*)::int8 AS n FROM runs r
-             WHERE r.tenant_id = $1 AND r.id IN (
-                 SELECT run_id FROM tasks WHERE tenant_id = $1 AND status = {pending}
-                 UNION SELECT run_id FROM tasks
-                   WHERE tenant_id = $1 AND status = {queued} AND key_blocked IS NULL
-                 UNION SELECT run_id FROM tasks
-                   WHERE tenant_id = $1 AND status = {queued} AND key_blocked IS NOT NULL)
-               AND r.created_at >= COALESCE($4, '-infinity') AND r.created_at < COALESCE($5, 'infinity')
-               AND r.status IN ({run_open})
-               AND (cardinality($6::uuid[]) = 0 OR r.workflow_id = ANY($6))
-               AND NOT EXISTS (SELECT 1 FROM tasks s WHERE s.tenant_id = r.tenant_id AND s.run_id = r.id
-                               AND s.status NOT IN ({pending}, {queued}))),
-           -- The part-hours at the edges, run by run.
-           edges AS (
-             SELECT ({run_status}) AS status, count(*)::int8 AS n FROM runs r
-             WHERE r.tenant_id = $1
-               AND ((r.created_at >= $2 AND r.created_at < $4 AND r.created_at <= COALESCE($3, 'infinity'))
-                    OR (r.created_at >= $5 AND r.created_at <= $3 AND r.created_at >= COALESCE($2, '-infinity')))
-               AND (cardinality($6::uuid[]) = 0 OR r.workflow_id = ANY($6))
-             GROUP BY 1)
-           SELECT 'whole' AS part, status, n FROM whole
-           UNION ALL SELECT 'queued', 'queued', n FROM queued
-           UNION ALL SELECT 'edges', status, n FROM edges"#,
-    );
+    // Every run, of every workflow: the open runs to split are found from their queued
+    // and pending tasks alone (a task is queued or pending only while its run is open:
+    // a run is final once all its tasks are).
+    static ALL_TIME: Sql = Sql::new(counts_statement!(
+        "SELECT count(*)::int8 AS n FROM open_candidates c
+         WHERE NOT EXISTS (SELECT 1 FROM tasks s WHERE s.tenant_id = $1 AND s.run_id = c.run_id
+                           AND s.status NOT IN ({pending}, {queued}))"
+    ));
+    // A window or some workflows: each candidate's run is read.
+    static SOME: Sql = Sql::new(counts_statement!(
+        "SELECT count(*)::int8 AS n FROM runs r
+         WHERE r.tenant_id = $1 AND r.id IN (SELECT run_id FROM open_candidates)
+           AND r.created_at >= COALESCE($4, '-infinity') AND r.created_at < COALESCE($5, 'infinity')
+           AND r.status IN ({run_open})
+           AND (cardinality($6::uuid[]) = 0 OR r.workflow_id = ANY($6))
+           AND NOT EXISTS (SELECT 1 FROM tasks s WHERE s.tenant_id = r.tenant_id AND s.run_id = r.id
+                           AND s.status NOT IN ({pending}, {queued}))"
+    ));
+    let statement = if since.is_none() && until.is_none() && workflows.is_empty() {
+        &ALL_TIME
+    } else {
+        &SOME
+    };
     let hours = WholeHours::of(since, until);
-    let rows = sqlx::query(COUNT.text())
+    let rows = sqlx::query(statement.text())
         .bind(tenant)
         .bind(since)
         .bind(until)
