@@ -98,7 +98,7 @@ macro_rules! counts_statement {
                  GROUP BY c.status),
                -- The runs of the tasks queued or pending (each branch of the union is
                -- one of the partial indexes on tasks).
-               open_candidates AS MATERIALIZED (
+               open_candidates AS (
                  SELECT run_id FROM tasks WHERE tenant_id = $1 AND status = {pending}
                  UNION SELECT run_id FROM tasks
                    WHERE tenant_id = $1 AND status = {queued} AND key_blocked IS NULL
