@@ -5,6 +5,8 @@
 //! caller's own `traceparent`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use adze_proto::hatchet::workflow_service_client::WorkflowServiceClient;
@@ -58,6 +60,15 @@ fn one<'a>(spans: &'a [Received], name: &str, attempt: Option<&str>) -> &'a Rece
     found[0]
 }
 
+/// Sets its flag when dropped: a handler holding it was stopped (or ended).
+struct Dropped(Arc<AtomicBool>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
     let receiver = Receiver::start().await;
@@ -104,11 +115,18 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
 
     // `second` fails its first attempt and succeeds on its retry.
     let wf = adze_tests::retried_pair("traced");
-    // `slow` outlives its execution timeout: the reaper times it out.
+    // `slow` outlives its execution timeout: the reaper times it out, and the worker,
+    // told to stop it, drops its handler.
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
     let slow = Workflow::<Value>::new("traced-slow").task(
-        TaskDef::new("slow", |_i: Value, _c: Context| async move {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            Ok::<_, TaskError>(json!({}))
+        TaskDef::new("slow", move |_i: Value, _c: Context| {
+            let on_drop = Dropped(flag.clone());
+            async move {
+                let _on_drop = on_drop;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, TaskError>(json!({}))
+            }
         })
         .execution_timeout(Duration::from_secs(1)),
     );
@@ -182,6 +200,17 @@ async fn a_dag_run_with_a_retry_is_one_trace_across_the_fleet_and_the_worker() {
                 == Some("failed")
         }
     })
+    .await;
+    // The run fails when the timeout commits; the worker hears of it a moment later,
+    // and a worker stopped before it did would wait for the attempt to end.
+    wait_for(
+        "the worker to stop the timed-out attempt",
+        Duration::from_secs(20),
+        || {
+            let dropped = dropped.clone();
+            async move { dropped.load(Ordering::SeqCst) }
+        },
+    )
     .await;
     stop.cancel();
     let _ = worker.await;
