@@ -218,24 +218,6 @@ impl Bus {
         Ok(async move { ack.await.map(|_| ()).map_err(nats_err) })
     }
 
-    /// Publishes a scheduler event on core NATS ahead of its durable copy, with the
-    /// copy's message id (see [`Subjects::runs_created_early`]): at most once, and
-    /// nothing is lost with it.
-    pub async fn publish_early<T: Serialize>(
-        &self,
-        subject: String,
-        env: &Envelope<T>,
-        msg_id: &str,
-    ) -> Result<()> {
-        let (mut headers, payload) = env.encode()?;
-        headers.insert("Nats-Msg-Id", msg_id);
-        self.check_size(payload.len())?;
-        self.client
-            .publish_with_headers(subject, headers, payload.into())
-            .await
-            .map_err(nats_err)
-    }
-
     /// Publishes on core NATS (at most once; Postgres repairs what is lost).
     pub async fn publish_core<T: Serialize>(
         &self,

@@ -88,15 +88,6 @@ impl Subjects {
         format!("{}.actions.{worker}", self.prefix)
     }
 
-    /// Core subject on which ingest announces new runs that list their ready tasks
-    /// ahead of the same event on [`Subjects::events`]: the scheduler holding the lease
-    /// admits them without waiting for the stream to store and deliver the event, and
-    /// the stream's copy, de-duplicated by its message id, only acknowledges it (the
-    /// stream stays what a lost announcement falls back to).
-    pub fn runs_created_early(&self) -> String {
-        format!("{}.runs.created", self.prefix)
-    }
-
     /// Core subject announcing a finished run of a tenant.
     pub fn run_finished(&self, tenant: Uuid) -> String {
         format!("{}.runs.finished.{tenant}", self.prefix)

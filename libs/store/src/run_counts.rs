@@ -142,8 +142,7 @@ pub async fn count(
          WHERE NOT EXISTS (SELECT 1 FROM tasks s WHERE s.tenant_id = $1 AND s.run_id = c.run_id
                            AND s.status NOT IN ({pending}, {queued}))"
     ));
-    // A window or some workflows: the runs are read too (the planner starts from the
-    // window's runs or from the candidates, whichever is fewer).
+    // A window or some workflows: each candidate's run is read.
     static SOME: Sql = Sql::new(counts_statement!(
         "SELECT count(*)::int8 AS n FROM runs r
          WHERE r.tenant_id = $1 AND r.id IN (SELECT run_id FROM open_candidates)

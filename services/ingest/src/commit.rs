@@ -569,17 +569,8 @@ async fn commit(
         };
         let msg_id = format!("created:{first}");
         let ready = listable(&ready).then_some(ready);
-        let early = ready.as_ref().is_some_and(|r| !r.is_empty());
         let env = Envelope::new(tenant_id, SchedulerEvent::RunsCreated { run_ids, ready })
             .with_trace(trace);
-        // Runs that list their tasks are admitted from the early copy when it arrives
-        // first; the durable one follows at once.
-        if early {
-            let subject = bus.subjects().runs_created_early();
-            if let Err(e) = bus.publish_early(subject, &env, &msg_id).await {
-                tracing::debug!(error = %e, "could not announce new runs early; the stream will");
-            }
-        }
         if let Err(e) = bus.publish_event(&env, &msg_id).await {
             tracing::warn!(error = %e, "could not notify the scheduler; the reaper will repair");
         }

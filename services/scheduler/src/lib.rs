@@ -15,7 +15,6 @@
 
 pub mod admission;
 mod batch;
-mod early;
 mod hold;
 mod lease;
 mod metrics;
@@ -113,17 +112,6 @@ async fn sleep_until_some(deadline: Option<std::time::Instant>) {
     }
 }
 
-/// Early announcements ([`early`]), as many as have come.
-type EarlyChunks = futures::stream::ReadyChunks<async_nats::Subscriber>;
-
-/// The early announcements that have come; never, once there is no subscription.
-async fn next_early(early: &mut Option<EarlyChunks>) -> Option<Vec<async_nats::Message>> {
-    match early.as_mut() {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Consumes events while the lease is held.
 async fn consume(
     config: &Config,
@@ -139,14 +127,6 @@ async fn consume(
         .await
         .map_err(|e| anyhow::anyhow!("cannot consume events: {e}"))?
         .ready_chunks(config.batch_size);
-    // Subscribed before the stream is read: a run announced early from now on is
-    // applied from whichever copy comes first.
-    let mut early = Some(
-        deps.bus
-            .subscribe(deps.bus.subjects().runs_created_early())
-            .await?
-            .ready_chunks(config.batch_size.max(1)),
-    );
     let mut renew = tokio::time::interval(lease.renew_every());
     // This tenure's background tasks stop it when one fails.
     let tenure = adze_runtime::tasks::Tasks::new(shutdown.child_token());
@@ -176,15 +156,6 @@ async fn consume(
                     break Err(e);
                 }
             }
-            m = next_early(&mut early) => match m {
-                Some(m) => {
-                    if let Err(e) = processor.process_early(m).await {
-                        break Err(e);
-                    }
-                }
-                // The stream's copies still come.
-                None => early = None,
-            },
             chunk = messages.next() => {
                 let Some(chunk) = chunk else {
                     break Err(anyhow::anyhow!("event stream ended"));
