@@ -2,8 +2,6 @@
 //! ([`adze_store::run_counts`]) every `count_fold_every_ms`. Counts read both, so a
 //! fold that is late or fails only leaves the deltas table longer to read.
 
-use std::time::Duration;
-
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -11,17 +9,7 @@ use crate::Config;
 
 /// Runs until `shutdown`.
 pub(crate) async fn run(config: Config, pool: PgPool, shutdown: CancellationToken) {
-    if config.count_fold_every_ms == 0 {
-        shutdown.cancelled().await;
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_millis(config.count_fold_every_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    crate::every(config.count_fold_every_ms, &shutdown, || async {
         // A full batch means more are waiting: fold again at once.
         loop {
             match adze_store::run_counts::fold(&pool).await {
@@ -33,5 +21,6 @@ pub(crate) async fn run(config: Config, pool: PgPool, shutdown: CancellationToke
                 }
             }
         }
-    }
+    })
+    .await;
 }

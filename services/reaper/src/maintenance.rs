@@ -7,8 +7,6 @@
 //! runs `VACUUM (ANALYZE)` or `ANALYZE` past a small threshold; `SKIP_LOCKED` leaves a
 //! table that autovacuum or another reaper is already working on.
 
-use std::time::Duration;
-
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -57,21 +55,12 @@ pub(crate) fn need(live: i64, dead: i64, changed: i64, min_rows: i64, share: f64
 
 /// Runs until `shutdown`, checking every `maintenance_every_ms`.
 pub(crate) async fn run(config: Config, pool: PgPool, shutdown: CancellationToken) {
-    if config.maintenance_every_ms == 0 {
-        shutdown.cancelled().await;
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_millis(config.maintenance_every_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    crate::every(config.maintenance_every_ms, &shutdown, || async {
         if let Err(e) = pass(&config, &pool).await {
             tracing::warn!(error = %e, "table maintenance failed; retrying next time");
         }
-    }
+    })
+    .await;
 }
 
 async fn pass(config: &Config, pool: &PgPool) -> Result<(), sqlx::Error> {
