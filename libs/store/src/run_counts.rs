@@ -167,38 +167,34 @@ pub async fn count(
         .bind(workflows)
         .fetch_all(db)
         .await?;
-    let mut whole: BTreeMap<String, i64> = BTreeMap::new();
-    let mut edges: BTreeMap<String, i64> = BTreeMap::new();
-    let mut queued = 0;
+    // The part-hours' runs by status, plus the whole hours' final runs by status and
+    // their open runs, split into those still queued and the rest.
+    let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
+    let (mut created, mut finished, mut queued) = (0, 0, 0);
     for r in &rows {
         let part: String = r.try_get("part")?;
         let status: String = r.try_get("status")?;
         let n: i64 = r.try_get("n")?;
         match part.as_str() {
-            "whole" => *whole.entry(status).or_default() += n,
+            "whole" if status == CREATED => created += n,
+            "whole" => {
+                finished += n;
+                *by_status.entry(status).or_default() += n;
+            }
             "queued" => queued += n,
-            _ => *edges.entry(status).or_default() += n,
+            _ => *by_status.entry(status).or_default() += n,
         }
     }
-    let created = whole.remove(CREATED).unwrap_or(0);
-    let mut out: BTreeMap<&'static str, i64> = BTreeMap::new();
-    let mut finished = 0;
-    for s in RunStatus::FINAL_PRECEDENCE {
-        let n = whole.get(s.as_str()).copied().unwrap_or(0);
-        finished += n;
-        *out.entry(s.as_str()).or_default() += n;
-    }
-    let open = created - finished;
-    *out.entry(RunStatus::Queued.as_str()).or_default() += queued;
-    *out.entry(RunStatus::Running.as_str()).or_default() += open - queued;
+    *by_status
+        .entry(RunStatus::Queued.as_str().into())
+        .or_default() += queued;
+    *by_status
+        .entry(RunStatus::Running.as_str().into())
+        .or_default() += created - finished - queued;
     RunStatus::OPEN
         .into_iter()
         .chain(RunStatus::FINAL_PRECEDENCE)
-        .map(|s| {
-            let n = out.get(s.as_str()).copied().unwrap_or(0)
-                + edges.get(s.as_str()).copied().unwrap_or(0);
-            (s, n)
-        })
+        .map(|s| (s, by_status.get(s.as_str()).copied().unwrap_or(0)))
         .filter(|(_, n)| *n != 0)
         .map(Ok)
         .collect()
