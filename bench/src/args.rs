@@ -166,6 +166,10 @@ pub struct Args {
     /// RUST_LOG of the services the bench starts.
     #[arg(long, default_value = "warn")]
     pub service_log: String,
+    /// Tokio worker threads of each service the bench starts (`TOKIO_WORKER_THREADS`;
+    /// default: Tokio's, one per core). The bench's own runtime is not affected.
+    #[arg(long)]
+    pub service_threads: Option<usize>,
     /// Python interpreter with hatchet-sdk for `wire` (default: .adze/venv/bin/python).
     #[arg(long)]
     pub python: Option<PathBuf>,

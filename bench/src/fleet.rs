@@ -153,6 +153,9 @@ impl Fleet {
             ("ADZE_SERVER__PUBLIC_GRPC_ADDRESS".to_owned(), api.clone()),
             ("RUST_LOG".to_owned(), args.service_log.clone()),
         ];
+        if let Some(n) = args.service_threads {
+            env.push(("TOKIO_WORKER_THREADS".to_owned(), n.max(1).to_string()));
+        }
         let adze = bin_dir.join("adze");
         let cli_log = self.log_dir.join("cli.log");
         let scheme = if args.tls {

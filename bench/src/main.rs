@@ -142,6 +142,7 @@ async fn run_all(args: Args) -> anyhow::Result<usize> {
                 report.settings = serde_json::to_value(&session.scale)?;
                 report.put("pg_settings", &session.args.pg_settings);
                 report.put("service_env", service_env());
+                report.put("service_threads", session.args.service_threads);
                 report.put("api_tls", session.args.tls);
                 if session.args.tls {
                     report.summary = format!("[tls] {}", report.summary);
