@@ -292,7 +292,7 @@ async fn wait_signal() {
 pub fn service_main<F, Fut>(role: &'static str, body: F) -> ExitCode
 where
     F: FnOnce(Loaded, Shared, CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -317,7 +317,14 @@ where
         let shared = connect(&loaded.common).await?;
         let shutdown = shutdown_on_signal();
         let ops = serve_ops(role, loaded.common.server.listen, shutdown.clone()).await?;
-        let result = body(loaded, shared, shutdown.clone()).await;
+        // The role runs as a task on the runtime's workers, not on this thread: a
+        // future given to `block_on` is polled by the main thread, so every hand-off
+        // between the role's loop and the tasks it feeds (announcers, connections)
+        // would wake a second thread.
+        let result = match tokio::spawn(body(loaded, shared, shutdown.clone())).await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("the {role} task ended abnormally: {e}")),
+        };
         shutdown.cancel();
         if let Some(ops) = ops {
             let _ = ops.await;
