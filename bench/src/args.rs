@@ -168,8 +168,8 @@ pub struct Args {
     pub service_log: String,
     /// Tokio worker threads of each service the bench starts (`TOKIO_WORKER_THREADS`;
     /// default: Tokio's, one per core). The bench's own runtime is not affected.
-    #[arg(long)]
-    pub service_threads: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub service_threads: Option<u16>,
     /// Python interpreter with hatchet-sdk for `wire` (default: .adze/venv/bin/python).
     #[arg(long)]
     pub python: Option<PathBuf>,

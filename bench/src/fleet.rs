@@ -154,7 +154,7 @@ impl Fleet {
             ("RUST_LOG".to_owned(), args.service_log.clone()),
         ];
         if let Some(n) = args.service_threads {
-            env.push(("TOKIO_WORKER_THREADS".to_owned(), n.max(1).to_string()));
+            env.push(("TOKIO_WORKER_THREADS".to_owned(), n.to_string()));
         }
         let adze = bin_dir.join("adze");
         let cli_log = self.log_dir.join("cli.log");

@@ -17,6 +17,28 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Calls `pass` every `period` until `shutdown` (never, for a zero period); a pass that
+/// falls behind delays the next rather than bunching them.
+pub async fn every<F, Fut>(period: Duration, shutdown: &CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if period.is_zero() {
+        shutdown.cancelled().await;
+        return;
+    }
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        pass().await;
+    }
+}
+
 /// The background tasks of one service.
 #[derive(Clone, Debug)]
 pub struct Tasks {

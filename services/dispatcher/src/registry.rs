@@ -106,19 +106,15 @@ pub(crate) async fn flush_heartbeats(
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    adze_runtime::tasks::every(every, &shutdown, || async {
         let beats = registry.take_beats();
         if beats.is_empty() {
-            continue;
+            return;
         }
         let (workers, tenants): (Vec<Uuid>, Vec<Uuid>) = beats.into_iter().unzip();
         if let Err(e) = adze_store::workers::record_heartbeats(&pool, &tenants, &workers).await {
             tracing::warn!(error = %e, workers = workers.len(), "heartbeat flush failed");
         }
-    }
+    })
+    .await;
 }

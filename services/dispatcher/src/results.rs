@@ -180,16 +180,12 @@ pub(crate) async fn follow_notices(
 /// Re-checks every pending subscription in one query per tick, so a lost notice
 /// delays an answer by at most one tick instead of stranding it.
 pub(crate) async fn poll_pending(hub: Arc<Hub>, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    adze_runtime::tasks::every(every, &shutdown, || async {
         hub.prune();
         let keys = hub.pending();
         for chunk in keys.chunks(1000) {
             hub.deliver(chunk).await;
         }
-    }
+    })
+    .await;
 }

@@ -92,28 +92,6 @@ impl Deps {
     }
 }
 
-/// Calls `pass` every `every_ms` until `shutdown` (never, for 0); a pass that falls
-/// behind delays the next rather than bunching them.
-async fn every<F, Fut>(every_ms: u64, shutdown: &CancellationToken, mut pass: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    if every_ms == 0 {
-        shutdown.cancelled().await;
-        return;
-    }
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(every_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        pass().await;
-    }
-}
-
 /// Runs the reaper until `shutdown`.
 pub async fn run(config: Config, deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     deps.bus.ensure_streams().await?;

@@ -7,6 +7,8 @@
 //! runs `VACUUM (ANALYZE)` or `ANALYZE` past a small threshold; `SKIP_LOCKED` leaves a
 //! table that autovacuum or another reaper is already working on.
 
+use std::time::Duration;
+
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +57,8 @@ pub(crate) fn need(live: i64, dead: i64, changed: i64, min_rows: i64, share: f64
 
 /// Runs until `shutdown`, checking every `maintenance_every_ms`.
 pub(crate) async fn run(config: Config, pool: PgPool, shutdown: CancellationToken) {
-    crate::every(config.maintenance_every_ms, &shutdown, || async {
+    let period = Duration::from_millis(config.maintenance_every_ms);
+    adze_runtime::tasks::every(period, &shutdown, || async {
         if let Err(e) = pass(&config, &pool).await {
             tracing::warn!(error = %e, "table maintenance failed; retrying next time");
         }
