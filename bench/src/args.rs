@@ -182,7 +182,9 @@ pub struct Args {
     #[arg(long = "pg-set", value_parser = parse_setting)]
     pub pg_settings: Vec<(String, String)>,
     /// Every service the bench starts exports its spans over OTLP/gRPC to a receiver in
-    /// the bench, which counts them (the cost of tracing, against a real receiver).
+    /// the bench, which counts them (the cost of tracing, against a real receiver); the
+    /// scenarios that split trigger → start into hops then also split it at every stage
+    /// the spans mark ("start p50 by leg").
     #[arg(long)]
     pub otlp_sink: bool,
     /// Serve the fleet's API ports over TLS (a certificate set from `adze dev certs`);

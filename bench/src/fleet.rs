@@ -25,6 +25,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// What the services' spans say of each run, when they export to the bench's sink.
+    pub fn span_stamps(&self) -> Option<crate::otlp::StampLog> {
+        self.sink.as_ref().map(crate::otlp::Sink::stamps)
+    }
+
     /// A running fleet given on the command line; nothing is started or torn down.
     pub fn external(args: &Args, log_dir: PathBuf) -> anyhow::Result<Self> {
         let (Some(grpc), Some(token)) = (&args.grpc, &args.token) else {
@@ -201,6 +206,9 @@ impl Fleet {
                 sink.endpoint.clone(),
             ));
             env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), "grpc".to_owned()));
+            // Exported within a second of their end, so that a phase's spans are in
+            // before its legs are computed.
+            env.push(("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "500".to_owned()));
             self.sink = Some(sink);
         }
         run_cli(&adze, &["migrate"], &env, &cli_log).await?;

@@ -169,6 +169,20 @@ impl PgStats {
             .collect())
     }
 
+    /// (seq, run id) of the phase's runs.
+    pub async fn phase_runs(&self, phase: u32) -> anyhow::Result<Vec<(u32, String)>> {
+        let rows: Vec<(i32, String)> = sqlx::query_as(
+            "SELECT (input->>'seq')::int, id::text FROM runs WHERE input->>'phase' = $1",
+        )
+        .bind(phase.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, run)| Some((u32::try_from(seq).ok()?, run)))
+            .collect())
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;

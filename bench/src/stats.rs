@@ -164,6 +164,102 @@ pub struct StartHops {
     /// The assignment starts → the handler starts: the assignment statement and its
     /// commit, NATS to the dispatcher, the worker's stream and the SDK.
     pub to_handler: Dist,
+    /// The same, split at every stage the services' spans mark (`--otlp-sink`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legs: Option<StartLegs>,
+}
+
+/// Trigger → start split at each process boundary, from the stored timestamps and the
+/// services' spans ([`crate::otlp::RunStamps`]), for the runs that have both.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartLegs {
+    /// Trigger sent → ingest's `trigger` span starts (the client and the gRPC call).
+    pub to_ingest: Dist,
+    /// → ingest's transaction starts (the wait for its next group commit).
+    pub ingest_wait: Dist,
+    /// → ingest's commit returned (the insert, the commit and its WAL flush).
+    pub commit: Dist,
+    /// → the assignment statement starts (JetStream to the scheduler, its batch).
+    pub to_scheduler: Dist,
+    /// → the announcer took the assignment (the statement, its commit, the hand-off).
+    pub assignment: Dist,
+    /// → the dispatcher took it off NATS.
+    pub to_dispatcher: Dist,
+    /// → handed to the worker's stream.
+    pub dispatcher: Dist,
+    /// → the handler starts (gRPC to the worker, the SDK).
+    pub to_handler: Dist,
+}
+
+impl StartLegs {
+    /// `stamps` as for [`StartHops::compute`], `runs` (seq, run id), `spans` by run id.
+    pub fn compute(
+        rec: &Recorder,
+        stamps: &[(u32, u64, u64)],
+        runs: &[(u32, String)],
+        spans: &std::collections::HashMap<String, crate::otlp::RunStamps>,
+    ) -> Self {
+        let n = rec.capacity();
+        let mut at = vec![[0u64; 10]; n];
+        for &(seq, created, assigned) in stamps {
+            if let Some(a) = at.get_mut(seq as usize) {
+                a[2] = created;
+                a[4] = assigned;
+            }
+        }
+        for (seq, run) in runs {
+            if let (Some(a), Some(s)) = (at.get_mut(*seq as usize), spans.get(run)) {
+                a[1] = s.received;
+                a[3] = s.committed;
+                a[5] = s.announced;
+                a[6] = s.dispatched;
+                a[7] = s.handed;
+            }
+        }
+        for (i, a) in at.iter_mut().enumerate() {
+            a[0] = rec.sent_at(i);
+            a[8] = rec.started_at(i, 0);
+        }
+        // Only the runs with every stamp, so that the legs add up.
+        let whole: Vec<usize> = (0..n)
+            .filter(|&i| at[i][..9].iter().all(|&t| t > 0))
+            .collect();
+        let leg = |k: usize| {
+            Dist::of(
+                whole
+                    .iter()
+                    .map(|&i| at[i][k + 1].saturating_sub(at[i][k]))
+                    .collect(),
+            )
+        };
+        StartLegs {
+            to_ingest: leg(0),
+            ingest_wait: leg(1),
+            commit: leg(2),
+            to_scheduler: leg(3),
+            assignment: leg(4),
+            to_dispatcher: leg(5),
+            dispatcher: leg(6),
+            to_handler: leg(7),
+        }
+    }
+
+    /// One line of p50s, in order.
+    pub fn short(&self) -> String {
+        let p = |d: &Dist| d.p50_ms.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+        format!(
+            "to ingest {}, ingest wait {}, commit {}, to scheduler {}, assignment {}, to dispatcher {}, dispatcher {}, to handler {} ms (n {})",
+            p(&self.to_ingest),
+            p(&self.ingest_wait),
+            p(&self.commit),
+            p(&self.to_scheduler),
+            p(&self.assignment),
+            p(&self.to_dispatcher),
+            p(&self.dispatcher),
+            p(&self.to_handler),
+            self.to_ingest.n
+        )
+    }
 }
 
 impl StartHops {
@@ -180,6 +276,7 @@ impl StartHops {
             to_ingest_commit: Dist::of(gaps(n, |i| (rec.sent_at(i), at[i].0))),
             to_assignment: Dist::of(gaps(n, |i| at[i])),
             to_handler: Dist::of(gaps(n, |i| (at[i].1, rec.started_at(i, 0)))),
+            legs: None,
         }
     }
 }
@@ -248,5 +345,44 @@ mod tests {
         assert_eq!(hops.to_assignment.p50_ms, Some(3.0));
         assert_eq!(hops.to_handler.p50_ms, Some(6.0));
         assert_eq!(hops.to_handler.max_ms, Some(7.0));
+    }
+
+    #[test]
+    fn start_legs_join_spans_by_run_and_leave_out_runs_without_every_stamp() {
+        let hub = crate::recorder::Hub::default();
+        let rec = hub.begin(2, 1);
+        let ms = 1_000_000;
+        // seq 0: one stage a millisecond, from 1,000 ms to the handler at 1,008 ms.
+        rec.sent(0, 1_000 * ms);
+        rec.started(0, 0, 1_008 * ms);
+        // seq 1: no span stamps, so no legs.
+        rec.sent(1, 2_000 * ms);
+        rec.started(1, 0, 2_008 * ms);
+        let stamps = [(0, 1_002 * ms, 1_004 * ms), (1, 2_002 * ms, 2_004 * ms)];
+        let runs = [(0, "a".to_owned()), (1, "b".to_owned())];
+        let spans = std::collections::HashMap::from([(
+            "a".to_owned(),
+            crate::otlp::RunStamps {
+                received: 1_001 * ms,
+                committed: 1_003 * ms,
+                announced: 1_005 * ms,
+                dispatched: 1_006 * ms,
+                handed: 1_007 * ms,
+            },
+        )]);
+        let legs = StartLegs::compute(&rec, &stamps, &runs, &spans);
+        assert_eq!(legs.to_ingest.n, 1);
+        for d in [
+            &legs.to_ingest,
+            &legs.ingest_wait,
+            &legs.commit,
+            &legs.to_scheduler,
+            &legs.assignment,
+            &legs.to_dispatcher,
+            &legs.dispatcher,
+            &legs.to_handler,
+        ] {
+            assert_eq!(d.p50_ms, Some(1.0));
+        }
     }
 }

@@ -46,6 +46,8 @@ pub struct Ctx {
     pub rss: Arc<RssWatch>,
     pub pg: Option<PgStats>,
     pub pg_activity: Option<Arc<ActivitySampler>>,
+    /// What the services' spans say of each run (`--otlp-sink`).
+    pub spans: Option<crate::otlp::StampLog>,
     /// Trigger clients (one connection each).
     pub clients: Vec<Client>,
     pub log_dir: PathBuf,
@@ -128,6 +130,7 @@ impl Ctx {
             rss,
             pg,
             pg_activity,
+            spans: fleet.span_stamps(),
             clients,
             log_dir: fleet.log_dir.clone(),
             repo,

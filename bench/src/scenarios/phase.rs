@@ -11,7 +11,7 @@ use crate::load::{self, LoadOutcome};
 use crate::probe::{Probe, Resources};
 use crate::recorder::Recorder;
 use crate::scenarios::Ctx;
-use crate::stats::{PhaseStats, StartHops};
+use crate::stats::{PhaseStats, StartHops, StartLegs};
 use crate::workers;
 
 /// How long a phase's drain may go without a completion before it is given up.
@@ -39,13 +39,25 @@ impl Phase {
         };
         match pg.first_task_stamps(self.rec.phase).await {
             Ok(stamps) => {
-                let h = StartHops::compute(&self.rec, &stamps);
+                let mut h = StartHops::compute(&self.rec, &stamps);
                 eprintln!(
                     "[bench]   start p50/p99 by hop: to ingest commit {}, to assignment {}, to handler {}",
                     h.to_ingest_commit.short(),
                     h.to_assignment.short(),
                     h.to_handler.short()
                 );
+                if let Some(spans) = &ctx.spans {
+                    // The services export every half second (see the fleet).
+                    tokio::time::sleep(Duration::from_millis(1_500)).await;
+                    match pg.phase_runs(self.rec.phase).await {
+                        Ok(runs) => {
+                            let legs = StartLegs::compute(&self.rec, &stamps, &runs, &spans.get());
+                            eprintln!("[bench]   start p50 by leg: {}", legs.short());
+                            h.legs = Some(legs);
+                        }
+                        Err(e) => eprintln!("[bench]   cannot read the phase's runs: {e}"),
+                    }
+                }
                 self.hops = Some(h);
             }
             Err(e) => eprintln!("[bench]   cannot read the stored timestamps: {e}"),
