@@ -1,8 +1,9 @@
 //! Coalescing of concurrent single calls. A [`Coalescer`] keeps at most
 //! [`IN_FLIGHT`] calls open at once; requests made while those are busy wait together
 //! and go out as one batch call when one finishes. A lone request is sent at once as
-//! its own call: nothing lingers, so coalescing adds no delay at light load, and
-//! under load it saves a call per request on both sides.
+//! its own call, by its caller's own task when a call is free and nothing waits:
+//! nothing lingers and nothing is handed between tasks, so coalescing adds no delay at
+//! light load, and under load it saves a call per request on both sides.
 //!
 //! Two kinds use it: triggers ([`Triggers`]: `BulkTriggerWorkflow`) and a worker's task
 //! reports ([`Reports`]: Adze's `WorkerReports.SendStepActionEvents`). The engine
@@ -14,7 +15,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use adze_proto::adze::v1::StepActionEvents;
 use adze_proto::adze::v1::worker_reports_client::WorkerReportsClient;
@@ -69,6 +70,11 @@ struct Pending<C: Calls> {
 /// The sending side, held by the client; the batching task ends when it is dropped.
 pub(crate) struct Coalescer<C: Calls> {
     tx: mpsc::UnboundedSender<Pending<C>>,
+    calls: C,
+    /// Calls open at once, shared with the batching task.
+    permits: Arc<Semaphore>,
+    /// Requests handed to the batching task and not yet taken into a call.
+    queued: Arc<AtomicUsize>,
 }
 
 impl<C: Calls> std::fmt::Debug for Coalescer<C> {
@@ -83,8 +89,15 @@ impl<C: Calls> Coalescer<C> {
     /// Starts the batching task on the current Tokio runtime.
     pub(crate) fn start(calls: C) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(calls, rx));
-        Self { tx }
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(calls.clone(), rx, permits.clone(), queued.clone()));
+        Self {
+            tx,
+            calls,
+            permits,
+            queued,
+        }
     }
 
     /// Sends one request, alone or with others; its answer.
@@ -95,23 +108,43 @@ impl<C: Calls> Coalescer<C> {
                 Status::unavailable("the client's call task stopped"),
             )
         };
+        // Nothing waits and a call is free: this one goes now, from here. (A permit
+        // freed while the batching task waits for one goes to that task first.)
+        if self.queued.load(Ordering::Acquire) == 0
+            && let Ok(_permit) = self.permits.clone().try_acquire_owned()
+        {
+            return self
+                .calls
+                .one(request)
+                .await
+                .map_err(|s| SdkError::rpc(C::ONE, s));
+        }
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Pending { request, reply })
-            .map_err(|_| stopped())?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Pending { request, reply }).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(stopped());
+        }
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn run<C: Calls>(calls: C, mut rx: mpsc::UnboundedReceiver<Pending<C>>) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn run<C: Calls>(
+    calls: C,
+    mut rx: mpsc::UnboundedReceiver<Pending<C>>,
+    permits: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+) {
     let batching = Arc::new(AtomicBool::new(true));
     let mut carried: Option<Pending<C>> = None;
     loop {
         let first = match carried.take() {
             Some(p) => p,
             None => match rx.recv().await {
-                Some(p) => p,
+                Some(p) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    p
+                }
                 None => return,
             },
         };
@@ -129,6 +162,7 @@ async fn run<C: Calls>(calls: C, mut rx: mpsc::UnboundedReceiver<Pending<C>>) {
         let mut batch = vec![first];
         while batch.len() < C::MAX_REQUESTS {
             let Ok(next) = rx.try_recv() else { break };
+            queued.fetch_sub(1, Ordering::AcqRel);
             bytes += C::size(&next.request);
             if bytes > C::MAX_BYTES {
                 carried = Some(next);
@@ -274,5 +308,140 @@ impl Calls for Reports {
             .into_inner()
             .recorded;
         Ok(vec![(); recorded.min(n as u32) as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A call's requests, with the task that made it.
+    type Sent = (Vec<u32>, Option<tokio::task::Id>);
+
+    /// Calls that record each request list with the task that sent it, and stay open
+    /// until the gate lets them through.
+    #[derive(Clone)]
+    struct Fake {
+        sent: Arc<Mutex<Vec<Sent>>>,
+        open: Arc<AtomicUsize>,
+        most_open: Arc<AtomicUsize>,
+        gate: Arc<Semaphore>,
+    }
+
+    impl Default for Fake {
+        fn default() -> Self {
+            Self {
+                sent: Arc::default(),
+                open: Arc::default(),
+                most_open: Arc::default(),
+                gate: Arc::new(Semaphore::new(0)),
+            }
+        }
+    }
+
+    impl Fake {
+        async fn enter(&self, requests: Vec<u32>) {
+            self.sent
+                .lock()
+                .unwrap()
+                .push((requests, tokio::task::try_id()));
+            let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_open.fetch_max(open, Ordering::SeqCst);
+            self.gate.acquire().await.expect("gate").forget();
+            self.open.fetch_sub(1, Ordering::SeqCst);
+        }
+
+        fn sent(&self) -> Vec<Vec<u32>> {
+            self.sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(r, _)| r.clone())
+                .collect()
+        }
+    }
+
+    impl Calls for Fake {
+        type Request = u32;
+        type Answer = u32;
+        const ONE: &'static str = "one";
+        const MANY: &'static str = "many";
+        const MAX_REQUESTS: usize = 100;
+        const MAX_BYTES: usize = 1 << 20;
+
+        fn size(_: &u32) -> usize {
+            1
+        }
+
+        async fn one(&self, request: u32) -> Result<u32, Status> {
+            self.enter(vec![request]).await;
+            Ok(request * 10)
+        }
+
+        async fn many(&self, requests: Vec<u32>) -> Result<Vec<u32>, Status> {
+            self.enter(requests.clone()).await;
+            Ok(requests.iter().map(|r| r * 10).collect())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_request_goes_from_its_callers_task() {
+        let fake = Fake::default();
+        fake.gate.add_permits(100);
+        let c = Arc::new(Coalescer::start(fake.clone()));
+        let caller = tokio::spawn({
+            let c = c.clone();
+            async move { (c.call(7).await.expect("answer"), tokio::task::id()) }
+        });
+        let (answer, caller) = caller.await.expect("join");
+        assert_eq!(answer, 70);
+        let sent = fake.sent.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            vec![(vec![7], Some(caller))],
+            "sent alone, by the caller"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_made_while_calls_are_open_go_together() {
+        let fake = Fake::default();
+        let c = Arc::new(Coalescer::start(fake.clone()));
+        let mut calls = tokio::task::JoinSet::new();
+        let call = |calls: &mut tokio::task::JoinSet<_>, n: u32| {
+            let c = c.clone();
+            calls.spawn(async move { (n, c.call(n).await.expect("answer")) });
+        };
+        call(&mut calls, 1);
+        call(&mut calls, 2);
+        let open = || fake.open.load(Ordering::SeqCst);
+        while open() < IN_FLIGHT {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for n in 3..8 {
+            call(&mut calls, n);
+        }
+        // The five wait for a call to end, then go as one.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            fake.sent().len(),
+            2,
+            "nothing more opened: {:?}",
+            fake.sent()
+        );
+        fake.gate.add_permits(100);
+        while let Some(done) = calls.join_next().await {
+            let (n, answer) = done.expect("join");
+            assert_eq!(answer, n * 10, "each caller gets its own answer");
+        }
+        let mut sent = fake.sent();
+        for requests in &mut sent {
+            requests.sort_unstable();
+        }
+        sent.sort();
+        assert_eq!(sent, vec![vec![1], vec![2], vec![3, 4, 5, 6, 7]]);
+        assert_eq!(fake.most_open.load(Ordering::SeqCst), IN_FLIGHT);
     }
 }
