@@ -5,6 +5,8 @@
 //! other batch is applied in one transaction.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use adze_bus::messages::{
@@ -39,7 +41,7 @@ pub(crate) struct Processor {
     slots: Option<(SlotBook, Instant)>,
     /// Publishes assignments. They are the scheduler's own decisions and need no WAL
     /// flush, so they never wait behind the results' waits for one.
-    assigner: mpsc::Sender<Orders>,
+    assigner: Assigner,
     /// Announces finished runs and acknowledges events, once durable.
     announcer: mpsc::Sender<Results>,
     /// The announcers, critical for this tenure of the lease.
@@ -79,6 +81,14 @@ pub(crate) struct Orders {
     cancels: Vec<CancelOrder>,
     /// Tasks the batch cancelled, for their spans (only while spans are exported).
     cancelled: Vec<Cancellation>,
+}
+
+impl Orders {
+    /// Whether all it holds is published as [`Announcer::publish`] does: assignments
+    /// and a deadline, no stops, cancellations or spans.
+    fn only_publishes(&self) -> bool {
+        self.stops.is_empty() && self.cancels.is_empty() && self.cancelled.is_empty()
+    }
 }
 
 /// A task a committed batch cancelled on a [`SchedulerEvent::CancelTasks`].
@@ -130,7 +140,7 @@ impl Processor {
                 Duration::from_millis(config.rate_limit_timeout_ms),
             ));
         let assigner = Announcer::start_assignments(deps.clone(), &tenure);
-        let announcer = Announcer::start_results(deps.clone(), &tenure);
+        let announcer = assigner.direct.clone().start_results(&tenure);
         Self {
             config,
             begin: lease::begin_statement(&holder).into(),
@@ -245,17 +255,7 @@ impl Processor {
 
     /// Hands assignments and stops to the task that publishes them.
     async fn assign(&self, orders: Orders) -> anyhow::Result<()> {
-        let sent = if orders.assignments.is_empty()
-            && orders.stops.is_empty()
-            && orders.retry_at.is_none()
-            && orders.cancels.is_empty()
-            && orders.cancelled.is_empty()
-        {
-            !self.assigner.is_closed()
-        } else {
-            self.assigner.send(orders).await.is_ok()
-        };
-        if !sent {
+        if !self.assigner.send(orders).await {
             anyhow::bail!("the assignment announcer stopped");
         }
         Ok(())
@@ -831,43 +831,90 @@ fn decode_events(m: &Message) -> Vec<Envelope<SchedulerEvent>> {
     }
 }
 
+/// Hands committed orders to the assignment announcer, in batch order, except that
+/// orders holding only assignments are published by the caller itself while the
+/// announcer has nothing left to publish: a lone assignment then reaches its worker
+/// without a hand-off between tasks, and nothing overtakes what was handed earlier.
+pub(crate) struct Assigner {
+    tx: mpsc::Sender<Orders>,
+    /// Orders handed to the announcer and not yet published.
+    queued: Arc<AtomicUsize>,
+    direct: Announcer,
+}
+
+impl Assigner {
+    /// Publishes `orders` or hands them over; false once the announcer has stopped.
+    async fn send(&self, orders: Orders) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
+        if orders.assignments.is_empty() && orders.retry_at.is_none() && orders.only_publishes() {
+            return true;
+        }
+        if orders.only_publishes() && self.queued.load(Ordering::Acquire) == 0 {
+            self.direct.publish(orders).await;
+            // The NATS connection's task writes them once this task yields: let it
+            // before the batch's results are handed on and the next batch begins.
+            tokio::task::yield_now().await;
+            return true;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(orders).await.is_ok()
+    }
+}
+
 /// Publishes what committed batches decided, then acknowledges their events, in
 /// batch order.
+#[derive(Clone)]
 pub(crate) struct Announcer {
     deps: Deps,
+    /// Deadlines offered to the reapers (one horizon for both publishers of orders).
+    hints: Arc<adze_bus::DeadlineHints>,
 }
 
 impl Announcer {
     /// Starts the task that publishes assignments as they come; it ends when the
     /// processor's sender is dropped, after publishing everything it was given.
-    pub(crate) fn start_assignments(deps: Deps, tenure: &Tasks) -> mpsc::Sender<Orders> {
+    pub(crate) fn start_assignments(deps: Deps, tenure: &Tasks) -> Assigner {
         let (tx, mut rx) = mpsc::channel::<Orders>(16);
-        let hints = adze_bus::DeadlineHints::new(deps.bus.clone());
-        let me = Self { deps };
+        let hints = Arc::new(adze_bus::DeadlineHints::new(deps.bus.clone()));
+        let me = Self { deps, hints };
+        let direct = me.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let done = queued.clone();
         tenure.critical("assignment announcer", async move {
-            while let Some(orders) = rx.recv().await {
-                let deadline = adze_store::admission::earliest_deadline(&orders.assignments)
-                    .into_iter()
-                    .chain(orders.retry_at)
-                    .min();
-                me.announce_stops(orders.stops).await;
-                me.announce_assignments(orders.assignments).await;
-                me.announce_cancels(orders.cancels).await;
+            while let Some(mut orders) = rx.recv().await {
+                me.announce_stops(std::mem::take(&mut orders.stops)).await;
+                let cancels = std::mem::take(&mut orders.cancels);
+                let cancelled = std::mem::take(&mut orders.cancelled);
+                me.publish(orders).await;
+                me.announce_cancels(cancels).await;
                 me.flush().await;
-                hints.offer(deadline).await;
-                crate::trace::cancelled(&me.deps.pool, orders.cancelled).await;
+                crate::trace::cancelled(&me.deps.pool, cancelled).await;
+                done.fetch_sub(1, Ordering::AcqRel);
             }
             Ok(())
         });
-        tx
+        Assigner { tx, queued, direct }
+    }
+
+    /// Publishes the assignments of `orders` and offers the reapers its earliest
+    /// deadline (an attempt's execution deadline or a retry's backoff).
+    async fn publish(&self, orders: Orders) {
+        let deadline = adze_store::admission::earliest_deadline(&orders.assignments)
+            .into_iter()
+            .chain(orders.retry_at)
+            .min();
+        self.announce_assignments(orders.assignments).await;
+        self.hints.offer(deadline).await;
     }
 
     /// Starts the task that announces finished runs and acknowledges events, in batch
     /// order; it ends when the processor's sender is dropped, after handling
     /// everything it was given.
-    pub(crate) fn start_results(deps: Deps, tenure: &Tasks) -> mpsc::Sender<Results> {
+    pub(crate) fn start_results(self, tenure: &Tasks) -> mpsc::Sender<Results> {
         let (tx, mut rx) = mpsc::channel::<Results>(16);
-        let me = Self { deps };
+        let me = self;
         tenure.critical("result announcer", async move {
             while let Some(first) = rx.recv().await {
                 // Everything queued meanwhile goes out together, behind one wait for
