@@ -117,7 +117,8 @@ async fn a_worker_shows_its_slots_in_use_and_is_paused_by_patch() {
         json!({"available": 2, "limit": 3})
     );
     assert_eq!(busy["slotsUsed"], 1);
-    assert!(busy["lastTaskAcceptedAt"].is_string(), "{busy}");
+    let took = accepted_after(&env, &token, &format!("/api/v1/workers/{worker}"), None).await;
+    assert!(took >= assigned_at(&env, run.run_id()).await, "{took}");
     assert_eq!(page["pagination"]["num_pages"], 1);
 
     // Paused: listed as PAUSED only, and the task it holds goes on.
@@ -170,7 +171,27 @@ async fn a_worker_shows_its_slots_in_use_and_is_paused_by_patch() {
     env.stop().await;
 }
 
-/// When the task of `run` was handed to its worker, as the API writes times.
+/// The worker's last task accepted, as `GET path` says it once it is set and differs
+/// from `before` (its dispatcher writes it within a flush period of handing the task).
+async fn accepted_after(env: &TestEnv, token: &str, path: &str, before: Option<&String>) -> String {
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, w) = get(env, token, path).await;
+        assert_eq!(status, 200, "{w}");
+        if let Some(at) = w["lastTaskAcceptedAt"].as_str()
+            && Some(&at.to_owned()) != before
+        {
+            return at.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no new last task accepted after {before:?}: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// When the task of `run` was assigned, as the API writes times.
 async fn assigned_at(env: &TestEnv, run: &str) -> String {
     let at: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT assigned_at FROM tasks WHERE run_id = $1")
@@ -212,15 +233,16 @@ async fn a_worker_remembers_when_it_last_took_a_task_once_it_holds_none() {
         let (status, w) = get(&env, &token, &one).await;
         assert_eq!(status, 200, "{w}");
         assert_eq!(w["slotsUsed"], 0, "it holds nothing: {w}");
-        let took = assigned_at(&env, run.run_id()).await;
-        assert_eq!(
-            w["lastTaskAcceptedAt"],
-            json!(took),
-            "once idle, when it was handed run {i}'s task: {w}"
+        // Once idle, when its dispatcher handed it this run's task: after the
+        // assignment, and later than the task before.
+        let took = accepted_after(&env, &token, &one, seen.last()).await;
+        let assigned = assigned_at(&env, run.run_id()).await;
+        assert!(
+            took >= assigned,
+            "run {i}: handed {took}, assigned {assigned}"
         );
         seen.push(took);
     }
-    assert!(seen[0] < seen[1], "the later task: {seen:?}");
     let (_, page) = get(&env, &token, &list).await;
     let listed = row(&page, "name", "dash-took").expect("listed");
     assert_eq!(listed["lastTaskAcceptedAt"], json!(seen[1]), "{page}");

@@ -358,17 +358,7 @@ macro_rules! assign_sql {
                     upd.run_id, (k.e ->> 'r')::bool
              FROM upd CROSS JOIN LATERAL jsonb_array_elements(upd.concurrency) AS k(e)
              WHERE upd.concurrency IS NOT NULL
-             ON CONFLICT DO NOTHING),
-           -- Each worker of the batch took a task now (its "last task accepted"): one
-           -- row per worker, locked in key order as the heartbeats lock theirs, so the
-           -- two multi-row updates of `workers` cannot deadlock.
-           taking AS (
-             SELECT w.tenant_id, w.id FROM workers w
-             WHERE (w.tenant_id, w.id) IN (SELECT tenant_id, worker_id FROM upd)
-             ORDER BY w.tenant_id, w.id FOR NO KEY UPDATE),
-           took AS (
-             UPDATE workers w SET last_task_accepted_at = greatest(w.last_task_accepted_at, now())
-             FROM taking WHERE w.tenant_id = taking.tenant_id AND w.id = taking.id)"#,
+             ON CONFLICT DO NOTHING)"#,
             $pin,
             r#"
            SELECT upd.tenant_id, upd.id, upd.run_id, upd.readable_id, upd.action_id, upd.attempt,

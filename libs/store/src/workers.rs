@@ -126,27 +126,45 @@ pub async fn status(
         .map_err(|e| Error::Corrupt(format!("{e}")))
 }
 
-/// Records heartbeats of many workers in one statement. The rows are locked in key
-/// order, as the assignment statement locks the workers it hands tasks to (their last
-/// task accepted), so the two multi-row updates cannot deadlock.
-pub async fn record_heartbeats(
-    db: impl PgExecutor<'_>,
-    tenants: &[Uuid],
-    workers: &[Uuid],
-) -> Result<()> {
-    if workers.is_empty() {
+/// What a dispatcher saw of one worker since its last flush.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Activity {
+    /// The worker's tenant.
+    pub tenant_id: Uuid,
+    /// The worker.
+    pub worker_id: Uuid,
+    /// It sent a heartbeat.
+    pub beat: bool,
+    /// When it was last handed a task (its "last task accepted").
+    pub took: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Records what dispatchers saw of many workers (heartbeats, tasks handed to them) in
+/// one statement. The rows are locked in key order, so that two flushes of different
+/// dispatchers that share workers cannot deadlock.
+pub async fn record_activity(db: impl PgExecutor<'_>, seen: &[Activity]) -> Result<()> {
+    if seen.is_empty() {
         return Ok(());
     }
+    let tenants: Vec<Uuid> = seen.iter().map(|a| a.tenant_id).collect();
+    let workers: Vec<Uuid> = seen.iter().map(|a| a.worker_id).collect();
+    let beats: Vec<bool> = seen.iter().map(|a| a.beat).collect();
+    let took: Vec<Option<chrono::DateTime<chrono::Utc>>> = seen.iter().map(|a| a.took).collect();
     sqlx::query(
-        r#"UPDATE workers w SET last_heartbeat_at = now()
-           FROM (SELECT l.tenant_id, l.id FROM workers l
-                 JOIN UNNEST($1::uuid[], $2::uuid[]) AS h(tenant_id, id)
+        r#"UPDATE workers w
+           SET last_heartbeat_at = CASE WHEN h.beat THEN now() ELSE w.last_heartbeat_at END,
+               last_task_accepted_at = greatest(w.last_task_accepted_at, h.took)
+           FROM (SELECT l.tenant_id, l.id, h.beat, h.took FROM workers l
+                 JOIN UNNEST($1::uuid[], $2::uuid[], $3::bool[], $4::timestamptz[])
+                      AS h(tenant_id, id, beat, took)
                    ON l.tenant_id = h.tenant_id AND l.id = h.id
                  ORDER BY l.tenant_id, l.id FOR NO KEY UPDATE OF l) h
            WHERE w.tenant_id = h.tenant_id AND w.id = h.id"#,
     )
     .bind(tenants)
     .bind(workers)
+    .bind(beats)
+    .bind(took)
     .execute(db)
     .await?;
     Ok(())
@@ -157,7 +175,7 @@ pub async fn record_heartbeats(
 /// them `inactive` (so they get no more work) and returns them, `(tenant, worker)`.
 /// Atomic: of two reapers claiming at once, one gets each worker (the second reads a
 /// claimed row again once it is unlocked, and it no longer matches). The rows are
-/// locked in key order, as the heartbeats and the assignment statement lock theirs.
+/// locked in key order, as the dispatchers' flushes ([`record_activity`]) lock theirs.
 pub async fn claim_lost(
     db: impl PgExecutor<'_>,
     now: chrono::DateTime<chrono::Utc>,

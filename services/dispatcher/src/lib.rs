@@ -40,7 +40,8 @@ const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 pub struct Config {
     /// Address to serve gRPC on (when run alone).
     pub listen: SocketAddr,
-    /// How often buffered heartbeats are written (one statement for all workers).
+    /// How often buffered heartbeats and last tasks accepted are written (one
+    /// statement for all workers).
     pub heartbeat_flush_ms: u64,
     /// How often pending run subscriptions re-check Postgres (repairs lost notices).
     pub result_poll_ms: u64,
@@ -84,7 +85,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the background tasks (heartbeat writer, result hub) and builds the router.
+    /// Starts the background tasks (heartbeat and last-task writer, result hub) and builds the router.
     /// Background tasks stop when `shutdown` is cancelled.
     pub async fn start(
         config: &Config,
@@ -97,18 +98,18 @@ impl Dispatcher {
         let registry = Arc::new(registry::Registry::new(id.clone()));
         metrics::watch(&deps.pool, &id);
         let hub = Arc::new(results::Hub::new(deps.pool.clone()));
-        // Best effort: a failed flush is retried on the next tick; heartbeats are soft
-        // state.
+        // Best effort: what a failed flush held is written with the next tick's;
+        // heartbeats and the last task accepted are soft state.
         let (r, pool, every, stop) = (
             registry.clone(),
             deps.pool.clone(),
             Duration::from_millis(config.heartbeat_flush_ms),
             shutdown.clone(),
         );
-        tasks.best_effort("heartbeat writer", move || {
+        tasks.best_effort("activity writer", move || {
             let (r, pool, stop) = (r.clone(), pool.clone(), stop.clone());
             async move {
-                registry::flush_heartbeats(r, pool, every, stop).await;
+                registry::flush_activity(r, pool, every, stop).await;
                 Ok(())
             }
         });

@@ -1,10 +1,12 @@
-//! Workers connected to this dispatcher, and the heartbeat buffer.
+//! Workers connected to this dispatcher, and what it saw of them (heartbeats, tasks
+//! handed to them), buffered and written once a tick.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use adze_store::workers::Activity;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -20,7 +22,8 @@ struct Conn {
 pub(crate) struct Registry {
     id: String,
     conns: Mutex<HashMap<Uuid, Conn>>,
-    beats: Mutex<HashMap<Uuid, Uuid>>,
+    /// By worker: what was seen since the last flush.
+    seen: Mutex<HashMap<Uuid, Activity>>,
     next_generation: std::sync::atomic::AtomicU64,
 }
 
@@ -29,7 +32,7 @@ impl Registry {
         Self {
             id,
             conns: Mutex::new(HashMap::new()),
-            beats: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -84,36 +87,61 @@ impl Registry {
             .is_ok_and(|c| c.get(&worker).is_some_and(|c| c.tenant_id == tenant_id))
     }
 
-    /// Buffers a heartbeat; written by [`flush_heartbeats`].
+    /// Buffers a heartbeat; written by [`flush_activity`].
     pub(crate) fn beat(&self, tenant_id: Uuid, worker: Uuid) {
-        if let Ok(mut b) = self.beats.lock() {
-            b.insert(worker, tenant_id);
+        self.see(tenant_id, worker, |a| a.beat = true);
+    }
+
+    /// Buffers that the worker was handed a task now (its "last task accepted");
+    /// written by [`flush_activity`].
+    pub(crate) fn took(&self, tenant_id: Uuid, worker: Uuid) {
+        let now = chrono::Utc::now();
+        self.see(tenant_id, worker, |a| a.took = Some(now));
+    }
+
+    fn see(&self, tenant_id: Uuid, worker_id: Uuid, what: impl FnOnce(&mut Activity)) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let a = seen.entry(worker_id).or_insert(Activity {
+            tenant_id,
+            worker_id,
+            beat: false,
+            took: None,
+        });
+        what(a);
+    }
+
+    /// What a failed flush held, merged with what was seen since.
+    fn put_back(&self, unwritten: Vec<Activity>) {
+        for old in unwritten {
+            self.see(old.tenant_id, old.worker_id, |a| {
+                a.beat |= old.beat;
+                a.took = a.took.max(old.took);
+            });
         }
     }
 
-    fn take_beats(&self) -> HashMap<Uuid, Uuid> {
-        self.beats
-            .lock()
-            .map(|mut b| std::mem::take(&mut *b))
-            .unwrap_or_default()
+    fn take_seen(&self) -> Vec<Activity> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *seen).into_values().collect()
     }
 }
 
-/// Writes buffered heartbeats, all workers in one statement per tick.
-pub(crate) async fn flush_heartbeats(
+/// Writes what was buffered (heartbeats, last tasks accepted), all workers in one
+/// statement per tick.
+pub(crate) async fn flush_activity(
     registry: Arc<Registry>,
     pool: PgPool,
     every: Duration,
     shutdown: CancellationToken,
 ) {
     adze_runtime::tasks::every(every, &shutdown, || async {
-        let beats = registry.take_beats();
-        if beats.is_empty() {
+        let seen = registry.take_seen();
+        if seen.is_empty() {
             return;
         }
-        let (workers, tenants): (Vec<Uuid>, Vec<Uuid>) = beats.into_iter().unzip();
-        if let Err(e) = adze_store::workers::record_heartbeats(&pool, &tenants, &workers).await {
-            tracing::warn!(error = %e, workers = workers.len(), "heartbeat flush failed");
+        if let Err(e) = adze_store::workers::record_activity(&pool, &seen).await {
+            tracing::warn!(error = %e, workers = seen.len(), "heartbeat flush failed");
+            registry.put_back(seen);
         }
     })
     .await;

@@ -248,14 +248,19 @@ impl DispatcherApi {
                 };
                 match adze_bus::decode::<ActionBatch>(msg.headers.as_ref(), &msg.payload) {
                     Ok(env) if env.tenant_id == tenant_id => {
+                        let mut took = false;
                         for mut action in env.body.actions {
                             crate::metrics::dispatched(&action);
+                            took |= action.kind == ActionKind::Start;
                             let span = crate::trace::dispatch(worker, &mut action);
                             let sent = tx.send(Ok(to_assigned(tenant_id, action))).await.is_ok();
                             crate::trace::handed(span, sent);
                             if !sent {
                                 break 'forward;
                             }
+                        }
+                        if took {
+                            registry.took(tenant_id, worker);
                         }
                     }
                     Ok(_) => tracing::error!(%worker, "dropping an action of another tenant"),
