@@ -48,6 +48,19 @@ pub enum Error {
     Nats(String),
 }
 
+/// Whether creating a stream failed because another process created it (or one with
+/// its subjects) at the same moment.
+fn created_meanwhile(e: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::ErrorCode;
+    match e.kind() {
+        jetstream::context::CreateStreamErrorKind::JetStream(js) => matches!(
+            js.error_code(),
+            ErrorCode::STREAM_SUBJECT_OVERLAP | ErrorCode::STREAM_NAME_EXIST
+        ),
+        _ => false,
+    }
+}
+
 fn nats_err(e: impl std::fmt::Display) -> Error {
     Error::Nats(e.to_string())
 }
@@ -146,11 +159,7 @@ impl Bus {
             },
         ];
         for config in configs {
-            let mut existing = self
-                .js
-                .get_or_create_stream(config.clone())
-                .await
-                .map_err(nats_err)?;
+            let mut existing = self.get_or_create_stream(&config).await?;
             let info = existing.info().await.map_err(nats_err)?;
             if info.config.subjects != config.subjects {
                 let mut updated = info.config.clone();
@@ -159,6 +168,24 @@ impl Bus {
             }
         }
         Ok(())
+    }
+
+    /// The stream of `config`, created when missing. Every service of a fleet does this
+    /// as it starts, so two may create the same stream at once: the server can then
+    /// refuse the later one (its subjects overlap the stream the other just made, or
+    /// the name is taken), and a new look finds the stream.
+    async fn get_or_create_stream(&self, config: &stream::Config) -> Result<stream::Stream> {
+        let mut attempt = 0u64;
+        loop {
+            match self.js.get_or_create_stream(config.clone()).await {
+                Ok(s) => return Ok(s),
+                Err(e) if attempt < 5 && created_meanwhile(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => return Err(nats_err(e)),
+            }
+        }
     }
 
     /// The JetStream context (for the intake consumer and dead letters).
