@@ -232,18 +232,26 @@ impl DispatcherApi {
         }
         tracing::info!(%worker, tenant = %who.tenant_id, "worker listening");
 
-        let (tx, rx) = mpsc::channel::<Result<AssignedAction, Status>>(256);
+        // The stream is polled by the worker's HTTP/2 connection itself: an action goes
+        // from the NATS connection's task to the worker's without a task between them.
         let registry = self.registry.clone();
-        let pool = pool.clone();
-        let bus = bus.clone();
         let shutdown = self.shutdown.clone();
         let tenant_id = who.tenant_id;
-        tokio::spawn(async move {
-            'forward: loop {
+        let gone = Gone {
+            registry: registry.clone(),
+            pool: pool.clone(),
+            bus: bus.clone(),
+            tenant_id,
+            worker,
+            generation,
+        };
+        let stream = async_stream::stream! {
+            // Dropped when the stream ends or the worker goes: marks the worker gone.
+            let _gone = gone;
+            loop {
                 let msg = tokio::select! {
                     _ = closed.cancelled() => break,
                     _ = shutdown.cancelled() => break,
-                    _ = tx.closed() => break,
                     m = actions.next() => match m { Some(m) => m, None => break },
                 };
                 match adze_bus::decode::<ActionBatch>(msg.headers.as_ref(), &msg.payload) {
@@ -253,11 +261,9 @@ impl DispatcherApi {
                             crate::metrics::dispatched(&action);
                             took |= action.kind == ActionKind::Start;
                             let span = crate::trace::dispatch(worker, &mut action);
-                            let sent = tx.send(Ok(to_assigned(tenant_id, action))).await.is_ok();
-                            crate::trace::handed(span, sent);
-                            if !sent {
-                                break 'forward;
-                            }
+                            let assigned = to_assigned(tenant_id, action);
+                            crate::trace::handed(span, true);
+                            yield Ok(assigned);
                         }
                         if took {
                             registry.took(tenant_id, worker);
@@ -267,29 +273,52 @@ impl DispatcherApi {
                     Err(e) => tracing::warn!(error = %e, "bad action message"),
                 }
             }
-            // Only the current stream marks the worker gone; the reaper declares it
-            // lost after a grace period unless it reconnects.
-            if registry.disconnect(worker, generation) {
-                let dispatcher = registry.id().to_string();
-                if let Err(e) = adze_store::workers::set_status(
-                    &pool,
-                    tenant_id,
-                    worker,
-                    WorkerStatus::Disconnected,
-                    &dispatcher,
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, %worker, "could not mark the worker disconnected");
-                }
-                announce_unavailable(&bus, tenant_id, worker, &format!("closed:{generation}"))
-                    .await;
-                // Its lost-deadline is now a grace period away, sooner than silence's.
-                adze_bus::hints::wake_reapers(&bus).await;
-                tracing::info!(%worker, "worker stream closed");
+        };
+        Ok(guarded(&self.deps, who, Box::pin(stream)))
+    }
+}
+
+/// A worker's action stream, until it is dropped: then, if it is still the worker's
+/// current stream, the worker is marked disconnected and the scheduler and reapers are
+/// told (the reaper declares it lost after a grace period unless it reconnects).
+struct Gone {
+    registry: Arc<Registry>,
+    pool: sqlx::PgPool,
+    bus: adze_bus::Bus,
+    tenant_id: Uuid,
+    worker: Uuid,
+    generation: u64,
+}
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        if !self.registry.disconnect(self.worker, self.generation) {
+            return;
+        }
+        // Without a runtime the process is ending: the reaper finds the silence.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (pool, bus) = (self.pool.clone(), self.bus.clone());
+        let (tenant_id, worker, generation) = (self.tenant_id, self.worker, self.generation);
+        let dispatcher = self.registry.id().to_string();
+        runtime.spawn(async move {
+            if let Err(e) = adze_store::workers::set_status(
+                &pool,
+                tenant_id,
+                worker,
+                WorkerStatus::Disconnected,
+                &dispatcher,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, %worker, "could not mark the worker disconnected");
             }
+            announce_unavailable(&bus, tenant_id, worker, &format!("closed:{generation}")).await;
+            // Its lost-deadline is now a grace period away, sooner than silence's.
+            adze_bus::hints::wake_reapers(&bus).await;
+            tracing::info!(%worker, "worker stream closed");
         });
-        Ok(guarded(&self.deps, who, Box::pin(ReceiverStream::new(rx))))
     }
 }
 
