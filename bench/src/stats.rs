@@ -200,7 +200,8 @@ impl StartLegs {
         spans: &std::collections::HashMap<String, crate::otlp::RunStamps>,
     ) -> Self {
         let n = rec.capacity();
-        let mut at = vec![[0u64; 10]; n];
+        // Per run, its nine stamps in the order of the path (leg k is k → k + 1).
+        let mut at = vec![[0u64; 9]; n];
         for &(seq, created, assigned) in stamps {
             if let Some(a) = at.get_mut(seq as usize) {
                 a[2] = created;
@@ -221,9 +222,7 @@ impl StartLegs {
             a[8] = rec.started_at(i, 0);
         }
         // Only the runs with every stamp, so that the legs add up.
-        let whole: Vec<usize> = (0..n)
-            .filter(|&i| at[i][..9].iter().all(|&t| t > 0))
-            .collect();
+        let whole: Vec<usize> = (0..n).filter(|&i| at[i].iter().all(|&t| t > 0)).collect();
         let leg = |k: usize| {
             Dist::of(
                 whole

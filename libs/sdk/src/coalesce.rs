@@ -113,11 +113,7 @@ impl<C: Calls> Coalescer<C> {
         if self.queued.load(Ordering::Acquire) == 0
             && let Ok(_permit) = self.permits.clone().try_acquire_owned()
         {
-            return self
-                .calls
-                .one(request)
-                .await
-                .map_err(|s| SdkError::rpc(C::ONE, s));
+            return one(&self.calls, request).await;
         }
         let (reply, answer) = oneshot::channel();
         self.queued.fetch_add(1, Ordering::AcqRel);
@@ -219,11 +215,15 @@ async fn send<C: Calls>(
 
 /// One request as its own call.
 async fn send_alone<C: Calls>(calls: C, pending: Pending<C>) {
-    let answer = calls
-        .one(pending.request)
+    let _ = pending.reply.send(one(&calls, pending.request).await);
+}
+
+/// The single call, its failure named.
+async fn one<C: Calls>(calls: &C, request: C::Request) -> Result<C::Answer, SdkError> {
+    calls
+        .one(request)
         .await
-        .map_err(|s| SdkError::rpc(C::ONE, s));
-    let _ = pending.reply.send(answer);
+        .map_err(|s| SdkError::rpc(C::ONE, s))
 }
 
 /// The same failure for every request of a batch.

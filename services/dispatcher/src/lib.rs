@@ -85,8 +85,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the background tasks (heartbeat and last-task writer, result hub) and builds the router.
-    /// Background tasks stop when `shutdown` is cancelled.
+    /// Starts the background tasks (heartbeat and last-task writer, result hub) and
+    /// builds the router. Background tasks stop when `shutdown` is cancelled.
     pub async fn start(
         config: &Config,
         deps: Deps,

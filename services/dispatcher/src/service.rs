@@ -260,10 +260,11 @@ impl DispatcherApi {
                         for mut action in env.body.actions {
                             crate::metrics::dispatched(&action);
                             took |= action.kind == ActionKind::Start;
-                            let span = crate::trace::dispatch(worker, &mut action);
-                            let assigned = to_assigned(tenant_id, action);
-                            crate::trace::handed(span, true);
-                            yield Ok(assigned);
+                            let handing =
+                                crate::trace::Handing::new(crate::trace::dispatch(worker, &mut action));
+                            yield Ok(to_assigned(tenant_id, action));
+                            // Polled again: the connection took it.
+                            handing.taken();
                         }
                         if took {
                             registry.took(tenant_id, worker);

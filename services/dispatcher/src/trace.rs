@@ -39,12 +39,29 @@ pub(crate) fn dispatch(worker: Uuid, a: &mut ActionMessage) -> Option<RunSpan> {
     Some(span)
 }
 
-/// Ends a dispatch span: `sent` says whether the worker's stream took the action.
-pub(crate) fn handed(span: Option<RunSpan>, sent: bool) {
-    if let Some(mut span) = span {
-        if !sent {
-            span.fail("the worker's stream closed before it took the action");
+/// A dispatch span while its action is offered to the worker's stream: ended by
+/// [`Handing::taken`] once the stream has taken it, failed if the stream is dropped
+/// first.
+pub(crate) struct Handing(Option<RunSpan>);
+
+impl Handing {
+    pub(crate) fn new(span: Option<RunSpan>) -> Self {
+        Self(span)
+    }
+
+    /// The worker's stream took the action.
+    pub(crate) fn taken(mut self) {
+        if let Some(span) = self.0.take() {
+            span.end();
         }
-        span.end();
+    }
+}
+
+impl Drop for Handing {
+    fn drop(&mut self) {
+        if let Some(mut span) = self.0.take() {
+            span.fail("the worker's stream closed before it took the action");
+            span.end();
+        }
     }
 }

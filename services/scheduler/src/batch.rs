@@ -253,7 +253,8 @@ impl Processor {
         Ok(())
     }
 
-    /// Hands assignments and stops to the task that publishes them.
+    /// Publishes assignments and stops, or hands them to the task that does
+    /// ([`Assigner`]).
     async fn assign(&self, orders: Orders) -> anyhow::Result<()> {
         if !self.assigner.send(orders).await {
             anyhow::bail!("the assignment announcer stopped");
@@ -848,15 +849,17 @@ impl Assigner {
         if self.tx.is_closed() {
             return false;
         }
-        if orders.assignments.is_empty() && orders.retry_at.is_none() && orders.only_publishes() {
-            return true;
-        }
-        if orders.only_publishes() && self.queued.load(Ordering::Acquire) == 0 {
-            self.direct.publish(orders).await;
-            // The NATS connection's task writes them once this task yields: let it
-            // before the batch's results are handed on and the next batch begins.
-            tokio::task::yield_now().await;
-            return true;
+        if orders.only_publishes() {
+            if orders.assignments.is_empty() && orders.retry_at.is_none() {
+                return true;
+            }
+            if self.queued.load(Ordering::Acquire) == 0 {
+                self.direct.publish(orders).await;
+                // The NATS connection's task writes them once this task yields: let it
+                // before the batch's results are handed on and the next batch begins.
+                tokio::task::yield_now().await;
+                return true;
+            }
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
         self.tx.send(orders).await.is_ok()
