@@ -468,6 +468,51 @@ async fn the_completion_that_ends_a_run_finishes_it_once_with_the_right_status()
         (finished[0].run_id, finished[0].status),
         (run, RunStatus::Succeeded)
     );
+
+    // One batch over many runs: 30 end (both tasks), 10 go on (x only). The statement
+    // names each run it finished once, with one of that run's tasks, and no other.
+    let (mut ending, mut going_on, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..40 {
+        let (run, x, y) = assigned_run().await;
+        events.push(done(x));
+        if i % 4 == 3 {
+            going_on.push(run);
+        } else {
+            events.push(done(y));
+            ending.push(run);
+        }
+    }
+    let applied = apply_batch(&mut conn, &events).await.expect("many");
+    assert_eq!(applied.len(), 70);
+    let mut named: Vec<Uuid> = Vec::new();
+    for a in &applied {
+        if let Some(f) = &a.run_finished {
+            assert_eq!(
+                f.run_id, a.run_id,
+                "a finished run goes with one of its own tasks"
+            );
+            assert_eq!(f.status, RunStatus::Succeeded);
+            named.push(f.run_id);
+        }
+    }
+    named.sort();
+    ending.sort();
+    assert_eq!(named, ending, "every run that ended, each once");
+    let mut finished: Vec<Uuid> = finalize_applied(&mut conn, &applied)
+        .await
+        .expect("fin")
+        .iter()
+        .map(|f| f.run_id)
+        .collect();
+    finished.sort();
+    assert_eq!(finished, ending);
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE id = ANY($1) AND finished_at IS NULL")
+            .bind(&going_on)
+            .fetch_one(&env.pool)
+            .await
+            .expect("open");
+    assert_eq!(open, 10);
     drop(conn);
     env.stop().await;
 }

@@ -124,43 +124,56 @@ impl<'a> Split<'a> {
     }
 }
 
-/// `with_run`: the statement returns `run_statuses` (see [`Applied::run_tasks`]) and,
-/// for a run it finished, `run_status` and `run_traceparent`.
+/// `with_run`: the statement returns `run_statuses` (see [`Applied::run_tasks`]) with
+/// each task, and a row per run it finished (`id` NULL: `run_status`,
+/// `run_traceparent`, `run_durable_parent`), which goes with the first of that run's
+/// tasks ([`Applied::run_finished`]).
 fn to_applied(
     rows: Vec<sqlx::postgres::PgRow>,
     to: TaskStatus,
     with_run: bool,
 ) -> Result<Vec<Applied>> {
-    rows.iter()
+    let mut finished = std::collections::HashMap::new();
+    let mut tasks = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if with_run && r.try_get::<Option<Uuid>, _>("id")?.is_none() {
+            let run = FinishedRun {
+                tenant_id: r.try_get("tenant_id")?,
+                run_id: r.try_get("run_id")?,
+                status: r
+                    .try_get::<String, _>("run_status")?
+                    .parse()
+                    .map_err(|e| crate::Error::Corrupt(format!("{e}")))?,
+                traceparent: r.try_get("run_traceparent")?,
+                durable_parent: r
+                    .try_get::<Option<bool>, _>("run_durable_parent")?
+                    .unwrap_or(false),
+            };
+            finished.insert((run.tenant_id, run.run_id), run);
+        } else {
+            tasks.push(r);
+        }
+    }
+    tasks
+        .into_iter()
         .map(|r| {
-            let (mut run_tasks, mut run_finished) = (None, None);
-            if with_run {
+            let tenant_id: Uuid = r.try_get("tenant_id")?;
+            let run_id: Uuid = r.try_get("run_id")?;
+            let run_tasks = if with_run {
                 let sts: Vec<String> = r.try_get("run_statuses")?;
-                run_tasks = Some(
+                Some(
                     sts.iter()
                         .map(|s| parse_status(s))
                         .collect::<Result<Vec<_>>>()?,
-                );
-                let status: Option<String> = r.try_get("run_status")?;
-                if let Some(status) = status {
-                    run_finished = Some(FinishedRun {
-                        tenant_id: r.try_get("tenant_id")?,
-                        run_id: r.try_get("run_id")?,
-                        status: status
-                            .parse()
-                            .map_err(|e| crate::Error::Corrupt(format!("{e}")))?,
-                        traceparent: r.try_get("run_traceparent")?,
-                        durable_parent: r
-                            .try_get::<Option<bool>, _>("run_durable_parent")?
-                            .unwrap_or(false),
-                    });
-                }
-            }
+                )
+            } else {
+                None
+            };
             Ok(Applied {
                 run_tasks,
-                run_finished,
-                tenant_id: r.try_get("tenant_id")?,
-                run_id: r.try_get("run_id")?,
+                run_finished: finished.remove(&(tenant_id, run_id)),
+                tenant_id,
+                run_id,
                 task_id: r.try_get("id")?,
                 to,
                 released_worker: if to.holds_slot() {
@@ -266,9 +279,18 @@ static COMPLETED: Fenced = Fenced::new(
              SELECT tenant_id, workflow_id, created_at, status AS change_status, 1 AS change_n
              FROM done),
            {count_run_changes}
-           SELECT rs.*, done.status AS run_status, done.traceparent AS run_traceparent,
-                  done.durable_parent AS run_durable_parent
-           FROM rs LEFT JOIN done ON done.tenant_id = rs.tenant_id AND done.id = rs.run_id"#,
+           -- The tasks, then the runs finished (`id` NULL), as one list rather than a
+           -- join: the generic plan expects a row or two from each side and joins them
+           -- by nested loop, which for a batch of 200 completions rescans `done` 200
+           -- times (3-4 ms of the statement).
+           SELECT rs.tenant_id, rs.id, rs.run_id, rs.worker_id, rs.durable, rs.run_statuses,
+                  NULL::text AS run_status, NULL::text AS run_traceparent,
+                  NULL::boolean AS run_durable_parent
+           FROM rs
+           UNION ALL
+           SELECT done.tenant_id, NULL, done.id, NULL, NULL, NULL, done.status,
+                  done.traceparent, done.durable_parent
+           FROM done"#,
     8,
     true,
 );

@@ -49,7 +49,7 @@ pub struct Applied {
     /// else touched its tasks afterwards in the same transaction.
     pub run_tasks: Option<Vec<TaskStatus>>,
     /// The run, when the statement that applied this transition also finished it
-    /// (set-based completions do).
+    /// (set-based completions do; given with one of the run's transitions only).
     pub run_finished: Option<FinishedRun>,
     /// The attempt its worker must stop ([`TaskEvent::stops_worker`]): the task left a
     /// worker's slot because it timed out or was cancelled, not because the worker
