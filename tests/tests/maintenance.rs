@@ -5,21 +5,17 @@ use std::time::Duration;
 
 use adze_core::backoff::RetryPolicy;
 use adze_core::{TaskSpec, WorkflowSpec};
+use adze_store::workflows::WorkflowVersion;
 use adze_tests::{TestEnv, wait_for};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reaper_vacuums_and_analyzes_churned_tables() {
-    let mut configs = adze_tests::fast_configs();
-    configs.reaper.maintenance_every_ms = 200;
-    configs.reaper.maintenance_min_rows = 50;
-    configs.reaper.maintenance_share = 0.0;
-    let env = TestEnv::start_with(&["reaper"], configs).await;
+/// A workflow of one task, registered, at its latest version.
+async fn one_task_workflow(env: &TestEnv, name: &str) -> WorkflowVersion {
     let spec = WorkflowSpec {
-        name: "churn".into(),
+        name: name.into(),
         tasks: vec![TaskSpec {
             readable_id: "t".into(),
-            action_id: "churn:t".into(),
+            action_id: format!("{name}:t"),
             parents: Vec::new(),
             retry: RetryPolicy {
                 max_retries: 0,
@@ -34,24 +30,24 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
             conditions: None,
             durable: false,
         }],
-        on_failure: None,
-        concurrency: Vec::new(),
-        default_priority: None,
-        sticky: None,
         ..Default::default()
     };
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec)
         .await
         .expect("workflow");
-    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "churn")
+    adze_store::workflows::latest_version(&env.pool, env.tenant_id, name)
         .await
         .expect("read")
-        .expect("exists");
-    let runs: Vec<_> = (0..100)
+        .expect("exists")
+}
+
+/// `n` runs of `version`, their inputs padded with `pad`.
+async fn create_runs(env: &TestEnv, version: &WorkflowVersion, n: usize, pad: &str) {
+    let runs: Vec<_> = (0..n)
         .map(|i| adze_store::runs::NewRun {
             triggers: None,
-            version: &version,
-            input: json!({ "i": i }),
+            version,
+            input: json!({ "i": i, "pad": pad }),
             additional_metadata: None,
             traceparent: None,
             concurrency: Vec::new(),
@@ -62,6 +58,17 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
     adze_store::runs::create_runs(&env.pool, env.tenant_id, &runs)
         .await
         .expect("runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reaper_vacuums_and_analyzes_churned_tables() {
+    let mut configs = adze_tests::fast_configs();
+    configs.reaper.maintenance_every_ms = 200;
+    configs.reaper.maintenance_min_rows = 50;
+    configs.reaper.maintenance_share = 0.0;
+    let env = TestEnv::start_with(&["reaper"], configs).await;
+    let version = one_task_workflow(&env, "churn").await;
+    create_runs(&env, &version, 100, "").await;
     // 100 dead task versions, as admission and completion leave behind.
     sqlx::query("UPDATE tasks SET wait_reason = 'churned'")
         .execute(&env.pool)
@@ -82,5 +89,41 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
         },
     )
     .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_doubles_is_analyzed_before_its_counters_call_for_it() {
+    let mut configs = adze_tests::fast_configs();
+    configs.reaper.maintenance_every_ms = 100;
+    // The counters' rules would wait for 1,000 changed rows.
+    configs.reaper.maintenance_min_rows = 1_000_000;
+    configs.reaper.maintenance_share = 0.0;
+    let env = TestEnv::start_with(&["reaper"], configs).await;
+    let version = one_task_workflow(&env, "grow").await;
+    let analyzed = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
+             WHERE schemaname = current_schema() AND relname = 'runs'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .expect("stats")
+    };
+    assert!(!analyzed().await, "a fresh table starts unanalyzed");
+    // 600 runs with a padded input: well past 8 pages, well short of 1,000 rows.
+    create_runs(&env, &version, 600, &"x".repeat(200)).await;
+    wait_for(
+        "the reaper analyzes runs once it has grown",
+        Duration::from_secs(30),
+        || async { analyzed().await },
+    )
+    .await;
+    let pages: i32 =
+        sqlx::query_scalar("SELECT relpages FROM pg_class WHERE oid = to_regclass('runs')")
+            .fetch_one(&env.pool)
+            .await
+            .expect("relpages");
+    assert!(pages >= 8, "runs has {pages} pages");
     env.stop().await;
 }

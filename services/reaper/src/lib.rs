@@ -36,8 +36,9 @@ pub struct Config {
     /// A task ready this long, while a worker serving its action has a free slot,
     /// was left behind by a lost notice: the scheduler is woken for it.
     pub repair_after_ms: i64,
-    /// How often the hot tables' counters are checked for vacuum and analyze
-    /// (0: never; leave it to autovacuum).
+    /// How often the hot tables' counters and sizes are checked for vacuum and analyze
+    /// (0: never; leave it to autovacuum). Often enough to catch a table growing from
+    /// empty within its first burst.
     pub maintenance_every_ms: u64,
     /// A table is vacuumed (or analyzed) once this many rows are dead (or changed)…
     pub maintenance_min_rows: i64,
@@ -60,7 +61,7 @@ impl Default for Config {
             disconnect_grace_ms: 5_000,
             heartbeat_timeout_ms: 15_000,
             repair_after_ms: 2_000,
-            maintenance_every_ms: 1_000,
+            maintenance_every_ms: 250,
             maintenance_min_rows: 20_000,
             maintenance_share: 0.05,
             deadline_batch: 500,
