@@ -9,6 +9,28 @@ use adze_store::workflows::WorkflowVersion;
 use adze_tests::{TestEnv, wait_for};
 use serde_json::json;
 
+/// A fleet of the reaper alone, checking the hot tables every `every_ms` and acting
+/// once `min_rows` rows are dead or changed (no share of the live rows).
+async fn reaper_alone(every_ms: u64, min_rows: i64) -> TestEnv {
+    let mut configs = adze_tests::fast_configs();
+    configs.reaper.maintenance_every_ms = every_ms;
+    configs.reaper.maintenance_min_rows = min_rows;
+    configs.reaper.maintenance_share = 0.0;
+    TestEnv::start_with(&["reaper"], configs).await
+}
+
+/// Whether `table` of the test's schema has been vacuumed and analyzed.
+async fn maintained(env: &TestEnv, table: &str) -> (bool, bool) {
+    sqlx::query_as(
+        "SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables
+         WHERE schemaname = current_schema() AND relname = $1",
+    )
+    .bind(table)
+    .fetch_one(&env.pool)
+    .await
+    .expect("stats")
+}
+
 /// A workflow of one task, registered, at its latest version.
 async fn one_task_workflow(env: &TestEnv, name: &str) -> WorkflowVersion {
     let spec = WorkflowSpec {
@@ -62,11 +84,7 @@ async fn create_runs(env: &TestEnv, version: &WorkflowVersion, n: usize, pad: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reaper_vacuums_and_analyzes_churned_tables() {
-    let mut configs = adze_tests::fast_configs();
-    configs.reaper.maintenance_every_ms = 200;
-    configs.reaper.maintenance_min_rows = 50;
-    configs.reaper.maintenance_share = 0.0;
-    let env = TestEnv::start_with(&["reaper"], configs).await;
+    let env = reaper_alone(200, 50).await;
     let version = one_task_workflow(&env, "churn").await;
     create_runs(&env, &version, 100, "").await;
     // 100 dead task versions, as admission and completion leave behind.
@@ -78,13 +96,7 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
         "the reaper vacuums and analyzes tasks",
         Duration::from_secs(30),
         || async {
-            let (vacuumed, analyzed): (bool, bool) = sqlx::query_as(
-                "SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL
-                 FROM pg_stat_user_tables WHERE relname = 'tasks'",
-            )
-            .fetch_one(&env.pool)
-            .await
-            .expect("stats");
+            let (vacuumed, analyzed) = maintained(&env, "tasks").await;
             vacuumed && analyzed
         },
     )
@@ -94,22 +106,10 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_that_doubles_is_analyzed_before_its_counters_call_for_it() {
-    let mut configs = adze_tests::fast_configs();
-    configs.reaper.maintenance_every_ms = 100;
     // The counters' rules would wait for 1,000 changed rows.
-    configs.reaper.maintenance_min_rows = 1_000_000;
-    configs.reaper.maintenance_share = 0.0;
-    let env = TestEnv::start_with(&["reaper"], configs).await;
+    let env = reaper_alone(100, 1_000_000).await;
     let version = one_task_workflow(&env, "grow").await;
-    let analyzed = || async {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
-             WHERE schemaname = current_schema() AND relname = 'runs'",
-        )
-        .fetch_one(&env.pool)
-        .await
-        .expect("stats")
-    };
+    let analyzed = || async { maintained(&env, "runs").await.1 };
     assert!(!analyzed().await, "a fresh table starts unanalyzed");
     // 600 runs with a padded input: well past 8 pages, well short of 1,000 rows.
     create_runs(&env, &version, 600, &"x".repeat(200)).await;
