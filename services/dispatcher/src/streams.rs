@@ -254,6 +254,10 @@ async fn follow_inner(
 
 /// After the run's end, follows its stream until it has settled (see the module's
 /// documentation); returns the new `last`, or `None` when the subscriber has gone.
+///
+/// Quiet is measured from the last chunk read, not from the last notice: notices of
+/// chunks already sent (queued while the follower read them in one go) say nothing new,
+/// and ending on one would hang up before chunks still on their way.
 async fn settle(
     deps: &Deps,
     at: (Uuid, Uuid),
@@ -263,21 +267,32 @@ async fn settle(
     tx: &Sink,
 ) -> Result<Option<i64>, adze_store::Error> {
     let give_up = tokio::time::Instant::now() + SETTLE_MAX;
+    let mut heard = tokio::time::Instant::now();
+    let mut notices_open = true;
     loop {
+        let now = tokio::time::Instant::now();
+        let quiet_at = heard + SETTLE_QUIET;
+        // Quiet already, but a gap is open: look again every SETTLE_QUIET.
+        let check_at = if quiet_at > now {
+            quiet_at
+        } else {
+            now + SETTLE_QUIET
+        };
+        let check_at = check_at.min(give_up);
         tokio::select! {
-            n = notices.next() => if n.is_none() {
-                tokio::time::sleep(SETTLE_QUIET).await;
-            },
-            _ = tokio::time::sleep(SETTLE_QUIET) => {}
-            _ = tokio::time::sleep_until(give_up) => {}
+            n = notices.next(), if notices_open => notices_open = n.is_some(),
+            _ = tokio::time::sleep_until(check_at) => {}
             _ = tx.closed() => return Ok(None),
         }
         let Some(l) = send_stored(deps, at, last, order, false, tx).await? else {
             return Ok(None);
         };
-        let quiet = l == last;
-        last = l;
-        if (quiet && !order.gaps()) || tokio::time::Instant::now() >= give_up {
+        let now = tokio::time::Instant::now();
+        if l != last {
+            heard = now;
+            last = l;
+        }
+        if (now >= heard + SETTLE_QUIET && !order.gaps()) || now >= give_up {
             return Ok(Some(last));
         }
     }
