@@ -192,6 +192,10 @@ pub struct Args {
     /// scenarios (noop, dag3, latency and the like), to price TLS against plaintext.
     #[arg(long)]
     pub tls: bool,
+    /// Run every role in one `adze server` process (the quickstart's layout) instead of
+    /// one process per service, to price the process boundaries.
+    #[arg(long)]
+    pub single_process: bool,
     /// Do not count NATS messages (subscribe to run notices only).
     #[arg(long)]
     pub no_nats_count: bool,

@@ -136,7 +136,7 @@ impl Fleet {
     ) -> anyhow::Result<()> {
         let [api, dispatcher, scheduler, reaper] =
             [free_addr()?, free_addr()?, free_addr()?, free_addr()?];
-        let dispatcher = if topology == Topology::Combined {
+        let dispatcher = if topology != Topology::Separate {
             api.clone()
         } else {
             dispatcher
@@ -253,18 +253,27 @@ impl Fleet {
                     .to_vec();
                 vec![("server", adze.clone(), args, api.clone())]
             }
+            Topology::Single => {
+                let roles = "ingest,dispatcher,scheduler,reaper,ratelimit";
+                let args = ["server", "--roles", roles, "--listen", &api]
+                    .map(String::from)
+                    .to_vec();
+                vec![("server", adze.clone(), args, api.clone())]
+            }
         };
-        services.push((
-            "scheduler",
-            bin_dir.join("adze-scheduler"),
-            vec![],
-            scheduler,
-        ));
-        services.push(("reaper", bin_dir.join("adze-reaper"), vec![], reaper));
-        // Builds from before the ratelimit service have no binary for it.
-        let ratelimit = bin_dir.join("adze-ratelimit");
-        if ratelimit.exists() {
-            services.push(("ratelimit", ratelimit, vec![], free_addr()?));
+        if topology != Topology::Single {
+            services.push((
+                "scheduler",
+                bin_dir.join("adze-scheduler"),
+                vec![],
+                scheduler,
+            ));
+            services.push(("reaper", bin_dir.join("adze-reaper"), vec![], reaper));
+            // Builds from before the ratelimit service have no binary for it.
+            let ratelimit = bin_dir.join("adze-ratelimit");
+            if ratelimit.exists() {
+                services.push(("ratelimit", ratelimit, vec![], free_addr()?));
+            }
         }
         for (name, program, args, listen) in &services {
             let mut env = env.clone();

@@ -147,6 +147,10 @@ async fn run_all(args: Args) -> anyhow::Result<usize> {
                 if session.args.tls {
                     report.summary = format!("[tls] {}", report.summary);
                 }
+                report.put("single_process", session.args.single_process);
+                if session.args.single_process {
+                    report.summary = format!("[one process] {}", report.summary);
+                }
                 report.put(
                     "bench_wall_s",
                     stats::round3(started.elapsed().as_secs_f64()),
@@ -205,7 +209,9 @@ impl Session {
         let mut fleet = if args.grpc.is_some() {
             Fleet::external(args, log_dir)?
         } else {
-            let topology = if scenario == Scenario::Wire {
+            let topology = if args.single_process {
+                Topology::Single
+            } else if scenario == Scenario::Wire {
                 Topology::Combined
             } else {
                 Topology::Separate
