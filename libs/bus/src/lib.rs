@@ -6,6 +6,7 @@
 pub mod durable;
 pub mod envelope;
 pub mod hints;
+pub mod local;
 pub mod messages;
 pub mod subjects;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use async_nats::{HeaderMap, Subscriber};
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -74,6 +76,8 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     subjects: Subjects,
+    /// Sole subscribers in this process (shared by the clones every role holds).
+    local: std::sync::Arc<local::Routes>,
 }
 
 /// How long the scheduler has to acknowledge an event before it is redelivered.
@@ -113,6 +117,7 @@ impl Bus {
             client,
             js,
             subjects: Subjects::new(prefix),
+            local: Default::default(),
         }
     }
 
@@ -251,12 +256,59 @@ impl Bus {
         subject: String,
         env: &Envelope<T>,
     ) -> Result<()> {
+        let (headers, payload) = self.encoded(env)?;
+        self.send_core(subject, headers, payload).await
+    }
+
+    /// An envelope as a core message, refused when over the server's limit.
+    fn encoded<T: Serialize>(&self, env: &Envelope<T>) -> Result<(HeaderMap, Bytes)> {
         let (headers, payload) = env.encode()?;
         self.check_size(payload.len())?;
+        Ok((headers, payload.into()))
+    }
+
+    async fn send_core(&self, subject: String, headers: HeaderMap, payload: Bytes) -> Result<()> {
         self.client
-            .publish_with_headers(subject, headers, payload.into())
+            .publish_with_headers(subject, headers, payload)
             .await
             .map_err(nats_err)
+    }
+
+    /// Publishes on a subject that has one subscriber in the whole fleet (a worker's
+    /// actions): handed over in memory when that subscriber is in this process
+    /// ([`local`]), on core NATS otherwise. At most once, as [`Bus::publish_core`].
+    pub async fn publish_sole<T: Serialize>(
+        &self,
+        subject: String,
+        env: &Envelope<T>,
+    ) -> Result<()> {
+        let (headers, payload) = self.encoded(env)?;
+        match self.local.hand_over(&subject, headers, payload) {
+            Ok(()) => Ok(()),
+            Err((headers, payload)) => self.send_core(subject, headers, payload).await,
+        }
+    }
+
+    /// Hands a scheduler event to the lease holder's batch loop when it runs in this
+    /// process ([`Bus::early_intake`]), ahead of its durable copy on the events stream,
+    /// which carries the same message id (the scheduler applies whichever comes first
+    /// and only acknowledges the other). True when it was handed over.
+    pub fn hand_over_early<T: Serialize>(&self, env: &Envelope<T>, msg_id: &str) -> bool {
+        let key = self.subjects.runs_created_here();
+        if !self.local.has(&key) {
+            return false;
+        }
+        let Ok((mut headers, payload)) = env.encode() else {
+            return false;
+        };
+        headers.insert("Nats-Msg-Id", msg_id);
+        self.local.hand_over(&key, headers, payload.into()).is_ok()
+    }
+
+    /// What ingest's commits in this process hand over early
+    /// ([`Bus::hand_over_early`]), until dropped.
+    pub fn early_intake(&self) -> local::Inbox {
+        self.local.register(self.subjects.runs_created_here())
     }
 
     /// Asks ingest for a run over NATS request/reply ([`Subjects::ingest_fire`]); an
@@ -304,6 +356,14 @@ impl Bus {
     /// Subscribes on core NATS.
     pub async fn subscribe(&self, subject: String) -> Result<Subscriber> {
         self.client.subscribe(subject).await.map_err(nats_err)
+    }
+
+    /// Subscribes as the sole subscriber of `subject` (see [`Bus::publish_sole`]): on
+    /// core NATS, and in this process for what its other roles publish.
+    pub async fn subscribe_sole(&self, subject: String) -> Result<local::Sole> {
+        let inbox = self.local.register(subject.clone());
+        let remote = self.subscribe(subject).await?;
+        Ok(local::Sole::new(inbox, remote))
     }
 
     /// The scheduler's durable pull consumer on the events stream.

@@ -83,6 +83,12 @@ impl Subjects {
         format!("{}.deadletter.events", self.prefix)
     }
 
+    /// The key, within one process, of the lease holder's intake of new runs handed
+    /// over in memory ([`crate::Bus::hand_over_early`]); never a subject on the server.
+    pub fn runs_created_here(&self) -> String {
+        format!("{}.runs.created.here", self.prefix)
+    }
+
     /// Core subject carrying actions for one worker; its dispatcher subscribes.
     pub fn worker_actions(&self, worker: Uuid) -> String {
         format!("{}.actions.{worker}", self.prefix)

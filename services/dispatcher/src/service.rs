@@ -204,7 +204,7 @@ impl DispatcherApi {
         }
         let bus = &self.deps.bus;
         let mut actions = bus
-            .subscribe(bus.subjects().worker_actions(worker))
+            .subscribe_sole(bus.subjects().worker_actions(worker))
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (generation, closed) = self.registry.connect(who.tenant_id, worker);

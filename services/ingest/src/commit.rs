@@ -569,8 +569,14 @@ async fn commit(
         };
         let msg_id = format!("created:{first}");
         let ready = listable(&ready).then_some(ready);
+        let early = ready.as_ref().is_some_and(|r| !r.is_empty());
         let env = Envelope::new(tenant_id, SchedulerEvent::RunsCreated { run_ids, ready })
             .with_trace(trace);
+        // The lease holder in this process (`adze server`) admits them from memory; the
+        // durable copy follows all the same.
+        if early {
+            bus.hand_over_early(&env, &msg_id);
+        }
         if let Err(e) = bus.publish_event(&env, &msg_id).await {
             tracing::warn!(error = %e, "could not notify the scheduler; the reaper will repair");
         }

@@ -25,6 +25,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::early;
 use crate::hold::StartHold;
 use crate::lease;
 use crate::{Config, Deps};
@@ -50,6 +51,8 @@ pub(crate) struct Processor {
     hold: StartHold<Message>,
     /// Admission: from ready tasks to assignments.
     pipeline: Pipeline,
+    /// New runs applied from one of their two copies ([`crate::early`]).
+    created: early::SeenCreated,
 }
 
 /// What a committed batch must announce.
@@ -155,6 +158,7 @@ impl Processor {
             slots: None,
             hold: StartHold::new(),
             pipeline,
+            created: early::SeenCreated::default(),
         }
     }
 
@@ -187,14 +191,70 @@ impl Processor {
     /// their task ends ([`crate::hold`]).
     pub(crate) async fn process(&mut self, msgs: Vec<Message>) -> anyhow::Result<()> {
         let timer = msgs.is_empty();
-        self.pipeline.take_due(chrono::Utc::now());
         let now = Instant::now();
         let mut events = Vec::with_capacity(msgs.len());
         let mut ack = Vec::with_capacity(msgs.len());
         for m in msgs {
+            let id = early::msg_id(m.headers.as_ref());
+            // The stream's copy of new runs already applied from their early copy (or
+            // delivered again): acknowledged, not even decoded.
+            if id.is_some_and(|id| self.created.contains(id)) {
+                ack.push(m);
+                continue;
+            }
             let decoded = decode_events(&m);
+            if let (Some(id), [e]) = (id, decoded.as_slice())
+                && early::may_come_early(&e.body)
+            {
+                self.created.insert(id);
+                crate::metrics::created_copy("stream");
+            }
             ack.extend(self.hold.take(m, decoded, now, &mut events));
         }
+        self.apply_batch(events, ack, timer, now).await
+    }
+
+    /// Applies new runs handed over early ([`crate::early`]), those whose stream copy
+    /// came first aside.
+    pub(crate) async fn process_early(
+        &mut self,
+        msgs: Vec<async_nats::Message>,
+    ) -> anyhow::Result<()> {
+        let mut events = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let Some(id) = early::msg_id(m.headers.as_ref()) else {
+                continue;
+            };
+            if self.created.contains(id) {
+                continue;
+            }
+            match adze_bus::decode::<SchedulerEvent>(m.headers.as_ref(), &m.payload) {
+                Ok(e) if early::may_come_early(&e.body) => {
+                    self.created.insert(id);
+                    crate::metrics::created_copy("early");
+                    events.push(e);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "dropping an undecodable early copy"),
+            }
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.apply_batch(events, Vec::new(), false, Instant::now())
+            .await
+    }
+
+    /// Applies `events` with the held STARTED reports now due, then hands what it
+    /// decided to the announcers and `ack` to be acknowledged after it.
+    async fn apply_batch(
+        &mut self,
+        mut events: Vec<Envelope<SchedulerEvent>>,
+        mut ack: Vec<Message>,
+        timer: bool,
+        now: Instant,
+    ) -> anyhow::Result<()> {
+        self.pipeline.take_due(chrono::Utc::now());
         let (released, receipt) = self.hold.release(&events, now);
         if events.is_empty() && released.is_empty() && !timer {
             // Nothing but held starts (and undecodable messages): no transaction.
@@ -1132,7 +1192,7 @@ impl Announcer {
         let mut todo = vec![actions];
         while let Some(actions) = todo.pop() {
             let env = Envelope::new(tenant_id, ActionBatch { actions });
-            match bus.publish_core(subject.clone(), &env).await {
+            match bus.publish_sole(subject.clone(), &env).await {
                 Ok(()) => {}
                 Err(adze_bus::Error::TooLarge { .. }) if env.body.actions.len() > 1 => {
                     let mut first = env.body.actions;

@@ -15,6 +15,7 @@
 
 pub mod admission;
 mod batch;
+mod early;
 mod hold;
 mod lease;
 mod metrics;
@@ -127,6 +128,12 @@ async fn consume(
         .await
         .map_err(|e| anyhow::anyhow!("cannot consume events: {e}"))?
         .ready_chunks(config.batch_size);
+    // Registered before the stream is read: a run handed over early from now on is
+    // applied from whichever copy comes first.
+    let mut early = deps
+        .bus
+        .early_intake()
+        .ready_chunks(config.batch_size.max(1));
     let mut renew = tokio::time::interval(lease.renew_every());
     // This tenure's background tasks stop it when one fails.
     let tenure = adze_runtime::tasks::Tasks::new(shutdown.child_token());
@@ -153,6 +160,11 @@ async fn consume(
             // Held STARTED reports whose task has not ended are applied on time.
             _ = sleep_until_some(processor.hold_deadline()) => {
                 if let Err(e) = processor.process(Vec::new()).await {
+                    break Err(e);
+                }
+            }
+            Some(m) = early.next() => {
+                if let Err(e) = processor.process_early(m).await {
                     break Err(e);
                 }
             }

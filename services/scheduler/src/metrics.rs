@@ -28,6 +28,12 @@ pub(crate) fn batch(events: &[Envelope<SchedulerEvent>], took: Duration) {
     metrics::histogram!("adze_scheduler_batch_seconds").record(took.as_secs_f64());
 }
 
+/// Counts new runs applied from their copy handed over in memory (`early`) or from the
+/// events stream's (`stream`), of those that list their ready tasks ([`crate::early`]).
+pub(crate) fn created_copy(copy: &'static str) {
+    metrics::counter!("adze_scheduler_runs_created_copies_total", "copy" => copy).increment(1);
+}
+
 /// Counts assignments: admissions, retries (a later attempt of a task that is not
 /// durable; a durable task's attempts are its invocations), and each one's queue wait.
 pub(crate) fn assigned(assignments: &[Assignment], at: SystemTime) {
