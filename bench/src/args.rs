@@ -192,7 +192,7 @@ pub struct Args {
     /// scenarios (noop, dag3, latency and the like), to price TLS against plaintext.
     #[arg(long)]
     pub tls: bool,
-    /// Run every role in one `adze server` process (the quickstart's layout) instead of
+    /// Run every role in one `adze server` process (the all-in-one layout) instead of
     /// one process per service, to price the process boundaries.
     #[arg(long)]
     pub single_process: bool,

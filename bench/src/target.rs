@@ -7,7 +7,7 @@ pub enum Topology {
     Separate,
     /// `adze server --roles ingest,dispatcher` on one port, for SDKs that need one address.
     Combined,
-    /// Every role in one `adze server` process on one port (the quickstart's layout).
+    /// Every role in one `adze server` process on one port (the all-in-one layout).
     Single,
 }
 
