@@ -292,6 +292,17 @@ impl TestEnv {
         token
     }
 
+    /// What the in-process server's `/metrics` shows now.
+    pub async fn scrape_metrics(&self) -> String {
+        let addr = self.addr.expect("an API address");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("the fleet answers /metrics")
+            .text()
+            .await
+            .expect("the metrics text")
+    }
+
     /// Waits until a worker has registered `workflow` for the default tenant.
     pub async fn wait_workflow(&self, workflow: &str) {
         let pool = self.pool.clone();
@@ -674,6 +685,21 @@ impl TestEnv {
             .await;
         }
     }
+}
+
+/// The value of the sample `name` whose labels include `labels`, from Prometheus text.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (metric, rest) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        (metric == name && all).then(|| value.parse().ok())?
+    })
 }
 
 /// Polls `check` until it is true; panics with `what` after `timeout`.

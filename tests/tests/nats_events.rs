@@ -44,13 +44,7 @@ async fn publish(js: &jetstream::Context, subject: String, h: HeaderMap, body: &
 
 /// Ingest's `adze_nats_dead_letters_total`, by `reason`, as its `/metrics` shows it.
 async fn dead_letter_counts(env: &TestEnv) -> BTreeMap<String, f64> {
-    let addr = env.addr.expect("ingest's address");
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("ingest answers /metrics")
-        .text()
-        .await
-        .expect("the metrics text");
+    let text = env.scrape_metrics().await;
     text.lines()
         .filter_map(|l| l.strip_prefix("adze_nats_dead_letters_total{reason=\""))
         .filter_map(|l| {

@@ -12,23 +12,8 @@ use std::time::Duration;
 
 use adze_sdk::{Context, TaskDef, TaskError, Workflow};
 use adze_tests::process::Proc;
-use adze_tests::{TestEnv, bin, wait_for};
+use adze_tests::{TestEnv, bin, sample, wait_for};
 use serde_json::{Value, json};
-
-/// The value of the sample `name` whose labels include `labels`, from Prometheus text.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (metric, rest) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let all = labels
-            .iter()
-            .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-        (metric == name && all).then(|| value.parse().ok())?
-    })
-}
 
 async fn get(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.expect("the service answers");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use adze_bus::Bus;
 use adze_sdk::{Context, TaskDef, TaskError, Workflow};
-use adze_tests::{TestEnv, fast_configs, nats_url, wait_for};
+use adze_tests::{TestEnv, fast_configs, nats_url, sample, wait_for};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -118,16 +118,9 @@ async fn a_sole_subscriber_in_the_publishers_process_gets_its_messages_without_t
 
 /// How many new runs the scheduler applied from their copy handed over in memory.
 async fn early_copies(env: &TestEnv) -> f64 {
-    let base = format!("http://{}", env.addr.expect("an API address"));
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("the fleet answers")
-        .text()
-        .await
-        .expect("a body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(r#"adze_scheduler_runs_created_copies_total{copy="early"} "#))
-        .map_or(0.0, |v| v.parse().expect("a number"))
+    let text = env.scrape_metrics().await;
+    let early = [("copy", "early")];
+    sample(&text, "adze_scheduler_runs_created_copies_total", &early).unwrap_or(0.0)
 }
 
 fn counting_workflow(name: &str, ran: Arc<AtomicUsize>) -> Workflow<Value> {
