@@ -67,12 +67,29 @@ async fn env_with_run() -> (TestEnv, Uuid) {
     adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec())
         .await
         .expect("workflow");
-    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
-        .await
-        .expect("read")
-        .expect("exists");
+    let version = fsm_version(&env).await;
     let run = new_run(&env, &version).await;
     (env, run)
+}
+
+/// The latest version of the `fsm` workflow.
+async fn fsm_version(env: &TestEnv) -> adze_store::workflows::WorkflowVersion {
+    adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
+        .await
+        .expect("read")
+        .expect("exists")
+}
+
+/// Makes `holder` the scheduler lease's holder for an hour.
+async fn hold_lease(env: &TestEnv, holder: &str) {
+    sqlx::query(
+        "INSERT INTO scheduler_leases (partition, holder, expires_at) \
+         VALUES (0, $1, now() + interval '1 hour')",
+    )
+    .bind(holder)
+    .execute(&env.pool)
+    .await
+    .expect("lease");
 }
 
 /// Whether `task` and its last attempt in the history have a start time.
@@ -117,10 +134,7 @@ async fn transitions_are_fenced_idempotent_and_release_children() {
     let (_, v1) = adze_store::workflows::put_workflow(&env.pool, env.tenant_id, &spec())
         .await
         .expect("again");
-    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
-        .await
-        .expect("read")
-        .expect("exists");
+    let version = fsm_version(&env).await;
     assert_eq!(version.version_id, v1);
     let run = new_run(&env, &version).await;
     let view = adze_store::runs::get_run(&env.pool, env.tenant_id, run)
@@ -523,10 +537,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     use adze_store::admission::Fence;
     use adze_store::runs::{NewRun, create_runs_multi};
     let (env, first) = env_with_run().await;
-    let version = adze_store::workflows::latest_version(&env.pool, env.tenant_id, "fsm")
-        .await
-        .expect("read")
-        .expect("exists");
+    let version = fsm_version(&env).await;
     let root = |run: Uuid| {
         let pool = env.pool.clone();
         async move {
@@ -540,13 +551,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
         }
     };
     let worker = env.active_worker(&["fsm:a"], 2).await;
-    sqlx::query(
-        "INSERT INTO scheduler_leases (partition, holder, expires_at) \
-         VALUES (0, 'me', now() + interval '1 hour')",
-    )
-    .execute(&env.pool)
-    .await
-    .expect("lease");
+    hold_lease(&env, "me").await;
     let fence = Fence {
         partition: 0,
         holder: "me".into(),
@@ -728,6 +733,96 @@ async fn an_evicted_task_gives_its_slot_back_and_is_restored_as_its_next_attempt
         Some("resuming: what its durable task waited for has come")
     );
     assert_eq!(failures, 0, "no retry spent");
+    drop(conn);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_root_takes_a_lent_slot_only_while_its_lender_holds_the_lease() {
+    use adze_store::admission::Fence;
+    use adze_store::express::{Desk, Offer};
+    use adze_store::runs::{NewRun, create_runs_express};
+    let (env, _) = env_with_run().await;
+    let version = fsm_version(&env).await;
+    let worker = env.active_worker(&["fsm:a"], 2).await;
+    let new_run = NewRun {
+        triggers: None,
+        version: &version,
+        input: json!({"n": 1}),
+        additional_metadata: Some(json!({"k": "v"})),
+        traceparent: None,
+        concurrency: Vec::new(),
+        id: None,
+        priority: None,
+    };
+    let desk = Desk::default();
+    desk.serve();
+    let actions = vec!["fsm:a".to_string()];
+    let lend = |n| {
+        desk.lend([Offer {
+            tenant_id: env.tenant_id,
+            worker_id: worker,
+            actions: &actions,
+            free: n,
+        }])
+    };
+    let fence = Fence {
+        partition: 0,
+        holder: "me".into(),
+    };
+    desk.open(fence, 30_000, std::sync::Arc::new(|_| Box::pin(async {})));
+
+    // Nobody holds the lease: the roots are inserted queued and the credits come back.
+    assert!(lend(2));
+    let created = create_runs_express(&env.pool, &[(env.tenant_id, &new_run); 3], Some(&desk))
+        .await
+        .expect("runs");
+    assert!(created.assigned.is_empty());
+    assert_eq!(created.ready.len(), 3);
+    for t in &created.ready {
+        assert_eq!(status(&env, t.task_id).await.0, TaskStatus::Queued);
+    }
+    let back = desk.reclaim();
+    assert_eq!(back.unused, vec![(worker, 2)]);
+    assert!(back.in_flight.is_empty());
+
+    // With the lease held: two of three roots are assigned by their insert, one per
+    // credit; the third is listed ready.
+    hold_lease(&env, "me").await;
+    assert!(lend(2));
+    let created = create_runs_express(&env.pool, &[(env.tenant_id, &new_run); 3], Some(&desk))
+        .await
+        .expect("runs");
+    assert_eq!(created.assigned.len(), 2);
+    assert_eq!(created.ready.len(), 1);
+    assert_eq!(desk.reclaim(), Default::default(), "every credit used");
+    for a in &created.assigned {
+        assert_eq!(a.worker_id, worker);
+        assert_eq!(a.payload["input"], json!({"n": 1}));
+        assert_eq!(a.payload["triggered_by"], "manual");
+        assert_eq!(a.additional_metadata, Some(json!({"k": "v"})));
+        let (s, w, start_deadline): (String, Option<Uuid>, bool) = sqlx::query_as(
+            "SELECT status, worker_id, start_deadline > now() FROM tasks WHERE id = $1",
+        )
+        .bind(a.task_id)
+        .fetch_one(&env.pool)
+        .await
+        .expect("task");
+        assert_eq!(
+            (s.as_str(), w, start_deadline),
+            ("assigned", Some(worker), true)
+        );
+    }
+    assert_eq!(
+        status(&env, created.ready[0].task_id).await.0,
+        TaskStatus::Queued
+    );
+    // The worker's slots as Postgres counts them: both taken.
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let book = adze_scheduler::admission::SlotBook::load(&mut conn, 60_000)
+        .await
+        .expect("slots");
+    assert_eq!(book.free_of(worker), Some(0));
     drop(conn);
     env.stop().await;
 }

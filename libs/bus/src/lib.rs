@@ -305,6 +305,12 @@ impl Bus {
         self.local.hand_over(&key, headers, payload.into()).is_ok()
     }
 
+    /// The one `T` shared by the roles of this process (every clone of this bus), made
+    /// on first use: how roles in one `adze server` find each other's in-memory seams.
+    pub fn in_process<T: std::any::Any + Send + Sync + Default>(&self) -> std::sync::Arc<T> {
+        self.local.shared::<T>()
+    }
+
     /// What ingest's commits in this process hand over early
     /// ([`Bus::hand_over_early`]), until dropped.
     pub fn early_intake(&self) -> local::Inbox {

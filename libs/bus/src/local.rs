@@ -12,10 +12,15 @@
 //! when the lease holder runs in ingest's process ([`crate::Bus::hand_over_early`]):
 //! ahead of, never instead of, the durable copy on the events stream.
 //!
+//! It also holds one value of any type the roles of the process share
+//! ([`crate::Bus::in_process`]): the scheduler's express desk, which ingest's commits
+//! take slots from.
+//!
 //! Nothing is weaker than core NATS: a message handed over here is delivered at most
 //! once, as it would have been through the server, and what a lost one left behind is
 //! repaired from Postgres as before (an assignment nobody started).
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +37,18 @@ use tokio::sync::mpsc;
 pub(crate) struct Routes {
     by_subject: Mutex<HashMap<String, Route>>,
     next_id: AtomicU64,
+    shared: Shared,
+}
+
+/// One value per type, shared by the roles of the process.
+#[derive(Default)]
+struct Shared(Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or_default();
+        f.debug_struct("Shared").field("values", &n).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -86,6 +103,18 @@ impl Routes {
             let msg = e.0;
             (msg.headers.unwrap_or_default(), msg.payload)
         })
+    }
+
+    /// The process's one `T`, made on first use.
+    pub(crate) fn shared<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let mut values = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        let value = values
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        value
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("stored under its own type id"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Route>> {
@@ -185,6 +214,20 @@ mod tests {
                 .hand_over("w.1", HeaderMap::new(), payload("d"))
                 .is_err(),
             "gone with its inbox"
+        );
+    }
+
+    #[test]
+    fn one_value_per_type_is_shared() {
+        let routes = Routes::default();
+        let a = routes.shared::<Mutex<Vec<u8>>>();
+        a.lock().unwrap().push(7);
+        let b = routes.shared::<Mutex<Vec<u8>>>();
+        assert_eq!(*b.lock().unwrap(), vec![7], "the same value");
+        assert_eq!(
+            *routes.shared::<Mutex<u8>>().lock().unwrap(),
+            0,
+            "another type's own"
         );
     }
 

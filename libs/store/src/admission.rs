@@ -460,21 +460,7 @@ pub async fn assign(
                 workflow_name: r.try_get("workflow_name")?,
                 workflow_id: r.try_get("workflow_id")?,
                 workflow_version_id: r.try_get("workflow_version_id")?,
-                payload: {
-                    let mut payload = json!({
-                        "input": input,
-                        "triggered_by": triggered_by(triggers.as_ref()),
-                        "parents": parents.unwrap_or_else(|| json!({})),
-                        "triggers": triggers.unwrap_or_else(|| json!({})),
-                        "user_data": {},
-                        "overrides": {},
-                    });
-                    // The on-failure task reads the errors it runs for.
-                    if let Some(errors) = errors {
-                        payload["step_run_errors"] = errors;
-                    }
-                    payload
-                },
+                payload: action_payload(input, triggers, parents, errors),
                 additional_metadata: metadata,
                 traceparent: r.try_get("traceparent")?,
                 execution_deadline: r.try_get("execution_deadline")?,
@@ -483,6 +469,29 @@ pub async fn assign(
             })
         })
         .collect()
+}
+
+/// A task's action payload: its run's input, what started the run, its parents'
+/// outputs and, for an on-failure task, the errors it runs for.
+pub(crate) fn action_payload(
+    input: Value,
+    triggers: Option<Value>,
+    parents: Option<Value>,
+    errors: Option<Value>,
+) -> Value {
+    let mut payload = json!({
+        "input": input,
+        "triggered_by": triggered_by(triggers.as_ref()),
+        "parents": parents.unwrap_or_else(|| json!({})),
+        "triggers": triggers.unwrap_or_else(|| json!({})),
+        "user_data": {},
+        "overrides": {},
+    });
+    // The on-failure task reads the errors it runs for.
+    if let Some(errors) = errors {
+        payload["step_run_errors"] = errors;
+    }
+    payload
 }
 
 /// What started a run, as the action payload's `triggered_by` says it: an event, a

@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod deadlines;
 pub mod durable;
 pub mod events;
+pub mod express;
 pub mod fence;
 pub mod idempotency;
 pub mod keys;

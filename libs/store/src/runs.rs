@@ -62,6 +62,8 @@ pub struct Created {
     pub run_ids: Vec<Uuid>,
     /// The tasks queued ready to start (the roots), in queue order.
     pub ready: Vec<ReadyTask>,
+    /// The roots assigned as they were inserted ([`create_runs_express`]), to announce.
+    pub assigned: Vec<crate::admission::Assignment>,
     /// About when the earliest schedule deadline of those tasks falls, if they have
     /// any (read from this process's clock, for waking the reaper).
     pub schedule_deadline: Option<DateTime<Utc>>,
@@ -73,45 +75,183 @@ pub async fn create_runs_multi(
     db: impl PgExecutor<'_>,
     runs: &[(Uuid, &NewRun<'_>)],
 ) -> Result<Created> {
+    create_runs_express(db, runs, None).await
+}
+
+/// [`create_runs_multi`], with the roots that may take a credit of `desk` (see
+/// [`crate::express`]) assigned by the same statement when they get one: those are
+/// in [`Created::assigned`], not in [`Created::ready`], and must be announced
+/// ([`crate::express::Desk::announce`]).
+pub async fn create_runs_express(
+    db: impl PgExecutor<'_>,
+    runs: &[(Uuid, &NewRun<'_>)],
+    desk: Option<&crate::express::Desk>,
+) -> Result<Created> {
     let n = runs.len();
-    let mut r_tenant = Vec::with_capacity(n);
-    let mut r_id = Vec::with_capacity(n);
-    let mut r_wf = Vec::with_capacity(n);
-    let mut r_ver = Vec::with_capacity(n);
-    let mut r_name = Vec::with_capacity(n);
-    let mut r_input = Vec::with_capacity(n);
-    let mut r_meta = Vec::with_capacity(n);
-    let mut r_trace = Vec::with_capacity(n);
-    let mut r_on_failure = Vec::with_capacity(n);
-    let mut r_sticky_worker = Vec::with_capacity(n);
-    let mut r_triggers = Vec::with_capacity(n);
+    let mut r = RunColumns::with_capacity(n);
     let mut t = TaskColumns::default();
-    for (tenant_id, run) in runs {
+    // Per task, the index of its run.
+    let mut run_of = Vec::new();
+    for (i, (tenant_id, run)) in runs.iter().enumerate() {
         let run_id = run.id.unwrap_or_else(Uuid::now_v7);
+        r.push(*tenant_id, run_id, run);
+        for (j, task) in run.version.tasks.iter().enumerate() {
+            let keys = run.concurrency.get(j).filter(|k| !k.is_empty());
+            t.push(*tenant_id, run_id, task, keys);
+            t.priority.push(run.priority.unwrap_or(1));
+            run_of.push(i);
+        }
+    }
+    let queued = TaskStatus::Queued.as_str();
+    // The roots that took a credit, by task index, with their workers.
+    let credits = desk.and_then(|desk| {
+        let roots: Vec<usize> = (0..t.id.len())
+            .filter(|&i| t.status[i] == queued && crate::express::eligible(t.keys[i]))
+            .collect();
+        if roots.is_empty() {
+            return None;
+        }
+        let wanted: Vec<(Uuid, &str)> = roots.iter().map(|&i| (t.tenant[i], t.action[i])).collect();
+        desk.take(&wanted).map(|taken| (desk, roots, taken))
+    });
+    let mut assigned = Vec::new();
+    let mut done = std::collections::HashSet::new();
+    match &credits {
+        None => {
+            bind_columns(sqlx::query(CREATE_RUNS.text()), &t, &r)
+                .execute(db)
+                .await?;
+        }
+        Some((desk, roots, taken)) => {
+            let mut workers: Vec<Option<Uuid>> = vec![None; t.id.len()];
+            for (&i, w) in roots.iter().zip(&taken.workers) {
+                workers[i] = *w;
+            }
+            let rows = bind_columns(sqlx::query(CREATE_RUNS_EXPRESS.text()), &t, &r)
+                .bind(&workers)
+                .bind(taken.fence.partition)
+                .bind(taken.fence.holder.as_str())
+                .bind(taken.start_within_ms as f64)
+                .fetch_all(db)
+                .await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    desk.settle(taken, |_| false);
+                    return Err(e.into());
+                }
+            };
+            let index: std::collections::HashMap<Uuid, usize> =
+                t.id.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+            for row in rows {
+                let id: Uuid = row.try_get("id")?;
+                let Some(&i) = index.get(&id) else { continue };
+                let Some(worker_id) = workers[i] else {
+                    continue;
+                };
+                let run = runs[run_of[i]].1;
+                assigned.push(crate::admission::Assignment {
+                    tenant_id: t.tenant[i],
+                    worker_id,
+                    task_id: id,
+                    run_id: t.run[i],
+                    readable_id: t.name[i].to_owned(),
+                    action_id: t.action[i].to_owned(),
+                    attempt: row.try_get("attempt")?,
+                    workflow_name: run.version.name.clone(),
+                    workflow_id: run.version.workflow_id,
+                    workflow_version_id: run.version.version_id,
+                    payload: crate::admission::action_payload(
+                        run.input.clone(),
+                        run.triggers.clone(),
+                        None,
+                        None,
+                    ),
+                    additional_metadata: run.additional_metadata.clone(),
+                    traceparent: run.traceparent.clone(),
+                    execution_deadline: row.try_get("execution_deadline")?,
+                    durable: false,
+                    queued_at: row.try_get("queued_at")?,
+                });
+            }
+            done.extend(assigned.iter().map(|a| a.task_id));
+            desk.settle(taken, |k| done.contains(&t.id[roots[k]]));
+        }
+    }
+    let ready = t.ready(|id| done.contains(&id));
+    let schedule_deadline = (0..t.id.len())
+        .filter(|&i| t.status[i] == queued)
+        .filter_map(|i| t.sched_timeout[i])
+        .min()
+        .map(|ms| Utc::now() + chrono::Duration::milliseconds(ms));
+    Ok(Created {
+        run_ids: r.id,
+        ready,
+        assigned,
+        schedule_deadline,
+    })
+}
+
+/// Column arrays of the runs to insert.
+struct RunColumns<'a> {
+    tenant: Vec<Uuid>,
+    id: Vec<Uuid>,
+    workflow: Vec<Uuid>,
+    version: Vec<Uuid>,
+    name: Vec<&'a str>,
+    input: Vec<Value>,
+    metadata: Vec<Option<Value>>,
+    trace: Vec<Option<&'a str>>,
+    on_failure: Vec<bool>,
+    sticky_worker: Vec<Option<Uuid>>,
+    triggers: Vec<Option<&'a Value>>,
+}
+
+impl<'a> RunColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            tenant: Vec::with_capacity(n),
+            id: Vec::with_capacity(n),
+            workflow: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            name: Vec::with_capacity(n),
+            input: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            trace: Vec::with_capacity(n),
+            on_failure: Vec::with_capacity(n),
+            sticky_worker: Vec::with_capacity(n),
+            triggers: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, tenant_id: Uuid, run_id: Uuid, run: &'a NewRun<'a>) {
         let v = run.version;
-        r_tenant.push(*tenant_id);
-        r_id.push(run_id);
-        r_wf.push(v.workflow_id);
-        r_ver.push(v.version_id);
-        r_name.push(v.name.as_str());
-        r_input.push(run.input.clone());
-        r_meta.push(run.additional_metadata.clone());
-        r_trace.push(run.traceparent.as_deref());
-        r_on_failure.push(v.on_failure.is_some());
-        r_triggers.push(run.triggers.as_ref());
+        self.tenant.push(tenant_id);
+        self.id.push(run_id);
+        self.workflow.push(v.workflow_id);
+        self.version.push(v.version_id);
+        self.name.push(v.name.as_str());
+        self.input.push(run.input.clone());
+        self.metadata.push(run.additional_metadata.clone());
+        self.trace.push(run.traceparent.as_deref());
+        self.on_failure.push(v.on_failure.is_some());
+        self.triggers.push(run.triggers.as_ref());
         // The worker the trigger named, if the run is sticky to one from the start.
-        r_sticky_worker.push(
+        self.sticky_worker.push(
             run.concurrency
                 .iter()
                 .find_map(|k| k.sticky.and_then(|s| s.worker)),
         );
-        for (i, task) in v.tasks.iter().enumerate() {
-            let keys = run.concurrency.get(i).filter(|k| !k.is_empty());
-            t.push(*tenant_id, run_id, task, keys);
-            t.priority.push(run.priority.unwrap_or(1));
-        }
     }
-    sqlx::query(CREATE_RUNS.text())
+}
+
+/// Binds `$1` … `$35` of [`CREATE_RUNS`] and [`CREATE_RUNS_EXPRESS`].
+fn bind_columns<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    t: &'q TaskColumns<'_>,
+    r: &'q RunColumns<'_>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
         .bind(&t.tenant)
         .bind(&t.id)
         .bind(&t.run)
@@ -126,47 +266,34 @@ pub async fn create_runs_multi(
         .bind(&t.cap)
         .bind(&t.exec_timeout)
         .bind(&t.sched_timeout)
-        .bind(&r_tenant)
-        .bind(&r_id)
-        .bind(&r_wf)
-        .bind(&r_ver)
-        .bind(&r_name)
-        .bind(&r_input)
-        .bind(&r_meta)
-        .bind(&r_trace)
-        .bind(&r_on_failure)
+        .bind(&r.tenant)
+        .bind(&r.id)
+        .bind(&r.workflow)
+        .bind(&r.version)
+        .bind(&r.name)
+        .bind(&r.input)
+        .bind(&r.metadata)
+        .bind(&r.trace)
+        .bind(&r.on_failure)
         .bind(&t.concurrency)
         .bind(&t.rate_limits)
         .bind(&t.labels)
         .bind(&t.priority)
         .bind(&t.sticky)
-        .bind(&r_sticky_worker)
-        .bind(&r_triggers)
+        .bind(&r.sticky_worker)
+        .bind(&r.triggers)
         .bind(&t.conditions)
         .bind(&t.wait_tenant)
         .bind(&t.wait_key)
         .bind(&t.wait_task)
         .bind(&t.durable)
-        .execute(db)
-        .await?;
-    let ready = t.ready();
-    let queued = TaskStatus::Queued.as_str();
-    let schedule_deadline = (0..t.id.len())
-        .filter(|&i| t.status[i] == queued)
-        .filter_map(|i| t.sched_timeout[i])
-        .min()
-        .map(|ms| Utc::now() + chrono::Duration::milliseconds(ms));
-    Ok(Created {
-        run_ids: r_id,
-        ready,
-        schedule_deadline,
-    })
 }
 
-/// Inserts runs and their tasks in one statement, atomic on its own: no BEGIN/COMMIT
-/// round trips on the trigger path. A queued root's schedule deadline starts now.
-static CREATE_RUNS: Sql = Sql::new(
-    r#"WITH new_runs AS (
+/// The statements' common head: the runs, their counts and the event keys their tasks
+/// listen for.
+macro_rules! create_runs_head {
+    () => {
+        r#"WITH new_runs AS (
          INSERT INTO runs (tenant_id, id, workflow_id, workflow_version_id, workflow_name, input,
                            additional_metadata, traceparent, on_failure_pending, sticky_worker, triggers)
          SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::uuid[], $19::text[], $20::jsonb[],
@@ -180,7 +307,34 @@ static CREATE_RUNS: Sql = Sql::new(
        event_waits AS (
          INSERT INTO task_event_waits (tenant_id, event_key, task_id)
          SELECT * FROM UNNEST($32::uuid[], $33::text[], $34::uuid[]) ON CONFLICT DO NOTHING
-         RETURNING 1)
+         RETURNING 1)"#
+    };
+}
+
+/// The task columns both statements take, as `u(…)`.
+macro_rules! task_unnest {
+    ($extra_types:literal, $extra_names:literal) => {
+        concat!(
+            r#"UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
+                   $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
+                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[], $28::text[], $31::jsonb[],
+                   $35::bool[]"#,
+            $extra_types,
+            r#")
+         AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
+              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels, priority, sticky,
+              conditions, durable"#,
+            $extra_names,
+            ")"
+        )
+    };
+}
+
+/// Inserts runs and their tasks in one statement, atomic on its own: no BEGIN/COMMIT
+/// round trips on the trigger path. A queued root's schedule deadline starts now.
+static CREATE_RUNS: Sql = Sql::new(concat!(
+    create_runs_head!(),
+    r#"
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
              execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
@@ -193,14 +347,47 @@ static CREATE_RUNS: Sql = Sql::new(
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
               CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
               u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky, u.conditions, u.durable
-       FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
-                   $8::jsonb[], $9::jsonb[], $10::int[], $11::float8[], $12::int[], $13::int8[], $14::int8[],
-                   $24::jsonb[], $25::jsonb[], $26::jsonb[], $27::int2[], $28::text[], $31::jsonb[],
-                   $35::bool[])
-         AS u(tenant_id, id, run_id, name, action, status, pending, parents, ancestors, retries, factor, cap,
-              exec_timeout, sched_timeout, concurrency, rate_limits, desired_labels, priority, sticky,
-              conditions, durable)"#,
-);
+       FROM "#,
+    task_unnest!("", "")
+));
+
+/// [`CREATE_RUNS`] with some roots assigned as they are inserted, to the worker of
+/// the credit each took ([`crate::express`]; `$36`, NULL for the others), if the
+/// lender still holds its lease (`$37`, `$38`: a lost lease inserts them queued,
+/// writing nothing else). An assigned root gets its start deadline `$39` ms away,
+/// as the scheduler's assignment does. Returns the roots assigned.
+static CREATE_RUNS_EXPRESS: Sql = Sql::new(concat!(
+    create_runs_head!(),
+    r#",
+       -- The lender's lease, locked until the statement commits (a takeover waits).
+       held AS MATERIALIZED (
+         SELECT count(*) = 1 AS held FROM (SELECT 1 FROM scheduler_leases
+           WHERE partition = $37 AND holder = $38 AND expires_at > now() FOR SHARE) h),
+       ins AS (
+       INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
+             pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
+             execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
+             desired_labels, priority, sticky, conditions, durable,
+             worker_id, assigned_at, execution_deadline, start_deadline)
+       SELECT u.tenant_id, u.id, u.run_id, u.name, u.action,
+              CASE WHEN u.go THEN {assigned} ELSE u.status END,
+              CASE WHEN u.go THEN NULL WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
+              u.pending,
+              ARRAY(SELECT jsonb_array_elements_text(u.parents)),
+              ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
+              u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
+              CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
+              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky, u.conditions, u.durable,
+              CASE WHEN u.go THEN u.worker END,
+              CASE WHEN u.go THEN now() END,
+              CASE WHEN u.go THEN now() + u.exec_timeout * interval '1 millisecond' END,
+              CASE WHEN u.go THEN now() + $39 * interval '1 millisecond' END
+       FROM (SELECT u.*, u.worker IS NOT NULL AND held.held AS go FROM "#,
+    task_unnest!(", $36::uuid[]", ", worker"),
+    r#" CROSS JOIN held) u
+       RETURNING id, status, attempt, execution_deadline, queued_at)
+       SELECT id, attempt, execution_deadline, queued_at FROM ins WHERE status = {assigned}"#
+));
 
 /// Column arrays of the tasks to insert.
 #[derive(Default)]
@@ -237,11 +424,12 @@ struct TaskColumns<'a> {
 }
 
 impl<'a> TaskColumns<'a> {
-    /// The queued tasks, in insertion order (their ids are time-ordered).
-    fn ready(&self) -> Vec<ReadyTask> {
+    /// The queued tasks but those `assigned`, in insertion order (their ids are
+    /// time-ordered).
+    fn ready(&self, assigned: impl Fn(Uuid) -> bool) -> Vec<ReadyTask> {
         let queued = TaskStatus::Queued.as_str();
         (0..self.id.len())
-            .filter(|&i| self.status[i] == queued)
+            .filter(|&i| self.status[i] == queued && !assigned(self.id[i]))
             .map(|i| ReadyTask {
                 tenant_id: self.tenant[i],
                 task_id: self.id[i],
