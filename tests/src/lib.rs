@@ -303,6 +303,13 @@ impl TestEnv {
             .expect("the metrics text")
     }
 
+    /// How many new runs ingest's commits assigned with slots the scheduler lent
+    /// (`adze_store::express`), as `/metrics` says.
+    pub async fn express_assigned(&self) -> f64 {
+        let text = self.scrape_metrics().await;
+        sample(&text, "adze_ingest_express_assigned_total", &[]).unwrap_or(0.0)
+    }
+
     /// Waits until a worker has registered `workflow` for the default tenant.
     pub async fn wait_workflow(&self, workflow: &str) {
         let pool = self.pool.clone();

@@ -12,6 +12,7 @@ use adze_bus::messages::{QueuedTask, SchedulerEvent};
 use adze_bus::{Bus, Envelope};
 use adze_runtime::tasks::Tasks;
 use adze_store::events::NewEvent;
+use adze_store::express::Desk;
 use adze_store::runs::{Created, NewRun};
 use adze_store::workflows::WorkflowVersion;
 use serde_json::Value;
@@ -182,6 +183,9 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let hints = Arc::new(adze_bus::DeadlineHints::new(bus.clone()));
     let exprs = Arc::new(crate::conditions::EventExprs::default());
+    // Slots the scheduler lends when it runs in this process (`adze server`).
+    let desk = bus.in_process::<Desk>();
+    desk.serve();
     // The commits in flight (at most IN_FLIGHT): awaited before the committer ends, so
     // no accepted trigger is left unanswered.
     let mut commits = tokio::task::JoinSet::new();
@@ -208,7 +212,17 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
             }
         }
         let (pool, bus, hints, exprs) = (pool.clone(), bus.clone(), hints.clone(), exprs.clone());
-        commits.spawn(async move { commit(&pool, &bus, &hints, &exprs, batch, permit).await });
+        let desk = desk.clone();
+        commits.spawn(async move {
+            let shared = Shared {
+                pool: &pool,
+                bus: &bus,
+                hints: &hints,
+                exprs: &exprs,
+                desk: &desk,
+            };
+            commit(shared, batch, permit).await
+        });
     }
     while commits.join_next().await.is_some() {}
 }
@@ -419,14 +433,23 @@ async fn write_in_transaction(
     })
 }
 
-async fn commit(
-    pool: &PgPool,
-    bus: &Bus,
-    hints: &adze_bus::DeadlineHints,
-    exprs: &crate::conditions::EventExprs,
-    batch: Vec<Request>,
-    permit: OwnedSemaphorePermit,
-) {
+/// What every commit uses.
+struct Shared<'a> {
+    pool: &'a PgPool,
+    bus: &'a Bus,
+    hints: &'a adze_bus::DeadlineHints,
+    exprs: &'a crate::conditions::EventExprs,
+    desk: &'a Desk,
+}
+
+async fn commit(shared: Shared<'_>, batch: Vec<Request>, permit: OwnedSemaphorePermit) {
+    let Shared {
+        pool,
+        bus,
+        hints,
+        exprs,
+        desk,
+    } = shared;
     let began = std::time::Instant::now();
     let transactional = batch
         .iter()
@@ -440,7 +463,7 @@ async fn commit(
             .flat_map(|r| r.runs.iter().map(|p| (r.tenant_id, new_run(p))))
             .collect();
         let keyed: Vec<(Uuid, &NewRun<'_>)> = rows.iter().map(|(t, r)| (*t, r)).collect();
-        adze_store::runs::create_runs_multi(pool, &keyed)
+        adze_store::runs::create_runs_express(pool, &keyed, Some(desk))
             .await
             .map(|created| Written {
                 // Plain runs only: ids in row order.
@@ -457,7 +480,7 @@ async fn commit(
             })
     };
     let Written {
-        created,
+        mut created,
         earlier,
         runs,
         woken,
@@ -475,8 +498,14 @@ async fn commit(
             return;
         }
     };
-    // Durable now: answer the callers, then notify the scheduler. A lost notice is
+    // Durable now. Roots assigned with the desk's credits go to their workers first;
+    // then the callers are answered and the scheduler notified. A lost notice is
     // repaired by the reaper's scan of the queue.
+    let assigned = std::mem::take(&mut created.assigned);
+    if !assigned.is_empty() {
+        metrics::counter!("adze_ingest_express_assigned_total").increment(assigned.len() as u64);
+        desk.announce(assigned).await;
+    }
     let mut per_tenant: BTreeMap<Uuid, Notice> = BTreeMap::new();
     for t in created.ready {
         per_tenant

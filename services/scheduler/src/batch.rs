@@ -25,6 +25,8 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use adze_store::express::Desk;
+
 use crate::early;
 use crate::hold::StartHold;
 use crate::lease;
@@ -40,6 +42,9 @@ pub(crate) struct Processor {
     /// Free worker slots, with when they were read from Postgres. Taken out for a
     /// transaction and put back only after it commits.
     slots: Option<(SlotBook, Instant)>,
+    /// Where free slots are lent to ingest's commits in this process while the queue
+    /// is drained ([`adze_store::express`]).
+    express: Arc<Desk>,
     /// Publishes assignments. They are the scheduler's own decisions and need no WAL
     /// flush, so they never wait behind the results' waits for one.
     assigner: Assigner,
@@ -144,13 +149,33 @@ impl Processor {
             ));
         let assigner = Announcer::start_assignments(deps.clone(), &tenure);
         let announcer = assigner.direct.clone().start_results(&tenure);
+        let fence = Fence {
+            partition: lease::PARTITION,
+            holder: holder.clone(),
+        };
+        // Ingest's commits in this process assign with the slots lent to the desk;
+        // this tenure's announcer announces what they assigned.
+        let express = deps.bus.in_process::<Desk>();
+        let direct = assigner.direct.clone();
+        express.open(
+            fence.clone(),
+            config.assignment_timeout_ms,
+            Arc::new(move |assignments| {
+                let me = direct.clone();
+                Box::pin(async move {
+                    let orders = Orders {
+                        assignments,
+                        ..Orders::default()
+                    };
+                    me.publish(orders).await;
+                })
+            }),
+        );
         Self {
             config,
             begin: lease::begin_statement(&holder).into(),
-            fence: Fence {
-                partition: lease::PARTITION,
-                holder,
-            },
+            fence,
+            express,
             assigner,
             announcer,
             tenure,
@@ -179,6 +204,7 @@ impl Processor {
     /// reports stay unacknowledged and are redelivered to the next holder. The error
     /// is an announcer's failure, if one ended the tenure.
     pub(crate) async fn finish(self) -> anyhow::Result<()> {
+        self.express.close();
         // The announcers end once their queues are drained and closed.
         self.tenure.shutdown().cancel();
         drop(self.assigner);
@@ -409,14 +435,11 @@ impl Processor {
                 let source = Source::Queue {
                     limit: self.config.admit_limit,
                 };
-                let pass = self
-                    .pipeline
-                    .admit(&mut tx, &mut book, source, None)
-                    .await?;
+                let pass = self.admit(&mut tx, &mut book, source, None).await?;
                 (pass.assignments, pass.cancels)
             };
         tx.commit().await?;
-        self.slots = Some((book, loaded_at));
+        self.keep(book, loaded_at);
         let cancelled = cancellations(events, &applied);
         crate::metrics::cancelled(&cancelled, &applied);
         let retry_at = applied.iter().filter_map(|a| a.retry_at).min();
@@ -458,10 +481,7 @@ impl Processor {
         let (mut book, loaded_at) = self.slot_book(conn, false).await?;
         if !ready.is_empty() {
             let source = Source::Listed(&ready);
-            let admitted = self
-                .pipeline
-                .admit(conn, &mut book, source, Some(&self.fence))
-                .await;
+            let admitted = self.admit(conn, &mut book, source, Some(&self.fence)).await;
             let Some(pass) = fenced(admitted)? else {
                 return Ok(None);
             };
@@ -494,16 +514,13 @@ impl Processor {
         } else {
             let limit = self.config.admit_limit;
             let source = Source::Queue { limit };
-            let admitted = self
-                .pipeline
-                .admit(conn, &mut book, source, Some(&self.fence))
-                .await;
+            let admitted = self.admit(conn, &mut book, source, Some(&self.fence)).await;
             let Some(pass) = fenced(admitted)? else {
                 return Ok(None);
             };
             (pass.assignments, pass.cancels)
         };
-        self.slots = Some((book, loaded_at));
+        self.keep(book, loaded_at);
         Ok(Some(Outcome {
             orders: Orders {
                 assignments,
@@ -534,14 +551,11 @@ impl Processor {
             Some(ready) if book.drained() && ready.len() as i64 <= limit => Source::Listed(ready),
             _ => Source::Queue { limit },
         };
-        let admitted = self
-            .pipeline
-            .admit(conn, &mut book, source, Some(&self.fence))
-            .await;
+        let admitted = self.admit(conn, &mut book, source, Some(&self.fence)).await;
         let Some(pass) = fenced(admitted)? else {
             return Ok(None);
         };
-        self.slots = Some((book, loaded_at));
+        self.keep(book, loaded_at);
         Ok(Some(Outcome {
             orders: Orders {
                 assignments: pass.assignments,
@@ -562,13 +576,44 @@ impl Processor {
         let reload_every = Duration::from_millis(self.config.slot_refresh_ms);
         Ok(match self.slots.take() {
             Some((book, at)) if !workers_changed && at.elapsed() < reload_every => (book, at),
-            _ => (
-                SlotBook::load(conn, self.config.heartbeat_timeout_ms)
+            _ => {
+                // What is lent is dropped with the old book; what is in flight is not
+                // yet in Postgres.
+                let lent = self.express.reclaim();
+                let mut book = SlotBook::load(conn, self.config.heartbeat_timeout_ms)
                     .await?
-                    .starting_within(self.config.assignment_timeout_ms),
-                Instant::now(),
-            ),
+                    .starting_within(self.config.assignment_timeout_ms);
+                for (worker, n) in lent.in_flight {
+                    book.give_back(worker, -n);
+                }
+                (book, Instant::now())
+            }
         })
+    }
+
+    /// One admission pass ([`Pipeline::admit`]), with the slots lent to the express
+    /// desk and not used taken back first: only a drained queue lends.
+    async fn admit(
+        &self,
+        conn: &mut PgConnection,
+        book: &mut SlotBook,
+        source: Source<'_>,
+        fence: Option<&Fence>,
+    ) -> Result<crate::admission::Pass, adze_store::Error> {
+        for (worker, n) in self.express.reclaim().unused {
+            book.give_back(worker, n);
+        }
+        self.pipeline.admit(conn, book, source, fence).await
+    }
+
+    /// Puts the book back after a committed batch; while the queue is drained, its
+    /// free default slots are lent to ingest's commits until the next admission pass
+    /// (a batch of reports that queues nothing leaves them lent).
+    fn keep(&mut self, mut book: SlotBook, loaded_at: Instant) {
+        if book.drained() && self.express.lend(book.lendable()) {
+            book.lent_all();
+        }
+        self.slots = Some((book, loaded_at));
     }
 
     /// Turns one bus event into the task events it implies. A replay also reopens its

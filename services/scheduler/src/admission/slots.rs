@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use adze_store::admission::{DEFAULT_START_WITHIN_MS, WorkerSlots};
+use adze_store::express::Offer;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -65,6 +66,34 @@ impl SlotBook {
     pub fn release(&mut self, worker: Uuid, durable: bool) {
         if let Some(&i) = self.index.get(&(worker, durable)) {
             self.workers[i].free += 1;
+        }
+    }
+
+    /// Adds `n` free default slots to `worker` (negative: takes them): slots lent to
+    /// the express desk and not used, or taken by its credits in flight.
+    pub fn give_back(&mut self, worker: Uuid, n: i64) {
+        if let Some(&i) = self.index.get(&(worker, false)) {
+            self.workers[i].free += n;
+        }
+    }
+
+    /// The free default slots of every worker, to lend to the express desk.
+    pub fn lendable(&self) -> impl Iterator<Item = Offer<'_>> {
+        self.workers
+            .iter()
+            .filter(|w| !w.durable && w.free > 0)
+            .map(|w| Offer {
+                tenant_id: w.tenant_id,
+                worker_id: w.id,
+                actions: &w.actions,
+                free: w.free,
+            })
+    }
+
+    /// Marks every free default slot lent ([`SlotBook::lendable`]).
+    pub fn lent_all(&mut self) {
+        for w in self.workers.iter_mut().filter(|w| !w.durable) {
+            w.free = w.free.min(0);
         }
     }
 
