@@ -778,6 +778,10 @@ async fn a_new_root_takes_a_lent_slot_only_while_its_lender_holds_the_lease() {
         .await
         .expect("runs");
     assert!(created.assigned.is_empty());
+    assert!(
+        created.lazy,
+        "with credits, the commit does not wait for the flush"
+    );
     assert_eq!(created.ready.len(), 3);
     for t in &created.ready {
         assert_eq!(status(&env, t.task_id).await.0, TaskStatus::Queued);

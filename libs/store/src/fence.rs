@@ -100,6 +100,25 @@ pub async fn wait_durable(conn: &mut sqlx::PgConnection) -> crate::Result<()> {
     Ok(())
 }
 
+/// [`wait_durable`] on a connection of `pool`, tried three times: false when Postgres
+/// could not say.
+pub async fn confirm_durable(pool: &sqlx::PgPool) -> bool {
+    for attempt in 1..=3u64 {
+        let done = match pool.acquire().await {
+            Ok(mut conn) => wait_durable(&mut conn).await,
+            Err(e) => Err(e.into()),
+        };
+        match done {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "cannot confirm the WAL flush");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

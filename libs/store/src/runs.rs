@@ -64,6 +64,11 @@ pub struct Created {
     pub ready: Vec<ReadyTask>,
     /// The roots assigned as they were inserted ([`create_runs_express`]), to announce.
     pub assigned: Vec<crate::admission::Assignment>,
+    /// Committed without waiting for the WAL flush (with credits of the express desk):
+    /// announce [`Created::assigned`], then wait for [`crate::fence::wait_durable`]
+    /// before promising anything to the callers. A crash before the flush loses runs
+    /// nobody was promised (a worker may have started one: tasks run at least once).
+    pub lazy: bool,
     /// About when the earliest schedule deadline of those tasks falls, if they have
     /// any (read from this process's clock, for waking the reaper).
     pub schedule_deadline: Option<DateTime<Utc>>,
@@ -188,6 +193,7 @@ pub async fn create_runs_express(
         run_ids: r.id,
         ready,
         assigned,
+        lazy: credits.is_some(),
         schedule_deadline,
     })
 }
@@ -355,14 +361,18 @@ static CREATE_RUNS: Sql = Sql::new(concat!(
 /// the credit each took ([`crate::express`]; `$36`, NULL for the others), if the
 /// lender still holds its lease (`$37`, `$38`: a lost lease inserts them queued,
 /// writing nothing else). An assigned root gets its start deadline `$39` ms away,
-/// as the scheduler's assignment does. Returns the roots assigned.
+/// as the scheduler's assignment does. Returns the roots assigned. It commits without
+/// waiting for the WAL flush, so that the workers get their tasks meanwhile.
 static CREATE_RUNS_EXPRESS: Sql = Sql::new(concat!(
     create_runs_head!(),
     r#",
        -- The lender's lease, locked until the statement commits (a takeover waits).
+       -- The commit does not wait for the WAL flush (see `Created::lazy`).
        held AS MATERIALIZED (
-         SELECT count(*) = 1 AS held FROM (SELECT 1 FROM scheduler_leases
-           WHERE partition = $37 AND holder = $38 AND expires_at > now() FOR SHARE) h),
+         SELECT (SELECT count(*) FROM (SELECT 1 FROM scheduler_leases
+                   WHERE partition = $37 AND holder = $38 AND expires_at > now() FOR SHARE) h) = 1
+                  AS held,
+                set_config('synchronous_commit', 'off', true) AS lazy),
        ins AS (
        INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,

@@ -498,13 +498,22 @@ async fn commit(shared: Shared<'_>, batch: Vec<Request>, permit: OwnedSemaphoreP
             return;
         }
     };
-    // Durable now. Roots assigned with the desk's credits go to their workers first;
-    // then the callers are answered and the scheduler notified. A lost notice is
+    // Committed. Roots assigned with the desk's credits go to their workers first;
+    // then, once durable, the callers are answered and the scheduler notified. A lost notice is
     // repaired by the reaper's scan of the queue.
     let assigned = std::mem::take(&mut created.assigned);
     if !assigned.is_empty() {
         metrics::counter!("adze_ingest_express_assigned_total").increment(assigned.len() as u64);
         desk.announce(assigned).await;
+    }
+    // Their statement did not wait for the WAL flush: the callers' answers do.
+    if created.lazy && !adze_store::fence::confirm_durable(pool).await {
+        let error = "storage unavailable: the commit's flush was not confirmed".to_string();
+        for mut r in batch {
+            r.end_spans(None, Err(&error));
+            let _ = r.reply.send(Err(error.clone()));
+        }
+        return;
     }
     let mut per_tenant: BTreeMap<Uuid, Notice> = BTreeMap::new();
     for t in created.ready {

@@ -1059,20 +1059,7 @@ impl Announcer {
     /// ([`adze_store::fence::wait_durable`]), trying a few times; false if Postgres
     /// could not say so.
     async fn wait_durable(&self) -> bool {
-        for attempt in 1..=3u64 {
-            let done = match self.deps.pool.acquire().await {
-                Ok(mut conn) => adze_store::fence::wait_durable(&mut conn).await,
-                Err(e) => Err(e.into()),
-            };
-            match done {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "cannot confirm the WAL flush");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-            }
-        }
-        false
+        adze_store::fence::confirm_durable(&self.deps.pool).await
     }
 
     /// Publishes assignments (core NATS, after their commit): one message per worker,
