@@ -32,12 +32,13 @@ async fn starts_are_held_briefly_written_with_the_end_and_acknowledged() {
     // on its own.
     let configs = adze_tests::fast_configs();
     let env = TestEnv::start_with(&["ingest", "scheduler", "dispatcher", "reaper"], configs).await;
-    // Count every write of a task row, by the status it wrote.
+    // Count every write of a task row, by the status it wrote (its insert too: a task
+    // may be inserted assigned, see tests/tests/express.rs).
     sqlx::raw_sql(
         r#"CREATE TABLE task_writes (task_id uuid, status text);
            CREATE FUNCTION note_task_write() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN INSERT INTO task_writes VALUES (NEW.id, NEW.status); RETURN NEW; END $$;
-           CREATE TRIGGER note_task_write AFTER UPDATE ON tasks
+           CREATE TRIGGER note_task_write AFTER INSERT OR UPDATE ON tasks
              FOR EACH ROW EXECUTE FUNCTION note_task_write();"#,
     )
     .execute(&env.pool)
