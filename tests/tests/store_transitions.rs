@@ -830,3 +830,25 @@ async fn a_new_root_takes_a_lent_slot_only_while_its_lender_holds_the_lease() {
     drop(conn);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_confirmation_of_the_flush_answers_every_caller_waiting() {
+    let env = TestEnv::start_roles(&[]).await;
+    let pool = sqlx::PgPool::connect(&env.database_url)
+        .await
+        .expect("a pool of its own");
+    let confirmer = adze_store::fence::Confirmer::start(pool.clone());
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let c = confirmer.clone();
+            tokio::spawn(async move { c.confirm().await })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.expect("join"), "confirmed");
+    }
+    // Without Postgres it says so rather than confirming.
+    pool.close().await;
+    assert!(!confirmer.confirm().await, "not confirmed without Postgres");
+    env.stop().await;
+}

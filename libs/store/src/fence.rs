@@ -119,6 +119,45 @@ pub async fn confirm_durable(pool: &sqlx::PgPool) -> bool {
     false
 }
 
+/// Confirms the WAL flush for many callers at once ([`confirm_durable`]): each call is
+/// answered by a confirmation that began after the call was made, and one
+/// confirmation answers every call made before it began.
+#[derive(Debug, Clone)]
+pub struct Confirmer {
+    tx: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<bool>>,
+}
+
+impl Confirmer {
+    /// Starts the task that confirms; it ends when every clone is dropped.
+    pub fn start(pool: sqlx::PgPool) -> Self {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<bool>>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut waiting = vec![first];
+                while let Ok(next) = rx.try_recv() {
+                    waiting.push(next);
+                }
+                let durable = confirm_durable(&pool).await;
+                for w in waiting {
+                    let _ = w.send(durable);
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Returns once what this server committed before the call is flushed to its WAL:
+    /// false when Postgres could not say so.
+    pub async fn confirm(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(tx).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

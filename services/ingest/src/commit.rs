@@ -186,6 +186,8 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
     // Slots the scheduler lends when it runs in this process (`adze server`).
     let desk = bus.in_process::<Desk>();
     desk.serve();
+    // Confirms the flush of express commits, one confirmation for those in flight.
+    let confirmer = adze_store::fence::Confirmer::start(pool.clone());
     // The commits in flight (at most IN_FLIGHT): awaited before the committer ends, so
     // no accepted trigger is left unanswered.
     let mut commits = tokio::task::JoinSet::new();
@@ -212,7 +214,7 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
             }
         }
         let (pool, bus, hints, exprs) = (pool.clone(), bus.clone(), hints.clone(), exprs.clone());
-        let desk = desk.clone();
+        let (desk, confirmer) = (desk.clone(), confirmer.clone());
         commits.spawn(async move {
             let shared = Shared {
                 pool: &pool,
@@ -220,6 +222,7 @@ async fn run(pool: PgPool, bus: Bus, mut rx: mpsc::Receiver<Request>, shutdown: 
                 hints: &hints,
                 exprs: &exprs,
                 desk: &desk,
+                confirmer: &confirmer,
             };
             commit(shared, batch, permit).await
         });
@@ -440,6 +443,7 @@ struct Shared<'a> {
     hints: &'a adze_bus::DeadlineHints,
     exprs: &'a crate::conditions::EventExprs,
     desk: &'a Desk,
+    confirmer: &'a adze_store::fence::Confirmer,
 }
 
 async fn commit(shared: Shared<'_>, batch: Vec<Request>, permit: OwnedSemaphorePermit) {
@@ -449,6 +453,7 @@ async fn commit(shared: Shared<'_>, batch: Vec<Request>, permit: OwnedSemaphoreP
         hints,
         exprs,
         desk,
+        confirmer,
     } = shared;
     let began = std::time::Instant::now();
     let transactional = batch
@@ -507,7 +512,7 @@ async fn commit(shared: Shared<'_>, batch: Vec<Request>, permit: OwnedSemaphoreP
         desk.announce(assigned).await;
     }
     // Their statement did not wait for the WAL flush: the callers' answers do.
-    if created.lazy && !adze_store::fence::confirm_durable(pool).await {
+    if created.lazy && !confirmer.confirm().await {
         let error = "storage unavailable: the commit's flush was not confirmed".to_string();
         for mut r in batch {
             r.end_spans(None, Err(&error));
