@@ -68,6 +68,28 @@ pub fn durable_task_workflow(workflow: &str, task: &str) -> adze_core::WorkflowS
     spec
 }
 
+/// A one-task workflow `name` for the Rust SDK: its task `t` counts its runs in
+/// `ran`, sleeps `ms` and returns `{"ok": true}`.
+pub fn counting_workflow(
+    name: &str,
+    ran: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ms: u64,
+) -> adze_sdk::Workflow<serde_json::Value> {
+    use adze_sdk::{Context, TaskDef, TaskError};
+    use serde_json::{Value, json};
+    adze_sdk::Workflow::<Value>::new(name).task(TaskDef::new(
+        "t",
+        move |_i: Value, _ctx: Context| {
+            let ran = ran.clone();
+            async move {
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                Ok::<_, TaskError>(json!({"ok": true}))
+            }
+        },
+    ))
+}
+
 /// A two-task DAG `name` for the Rust SDK: `first` returns `{"n": 1}`; `second` (its
 /// child) fails its first attempt ("the first try fails", retryable) and returns
 /// `{"n": 2}` on its retry.

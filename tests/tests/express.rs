@@ -7,28 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use adze_sdk::{Context, TaskDef, TaskError, Workflow};
-use adze_tests::TestEnv;
-use serde_json::{Value, json};
-
-/// A one-task workflow whose task counts its runs and sleeps `ms`.
-fn workflow(name: &str, ran: Arc<AtomicUsize>, ms: u64) -> Workflow<Value> {
-    Workflow::<Value>::new(name).task(TaskDef::new("t", move |_i: Value, _ctx: Context| {
-        let ran = ran.clone();
-        async move {
-            ran.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok::<_, TaskError>(json!({"ok": true}))
-        }
-    }))
-}
+use adze_tests::{TestEnv, counting_workflow};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_with_a_free_slot_waiting_is_assigned_by_its_own_commit() {
     let env = TestEnv::start().await;
     let ran = Arc::new(AtomicUsize::new(0));
     let stop = env
-        .start_worker("express", 2, vec![workflow("express", ran.clone(), 0)])
+        .start_worker(
+            "express",
+            2,
+            vec![counting_workflow("express", ran.clone(), 0)],
+        )
         .await;
     let client = env.client();
     // One at a time: each finds the queue empty and the worker idle.
@@ -81,7 +72,7 @@ async fn lent_slots_never_give_a_worker_more_than_it_has() {
         .start_worker(
             "express-full",
             2,
-            vec![workflow("express-full", ran.clone(), 150)],
+            vec![counting_workflow("express-full", ran.clone(), 150)],
         )
         .await;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));

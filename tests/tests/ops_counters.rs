@@ -18,24 +18,15 @@ use adze_tests::{TestEnv, bin, sample};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-async fn scrape(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("the fleet answers")
-        .text()
-        .await
-        .expect("a body")
-}
-
 /// A sample expected: its name, labels among its own, and value.
 type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 
 /// Scrapes until `expected` all read so, at most 30 s; returns the last scrape, to
 /// assert on.
-async fn scrape_until(base: &str, expected: &[Expected<'_>]) -> String {
+async fn scrape_until(env: &TestEnv, expected: &[Expected<'_>]) -> String {
     let started = std::time::Instant::now();
     loop {
-        let text = scrape(base).await;
+        let text = env.scrape_metrics().await;
         let met = expected
             .iter()
             .all(|(name, labels, v)| sample(&text, name, labels) == Some(*v));
@@ -49,7 +40,6 @@ async fn scrape_until(base: &str, expected: &[Expected<'_>]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_a_timeout_and_cancellations_are_counted_by_cause() {
     let env = TestEnv::start().await;
-    let base = format!("http://{}", env.addr.expect("an API address"));
     let client = env.client();
 
     // `second` fails its first attempt and succeeds on its retry.
@@ -99,7 +89,7 @@ async fn a_retry_a_timeout_and_cancellations_are_counted_by_cause() {
         .await
         .expect("the task's action");
     let slot = [("worker", "counters"), ("action", action.as_str())];
-    let text = scrape_until(&base, &[("adze_worker_slots_used", &slot, 1.0)]).await;
+    let text = scrape_until(&env, &[("adze_worker_slots_used", &slot, 1.0)]).await;
     assert_eq!(
         sample(&text, "adze_worker_slots_used", &slot),
         Some(1.0),
@@ -135,7 +125,7 @@ async fn a_retry_a_timeout_and_cancellations_are_counted_by_cause() {
     let parent: &[(&str, &str)] = &[("cause", "parent")];
     let execution: &[(&str, &str)] = &[("kind", "execution")];
     let text = scrape_until(
-        &base,
+        &env,
         &[
             ("adze_retries_total", &[], 1.0),
             ("adze_timeouts_total", execution, 1.0),

@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use adze_bus::Bus;
-use adze_sdk::{Context, TaskDef, TaskError, Workflow};
-use adze_tests::{TestEnv, fast_configs, nats_url, sample, wait_for};
+use adze_tests::{TestEnv, counting_workflow, fast_configs, nats_url, sample, wait_for};
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 fn prefix() -> String {
@@ -123,23 +122,13 @@ async fn early_copies(env: &TestEnv) -> f64 {
     sample(&text, "adze_scheduler_runs_created_copies_total", &early).unwrap_or(0.0)
 }
 
-fn counting_workflow(name: &str, ran: Arc<AtomicUsize>) -> Workflow<Value> {
-    Workflow::<Value>::new(name).task(TaskDef::new("t", move |_i: Value, _ctx: Context| {
-        let ran = ran.clone();
-        async move {
-            ran.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, TaskError>(json!({}))
-        }
-    }))
-}
-
 /// Runs 20 runs of a one-task workflow on an SDK worker; returns how many times the
 /// task ran and how many action messages NATS carried.
 async fn run_twenty(env: &TestEnv, name: &str) -> (usize, usize) {
     let ran = Arc::new(AtomicUsize::new(0));
     let (carried, watching) = watch(format!("{}.actions.>", env.prefix)).await;
     let stop = env
-        .start_worker(name, 4, vec![counting_workflow(name, ran.clone())])
+        .start_worker(name, 4, vec![counting_workflow(name, ran.clone(), 0)])
         .await;
     let client = env.client();
     let mut runs = Vec::new();

@@ -5,13 +5,15 @@
 //! The scheduler stays the one that decides. While it holds the lease and its last
 //! admission pass left the queue drained (no ready task waits for any action its workers
 //! serve), it lends the free default slots of its workers here ([`Desk::lend`]) and
-//! takes them back before every batch it applies ([`Desk::reclaim`]). Ingest takes a
+//! takes the unused ones back before its next admission pass ([`Desk::reclaim`]), so
+//! only a drained queue lends. Ingest takes a
 //! credit for a task no stage of admission would look at (no concurrency key, rate
 //! limit, label, stickiness, condition, and not durable: [`eligible`]), and writes the
 //! task as assigned to that worker in the statement that inserts it, conditional on
 //! the scheduler's lease (a lost lease writes the task queued, as without the desk).
-//! The write is as durable as the trigger: it commits with it. The assignment is then
-//! announced through the scheduler's own announcer ([`Desk::announce`]).
+//! The assignment commits with the trigger (without waiting for the WAL flush: the
+//! callers are answered once it is confirmed) and is announced through the scheduler's
+//! own announcer ([`Desk::announce`]).
 //!
 //! A credit taken is counted in flight until the statement has answered
 //! ([`Desk::settle`]): a slot book loaded from Postgres meanwhile could not see it, so
@@ -40,20 +42,6 @@ pub struct Desk {
     /// Whether something in the process takes credits ([`Desk::serve`]): a scheduler
     /// without ingest beside it lends nothing.
     served: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Debug for Desk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.lock();
-        f.debug_struct("Desk")
-            .field("open", &inner.fence.is_some())
-            .field(
-                "credits",
-                &inner.lent.iter().map(|l| l.credits).sum::<i64>(),
-            )
-            .field("in_flight", &inner.in_flight.values().sum::<i64>())
-            .finish()
-    }
 }
 
 #[derive(Default)]
@@ -105,7 +93,7 @@ pub struct Reclaimed {
 }
 
 /// Credits one statement took: per task asked for, its worker, if it got one.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Taken {
     /// The lease the write is conditional on.
     pub fence: Fence,
@@ -200,6 +188,13 @@ impl Desk {
             .map(|(&w, &n)| (w, n))
             .collect();
         Reclaimed { unused, in_flight }
+    }
+
+    /// Whether a statement could take a credit now (the desk is open and some are
+    /// lent): cheap, so that a burst does not even list its tasks for [`Desk::take`].
+    pub fn lending(&self) -> bool {
+        let inner = self.lock();
+        inner.fence.is_some() && inner.lent.iter().any(|l| l.credits > 0)
     }
 
     /// Takes a credit for each task of `wanted` (tenant, action) that a lent worker
@@ -310,9 +305,11 @@ mod tests {
             free: 3,
         };
         assert!(!desk.lend([offer]), "nobody takes credits here");
+        assert!(!desk.lending());
         assert!(desk.take(&[(offer.tenant_id, "a")]).is_none());
         desk.serve();
         assert!(desk.lend([offer]));
+        assert!(desk.lending());
         assert!(desk.take(&[(offer.tenant_id, "a")]).is_some());
     }
 

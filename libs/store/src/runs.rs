@@ -109,7 +109,7 @@ pub async fn create_runs_express(
     }
     let queued = TaskStatus::Queued.as_str();
     // The roots that took a credit, by task index, with their workers.
-    let credits = desk.and_then(|desk| {
+    let credits = desk.filter(|d| d.lending()).and_then(|desk| {
         let roots: Vec<usize> = (0..t.id.len())
             .filter(|&i| t.status[i] == queued && crate::express::eligible(t.keys[i]))
             .collect();
@@ -336,24 +336,47 @@ macro_rules! task_unnest {
     };
 }
 
-/// Inserts runs and their tasks in one statement, atomic on its own: no BEGIN/COMMIT
-/// round trips on the trigger path. A queued root's schedule deadline starts now.
-static CREATE_RUNS: Sql = Sql::new(concat!(
-    create_runs_head!(),
-    r#"
-       INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
+/// The task insert both statements make from `u` ([`task_unnest`]): `$status` and
+/// `$wait` are its status and wait reason, `$columns` and `$values` what one of them
+/// writes besides (each starting with a comma, or empty). A queued root's schedule
+/// deadline starts now.
+macro_rules! task_insert {
+    ($columns:literal, $status:literal, $wait:literal, $values:literal) => {
+        concat!(
+            r#"INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
              pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
              execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
-             desired_labels, priority, sticky, conditions, durable)
-       SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, u.status,
-              CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
+             desired_labels, priority, sticky, conditions, durable"#,
+            $columns,
+            r#")
+       SELECT u.tenant_id, u.id, u.run_id, u.name, u.action, "#,
+            $status,
+            ",\n              ",
+            $wait,
+            r#",
               u.pending,
               ARRAY(SELECT jsonb_array_elements_text(u.parents)),
               ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
               u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
               CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
-              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky, u.conditions, u.durable
-       FROM "#,
+              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky, u.conditions, u.durable"#,
+            $values,
+            "\n       FROM "
+        )
+    };
+}
+
+/// Inserts runs and their tasks in one statement, atomic on its own: no BEGIN/COMMIT
+/// round trips on the trigger path.
+static CREATE_RUNS: Sql = Sql::new(concat!(
+    create_runs_head!(),
+    "\n       ",
+    task_insert!(
+        "",
+        "u.status",
+        "CASE WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END",
+        ""
+    ),
     task_unnest!("", "")
 ));
 
@@ -374,25 +397,18 @@ static CREATE_RUNS_EXPRESS: Sql = Sql::new(concat!(
                   AS held,
                 set_config('synchronous_commit', 'off', true) AS lazy),
        ins AS (
-       INSERT INTO tasks (tenant_id, id, run_id, readable_id, action_id, status, wait_reason,
-             pending_parents, parents, ancestors, max_retries, backoff_factor, backoff_max_seconds,
-             execution_timeout_ms, schedule_timeout_ms, schedule_deadline, concurrency, rate_limits,
-             desired_labels, priority, sticky, conditions, durable,
-             worker_id, assigned_at, execution_deadline, start_deadline)
-       SELECT u.tenant_id, u.id, u.run_id, u.name, u.action,
-              CASE WHEN u.go THEN {assigned} ELSE u.status END,
-              CASE WHEN u.go THEN NULL WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END,
-              u.pending,
-              ARRAY(SELECT jsonb_array_elements_text(u.parents)),
-              ARRAY(SELECT jsonb_array_elements_text(u.ancestors)),
-              u.retries, u.factor, u.cap, u.exec_timeout, u.sched_timeout,
-              CASE WHEN u.status = {queued} THEN now() + u.sched_timeout * interval '1 millisecond' END,
-              u.concurrency, u.rate_limits, u.desired_labels, u.priority, u.sticky, u.conditions, u.durable,
+       "#,
+    task_insert!(
+        ", worker_id, assigned_at, execution_deadline, start_deadline",
+        "CASE WHEN u.go THEN {assigned} ELSE u.status END",
+        "CASE WHEN u.go THEN NULL WHEN u.status = {queued} THEN {wait_slot} ELSE {wait_parents} END",
+        r#",
               CASE WHEN u.go THEN u.worker END,
               CASE WHEN u.go THEN now() END,
               CASE WHEN u.go THEN now() + u.exec_timeout * interval '1 millisecond' END,
-              CASE WHEN u.go THEN now() + $39 * interval '1 millisecond' END
-       FROM (SELECT u.*, u.worker IS NOT NULL AND held.held AS go FROM "#,
+              CASE WHEN u.go THEN now() + $39 * interval '1 millisecond' END"#
+    ),
+    "(SELECT u.*, u.worker IS NOT NULL AND held.held AS go FROM ",
     task_unnest!(", $36::uuid[]", ", worker"),
     r#" CROSS JOIN held) u
        RETURNING id, status, attempt, execution_deadline, queued_at)

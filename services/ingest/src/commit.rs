@@ -436,6 +436,14 @@ async fn write_in_transaction(
     })
 }
 
+/// Answers every request of a batch that was not committed with `error`.
+fn refuse(batch: Vec<Request>, error: String) {
+    for mut r in batch {
+        r.end_spans(None, Err(&error));
+        let _ = r.reply.send(Err(error.clone()));
+    }
+}
+
 /// What every commit uses.
 struct Shared<'a> {
     pool: &'a PgPool,
@@ -495,11 +503,7 @@ async fn commit(shared: Shared<'_>, batch: Vec<Request>, permit: OwnedSemaphoreP
         Err(e) => {
             let runs: usize = batch.iter().map(Request::size).sum();
             tracing::error!(error = %e, runs, "trigger commit failed");
-            let error = format!("storage unavailable: {e}");
-            for mut r in batch {
-                r.end_spans(None, Err(&error));
-                let _ = r.reply.send(Err(error.clone()));
-            }
+            refuse(batch, format!("storage unavailable: {e}"));
             return;
         }
     };
@@ -513,11 +517,10 @@ async fn commit(shared: Shared<'_>, batch: Vec<Request>, permit: OwnedSemaphoreP
     }
     // Their statement did not wait for the WAL flush: the callers' answers do.
     if created.lazy && !confirmer.confirm().await {
-        let error = "storage unavailable: the commit's flush was not confirmed".to_string();
-        for mut r in batch {
-            r.end_spans(None, Err(&error));
-            let _ = r.reply.send(Err(error.clone()));
-        }
+        refuse(
+            batch,
+            "storage unavailable: the commit's flush was not confirmed".into(),
+        );
         return;
     }
     let mut per_tenant: BTreeMap<Uuid, Notice> = BTreeMap::new();

@@ -1031,7 +1031,8 @@ impl Announcer {
                 while let Ok(next) = rx.try_recv() {
                     group.push(next);
                 }
-                let durable = !group.iter().any(|r| r.lazy) || me.wait_durable().await;
+                let durable = !group.iter().any(|r| r.lazy)
+                    || adze_store::fence::confirm_durable(&me.deps.pool).await;
                 for results in group {
                     if results.lazy && !durable {
                         // Not known to be durable: no run is announced finished and no
@@ -1053,13 +1054,6 @@ impl Announcer {
             Ok(())
         });
         tx
-    }
-
-    /// Waits until the lazily committed transitions so far are durable
-    /// ([`adze_store::fence::wait_durable`]), trying a few times; false if Postgres
-    /// could not say so.
-    async fn wait_durable(&self) -> bool {
-        adze_store::fence::confirm_durable(&self.deps.pool).await
     }
 
     /// Publishes assignments (core NATS, after their commit): one message per worker,
