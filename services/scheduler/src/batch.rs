@@ -1,8 +1,8 @@
 //! One scheduler step: apply a batch of events and run admission, then publish what it
 //! decided, then acknowledge the events. A batch that only admits, or that holds only
-//! workers' STARTED/COMPLETED reports and new runs listing their tasks while the queue
-//! is drained, is written by fenced statements that are their own transactions; any
-//! other batch is applied in one transaction.
+//! workers' STARTED/COMPLETED reports (and new runs listing their tasks, while the
+//! queue is drained), is written by fenced statements that are their own transactions;
+//! any other batch is applied in one transaction.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -358,21 +358,21 @@ impl Processor {
                 .admit_only(&mut conn, workers_changed(events), listed(events))
                 .await;
         }
-        // While work is waiting (the queue was not drained), the admission that follows
-        // is certain, and one transaction commits both at once.
+        // Workers' reports need no transaction, drained or not; new runs that come with
+        // them are assigned from their own list only while the queue is drained (else
+        // they would pass the tasks waiting before them).
         let drained = self.slots.as_ref().is_some_and(|(book, _)| book.drained());
-        if drained {
-            let (news, reports): (Vec<_>, Vec<_>) =
-                events.iter().partition(|e| !is_report(&e.body));
-            let limit = self.config.admit_limit;
-            let ready = if news.is_empty() {
-                Some(Vec::new())
-            } else {
-                listed(news).filter(|r| r.len() as i64 <= limit)
-            };
-            if let Some(ready) = ready {
-                return self.apply_reports(&mut conn, ready, reports).await;
-            }
+        let (news, reports): (Vec<_>, Vec<_>) = events.iter().partition(|e| !is_report(&e.body));
+        let limit = self.config.admit_limit;
+        let ready = if news.is_empty() {
+            Some(Vec::new())
+        } else if drained {
+            listed(news).filter(|r| r.len() as i64 <= limit)
+        } else {
+            None
+        };
+        if let Some(ready) = ready {
+            return self.apply_reports(&mut conn, ready, reports).await;
         }
         // The transaction opens with the lease check, in one round trip.
         let err = match Connection::begin_with(&mut *conn, self.begin.clone()).await {
@@ -462,8 +462,8 @@ impl Processor {
         })
     }
 
-    /// While the queue is drained, a batch of worker reports (STARTED, COMPLETED: the
-    /// hot path) and of new runs that list their ready tasks needs no transaction.
+    /// A batch of worker reports (STARTED, COMPLETED: the hot path), and while the
+    /// queue is drained of new runs that list their ready tasks, needs no transaction.
     /// The new tasks are assigned first, by one fenced statement without reading the
     /// queue ([`Source::Listed`]), and announced at once, before
     /// the reports are written: a trigger does not wait for the completions that

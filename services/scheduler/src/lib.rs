@@ -3,11 +3,11 @@
 //! transaction (transitions, DAG release, admission, run finalisation), and only after
 //! the commit publishes assignments and run notices and acknowledges the events. A
 //! batch with no transition to apply (new runs, wake-ups) needs no transaction: its
-//! assignments are one statement that checks the lease itself. While the last pass
-//! left the queue drained, neither does a batch of workers' reports and new runs: the
-//! new runs' tasks are assigned and announced first, then the reports are written by
+//! assignments are one statement that checks the lease itself. Nor does a batch of
+//! workers' reports (with new runs only while the last pass left the queue drained: the
+//! new runs' tasks are then assigned and announced first): the reports are written by
 //! statements that check the lease themselves and commit without waiting for the WAL
-//! flush; admission is skipped when such a batch can have queued nothing. Assignments
+//! flush, and admission follows unless such a batch can have queued nothing. Assignments
 //! are announced by their own task at once; finished runs are announced, and events
 //! acknowledged, by another, only after one wait for the WAL flush has covered them
 //! (`adze_store::fence::wait_durable`), so nothing is acknowledged that a Postgres crash
