@@ -80,6 +80,19 @@ async fn fsm_version(env: &TestEnv) -> adze_store::workflows::WorkflowVersion {
         .expect("exists")
 }
 
+/// Gives run `run`'s root `a` to `worker`, as an assignment would; returns its id.
+async fn assign_root(env: &TestEnv, run: Uuid, worker: Uuid) -> Uuid {
+    sqlx::query_scalar(
+        "UPDATE tasks SET status = 'assigned', worker_id = $2, assigned_at = now()
+         WHERE run_id = $1 AND readable_id = 'a' RETURNING id",
+    )
+    .bind(run)
+    .bind(worker)
+    .fetch_one(&env.pool)
+    .await
+    .expect("assign")
+}
+
 /// Makes `holder` the scheduler lease's holder for an hour.
 async fn hold_lease(env: &TestEnv, holder: &str) {
     sqlx::query(
@@ -293,15 +306,7 @@ async fn admit(env: &TestEnv) -> Vec<adze_store::admission::Assignment> {
 async fn a_start_and_end_in_one_batch_are_written_once() {
     let (env, run) = env_with_run().await;
     let worker = Uuid::new_v4();
-    let a: Uuid = sqlx::query_scalar(
-        "UPDATE tasks SET status = 'assigned', worker_id = $2, assigned_at = now()
-         WHERE run_id = $1 AND readable_id = 'a' RETURNING id",
-    )
-    .bind(run)
-    .bind(worker)
-    .fetch_one(&env.pool)
-    .await
-    .expect("assign");
+    let a = assign_root(&env, run, worker).await;
 
     let mut done = ev(&env, a, TaskEvent::Completed { attempt: 0 });
     done.error = None;
@@ -850,5 +855,64 @@ async fn one_confirmation_of_the_flush_answers_every_caller_waiting() {
     // Without Postgres it says so rather than confirming.
     pool.close().await;
     assert!(!confirmer.confirm().await, "not confirmed without Postgres");
+    env.stop().await;
+}
+
+/// A slot book loaded while express credits are in flight counts each credit's slot
+/// once: as its task when the load sees the task's insert (it committed first), as a
+/// credit when it does not. Counted both ways, a worker's free slots stay short until
+/// the next reload, and a burst stalls with every slot free (the reaper's repair).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credit_in_flight_takes_its_slot_once_whether_or_not_its_insert_is_seen() {
+    use adze_scheduler::admission::SlotBook;
+    use adze_store::express::InFlight;
+    let (env, run) = env_with_run().await;
+    let worker = env.active_worker(&["fsm:a"], 3).await;
+    // The run's root, inserted by a statement that committed before the load: assigned
+    // to the worker with its credit.
+    let seen = assign_root(&env, run, worker).await;
+    // A task whose insert has not committed: the load cannot see it.
+    let unseen = Uuid::now_v7();
+    let in_flight = [
+        InFlight {
+            worker_id: worker,
+            task_id: seen,
+        },
+        InFlight {
+            worker_id: worker,
+            task_id: unseen,
+        },
+    ];
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let book = SlotBook::load_lending(&mut conn, 60_000, &in_flight)
+        .await
+        .expect("slots");
+    assert_eq!(
+        book.free_of(worker),
+        Some(1),
+        "three slots: one held by the task seen, one by the credit whose task is not"
+    );
+    // A credit whose task was inserted queued (its lease fence failed) holds nothing.
+    let second = new_run(&env, &fsm_version(&env).await).await;
+    let queued: Uuid =
+        sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1 AND status = 'queued'")
+            .bind(second)
+            .fetch_one(&env.pool)
+            .await
+            .expect("queued root");
+    let book = SlotBook::load_lending(
+        &mut conn,
+        60_000,
+        &[InFlight {
+            worker_id: worker,
+            task_id: queued,
+        }],
+    )
+    .await
+    .expect("slots");
+    assert_eq!(book.free_of(worker), Some(2));
+    let plain = SlotBook::load(&mut conn, 60_000).await.expect("slots");
+    assert_eq!(plain.free_of(worker), Some(2));
+    drop(conn);
     env.stop().await;
 }

@@ -84,16 +84,25 @@ pub struct WorkerSlots {
 /// Workers that are active and heard from within `heartbeat_timeout_ms`, with their
 /// free slots: one entry for the default slots of each, serving its actions that are
 /// not durable, and one for the durable slots of those that have some, serving its
-/// durable actions (`durable_actions`).
+/// durable actions (`durable_actions`). A default slot is also taken by each express
+/// credit `in_flight` whose task this statement does not see: its insert has not
+/// committed yet (one it sees is counted as the task it is, whatever its status).
 pub async fn load_slots(
     conn: &mut PgConnection,
     heartbeat_timeout_ms: i64,
+    in_flight: &[crate::express::InFlight],
 ) -> Result<Vec<WorkerSlots>> {
     static LOAD: Sql = Sql::new(
         r#"SELECT w.tenant_id, w.id, p.durable,
                   CASE WHEN p.durable THEN d.actions
                        ELSE ARRAY(SELECT a FROM unnest(w.actions) AS a WHERE a <> ALL(d.actions)) END AS actions,
-                  CASE WHEN p.durable THEN w.durable_slots ELSE w.slots END - COALESCE(u.used, 0) AS free,
+                  CASE WHEN p.durable THEN w.durable_slots ELSE w.slots END - COALESCE(u.used, 0)
+                    - CASE WHEN p.durable THEN 0 ELSE
+                        (SELECT count(*) FROM UNNEST($2::uuid[], $3::uuid[]) AS f(worker_id, task_id)
+                         WHERE f.worker_id = w.id
+                           AND NOT EXISTS (SELECT 1 FROM tasks t
+                                           WHERE t.tenant_id = w.tenant_id AND t.id = f.task_id))
+                      END AS free,
                   w.labels
            FROM workers w
            CROSS JOIN (VALUES (false), (true)) AS p(durable)
@@ -112,6 +121,8 @@ pub async fn load_slots(
     );
     let rows = sqlx::query(LOAD.text())
         .bind(heartbeat_timeout_ms as f64)
+        .bind(in_flight.iter().map(|f| f.worker_id).collect::<Vec<_>>())
+        .bind(in_flight.iter().map(|f| f.task_id).collect::<Vec<_>>())
         .fetch_all(conn)
         .await?;
     rows.iter()

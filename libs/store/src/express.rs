@@ -15,10 +15,12 @@
 //! callers are answered once it is confirmed) and is announced through the scheduler's
 //! own announcer ([`Desk::announce`]).
 //!
-//! A credit taken is counted in flight until the statement has answered
-//! ([`Desk::settle`]): a slot book loaded from Postgres meanwhile could not see it, so
-//! the scheduler subtracts what is in flight from a fresh book. Credits a statement did
-//! not use go back to the lender with its next reclaim.
+//! A credit taken is counted in flight, with the task it is for, until the statement
+//! has answered ([`Desk::settle`]). A slot book loaded from Postgres meanwhile may or
+//! may not see that task, depending on whether the statement committed before the load
+//! began: the load counts the tasks in flight it does not see as taking their slots
+//! ([`crate::admission::load_slots`]), so that none is counted twice or not at all.
+//! Credits a statement did not use go back to the lender with its next reclaim.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -54,8 +56,8 @@ struct Inner {
     /// under its lease is still announced through it).
     announce: Option<Announce>,
     lent: Vec<Lent>,
-    /// Credits taken by statements that have not answered yet, per worker.
-    in_flight: HashMap<Uuid, i64>,
+    /// Credits taken by statements that have not answered yet: task → worker.
+    in_flight: HashMap<Uuid, Uuid>,
 }
 
 struct Lent {
@@ -87,9 +89,18 @@ pub struct Reclaimed {
     /// Credits nobody used (or used by a statement that did not assign), per worker:
     /// free slots again.
     pub unused: Vec<(Uuid, i64)>,
-    /// Credits in statements that have not answered, per worker: slots a book loaded
-    /// from Postgres now must count as taken.
-    pub in_flight: Vec<(Uuid, i64)>,
+    /// Credits in statements that have not answered: slots a book loaded from
+    /// Postgres now must count as taken unless it sees their tasks.
+    pub in_flight: Vec<InFlight>,
+}
+
+/// A credit a statement took and has not answered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InFlight {
+    /// The worker whose slot it is.
+    pub worker_id: Uuid,
+    /// The task the statement inserts with it.
+    pub task_id: Uuid,
 }
 
 /// Credits one statement took: per task asked for, its worker, if it got one.
@@ -101,6 +112,8 @@ pub struct Taken {
     pub start_within_ms: i64,
     /// Per task asked for, in order: the worker whose slot it took.
     pub workers: Vec<Option<Uuid>>,
+    /// Per task asked for, in order: the task.
+    tasks: Vec<Uuid>,
 }
 
 /// Whether a new queued task may take a credit: nothing admission's stages or
@@ -184,8 +197,7 @@ impl Desk {
         let in_flight = inner
             .in_flight
             .iter()
-            .filter(|&(_, &n)| n > 0)
-            .map(|(&w, &n)| (w, n))
+            .map(|(&task_id, &worker_id)| InFlight { worker_id, task_id })
             .collect();
         Reclaimed { unused, in_flight }
     }
@@ -197,10 +209,10 @@ impl Desk {
         inner.fence.is_some() && inner.lent.iter().any(|l| l.credits > 0)
     }
 
-    /// Takes a credit for each task of `wanted` (tenant, action) that a lent worker
-    /// serves, the worker with the most credits first; None when the desk is closed or
-    /// no task got one. The credits stay in flight until [`Desk::settle`].
-    pub fn take(&self, wanted: &[(Uuid, &str)]) -> Option<Taken> {
+    /// Takes a credit for each task of `wanted` (tenant, action, task) that a lent
+    /// worker serves, the worker with the most credits first; None when the desk is
+    /// closed or no task got one. The credits stay in flight until [`Desk::settle`].
+    pub fn take(&self, wanted: &[(Uuid, &str, Uuid)]) -> Option<Taken> {
         let mut inner = self.lock();
         let fence = inner.fence.clone()?;
         if inner.lent.iter().all(|l| l.credits == 0) {
@@ -209,7 +221,7 @@ impl Desk {
         let mut any = false;
         let workers: Vec<Option<Uuid>> = wanted
             .iter()
-            .map(|&(tenant_id, action)| {
+            .map(|&(tenant_id, action, _)| {
                 let lent = inner
                     .lent
                     .iter_mut()
@@ -227,13 +239,17 @@ impl Desk {
         if !any {
             return None;
         }
-        for w in workers.iter().flatten() {
-            *inner.in_flight.entry(*w).or_default() += 1;
+        let tasks: Vec<Uuid> = wanted.iter().map(|&(_, _, task)| task).collect();
+        for (w, t) in workers.iter().zip(&tasks) {
+            if let Some(w) = w {
+                inner.in_flight.insert(*t, *w);
+            }
         }
         Some(Taken {
             fence,
             start_within_ms: inner.start_within_ms,
             workers,
+            tasks,
         })
     }
 
@@ -244,12 +260,7 @@ impl Desk {
         let mut inner = self.lock();
         for (i, w) in taken.workers.iter().enumerate() {
             let Some(w) = *w else { continue };
-            if let Some(n) = inner.in_flight.get_mut(&w) {
-                *n -= 1;
-                if *n <= 0 {
-                    inner.in_flight.remove(&w);
-                }
-            }
+            inner.in_flight.remove(&taken.tasks[i]);
             if !assigned(i)
                 && let Some(l) = inner.lent.iter_mut().find(|l| l.worker_id == w)
             {
@@ -306,11 +317,17 @@ mod tests {
         };
         assert!(!desk.lend([offer]), "nobody takes credits here");
         assert!(!desk.lending());
-        assert!(desk.take(&[(offer.tenant_id, "a")]).is_none());
+        assert!(
+            desk.take(&[(offer.tenant_id, "a", Uuid::now_v7())])
+                .is_none()
+        );
         desk.serve();
         assert!(desk.lend([offer]));
         assert!(desk.lending());
-        assert!(desk.take(&[(offer.tenant_id, "a")]).is_some());
+        assert!(
+            desk.take(&[(offer.tenant_id, "a", Uuid::now_v7())])
+                .is_some()
+        );
     }
 
     #[test]
@@ -325,7 +342,7 @@ mod tests {
             actions: &acts,
             free: 3,
         }]);
-        assert!(desk.take(&[(t, "a")]).is_none());
+        assert!(desk.take(&[(t, "a", Uuid::now_v7())]).is_none());
         assert_eq!(desk.reclaim(), Reclaimed::default());
     }
 
@@ -353,12 +370,12 @@ mod tests {
         ]);
         let taken = desk
             .take(&[
-                (t, "b"),
-                (other, "a"),
-                (t, "a"),
-                (t, "a"),
-                (t, "a"),
-                (t, "c"),
+                (t, "b", Uuid::now_v7()),
+                (other, "a", Uuid::now_v7()),
+                (t, "a", Uuid::now_v7()),
+                (t, "a", Uuid::now_v7()),
+                (t, "a", Uuid::now_v7()),
+                (t, "c", Uuid::now_v7()),
             ])
             .expect("some got a credit");
         // "b" only w2 serves; another tenant's task gets none; then the worker with the
@@ -369,15 +386,25 @@ mod tests {
         );
         let flying = desk.reclaim();
         assert!(flying.unused.is_empty(), "every credit was taken");
+        // In flight: each credit with the task it was taken for.
         let mut in_flight = flying.in_flight;
         in_flight.sort();
-        let mut want = vec![(w1, 1), (w2, 2)];
+        let mut want: Vec<InFlight> = [(w2, 0), (w2, 2), (w1, 3)]
+            .into_iter()
+            .map(|(worker_id, i)| InFlight {
+                worker_id,
+                task_id: taken.tasks[i],
+            })
+            .collect();
         want.sort();
         assert_eq!(in_flight, want);
         // The statement assigned the first and the third; the fourth's (w1) goes back
         // to the lender, not to the next statement.
         desk.settle(&taken, |i| i != 3);
-        assert!(desk.take(&[(t, "a")]).is_none(), "not lent again");
+        assert!(
+            desk.take(&[(t, "a", Uuid::now_v7())]).is_none(),
+            "not lent again"
+        );
         assert_eq!(
             desk.reclaim(),
             Reclaimed {
@@ -385,7 +412,10 @@ mod tests {
                 in_flight: Vec::new(),
             }
         );
-        assert!(desk.take(&[(t, "a")]).is_none(), "reclaimed: nothing left");
+        assert!(
+            desk.take(&[(t, "a", Uuid::now_v7())]).is_none(),
+            "reclaimed: nothing left"
+        );
         // Lent again, it is there.
         desk.lend([Offer {
             tenant_id: t,
@@ -394,7 +424,9 @@ mod tests {
             free: 1,
         }]);
         assert_eq!(
-            desk.take(&[(t, "a")]).expect("lent").workers,
+            desk.take(&[(t, "a", Uuid::now_v7())])
+                .expect("lent")
+                .workers,
             vec![Some(w2)]
         );
     }
@@ -413,7 +445,7 @@ mod tests {
             free: 2,
         }]);
         desk.close();
-        assert!(desk.take(&[(t, "a")]).is_none());
+        assert!(desk.take(&[(t, "a", Uuid::now_v7())]).is_none());
         assert_eq!(desk.reclaim(), Reclaimed::default());
     }
 

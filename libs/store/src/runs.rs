@@ -116,7 +116,10 @@ pub async fn create_runs_express(
         if roots.is_empty() {
             return None;
         }
-        let wanted: Vec<(Uuid, &str)> = roots.iter().map(|&i| (t.tenant[i], t.action[i])).collect();
+        let wanted: Vec<(Uuid, &str, Uuid)> = roots
+            .iter()
+            .map(|&i| (t.tenant[i], t.action[i], t.id[i]))
+            .collect();
         desk.take(&wanted).map(|taken| (desk, roots, taken))
     });
     let mut assigned = Vec::new();

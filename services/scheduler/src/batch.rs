@@ -577,15 +577,13 @@ impl Processor {
         Ok(match self.slots.take() {
             Some((book, at)) if !workers_changed && at.elapsed() < reload_every => (book, at),
             _ => {
-                // What is lent is dropped with the old book; what is in flight is not
-                // yet in Postgres.
+                // What is lent is dropped with the old book; what is in flight is
+                // counted by the load, unless the load sees its task.
                 let lent = self.express.reclaim();
-                let mut book = SlotBook::load(conn, self.config.heartbeat_timeout_ms)
-                    .await?
-                    .starting_within(self.config.assignment_timeout_ms);
-                for (worker, n) in lent.in_flight {
-                    book.give_back(worker, -n);
-                }
+                let book =
+                    SlotBook::load_lending(conn, self.config.heartbeat_timeout_ms, &lent.in_flight)
+                        .await?
+                        .starting_within(self.config.assignment_timeout_ms);
                 (book, Instant::now())
             }
         })

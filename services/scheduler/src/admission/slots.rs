@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use adze_store::admission::{DEFAULT_START_WITHIN_MS, WorkerSlots};
-use adze_store::express::Offer;
+use adze_store::express::{InFlight, Offer};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -41,8 +41,18 @@ impl SlotBook {
         conn: &mut PgConnection,
         heartbeat_timeout_ms: i64,
     ) -> Result<Self, adze_store::Error> {
+        Self::load_lending(conn, heartbeat_timeout_ms, &[]).await
+    }
+
+    /// [`SlotBook::load`] while express credits are `in_flight`: each counts as taken
+    /// until the load sees its task ([`adze_store::admission::load_slots`]).
+    pub async fn load_lending(
+        conn: &mut PgConnection,
+        heartbeat_timeout_ms: i64,
+        in_flight: &[InFlight],
+    ) -> Result<Self, adze_store::Error> {
         let mut book = Self::default();
-        for w in adze_store::admission::load_slots(conn, heartbeat_timeout_ms).await? {
+        for w in adze_store::admission::load_slots(conn, heartbeat_timeout_ms, in_flight).await? {
             book.insert(w);
         }
         Ok(book)
@@ -69,8 +79,8 @@ impl SlotBook {
         }
     }
 
-    /// Adds `n` free default slots to `worker` (negative: takes them): slots lent to
-    /// the express desk and not used, or taken by its credits in flight.
+    /// Adds `n` free default slots to `worker`: slots lent to the express desk and not
+    /// used.
     pub fn give_back(&mut self, worker: Uuid, n: i64) {
         if let Some(&i) = self.index.get(&(worker, false)) {
             self.workers[i].free += n;
