@@ -1,8 +1,9 @@
 //! The `scheduler` service: the single writer of task transitions for the partitions
-//! it leases. It consumes JetStream events in batches, applies each batch in one
-//! transaction (transitions, DAG release, admission, run finalisation), and only after
-//! the commit publishes assignments and run notices and acknowledges the events. A
-//! batch with no transition to apply (new runs, wake-ups) needs no transaction: its
+//! it leases. It consumes JetStream events in batches and applies each (transitions,
+//! DAG release, admission, run finalisation) before it publishes assignments and run
+//! notices and acknowledges the events. A batch of failures, cancellations, replays or
+//! other transitions is one transaction. A batch with no transition to apply (new
+//! runs, wake-ups) needs no transaction: its
 //! assignments are one statement that checks the lease itself. Nor does a batch of
 //! workers' reports (with new runs only while the last pass left the queue drained: the
 //! new runs' tasks are then assigned and announced first): the reports are written by
