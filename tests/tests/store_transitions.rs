@@ -80,6 +80,15 @@ async fn fsm_version(env: &TestEnv) -> adze_store::workflows::WorkflowVersion {
         .expect("exists")
 }
 
+/// The id of run `run`'s root task `a`.
+async fn root_of(env: &TestEnv, run: Uuid) -> Uuid {
+    sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1 AND readable_id = 'a'")
+        .bind(run)
+        .fetch_one(&env.pool)
+        .await
+        .expect("root")
+}
+
 /// Gives run `run`'s root `a` to `worker`, as an assignment would; returns its id.
 async fn assign_root(env: &TestEnv, run: Uuid, worker: Uuid) -> Uuid {
     sqlx::query_scalar(
@@ -346,12 +355,7 @@ async fn a_fenced_admission_writes_only_under_the_lease() {
     use adze_scheduler::admission::SlotBook;
     use adze_store::admission::Fence;
     let (env, run) = env_with_run().await;
-    let a: Uuid =
-        sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1 AND readable_id = 'a'")
-            .bind(run)
-            .fetch_one(&env.pool)
-            .await
-            .expect("a");
+    let a = root_of(&env, run).await;
     let worker = env.active_worker(&["fsm:a"], 1).await;
     let fence = Fence {
         partition: 0,
@@ -543,18 +547,6 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     use adze_store::runs::{NewRun, create_runs_multi};
     let (env, first) = env_with_run().await;
     let version = fsm_version(&env).await;
-    let root = |run: Uuid| {
-        let pool = env.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, Uuid>(
-                "SELECT id FROM tasks WHERE run_id = $1 AND readable_id = 'a'",
-            )
-            .bind(run)
-            .fetch_one(&pool)
-            .await
-            .expect("root")
-        }
-    };
     let worker = env.active_worker(&["fsm:a"], 2).await;
     hold_lease(&env, "me").await;
     let fence = Fence {
@@ -567,7 +559,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     let assigned = adze_tests::admit::queue(&mut conn, &mut book, 10, Some(&fence))
         .await
         .expect("admit");
-    assert_eq!(assigned[0].task_id, root(first).await);
+    assert_eq!(assigned[0].task_id, root_of(&env, first).await);
     assert!(book.drained());
 
     // New runs list their roots only (`b` waits for its parent).
@@ -587,7 +579,7 @@ async fn a_listed_admission_assigns_only_what_it_is_given_and_keeps_the_book_hon
     assert_eq!(created.run_ids.len(), 3);
     let mut roots = Vec::new();
     for run in &created.run_ids {
-        roots.push(root(*run).await);
+        roots.push(root_of(&env, *run).await);
     }
     let listed: Vec<Uuid> = created.ready.iter().map(|t| t.task_id).collect();
     assert_eq!(listed, roots);
@@ -894,12 +886,8 @@ async fn a_credit_in_flight_takes_its_slot_once_whether_or_not_its_insert_is_see
     );
     // A credit whose task was inserted queued (its lease fence failed) holds nothing.
     let second = new_run(&env, &fsm_version(&env).await).await;
-    let queued: Uuid =
-        sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1 AND status = 'queued'")
-            .bind(second)
-            .fetch_one(&env.pool)
-            .await
-            .expect("queued root");
+    let queued = root_of(&env, second).await;
+    assert_eq!(status(&env, queued).await.0, TaskStatus::Queued);
     let book = SlotBook::load_lending(
         &mut conn,
         60_000,
