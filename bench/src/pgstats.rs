@@ -90,6 +90,19 @@ impl PgStats {
         self.statements
     }
 
+    /// Whether a workflow named `name` has a version in the fleet's database (a worker
+    /// serving it has registered it, and it can be triggered).
+    pub async fn workflow_registered(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(sqlx::query_scalar(
+            r#"SELECT EXISTS (SELECT 1 FROM workflows w JOIN workflow_versions v
+                                ON v.tenant_id = w.tenant_id AND v.workflow_id = w.id
+                              WHERE w.name = $1)"#,
+        )
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// The current counters. Backends publish their statistics at most once a second
     /// when idle, so read a second or more after the work being measured.
     pub async fn snapshot(&self) -> anyhow::Result<PgSnap> {

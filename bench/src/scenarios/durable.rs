@@ -25,6 +25,7 @@ use crate::load;
 use crate::probe::{Probe, Resources};
 use crate::report::{Report, fmt, resource_summary};
 use crate::scenarios::family::{self, gaps};
+use crate::scenarios::phase::until_registered;
 use crate::scenarios::{Ctx, wait_done};
 use crate::stats::{Dist, round3};
 use crate::workers::{self, Family, ReplayTimes, Workers};
@@ -169,6 +170,9 @@ async fn replay(ctx: &Ctx) -> anyhow::Result<Replayed> {
             .count()
     };
     let outcome = async {
+        // Nothing to warm up with (a run of it is the measurement): wait until the
+        // worker has registered it instead.
+        until_registered(ctx, workers::DURABLE_REPLAY).await?;
         eprintln!("[bench] durable replay: {tasks} tasks × {memos} memo calls, evicted, replayed");
         let rec = ctx.hub.begin(tasks, 1);
         let written = Probe::start(ctx).await;

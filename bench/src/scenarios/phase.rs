@@ -200,6 +200,23 @@ pub async fn settle(ctx: &Ctx, timeout: Duration) -> (bool, f64) {
     )
 }
 
+/// Waits until a worker has registered `workflow` (read from the fleet's database), for
+/// a scenario that cannot warm up with a run of it; at most a minute. Without the
+/// database (a fleet named by `--grpc`) it returns at once.
+pub async fn until_registered(ctx: &Ctx, workflow: &str) -> anyhow::Result<()> {
+    let Some(pg) = &ctx.pg else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pg.workflow_registered(workflow).await? {
+        if Instant::now() > deadline {
+            bail!("no worker registered {workflow} within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Triggers `n` runs of `workflow` (retrying while the worker registers it) and waits for
 /// them: proof that the fleet and the workers work before anything is measured.
 pub async fn warmup(ctx: &Ctx, workflow: &str, n: u32, steps: usize) -> anyhow::Result<()> {
