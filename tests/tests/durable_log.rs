@@ -8,7 +8,7 @@
 use adze_core::TaskEvent;
 use adze_core::conditions::{ConditionAction, ConditionKind, ConditionSpec, TaskConditions};
 use adze_core::durable::{Position, memo_call, nondeterminism, run_call, wait_call};
-use adze_store::durable::{self, NewEntry, Outcome, Refusal};
+use adze_store::durable::{self, MemoEntry, NewEntry, Outcome, Refusal};
 use adze_store::scheduling::{TaskEventRow, apply_event};
 use adze_tests::TestEnv;
 use uuid::Uuid;
@@ -151,7 +151,7 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
     )
     .await
     .expect("wait entry");
-    durable::save(&mut tx, &log).await.expect("save");
+    durable::save(&mut tx, &mut log).await.expect("save");
     tx.commit().await.expect("commit");
 
     let mut conn = env.pool.acquire().await.expect("conn");
@@ -296,7 +296,7 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
         .expect("spawned");
     assert_eq!((child.at, child.child_run_id), (at(2), Some(child_run)));
     log.touch(child.at.node);
-    durable::save(&mut tx, &log).await.expect("save");
+    durable::save(&mut tx, &mut log).await.expect("save");
     tx.commit().await.expect("commit");
     let mut conn = env.pool.acquire().await.expect("conn");
     let (inv, handed) = durable::handed(&mut conn, env.tenant_id, task, |_| None)
@@ -334,7 +334,7 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
     );
     // The same call goes on: reached, both are handed in order.
     assert_eq!(nondeterminism(task, third, &e.call, &wait), None);
-    durable::save(&mut tx, &log).await.expect("save");
+    durable::save(&mut tx, &mut log).await.expect("save");
     tx.commit().await.expect("commit");
     let mut conn = env.pool.acquire().await.expect("conn");
     let (_, handed) = durable::handed(&mut conn, env.tenant_id, task, |_| None)
@@ -343,6 +343,135 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
         .expect("running");
     assert_eq!(handed_at(&handed), vec![at(1), at(3), at(2)]);
     drop(conn);
+    env.stop().await;
+}
+
+/// One call through [`durable::next_call`] in its own transaction: the position it
+/// took and the call logged there before, if any.
+async fn call(
+    env: &TestEnv,
+    task: Uuid,
+    invocation: i32,
+    memo: (&adze_core::durable::Call, Option<&[u8]>),
+) -> Result<(Position, Option<durable::Entry>), Refusal> {
+    let mut tx = env.pool.begin().await.expect("tx");
+    let memo = MemoEntry {
+        call: memo.0,
+        value: memo.1,
+    };
+    let next = durable::next_call(&mut tx, env.tenant_id, task, invocation, Some(memo))
+        .await
+        .expect("next call");
+    let taken = match next {
+        Ok(mut next) => {
+            // A call other than the logged one is refused: its node is given back.
+            if let Some(e) = &next.logged
+                && e.call != *memo.call
+            {
+                durable::give_back(&mut tx, &mut next.log)
+                    .await
+                    .expect("give back");
+            }
+            Ok((next.at, next.logged))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    tx.commit().await.expect("commit");
+    taken
+}
+
+async fn counters(env: &TestEnv, task: Uuid) -> Option<(i32, i64)> {
+    sqlx::query_as("SELECT invocation, latest_node FROM durable_logs WHERE task_id = $1")
+        .bind(task)
+        .fetch_optional(&env.pool)
+        .await
+        .expect("counters")
+}
+
+/// A memo call takes the next node and logs itself there in one statement; a replay
+/// meets it; a different call there is refused and gives its node back, so the right
+/// call takes it next; a branched log goes the long way to the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_takes_the_next_node_in_one_statement_and_a_refused_one_gives_it_back() {
+    let (env, task) = setup().await;
+    let (a, b, c) = (
+        memo_call(&[1; 32]),
+        memo_call(&[2; 32]),
+        memo_call(&[3; 32]),
+    );
+
+    // Refused calls write nothing, not even the log.
+    assert_eq!(
+        call(&env, task, 2, (&a, None)).await.err(),
+        Some(Refusal::Stale { current: 1 })
+    );
+    assert_eq!(
+        call(&env, Uuid::new_v4(), 1, (&a, None)).await.err(),
+        Some(Refusal::NoTask)
+    );
+    assert_eq!(counters(&env, task).await, None);
+
+    // Invocation 1 logs `a` (its value to come) and `b` (sent with the call).
+    assert_eq!(call(&env, task, 1, (&a, None)).await, Ok((at(1), None)));
+    assert_eq!(
+        call(&env, task, 1, (&b, Some(b"7"))).await,
+        Ok((at(2), None))
+    );
+    assert_eq!(counters(&env, task).await, Some((1, 2)));
+
+    // Invocation 2 replays from node 1: it meets both, with what each has.
+    sqlx::query("UPDATE tasks SET attempt = 1 WHERE id = $1")
+        .bind(task)
+        .execute(&env.pool)
+        .await
+        .expect("attempt 1");
+    let (first, logged) = call(&env, task, 2, (&a, None)).await.expect("replay");
+    assert_eq!(first, at(1));
+    let logged = logged.expect("a is logged at node 1");
+    assert_eq!(
+        (logged.call, logged.invocation, logged.done),
+        (a.clone(), 1, None)
+    );
+    // `c` at node 2, where `b` is: refused, node 2 given back.
+    let (second, logged) = call(&env, task, 2, (&c, None)).await.expect("taken");
+    assert_eq!((second, logged.map(|e| e.call)), (at(2), Some(b.clone())));
+    assert_eq!(counters(&env, task).await, Some((2, 1)));
+    let (second, logged) = call(&env, task, 2, (&b, None)).await.expect("replay");
+    assert_eq!(second, at(2));
+    let done = logged.and_then(|e| e.done).expect("b has its value");
+    assert_eq!(done.result.as_deref(), Some(&b"7"[..]));
+    let entries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM durable_entries WHERE task_id = $1")
+            .bind(task)
+            .fetch_one(&env.pool)
+            .await
+            .expect("entries");
+    assert_eq!(entries, 2, "replays log nothing new");
+
+    // Branched at node 2 (the task evicted, then running as invocation 3): node 1 is
+    // read from branch 1, node 2 is the new branch's own.
+    sqlx::query("UPDATE tasks SET status = 'evicted' WHERE id = $1")
+        .bind(task)
+        .execute(&env.pool)
+        .await
+        .expect("evicted");
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let branch = durable::branch(&mut conn, env.tenant_id, task, 2, 0)
+        .await
+        .expect("branch")
+        .expect("branched");
+    assert_eq!(branch, 2);
+    drop(conn);
+    sqlx::query("UPDATE tasks SET status = 'running', attempt = 2 WHERE id = $1")
+        .bind(task)
+        .execute(&env.pool)
+        .await
+        .expect("invocation 3");
+    let (first, logged) = call(&env, task, 3, (&a, None)).await.expect("replay");
+    assert_eq!((first, logged.map(|e| e.call)), (at(1), Some(a.clone())));
+    let (second, logged) = call(&env, task, 3, (&c, None)).await.expect("new");
+    assert_eq!((second, logged), (Position { branch: 2, node: 2 }, None));
+    assert_eq!(counters(&env, task).await, Some((3, 2)));
     env.stop().await;
 }
 
@@ -407,7 +536,7 @@ async fn racing_satisfiers_give_each_entry_its_own_order() {
         .await
         .expect("entry");
     }
-    durable::save(&mut tx, &l).await.expect("save");
+    durable::save(&mut tx, &mut l).await.expect("save");
     tx.commit().await.expect("commit");
     let mut racing = tokio::task::JoinSet::new();
     for node in 1..=N {

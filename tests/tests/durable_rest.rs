@@ -114,7 +114,7 @@ async fn restore_and_branch_queue_a_durable_task_again() {
         .await
         .expect("entry");
     }
-    log::save(&mut tx, &l).await.expect("save");
+    log::save(&mut tx, &mut l).await.expect("save");
     tx.commit().await.expect("commit");
     let branch_path = format!(
         "/api/v1/stable/tenants/{}/durable-tasks/branch",

@@ -287,25 +287,42 @@ pub async fn complete_memo_of(
     at: Position,
     value: &[u8],
 ) -> Result<std::result::Result<bool, MemoRefusal>> {
-    let task = match callable(conn, tenant_id, task_id, invocation).await? {
-        Ok(task) => task,
-        Err(refusal) => return Ok(Err(MemoRefusal::Call(refusal))),
-    };
-    // Locked, not created: a task that has no log has no memo.
-    let Some(counters) = sqlx::query(
-        "SELECT invocation, latest_node, branch FROM durable_logs
-         WHERE tenant_id = $1 AND task_id = $2 FOR UPDATE",
+    // The task, its log's counters (locked, not created: a task that has no log has no
+    // memo) and the entry at `at`, in one read.
+    let Some(r) = sqlx::query(
+        r#"SELECT t.status, t.attempt, t.durable, t.run_id,
+                  l.invocation AS log_invocation, l.latest_node, l.branch AS log_branch,
+                  e.kind, e.key, e.what
+           FROM tasks t
+           JOIN durable_logs l ON l.tenant_id = t.tenant_id AND l.task_id = t.id
+           LEFT JOIN durable_entries e
+             ON e.tenant_id = t.tenant_id AND e.task_id = t.id AND e.branch = $3 AND e.node = $4
+           WHERE t.tenant_id = $1 AND t.id = $2
+           FOR UPDATE OF l"#,
     )
     .bind(tenant_id)
     .bind(task_id)
+    .bind(at.branch)
+    .bind(at.node)
     .fetch_optional(&mut *conn)
     .await?
-    .as_ref()
-    .map(counters_of)
-    .transpose()?
     else {
-        return Ok(Err(MemoRefusal::NoEntry));
+        return Ok(Err(
+            match callable(conn, tenant_id, task_id, invocation).await? {
+                Ok(_) => MemoRefusal::NoEntry,
+                Err(refusal) => MemoRefusal::Call(refusal),
+            },
+        ));
     };
+    let task = TaskRow::of(&r)?;
+    if let Some(refusal) = refusal(&task, invocation) {
+        return Ok(Err(MemoRefusal::Call(refusal)));
+    }
+    let counters = (
+        r.try_get("log_invocation")?,
+        r.try_get("latest_node")?,
+        r.try_get("log_branch")?,
+    );
     let log = as_seen_by(
         conn,
         (tenant_id, task_id, task.run_id),
@@ -313,11 +330,16 @@ pub async fn complete_memo_of(
         counters,
     )
     .await?;
-    let Some(entry) = entry_at(conn, &log, at).await? else {
+    let Some(kind) = r.try_get::<Option<&str>, _>("kind")? else {
         return Ok(Err(MemoRefusal::NoEntry));
     };
-    if entry.call.kind != EntryKind::Memo {
-        return Ok(Err(MemoRefusal::NotMemo(entry.call)));
+    let call = Call {
+        kind: kind.parse::<EntryKind>().map_err(Error::Corrupt)?,
+        key: r.try_get("key")?,
+        what: r.try_get("what")?,
+    };
+    if call.kind != EntryKind::Memo {
+        return Ok(Err(MemoRefusal::NotMemo(call)));
     }
     if !log.reached(at) {
         return Ok(Err(MemoRefusal::NotReached {

@@ -76,6 +76,9 @@ pub struct Log {
     /// The active branch.
     pub branch: i64,
     branches: Vec<Branch>,
+    /// The counters `(invocation, latest node)` as the log's row has them: [`save`]
+    /// writes only what differs.
+    saved: (i32, i64),
 }
 
 impl Log {
@@ -138,6 +141,18 @@ struct TaskRow {
     run_id: Uuid,
 }
 
+impl TaskRow {
+    /// From a row with the task's `status`, `attempt`, `durable` and `run_id`.
+    fn of(r: &sqlx::postgres::PgRow) -> Result<Self> {
+        Ok(Self {
+            status: crate::scheduling::parse_status(r.try_get("status")?)?,
+            attempt: r.try_get("attempt")?,
+            durable: r.try_get("durable")?,
+            run_id: r.try_get("run_id")?,
+        })
+    }
+}
+
 async fn task_row(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -150,15 +165,7 @@ async fn task_row(
     .bind(task_id)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|r| {
-        Ok(TaskRow {
-            status: crate::scheduling::parse_status(r.try_get("status")?)?,
-            attempt: r.try_get("attempt")?,
-            durable: r.try_get("durable")?,
-            run_id: r.try_get("run_id")?,
-        })
-    })
-    .transpose()
+    row.as_ref().map(TaskRow::of).transpose()
 }
 
 /// Locks the task's log (creating it), returning its counters: one statement, whose
@@ -239,17 +246,24 @@ async fn callable(
     let Some(task) = task_row(conn, tenant_id, task_id).await? else {
         return Ok(Err(Refusal::NoTask));
     };
-    if !task.durable {
-        return Ok(Err(Refusal::NotDurable));
-    }
+    Ok(match refusal(&task, invocation) {
+        Some(refusal) => Err(refusal),
+        None => Ok(task),
+    })
+}
+
+/// Why `task` takes no call of `invocation`, if it does not.
+fn refusal(task: &TaskRow, invocation: i32) -> Option<Refusal> {
     let current = invocation_of(task.attempt);
-    if invocation != current {
-        return Ok(Err(Refusal::Stale { current }));
+    if !task.durable {
+        Some(Refusal::NotDurable)
+    } else if invocation != current {
+        Some(Refusal::Stale { current })
+    } else if !task.status.holds_slot() {
+        Some(Refusal::NotRunning(task.status))
+    } else {
+        None
     }
-    if !task.status.holds_slot() {
-        return Ok(Err(Refusal::NotRunning(task.status)));
-    }
-    Ok(Ok(task))
 }
 
 /// Opens the log of `task_id` for a call of `invocation`, locked until `conn`'s
@@ -291,6 +305,7 @@ async fn as_seen_by(
         run_id,
         invocation,
         latest_node: if logged == invocation { latest_node } else { 0 },
+        saved: (logged, latest_node),
         branch,
         branches: if branch > 1 {
             branches(conn, tenant_id, task_id).await?
@@ -300,8 +315,168 @@ async fn as_seen_by(
     })
 }
 
-/// Writes the log's counters back (the invocation and the last node it reached).
-pub async fn save(conn: &mut PgConnection, log: &Log) -> Result<()> {
+/// A call's place in its task's log, taken by [`next_call`].
+#[derive(Debug)]
+pub struct Next {
+    /// The log, locked until the transaction ends, with the call's node reached and
+    /// saved.
+    pub log: Log,
+    /// The call's position.
+    pub at: Position,
+    /// The entry the log had there before the call, if it had one.
+    pub logged: Option<Entry>,
+}
+
+/// A memo call's entry, which [`next_call`] writes where the log has none yet.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoEntry<'a> {
+    /// The memo call.
+    pub call: &'a Call,
+    /// Its value, when the SDK sent it with the call (the entry is then satisfied).
+    pub value: Option<&'a [u8]>,
+}
+
+/// [`next_call`] in one statement, for a log on its first branch (every log until a
+/// REST branch forks it): the task checked (as [`refusal`] does, so that nothing is
+/// written for a call it refuses), the log locked (created by a first call), its node
+/// counter advanced for the invocation and saved, the entry at that node read, and a
+/// memo's entry written where there was none. The log's row is left alone on another
+/// branch (`log_node` NULL).
+static NEXT_CALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        r#"WITH t AS (
+             SELECT status, attempt, durable, run_id FROM tasks WHERE tenant_id = $1 AND id = $2),
+           l AS (
+             INSERT INTO durable_logs AS l (tenant_id, task_id, invocation, latest_node)
+             SELECT $1, $2, $3, 1 FROM t
+             WHERE t.durable AND t.attempt + 1 = $3 AND t.status = ANY($4)
+             ON CONFLICT (tenant_id, task_id) DO UPDATE
+               SET latest_node = CASE WHEN l.invocation = $3 THEN l.latest_node + 1 ELSE 1 END,
+                   invocation = $3
+               WHERE l.branch = 1
+             RETURNING l.latest_node, l.branch),
+           e AS (
+             SELECT {ENTRY_COLUMNS} FROM durable_entries
+             WHERE tenant_id = $1 AND task_id = $2 AND (branch, node) = (SELECT branch, latest_node FROM l)),
+           ins AS (
+             INSERT INTO durable_entries (tenant_id, task_id, branch, node, kind, key, what, invocation,
+                                          result, satisfied_at)
+             SELECT $1, $2, l.branch, l.latest_node, $6, $7, $8, $3, $9,
+                    CASE WHEN $9::bytea IS NULL THEN NULL ELSE now() END
+             FROM l WHERE $5 AND NOT EXISTS (SELECT 1 FROM e))
+           SELECT t.status, t.attempt, t.durable, t.run_id, l.latest_node AS log_node, e.*
+           FROM t LEFT JOIN l ON true LEFT JOIN e ON true"#
+    )
+});
+
+/// Takes the next node of the task's log for a call of `invocation`, with the log
+/// locked until `conn`'s transaction ends (who may call is as for [`open`]); with
+/// `memo`, writes the memo's entry there if the log has none. The node is saved as
+/// reached: a caller that refuses the call after all (the entry there records another
+/// call) gives it back with [`give_back`].
+///
+/// One statement for a log on its first branch; a branched log takes the long way
+/// ([`open`], [`Log::allocate`], [`entry_at`], [`insert`], [`save`]) to the same end.
+pub async fn next_call(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    task_id: Uuid,
+    invocation: i32,
+    memo: Option<MemoEntry<'_>>,
+) -> Result<std::result::Result<Next, Refusal>> {
+    let Some(r) = sqlx::query(NEXT_CALL.as_str())
+        .bind(tenant_id)
+        .bind(task_id)
+        .bind(invocation)
+        .bind(
+            TaskStatus::SLOT_HOLDING
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(memo.is_some())
+        .bind(memo.map(|m| m.call.kind.as_str()))
+        .bind(memo.map(|m| m.call.key.as_str()))
+        .bind(memo.map(|m| m.call.what.as_str()))
+        .bind(memo.and_then(|m| m.value))
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(Err(Refusal::NoTask));
+    };
+    let task = TaskRow::of(&r)?;
+    if let Some(refusal) = refusal(&task, invocation) {
+        return Ok(Err(refusal));
+    }
+    let Some(node) = r.try_get::<Option<i64>, _>("log_node")? else {
+        return the_long_way(conn, (tenant_id, task_id, task.run_id), invocation, memo).await;
+    };
+    let log = Log {
+        tenant_id,
+        task_id,
+        run_id: task.run_id,
+        invocation,
+        latest_node: node,
+        branch: 1,
+        branches: Vec::new(),
+        saved: (invocation, node),
+    };
+    let logged = match r.try_get::<Option<&str>, _>("kind")? {
+        Some(_) => Some(entry(&r)?),
+        None => None,
+    };
+    Ok(Ok(Next {
+        at: log.at(node),
+        log,
+        logged,
+    }))
+}
+
+/// [`next_call`] for a branched log, statement by statement.
+async fn the_long_way(
+    conn: &mut PgConnection,
+    (tenant_id, task_id, run_id): (Uuid, Uuid, Uuid),
+    invocation: i32,
+    memo: Option<MemoEntry<'_>>,
+) -> Result<std::result::Result<Next, Refusal>> {
+    let counters = lock(conn, tenant_id, task_id, invocation).await?;
+    let mut log = as_seen_by(conn, (tenant_id, task_id, run_id), invocation, counters).await?;
+    let at = log.allocate();
+    let logged = entry_at(conn, &log, at).await?;
+    if let (None, Some(m)) = (&logged, memo) {
+        insert(
+            conn,
+            &log,
+            &NewEntry {
+                at,
+                call: m.call,
+                spawn_key: None,
+                child_run_id: None,
+                conditions: None,
+                wake_at: None,
+                label: None,
+                memo: m.value,
+            },
+        )
+        .await?;
+    }
+    save(conn, &mut log).await?;
+    Ok(Ok(Next { log, at, logged }))
+}
+
+/// Gives back the node [`next_call`] took for a call refused after all, so that the
+/// invocation's next call is made at that node again.
+pub async fn give_back(conn: &mut PgConnection, log: &mut Log) -> Result<()> {
+    log.latest_node -= 1;
+    save(conn, log).await
+}
+
+/// Writes the log's counters back (the invocation and the last node it reached), if
+/// they changed.
+pub async fn save(conn: &mut PgConnection, log: &mut Log) -> Result<()> {
+    if log.saved == (log.invocation, log.latest_node) {
+        return Ok(());
+    }
     sqlx::query(
         "UPDATE durable_logs SET invocation = $3, latest_node = $4 WHERE tenant_id = $1 AND task_id = $2",
     )
@@ -311,6 +486,7 @@ pub async fn save(conn: &mut PgConnection, log: &Log) -> Result<()> {
     .bind(log.latest_node)
     .execute(conn)
     .await?;
+    log.saved = (log.invocation, log.latest_node);
     Ok(())
 }
 

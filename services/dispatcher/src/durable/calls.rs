@@ -23,32 +23,20 @@ impl Session {
             .writer
             .write((tenant, id), move |conn| {
                 Box::pin(async move {
-                    let (log, at, logged) = match next_node(conn, tenant, &t, id, &call).await? {
-                        Ok(next) => next,
-                        Err(refusal) => return Ok(Told::Refused(refusal)),
+                    let memo = MemoEntry {
+                        call: &call,
+                        value: value.as_deref(),
                     };
+                    let (_, at, logged) =
+                        match next_node(conn, tenant, &t, id, &call, Some(memo)).await? {
+                            Ok(next) => next,
+                            Err(refusal) => return Ok(Told::Refused(refusal)),
+                        };
+                    // Logged before: its value, if it has one; else written just now.
                     let (existed, stored) = match logged {
                         Some(e) => (true, e.done.and_then(|d| d.result)),
-                        None => {
-                            log::insert(
-                                conn,
-                                &log,
-                                &NewEntry {
-                                    at,
-                                    call: &call,
-                                    spawn_key: None,
-                                    child_run_id: None,
-                                    conditions: None,
-                                    wake_at: None,
-                                    label: None,
-                                    memo: value.as_deref(),
-                                },
-                            )
-                            .await?;
-                            (false, value.clone())
-                        }
+                        None => (false, value.clone()),
                     };
-                    log::save(conn, &log).await?;
                     Ok(Told::Memo {
                         ack: Out::MemoAck(DurableTaskEventMemoAckResponse {
                             r#ref: Some(t.at(Some(at))),
@@ -168,10 +156,11 @@ impl Session {
             .writer
             .write((tenant, id), move |conn| {
                 Box::pin(async move {
-                    let (log, at, logged) = match next_node(conn, tenant, &t, id, &call).await? {
-                        Ok(next) => next,
-                        Err(refusal) => return Ok(Told::Refused(refusal)),
-                    };
+                    let (mut log, at, logged) =
+                        match next_node(conn, tenant, &t, id, &call, None).await? {
+                            Ok(next) => next,
+                            Err(refusal) => return Ok(Told::Refused(refusal)),
+                        };
                     if logged.is_none() {
                         log::register_wait(conn, &log, at, &call, &conditions, label.as_deref())
                             .await?;
@@ -184,7 +173,7 @@ impl Session {
                         })
                         .await?;
                     }
-                    log::save(conn, &log).await?;
+                    log::save(conn, &mut log).await?;
                     Ok(Told::Ack(Out::WaitForAck(
                         DurableTaskEventWaitForAckResponse {
                             r#ref: Some(t.at(Some(at))),

@@ -24,7 +24,7 @@ use adze_proto::v1::durable_task_request::Message as In;
 use adze_proto::v1::durable_task_response::Message as Out;
 use adze_proto::v1::v1_dispatcher_server::V1Dispatcher;
 use adze_proto::v1::*;
-use adze_store::durable::{self as log, Log, MemoRefusal, NewEntry, Refusal};
+use adze_store::durable::{self as log, Log, MemoEntry, MemoRefusal, NewEntry, Refusal};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -581,25 +581,30 @@ async fn open(
         .map_err(|refusal| refused(task, refusal)))
 }
 
-/// The next node of a call to the task's log (locked until `conn`'s transaction ends):
-/// the log, the node, and the entry logged there if there is one; or what refuses the
-/// call (a stale or finished task, or a logged entry that is not this call).
+/// The next node of a call to the task's log (locked until `conn`'s transaction ends),
+/// with a memo's entry written there if the log has none: the log, the node, and the
+/// entry logged there before if there is one; or what refuses the call (a stale or
+/// finished task, or a logged entry that is not this call, whose node is given back).
 async fn next_node(
     conn: &mut sqlx::PgConnection,
     tenant: Uuid,
     task: &TaskRef,
     id: Uuid,
     call: &Call,
+    memo: Option<MemoEntry<'_>>,
 ) -> Result<Result<(Log, Position, Option<log::Entry>), Out>, adze_store::Error> {
-    let mut log = match open(conn, tenant, task, id).await? {
-        Ok(log) => log,
-        Err(refusal) => return Ok(Err(refusal)),
+    let log::Next {
+        mut log,
+        at,
+        logged,
+    } = match log::next_call(conn, tenant, id, task.invocation, memo).await? {
+        Ok(next) => next,
+        Err(refusal) => return Ok(Err(refused(task, refusal))),
     };
-    let at = log.allocate();
-    let logged = log::entry_at(conn, &log, at).await?;
     if let Some(e) = &logged
         && let Some(nde) = mismatch(task, id, at, &e.call, call)
     {
+        log::give_back(conn, &mut log).await?;
         return Ok(Err(nde));
     }
     Ok(Ok((log, at, logged)))

@@ -263,7 +263,7 @@ async fn log_spawns(
         p.new = false;
         planned.push(p);
     }
-    log::save(conn, &log).await?;
+    log::save(conn, &mut log).await?;
     Ok(Ok(planned))
 }
 
