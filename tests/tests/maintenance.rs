@@ -104,6 +104,49 @@ async fn reaper_vacuums_and_analyzes_churned_tables() {
     env.stop().await;
 }
 
+/// A durable task's log churns as the hot path does: its counters are updated by every
+/// call, its entries when they are satisfied. Both tables are kept too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reaper_keeps_the_durable_log_tables_too() {
+    let env = reaper_alone(200, 50).await;
+    sqlx::query(
+        r#"INSERT INTO durable_logs (tenant_id, task_id, invocation)
+           SELECT $1, gen_random_uuid(), 1 FROM generate_series(1, 100)"#,
+    )
+    .bind(env.tenant_id)
+    .execute(&env.pool)
+    .await
+    .expect("logs");
+    sqlx::query(
+        r#"INSERT INTO durable_entries (tenant_id, task_id, branch, node, kind, key, what, invocation)
+           SELECT tenant_id, task_id, 1, 1, 'memo', 'k', 'memo k', 1 FROM durable_logs"#,
+    )
+    .execute(&env.pool)
+    .await
+    .expect("entries");
+    // As 100 calls and 100 satisfactions leave them.
+    sqlx::query("UPDATE durable_logs SET latest_node = latest_node + 1")
+        .execute(&env.pool)
+        .await
+        .expect("calls");
+    sqlx::query("UPDATE durable_entries SET satisfied_at = now(), result = '1'")
+        .execute(&env.pool)
+        .await
+        .expect("satisfied");
+    for table in ["durable_logs", "durable_entries"] {
+        wait_for(
+            &format!("the reaper vacuums and analyzes {table}"),
+            Duration::from_secs(30),
+            || async {
+                let (vacuumed, analyzed) = maintained(&env, table).await;
+                vacuumed && analyzed
+            },
+        )
+        .await;
+    }
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_that_doubles_is_analyzed_before_its_counters_call_for_it() {
     // The counters' rules would wait for 1,000 changed rows.

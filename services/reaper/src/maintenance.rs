@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 
-/// The tables that churn on the hot path.
+/// The tables whose rows the engine updates or deletes as it runs: the hot path's, and
+/// those of durable tasks' logs (a log's counters are updated by every durable call,
+/// its entries when they are satisfied), of waits, of concurrency holds, of the runs
+/// list's counts, of idempotency keys and of timers.
 const HOT_TABLES: &[&str] = &[
     "tasks",
     "runs",
@@ -28,6 +31,15 @@ const HOT_TABLES: &[&str] = &[
     "task_attempts",
     "workers",
     "scheduler_leases",
+    "durable_logs",
+    "durable_entries",
+    "durable_event_waits",
+    "task_event_waits",
+    "concurrency_holds",
+    "run_counts",
+    "idempotency_keys",
+    "cron_triggers",
+    "scheduled_runs",
 ];
 
 /// What a table needs, from its counters.
