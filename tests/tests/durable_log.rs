@@ -475,6 +475,55 @@ async fn a_call_takes_the_next_node_in_one_statement_and_a_refused_one_gives_it_
     env.stop().await;
 }
 
+/// What a worker's status asks of many tasks is read in one statement per question:
+/// each durable task's invocation and status (others are absent), and which of the
+/// listed positions each task's log lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_invocations_and_missing_entries_are_read_together() {
+    let (env, task) = setup().await;
+    let queued_run = env.create_runs("orch", 1).await[0];
+    let queued: Uuid = sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1")
+        .bind(queued_run)
+        .fetch_one(&env.pool)
+        .await
+        .expect("second orchestrator");
+    let plain_run = env.create_runs("child", 1).await[0];
+    let plain: Uuid = sqlx::query_scalar("SELECT id FROM tasks WHERE run_id = $1")
+        .bind(plain_run)
+        .fetch_one(&env.pool)
+        .await
+        .expect("plain task");
+    let memo = memo_call(&[9; 32]);
+    assert_eq!(call(&env, task, 1, (&memo, None)).await, Ok((at(1), None)));
+
+    let current = durable::current_invocations(
+        &env.pool,
+        env.tenant_id,
+        &[task, queued, plain, Uuid::new_v4()],
+    )
+    .await
+    .expect("invocations");
+    assert_eq!(current.len(), 2, "only the durable tasks: {current:?}");
+    assert_eq!(current[&task], (1, adze_core::TaskStatus::Running));
+    assert_eq!(current[&queued], (1, adze_core::TaskStatus::Queued));
+
+    let listed = [(task, at(1)), (task, at(2)), (queued, at(1))];
+    let mut missing = durable::missing(&env.pool, env.tenant_id, &listed)
+        .await
+        .expect("missing");
+    missing.sort_by_key(|m| (m.0, m.1.node));
+    let mut expected = vec![(task, at(2)), (queued, at(1))];
+    expected.sort_by_key(|m| (m.0, m.1.node));
+    assert_eq!(missing, expected);
+    // Another tenant's logs are not read.
+    let (other, _) = env.tenant("other-status").await;
+    let theirs = durable::missing(&env.pool, other, &[(task, at(1))])
+        .await
+        .expect("missing");
+    assert_eq!(theirs, vec![(task, at(1))]);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_of_unknown_plain_or_finished_tasks_are_refused() {
     let (env, task) = setup().await;

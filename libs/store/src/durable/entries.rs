@@ -351,36 +351,39 @@ pub async fn complete_memo_of(
         .map(Ok)
 }
 
-/// Of `positions` in the log of the tenant's task, those where it has no entry.
+/// Of `positions` (each a task of the tenant and a position in its log), those where
+/// the task's log has no entry, in one read.
 pub async fn missing(
     db: impl sqlx::PgExecutor<'_>,
     tenant_id: Uuid,
-    task_id: Uuid,
-    positions: &[Position],
-) -> Result<Vec<Position>> {
+    positions: &[(Uuid, Position)],
+) -> Result<Vec<(Uuid, Position)>> {
     if positions.is_empty() {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(
-        r#"SELECT p.branch, p.node
-           FROM UNNEST($3::bigint[], $4::bigint[]) AS p(branch, node)
+        r#"SELECT p.task_id, p.branch, p.node
+           FROM UNNEST($2::uuid[], $3::bigint[], $4::bigint[]) AS p(task_id, branch, node)
            WHERE NOT EXISTS (SELECT 1 FROM durable_entries e
-                             WHERE e.tenant_id = $1 AND e.task_id = $2
+                             WHERE e.tenant_id = $1 AND e.task_id = p.task_id
                                AND e.branch = p.branch AND e.node = p.node)
-           ORDER BY p.branch, p.node"#,
+           ORDER BY p.task_id, p.branch, p.node"#,
     )
     .bind(tenant_id)
-    .bind(task_id)
-    .bind(positions.iter().map(|p| p.branch).collect::<Vec<_>>())
-    .bind(positions.iter().map(|p| p.node).collect::<Vec<_>>())
+    .bind(positions.iter().map(|p| p.0).collect::<Vec<_>>())
+    .bind(positions.iter().map(|p| p.1.branch).collect::<Vec<_>>())
+    .bind(positions.iter().map(|p| p.1.node).collect::<Vec<_>>())
     .fetch_all(db)
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(Position {
-                branch: r.try_get("branch")?,
-                node: r.try_get("node")?,
-            })
+            Ok((
+                r.try_get("task_id")?,
+                Position {
+                    branch: r.try_get("branch")?,
+                    node: r.try_get("node")?,
+                },
+            ))
         })
         .collect()
 }

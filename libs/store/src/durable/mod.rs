@@ -513,6 +513,36 @@ pub async fn current_invocation(
     .transpose()
 }
 
+/// [`current_invocation`] of each of `task_ids` that is a durable task of the tenant, in
+/// one read.
+pub async fn current_invocations(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant_id: Uuid,
+    task_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, (i32, TaskStatus)>> {
+    if task_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows = sqlx::query(
+        "SELECT id, attempt, status FROM tasks WHERE tenant_id = $1 AND id = ANY($2) AND durable",
+    )
+    .bind(tenant_id)
+    .bind(task_ids)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                (
+                    invocation_of(r.try_get("attempt")?),
+                    crate::scheduling::parse_status(r.try_get("status")?)?,
+                ),
+            ))
+        })
+        .collect()
+}
+
 /// Why a branch was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BranchRefusal {

@@ -346,8 +346,9 @@ impl Session {
     /// or a task there is not, is an `error` naming it; the current invocation is handed
     /// what it may be handed now.
     async fn worker_status(&self, s: DurableTaskWorkerStatusRequest) {
-        // Per (task, invocation): the entries listed.
+        // Per (task, invocation), in the order listed: the entries listed.
         let mut tasks: Vec<(Uuid, TaskRef, Vec<Position>)> = Vec::new();
+        let mut index: HashMap<(Uuid, i32), usize> = HashMap::new();
         for w in &s.waiting_entries {
             let Ok(id) = Uuid::parse_str(&w.durable_task_external_id) else {
                 continue;
@@ -356,35 +357,51 @@ impl Session {
                 branch: w.branch_id,
                 node: w.node_id,
             };
-            match tasks
-                .iter_mut()
-                .find(|(t, x, _)| *t == id && x.invocation == w.invocation_count)
-            {
-                Some((_, _, listed)) => {
-                    if !listed.contains(&at) {
-                        listed.push(at);
-                    }
-                }
-                None => tasks.push((
+            let i = *index.entry((id, w.invocation_count)).or_insert_with(|| {
+                tasks.push((
                     id,
                     TaskRef {
                         text: w.durable_task_external_id.clone(),
                         invocation: w.invocation_count,
                     },
-                    vec![at],
-                )),
+                    Vec::new(),
+                ));
+                tasks.len() - 1
+            });
+            let listed = &mut tasks[i].2;
+            if !listed.contains(&at) {
+                listed.push(at);
             }
         }
+        // Every task's invocation, and the entries listed by current invocations that
+        // their logs lack, in one read each.
+        let ids: Vec<Uuid> = tasks
+            .iter()
+            .map(|(id, _, _)| *id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let current = match log::current_invocations(&self.deps.pool, self.tenant, &ids).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read durable tasks' invocations");
+                return;
+            }
+        };
+        let listed: Vec<(Uuid, Position)> = tasks
+            .iter()
+            .filter(|(id, r, _)| current.get(id).map(|c| c.0) == Some(r.invocation))
+            .flat_map(|(id, _, at)| at.iter().map(move |p| (*id, *p)))
+            .collect();
+        let missing = log::missing(&self.deps.pool, self.tenant, &listed)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "cannot check the entries a worker waits for");
+                Vec::new()
+            });
         let mut seen: HashSet<Uuid> = HashSet::new();
-        for (id, r, listed) in tasks {
-            let current = match log::current_invocation(&self.deps.pool, self.tenant, id).await {
-                Ok(current) => current.map(|(i, _)| i),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot read a durable task's invocation");
-                    continue;
-                }
-            };
-            match current {
+        for (id, r, _) in tasks {
+            match current.get(&id).map(|c| c.0) {
                 None => {
                     self.error(&r, None, false, format!("task {} not found", r.text))
                         .await;
@@ -413,38 +430,21 @@ impl Session {
                 }
                 Some(c) => {
                     if c == r.invocation {
-                        self.unknown_entries(id, &r, &listed).await;
+                        // Nothing will ever complete an entry its log does not have.
+                        for &(_, at) in missing.iter().filter(|m| m.0 == id) {
+                            let message = format!(
+                                "worker_status names node {} of branch {} of task {}, which its \
+                                 log does not have: nothing will complete it",
+                                at.node, at.branch, r.text
+                            );
+                            self.error(&r, Some(at), false, message).await;
+                        }
                     }
                     if seen.insert(id) {
                         self.hand(id).await;
                     }
                 }
             }
-        }
-    }
-
-    /// Tells the invocation `r` which of the entries `listed` it waits for the task's
-    /// log does not have: nothing will ever complete them.
-    async fn unknown_entries(&self, id: Uuid, r: &TaskRef, listed: &[Position]) {
-        let missing = match log::missing(&self.deps.pool, self.tenant, id, listed).await {
-            Ok(missing) => missing,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot check the entries a worker waits for");
-                return;
-            }
-        };
-        for at in missing {
-            self.error(
-                r,
-                Some(at),
-                false,
-                format!(
-                    "worker_status names node {} of branch {} of task {}, which its log does \
-                     not have: nothing will complete it",
-                    at.node, at.branch, r.text
-                ),
-            )
-            .await;
         }
     }
 
