@@ -8,8 +8,8 @@
 
 mod durable;
 mod metrics;
-mod outbox;
 mod registry;
+mod report_publisher;
 mod reports;
 mod results;
 mod service;
@@ -137,7 +137,7 @@ impl Dispatcher {
                 Ok(())
             }
         });
-        let outbox = outbox::Outbox::start(deps.bus.clone(), &tasks);
+        let publisher = report_publisher::ReportPublisher::start(deps.bus.clone(), &tasks);
         let writer =
             durable::LogWriter::start(deps.pool.clone(), config.durable_write_lanes, &tasks);
         let durable = V1DispatcherServer::new(durable::DurableApi {
@@ -152,7 +152,7 @@ impl Dispatcher {
             hub,
             shutdown,
             starts: reports::RecentStarts::default(),
-            outbox,
+            publisher,
         });
         let server = DispatcherServer::from_arc(svc.clone())
             .accept_compressed(CompressionEncoding::Gzip)

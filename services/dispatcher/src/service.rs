@@ -35,7 +35,7 @@ pub(crate) struct DispatcherApi {
     pub(crate) hub: Arc<Hub>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) starts: reports::RecentStarts,
-    pub(crate) outbox: crate::outbox::Outbox,
+    pub(crate) publisher: crate::report_publisher::ReportPublisher,
 }
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -164,7 +164,7 @@ impl DispatcherApi {
         if started.is_some_and(|(t, a)| self.starts.contains(t, a)) {
             return Ok(());
         }
-        self.outbox
+        self.publisher
             .send(tenant_id, event, payload_len + 256)
             .await
             .map_err(|e| Status::unavailable(format!("cannot record the task event: {e}")))?;
@@ -694,7 +694,7 @@ impl WorkerReports for DispatcherApi {
                 events.push((event, r.event_payload.len()));
             }
         }
-        // Handed to the outbox together, so they travel as one message, in order.
+        // Handed to the report publisher together, so they travel as one message, in order.
         let recorded = futures::future::join_all(
             events
                 .into_iter()

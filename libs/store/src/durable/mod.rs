@@ -341,7 +341,11 @@ pub struct MemoEntry<'a> {
 /// written for a call it refuses), the log locked (created by a first call), its node
 /// counter advanced for the invocation and saved, the entry at that node read, and a
 /// memo's entry written where there was none. The log's row is left alone on another
-/// branch (`log_node` NULL).
+/// branch (`log_node` NULL). The task and the entry are read as of the statement's
+/// start, as the task was before by a statement of its own ahead of the lock: a
+/// satisfaction committed while the statement waited for the lock may not show in the
+/// entry read (callers compare only the call it records; what a task is handed is read
+/// after the commit).
 static NEXT_CALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         r#"WITH t AS (

@@ -1,5 +1,5 @@
 //! Group publishing of worker reports. Concurrent `SendStepActionEvent` calls hand
-//! their report to one outbox task, which takes everything waiting at that moment (no
+//! their report to one publishing task, which takes everything waiting at that moment (no
 //! linger: a lone report goes at once), publishes it as one JetStream message per
 //! tenant, and answers each caller only after the stream acknowledged its message.
 //! Several messages may await their acks at once; they are published in order, so the
@@ -34,20 +34,20 @@ struct Pending {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
-/// Handle to the outbox task.
+/// Handle to the publishing task.
 #[derive(Clone, Debug)]
-pub(crate) struct Outbox {
+pub(crate) struct ReportPublisher {
     tx: mpsc::Sender<Pending>,
 }
 
-impl Outbox {
-    /// Starts the outbox, a critical task of the dispatcher: without it no report is
+impl ReportPublisher {
+    /// Starts the publisher, a critical task of the dispatcher: without it no report is
     /// recorded. It stops when the service shuts down, after answering every report
     /// handed to it.
     pub(crate) fn start(bus: Bus, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::channel(8192);
         let shutdown = tasks.shutdown().clone();
-        tasks.critical("report outbox", async move {
+        tasks.critical("report publisher", async move {
             run(bus, rx, shutdown).await;
             Ok(())
         });
@@ -80,7 +80,7 @@ impl Outbox {
 async fn run(bus: Bus, mut rx: mpsc::Receiver<Pending>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut held: Option<Pending> = None;
-    // Messages awaiting their acks: awaited before the outbox ends.
+    // Messages awaiting their acks: awaited before the publisher ends.
     let mut acking = JoinSet::new();
     loop {
         while acking.try_join_next().is_some() {}
