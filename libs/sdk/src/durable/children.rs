@@ -222,7 +222,7 @@ impl DurableContext {
                 })
                 .collect()
         };
-        inv.runtime.send_status();
+        inv.runtime.send_status_of(&inv.key);
         Ok(runs)
     }
 }

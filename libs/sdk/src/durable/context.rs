@@ -341,7 +341,7 @@ impl DurableContext {
             inv.runtime
                 .register(&inv.key, node_of(&ack.r#ref.unwrap_or_default()))
         };
-        inv.runtime.send_status();
+        inv.runtime.send_status_of(&inv.key);
         let done = inv.completion(&on, waiter).await?;
         if done.is_failure {
             return Err(inv.error(format!(

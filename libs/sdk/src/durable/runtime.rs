@@ -162,9 +162,10 @@ impl DurableRuntime {
         completion
     }
 
-    /// Tells the engine which entries this worker waits for (after registering waiters).
-    pub(super) fn send_status(&self) {
-        let requests = self.state().status_requests();
+    /// Tells the engine which entries the invocation `key` waits for (after registering
+    /// its waiters); the stream sends every invocation's every second.
+    pub(super) fn send_status_of(&self, key: &InvocationKey) {
+        let requests = self.state().status_requests_of(key);
         for request in requests {
             if self.send("", Request::WorkerStatus(request)).is_err() {
                 return;

@@ -136,7 +136,24 @@ impl State {
     /// The `worker_status` requests: every entry with a waiter, and the highest
     /// satisfied order received per invocation.
     pub(crate) fn status_requests(&self) -> Vec<v1::DurableTaskWorkerStatusRequest> {
-        let mut keys: Vec<&InvocationKey> = self.queues.keys().collect();
+        self.status_requests_where(|_| true)
+    }
+
+    /// The `worker_status` request of one invocation: its entries with a waiter and its
+    /// highest satisfied order received (what it sends after registering a waiter, so
+    /// that a worker running many invocations does not list them all each time).
+    pub(crate) fn status_requests_of(
+        &self,
+        key: &InvocationKey,
+    ) -> Vec<v1::DurableTaskWorkerStatusRequest> {
+        self.status_requests_where(|k| k == key)
+    }
+
+    fn status_requests_where(
+        &self,
+        wanted: impl Fn(&InvocationKey) -> bool,
+    ) -> Vec<v1::DurableTaskWorkerStatusRequest> {
+        let mut keys: Vec<&InvocationKey> = self.queues.keys().filter(|k| wanted(k)).collect();
         keys.sort_unstable();
         let entries: Vec<v1::DurableTaskAwaitedCompletedEntry> = keys
             .into_iter()
@@ -154,6 +171,7 @@ impl State {
         let mut orders: Vec<v1::DurableTaskReceivedSatisfiedOrder> = self
             .orders
             .iter()
+            .filter(|(key, _)| wanted(key))
             .map(|(key, order)| v1::DurableTaskReceivedSatisfiedOrder {
                 durable_task_external_id: key.task.clone(),
                 invocation_count: key.invocation,

@@ -163,6 +163,42 @@ fn worker_status_lists_every_waited_entry() {
 }
 
 #[test]
+fn one_invocations_status_lists_only_its_entries_and_order() {
+    let mut state = State::default();
+    state.set_worker_id("W");
+    state.handle(completed("T", 1, 1, "a", Some(1)));
+    state.handle(completed("U", 1, 1, "x", Some(3)));
+    let mut a = waiter(&mut state, &key("T", 1), 1);
+    assert_eq!(payload(&mut a), "a");
+    let mut x = waiter(&mut state, &key("U", 1), 1);
+    assert_eq!(payload(&mut x), "x");
+    let _b = waiter(&mut state, &key("T", 1), 2);
+    let _y = waiter(&mut state, &key("U", 1), 5);
+    let status = state.status_requests_of(&key("T", 1));
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].worker_id, "W");
+    let entries: Vec<(&str, i64)> = status[0]
+        .waiting_entries
+        .iter()
+        .map(|e| (e.durable_task_external_id.as_str(), e.node_id))
+        .collect();
+    assert_eq!(entries, [("T", 2)]);
+    let orders: Vec<(&str, i64)> = status[0]
+        .received_satisfied_orders
+        .iter()
+        .map(|o| {
+            (
+                o.durable_task_external_id.as_str(),
+                o.highest_received_satisfied_order,
+            )
+        })
+        .collect();
+    assert_eq!(orders, [("T", 1)]);
+    // Every second's status still lists them all.
+    assert_eq!(state.status_requests()[0].waiting_entries.len(), 2);
+}
+
+#[test]
 fn server_evict_cancels_the_invocation_and_fails_its_waits() {
     let mut state = State::default();
     let (old, current, other) = (key("T", 1), key("T", 2), key("T", 3));
