@@ -501,24 +501,13 @@ pub async fn current_invocation(
     tenant_id: Uuid,
     task_id: Uuid,
 ) -> Result<Option<(i32, TaskStatus)>> {
-    let row = sqlx::query(
-        "SELECT attempt, status FROM tasks WHERE tenant_id = $1 AND id = $2 AND durable",
-    )
-    .bind(tenant_id)
-    .bind(task_id)
-    .fetch_optional(db)
-    .await?;
-    row.map(|r| {
-        Ok((
-            invocation_of(r.try_get("attempt")?),
-            crate::scheduling::parse_status(r.try_get("status")?)?,
-        ))
-    })
-    .transpose()
+    Ok(current_invocations(db, tenant_id, &[task_id])
+        .await?
+        .remove(&task_id))
 }
 
-/// [`current_invocation`] of each of `task_ids` that is a durable task of the tenant, in
-/// one read.
+/// The current invocation and status of each of `task_ids` that is a durable task of
+/// the tenant, in one read.
 pub async fn current_invocations(
     db: impl sqlx::PgExecutor<'_>,
     tenant_id: Uuid,
