@@ -46,8 +46,14 @@ async fn setup() -> (TestEnv, Uuid) {
         None,
     ))
     .await;
+    let task = running_orchestrator(&env).await;
+    (env, task)
+}
+
+/// A new run of `orch` whose task runs (attempt 0): the task.
+async fn running_orchestrator(env: &TestEnv) -> Uuid {
     let run = env.create_runs("orch", 1).await[0];
-    let task: Uuid = sqlx::query_scalar(
+    sqlx::query_scalar(
         "UPDATE tasks SET status = 'running', worker_id = $2, assigned_at = now(), started_at = now()
          WHERE run_id = $1 RETURNING id",
     )
@@ -55,8 +61,30 @@ async fn setup() -> (TestEnv, Uuid) {
     .bind(Uuid::new_v4())
     .fetch_one(&env.pool)
     .await
-    .expect("running");
-    (env, task)
+    .expect("running")
+}
+
+/// Logs `n` child runs' calls of invocation 1 of `task`, at nodes 1 to `n`, unsatisfied.
+async fn log_child_calls(env: &TestEnv, task: Uuid, n: i64) {
+    let (mut tx, l) = open(env, task, 1).await;
+    let mut l = l.expect("the log");
+    for i in 0..n {
+        let at = l.allocate();
+        let call = run_call("child", &format!("{{\"i\":{i}}}"));
+        let entry = NewEntry {
+            at,
+            call: &call,
+            spawn_key: None,
+            child_run_id: None,
+            conditions: None,
+            wake_at: None,
+            label: None,
+            memo: None,
+        };
+        durable::insert(&mut tx, &l, &entry).await.expect("entry");
+    }
+    durable::save(&mut tx, &mut l).await.expect("save");
+    tx.commit().await.expect("commit");
 }
 
 async fn open(
@@ -563,30 +591,7 @@ async fn calls_of_unknown_plain_or_finished_tasks_are_refused() {
 async fn racing_satisfiers_give_each_entry_its_own_order() {
     const N: i64 = 20;
     let (env, task) = setup().await;
-    let (mut tx, l) = open(&env, task, 1).await;
-    let mut l = l.expect("the log");
-    for i in 0..N {
-        let at = l.allocate();
-        let call = run_call("child", &format!("{{\"i\":{i}}}"));
-        durable::insert(
-            &mut tx,
-            &l,
-            &NewEntry {
-                at,
-                call: &call,
-                spawn_key: None,
-                child_run_id: None,
-                conditions: None,
-                wake_at: None,
-                label: None,
-                memo: None,
-            },
-        )
-        .await
-        .expect("entry");
-    }
-    durable::save(&mut tx, &mut l).await.expect("save");
-    tx.commit().await.expect("commit");
+    log_child_calls(&env, task, N).await;
     let mut racing = tokio::task::JoinSet::new();
     for node in 1..=N {
         let (pool, tenant) = (env.pool.clone(), env.tenant_id);
@@ -621,5 +626,82 @@ async fn racing_satisfiers_give_each_entry_its_own_order() {
     .expect("orders");
     orders.dedup();
     assert_eq!(orders, (1..=N).collect::<Vec<_>>());
+    env.stop().await;
+}
+
+/// A worker's status asks, for all its waiting tasks in one read, which have entries
+/// not handed on the stream yet: satisfied after the order handed through, or
+/// satisfied at all (a memo's value too) when nothing was handed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_with_entries_not_handed_yet_are_found_in_one_read() {
+    let (env, task) = setup().await;
+    let memo_task = running_orchestrator(&env).await;
+    log_child_calls(&env, task, 3).await;
+    let since = |marks: Vec<(Uuid, Option<i64>)>| {
+        let (pool, tenant) = (env.pool.clone(), env.tenant_id);
+        async move {
+            let mut found: Vec<Uuid> = durable::satisfied_since(&pool, tenant, &marks)
+                .await
+                .expect("read")
+                .into_iter()
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    let satisfy = |node: i64| {
+        let (pool, tenant) = (env.pool.clone(), env.tenant_id);
+        async move {
+            let mut conn = pool.acquire().await.expect("conn");
+            let done = Outcome {
+                result: b"{}".to_vec(),
+                is_failure: false,
+                error: None,
+            };
+            durable::satisfy(&mut conn, tenant, task, &[(at(node), done)])
+                .await
+                .expect("satisfy");
+        }
+    };
+
+    // Nothing satisfied: nothing to hand, whatever was handed.
+    assert!(
+        since(vec![(task, None), (memo_task, None)])
+            .await
+            .is_empty()
+    );
+    assert!(since(vec![]).await.is_empty());
+
+    // Node 2 satisfied (order 1): new to a stream that handed nothing or through 0.
+    satisfy(2).await;
+    assert_eq!(since(vec![(task, None)]).await, vec![task]);
+    assert_eq!(since(vec![(task, Some(0))]).await, vec![task]);
+    assert!(since(vec![(task, Some(1))]).await.is_empty());
+    // Node 3 satisfied (order 2): new again to the stream that handed order 1.
+    satisfy(3).await;
+    assert_eq!(since(vec![(task, Some(1))]).await, vec![task]);
+    assert!(since(vec![(task, Some(2))]).await.is_empty());
+
+    // A memo's value has no order: handed with everything on a new stream only.
+    let memo = memo_call(&[5; 32]);
+    assert_eq!(
+        call(&env, memo_task, 1, (&memo, Some(b"1"))).await,
+        Ok((at(1), None))
+    );
+    let mut both = vec![task, memo_task];
+    both.sort();
+    assert_eq!(since(vec![(task, Some(1)), (memo_task, None)]).await, both);
+    assert!(
+        since(vec![(task, Some(2)), (memo_task, Some(0))])
+            .await
+            .is_empty()
+    );
+
+    // Another tenant's logs are not read.
+    let (other, _) = env.tenant("other-news").await;
+    let theirs = durable::satisfied_since(&env.pool, other, &[(task, None)])
+        .await
+        .expect("read");
+    assert!(theirs.is_empty());
     env.stop().await;
 }

@@ -5,6 +5,8 @@
 //! node that does not exist, or that is not a memo the invocation made, is an `error`
 //! naming the node; a stale invocation's memo value is a `server_evict`; a worker
 //! waiting on an entry the log lacks is told which. None of them writes to any log.
+//! And the repair of a lost notice: a worker's status hands each entry satisfied
+//! meanwhile, once.
 
 use adze_proto::v1::durable_task_request::Message as In;
 use adze_proto::v1::durable_task_response::Message as Out;
@@ -389,24 +391,7 @@ async fn bad_durable_calls_are_refused_saying_why_and_change_nothing() {
     }
 
     // A wait with a condition that does not parse.
-    s.send(In::WaitFor(DurableTaskWaitForRequest {
-        invocation_count: 1,
-        durable_task_external_id: task.to_string(),
-        wait_for_conditions: Some(DurableEventListenerConditions {
-            sleep_conditions: vec![SleepMatchCondition {
-                base: Some(BaseMatchCondition {
-                    readable_data_key: "nap".into(),
-                    action: Action::Create as i32,
-                    or_group_id: Uuid::new_v4().to_string(),
-                    expression: String::new(),
-                }),
-                sleep_for: "soon".into(),
-            }],
-            user_event_conditions: Vec::new(),
-        }),
-        label: None,
-    }))
-    .await;
+    s.send(sleep(task, "soon")).await;
     let (_, message) = error_of(s.next().await);
     assert!(message.contains("sleep condition \"soon\""), "{message}");
 
@@ -442,6 +427,92 @@ async fn bad_durable_calls_are_refused_saying_why_and_change_nothing() {
     let (_, message) = error_of(s.next().await);
     assert!(message.contains("is succeeded, not running"), "{message}");
     assert_eq!(entries(&env).await, 1, "only the good memo is logged");
+    drop(s);
+    env.stop().await;
+}
+
+/// A wait of invocation 1 of `task` for a sleep of `sleep_for`.
+fn sleep(task: Uuid, sleep_for: &str) -> In {
+    In::WaitFor(DurableTaskWaitForRequest {
+        invocation_count: 1,
+        durable_task_external_id: task.to_string(),
+        wait_for_conditions: Some(DurableEventListenerConditions {
+            sleep_conditions: vec![SleepMatchCondition {
+                base: Some(BaseMatchCondition {
+                    readable_data_key: format!("sleep:{sleep_for}"),
+                    action: Action::Create as i32,
+                    or_group_id: Uuid::new_v4().to_string(),
+                    expression: String::new(),
+                }),
+                sleep_for: sleep_for.into(),
+            }],
+            user_event_conditions: Vec::new(),
+        }),
+        label: None,
+    })
+}
+
+/// Entries satisfied with no notice to the dispatcher (as when the notice is lost)
+/// reach the worker with its next status listing them, each once: the first status
+/// of the stream hands what was satisfied before it, a later one what was satisfied
+/// since; a status with nothing new hands nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_hands_what_lost_notices_did_not_each_once() {
+    use adze_core::durable::Position;
+    let env = TestEnv::start().await;
+    let (worker, task) = running_durable_task(&env, "notice-orch").await;
+    let mut s = registered(&env, worker).await;
+    for node in 1..=2 {
+        s.send(sleep(task, "1h")).await;
+        match s.next().await {
+            Out::WaitForAck(a) => assert_eq!(a.r#ref.expect("ref").node_id, node),
+            other => panic!("expected wait_for_ack, got {other:?}"),
+        }
+    }
+    let status = In::WorkerStatus(DurableTaskWorkerStatusRequest {
+        worker_id: worker.to_string(),
+        waiting_entries: (1..=2)
+            .map(|node| DurableTaskAwaitedCompletedEntry {
+                durable_task_external_id: task.to_string(),
+                invocation_count: 1,
+                branch_id: 1,
+                node_id: node,
+            })
+            .collect(),
+        received_satisfied_orders: Vec::new(),
+    });
+    let satisfy = |node: i64, value: &'static [u8]| {
+        let (pool, tenant) = (env.pool.clone(), env.tenant_id);
+        async move {
+            let mut conn = pool.acquire().await.expect("conn");
+            let done = adze_store::durable::Outcome {
+                result: value.to_vec(),
+                is_failure: false,
+                error: None,
+            };
+            let at = Position { branch: 1, node };
+            adze_store::durable::satisfy(&mut conn, tenant, task, &[(at, done)])
+                .await
+                .expect("satisfy");
+        }
+    };
+    let completed = |out: Out| match out {
+        Out::EntryCompleted(c) => (c.r#ref.expect("ref").node_id, c.payload),
+        other => panic!("expected entry_completed, got {other:?}"),
+    };
+
+    s.send(status.clone()).await;
+    assert!(s.quiet().await, "nothing is satisfied yet");
+    satisfy(1, b"\"one\"").await;
+    assert!(s.quiet().await, "no notice was sent");
+    s.send(status.clone()).await;
+    assert_eq!(completed(s.next().await), (1, b"\"one\"".to_vec()));
+    s.send(status.clone()).await;
+    assert!(s.quiet().await, "node 1 was handed on this stream");
+    satisfy(2, b"\"two\"").await;
+    s.send(status).await;
+    assert_eq!(completed(s.next().await), (2, b"\"two\"".to_vec()));
+    assert!(s.quiet().await, "each entry once");
     drop(s);
     env.stop().await;
 }

@@ -237,6 +237,39 @@ pub async fn handed(
     Ok(Some((invocation, out)))
 }
 
+/// Of durable tasks, each given with the satisfied order through which its current
+/// invocation was handed its ordered entries on a stream (`None`: nothing was handed
+/// there yet), those whose logs have entries [`handed`] would read for it: satisfied
+/// after that order, or satisfied at all (memos included) when nothing was handed. One
+/// read for a whole worker status, so that the tasks with nothing new, nearly all of
+/// them while they wait, cost no read of their own.
+pub async fn satisfied_since(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant_id: Uuid,
+    marks: &[(Uuid, Option<i64>)],
+) -> Result<std::collections::HashSet<Uuid>> {
+    if marks.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        r#"SELECT p.task_id FROM UNNEST($2::uuid[], $3::bigint[]) AS p(task_id, after)
+           WHERE (p.after IS NULL
+                  AND EXISTS (SELECT 1 FROM durable_entries e
+                              WHERE e.tenant_id = $1 AND e.task_id = p.task_id
+                                AND e.satisfied_at IS NOT NULL))
+              OR (p.after IS NOT NULL
+                  AND EXISTS (SELECT 1 FROM durable_entries e
+                              WHERE e.tenant_id = $1 AND e.task_id = p.task_id
+                                AND e.satisfied_order > p.after))"#,
+    )
+    .bind(tenant_id)
+    .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
+    .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
 /// The outcome a durable task's entry gets from its child run, once it has ended: a
 /// single-task run's output as it is, a DAG's outputs by task name; a failure's error;
 /// a cancellation. `None` while it runs.

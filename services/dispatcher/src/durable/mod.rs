@@ -399,14 +399,17 @@ impl Session {
                 tracing::debug!(error = %e, "cannot check the entries a worker waits for");
                 Vec::new()
             });
+        // The current invocations to hand what they may be handed: one read finds the
+        // few with something not handed on this stream yet.
+        let mut to_hand: Vec<(Uuid, Option<i64>)> = Vec::new();
         let mut seen: HashSet<Uuid> = HashSet::new();
         for (id, r, _) in tasks {
-            match current.get(&id).map(|c| c.0) {
+            match current.get(&id).copied() {
                 None => {
                     self.error(&r, None, false, format!("task {} not found", r.text))
                         .await;
                 }
-                Some(c) if c > r.invocation => {
+                Some((c, _)) if c > r.invocation => {
                     let first = self
                         .told_stale
                         .lock()
@@ -428,7 +431,7 @@ impl Session {
                         .await;
                     }
                 }
-                Some(c) => {
+                Some((c, status)) => {
                     if c == r.invocation {
                         // Nothing will ever complete an entry its log does not have.
                         for &(_, at) in missing.iter().filter(|m| m.0 == id) {
@@ -440,12 +443,32 @@ impl Session {
                             self.error(&r, Some(at), false, message).await;
                         }
                     }
-                    if seen.insert(id) {
-                        self.hand(id).await;
+                    if status.holds_slot() && seen.insert(id) {
+                        to_hand.push((id, self.handed_through(id, c)));
                     }
                 }
             }
         }
+        let news = log::satisfied_since(&self.deps.pool, self.tenant, &to_hand)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "cannot check what the waiting tasks were handed");
+                Default::default()
+            });
+        for (id, _) in to_hand {
+            if news.contains(&id) {
+                self.hand(id).await;
+            }
+        }
+    }
+
+    /// The satisfied order through which this stream handed the invocation its
+    /// ordered entries, if it handed it anything.
+    fn handed_through(&self, id: Uuid, invocation: i32) -> Option<i64> {
+        self.handed_through
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(id, invocation)).copied())
     }
 
     /// Hands the task's current invocation what it may be handed now and was not
@@ -454,12 +477,7 @@ impl Session {
     /// entries after the last one it handed (memo values are handed as they are
     /// answered or completed).
     async fn hand(&self, id: Uuid) {
-        let through = |invocation: i32| {
-            self.handed_through
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&(id, invocation)).copied())
-        };
+        let through = |invocation: i32| self.handed_through(id, invocation);
         let handed = async {
             let mut conn = self.deps.pool.acquire().await?;
             log::handed(&mut conn, self.tenant, id, through).await
