@@ -6,6 +6,9 @@
 //!   so the whole service stops, and its error is what the service returns.
 //! - [`Tasks::best_effort`]: useful but not vital. A failure is logged and the task is
 //!   started again after a pause that doubles up to a minute.
+//! - [`Tasks::serving`]: serves one client's stream beside its response. It ends with
+//!   the stream, or is dropped at shutdown; it is never restarted, and nothing else
+//!   depends on it.
 //!
 //! Every task runs on one `TaskTracker` and sees the same shutdown token;
 //! [`Tasks::join`] waits for all of them.
@@ -111,6 +114,23 @@ impl Tasks {
         });
     }
 
+    /// Spawns the task that serves one client's stream beside its response (reading
+    /// what the client sends, or following what it subscribed to). It ends with the
+    /// stream, or is dropped when shutdown begins, so that [`Tasks::join`], which
+    /// waits for it too, never waits for a client.
+    pub fn serving<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
     fn fail(&self, error: anyhow::Error) {
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         failure.get_or_insert(error);
@@ -186,6 +206,40 @@ mod tests {
         let err = tasks.clone().join().await.unwrap_err();
         assert!(format!("{err:#}").contains("critical boom"), "{err:#}");
         assert!(tasks.shutdown().is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_task_is_waited_for_and_dropped_at_shutdown() {
+        let tasks = Tasks::new(CancellationToken::new());
+        let ended = Arc::new(AtomicUsize::new(0));
+        let counted = ended.clone();
+        tasks.serving(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        // A stream that never ends on its own (its client keeps it open).
+        tasks.serving(std::future::pending());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            1,
+            "the first ended with its stream"
+        );
+        assert!(
+            !tasks.shutdown().is_cancelled(),
+            "ending stops nothing else"
+        );
+        let joined = tokio::spawn(tasks.clone().join());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!joined.is_finished(), "join waits for the open stream");
+        tasks.shutdown().cancel();
+        let joined = tokio::time::timeout(Duration::from_secs(5), joined).await;
+        assert!(
+            joined
+                .expect("the open stream is dropped at shutdown")
+                .expect("joined")
+                .is_ok()
+        );
     }
 
     #[tokio::test(start_paused = true)]

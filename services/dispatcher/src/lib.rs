@@ -143,6 +143,7 @@ impl Dispatcher {
         let durable = V1DispatcherServer::new(durable::DurableApi {
             deps: deps.clone(),
             writer,
+            tasks: tasks.clone(),
         })
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -150,7 +151,7 @@ impl Dispatcher {
             deps,
             registry,
             hub,
-            shutdown,
+            tasks: tasks.clone(),
             starts: reports::RecentStarts::default(),
             publisher,
         });

@@ -16,7 +16,6 @@ use adze_proto::hatchet::*;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
@@ -33,7 +32,8 @@ pub(crate) struct DispatcherApi {
     pub(crate) deps: Deps,
     pub(crate) registry: Arc<Registry>,
     pub(crate) hub: Arc<Hub>,
-    pub(crate) shutdown: CancellationToken,
+    /// The dispatcher's tasks: its streams' own tasks run on them.
+    pub(crate) tasks: adze_runtime::tasks::Tasks,
     pub(crate) starts: reports::RecentStarts,
     pub(crate) publisher: crate::report_publisher::ReportPublisher,
 }
@@ -235,7 +235,7 @@ impl DispatcherApi {
         // The stream is polled by the worker's HTTP/2 connection itself: an action goes
         // from the NATS connection's task to the worker's without a task between them.
         let registry = self.registry.clone();
-        let shutdown = self.shutdown.clone();
+        let shutdown = self.tasks.shutdown().clone();
         let tenant_id = who.tenant_id;
         let gone = Gone {
             registry: registry.clone(),
@@ -444,7 +444,7 @@ impl Dispatcher for DispatcherApi {
         let (tx, rx) = mpsc::channel(256);
         let hub = self.hub.clone();
         let stream_id = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        self.tasks.serving(async move {
             while let Some(Ok(r)) = inbound.next().await {
                 match Uuid::parse_str(&r.workflow_run_id) {
                     Ok(run) => {
@@ -488,7 +488,7 @@ impl Dispatcher for DispatcherApi {
             return Err(Status::not_found(format!("run {run} not found")));
         }
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(crate::streams::follow(
+        self.tasks.serving(crate::streams::follow(
             self.deps.clone(),
             who.tenant_id,
             run,

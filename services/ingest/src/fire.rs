@@ -36,9 +36,17 @@ pub(crate) async fn run(
         .queue_subscribe(bus.subjects().ingest_fire(), Subjects::INGEST_GROUP.into())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to timer firings: {e}"))?;
+    // The firings in flight: each waits for its commit; they run side by side, so one
+    // batch of the reaper is committed together. Those in flight at shutdown are
+    // answered before it returns.
+    let mut firings = tokio::task::JoinSet::new();
     loop {
+        while firings.try_join_next().is_some() {}
         let m = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                while firings.join_next().await.is_some() {}
+                return Ok(());
+            }
             m = requests.next() => m,
         };
         let Some(m) = m else {
@@ -48,9 +56,7 @@ pub(crate) async fn run(
             continue;
         };
         let (firing, client) = (firing.clone(), client.clone());
-        // Each firing waits for its commit; they run side by side, so one batch of
-        // the reaper is committed together.
-        tokio::spawn(async move {
+        firings.spawn(async move {
             let answer = match serde_json::from_slice::<FireRequest>(&m.payload) {
                 Ok(req) => firing.fire(req).await,
                 Err(e) => FireReply::Refused {

@@ -49,6 +49,8 @@ const HANDED_MEMORY: usize = 100_000;
 pub(crate) struct DurableApi {
     pub(crate) deps: Deps,
     pub(crate) writer: LogWriter,
+    /// The dispatcher's tasks: each stream's session runs on them.
+    pub(crate) tasks: adze_runtime::tasks::Tasks,
 }
 
 #[tonic::async_trait]
@@ -71,7 +73,7 @@ impl V1Dispatcher for DurableApi {
             handed_through: Mutex::new(HashMap::new()),
             told_stale: Mutex::new(HashSet::new()),
         });
-        tokio::spawn(session.run(req.into_inner()));
+        self.tasks.serving(session.run(req.into_inner()));
         Ok(Response::new(guarded(
             &self.deps,
             caller,
