@@ -730,7 +730,13 @@ pub async fn existing(
 }
 
 /// Records child runs, of any tenants, in one statement (in the transaction that
-/// creates them).
+/// creates them), and marks those a durable task spawned.
+///
+/// The spawning tasks are looked up once each (a batch has one or a few), and the
+/// runs only when one of them is durable. Joined per child, as it was, a plan made from
+/// a small table's statistics found the parent task through the tenant alone and
+/// read all of the tenant's tasks for every child: 500 children of a fresh tenant
+/// read 2.9 million buffers, one second, in a new deployment's first fan-out.
 pub async fn record_children(db: impl PgExecutor<'_>, children: &[ChildOf]) -> Result<()> {
     if children.is_empty() {
         return Ok(());
@@ -739,11 +745,21 @@ pub async fn record_children(db: impl PgExecutor<'_>, children: &[ChildOf]) -> R
         r#"WITH c AS (SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[])
                         AS c(tenant_id, run_id, parent_run_id, parent_task_id, child_key)),
            ins AS (INSERT INTO run_parents (tenant_id, run_id, parent_run_id, parent_task_id, child_key)
-                   SELECT * FROM c ON CONFLICT DO NOTHING)
+                   SELECT * FROM c ON CONFLICT DO NOTHING),
            -- A durable task's child: its end satisfies the task's log entry.
+           durable AS MATERIALIZED (
+             SELECT t.tenant_id, t.id
+             FROM (SELECT DISTINCT tenant_id, parent_task_id FROM c) p
+             JOIN tasks t ON t.tenant_id = p.tenant_id AND t.id = p.parent_task_id
+             WHERE t.durable),
+           kids AS MATERIALIZED (
+             SELECT c.tenant_id, c.run_id FROM c
+             WHERE EXISTS (SELECT 1 FROM durable d
+                           WHERE d.tenant_id = c.tenant_id AND d.id = c.parent_task_id))
            UPDATE runs r SET durable_parent = true
-           FROM c JOIN tasks t ON t.tenant_id = c.tenant_id AND t.id = c.parent_task_id AND t.durable
-           WHERE r.tenant_id = c.tenant_id AND r.id = c.run_id"#,
+           FROM kids k
+           WHERE r.tenant_id = k.tenant_id AND r.id = k.run_id
+             AND EXISTS (SELECT 1 FROM durable)"#,
     )
     .bind(children.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
     .bind(children.iter().map(|c| c.run_id).collect::<Vec<_>>())
