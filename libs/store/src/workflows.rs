@@ -226,7 +226,11 @@ pub async fn latest_version(
                ON wv.tenant_id = w.tenant_id AND wv.workflow_id = w.id
              WHERE w.tenant_id = $1 AND w.name = $2
              ORDER BY wv.version DESC LIMIT 1)
-           SELECT v.workflow_id, v.version_id, v.definition, t.readable_id, t.action_id, t.parents, t.ancestors,
+           -- The definition once, on the first row: a wide workflow's is large, and was
+           -- sent again with every one of its tasks (1,001 copies for a 1,000-child fan-out).
+           SELECT v.workflow_id, v.version_id,
+                  CASE WHEN row_number() OVER (ORDER BY t.position) = 1 THEN v.definition END AS definition,
+                  t.readable_id, t.action_id, t.parents, t.ancestors,
                   t.max_retries, t.backoff_factor, t.backoff_max_seconds,
                   t.execution_timeout_ms, t.schedule_timeout_ms, t.on_failure
            FROM v JOIN workflow_tasks t
@@ -244,11 +248,14 @@ pub async fn latest_version(
     let definition: serde_json::Value = first.try_get("definition")?;
     let spec: WorkflowSpec =
         serde_json::from_value(definition).map_err(|e| Error::Corrupt(e.to_string()))?;
+    // By name, the first of a name winning (the tasks before the on-failure task).
+    let mut by_name = std::collections::HashMap::new();
+    for t in spec.tasks.iter().chain(&spec.on_failure) {
+        by_name.entry(t.readable_id.as_str()).or_insert(t);
+    }
     let entries_of = |name: &str| {
-        spec.tasks
-            .iter()
-            .chain(&spec.on_failure)
-            .find(|t| t.readable_id == name)
+        by_name
+            .get(name)
             .map(|t| {
                 (
                     t.concurrency.clone(),
