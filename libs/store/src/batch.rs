@@ -124,19 +124,31 @@ impl<'a> Split<'a> {
     }
 }
 
-/// `with_run`: the statement returns `run_statuses` (see [`Applied::run_tasks`]) with
-/// each task, and a row per run it finished (`id` NULL: `run_status`,
-/// `run_traceparent`, `run_durable_parent`), which goes with the first of that run's
-/// tasks ([`Applied::run_finished`]).
+/// `with_run`: besides a row per task, the statement returns a row per run of those
+/// tasks with its `run_statuses` (`id` and `run_status` NULL; see
+/// [`Applied::run_tasks`], which each of the run's tasks gets), and a row per run it
+/// finished (`id` NULL: `run_status`, `run_traceparent`, `run_durable_parent`), which
+/// goes with the first of that run's tasks ([`Applied::run_finished`]).
 fn to_applied(
     rows: Vec<sqlx::postgres::PgRow>,
     to: TaskStatus,
     with_run: bool,
 ) -> Result<Vec<Applied>> {
     let mut finished = std::collections::HashMap::new();
+    let mut statuses: std::collections::HashMap<(Uuid, Uuid), Vec<TaskStatus>> =
+        std::collections::HashMap::new();
     let mut tasks = Vec::with_capacity(rows.len());
     for r in &rows {
         if with_run && r.try_get::<Option<Uuid>, _>("id")?.is_none() {
+            if r.try_get::<Option<String>, _>("run_status")?.is_none() {
+                let sts: Vec<String> = r.try_get("run_statuses")?;
+                let sts = sts
+                    .iter()
+                    .map(|s| parse_status(s))
+                    .collect::<Result<Vec<_>>>()?;
+                statuses.insert((r.try_get("tenant_id")?, r.try_get("run_id")?), sts);
+                continue;
+            }
             let run = FinishedRun {
                 tenant_id: r.try_get("tenant_id")?,
                 run_id: r.try_get("run_id")?,
@@ -160,12 +172,10 @@ fn to_applied(
             let tenant_id: Uuid = r.try_get("tenant_id")?;
             let run_id: Uuid = r.try_get("run_id")?;
             let run_tasks = if with_run {
-                let sts: Vec<String> = r.try_get("run_statuses")?;
-                Some(
-                    sts.iter()
-                        .map(|s| parse_status(s))
-                        .collect::<Result<Vec<_>>>()?,
-                )
+                let sts = statuses.get(&(tenant_id, run_id)).ok_or_else(|| {
+                    crate::Error::Corrupt(format!("no statuses for run {run_id}"))
+                })?;
+                Some(sts.clone())
             } else {
                 None
             };
@@ -250,19 +260,20 @@ static COMPLETED: Fenced = Fenced::new(
                                         THEN now() + c.schedule_timeout_ms * interval '1 millisecond' END,
                queued_at = now(), not_before = now()
              FROM dec WHERE c.tenant_id = dec.tenant_id AND c.id = dec.id AND c.status = ANY($6)),
-           -- The distinct statuses of the run's tasks as this statement leaves them
+           -- The distinct statuses of each run's tasks as this statement leaves them
            -- (children it queues show as pending: not final either way), for run
-           -- finalisation (which depends only on that set).
+           -- finalisation (which depends only on that set): read once per run, not
+           -- once per completed task (a wide run's batch read the run once for each).
            rs AS (
-             SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id, upd.durable,
+             SELECT d.tenant_id, d.run_id,
                (SELECT array_agg(DISTINCT CASE WHEN (s.tenant_id, s.id) IN (SELECT tenant_id, id FROM upd)
                                                THEN {succeeded} ELSE s.status END)
-                FROM tasks s WHERE s.tenant_id = upd.tenant_id AND s.run_id = upd.run_id) AS run_statuses
-             FROM upd),
+                FROM tasks s WHERE s.tenant_id = d.tenant_id AND s.run_id = d.run_id) AS run_statuses
+             FROM (SELECT DISTINCT tenant_id, run_id FROM upd) d),
            -- A run whose tasks are all terminal now ends in the first final status
            -- ($7, in precedence) one of them has; once, from a status not final yet.
            fin AS (
-             SELECT DISTINCT rs.tenant_id, rs.run_id,
+             SELECT rs.tenant_id, rs.run_id,
                (SELECT f.status FROM unnest($7::text[]) WITH ORDINALITY AS f(status, i)
                 WHERE f.status = ANY(rs.run_statuses) ORDER BY f.i LIMIT 1) AS status
              FROM rs WHERE rs.run_statuses <@ $7::text[]),
@@ -279,13 +290,17 @@ static COMPLETED: Fenced = Fenced::new(
              SELECT tenant_id, workflow_id, created_at, status AS change_status, 1 AS change_n
              FROM done),
            {count_run_changes}
-           -- The tasks, then the runs finished (`id` NULL), as one list rather than a
-           -- join: the generic plan expects a row or two from each side and joins them
-           -- by nested loop, which for a batch of 200 completions rescans `done` 200
-           -- times (3-4 ms of the statement).
-           SELECT rs.tenant_id, rs.id, rs.run_id, rs.worker_id, rs.durable, rs.run_statuses,
+           -- The tasks, then each run's statuses and the runs finished (`id` NULL), as
+           -- one list rather than a join: the generic plan expects a row or two from
+           -- each side and joins them by nested loop, which for a batch of 200
+           -- completions rescans `done` 200 times (3-4 ms of the statement).
+           SELECT upd.tenant_id, upd.id, upd.run_id, upd.worker_id, upd.durable,
+                  NULL::text[] AS run_statuses,
                   NULL::text AS run_status, NULL::text AS run_traceparent,
                   NULL::boolean AS run_durable_parent
+           FROM upd
+           UNION ALL
+           SELECT rs.tenant_id, NULL, rs.run_id, NULL, NULL, rs.run_statuses, NULL, NULL, NULL
            FROM rs
            UNION ALL
            SELECT done.tenant_id, NULL, done.id, NULL, NULL, NULL, done.status,
