@@ -71,17 +71,9 @@ async fn log_child_calls(env: &TestEnv, task: Uuid, n: i64) {
     for i in 0..n {
         let at = l.allocate();
         let call = run_call("child", &format!("{{\"i\":{i}}}"));
-        let entry = NewEntry {
-            at,
-            call: &call,
-            spawn_key: None,
-            child_run_id: None,
-            conditions: None,
-            wake_at: None,
-            label: None,
-            memo: None,
-        };
-        durable::insert(&mut tx, &l, &entry).await.expect("entry");
+        durable::insert(&mut tx, &l, &NewEntry::of(at, &call))
+            .await
+            .expect("entry");
     }
     durable::save(&mut tx, &mut l).await.expect("save");
     tx.commit().await.expect("commit");
@@ -128,35 +120,17 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
             .expect("read")
             .is_none()
     );
-    durable::insert(
-        &mut tx,
-        &log,
-        &NewEntry {
-            at: first,
-            call: &memo,
-            spawn_key: None,
-            child_run_id: None,
-            conditions: None,
-            wake_at: None,
-            label: None,
-            memo: None,
-        },
-    )
-    .await
-    .expect("memo entry");
+    durable::insert(&mut tx, &log, &NewEntry::of(first, &memo))
+        .await
+        .expect("memo entry");
     let second = log.allocate();
     durable::insert(
         &mut tx,
         &log,
         &NewEntry {
-            at: second,
-            call: &spawn,
             spawn_key: Some("0"),
             child_run_id: Some(child_run),
-            conditions: None,
-            wake_at: None,
-            label: None,
-            memo: None,
+            ..NewEntry::of(second, &spawn)
         },
     )
     .await
@@ -167,14 +141,10 @@ async fn invocations_replay_the_log_in_order_and_meet_the_same_calls() {
         &mut tx,
         &log,
         &NewEntry {
-            at: third,
-            call: &wait,
-            spawn_key: None,
-            child_run_id: None,
             conditions: Some(&conds),
             wake_at: Some(chrono::Utc::now()),
             label: Some("nap"),
-            memo: None,
+            ..NewEntry::of(third, &wait)
         },
     )
     .await

@@ -97,22 +97,9 @@ async fn restore_and_branch_queue_a_durable_task_again() {
         .expect("the log");
     for call in [memo_call(&[1; 32]), run_call("child", "{}")] {
         let at = l.allocate();
-        log::insert(
-            &mut tx,
-            &l,
-            &NewEntry {
-                at,
-                call: &call,
-                spawn_key: None,
-                child_run_id: None,
-                conditions: None,
-                wake_at: None,
-                label: None,
-                memo: None,
-            },
-        )
-        .await
-        .expect("entry");
+        log::insert(&mut tx, &l, &NewEntry::of(at, &call))
+            .await
+            .expect("entry");
     }
     log::save(&mut tx, &mut l).await.expect("save");
     tx.commit().await.expect("commit");

@@ -125,6 +125,23 @@ pub struct NewEntry<'a> {
     pub memo: Option<&'a [u8]>,
 }
 
+impl<'a> NewEntry<'a> {
+    /// The entry of `call` at `at` with nothing else: no child, conditions, label or
+    /// value (set those with struct update syntax).
+    pub fn of(at: Position, call: &'a Call) -> Self {
+        Self {
+            at,
+            call,
+            spawn_key: None,
+            child_run_id: None,
+            conditions: None,
+            wake_at: None,
+            label: None,
+            memo: None,
+        }
+    }
+}
+
 /// Writes a new entry of the invocation.
 pub async fn insert(conn: &mut PgConnection, log: &Log, e: &NewEntry<'_>) -> Result<()> {
     let conditions = e
@@ -183,14 +200,10 @@ pub async fn register_wait(
         conn,
         log,
         &NewEntry {
-            at,
-            call,
-            spawn_key: None,
-            child_run_id: None,
             conditions: Some(conditions),
             wake_at,
             label,
-            memo: None,
+            ..NewEntry::of(at, call)
         },
     )
     .await?;

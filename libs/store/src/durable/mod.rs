@@ -452,14 +452,8 @@ async fn the_long_way(
             conn,
             &log,
             &NewEntry {
-                at,
-                call: m.call,
-                spawn_key: None,
-                child_run_id: None,
-                conditions: None,
-                wake_at: None,
-                label: None,
                 memo: m.value,
+                ..NewEntry::of(at, m.call)
             },
         )
         .await?;

@@ -224,14 +224,9 @@ async fn log_spawns(
                             conn,
                             &log,
                             &NewEntry {
-                                at,
-                                call: &a.call,
                                 spawn_key: Some(&p.spawn_key),
                                 child_run_id: Some(p.child),
-                                conditions: None,
-                                wake_at: None,
-                                label: None,
-                                memo: None,
+                                ..NewEntry::of(at, &a.call)
                             },
                         )
                         .await?;
